@@ -1,0 +1,48 @@
+import { mapImage } from '../../engine/ops/map'
+import { openImage } from '../../engine/open'
+import { formatSize } from '../../engine/units'
+import { parseCommandArgs } from '../args'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+
+export const mapCommand: Command = {
+  name: 'map',
+  summary: 'show where each range of the guest view comes from',
+  usage: `addcow map [--json] [-f FMT] IMAGE
+
+  --json   qemu-img map's shape: [{start, length, depth, present, zero, data}]
+  -f FMT   format of IMAGE (default: probed)
+${NAME_POLICY_USAGE}`,
+  async run(context) {
+    const { values, positionals } = parseCommandArgs(
+      'map',
+      context.argv,
+      { json: { type: 'boolean' }, f: { type: 'string', short: 'f' }, ...NAME_POLICY_OPTIONS },
+      { min: 1, max: 1, names: 'one IMAGE' },
+    )
+    const disk = await openImage(positionals[0]!, {
+      readOnly: true,
+      policy: await policyFrom(context, values),
+      ...(values.f ? { format: values.f } : {}),
+    })
+    try {
+      const extents = await mapImage(disk, { signal: context.signal })
+      if (values.json) {
+        context.stdout.write('[' + extents.map((extent) => JSON.stringify(extent)).join(',\n') + ']\n')
+        return 0
+      }
+      const layers: string[] = []
+      for (let layer: typeof disk | null = disk; layer; layer = layer.backing) layers.push(layer.path)
+      const rows = ['Offset              Length              Depth  Source']
+      for (const extent of extents) {
+        const source = !extent.present ? '(zeros)' : (layers[extent.depth] ?? '?')
+        rows.push(
+          `0x${extent.start.toString(16).padStart(16, '0')}  ${formatSize(extent.length).padEnd(18)}  ${String(extent.depth).padEnd(5)}  ${source}`,
+        )
+      }
+      context.stdout.write(rows.join('\n') + '\n')
+      return 0
+    } finally {
+      await disk.close()
+    }
+  },
+}

@@ -1,0 +1,23 @@
+import { runCli } from './run'
+
+// The `addcow` executable: wire the process to runCli. SIGINT/SIGTERM abort the running
+// command through its AbortSignal so it can leave its files consistent; a second signal exits.
+const controller = new AbortController()
+let signals = 0
+const onSignal = (signal: NodeJS.Signals): void => {
+  signals++
+  if (signals > 1) process.exit(signal === 'SIGINT' ? 130 : 143)
+  controller.abort()
+}
+process.on('SIGINT', onSignal)
+process.on('SIGTERM', onSignal)
+
+runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, signal: controller.signal }).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (error: unknown) => {
+    process.stderr.write(`addcow: internal error: ${String(error)}\n`)
+    process.exitCode = 1
+  },
+)

@@ -1,0 +1,54 @@
+import type { BlockExtent } from './disk'
+import { EngineError } from './errors'
+
+/** Append `extent` to `list`, merging it with the last one when they touch and are alike. */
+export function pushExtent(list: BlockExtent[], extent: BlockExtent): void {
+  if (extent.length <= 0) return
+  const last = list[list.length - 1]
+  if (
+    last &&
+    last.offset + last.length === extent.offset &&
+    last.depth === extent.depth &&
+    last.present === extent.present &&
+    last.zero === extent.zero
+  ) {
+    last.length += extent.length
+  } else {
+    list.push({ ...extent })
+  }
+}
+
+/** Throw OUT_OF_RANGE unless [offset, offset + length) lies within a disk of `size` bytes. */
+export function checkRange(path: string, size: number, offset: number, length: number): void {
+  if (
+    !Number.isSafeInteger(offset) ||
+    !Number.isSafeInteger(length) ||
+    offset < 0 ||
+    length < 0 ||
+    offset + length > size
+  ) {
+    throw new EngineError(
+      'OUT_OF_RANGE',
+      `Request of ${length} bytes at offset ${offset} is outside ${path} (${size} bytes).`,
+      { path, offset, value: length },
+    )
+  }
+}
+
+/** Run `tasks` with at most `limit` in flight; rejects with the first failure. */
+export async function runLimited(tasks: (() => Promise<void>)[], limit: number): Promise<void> {
+  if (tasks.length === 1) return tasks[0]!()
+  let next = 0
+  const workers: Promise<void>[] = []
+  for (let i = 0; i < Math.min(limit, tasks.length); i++) {
+    workers.push(
+      (async () => {
+        while (next < tasks.length) {
+          const task = tasks[next++]!
+          await task()
+        }
+      })(),
+    )
+  }
+  await Promise.all(workers)
+}

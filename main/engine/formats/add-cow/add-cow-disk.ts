@@ -1,0 +1,504 @@
+import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
+import type {
+  BlockExtent,
+  Disk,
+  DiskCapabilities,
+  FormatDriver,
+  OpenOptions,
+  WriteOptions,
+} from '../../disk'
+import { EngineError } from '../../errors'
+import { judgeName } from '../../names'
+import { checkRange, pushExtent, runLimited } from '../../extents'
+import { BlockFile, zeroes } from '../../file'
+import { ClusterBitmap } from './bitmap'
+import {
+  ADD_COW_MAGIC,
+  FEATURE_ALL_ALLOCATED,
+  FIELDS,
+  geometry,
+  parseHeader,
+  type AddCowHeader,
+  type BitmapGeometry,
+  type HeaderOddities,
+} from './header'
+
+/** Largest bitmap held in memory: 2^32 clusters (16 TiB at 4 KiB, 8 PiB at 2 MiB). */
+export const MAX_BITMAP_BYTES = 512 * 1024 * 1024
+/** Pieces of one request that may be in flight at once. */
+const IO_PARALLELISM = 8
+/** Bytes of zeroes written per request by writeZeroes where it must write. */
+const ZERO_CHUNK = 1024 * 1024
+
+/**
+ * An add-cow overlay (FORMATS.md §1): guest data in a raw image file at guest offsets, a
+ * bitmap of written clusters in the add-cow file, and unwritten clusters read from the backing
+ * disk (or as zeros past its end or without one).
+ *
+ * Concurrency: writes to allocated clusters go straight to the image file. A write touching an
+ * unallocated cluster holds that cluster's lock while it fills the uncovered part from the
+ * backing disk, writes, and sets the bit; locks are taken in ascending order, so writes to
+ * different clusters run in parallel and never deadlock.
+ *
+ * Durability: a bit is set in memory only after its data reached the image file; flush takes a
+ * copy of the dirty bitmap chunks, syncs the image file, then writes and syncs the chunks. So a
+ * bit is never durable before the data it exposes.
+ */
+export class AddCowDisk implements Disk {
+  readonly format = 'add-cow'
+  readonly capabilities: DiskCapabilities
+  private readonly locks = new Map<number, Promise<void>>()
+  private flushing: Promise<void> = Promise.resolve()
+  private headerDirty = false
+  private closed = false
+
+  private constructor(
+    readonly path: string,
+    private readonly meta: BlockFile,
+    private readonly image: BlockFile,
+    readonly backing: Disk | null,
+    readonly header: AddCowHeader,
+    readonly oddities: HeaderOddities,
+    readonly geometry: BitmapGeometry,
+    private readonly bitmap: ClusterBitmap | null,
+    readonly names: NameResolution[],
+    private readonly metaLength: number,
+    /** The virtual size: the image file's length when opened. */
+    readonly size: number,
+  ) {
+    this.capabilities = {
+      write: meta.writable,
+      fastZero: true,
+      discard: false,
+      blockStatus: true,
+      multiConn: false,
+    }
+  }
+
+  /** Open an add-cow file (see {@link addCowDriver}). */
+  static async open(path: string, options: OpenOptions): Promise<AddCowDisk> {
+    const meta = await BlockFile.open(path, !options.readOnly)
+    const opened: { close(): Promise<void> }[] = [meta]
+    try {
+      const metaLength = await meta.length()
+      const head = Buffer.alloc(Math.min(metaLength, 2 * 1024 * 1024))
+      await meta.readAt(head, 0)
+      // Read only the fixed part first: header_size is validated before it sizes any read.
+      const { header, oddities } = parseHeader(head, path)
+      if (header.imageFormat !== 'raw') {
+        throw new EngineError(
+          'UNSUPPORTED_FORMAT',
+          `Image format '${header.imageFormat}' in ${path} is not supported; add-cow image files are raw.`,
+          { path, field: 'image format', value: header.imageFormat },
+        )
+      }
+      const names: NameResolution[] = []
+      const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
+      names.push(stripReal(imageVerdict))
+      const image = await BlockFile.open(imageVerdict.resolved, !options.readOnly)
+      opened.push(image)
+      const virtualSize = await image.length()
+      const allAllocated = (header.compatibleFeatures & FEATURE_ALL_ALLOCATED) !== 0n
+      const shape = geometry(header.clusterBits, virtualSize)
+
+      let backing: Disk | null = null
+      if (header.backingName !== null && header.backingFormat !== null) {
+        const backingVerdict = await judgeName(path, header.backingName, header.backingFormat, options.policy)
+        names.unshift(stripReal(backingVerdict))
+        if (backingVerdict.reason !== 'missing' && backingVerdict.realPath === imageVerdict.realPath) {
+          throw new EngineError(
+            'SAME_FILE',
+            `The image file '${header.imageName}' and the backing file '${header.backingName}' of ${path} are the same file (${imageVerdict.realPath}).`,
+            { path, field: 'image name', value: header.imageName },
+          )
+        }
+        if (!allAllocated || options.lenient) {
+          backing = await options.openBacking(path, header.backingName, header.backingFormat)
+          if (backing) opened.push(backing)
+        }
+      }
+
+      let bitmap: ClusterBitmap | null = null
+      if (!allAllocated) {
+        if (shape.bitmapBytes > MAX_BITMAP_BYTES) {
+          throw new EngineError(
+            'SIZE_LIMIT',
+            `${path} needs a ${shape.bitmapBytes}-byte bitmap for its ${virtualSize}-byte image file; the limit is ${MAX_BITMAP_BYTES}.`,
+            { path, field: 'virtual size', value: virtualSize },
+          )
+        }
+        if (metaLength < header.headerSize + shape.bitmapBytes) {
+          throw new EngineError(
+            'CORRUPT_IMAGE',
+            `${path} is ${metaLength} bytes long, too short for the bitmap of its ${virtualSize}-byte image file (needs ${header.headerSize + shape.bitmapBytes}).`,
+            { path, field: 'file length', value: metaLength },
+          )
+        }
+        const bytes = Buffer.alloc(shape.bitmapBytes)
+        await meta.readAt(bytes, header.headerSize)
+        bitmap = new ClusterBitmap(bytes, shape.clusters)
+      }
+      return new AddCowDisk(path, meta, image, backing, header, oddities, shape, bitmap, names, metaLength, virtualSize)
+    } catch (error) {
+      for (const file of opened.reverse()) await file.close().catch(() => undefined)
+      throw error
+    }
+  }
+
+  get readOnly(): boolean {
+    return !this.meta.writable
+  }
+
+  get allocationUnit(): number {
+    return this.geometry.clusterSize
+  }
+
+  get clusterSize(): number {
+    return this.geometry.clusterSize
+  }
+
+  /** ALL_ALLOCATED is set: every read and write goes to the image file. */
+  get allAllocated(): boolean {
+    return this.bitmap === null || (this.header.compatibleFeatures & FEATURE_ALL_ALLOCATED) !== 0n
+  }
+
+  /** Clusters whose bit is set (all of them when ALL_ALLOCATED). */
+  get allocatedClusters(): number {
+    return this.bitmap === null ? this.geometry.clusters : this.bitmap.allocatedCount
+  }
+
+  /** Whether cluster `index` reads from the image file. */
+  isAllocated(index: number): boolean {
+    return this.allAllocated || (this.bitmap?.get(index) ?? true)
+  }
+
+  /** The length of the add-cow file when it was opened. */
+  get metadataLength(): number {
+    return this.metaLength
+  }
+
+  /** The image file (for operations that copy data in place). */
+  get imageFile(): BlockFile {
+    return this.image
+  }
+
+  /** The add-cow file. */
+  get metadataFile(): BlockFile {
+    return this.meta
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new EngineError('BAD_REQUEST', `${this.path} is closed.`, { path: this.path })
+  }
+
+  private assertWritable(): void {
+    this.assertOpen()
+    if (this.readOnly) throw new EngineError('READ_ONLY', `${this.path} is open read-only.`, { path: this.path })
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length)
+    await this.readInto(buffer, offset)
+    return buffer
+  }
+
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    this.assertOpen()
+    checkRange(this.path, this.size, offset, target.length)
+    if (target.length === 0) return
+    const bitmap = this.allAllocated ? null : this.bitmap
+    if (!bitmap) {
+      await this.image.readAt(target, offset)
+      return
+    }
+    const end = offset + target.length
+    const tasks: (() => Promise<void>)[] = []
+    bitmap.forEachRun(Math.floor(offset / this.clusterSize), Math.ceil(end / this.clusterSize), (first, stop, allocated) => {
+      const start = Math.max(first * this.clusterSize, offset)
+      const finish = Math.min(stop * this.clusterSize, end)
+      const piece = target.subarray(start - offset, finish - offset)
+      tasks.push(allocated ? () => this.image.readAt(piece, start) : () => this.readBelow(piece, start))
+    })
+    await runLimited(tasks, IO_PARALLELISM)
+  }
+
+  /** Read what lies under this layer: the backing disk, zeros past its end or without one. */
+  private async readBelow(target: Uint8Array, offset: number): Promise<void> {
+    const backing = this.backing
+    const available = backing ? Math.max(0, Math.min(target.length, backing.size - offset)) : 0
+    if (available > 0 && backing) await backing.readInto(target.subarray(0, available), offset)
+    if (available < target.length) target.fill(0, available)
+  }
+
+  private async lock(cluster: number): Promise<() => void> {
+    for (;;) {
+      const held = this.locks.get(cluster)
+      if (!held) break
+      await held
+    }
+    let release!: () => void
+    this.locks.set(
+      cluster,
+      new Promise<void>((resolve) => {
+        release = () => {
+          this.locks.delete(cluster)
+          resolve()
+        }
+      }),
+    )
+    return release
+  }
+
+  async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    this.assertWritable()
+    checkRange(this.path, this.size, offset, data.length)
+    if (data.length === 0) return
+    if (this.allAllocated || !this.bitmap) {
+      await this.image.writeAt(data, offset)
+      if (options?.fua) await this.image.datasync()
+      return
+    }
+    const bitmap = this.bitmap
+    const clusterSize = this.clusterSize
+    const end = offset + data.length
+    const first = Math.floor(offset / clusterSize)
+    const last = Math.floor((end - 1) / clusterSize)
+
+    const releases: (() => void)[] = []
+    try {
+      for (let cluster = first; cluster <= last; cluster++) {
+        if (!bitmap.get(cluster)) releases.push(await this.lock(cluster))
+      }
+      // Re-read the bits under the locks: an earlier writer may have allocated a cluster.
+      const fills: (() => Promise<void>)[] = []
+      const headCluster = first
+      const tailCluster = last
+      if (!bitmap.get(headCluster) && offset > headCluster * clusterSize) {
+        const fillStart = headCluster * clusterSize
+        fills.push(() => this.fill(fillStart, offset))
+      }
+      const tailEnd = Math.min((tailCluster + 1) * clusterSize, this.size)
+      if (!bitmap.get(tailCluster) && end < tailEnd) {
+        fills.push(() => this.fill(end, tailEnd))
+      }
+      fills.push(() => this.image.writeAt(data, offset))
+      await runLimited(fills, IO_PARALLELISM)
+      const wasFull = bitmap.isFull
+      bitmap.setRange(first, last + 1)
+      if (!wasFull && bitmap.isFull) this.markAllAllocated()
+    } finally {
+      for (const release of releases) release()
+    }
+    if (options?.fua) await this.flush()
+  }
+
+  /** Copy [start, end) of the layers below into the image file (the partial-cluster fill). */
+  private async fill(start: number, end: number): Promise<void> {
+    if (end <= start) return
+    const buffer = Buffer.allocUnsafe(end - start)
+    await this.readBelow(buffer, start)
+    await this.image.writeAt(buffer, start)
+  }
+
+  /** Set ALL_ALLOCATED in memory; the next flush writes it after the bitmap. */
+  private markAllAllocated(): void {
+    this.header.compatibleFeatures |= FEATURE_ALL_ALLOCATED
+    this.headerDirty = true
+  }
+
+  async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    this.assertWritable()
+    checkRange(this.path, this.size, offset, length)
+    if (length === 0) return
+    const clusterSize = this.clusterSize
+    const end = offset + length
+    // Whole clusters that are unallocated here and read as zeros below need no write at all;
+    // everything else is written as zeroes, in runs of up to ZERO_CHUNK bytes.
+    let runStart = offset
+    let cursor = offset
+    while (cursor < end) {
+      const cluster = Math.floor(cursor / clusterSize)
+      const clusterStart = cluster * clusterSize
+      const clusterEnd = Math.min(clusterStart + clusterSize, this.size)
+      const pieceEnd = Math.min(clusterEnd, end)
+      const whole = cursor === clusterStart && pieceEnd === clusterEnd
+      const skip =
+        whole &&
+        !this.isAllocated(cluster) &&
+        (await this.belowIsZero(clusterStart, clusterEnd - clusterStart))
+      if (skip || pieceEnd - runStart > ZERO_CHUNK) {
+        if (cursor > runStart) await this.write(runStart, zeroes(cursor - runStart))
+        runStart = skip ? pieceEnd : cursor
+      }
+      cursor = pieceEnd
+    }
+    if (cursor > runStart) await this.write(runStart, zeroes(cursor - runStart))
+    if (options?.fua) await this.flush()
+  }
+
+  private async belowIsZero(offset: number, length: number): Promise<boolean> {
+    const backing = this.backing
+    if (!backing || offset >= backing.size) return true
+    if (!backing.capabilities.blockStatus) return false
+    const extents = await backing.blockStatus(offset, Math.min(length, backing.size - offset))
+    return extents.every((extent) => extent.zero)
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.assertOpen()
+    checkRange(this.path, this.size, offset, length)
+  }
+
+  async flush(): Promise<void> {
+    this.assertOpen()
+    if (this.readOnly) return
+    const run = this.flushing.then(() => this.flushNow())
+    this.flushing = run.catch(() => undefined)
+    await run
+  }
+
+  private async flushNow(): Promise<void> {
+    const chunks = this.bitmap?.takeDirty() ?? []
+    const headerDirty = this.headerDirty
+    const features = this.header.compatibleFeatures
+    this.headerDirty = false
+    try {
+      await this.image.datasync()
+      if (chunks.length === 0 && !headerDirty) return
+      for (const chunk of chunks) {
+        await this.meta.writeAt(chunk.data, this.header.headerSize + chunk.offset)
+      }
+      if (headerDirty) {
+        const field = Buffer.alloc(8)
+        FIELDS.compatibleFeatures.put(field, features)
+        await this.meta.writeAt(field, FIELDS.compatibleFeatures.offset)
+      }
+      await this.meta.datasync()
+    } catch (error) {
+      this.bitmap?.markDirty(chunks.map((chunk) => chunk.offset))
+      if (headerDirty) this.headerDirty = true
+      throw error
+    }
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    this.assertOpen()
+    checkRange(this.path, this.size, offset, length)
+    const extents: BlockExtent[] = []
+    if (length === 0) return extents
+    const bitmap = this.allAllocated ? null : this.bitmap
+    if (!bitmap) {
+      pushExtent(extents, { offset, length, depth: 0, present: true, zero: false })
+      return extents
+    }
+    const clusterSize = this.clusterSize
+    const end = offset + length
+    const runs: [number, number, boolean][] = []
+    bitmap.forEachRun(Math.floor(offset / clusterSize), Math.ceil(end / clusterSize), (first, stop, allocated) => {
+      runs.push([Math.max(first * clusterSize, offset), Math.min(stop * clusterSize, end), allocated])
+    })
+    for (const [start, finish, allocated] of runs) {
+      if (allocated) {
+        pushExtent(extents, { offset: start, length: finish - start, depth: 0, present: true, zero: false })
+      } else {
+        await this.statusBelow(extents, start, finish)
+      }
+    }
+    return extents
+  }
+
+  private async statusBelow(extents: BlockExtent[], start: number, finish: number): Promise<void> {
+    const backing = this.backing
+    if (!backing) {
+      pushExtent(extents, { offset: start, length: finish - start, depth: 0, present: false, zero: true })
+      return
+    }
+    const inside = Math.min(finish, backing.size)
+    if (inside > start) {
+      for (const extent of await backing.blockStatus(start, inside - start)) {
+        pushExtent(extents, { ...extent, depth: extent.depth + 1 })
+      }
+    }
+    if (finish > Math.max(start, inside)) {
+      const from = Math.max(start, inside)
+      pushExtent(extents, { offset: from, length: finish - from, depth: 1, present: false, zero: true })
+    }
+  }
+
+  async info(): Promise<ImageInfo> {
+    const backingName = this.names.find((name) => name.stored === this.header.backingName && this.header.backingName !== null)
+    const imageName = this.names[this.names.length - 1]
+    const info: ImageInfo = {
+      filename: this.path,
+      format: 'add-cow',
+      'virtual-size': this.size,
+      'actual-size': (await this.meta.allocatedBytes()) + (await this.image.allocatedBytes()),
+      'cluster-size': this.clusterSize,
+      'data-file': this.header.imageName,
+      'full-data-file': imageName?.resolved ?? this.image.path,
+      'data-file-format': this.header.imageFormat,
+      'data-file-actual-size': await this.image.allocatedBytes(),
+      'allocated-clusters': this.allocatedClusters,
+      'total-clusters': this.geometry.clusters,
+      'all-allocated': this.allAllocated,
+      'format-specific': {
+        type: 'add-cow',
+        data: {
+          'header-size': this.header.headerSize,
+          'cluster-bits': this.header.clusterBits,
+          'compatible-features': `0x${this.header.compatibleFeatures.toString(16)}`,
+          'metadata-file-length': this.metaLength,
+          'metadata-actual-size': await this.meta.allocatedBytes(),
+        },
+      },
+      names: this.names,
+    }
+    if (this.header.backingName !== null) {
+      info['backing-filename'] = this.header.backingName
+      info['full-backing-filename'] = backingName?.resolved ?? this.header.backingName
+      info['backing-filename-format'] = this.header.backingFormat ?? ''
+    }
+    const warnings: string[] = []
+    if (this.oddities.nonZeroPadding.length > 0) {
+      warnings.push(`header padding holds non-zero bytes (first at offset ${this.oddities.nonZeroPadding[0]})`)
+    }
+    for (const name of this.names) {
+      if (!name.followed) warnings.push(`the name '${name.stored}' would not be followed (${name.reason})`)
+    }
+    if (warnings.length > 0) info.warnings = warnings
+    return info
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    let failure: unknown = null
+    try {
+      if (!this.readOnly) await this.flush()
+    } catch (error) {
+      failure = error
+    }
+    this.closed = true
+    await this.image.close().catch((error: unknown) => (failure ??= error))
+    await this.meta.close().catch((error: unknown) => (failure ??= error))
+    if (this.backing) await this.backing.close().catch((error: unknown) => (failure ??= error))
+    if (failure) throw failure
+  }
+}
+
+function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
+  const { realPath: _realPath, ...rest } = verdict
+  void _realPath
+  return rest
+}
+
+/** The add-cow driver, current layout ("ACOW"). */
+export const addCowDriver: FormatDriver = {
+  name: 'add-cow',
+  features: { create: true, write: true, backing: true },
+  probe(head) {
+    if (head.length < 4) return 0
+    const magic = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(0, true)
+    return magic === ADD_COW_MAGIC ? 100 : 0
+  },
+  open: (path, options) => AddCowDisk.open(path, options),
+}

@@ -1,0 +1,210 @@
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { EngineError, wrapIoError } from './errors'
+import { makePolicy, type NamePolicy } from './names'
+
+/** A (naming file → named file) pair the user trusts, both real absolute paths. */
+export interface TrustedPair {
+  from: string
+  to: string
+  /** Why: created by this tool, or approved by the user. */
+  reason: 'created' | 'approved'
+  at: string
+}
+
+/** An image the user has opened, created or dropped into the app. */
+export interface LibraryImage {
+  path: string
+  addedAt: string
+}
+
+/** The library file's content (version 1). */
+export interface LibraryData {
+  version: 1
+  images: LibraryImage[]
+  trusted: TrustedPair[]
+  recent: string[]
+}
+
+/** Most recent files kept. */
+const MAX_RECENT = 20
+/** A lock file older than this is taken to be left by a crashed process. */
+const STALE_LOCK_MS = 10_000
+const LOCK_TIMEOUT_MS = 15_000
+
+/** The empty library. */
+export function emptyLibrary(): LibraryData {
+  return { version: 1, images: [], trusted: [], recent: [] }
+}
+
+/**
+ * The folder the CLI and the app share for user data: $ADDCOW_DATA_DIR if set, else the
+ * platform's per-user application folder ("AddCow Studio", as Electron's userData names it).
+ */
+export function defaultDataDir(): string {
+  const override = process.env.ADDCOW_DATA_DIR
+  if (override) return resolve(override)
+  const name = 'AddCow Studio'
+  if (process.platform === 'darwin') return join(homedir(), 'Library', 'Application Support', name)
+  if (process.platform === 'win32') {
+    return join(process.env.APPDATA ?? join(homedir(), 'AppData', 'Roaming'), name)
+  }
+  return join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), name)
+}
+
+function isLibraryData(value: unknown): value is LibraryData {
+  if (typeof value !== 'object' || value === null) return false
+  const data = value as Partial<LibraryData>
+  return (
+    data.version === 1 &&
+    Array.isArray(data.images) &&
+    data.images.every((image) => typeof image?.path === 'string') &&
+    Array.isArray(data.trusted) &&
+    data.trusted.every((pair) => typeof pair?.from === 'string' && typeof pair?.to === 'string') &&
+    (data.recent === undefined || (Array.isArray(data.recent) && data.recent.every((entry) => typeof entry === 'string')))
+  )
+}
+
+/**
+ * The persisted library of known images and trusted name pairs, shared by the CLI and the app.
+ *
+ * Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves the old file.
+ * Writers take a lock file, so the CLI and the app can update it at once without losing
+ * entries. A corrupt file is moved aside (kept for the user) and the library starts empty.
+ */
+export class Library {
+  /** Set when the last load found a corrupt file and moved it aside. */
+  lastWarning: string | null = null
+
+  constructor(readonly file: string = join(defaultDataDir(), 'library.json')) {}
+
+  /** Read the library; a missing file is an empty library, a corrupt one is moved aside. */
+  async load(): Promise<LibraryData> {
+    let text: string
+    try {
+      text = await readFile(this.file, 'utf8')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyLibrary()
+      throw wrapIoError(error, this.file, 'read the library')
+    }
+    try {
+      const parsed: unknown = JSON.parse(text)
+      if (isLibraryData(parsed)) return { ...parsed, recent: parsed.recent ?? [] }
+    } catch {
+      // fall through to the corrupt case
+    }
+    const aside = `${this.file}.corrupt-${Date.now()}`
+    await rename(this.file, aside).catch(() => undefined)
+    this.lastWarning = `The library file ${this.file} was corrupt; it was moved to ${aside} and a new one started.`
+    return emptyLibrary()
+  }
+
+  /** Apply `change` to the current content under the lock, and write the result atomically. */
+  async update(change: (data: LibraryData) => void): Promise<LibraryData> {
+    await mkdir(dirname(this.file), { recursive: true })
+    const unlock = await this.lock()
+    try {
+      const data = await this.load()
+      change(data)
+      await this.writeAtomically(data)
+      return data
+    } finally {
+      await unlock()
+    }
+  }
+
+  private async writeAtomically(data: LibraryData): Promise<void> {
+    const temporary = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+    try {
+      const handle = await open(temporary, 'wx', 0o600)
+      try {
+        await handle.writeFile(JSON.stringify(data, null, 2) + '\n')
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await rename(temporary, this.file)
+      const folder = await open(dirname(this.file), 'r')
+      await folder.sync().catch(() => undefined)
+      await folder.close()
+    } catch (error) {
+      await rm(temporary, { force: true })
+      throw wrapIoError(error, this.file, 'write the library')
+    }
+  }
+
+  private async lock(): Promise<() => Promise<void>> {
+    const lockFile = `${this.file}.lock`
+    const started = Date.now()
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const handle = await open(lockFile, 'wx')
+        await handle.writeFile(String(process.pid))
+        await handle.close()
+        return () => rm(lockFile, { force: true })
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw wrapIoError(error, lockFile, 'lock the library')
+        }
+      }
+      const age = await stat(lockFile).then(
+        (info) => Date.now() - info.mtimeMs,
+        () => 0,
+      )
+      if (age > STALE_LOCK_MS) {
+        await rm(lockFile, { force: true })
+        continue
+      }
+      if (Date.now() - started > LOCK_TIMEOUT_MS) {
+        throw new EngineError('BUSY', `The library ${this.file} is locked by another process (${lockFile}).`, {
+          path: lockFile,
+        })
+      }
+      await new Promise((done) => setTimeout(done, Math.min(5 + attempt * 5, 100)))
+    }
+  }
+
+  /** Record that `from` may follow the name that leads to `to` (real paths). */
+  async trust(pairs: { from: string; to: string }[], reason: TrustedPair['reason']): Promise<void> {
+    if (pairs.length === 0) return
+    await this.update((data) => {
+      for (const pair of pairs) {
+        if (!data.trusted.some((known) => known.from === pair.from && known.to === pair.to)) {
+          data.trusted.push({ ...pair, reason, at: new Date().toISOString() })
+        }
+      }
+    })
+  }
+
+  /** Add images to the library and to the recent list. */
+  async addImages(paths: string[]): Promise<void> {
+    await this.update((data) => {
+      for (const path of paths.map((entry) => resolve(entry))) {
+        if (!data.images.some((image) => image.path === path)) {
+          data.images.push({ path, addedAt: new Date().toISOString() })
+        }
+        data.recent = [path, ...data.recent.filter((entry) => entry !== path)].slice(0, MAX_RECENT)
+      }
+    })
+  }
+
+  /** Remove images from the library (their files are untouched). */
+  async removeImages(paths: string[]): Promise<void> {
+    const gone = new Set(paths.map((entry) => resolve(entry)))
+    await this.update((data) => {
+      data.images = data.images.filter((image) => !gone.has(image.path))
+    })
+  }
+
+  /** A name policy that trusts the library's pairs, plus the run's explicit allowances. */
+  async policy(options: { allowAny?: boolean; allowedPaths?: Iterable<string> } = {}): Promise<NamePolicy> {
+    const data = await this.load()
+    const trusted = new Set(data.trusted.map((pair) => `${pair.from}\0${pair.to}`))
+    return makePolicy({
+      ...options,
+      isTrustedPair: (from, to) => trusted.has(`${from}\0${to}`),
+    })
+  }
+}

@@ -1,0 +1,31 @@
+import vue from '@vitejs/plugin-vue'
+import { defineConfig } from 'vitest/config'
+
+// Two projects: fast unit tests, and interop tests against the real QEMU and NBD tools.
+// Under CI=true a missing tool fails the interop suite instead of skipping it.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [vue()],
+        test: {
+          name: 'unit',
+          include: ['tests/unit/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 30_000,
+          hookTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'interop',
+          include: ['tests/interop/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+})
