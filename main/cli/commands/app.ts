@@ -1,0 +1,4 @@
+import type { Command } from '../context'
+
+/** Commands for web (issue 5). */
+export const APP_COMMANDS: Command[] = []

@@ -1,0 +1,4 @@
+import type { Command } from '../context'
+
+/** Commands for check, commit, stream and rebase (issue 3). */
+export const OPERATION_COMMANDS: Command[] = []
