@@ -2,6 +2,14 @@ import type { FormatDriver } from './disk'
 import { EngineError } from './errors'
 import { addCowDriver } from './formats/add-cow/add-cow-disk'
 import { rawDriver } from './formats/raw/raw'
+import { qcow2Driver } from './formats/qcow2/qcow2-disk'
+import { cowDriver } from './formats/cow/cow-disk'
+import {
+  addCowV12Driver,
+  addCowV18Driver,
+  addCowV3Driver,
+  addCowV7Driver,
+} from './formats/add-cow-drafts/draft-disk'
 
 const drivers = new Map<string, FormatDriver>()
 
@@ -11,7 +19,14 @@ export function registerDriver(driver: FormatDriver): void {
 }
 
 registerDriver(rawDriver)
+// V18 before add-cow: both claim "ACOW" with 100, and V18 only claims files the current rules refuse.
+registerDriver(addCowV18Driver)
 registerDriver(addCowDriver)
+registerDriver(qcow2Driver)
+registerDriver(cowDriver)
+registerDriver(addCowV12Driver)
+registerDriver(addCowV7Driver)
+registerDriver(addCowV3Driver)
 
 /** Every registered driver. */
 export function listDrivers(): FormatDriver[] {

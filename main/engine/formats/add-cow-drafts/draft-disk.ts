@@ -1,0 +1,268 @@
+import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
+import type { Disk, FormatDriver, OpenOptions } from '../../disk'
+import { EngineError } from '../../errors'
+import { BlockFile } from '../../file'
+import { judgeName } from '../../names'
+import { BitmapOverlayDisk, loadBitmap, type BitmapOverlayLayout } from '../cow/bitmap-overlay'
+import { unrecordedBackingFormat } from '../cow/unrecorded-format'
+import {
+  looksLikeAddCowMagic,
+  looksLikeBigEndianDraft,
+  looksLikeV12,
+  looksLikeV18,
+  looksLikeV3,
+  looksLikeV7,
+  parseV12,
+  parseV18,
+  parseV3orV7,
+  v3FileLength,
+  type DraftHeader,
+  type DraftLayout,
+} from './layouts'
+
+/** Largest header read (V18 with 2 MiB clusters, V12 with 512 pages). */
+const HEAD_BYTES = 2 * 1024 * 1024
+
+/** The draft's own description, for `info` and for the upgrade. */
+export interface DraftDescription {
+  header: DraftHeader
+  /** The image file as resolved. */
+  imagePath: string
+  /** The backing format used to open the backing file (recorded, or decided for an unrecorded one). */
+  backingFormat: string | null
+  names: NameResolution[]
+  warnings: string[]
+}
+
+/** A read-only disk in an earlier add-cow draft layout. */
+export class DraftDisk extends BitmapOverlayDisk {
+  constructor(
+    layout: BitmapOverlayLayout,
+    /** What the draft records. */
+    readonly draft: DraftDescription,
+  ) {
+    super(layout)
+  }
+}
+
+function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
+  const { realPath: _realPath, ...rest } = verdict
+  void _realPath
+  return rest
+}
+
+function parseDraft(layout: DraftLayout, head: Uint8Array, path: string): DraftHeader {
+  switch (layout) {
+    case 'add-cow-v18':
+      return parseV18(head, path)
+    case 'add-cow-v12':
+      return parseV12(head, path)
+    default:
+      return parseV3orV7(head, path, layout)
+  }
+}
+
+const LABELS: Record<DraftLayout, string> = {
+  'add-cow-v18': 'V18 (2013)',
+  'add-cow-v12': 'V12 (2012)',
+  'add-cow-v7': 'v7 (2012)',
+  'add-cow-v3': 'v3 (2011)',
+}
+
+/**
+ * Open an add-cow file in an earlier draft layout, read-only: the image file through the
+ * chain's data-file judgement, the backing file through the name policy (with the recorded
+ * format, or raw when the layout records none and the file carries no other format's magic).
+ */
+export async function openDraft(
+  layout: DraftLayout,
+  path: string,
+  options: OpenOptions,
+): Promise<DraftDisk> {
+  if (!options.readOnly) {
+    throw new EngineError(
+      'NOT_CAPABLE',
+      `${path} uses the earlier add-cow draft layout ${LABELS[layout]}, which this tool never writes; upgrade it with: addcow amend --upgrade '${path}'.`,
+      { path, field: 'format', value: layout },
+    )
+  }
+  const meta = await BlockFile.open(path, false)
+  const opened: { close(): Promise<void> }[] = [meta]
+  try {
+    const metaLength = await meta.length()
+    const head = Buffer.alloc(Math.min(metaLength, HEAD_BYTES))
+    await meta.readAt(head, 0)
+    const header = parseDraft(layout, head, path)
+    if (header.imageFormat !== 'raw') {
+      throw new EngineError(
+        'UNSUPPORTED_FORMAT',
+        `Image format '${header.imageFormat}' in ${path} is not supported; add-cow image files are raw.`,
+        { path, field: 'image format', value: header.imageFormat },
+      )
+    }
+    const warnings = [
+      `earlier add-cow draft layout ${LABELS[layout]}: read-only here; upgrade with addcow amend --upgrade`,
+    ]
+    const names: NameResolution[] = []
+    const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
+    const image = await BlockFile.open(imageVerdict.resolved, false)
+    opened.push(image)
+    const imageLength = await image.length()
+    const size = header.storedSize ?? imageLength
+    if (header.storedSize !== null && header.storedSize !== imageLength) {
+      warnings.push(
+        `the image file is ${imageLength} bytes long but the header records a virtual size of ${header.storedSize}`,
+      )
+    }
+    const units = Math.ceil(size / header.unit)
+    const expectedLength =
+      layout === 'add-cow-v3' ? v3FileLength(size) : header.bitmapOffset + Math.ceil(units / 8)
+    if ((layout === 'add-cow-v3' || layout === 'add-cow-v7') && metaLength !== expectedLength) {
+      warnings.push(`the file is ${metaLength} bytes long; its layout expects ${expectedLength}`)
+    }
+
+    let backing: Disk | null = null
+    let backingFormat: string | null = header.backingFormat
+    if (header.backingName !== null) {
+      const name = header.backingName
+      backingFormat ??= await unrecordedBackingFormat(
+        path,
+        name,
+        options,
+        warnings,
+        'Upgrade the file with addcow amend --upgrade after checking the base, or rebase it.',
+      )
+      const verdict = await judgeName(path, name, backingFormat, options.policy)
+      names.push(stripReal(verdict))
+      if (verdict.reason !== 'missing' && verdict.realPath === imageVerdict.realPath) {
+        throw new EngineError(
+          'SAME_FILE',
+          `The image file '${header.imageName}' and the backing file '${name}' of ${path} are the same file (${imageVerdict.realPath}).`,
+          { path, field: 'image name', value: header.imageName },
+        )
+      }
+      if (!verdict.followed)
+        warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
+      if (backingFormat !== null && (!header.allAllocated || options.lenient)) {
+        backing = await options.openBacking(path, name, backingFormat)
+        if (backing) opened.push(backing)
+      }
+    }
+    names.push(stripReal(imageVerdict))
+    const bitmap = await loadBitmap(
+      meta,
+      path,
+      header.bitmapOffset,
+      header.allAllocated ? 0 : units,
+      metaLength,
+      'allocation',
+    )
+    const draft: DraftDescription = {
+      header,
+      imagePath: imageVerdict.resolved,
+      backingFormat,
+      names,
+      warnings,
+    }
+    return new DraftDisk(
+      {
+        path,
+        format: layout,
+        size,
+        unit: header.unit,
+        bitmap,
+        metaFile: meta,
+        bitmapOffset: header.bitmapOffset,
+        dataFile: image,
+        dataOffset: 0,
+        backing,
+        writable: false,
+        allAllocated: header.allAllocated,
+        describe: (disk) => describeDraft(disk, meta, image, draft),
+      },
+      draft,
+    )
+  } catch (error) {
+    for (const file of opened.reverse()) await file.close().catch(() => undefined)
+    throw error
+  }
+}
+
+async function describeDraft(
+  disk: BitmapOverlayDisk,
+  meta: BlockFile,
+  image: BlockFile,
+  draft: DraftDescription,
+): Promise<ImageInfo> {
+  const { header } = draft
+  const imageActual = await image.allocatedBytes()
+  const info: ImageInfo = {
+    filename: disk.path,
+    format: header.layout,
+    'virtual-size': disk.size,
+    'actual-size': (await meta.allocatedBytes()) + imageActual,
+    'cluster-size': header.unit,
+    'data-file': header.imageName,
+    'full-data-file': draft.imagePath,
+    'data-file-format': header.imageFormat,
+    'data-file-actual-size': imageActual,
+    'allocated-clusters': disk.allocatedUnits,
+    'total-clusters': disk.totalUnits,
+    'all-allocated': header.allAllocated,
+    'format-specific': {
+      type: 'add-cow-draft',
+      data: {
+        layout: LABELS[header.layout],
+        'bitmap-offset': header.bitmapOffset,
+        'unit-size': header.unit,
+        'metadata-file-length': await meta.length(),
+      },
+    },
+    names: draft.names,
+    warnings: [...draft.warnings],
+  }
+  if (header.backingName !== null) {
+    info['backing-filename'] = header.backingName
+    info['full-backing-filename'] = draft.names[0]?.resolved ?? header.backingName
+    if (draft.backingFormat !== null) info['backing-filename-format'] = draft.backingFormat
+  }
+  return info
+}
+
+function draftDriver(
+  name: DraftLayout,
+  probe: (head: Uint8Array, fileLength: number) => number,
+): FormatDriver {
+  return {
+    name,
+    features: { create: false, write: false, backing: true },
+    probe,
+    open: (path, options) => openDraft(name, path, options),
+  }
+}
+
+/**
+ * add-cow V18 (2013): the current layout with 512 B..2 KiB clusters or unterminated format
+ * fields. Other "ACOW" files probe weakly (the current driver claims them with 100), so that
+ * `-f add-cow-v18` still opens them and names what is wrong.
+ */
+export const addCowV18Driver = draftDriver('add-cow-v18', (head) =>
+  looksLikeV18(head) ? 100 : looksLikeAddCowMagic(head) ? 1 : 0,
+)
+/** add-cow V12 (2012): "ADD_COW\xff", little-endian. */
+export const addCowV12Driver = draftDriver('add-cow-v12', (head) => (looksLikeV12(head) ? 100 : 0))
+/** add-cow v7 (2012): "ADD_COW\xff", big-endian, bitmap at 2560 (weakly any big-endian draft). */
+export const addCowV7Driver = draftDriver('add-cow-v7', (head, length) =>
+  looksLikeV7(head, length) ? 100 : looksLikeBigEndianDraft(head) ? 1 : 0,
+)
+/**
+ * add-cow v3 (2011): "ADD_COW\xff", big-endian, size at 2060, bitmap at 2068. A big-endian draft
+ * whose length fits neither v3 nor v7 still probes (weakly) as v3, so the open names the fault.
+ */
+export const addCowV3Driver = draftDriver('add-cow-v3', (head, length) =>
+  looksLikeV3(head, length)
+    ? 100
+    : looksLikeBigEndianDraft(head) && !looksLikeV7(head, length)
+      ? 10
+      : 0,
+)
