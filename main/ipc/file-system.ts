@@ -1,0 +1,109 @@
+import { lstat, readdir, stat } from 'node:fs/promises'
+import { homedir, tmpdir } from 'node:os'
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path'
+import type { ResponseOf } from '../../shared/ipc/contract'
+import { EngineError, wrapIoError } from '../engine/errors'
+
+/** Most entries one listing returns (a folder with more is cut, and says so). */
+export const MAX_FOLDER_ENTRIES = 5000
+/** Entries examined at once. */
+const PARALLEL_STATS = 32
+
+type FolderListing = ResponseOf<'fs:list-folder'>
+type FolderEntry = FolderListing['entries'][number]
+
+async function describe(folder: string, name: string): Promise<FolderEntry> {
+  const path = join(folder, name)
+  const entry: FolderEntry = {
+    name,
+    path,
+    kind: 'other',
+    link: false,
+    size: null,
+    modifiedAt: null,
+  }
+  try {
+    let info = await lstat(path)
+    if (info.isSymbolicLink()) {
+      entry.link = true
+      info = await stat(path)
+    }
+    entry.kind = info.isDirectory() ? 'folder' : info.isFile() ? 'file' : 'other'
+    entry.size = info.isFile() ? info.size : null
+    entry.modifiedAt = Math.round(info.mtimeMs)
+  } catch {
+    // A dangling link or an entry that vanished: listed as 'other' without details.
+  }
+  return entry
+}
+
+/**
+ * List a folder of main's file system for the in-app file browser: folders first, then files,
+ * by name. Refuses relative paths (IPC has no working directory) and non-folders.
+ */
+export async function listFolder(path: string, showHidden: boolean): Promise<FolderListing> {
+  if (!isAbsolute(path)) {
+    throw new EngineError('BAD_REQUEST', `The folder '${path}' is not an absolute path.`, {
+      field: 'path',
+      value: path,
+    })
+  }
+  const folder = resolve(path)
+  let info
+  try {
+    info = await stat(folder)
+  } catch (error) {
+    throw wrapIoError(error, folder, 'list')
+  }
+  if (!info.isDirectory()) {
+    throw new EngineError('BAD_ARGUMENT', `${folder} is not a folder.`, {
+      path: folder,
+      field: 'path',
+    })
+  }
+  let names: string[]
+  try {
+    names = (await readdir(folder)).filter((name) => showHidden || !name.startsWith('.'))
+  } catch (error) {
+    throw wrapIoError(error, folder, 'list')
+  }
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' })
+  names.sort(collator.compare)
+  const truncated = names.length > MAX_FOLDER_ENTRIES
+  const kept = names.slice(0, MAX_FOLDER_ENTRIES)
+  const entries: FolderEntry[] = []
+  for (let index = 0; index < kept.length; index += PARALLEL_STATS) {
+    entries.push(
+      ...(await Promise.all(
+        kept.slice(index, index + PARALLEL_STATS).map((name) => describe(folder, name)),
+      )),
+    )
+  }
+  const rank = (entry: FolderEntry): number =>
+    entry.kind === 'folder' ? 0 : entry.kind === 'file' ? 1 : 2
+  entries.sort((a, b) => rank(a) - rank(b) || collator.compare(a.name, b.name))
+  const parent = dirname(folder)
+  return { path: folder, parent: parent === folder ? null : parent, entries, truncated }
+}
+
+/** Where the in-app file browser starts. */
+export async function listRoots(): Promise<ResponseOf<'fs:list-roots'>> {
+  const home = homedir()
+  const places: { label: string; path: string }[] = [{ label: 'Home', path: home }]
+  if (process.platform === 'win32') {
+    for (const letter of 'CDEFGHIJKLMNOPQRSTUVWXYZ') {
+      const drive = `${letter}:\\`
+      if (
+        await stat(drive).then(
+          (drive) => drive.isDirectory(),
+          () => false,
+        )
+      )
+        places.push({ label: drive, path: drive })
+    }
+  } else {
+    places.push({ label: 'Computer', path: '/' })
+  }
+  places.push({ label: 'Temporary files', path: tmpdir() })
+  return { home, separator: sep === '\\' ? '\\' : '/', places }
+}

@@ -1,0 +1,76 @@
+import { Library } from '../engine/library'
+import { IpcDispatcher } from './dispatcher'
+import { EventBus } from './events'
+import { createHandlers, type HostInfo, type NativeDialogs } from './create-handlers'
+import type { Handlers } from './handlers'
+import { JobManager, type JobClock } from './jobs'
+import { consoleLogger, type Logger } from './logger'
+import type { RequestSender } from './sender'
+
+export { IpcDispatcher } from './dispatcher'
+export { EventBus } from './events'
+export { JobManager } from './jobs'
+export {
+  createHandlers,
+  type HostInfo,
+  type NativeDialogs,
+  type IpcServices,
+} from './create-handlers'
+export type { Handlers } from './handlers'
+export type { Logger } from './logger'
+export { originOf, trustOrigins, type RequestSender } from './sender'
+
+/** Everything a transport needs: the dispatcher, the event bus, and the services behind them. */
+export interface IpcCore {
+  dispatcher: IpcDispatcher
+  bus: EventBus
+  jobs: JobManager
+  library: Library
+  handlers: Handlers
+  log: Logger
+}
+
+/** How to assemble the IPC core. */
+export interface IpcCoreOptions {
+  host: HostInfo
+  isTrustedSender: (sender: RequestSender) => boolean
+  library?: Library
+  dialogs?: NativeDialogs | null
+  log?: Logger
+  clock?: JobClock
+  progressIntervalMs?: number
+  checkResponses?: boolean
+  vmStopTimeoutMs?: number
+}
+
+/** Assemble the transport-neutral IPC core: library, events, jobs, handlers and dispatcher. */
+export function createIpcCore(options: IpcCoreOptions): IpcCore {
+  const log = options.log ?? consoleLogger
+  const library = options.library ?? new Library()
+  const bus = new EventBus(log)
+  const jobs = new JobManager({
+    bus,
+    log,
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.progressIntervalMs !== undefined
+      ? { progressIntervalMs: options.progressIntervalMs }
+      : {}),
+  })
+  const handlers = createHandlers({
+    library,
+    jobs,
+    bus,
+    log,
+    host: options.host,
+    dialogs: options.dialogs ?? null,
+    ...(options.vmStopTimeoutMs !== undefined ? { vmStopTimeoutMs: options.vmStopTimeoutMs } : {}),
+  })
+  const dispatcher = new IpcDispatcher({
+    handlers,
+    jobs,
+    log,
+    isTrustedSender: options.isTrustedSender,
+    checkResponses: options.checkResponses ?? false,
+  })
+  return { dispatcher, bus, jobs, library, handlers, log }
+}

@@ -1,0 +1,161 @@
+import { realpath, stat } from 'node:fs/promises'
+import { basename } from 'node:path'
+import type { ImageInfo } from '../../shared/image-types'
+import type { ImageSummary } from '../../shared/ipc/contract'
+import { EngineError } from '../engine/errors'
+import {
+  isBaseFingerprint,
+  type BaseFingerprint,
+  type Library,
+  type LibraryImage,
+} from '../engine/library'
+import type { NamePolicy } from '../engine/names'
+import { imageInfo } from '../engine/ops/info'
+import { toIpcError } from './errors'
+import type { Logger } from './logger'
+
+/** Images summarized at once (each opens its chain's files). */
+const PARALLEL = 4
+
+async function realOrSelf(path: string): Promise<string> {
+  return realpath(path).catch(() => path)
+}
+
+function baseOf(top: ImageInfo, layers: ImageInfo[]): ImageSummary['base'] {
+  const stored = top['backing-filename']
+  if (stored === undefined) return { status: 'none', stored: null, path: null, reason: null }
+  const verdict = top.names?.find((name) => name.stored === stored)
+  const path = verdict?.resolved ?? top['full-backing-filename'] ?? null
+  const reason = verdict?.reason ?? null
+  if (verdict?.reason === 'missing') return { status: 'missing', stored, path, reason }
+  if (!verdict?.followed) return { status: 'refused', stored, path, reason }
+  if (layers.length < 2) return { status: 'refused', stored, path, reason: 'loop' }
+  return { status: 'ok', stored, path, reason }
+}
+
+function allocatedPercent(top: ImageInfo): number | null {
+  if (top['all-allocated']) return 100
+  const total = top['total-clusters']
+  const allocated = top['allocated-clusters']
+  if (total === undefined || allocated === undefined) return null
+  return total === 0 ? 100 : Math.min(100, (allocated / total) * 100)
+}
+
+/**
+ * Whether the base changed since its fingerprint was recorded, judged on what is cheap to see:
+ * its real path, virtual size, and every file's length and modification time. (The sampled
+ * content hash is left to check, serve, launch and commit, which read the base anyway.)
+ */
+async function baseChanged(recorded: BaseFingerprint, base: ImageInfo): Promise<boolean> {
+  if (recorded.size !== base['virtual-size']) return true
+  if (recorded.base !== (await realOrSelf(base.filename))) return true
+  for (const file of recorded.files) {
+    const info = await stat(file.path).catch(() => null)
+    if (!info || info.size !== file.length || info.mtimeMs !== file.mtimeMs) return true
+  }
+  return false
+}
+
+interface Summarized {
+  summary: ImageSummary
+  /** Real path of the backing file this image follows, for the dependents of that file. */
+  backingRealPath: string | null
+}
+
+async function summarize(
+  image: LibraryImage,
+  policy: NamePolicy,
+  fingerprints: ReadonlyMap<string, BaseFingerprint>,
+  log: Logger,
+): Promise<Summarized> {
+  const summary: ImageSummary = {
+    path: image.path,
+    name: basename(image.path),
+    addedAt: image.addedAt,
+    format: null,
+    virtualSize: null,
+    diskUsage: null,
+    clusterSize: null,
+    allocatedPercent: null,
+    base: { status: 'none', stored: null, path: null, reason: null },
+    chainLength: 0,
+    dependents: [],
+    error: null,
+  }
+  try {
+    const layers = await imageInfo(image.path, { backingChain: true, policy })
+    const top = layers[0]
+    if (!top)
+      throw new EngineError('INTERNAL', `No layers were read from ${image.path}.`, {
+        path: image.path,
+      })
+    summary.format = top.format
+    summary.virtualSize = top['virtual-size']
+    summary.diskUsage = top['actual-size']
+    summary.clusterSize = top['cluster-size'] ?? null
+    summary.allocatedPercent = allocatedPercent(top)
+    summary.base = baseOf(top, layers)
+    summary.chainLength = layers.length
+    const below = summary.base.status === 'ok' ? layers[1] : undefined
+    const recorded = fingerprints.get(await realOrSelf(image.path))
+    if (below && recorded && !top['all-allocated'] && (await baseChanged(recorded, below))) {
+      summary.base.status = 'changed'
+    }
+    return { summary, backingRealPath: below ? await realOrSelf(below.filename) : null }
+  } catch (error) {
+    summary.error = toIpcError(error, log, `the library summary of ${image.path}`)
+    return { summary, backingRealPath: null }
+  }
+}
+
+/**
+ * Summarize every image of the library: format, sizes, allocation, the state of its base, and
+ * which other library images are overlays on it. Opens chains leniently (as `info` does), so a
+ * refused or missing name shows as a status, never as a followed name.
+ */
+export async function summarizeLibrary(
+  library: Library,
+  log: Logger,
+): Promise<{ images: ImageSummary[]; warning: string | null }> {
+  const data = await library.load()
+  const warning = library.lastWarning
+  library.lastWarning = null
+  const policy = await library.policy()
+  const fingerprints = new Map(
+    (data.fingerprints ?? [])
+      .filter(isBaseFingerprint)
+      .map((fingerprint) => [fingerprint.overlay, fingerprint]),
+  )
+  const results: Summarized[] = new Array<Summarized>(data.images.length)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    for (let index = next++; index < data.images.length; index = next++) {
+      results[index] = await summarize(data.images[index]!, policy, fingerprints, log)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, data.images.length) }, worker))
+  const realPaths = await Promise.all(results.map((result) => realOrSelf(result.summary.path)))
+  for (const [index, result] of results.entries()) {
+    const real = realPaths[index]
+    result.summary.dependents = results
+      .filter(
+        (other) =>
+          other !== result && other.backingRealPath !== null && other.backingRealPath === real,
+      )
+      .map((other) => other.summary.path)
+  }
+  return { images: results.map((result) => result.summary), warning }
+}
+
+/** Check that `path` is a regular file that opens as an image, before it joins the library. */
+export async function assertOpensAsImage(path: string, policy: NamePolicy): Promise<void> {
+  let info
+  try {
+    info = await stat(path)
+  } catch {
+    throw new EngineError('NOT_FOUND', `${path} does not exist.`, { path })
+  }
+  if (!info.isFile())
+    throw new EngineError('BAD_ARGUMENT', `${path} is not a regular file.`, { path })
+  await imageInfo(path, { backingChain: false, policy })
+}

@@ -1,0 +1,40 @@
+import { defineStore } from 'pinia'
+import { ref } from 'vue'
+
+/** What the in-app file browser is asked for. */
+export interface FileBrowserRequest {
+  mode: 'open' | 'save'
+  title: string
+  /** Open mode: allow several files. */
+  multiple: boolean
+  /** Folder to start in (default: home). */
+  folder?: string
+  /** Save mode: the proposed file name. */
+  fileName?: string
+}
+
+/**
+ * Drives the one in-app file browser dialog (the browser mode's stand-in for native dialogs):
+ * `ask` opens it and resolves with the chosen paths, or null when cancelled.
+ */
+export const useFileBrowserStore = defineStore('file-browser', () => {
+  const request = ref<FileBrowserRequest | null>(null)
+  let answer: ((paths: string[] | null) => void) | null = null
+
+  function ask(next: FileBrowserRequest): Promise<string[] | null> {
+    answer?.(null)
+    request.value = next
+    return new Promise((resolve) => {
+      answer = resolve
+    })
+  }
+
+  function finish(paths: string[] | null): void {
+    const resolve = answer
+    answer = null
+    request.value = null
+    resolve?.(paths)
+  }
+
+  return { request, ask, finish }
+})

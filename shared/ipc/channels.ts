@@ -1,0 +1,79 @@
+/**
+ * Every IPC channel and event name, and nothing else.
+ *
+ * This file imports nothing, so the sandboxed preload can bundle it without pulling in zod or
+ * the schemas. Channel names follow `area:verb-noun`; the keys are the names of the functions
+ * the preload exposes on `window.addcow`. Adding a channel here without a schema in
+ * `contract.ts` and a handler in `main/ipc/handlers.ts` fails to compile.
+ */
+export const CHANNELS = {
+  libraryListImages: 'library:list-images',
+  libraryAddImages: 'library:add-images',
+  libraryRemoveImages: 'library:remove-images',
+  libraryListRecent: 'library:list-recent',
+  libraryApproveName: 'library:approve-name',
+  imageGetInfo: 'image:get-info',
+  imageGetMap: 'image:get-map',
+  imageGetAllocation: 'image:get-allocation',
+  imageCreateOverlay: 'image:create-overlay',
+  imageCompareImages: 'image:compare-images',
+  imageCheckImage: 'image:check-image',
+  imageGetBlastRadius: 'image:get-blast-radius',
+  imageCommitOverlay: 'image:commit-overlay',
+  imageStreamOverlay: 'image:stream-overlay',
+  imageRebaseOverlay: 'image:rebase-overlay',
+  qemuGetCommand: 'qemu:get-command',
+  qemuLaunchVm: 'qemu:launch-vm',
+  qemuStopVm: 'qemu:stop-vm',
+  qemuWriteConsole: 'qemu:write-console',
+  nbdServeImage: 'nbd:serve-image',
+  nbdStopExport: 'nbd:stop-export',
+  fsListFolder: 'fs:list-folder',
+  fsListRoots: 'fs:list-roots',
+  dialogOpenFiles: 'dialog:open-files',
+  dialogSaveFile: 'dialog:save-file',
+  jobsListJobs: 'jobs:list-jobs',
+  jobsCancelJob: 'jobs:cancel-job',
+  jobsClearFinished: 'jobs:clear-finished',
+  appGetInfo: 'app:get-info',
+} as const
+
+/** The name of the preload function for a channel (a key of {@link CHANNELS}). */
+export type ChannelKey = keyof typeof CHANNELS
+
+/** One IPC request channel name. */
+export type Channel = (typeof CHANNELS)[ChannelKey]
+
+/**
+ * Every event main pushes to the renderer. Events carry no reply; each has a payload schema in
+ * `contract.ts`.
+ */
+export const EVENTS = {
+  jobStarted: 'jobs:started',
+  jobProgress: 'jobs:progress',
+  jobDone: 'jobs:done',
+  jobFailed: 'jobs:failed',
+  libraryChanged: 'library:changed',
+  menuCommand: 'app:menu-command',
+  filesDropped: 'app:files-dropped',
+  consoleOutput: 'qemu:console-output',
+} as const
+
+/** One event name. */
+export type EventName = (typeof EVENTS)[keyof typeof EVENTS]
+
+/** Every channel name, in declaration order. */
+export const CHANNEL_NAMES: readonly Channel[] = Object.values(CHANNELS)
+
+/** Every event name, in declaration order. */
+export const EVENT_NAMES: readonly EventName[] = Object.values(EVENTS)
+
+/** Whether `value` names a channel (used on untrusted input before any lookup). */
+export function isChannel(value: unknown): value is Channel {
+  return typeof value === 'string' && (CHANNEL_NAMES as readonly string[]).includes(value)
+}
+
+/** Whether `value` names an event. */
+export function isEventName(value: unknown): value is EventName {
+  return typeof value === 'string' && (EVENT_NAMES as readonly string[]).includes(value)
+}

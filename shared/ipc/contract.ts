@@ -1,0 +1,715 @@
+import { z } from 'zod'
+import { ERROR_CODES } from '../error-codes'
+import type { ImageInfo, MapExtent, NameResolution, NameVerdictReason } from '../image-types'
+import {
+  CHANNEL_NAMES,
+  CHANNELS,
+  EVENTS,
+  isChannel,
+  type Channel,
+  type EventName,
+} from './channels'
+import type { IpcError } from './result'
+
+/**
+ * The IPC contract: for every channel in `channels.ts`, the schema of its request and of its
+ * response (or, for a job, of its final result), and for every event the schema of its payload.
+ *
+ * main validates every request against these schemas before a handler sees it; the renderer
+ * validates every response. The `satisfies` clauses make a channel or event without a schema a
+ * compile error, and `main/ipc/handlers.ts` does the same for handlers.
+ */
+
+/** Longest path accepted over IPC (PATH_MAX on Linux). */
+export const MAX_PATH_LENGTH = 4096
+
+/** Whether `text` is an absolute POSIX path, a Windows drive path or a UNC path. */
+export function isAbsolutePath(text: string): boolean {
+  return text.startsWith('/') || /^[A-Za-z]:[\\/]/.test(text) || text.startsWith('\\\\')
+}
+
+/** Mutual assignability of two types: keeps a schema and its hand-written interface in step. */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+
+/** A byte count or offset: a whole number from 0 to 2^53 - 1. */
+export const ByteCountSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+
+/** A file name or path as a user or an image gives it: not empty, no NUL, at most PATH_MAX. */
+export const NameSchema = z
+  .string()
+  .min(1)
+  .max(MAX_PATH_LENGTH)
+  .refine((text) => !text.includes('\0'), { message: 'must not contain a NUL character' })
+
+/** An absolute path: IPC has no working directory, so relative paths are refused. */
+export const AbsolutePathSchema = NameSchema.refine(isAbsolutePath, {
+  message: 'must be an absolute path',
+})
+
+/** A format name such as `add-cow`, `raw` or `qcow2`. */
+export const FormatNameSchema = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,31}$/, { message: 'is not a format name' })
+
+/** One of the stable error codes of `shared/error-codes.ts`. */
+export const ErrorCodeSchema = z.enum(ERROR_CODES)
+
+/** {@link IpcError} as a schema. */
+export const IpcErrorSchema = z.object({
+  code: ErrorCodeSchema,
+  message: z.string(),
+  path: z.string().optional(),
+  field: z.string().optional(),
+  value: z.union([z.string(), z.number(), z.boolean(), z.null()]).optional(),
+})
+const _ipcError: Same<z.infer<typeof IpcErrorSchema>, IpcError> = true
+
+/** A channel name. */
+export const ChannelSchema = z.custom<Channel>(isChannel, { message: 'is not a channel' })
+
+const NameVerdictReasonSchema = z.enum([
+  'inside-folder',
+  'trusted-in-library',
+  'allowed-by-user',
+  'outside-folder',
+  'protocol',
+  'json',
+  'device',
+  'not-regular-file',
+  'missing',
+  'loop',
+])
+const _nameVerdictReason: Same<z.infer<typeof NameVerdictReasonSchema>, NameVerdictReason> = true
+
+/** {@link NameResolution} as a schema. */
+export const NameResolutionSchema = z.object({
+  stored: z.string(),
+  resolved: z.string(),
+  format: z.string().nullable(),
+  followed: z.boolean(),
+  reason: NameVerdictReasonSchema,
+})
+const _nameResolution: Same<z.infer<typeof NameResolutionSchema>, NameResolution> = true
+
+/** {@link ImageInfo} (one layer of `addcow info --json`) as a schema. */
+export const ImageInfoSchema = z.object({
+  filename: z.string(),
+  format: z.string(),
+  'virtual-size': ByteCountSchema,
+  'actual-size': ByteCountSchema,
+  'cluster-size': ByteCountSchema.optional(),
+  'backing-filename': z.string().optional(),
+  'full-backing-filename': z.string().optional(),
+  'backing-filename-format': z.string().optional(),
+  'data-file': z.string().optional(),
+  'full-data-file': z.string().optional(),
+  'data-file-format': z.string().optional(),
+  'data-file-actual-size': ByteCountSchema.optional(),
+  'allocated-clusters': ByteCountSchema.optional(),
+  'total-clusters': ByteCountSchema.optional(),
+  'all-allocated': z.boolean().optional(),
+  'format-specific': z.record(z.string(), z.unknown()).optional(),
+  names: z.array(NameResolutionSchema).optional(),
+  warnings: z.array(z.string()).optional(),
+})
+const _imageInfo: Same<z.infer<typeof ImageInfoSchema>, ImageInfo> = true
+
+/** {@link MapExtent} (one entry of `addcow map --json`) as a schema. */
+export const MapExtentSchema = z.object({
+  start: ByteCountSchema,
+  length: ByteCountSchema,
+  depth: z.number().int().min(0),
+  present: z.boolean(),
+  zero: z.boolean(),
+  data: z.boolean(),
+})
+const _mapExtent: Same<z.infer<typeof MapExtentSchema>, MapExtent> = true
+
+/** One layer of a chain as the map and allocation channels name it. */
+export const ChainLayerSchema = z.object({
+  depth: z.number().int().min(0),
+  path: z.string(),
+  format: z.string(),
+})
+
+/** Where an image's backing file stands, as the library shows it. */
+export const BaseStatusSchema = z.enum([
+  /** The image has no backing file. */
+  'none',
+  /** The backing file was found and the name policy follows it. */
+  'ok',
+  /** The backing file does not exist. */
+  'missing',
+  /** The name policy refuses the name (outside the folder and not trusted, or a protocol). */
+  'refused',
+  /** The backing file changed since the overlay was made (where the format records it). */
+  'changed',
+])
+
+/** One image of the library, with what the library view shows about it. */
+export const ImageSummarySchema = z.object({
+  path: z.string(),
+  name: z.string(),
+  addedAt: z.string(),
+  format: z.string().nullable(),
+  virtualSize: ByteCountSchema.nullable(),
+  /** Bytes used on disk by the image's own files (add-cow file and image file). */
+  diskUsage: ByteCountSchema.nullable(),
+  clusterSize: ByteCountSchema.nullable(),
+  /** Share of the image's clusters written in this layer, 0..100; null when not layered. */
+  allocatedPercent: z.number().min(0).max(100).nullable(),
+  base: z.object({
+    status: BaseStatusSchema,
+    stored: z.string().nullable(),
+    path: z.string().nullable(),
+    reason: NameVerdictReasonSchema.nullable(),
+  }),
+  /** Layers in the chain that could be opened, the image included. */
+  chainLength: z.number().int().min(0),
+  /** Library images whose backing file is this image. */
+  dependents: z.array(z.string()),
+  /** Set when the image could not be read (missing, corrupt, unsupported). */
+  error: IpcErrorSchema.nullable(),
+})
+
+/** The state of a job. `cancelling` means cancel was asked and the job is winding down. */
+export const JobStateSchema = z.enum(['running', 'cancelling', 'done', 'failed', 'cancelled'])
+
+/** A job's progress: counters, and a rate and time left once they can be estimated. */
+export const JobProgressSchema = z.object({
+  done: z.number().min(0),
+  total: z.number().min(0),
+  /** Whether done/total count bytes or steps. */
+  unit: z.enum(['bytes', 'steps']),
+  fraction: z.number().min(0).max(1),
+  bytesPerSecond: z.number().min(0).nullable(),
+  secondsLeft: z.number().min(0).nullable(),
+})
+
+/** What the jobs list and every job event say about a job. */
+export const JobInfoSchema = z.object({
+  id: z.string(),
+  channel: ChannelSchema,
+  title: z.string(),
+  state: JobStateSchema,
+  startedAt: z.number(),
+  finishedAt: z.number().nullable(),
+  progress: JobProgressSchema,
+  /** What a long-lived job is doing now (the NBD URI it serves, the VM's pid...). */
+  detail: z.string().nullable(),
+  error: IpcErrorSchema.nullable(),
+})
+
+/** The immediate reply of every job channel: the job, started. */
+export const JobStartedSchema = z.object({ job: JobInfoSchema })
+
+const EmptyRequestSchema = z.strictObject({})
+
+const CountSchema = z.number().int().min(0)
+
+/** One finding of `check` (engine/ops/check.ts, CheckProblem). */
+export const CheckProblemSchema = z.object({
+  code: z.string(),
+  severity: z.enum(['corruption', 'leak', 'error', 'warning']),
+  message: z.string(),
+  field: z.string().optional(),
+  offset: ByteCountSchema.optional(),
+  value: z.union([z.string(), z.number()]).optional(),
+  expected: z.union([z.string(), z.number()]).optional(),
+  count: z.number().optional(),
+  repair: z.enum(['leaks', 'all']).nullable(),
+  repaired: z.boolean(),
+})
+
+/** The report of `addcow check --json` (engine/ops/check.ts, CheckReport). */
+export const CheckReportSchema = z.object({
+  filename: z.string(),
+  format: z.string(),
+  unsupported: z.boolean().optional(),
+  'check-errors': CountSchema,
+  corruptions: CountSchema,
+  leaks: CountSchema,
+  'corruptions-fixed': CountSchema,
+  'leaks-fixed': CountSchema,
+  'total-clusters': CountSchema.optional(),
+  'allocated-clusters': CountSchema.optional(),
+  'image-end-offset': ByteCountSchema.optional(),
+  'virtual-size': ByteCountSchema.optional(),
+  'all-allocated': z.boolean().optional(),
+  'leaked-bytes': ByteCountSchema,
+  'leak-scan': z.enum(['done', 'not-supported', 'skipped']),
+  'leak-scan-note': z.string().optional(),
+  'base-fingerprint': z.enum([
+    'unchanged',
+    'changed',
+    'not-recorded',
+    'no-backing',
+    'not-consulted',
+    'not-checked',
+  ]),
+  problems: z.array(CheckProblemSchema),
+  repairs: z.array(z.string()),
+})
+
+/** An image that uses a given base (engine/ops/blast-radius.ts, DependentImage). */
+export const DependentImageSchema = z.object({
+  path: z.string(),
+  format: z.enum(['add-cow', 'qcow2', 'cow']),
+  backingName: z.string(),
+})
+
+/** How QEMU should run: the same choices as `addcow qemu-cmd` and `addcow launch`. */
+const QemuRequestFields = {
+  path: AbsolutePathSchema,
+  via: z.enum(['nbd', 'native', 'raw']).default('nbd'),
+  memoryMiB: z
+    .number()
+    .int()
+    .min(16)
+    .max(16 * 1024 * 1024)
+    .optional(),
+  cpus: z.number().int().min(1).max(1024).optional(),
+  headless: z.boolean().default(false),
+  readOnly: z.boolean().default(false),
+  /** Go on although the base changed since the overlay was made, and record it as expected. */
+  acceptBase: z.boolean().default(false),
+  extraArgs: z.array(z.string().max(4096)).max(64).optional(),
+}
+
+/** A QEMU command line (main/qemu/command.ts, QemuCommand). */
+export const QemuCommandSchema = z.object({
+  via: z.enum(['nbd', 'native', 'raw']),
+  binary: z.string(),
+  args: z.array(z.string()),
+  explained: z.array(z.object({ args: z.array(z.string()), explanation: z.string() })),
+  rendering: z.string(),
+  prerequisite: z.object({ args: z.array(z.string()), explanation: z.string() }).nullable(),
+})
+
+/** How a VM ended (main/qemu/launcher.ts, VmExit). */
+export const VmExitSchema = z.object({
+  code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  status: z.number().int(),
+})
+
+const JobIdRequestSchema = z.strictObject({ jobId: z.string().min(1).max(64) })
+
+const FileFilterSchema = z.strictObject({
+  name: z.string().min(1).max(100),
+  extensions: z
+    .array(z.string().regex(/^(\*|[A-Za-z0-9_.-]{1,16})$/))
+    .min(1)
+    .max(32),
+})
+
+/** A request/response channel. */
+export interface CallSpec<
+  Request extends z.ZodType = z.ZodType,
+  Response extends z.ZodType = z.ZodType,
+> {
+  kind: 'call'
+  summary: string
+  request: Request
+  response: Response
+}
+
+/** A job channel: replies at once with the job; the result arrives with the `jobs:done` event. */
+export interface JobSpec<
+  Request extends z.ZodType = z.ZodType,
+  Result extends z.ZodType = z.ZodType,
+> {
+  kind: 'job'
+  summary: string
+  request: Request
+  result: Result
+}
+
+/** Any channel's spec. */
+export type ChannelSpec = CallSpec | JobSpec
+
+function call<Request extends z.ZodType, Response extends z.ZodType>(
+  summary: string,
+  request: Request,
+  response: Response,
+): CallSpec<Request, Response> {
+  return { kind: 'call', summary, request, response }
+}
+
+function job<Request extends z.ZodType, Result extends z.ZodType>(
+  summary: string,
+  request: Request,
+  result: Result,
+): JobSpec<Request, Result> {
+  return { kind: 'job', summary, request, result }
+}
+
+/** The schemas of every channel. */
+export const CONTRACT = {
+  [CHANNELS.libraryListImages]: call(
+    'The library of known images, each with its summary.',
+    EmptyRequestSchema,
+    z.object({ images: z.array(ImageSummarySchema), warning: z.string().nullable() }),
+  ),
+  [CHANNELS.libraryAddImages]: call(
+    'Add images to the library (each must open as an image) and to the recent list.',
+    z.strictObject({ paths: z.array(AbsolutePathSchema).min(1).max(100) }),
+    z.object({ added: z.array(z.string()) }),
+  ),
+  [CHANNELS.libraryRemoveImages]: call(
+    'Remove images from the library; their files are untouched.',
+    z.strictObject({ paths: z.array(AbsolutePathSchema).min(1).max(1000) }),
+    z.object({ removed: z.array(z.string()) }),
+  ),
+  [CHANNELS.libraryListRecent]: call(
+    'Recently opened or created images, newest first.',
+    EmptyRequestSchema,
+    z.object({ paths: z.array(z.string()) }),
+  ),
+  [CHANNELS.libraryApproveName]: call(
+    "Trust a name stored in an image's chain that the policy refuses (outside the folder).",
+    z.strictObject({ image: AbsolutePathSchema, stored: NameSchema }),
+    z.object({ from: z.string(), to: z.string(), alreadyFollowed: z.boolean() }),
+  ),
+  [CHANNELS.imageGetInfo]: call(
+    'What `addcow info` shows: every layer with backingChain (default), never following a refused name.',
+    z.strictObject({ path: AbsolutePathSchema, backingChain: z.boolean().default(true) }),
+    z.object({ layers: z.array(ImageInfoSchema).min(1) }),
+  ),
+  [CHANNELS.imageGetMap]: call(
+    'Allocation extents of the guest view with their depth, from offset, at most limit extents.',
+    z.strictObject({
+      path: AbsolutePathSchema,
+      offset: ByteCountSchema.default(0),
+      length: ByteCountSchema.optional(),
+      limit: z.number().int().min(1).max(100_000).default(10_000),
+    }),
+    z.object({
+      virtualSize: ByteCountSchema,
+      layers: z.array(ChainLayerSchema),
+      extents: z.array(MapExtentSchema),
+      truncated: z.boolean(),
+      nextOffset: ByteCountSchema.nullable(),
+    }),
+  ),
+  [CHANNELS.imageGetAllocation]: call(
+    'Allocation summed into N equal buckets, bytes per depth, for drawing a whole disk cheaply.',
+    z.strictObject({
+      path: AbsolutePathSchema,
+      buckets: z.number().int().min(1).max(4096).default(256),
+    }),
+    z.object({
+      virtualSize: ByteCountSchema,
+      bucketSize: ByteCountSchema,
+      layers: z.array(ChainLayerSchema),
+      /** present[d] = bytes of the bucket that come from depth d; zero = bytes no layer holds. */
+      buckets: z.array(z.object({ present: z.array(ByteCountSchema), zero: ByteCountSchema })),
+      totals: z.object({ present: z.array(ByteCountSchema), zero: ByteCountSchema }),
+    }),
+  ),
+  [CHANNELS.imageCreateOverlay]: job(
+    'Create an add-cow overlay (and its image file); it joins the library and its names are trusted.',
+    z.strictObject({
+      overlay: AbsolutePathSchema,
+      /** Stored as given; a relative name is relative to the overlay's folder. */
+      backing: NameSchema.optional(),
+      backingFormat: FormatNameSchema.optional(),
+      image: NameSchema.optional(),
+      size: ByteCountSchema.optional(),
+      clusterSize: z
+        .number()
+        .int()
+        .min(4096)
+        .max(2 * 1024 * 1024)
+        .optional(),
+    }),
+    z.object({
+      overlay: z.string(),
+      image: z.string(),
+      imageCreated: z.boolean(),
+      backing: z.string().nullable(),
+      backingFormat: z.string().nullable(),
+      size: ByteCountSchema,
+      clusterSize: ByteCountSchema,
+    }),
+  ),
+  [CHANNELS.imageCompareImages]: job(
+    'Compare the guest-visible content of two images, as qemu-img compare does.',
+    z.strictObject({ a: AbsolutePathSchema, b: AbsolutePathSchema }),
+    z.object({
+      identical: z.boolean(),
+      firstDifference: ByteCountSchema.nullable(),
+      sizes: z.tuple([ByteCountSchema, ByteCountSchema]),
+    }),
+  ),
+  [CHANNELS.imageCheckImage]: job(
+    'Check an image for damage (`addcow check`); with repair, fix what is safe at that level.',
+    z.strictObject({
+      path: AbsolutePathSchema,
+      repair: z.enum(['leaks', 'all']).optional(),
+      acceptBase: z.boolean().default(false),
+    }),
+    z.object({ report: CheckReportSchema, exitCode: z.number().int() }),
+  ),
+  [CHANNELS.imageGetBlastRadius]: call(
+    "The other images a commit of this overlay would change: every image on the overlay's base.",
+    z.strictObject({ overlay: AbsolutePathSchema }),
+    z.object({
+      base: z.string(),
+      dependents: z.array(DependentImageSchema),
+      searched: z.array(z.string()),
+      truncated: z.array(z.string()),
+    }),
+  ),
+  [CHANNELS.imageCommitOverlay]: job(
+    "Copy the overlay's clusters into its base (`addcow commit`); CONFIRMATION_REQUIRED when other images use the base, unless force.",
+    z.strictObject({
+      overlay: AbsolutePathSchema,
+      keep: z.boolean().default(false),
+      force: z.boolean().default(false),
+      acceptBase: z.boolean().default(false),
+      undo: AbsolutePathSchema.optional(),
+    }),
+    z.object({
+      overlay: z.string(),
+      base: z.string(),
+      baseFormat: z.string(),
+      clusters: CountSchema,
+      bytes: ByteCountSchema,
+      emptied: z.boolean(),
+      emptiedBy: z.enum(['punched', 'zeroed']).nullable(),
+      dependents: z.array(DependentImageSchema),
+      undo: z.string().nullable(),
+      resumed: z.boolean(),
+      grewBase: z.tuple([ByteCountSchema, ByteCountSchema]).nullable(),
+      lockKind: z.string(),
+    }),
+  ),
+  [CHANNELS.imageStreamOverlay]: job(
+    'Flatten: copy the rest of the chain into the image file and set ALL_ALLOCATED (`addcow stream`).',
+    z.strictObject({ overlay: AbsolutePathSchema, acceptBase: z.boolean().default(false) }),
+    z.object({
+      overlay: z.string(),
+      clusters: CountSchema,
+      copiedBytes: ByteCountSchema,
+      zeroBytes: ByteCountSchema,
+      alreadyDone: z.boolean(),
+    }),
+  ),
+  [CHANNELS.imageRebaseOverlay]: job(
+    "Point the overlay at another base (`addcow rebase`); '' detaches; unsafe rewrites the name only.",
+    z.strictObject({
+      overlay: AbsolutePathSchema,
+      backing: z.union([z.literal(''), NameSchema]),
+      backingFormat: FormatNameSchema.optional(),
+      unsafe: z.boolean().default(false),
+      acceptBase: z.boolean().default(false),
+    }),
+    z.object({
+      overlay: z.string(),
+      oldBacking: z.string().nullable(),
+      newBacking: z.string().nullable(),
+      newBackingPath: z.string().nullable(),
+      newBackingFormat: z.string().nullable(),
+      copiedClusters: CountSchema,
+      comparedBytes: ByteCountSchema,
+      unsafe: z.boolean(),
+    }),
+  ),
+  [CHANNELS.qemuGetCommand]: call(
+    'The QEMU command line for an image, each option explained (`addcow qemu-cmd`).',
+    z.strictObject(QemuRequestFields),
+    QemuCommandSchema,
+  ),
+  [CHANNELS.qemuLaunchVm]: job(
+    'Run QEMU on an image (`addcow launch`); its console arrives as qemu:console-output events; ends when QEMU exits.',
+    z.strictObject(QemuRequestFields),
+    z.object({ exit: VmExitSchema, command: z.string() }),
+  ),
+  [CHANNELS.qemuStopVm]: call(
+    'Power a launched VM down (ACPI, then quit, then kill); its job ends when QEMU has exited.',
+    JobIdRequestSchema,
+    z.object({ stopping: z.boolean() }),
+  ),
+  [CHANNELS.qemuWriteConsole]: call(
+    "Type into a launched VM's serial console.",
+    z.strictObject({ jobId: z.string().min(1).max(64), text: z.string().min(1).max(4096) }),
+    z.object({ written: CountSchema }),
+  ),
+  [CHANNELS.nbdServeImage]: job(
+    "Serve an image's guest view over NBD (`addcow serve`) on a Unix socket or loopback TCP, until stopped.",
+    z.strictObject({
+      path: AbsolutePathSchema,
+      socket: AbsolutePathSchema.optional(),
+      port: z.number().int().min(0).max(65535).optional(),
+      exportName: z.string().max(4096).default(''),
+      readOnly: z.boolean().default(false),
+      acceptBase: z.boolean().default(false),
+    }),
+    z.object({ uri: z.string() }),
+  ),
+  [CHANNELS.nbdStopExport]: call(
+    'Stop an NBD export: requests in flight finish, the image is flushed and closed.',
+    JobIdRequestSchema,
+    z.object({ stopping: z.boolean() }),
+  ),
+  [CHANNELS.fsListFolder]: call(
+    "List a folder for the in-app file browser (main's file system, not the browser's).",
+    z.strictObject({ path: AbsolutePathSchema, showHidden: z.boolean().default(false) }),
+    z.object({
+      path: z.string(),
+      parent: z.string().nullable(),
+      entries: z.array(
+        z.object({
+          name: z.string(),
+          path: z.string(),
+          kind: z.enum(['folder', 'file', 'other']),
+          link: z.boolean(),
+          size: ByteCountSchema.nullable(),
+          modifiedAt: z.number().nullable(),
+        }),
+      ),
+      truncated: z.boolean(),
+    }),
+  ),
+  [CHANNELS.fsListRoots]: call(
+    'Where the in-app file browser starts: home, file system roots, the temporary folder.',
+    EmptyRequestSchema,
+    z.object({
+      home: z.string(),
+      separator: z.enum(['/', '\\']),
+      places: z.array(z.object({ label: z.string(), path: z.string() })),
+    }),
+  ),
+  [CHANNELS.dialogOpenFiles]: call(
+    'Native open dialog (Electron only; NOT_CAPABLE in the browser, which uses the in-app browser).',
+    z.strictObject({
+      title: z.string().max(200).optional(),
+      multiple: z.boolean().default(false),
+      defaultPath: AbsolutePathSchema.optional(),
+      filters: z.array(FileFilterSchema).max(16).optional(),
+    }),
+    z.object({ paths: z.array(z.string()) }),
+  ),
+  [CHANNELS.dialogSaveFile]: call(
+    'Native save dialog (Electron only; NOT_CAPABLE in the browser). null when cancelled.',
+    z.strictObject({
+      title: z.string().max(200).optional(),
+      defaultPath: AbsolutePathSchema.optional(),
+      filters: z.array(FileFilterSchema).max(16).optional(),
+    }),
+    z.object({ path: z.string().nullable() }),
+  ),
+  [CHANNELS.jobsListJobs]: call(
+    'Every running job and the most recent finished ones, oldest first.',
+    EmptyRequestSchema,
+    z.object({ jobs: z.array(JobInfoSchema) }),
+  ),
+  [CHANNELS.jobsCancelJob]: call(
+    'Ask a running job to stop; it leaves its files consistent and ends as cancelled.',
+    z.strictObject({ jobId: z.string().min(1).max(64) }),
+    z.object({ cancelled: z.boolean(), job: JobInfoSchema }),
+  ),
+  [CHANNELS.jobsClearFinished]: call(
+    'Forget finished, failed and cancelled jobs.',
+    EmptyRequestSchema,
+    z.object({ removed: z.number().int().min(0) }),
+  ),
+  [CHANNELS.appGetInfo]: call(
+    'Version, platform, data folder, and whether this is the Electron app or the browser mode.',
+    EmptyRequestSchema,
+    z.object({
+      name: z.string(),
+      version: z.string(),
+      shell: z.enum(['electron', 'web']),
+      platform: z.string(),
+      arch: z.string(),
+      dataDir: z.string(),
+      libraryFile: z.string(),
+      home: z.string(),
+      nativeDialogs: z.boolean(),
+      versions: z.object({
+        node: z.string(),
+        electron: z.string().nullable(),
+        chrome: z.string().nullable(),
+      }),
+    }),
+  ),
+} as const satisfies { readonly [C in Channel]: ChannelSpec }
+
+/** The schema of every event's payload. */
+export const EVENT_CONTRACT = {
+  [EVENTS.jobStarted]: JobInfoSchema,
+  [EVENTS.jobProgress]: JobInfoSchema,
+  [EVENTS.jobDone]: z.object({ job: JobInfoSchema, result: z.unknown() }),
+  [EVENTS.jobFailed]: z.object({ job: JobInfoSchema }),
+  [EVENTS.libraryChanged]: z.object({
+    reason: z.enum(['added', 'removed', 'created', 'approved', 'dropped', 'opened', 'modified']),
+    paths: z.array(z.string()),
+  }),
+  [EVENTS.menuCommand]: z.object({
+    command: z.enum(['open-image', 'create-overlay', 'show-library', 'show-jobs']),
+  }),
+  [EVENTS.filesDropped]: z.object({ paths: z.array(z.string()) }),
+  [EVENTS.consoleOutput]: z.object({
+    sessionId: z.string(),
+    stream: z.enum(['stdout', 'stderr', 'serial']),
+    text: z.string(),
+  }),
+} as const satisfies { readonly [E in EventName]: z.ZodType }
+
+/** The whole contract's type. */
+export type Contract = typeof CONTRACT
+
+/** Channels that reply with a value. */
+export type CallChannel = {
+  [C in Channel]: Contract[C] extends { kind: 'call' } ? C : never
+}[Channel]
+
+/** Channels that start a job. */
+export type JobChannel = {
+  [C in Channel]: Contract[C] extends { kind: 'job' } ? C : never
+}[Channel]
+
+/** What the renderer sends on a channel (defaults not yet applied). */
+export type RequestOf<C extends Channel> = z.input<Contract[C]['request']>
+
+/** What a handler receives on a channel (validated, defaults applied). */
+export type ParsedRequestOf<C extends Channel> = z.output<Contract[C]['request']>
+
+/** A job's immediate reply. */
+export type JobStarted = z.output<typeof JobStartedSchema>
+
+/** What a channel replies: its response, or {@link JobStarted} for a job channel. */
+export type ResponseOf<C extends Channel> =
+  Contract[C] extends CallSpec<z.ZodType, infer Response> ? z.output<Response> : JobStarted
+
+/** The final result of a job channel, carried by the `jobs:done` event. */
+export type JobResultOf<C extends JobChannel> =
+  Contract[C] extends JobSpec<z.ZodType, infer Result> ? z.output<Result> : never
+
+/** An event's payload. */
+export type EventPayload<E extends EventName> = z.output<(typeof EVENT_CONTRACT)[E]>
+
+/** A job as the jobs list and the job events describe it. */
+export type JobInfo = z.output<typeof JobInfoSchema>
+
+/** A job's state. */
+export type JobState = z.output<typeof JobStateSchema>
+
+/** One image of the library. */
+export type ImageSummary = z.output<typeof ImageSummarySchema>
+
+/** The schema of what a channel replies (JobStartedSchema for job channels). */
+export function responseSchemaOf(channel: Channel): z.ZodType {
+  const spec: ChannelSpec = CONTRACT[channel]
+  return spec.kind === 'call' ? spec.response : JobStartedSchema
+}
+
+/** Whether a channel starts a job. */
+export function isJobChannel(channel: Channel): channel is JobChannel {
+  return CONTRACT[channel].kind === 'job'
+}
+
+/** Every job channel. */
+export const JOB_CHANNELS: readonly JobChannel[] = CHANNEL_NAMES.filter(isJobChannel)

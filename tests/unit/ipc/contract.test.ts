@@ -1,0 +1,451 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  CHANNEL_NAMES,
+  CHANNELS,
+  EVENT_NAMES,
+  EVENTS,
+  type Channel,
+} from '../../../shared/ipc/channels'
+import {
+  CONTRACT,
+  EVENT_CONTRACT,
+  JOB_CHANNELS,
+  responseSchemaOf,
+  type ChannelSpec,
+  type JobInfo,
+  type RequestOf,
+} from '../../../shared/ipc/contract'
+import { openImage } from '../../../main/engine/open'
+import { createOverlay } from '../../../main/engine/ops/create'
+import { IpcDispatcher } from '../../../main/ipc/dispatcher'
+import type { Handlers } from '../../../main/ipc/handlers'
+import type { NativeDialogs } from '../../../main/ipc/index'
+import type { RequestSender } from '../../../main/ipc/sender'
+import { requireTools, tempDir } from '../../helpers/tools'
+import { finished, patternFile, testCore, TRUSTED, valueOf } from './helpers'
+
+// The contract: every channel has a schema and a handler, every handler answers a valid
+// request with what its schema promises (on real files), a malformed payload is BAD_REQUEST
+// and a request from anything but the app's own main frame is FORBIDDEN.
+
+interface Fixture {
+  dir: string
+  base: string
+  overlay: string
+  foreign: string
+  /** Overlays in folders of their own, for the operations that change them. */
+  committed: string
+  streamed: string
+  rebased: string
+  core: ReturnType<typeof testCore>
+}
+
+/** A valid request for every channel; a channel added without one here does not compile. */
+const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
+  'library:list-images': () => ({}),
+  'library:add-images': ({ base, overlay }) => ({ paths: [base, overlay] }),
+  'library:remove-images': ({ dir }) => ({ paths: [join(dir, 'not-in-the-library.raw')] }),
+  'library:list-recent': () => ({}),
+  'library:approve-name': ({ foreign, base }) => ({ image: foreign, stored: base }),
+  'image:get-info': ({ overlay }) => ({ path: overlay }),
+  'image:get-map': ({ overlay }) => ({ path: overlay, limit: 2 }),
+  'image:get-allocation': ({ overlay }) => ({ path: overlay, buckets: 16 }),
+  'image:create-overlay': ({ dir, base }) => ({
+    overlay: join(dir, 'made-by-ipc.add-cow'),
+    backing: base,
+  }),
+  'image:compare-images': ({ base, overlay }) => ({ a: base, b: overlay }),
+  'image:check-image': ({ overlay }) => ({ path: overlay }),
+  'image:get-blast-radius': ({ overlay }) => ({ overlay }),
+  'image:commit-overlay': ({ committed }) => ({ overlay: committed }),
+  'image:stream-overlay': ({ streamed }) => ({ overlay: streamed }),
+  'image:rebase-overlay': ({ rebased }) => ({
+    overlay: rebased,
+    backing: 'other.raw',
+    backingFormat: 'raw',
+  }),
+  'qemu:get-command': ({ overlay }) => ({ path: overlay, memoryMiB: 256, headless: true }),
+  'qemu:launch-vm': ({ overlay }) => ({
+    path: overlay,
+    memoryMiB: 64,
+    headless: true,
+    readOnly: true,
+  }),
+  'qemu:stop-vm': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
+  }),
+  'qemu:write-console': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
+    text: '\r',
+  }),
+  'nbd:serve-image': ({ overlay, dir }) => ({
+    path: overlay,
+    socket: join(dir, 'serve.sock'),
+    readOnly: true,
+  }),
+  'nbd:stop-export': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'nbd:serve-image')?.id ?? 'none',
+  }),
+  'fs:list-folder': ({ dir }) => ({ path: dir }),
+  'fs:list-roots': () => ({}),
+  'dialog:open-files': ({ dir }) => ({ title: 'Pick an image', defaultPath: dir }),
+  'dialog:save-file': () => ({ title: 'Save' }),
+  'jobs:list-jobs': () => ({}),
+  'jobs:cancel-job': ({ core }) => ({ jobId: core.jobs.list()[0]?.id ?? 'none' }),
+  'jobs:clear-finished': () => ({}),
+  'app:get-info': () => ({}),
+}
+
+/** Native dialogs answering as a user would, recording what main asked. */
+function answeringDialogs(picked: string): NativeDialogs & { asked: string[] } {
+  const asked: string[] = []
+  return {
+    asked,
+    openFiles: async (request) => {
+      asked.push(`open:${request.title ?? ''}`)
+      return [picked]
+    },
+    saveFile: async (request) => {
+      asked.push(`save:${request.title ?? ''}`)
+      return picked
+    },
+  }
+}
+
+let cleanup: () => Promise<void>
+let fixture: Fixture
+let dialogs: ReturnType<typeof answeringDialogs>
+
+beforeAll(async () => {
+  const temp = await tempDir('addcow-ipc-contract-')
+  cleanup = temp.cleanup
+  const dir = temp.path
+  const base = join(dir, 'base.raw')
+  await patternFile(base, 4 * 1024 * 1024)
+  const overlay = join(dir, 'overlay.add-cow')
+  await createOverlay({ overlay, backing: 'base.raw', backingFormat: 'raw' })
+  const disk = await openImage(overlay, { format: 'add-cow' })
+  await disk.write(0, Buffer.alloc(65536, 0xee))
+  await disk.flush()
+  await disk.close()
+  await mkdir(join(dir, 'shipped'))
+  const foreign = join(dir, 'shipped', 'foreign.add-cow')
+  await createOverlay({ overlay: foreign, backing: base, backingFormat: 'raw' })
+  const own = async (folder: string): Promise<string> => {
+    await mkdir(join(dir, folder))
+    await patternFile(join(dir, folder, 'base.raw'), 1024 * 1024, 3)
+    await patternFile(join(dir, folder, 'other.raw'), 1024 * 1024, 4)
+    const path = join(dir, folder, 'overlay.add-cow')
+    await createOverlay({ overlay: path, backing: 'base.raw', backingFormat: 'raw' })
+    const opened = await openImage(path, { format: 'add-cow' })
+    await opened.write(65536, Buffer.alloc(65536, 0x5a))
+    await opened.close()
+    return path
+  }
+  dialogs = answeringDialogs(base)
+  fixture = {
+    dir,
+    base,
+    overlay,
+    foreign,
+    committed: await own('commit'),
+    streamed: await own('stream'),
+    rebased: await own('rebase'),
+    core: testCore(join(dir, 'data'), { dialogs, vmStopTimeoutMs: 500 }),
+  }
+})
+
+afterAll(async () => {
+  await fixture.core.jobs.cancelAll()
+  await cleanup()
+})
+
+describe('the contract', () => {
+  it('names every channel area:verb-noun, once', () => {
+    for (const channel of CHANNEL_NAMES) expect(channel).toMatch(/^[a-z]+:[a-z]+(-[a-z]+)+$/)
+    expect(new Set(CHANNEL_NAMES).size).toBe(CHANNEL_NAMES.length)
+    expect(new Set(Object.keys(CHANNELS)).size).toBe(CHANNEL_NAMES.length)
+  })
+
+  it('has a request and a response (or result) schema for every channel', () => {
+    expect(Object.keys(CONTRACT).sort()).toEqual([...CHANNEL_NAMES].sort())
+    for (const channel of CHANNEL_NAMES) {
+      const spec: ChannelSpec = CONTRACT[channel]
+      expect(spec.request, channel).toBeDefined()
+      expect(spec.kind === 'call' ? spec.response : spec.result, channel).toBeDefined()
+    }
+    expect(JOB_CHANNELS).toEqual([
+      'image:create-overlay',
+      'image:compare-images',
+      'image:check-image',
+      'image:commit-overlay',
+      'image:stream-overlay',
+      'image:rebase-overlay',
+      'qemu:launch-vm',
+      'nbd:serve-image',
+    ])
+  })
+
+  it('has a payload schema for every event', () => {
+    expect(Object.keys(EVENT_CONTRACT).sort()).toEqual([...EVENT_NAMES].sort())
+    expect(EVENT_NAMES).toContain(EVENTS.jobProgress)
+  })
+
+  it('has a handler for every channel, and for nothing else', () => {
+    const handlers: Handlers = fixture.core.handlers
+    expect(Object.keys(handlers).sort()).toEqual([...CHANNEL_NAMES].sort())
+    for (const channel of CHANNEL_NAMES) {
+      const handler: unknown = handlers[channel]
+      if (CONTRACT[channel].kind === 'job')
+        expect(handler, channel).toMatchObject({ run: expect.any(Function) })
+      else expect(typeof handler, channel).toBe('function')
+    }
+  })
+})
+
+/** Wait until a long-lived job says what it runs (its detail line is set). */
+async function running(core: Fixture['core'], id: string): Promise<void> {
+  while (core.jobs.get(id)?.detail === null && core.jobs.get(id)?.state === 'running') {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/** Valid calls to a channel, checked against its schema. */
+async function answer(channel: Channel, request: unknown): Promise<unknown> {
+  const value = valueOf(await fixture.core.dispatcher.dispatch(channel, request, TRUSTED))
+  expect(responseSchemaOf(channel).safeParse(value).success, channel).toBe(true)
+  return value
+}
+
+/** What the valid-request pass does while a long-lived job runs, before it stops it. */
+const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> = {
+  'qemu:launch-vm': async (job) => {
+    expect(await answer('qemu:write-console', { jobId: job.id, text: '\r' })).toEqual({
+      written: 1,
+    })
+    expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
+  },
+  'nbd:serve-image': async (job) => {
+    expect(core().jobs.get(job.id)?.detail).toMatch(/^nbd\+unix:/)
+    expect(await answer('nbd:stop-export', { jobId: job.id })).toEqual({ stopping: true })
+  },
+}
+const core = (): Fixture['core'] => fixture.core
+
+describe('every handler on real files', () => {
+  it('answers a valid request with what its schema promises', async () => {
+    const { core } = fixture
+    const qemu = requireTools('qemu-system-x86_64')
+    for (const channel of CHANNEL_NAMES) {
+      if (!qemu && channel.startsWith('qemu:') && channel !== 'qemu:get-command') continue
+      // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into afterwards.
+      if (channel === 'qemu:write-console') continue
+      const value = await answer(channel, VALID[channel](fixture))
+      const spec: ChannelSpec = CONTRACT[channel]
+      if (spec.kind === 'job') {
+        const { job } = value as { job: JobInfo }
+        const during = WHILE_RUNNING[channel]
+        if (during) {
+          await running(core, job.id)
+          await during(job)
+        }
+        const outcome = await finished(core, job)
+        expect(outcome.event, `${channel}: ${JSON.stringify(outcome.job.error)}`).toBe('jobs:done')
+        if (outcome.event === 'jobs:done')
+          expect(spec.result.safeParse(outcome.result).success, channel).toBe(true)
+      }
+    }
+    for (const { event, payload } of core.events) {
+      expect(EVENT_CONTRACT[event].safeParse(payload).success, event).toBe(true)
+    }
+    expect(dialogs.asked).toEqual(['open:Pick an image', 'save:Save'])
+  })
+
+  it('summarizes the library: formats, sizes, allocation, bases and dependents', async () => {
+    const { core, base, overlay, foreign } = fixture
+    valueOf(await core.dispatcher.dispatch('library:add-images', { paths: [foreign] }, TRUSTED))
+    const { images } = valueOf(
+      await core.dispatcher.dispatch('library:list-images', {}, TRUSTED),
+    ) as {
+      images: {
+        path: string
+        format: string
+        virtualSize: number
+        allocatedPercent: number | null
+        base: { status: string }
+        dependents: string[]
+      }[]
+    }
+    const byPath = new Map(images.map((image) => [image.path, image]))
+    expect(byPath.get(base)).toMatchObject({
+      format: 'raw',
+      virtualSize: 4 * 1024 * 1024,
+      allocatedPercent: null,
+      base: { status: 'none' },
+    })
+    expect(byPath.get(overlay)).toMatchObject({
+      format: 'add-cow',
+      base: { status: 'ok' },
+      allocatedPercent: (1 / 64) * 100,
+    })
+    // approve-name ran in the valid-request pass: the foreign overlay's base is now trusted.
+    expect(byPath.get(foreign)?.base.status).toBe('ok')
+    expect(byPath.get(base)?.dependents.sort()).toEqual(
+      [overlay, foreign, join(fixture.dir, 'made-by-ipc.add-cow')].sort(),
+    )
+  })
+
+  it('maps an engine error to its code, file and field, and a bug to INTERNAL with the stack logged', async () => {
+    const { core, dir } = fixture
+    const missing = await core.dispatcher.dispatch(
+      'image:get-info',
+      { path: join(dir, 'absent.add-cow') },
+      TRUSTED,
+    )
+    expect(missing).toMatchObject({
+      ok: false,
+      error: { code: 'NOT_FOUND', path: join(dir, 'absent.add-cow') },
+    })
+
+    const broken: Handlers = {
+      ...core.handlers,
+      'app:get-info': async () => {
+        throw new TypeError('boom')
+      },
+    }
+    const dispatcher = new IpcDispatcher({
+      handlers: broken,
+      jobs: core.jobs,
+      log: core.logger,
+      isTrustedSender: () => true,
+    })
+    const result = await dispatcher.dispatch('app:get-info', {}, TRUSTED)
+    expect(result).toMatchObject({
+      ok: false,
+      error: { code: 'INTERNAL', message: expect.stringContaining('boom') },
+    })
+    expect(String((core.logger.errors.at(-1)?.error as Error).stack)).toContain('TypeError: boom')
+  })
+
+  it('refuses a response that does not match its schema', async () => {
+    const { core } = fixture
+    const wrong = {
+      ...core.handlers,
+      'jobs:list-jobs': async () => ({ jobs: [{ id: 1 }] }),
+    } as unknown as Handlers
+    const dispatcher = new IpcDispatcher({
+      handlers: wrong,
+      jobs: core.jobs,
+      log: core.logger,
+      isTrustedSender: () => true,
+      checkResponses: true,
+    })
+    expect(await dispatcher.dispatch('jobs:list-jobs', {}, TRUSTED)).toMatchObject({
+      ok: false,
+      error: { code: 'INTERNAL' },
+    })
+  })
+
+  it('says NOT_CAPABLE for native dialogs where there are none (the browser mode)', async () => {
+    const core = testCore(join(fixture.dir, 'data-web'))
+    const result = await core.dispatcher.dispatch('dialog:open-files', {}, TRUSTED)
+    expect(result).toMatchObject({ ok: false, error: { code: 'NOT_CAPABLE' } })
+  })
+})
+
+describe('BAD_REQUEST', () => {
+  it.each(CHANNEL_NAMES)('refuses malformed payloads on %s', async (channel) => {
+    const { core } = fixture
+    for (const payload of [
+      { unexpected: true },
+      'text',
+      42,
+      null,
+      [],
+      { ...VALID[channel](fixture), unexpected: 1 },
+    ]) {
+      const result = await core.dispatcher.dispatch(channel, payload, TRUSTED)
+      expect(result, `${channel} ${JSON.stringify(payload)}`).toMatchObject({
+        ok: false,
+        error: { code: 'BAD_REQUEST' },
+      })
+    }
+  })
+
+  it('names the field at fault', async () => {
+    const { core } = fixture
+    const cases: [Channel, unknown, string][] = [
+      ['image:get-info', { path: 'relative/image.add-cow' }, 'path'],
+      ['image:get-info', { path: '/tmp/a\0b' }, 'path'],
+      ['image:get-info', { path: `/${'x'.repeat(5000)}` }, 'path'],
+      ['library:add-images', { paths: [] }, 'paths'],
+      ['library:add-images', { paths: ['/ok', 7] }, 'paths[1]'],
+      ['image:get-allocation', { path: '/tmp/x', buckets: 0 }, 'buckets'],
+      ['image:get-allocation', { path: '/tmp/x', buckets: 4097 }, 'buckets'],
+      ['image:get-map', { path: '/tmp/x', offset: -1 }, 'offset'],
+      ['image:create-overlay', { overlay: '/tmp/x.add-cow', size: 1.5 }, 'size'],
+      [
+        'image:create-overlay',
+        { overlay: '/tmp/x.add-cow', backingFormat: 'RAW; rm' },
+        'backingFormat',
+      ],
+      ['fs:list-folder', { path: '.' }, 'path'],
+      ['jobs:cancel-job', { jobId: '' }, 'jobId'],
+    ]
+    for (const [channel, payload, field] of cases) {
+      const result = await core.dispatcher.dispatch(channel, payload, TRUSTED)
+      expect(result, `${channel} ${field}`).toMatchObject({
+        ok: false,
+        error: { code: 'BAD_REQUEST', field },
+      })
+    }
+  })
+
+  it('refuses a channel that does not exist', async () => {
+    const result = await fixture.core.dispatcher.dispatch('library:drop-tables', {}, TRUSTED)
+    expect(result).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST', field: 'channel' } })
+  })
+})
+
+describe('FORBIDDEN', () => {
+  const untrusted: RequestSender[] = [
+    { transport: 'electron', url: 'https://evil.example/index.html', mainFrame: true },
+    { transport: 'electron', url: 'file:///tmp/index.html', mainFrame: true },
+    { transport: 'electron', url: 'addcow://app/index.html', mainFrame: false },
+    { transport: 'electron', url: 'addcow://other/index.html', mainFrame: true },
+    { transport: 'electron', url: '', mainFrame: true },
+    { transport: 'web', url: 'http://127.0.0.1:9', mainFrame: true },
+  ]
+
+  it.each(CHANNEL_NAMES)(
+    'refuses %s from an untrusted sender before touching anything',
+    async (channel) => {
+      const { core } = fixture
+      const jobsBefore = core.jobs.list().length
+      const libraryBefore = JSON.stringify(await core.library.load())
+      for (const sender of untrusted) {
+        const result = await core.dispatcher.dispatch(channel, VALID[channel](fixture), sender)
+        expect(result, `${channel} from ${sender.url}`).toMatchObject({
+          ok: false,
+          error: { code: 'FORBIDDEN' },
+        })
+      }
+      expect(core.jobs.list().length).toBe(jobsBefore)
+      expect(JSON.stringify(await core.library.load())).toBe(libraryBefore)
+    },
+  )
+
+  it('refuses even malformed payloads as FORBIDDEN first', async () => {
+    const result = await fixture.core.dispatcher.dispatch(
+      'image:get-info',
+      'garbage',
+      untrusted[0]!,
+    )
+    expect(result).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } })
+    expect(fixture.core.logger.warnings.some((warning) => warning.includes('evil.example'))).toBe(
+      true,
+    )
+  })
+})

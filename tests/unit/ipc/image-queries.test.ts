@@ -1,0 +1,247 @@
+import { appendFile, mkdir, utimes } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { MapExtent } from '../../../shared/image-types'
+import type { ResponseOf } from '../../../shared/ipc/contract'
+import { openImage } from '../../../main/engine/open'
+import { createOverlay } from '../../../main/engine/ops/create'
+import { mapImage } from '../../../main/engine/ops/map'
+import { tempDir } from '../../helpers/tools'
+import { patternFile, testCore, TRUSTED, valueOf } from './helpers'
+
+// The map and allocation channels on real chains, and the name policy as the app applies it.
+
+const KIB = 1024
+const MIB = 1024 * KIB
+let cleanup: () => Promise<void>
+let dir: string
+let core: ReturnType<typeof testCore>
+
+async function write(path: string, offset: number, length: number, byte: number): Promise<void> {
+  const disk = await openImage(path, { format: 'add-cow' })
+  await disk.write(offset, Buffer.alloc(length, byte))
+  await disk.flush()
+  await disk.close()
+}
+
+beforeAll(async () => {
+  const temp = await tempDir('addcow-ipc-queries-')
+  cleanup = temp.cleanup
+  dir = temp.path
+  core = testCore(join(dir, 'data'))
+  // base.raw (4 MiB) <- middle.add-cow (writes at 1 MiB) <- top.add-cow (writes at 0 and 3 MiB)
+  await patternFile(join(dir, 'base.raw'), 4 * MIB)
+  await createOverlay({
+    overlay: join(dir, 'middle.add-cow'),
+    backing: 'base.raw',
+    backingFormat: 'raw',
+  })
+  await createOverlay({
+    overlay: join(dir, 'top.add-cow'),
+    backing: 'middle.add-cow',
+    backingFormat: 'add-cow',
+  })
+  await write(join(dir, 'middle.add-cow'), 1 * MIB, 128 * KIB, 0x11)
+  await write(join(dir, 'top.add-cow'), 0, 64 * KIB, 0x22)
+  await write(join(dir, 'top.add-cow'), 3 * MIB, 64 * KIB, 0x33)
+})
+afterAll(() => cleanup())
+
+describe('image:get-map', () => {
+  it('gives the same extents as addcow map, page by page', async () => {
+    const top = join(dir, 'top.add-cow')
+    const disk = await openImage(top, {})
+    const expected = await mapImage(disk)
+    await disk.close()
+    const whole = valueOf(
+      await core.dispatcher.dispatch('image:get-map', { path: top }, TRUSTED),
+    ) as ResponseOf<'image:get-map'>
+    expect(whole.extents).toEqual(expected)
+    expect(whole).toMatchObject({ truncated: false, nextOffset: null, virtualSize: 4 * MIB })
+    expect(whole.layers.map((layer) => layer.format)).toEqual(['add-cow', 'add-cow', 'raw'])
+    expect(new Set(expected.map((extent) => extent.depth))).toEqual(new Set([0, 1, 2]))
+
+    const pages: MapExtent[] = []
+    let offset: number | null = 0
+    while (offset !== null) {
+      const page = valueOf(
+        await core.dispatcher.dispatch('image:get-map', { path: top, offset, limit: 2 }, TRUSTED),
+      ) as ResponseOf<'image:get-map'>
+      expect(page.extents.length).toBeLessThanOrEqual(2)
+      pages.push(...page.extents)
+      offset = page.nextOffset
+    }
+    expect(pages).toEqual(expected)
+  })
+
+  it('refuses a range past the end', async () => {
+    const result = await core.dispatcher.dispatch(
+      'image:get-map',
+      { path: join(dir, 'top.add-cow'), offset: 5 * MIB },
+      TRUSTED,
+    )
+    expect(result).toMatchObject({ ok: false, error: { code: 'OUT_OF_RANGE', field: 'offset' } })
+  })
+})
+
+describe('image:get-allocation', () => {
+  it('sums bytes per depth into equal buckets', async () => {
+    const result = valueOf(
+      await core.dispatcher.dispatch(
+        'image:get-allocation',
+        { path: join(dir, 'top.add-cow'), buckets: 4 },
+        TRUSTED,
+      ),
+    ) as ResponseOf<'image:get-allocation'>
+    expect(result.bucketSize).toBe(MIB)
+    expect(result.buckets).toEqual([
+      { present: [64 * KIB, 0, MIB - 64 * KIB], zero: 0 },
+      { present: [0, 128 * KIB, MIB - 128 * KIB], zero: 0 },
+      { present: [0, 0, MIB], zero: 0 },
+      { present: [64 * KIB, 0, MIB - 64 * KIB], zero: 0 },
+    ])
+    expect(result.totals).toEqual({ present: [128 * KIB, 128 * KIB, 4 * MIB - 256 * KIB], zero: 0 })
+  })
+
+  it('stays cheap on a 1 TiB image: one pass over the extents, one step per bucket', async () => {
+    const big = join(dir, 'big', 'huge.add-cow')
+    await mkdir(join(dir, 'big'))
+    await createOverlay({ overlay: big, size: 1024 ** 4 })
+    // A baseless overlay starts ALL_ALLOCATED: its whole guest view is in this layer.
+    const result = valueOf(
+      await core.dispatcher.dispatch('image:get-allocation', { path: big, buckets: 256 }, TRUSTED),
+    ) as ResponseOf<'image:get-allocation'>
+    expect(result.virtualSize).toBe(1024 ** 4)
+    expect(result.bucketSize).toBe(4 * 1024 ** 3)
+    expect(result.buckets).toHaveLength(256)
+    const sum = result.buckets.reduce(
+      (total, bucket) => total + bucket.zero + bucket.present.reduce((a, b) => a + b, 0),
+      0,
+    )
+    expect(sum).toBe(1024 ** 4)
+    expect(result.totals).toEqual({ present: [1024 ** 4], zero: 0 })
+  })
+
+  it('counts a 1 TiB overlay on a small base as mostly unallocated', async () => {
+    const base = join(dir, 'big', 'small-base.raw')
+    await patternFile(base, 8 * MIB)
+    const overlay = join(dir, 'big', 'wide.add-cow')
+    await createOverlay({
+      overlay,
+      backing: 'small-base.raw',
+      backingFormat: 'raw',
+      size: 1024 ** 4,
+    })
+    await write(overlay, 512 * 1024 ** 3, 64 * KIB, 0x44)
+    const result = valueOf(
+      await core.dispatcher.dispatch(
+        'image:get-allocation',
+        { path: overlay, buckets: 1024 },
+        TRUSTED,
+      ),
+    ) as ResponseOf<'image:get-allocation'>
+    expect(result.totals).toEqual({
+      present: [64 * KIB, 8 * MIB],
+      zero: 1024 ** 4 - 8 * MIB - 64 * KIB,
+    })
+    expect(result.buckets[512]).toEqual({ present: [64 * KIB, 0], zero: 1024 ** 3 - 64 * KIB })
+    expect(result.buckets[0]).toEqual({ present: [0, 8 * MIB], zero: 1024 ** 3 - 8 * MIB })
+  })
+})
+
+describe('the name policy through the IPC', () => {
+  it('never follows a base outside the folder until the user approves it', async () => {
+    await mkdir(join(dir, 'downloads'))
+    const stranger = join(dir, 'downloads', 'stranger.add-cow')
+    // Made by the engine directly: nothing recorded it as trusted in this library.
+    await createOverlay({ overlay: stranger, backing: join(dir, 'base.raw'), backingFormat: 'raw' })
+
+    const info = valueOf(
+      await core.dispatcher.dispatch('image:get-info', { path: stranger }, TRUSTED),
+    ) as ResponseOf<'image:get-info'>
+    expect(info.layers).toHaveLength(1)
+    expect(
+      info.layers[0]?.names?.find((name) => name.stored === join(dir, 'base.raw')),
+    ).toMatchObject({
+      followed: false,
+      reason: 'outside-folder',
+    })
+    const refused = await core.dispatcher.dispatch('image:get-map', { path: stranger }, TRUSTED)
+    expect(refused).toMatchObject({ ok: false, error: { code: 'UNTRUSTED_NAME', path: stranger } })
+
+    const unknown = await core.dispatcher.dispatch(
+      'library:approve-name',
+      { image: stranger, stored: '/etc/shadow' },
+      TRUSTED,
+    )
+    expect(unknown).toMatchObject({ ok: false, error: { code: 'NOT_FOUND', field: 'stored' } })
+
+    const approved = valueOf(
+      await core.dispatcher.dispatch(
+        'library:approve-name',
+        { image: stranger, stored: join(dir, 'base.raw') },
+        TRUSTED,
+      ),
+    )
+    expect(approved).toMatchObject({ to: join(dir, 'base.raw'), alreadyFollowed: false })
+    expect((await core.library.load()).trusted).toContainEqual(
+      expect.objectContaining({ reason: 'approved', to: join(dir, 'base.raw') }),
+    )
+    expect(core.events.some((entry) => entry.event === 'library:changed')).toBe(true)
+
+    const map = valueOf(
+      await core.dispatcher.dispatch('image:get-map', { path: stranger }, TRUSTED),
+    ) as ResponseOf<'image:get-map'>
+    expect(map.layers).toHaveLength(2)
+    const again = valueOf(
+      await core.dispatcher.dispatch(
+        'library:approve-name',
+        { image: stranger, stored: join(dir, 'base.raw') },
+        TRUSTED,
+      ),
+    )
+    expect(again).toMatchObject({ alreadyFollowed: true })
+  })
+
+  it('trusts what it creates: an overlay on a base in another folder opens at once', async () => {
+    await mkdir(join(dir, 'work'))
+    const overlay = join(dir, 'work', 'mine.add-cow')
+    const { job } = valueOf(
+      await core.dispatcher.dispatch(
+        'image:create-overlay',
+        { overlay, backing: join(dir, 'base.raw') },
+        TRUSTED,
+      ),
+    ) as ResponseOf<'image:create-overlay'>
+    await core.jobs.settled(job.id)
+    expect(core.jobs.get(job.id)?.state).toBe('done')
+    const map = valueOf(
+      await core.dispatcher.dispatch('image:get-map', { path: overlay }, TRUSTED),
+    ) as ResponseOf<'image:get-map'>
+    expect(map.layers.map((layer) => layer.path)).toEqual([overlay, join(dir, 'base.raw')])
+    expect((await core.library.load()).images.map((image) => image.path)).toContain(overlay)
+  })
+
+  it('shows a base that changed since the overlay was made', async () => {
+    await mkdir(join(dir, 'drift'))
+    const base = join(dir, 'drift', 'golden.raw')
+    await patternFile(base, 2 * MIB)
+    const overlay = join(dir, 'drift', 'child.add-cow')
+    const { job } = (await core.dispatcher
+      .dispatch('image:create-overlay', { overlay, backing: 'golden.raw' }, TRUSTED)
+      .then(valueOf)) as ResponseOf<'image:create-overlay'>
+    await core.jobs.settled(job.id)
+    const status = async (): Promise<string | undefined> => {
+      const listing = valueOf(
+        await core.dispatcher.dispatch('library:list-images', {}, TRUSTED),
+      ) as ResponseOf<'library:list-images'>
+      return listing.images.find((image) => image.path === overlay)?.base.status
+    }
+    expect(await status()).toBe('ok')
+    const later = new Date(Date.now() + 5000)
+    await utimes(base, later, later)
+    expect(await status()).toBe('changed')
+    await appendFile(base, Buffer.alloc(512))
+    expect(await status()).toBe('changed')
+  })
+})
