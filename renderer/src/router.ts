@@ -1,6 +1,19 @@
 import { createRouter, createWebHashHistory } from 'vue-router'
+import { IMAGE_ROUTES } from './routes-images'
+import { OPERATION_ROUTES } from './routes-operations'
 import JobsView from './views/JobsView.vue'
 import LibraryView from './views/LibraryView.vue'
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    /** Window title and menu label. */
+    title?: string
+    /** Show in the side menu. */
+    nav?: boolean
+    /** Position in the side menu (ascending). */
+    navOrder?: number
+  }
+}
 
 /**
  * The app's screens. Hash history: the same build works from the Electron app's own origin
@@ -10,8 +23,20 @@ export const router = createRouter({
   history: createWebHashHistory(),
   routes: [
     { path: '/', redirect: '/library' },
-    { path: '/library', name: 'library', component: LibraryView, meta: { title: 'Library' } },
-    { path: '/jobs', name: 'jobs', component: JobsView, meta: { title: 'Jobs' } },
+    {
+      path: '/library',
+      name: 'library',
+      component: LibraryView,
+      meta: { title: 'Library', nav: true, navOrder: 10 },
+    },
+    ...IMAGE_ROUTES,
+    ...OPERATION_ROUTES,
+    {
+      path: '/jobs',
+      name: 'jobs',
+      component: JobsView,
+      meta: { title: 'Jobs', nav: true, navOrder: 100 },
+    },
   ],
 })
 
