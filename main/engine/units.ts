@@ -27,12 +27,17 @@ export function parseSize(text: string, what = 'size'): number {
   }
   const multiplier = SUFFIXES[(match[2] ?? '').toUpperCase()] ?? 1
   const value = Number(match[1]) * multiplier
+  if (value > Number.MAX_SAFE_INTEGER) {
+    throw new EngineError('SIZE_LIMIT', `The ${what} '${text}' is more than this tool can address (2^53 - 1 bytes).`, {
+      field: what,
+      value: text,
+    })
+  }
   if (!Number.isSafeInteger(value)) {
-    throw new EngineError(
-      'SIZE_LIMIT',
-      `The ${what} '${text}' is not a whole number of bytes below 2^53.`,
-      { field: what, value: text },
-    )
+    throw new EngineError('BAD_ARGUMENT', `The ${what} '${text}' is not a whole number of bytes.`, {
+      field: what,
+      value: text,
+    })
   }
   return value
 }
@@ -48,7 +53,8 @@ export function formatSize(bytes: number): string {
   }
   if (unit === 0) return `${bytes} B`
   const rounded = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)
-  return `${rounded.replace(/\.?0+$/, '')} ${units[unit]}`
+  const trimmed = rounded.includes('.') ? rounded.replace(/\.?0+$/, '') : rounded
+  return `${trimmed} ${units[unit]}`
 }
 
 /** Round `value` up to a multiple of `multiple`. */
