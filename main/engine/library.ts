@@ -20,12 +20,36 @@ export interface LibraryImage {
   addedAt: string
 }
 
+/**
+ * What an overlay's base looked like when the overlay was made (or last vouched for): see
+ * main/engine/ops/drift.ts. Kept here, outside the add-cow file, which stays byte-exact.
+ */
+export interface BaseFingerprint {
+  version: 1
+  /** Real path of the overlay's add-cow file (the key). */
+  overlay: string
+  /** Real path of the base, and its format. */
+  base: string
+  format: string
+  /** The base's virtual size. */
+  size: number
+  /** Every file of the base layer (an add-cow base has two): length and modification time. */
+  files: { path: string; length: number; mtimeMs: number }[]
+  /** SHA-256 over `samples` reads of `sampleSize` bytes spread evenly over the guest view. */
+  sampleSize: number
+  samples: number
+  sha256: string
+  recordedAt: string
+}
+
 /** The library file's content (version 1). */
 export interface LibraryData {
   version: 1
   images: LibraryImage[]
   trusted: TrustedPair[]
   recent: string[]
+  /** Base fingerprints by overlay (added by issue 3; absent in older files). */
+  fingerprints?: BaseFingerprint[]
 }
 
 /** Most recent files kept. */
@@ -64,6 +88,28 @@ function isLibraryData(value: unknown): value is LibraryData {
     Array.isArray(data.trusted) &&
     data.trusted.every((pair) => typeof pair?.from === 'string' && typeof pair?.to === 'string') &&
     (data.recent === undefined || (Array.isArray(data.recent) && data.recent.every((entry) => typeof entry === 'string')))
+  )
+}
+
+/** Whether `value` is a well-formed {@link BaseFingerprint} (the file is user-editable). */
+export function isBaseFingerprint(value: unknown): value is BaseFingerprint {
+  const entry = value as Partial<BaseFingerprint> | null
+  return (
+    typeof entry === 'object' &&
+    entry !== null &&
+    entry.version === 1 &&
+    typeof entry.overlay === 'string' &&
+    typeof entry.base === 'string' &&
+    typeof entry.format === 'string' &&
+    Number.isSafeInteger(entry.size) &&
+    Array.isArray(entry.files) &&
+    entry.files.length <= 16 &&
+    entry.files.every(
+      (file) => typeof file?.path === 'string' && Number.isSafeInteger(file.length) && typeof file.mtimeMs === 'number',
+    ) &&
+    Number.isSafeInteger(entry.sampleSize) &&
+    Number.isSafeInteger(entry.samples) &&
+    typeof entry.sha256 === 'string'
   )
 }
 
@@ -195,6 +241,20 @@ export class Library {
     const gone = new Set(paths.map((entry) => resolve(entry)))
     await this.update((data) => {
       data.images = data.images.filter((image) => !gone.has(image.path))
+    })
+  }
+
+  /** The recorded base fingerprint of `overlay` (a real path), or null. Malformed entries are ignored. */
+  async baseFingerprint(overlay: string): Promise<BaseFingerprint | null> {
+    const data = await this.load()
+    return (data.fingerprints ?? []).find((entry) => isBaseFingerprint(entry) && entry.overlay === overlay) ?? null
+  }
+
+  /** Record (or replace) the base fingerprint of `fingerprint.overlay`. */
+  async recordBaseFingerprint(fingerprint: BaseFingerprint): Promise<void> {
+    await this.update((data) => {
+      const kept = (data.fingerprints ?? []).filter((entry) => isBaseFingerprint(entry) && entry.overlay !== fingerprint.overlay)
+      data.fingerprints = [...kept, fingerprint]
     })
   }
 

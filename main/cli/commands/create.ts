@@ -40,6 +40,7 @@ ${NAME_POLICY_USAGE}`,
       signal: context.signal,
     })
     await context.library.trust(result.trust, 'created')
+    if (result.baseFingerprint) await context.library.recordBaseFingerprint(result.baseFingerprint)
     await context.library.addImages([result.overlay])
     const base = result.backing ? `, backing_file=${values.b}, backing_fmt=${result.backingFormat}` : ''
     context.stdout.write(

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { lstat, realpath, rename, rm } from 'node:fs/promises'
+import { lstat, realpath, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
@@ -16,6 +16,8 @@ import {
 import { resolveName } from '../names'
 import { openImage, probeFormat } from '../open'
 import type { NamePolicy } from '../names'
+import type { BaseFingerprint } from '../library'
+import { fingerprintBase } from './drift'
 
 /** What `addcow create` needs. Names are stored exactly as given. */
 export interface CreateOverlayOptions extends OperationOptions {
@@ -46,6 +48,8 @@ export interface CreateOverlayResult {
   clusterSize: number
   /** Pairs (real paths) the library should trust: the user named these files. */
   trust: { from: string; to: string }[]
+  /** The base's fingerprint at creation, for the library (the drift guard, ops/drift.ts). */
+  baseFingerprint: BaseFingerprint | null
 }
 
 /** The default image file name for an overlay: `x.add-cow` → `x.raw`, else `x.raw` appended. */
@@ -74,6 +78,13 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false
   }
+}
+
+async function isRegularFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (info) => info.isFile(),
+    () => false,
+  )
 }
 
 async function realOrResolved(path: string): Promise<string> {
@@ -111,6 +122,7 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   let backingPath: string | null = null
   let backingFormat: string | null = null
   let baseSize = 0
+  let baseFingerprint: BaseFingerprint | null = null
   if (options.backing !== undefined) {
     if (options.backing === '') {
       throw new EngineError('BAD_ARGUMENT', 'The backing file name must not be empty.', { field: 'backing' })
@@ -123,7 +135,11 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
       ...(options.policy ? { policy: options.policy } : {}),
     })
     baseSize = base.size
-    await base.close()
+    try {
+      baseFingerprint = await fingerprintBase('', base, options)
+    } finally {
+      await base.close()
+    }
     if ((await realOrResolved(backingPath)) === (await realOrResolved(imagePath))) {
       throw new EngineError(
         'SAME_FILE',
@@ -143,6 +159,13 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   }
 
   const imageExists = await exists(imagePath)
+  if (imageExists && !(await isRegularFile(imagePath))) {
+    throw new EngineError('BAD_ARGUMENT', `The image file ${imagePath} exists and is not a regular file.`, {
+      path: imagePath,
+      field: 'image',
+      value: imageName,
+    })
+  }
   const existingLength = imageExists ? await fileLength(imagePath) : 0
   let size: number
   if (options.size !== undefined) {
@@ -162,6 +185,12 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     throw new EngineError('BAD_ARGUMENT', `A size (-s) is needed for ${overlay}: there is no base to take it from.`, {
       path: overlay,
       field: 'size',
+    })
+  }
+  if (Number.isInteger(size) && size > Number.MAX_SAFE_INTEGER) {
+    throw new EngineError('SIZE_LIMIT', `Size ${size} is more than this tool can address (2^53 - 1 bytes).`, {
+      field: 'size',
+      value: size,
     })
   }
   if (!Number.isSafeInteger(size) || size < 0) {
@@ -235,6 +264,7 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     size,
     clusterSize,
     trust,
+    baseFingerprint: baseFingerprint && { ...baseFingerprint, overlay: trust[0]!.from },
   }
 }
 

@@ -7,9 +7,10 @@ import type {
   OpenOptions,
   WriteOptions,
 } from '../../disk'
+import { stat } from 'node:fs/promises'
 import { EngineError } from '../../errors'
-import { judgeName } from '../../names'
-import { checkRange, pushExtent, runLimited } from '../../extents'
+import { assertFollowable, judgeName } from '../../names'
+import { checkRange, pushExtent, readInPieces, runLimited } from '../../extents'
 import { BlockFile, zeroes } from '../../file'
 import { ClusterBitmap } from './bitmap'
 import {
@@ -27,6 +28,11 @@ import {
 export const MAX_BITMAP_BYTES = 512 * 1024 * 1024
 /** Pieces of one request that may be in flight at once. */
 const IO_PARALLELISM = 8
+/**
+ * Largest piece of a read issued as one call: longer runs are split so that the copies out of
+ * the page cache spread over the thread pool (tests/bench/read-sequential.ts).
+ */
+const READ_PIECE = 512 * 1024
 /** Bytes of zeroes written per request by writeZeroes where it must write. */
 const ZERO_CHUNK = 1024 * 1024
 
@@ -55,7 +61,8 @@ export class AddCowDisk implements Disk {
   private constructor(
     readonly path: string,
     private readonly meta: BlockFile,
-    private readonly image: BlockFile,
+    /** Null only in a lenient (inspection) open whose image name the policy refused. */
+    private readonly imageHandle: BlockFile | null,
     readonly backing: Disk | null,
     readonly header: AddCowHeader,
     readonly oddities: HeaderOddities,
@@ -95,9 +102,17 @@ export class AddCowDisk implements Disk {
       const names: NameResolution[] = []
       const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
       names.push(stripReal(imageVerdict))
-      const image = await BlockFile.open(imageVerdict.resolved, !options.readOnly)
-      opened.push(image)
-      const virtualSize = await image.length()
+      let image: BlockFile | null = null
+      let virtualSize: number
+      if (imageVerdict.followed) {
+        image = await BlockFile.open(imageVerdict.resolved, !options.readOnly)
+        opened.push(image)
+        virtualSize = await image.length()
+      } else {
+        // Lenient (inspection) open only: the refused image file is never opened; a regular file
+        // outside the folder is measured with stat so info can still show the geometry.
+        virtualSize = imageVerdict.reason === 'outside-folder' ? await statLength(imageVerdict.resolved) : 0
+      }
       const allAllocated = (header.compatibleFeatures & FEATURE_ALL_ALLOCATED) !== 0n
       const shape = geometry(header.clusterBits, virtualSize)
 
@@ -172,6 +187,47 @@ export class AddCowDisk implements Disk {
     return this.allAllocated || (this.bitmap?.get(index) ?? true)
   }
 
+  /**
+   * Visit the runs of equal allocation over clusters [first, end) (for commit, stream, check);
+   * with ALL_ALLOCATED the whole range is one allocated run.
+   */
+  forEachAllocationRun(first: number, end: number, visit: (start: number, stop: number, allocated: boolean) => void): void {
+    if (first >= end) return
+    if (this.allAllocated || !this.bitmap) {
+      visit(first, end, true)
+      return
+    }
+    this.bitmap.forEachRun(first, end, visit)
+  }
+
+  /**
+   * Mark clusters [first, end) allocated after the caller wrote their whole data to the image
+   * file itself (stream, rebase, undo). Sets ALL_ALLOCATED when the bitmap becomes full. Durable
+   * at the next flush, which syncs the image file before the bitmap.
+   */
+  markAllocated(first: number, end: number): void {
+    this.assertWritable()
+    if (!this.bitmap || this.allAllocated || first >= end) return
+    const wasFull = this.bitmap.isFull
+    this.bitmap.setRange(first, end)
+    if (!wasFull && this.bitmap.isFull) this.markAllAllocated()
+  }
+
+  /**
+   * Mark clusters [first, end) unallocated (commit's emptying): they read from the backing
+   * file again. Refused with ALL_ALLOCATED set. Durable at the next flush.
+   */
+  markUnallocated(first: number, end: number): void {
+    this.assertWritable()
+    if (!this.bitmap || this.allAllocated) {
+      throw new EngineError('NOT_CAPABLE', `${this.path} has ALL_ALLOCATED set; its clusters cannot be unallocated one by one.`, {
+        path: this.path,
+        field: 'compatible features',
+      })
+    }
+    this.bitmap.clearRange(first, end)
+  }
+
   /** The length of the add-cow file when it was opened. */
   get metadataLength(): number {
     return this.metaLength
@@ -180,6 +236,14 @@ export class AddCowDisk implements Disk {
   /** The image file (for operations that copy data in place). */
   get imageFile(): BlockFile {
     return this.image
+  }
+
+  /** The open image file; throws the policy's refusal after a lenient open that refused it. */
+  private get image(): BlockFile {
+    if (this.imageHandle) return this.imageHandle
+    const verdict = this.names[this.names.length - 1]
+    if (verdict) assertFollowable(this.path, 'image file', verdict)
+    throw new EngineError('INTERNAL', `The image file of ${this.path} is not open.`, { path: this.path })
   }
 
   /** The add-cow file. */
@@ -197,6 +261,7 @@ export class AddCowDisk implements Disk {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this.path, this.size, offset, length)
     const buffer = Buffer.allocUnsafe(length)
     await this.readInto(buffer, offset)
     return buffer
@@ -208,16 +273,19 @@ export class AddCowDisk implements Disk {
     if (target.length === 0) return
     const bitmap = this.allAllocated ? null : this.bitmap
     if (!bitmap) {
-      await this.image.readAt(target, offset)
+      const image = this.image
+      await readInPieces(target, offset, READ_PIECE, IO_PARALLELISM, (part, at) => image.readAt(part, at))
       return
     }
     const end = offset + target.length
     const tasks: (() => Promise<void>)[] = []
     bitmap.forEachRun(Math.floor(offset / this.clusterSize), Math.ceil(end / this.clusterSize), (first, stop, allocated) => {
-      const start = Math.max(first * this.clusterSize, offset)
       const finish = Math.min(stop * this.clusterSize, end)
-      const piece = target.subarray(start - offset, finish - offset)
-      tasks.push(allocated ? () => this.image.readAt(piece, start) : () => this.readBelow(piece, start))
+      for (let start = Math.max(first * this.clusterSize, offset); start < finish; start += READ_PIECE) {
+        const at = start
+        const piece = target.subarray(at - offset, Math.min(finish, at + READ_PIECE) - offset)
+        tasks.push(allocated ? () => this.image.readAt(piece, at) : () => this.readBelow(piece, at))
+      }
     })
     await runLimited(tasks, IO_PARALLELISM)
   }
@@ -273,16 +341,23 @@ export class AddCowDisk implements Disk {
       const fills: (() => Promise<void>)[] = []
       const headCluster = first
       const tailCluster = last
-      if (!bitmap.get(headCluster) && offset > headCluster * clusterSize) {
-        const fillStart = headCluster * clusterSize
-        fills.push(() => this.fill(fillStart, offset))
-      }
+      const headFill = !bitmap.get(headCluster) && offset > headCluster * clusterSize
       const tailEnd = Math.min((tailCluster + 1) * clusterSize, this.size)
-      if (!bitmap.get(tailCluster) && end < tailEnd) {
-        fills.push(() => this.fill(end, tailEnd))
+      const tailFill = !bitmap.get(tailCluster) && end < tailEnd
+      if (first === last && headFill && tailFill) {
+        // A write inside one unallocated cluster: one read of the cluster from below and one
+        // write of the merged cluster, instead of two fills and the data (copy-on-write as
+        // qcow2 does it).
+        await this.fillAround(headCluster * clusterSize, tailEnd, data, offset)
+      } else {
+        if (headFill) {
+          const fillStart = headCluster * clusterSize
+          fills.push(() => this.fill(fillStart, offset))
+        }
+        if (tailFill) fills.push(() => this.fill(end, tailEnd))
+        fills.push(() => this.image.writeAt(data, offset))
+        await runLimited(fills, IO_PARALLELISM)
       }
-      fills.push(() => this.image.writeAt(data, offset))
-      await runLimited(fills, IO_PARALLELISM)
       const wasFull = bitmap.isFull
       bitmap.setRange(first, last + 1)
       if (!wasFull && bitmap.isFull) this.markAllAllocated()
@@ -293,6 +368,14 @@ export class AddCowDisk implements Disk {
   }
 
   /** Copy [start, end) of the layers below into the image file (the partial-cluster fill). */
+  /** Write [start, end) as what lies below with `data` laid over it at `offset`, in one write. */
+  private async fillAround(start: number, end: number, data: Uint8Array, offset: number): Promise<void> {
+    const buffer = Buffer.allocUnsafe(end - start)
+    await this.readBelow(buffer, start)
+    buffer.set(data, offset - start)
+    await this.image.writeAt(buffer, start)
+  }
+
   private async fill(start: number, end: number): Promise<void> {
     if (end <= start) return
     const buffer = Buffer.allocUnsafe(end - start)
@@ -369,9 +452,11 @@ export class AddCowDisk implements Disk {
         await this.meta.writeAt(chunk.data, this.header.headerSize + chunk.offset)
       }
       if (headerDirty) {
-        const field = Buffer.alloc(8)
-        FIELDS.compatibleFeatures.put(field, features)
-        await this.meta.writeAt(field, FIELDS.compatibleFeatures.offset)
+        // Only the 8-byte field is written: `base` shifts the table's offset to the buffer's start.
+        const spec = FIELDS.compatibleFeatures
+        const field = Buffer.alloc(spec.length)
+        spec.put(field, features, -spec.offset)
+        await this.meta.writeAt(field, spec.offset)
       }
       await this.meta.datasync()
     } catch (error) {
@@ -420,24 +505,27 @@ export class AddCowDisk implements Disk {
       }
     }
     if (finish > Math.max(start, inside)) {
+      // Past the backing file's end the range reads as zeros from this layer (qemu-img map
+      // reports such ranges at the depth of the layer whose backing file is too short).
       const from = Math.max(start, inside)
-      pushExtent(extents, { offset: from, length: finish - from, depth: 1, present: false, zero: true })
+      pushExtent(extents, { offset: from, length: finish - from, depth: 0, present: false, zero: true })
     }
   }
 
   async info(): Promise<ImageInfo> {
     const backingName = this.names.find((name) => name.stored === this.header.backingName && this.header.backingName !== null)
     const imageName = this.names[this.names.length - 1]
+    const imageActual = this.imageHandle ? await this.imageHandle.allocatedBytes() : 0
     const info: ImageInfo = {
       filename: this.path,
       format: 'add-cow',
       'virtual-size': this.size,
-      'actual-size': (await this.meta.allocatedBytes()) + (await this.image.allocatedBytes()),
+      'actual-size': (await this.meta.allocatedBytes()) + imageActual,
       'cluster-size': this.clusterSize,
       'data-file': this.header.imageName,
-      'full-data-file': imageName?.resolved ?? this.image.path,
+      'full-data-file': imageName?.resolved ?? this.header.imageName,
       'data-file-format': this.header.imageFormat,
-      'data-file-actual-size': await this.image.allocatedBytes(),
+      'data-file-actual-size': imageActual,
       'allocated-clusters': this.allocatedClusters,
       'total-clusters': this.geometry.clusters,
       'all-allocated': this.allAllocated,
@@ -478,11 +566,24 @@ export class AddCowDisk implements Disk {
       failure = error
     }
     this.closed = true
-    await this.image.close().catch((error: unknown) => (failure ??= error))
+    await this.imageHandle?.close().catch((error: unknown) => (failure ??= error))
     await this.meta.close().catch((error: unknown) => (failure ??= error))
     if (this.backing) await this.backing.close().catch((error: unknown) => (failure ??= error))
     if (failure) throw failure
   }
+}
+
+/** Length of a regular file by stat, without opening it (SIZE_LIMIT past 2^53 - 1). */
+async function statLength(path: string): Promise<number> {
+  const { size } = await stat(path, { bigint: true })
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new EngineError('SIZE_LIMIT', `${path} is ${size} bytes long, more than this tool can address (2^53 - 1).`, {
+      path,
+      field: 'file length',
+      value: size.toString(),
+    })
+  }
+  return Number(size)
 }
 
 function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {

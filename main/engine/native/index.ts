@@ -1,0 +1,142 @@
+import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+
+/** What this build of the addon supports (from the C side). */
+export interface NativeFeatures {
+  punchHole: boolean
+  seekData: boolean
+  lock: boolean
+  /** 'qemu-ofd': QEMU-compatible open-file-description byte locks; 'flock': whole-file flock. */
+  lockKind: 'qemu-ofd' | 'flock'
+  copyFileRange: boolean
+}
+
+/**
+ * The system calls Node lacks (see main/engine/native/README.md). Errors are Error objects whose
+ * `code` is the errno name.
+ */
+export interface NativeAddon {
+  readonly features: NativeFeatures
+  /** fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros and its blocks are freed. */
+  punchHole(fd: number, offset: number, length: number): void
+  /** Up to `max` data extents inside [start, end), flat: [s0, e0, s1, e1, ...]. */
+  dataExtents(fd: number, start: number, end: number, max: number): number[]
+  /**
+   * Take QEMU's lock bytes: `held` is the permissions this process uses, `unshared` those it
+   * forbids others (bits: 1 consistent read, 2 write, 4 write unchanged, 8 resize). Returns
+   * null, or the name of the permission another process holds or forbids.
+   */
+  lock(fd: number, held: number, unshared: number): string | null
+  unlock(fd: number): void
+  /** punchHole on the libuv thread pool; keep `fd` open until the promise settles. */
+  punchHoleAsync(fd: number, offset: number, length: number): Promise<void>
+  /** copy_file_range on the libuv thread pool; resolves with the bytes copied. */
+  copyFileRange(
+    input: number,
+    inputOffset: number,
+    output: number,
+    outputOffset: number,
+    length: number,
+  ): Promise<number>
+}
+
+/** Whether the addon loaded, from where, or why not. */
+export interface NativeStatus {
+  loaded: boolean
+  path: string | null
+  /** Why it did not load (not built, wrong ABI, ...). */
+  reason: string | null
+  features: NativeFeatures | null
+}
+
+const FILE_NAME = 'addcow_native.node'
+
+/** Where the built addon may be: beside the sources (tsx, vitest) or above a bundle in out/. */
+function candidates(): string[] {
+  const list: string[] = []
+  const explicit = process.env.ADDCOW_NATIVE_PATH
+  if (explicit) list.push(explicit)
+  for (const relative of [
+    `./build/Release/${FILE_NAME}`,
+    `../../main/engine/native/build/Release/${FILE_NAME}`,
+    `../main/engine/native/build/Release/${FILE_NAME}`,
+    `./${FILE_NAME}`,
+  ]) {
+    try {
+      list.push(fileURLToPath(new URL(relative, import.meta.url)))
+    } catch {
+      // not a file: URL (a bundler rewrote import.meta.url); try the next one
+    }
+  }
+  return list
+}
+
+let cached: { addon: NativeAddon | null; status: NativeStatus } | null = null
+
+function isAddon(value: unknown): value is NativeAddon {
+  const addon = value as Partial<NativeAddon> | null
+  return (
+    typeof addon?.punchHole === 'function' &&
+    typeof addon.dataExtents === 'function' &&
+    typeof addon.lock === 'function' &&
+    typeof addon.unlock === 'function' &&
+    typeof addon.copyFileRange === 'function' &&
+    typeof addon.punchHoleAsync === 'function' &&
+    typeof addon.features === 'object'
+  )
+}
+
+function load(): { addon: NativeAddon | null; status: NativeStatus } {
+  if (process.env.ADDCOW_NO_NATIVE === '1') {
+    return {
+      addon: null,
+      status: {
+        loaded: false,
+        path: null,
+        reason: 'disabled by ADDCOW_NO_NATIVE=1',
+        features: null,
+      },
+    }
+  }
+  const require = createRequire(import.meta.url)
+  const tried: string[] = []
+  for (const path of candidates()) {
+    if (!existsSync(path)) {
+      tried.push(path)
+      continue
+    }
+    try {
+      const module: unknown = require(path)
+      if (!isAddon(module)) throw new Error('it does not export the expected functions')
+      return {
+        addon: module,
+        status: { loaded: true, path, reason: null, features: module.features },
+      }
+    } catch (error) {
+      const reason = `${path} failed to load: ${error instanceof Error ? error.message : String(error)}; rebuild it with npm run build:native`
+      return { addon: null, status: { loaded: false, path, reason, features: null } }
+    }
+  }
+  return {
+    addon: null,
+    status: {
+      loaded: false,
+      path: null,
+      reason: `the native addon is not built (looked for ${tried[0] ?? FILE_NAME}); run npm run build:native`,
+      features: null,
+    },
+  }
+}
+
+/** The addon, or null when it is not built (the engine then uses slower portable fallbacks). */
+export function native(): NativeAddon | null {
+  cached ??= load()
+  return cached.addon
+}
+
+/** Whether the addon loaded, and why not; `addcow check` and the tests report this. */
+export function nativeStatus(): NativeStatus {
+  cached ??= load()
+  return cached.status
+}

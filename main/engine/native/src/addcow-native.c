@@ -1,0 +1,487 @@
+/*
+ * addcow-native: the few system calls Node does not expose, for the add-cow engine.
+ *
+ *   punchHole(fd, offset, length)            fallocate(PUNCH_HOLE | KEEP_SIZE)
+ *   dataExtents(fd, start, end, max)         lseek(SEEK_DATA / SEEK_HOLE) walk -> [s0, e0, s1, e1, ...]
+ *   lock(fd, held, unshared)                 QEMU-compatible open-file-description byte locks
+ *   unlock(fd)                               drop those locks
+ *   copyFileRange(in, inOff, out, outOff, n) copy_file_range on the thread pool -> Promise<bytes>
+ *   punchHoleAsync(fd, offset, length)       punchHole on the thread pool -> Promise<void>
+ *   features                                 which of the above this build supports
+ *
+ * Offsets and lengths are JavaScript numbers (safe integers, < 2^53). System errors are thrown
+ * (or rejected) as Error objects whose `code` is the errno name ("EOPNOTSUPP", ...), so the
+ * TypeScript loader can turn them into EngineErrors naming the file.
+ *
+ * Written against the raw C API (node_api.h), NAPI_VERSION 8: no C++ and no node-addon-api.
+ */
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <linux/falloc.h>
+#endif
+
+/* QEMU's file-posix lock bytes: byte 100 + i means "holds permission i", byte 200 + i means
+ * "does not let others take permission i". Permissions: 0 consistent read, 1 write,
+ * 2 write unchanged, 3 resize. */
+#define LOCK_PERM_BASE 100
+#define LOCK_SHARED_BASE 200
+#define LOCK_PERM_COUNT 4
+
+static const char *const PERM_NAMES[LOCK_PERM_COUNT] = {"consistent read", "write", "write unchanged", "resize"};
+
+#define CALL(env, call)                                                                            \
+  do {                                                                                             \
+    if ((call) != napi_ok) {                                                                       \
+      throw_last(env);                                                                             \
+      return NULL;                                                                                 \
+    }                                                                                              \
+  } while (0)
+
+static void throw_last(napi_env env) {
+  const napi_extended_error_info *info = NULL;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) return;
+  napi_get_last_error_info(env, &info);
+  napi_throw_error(env, "EINVAL", info && info->error_message ? info->error_message : "N-API call failed");
+}
+
+static const char *errno_name(int error) {
+  switch (error) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EINTR: return "EINTR";
+    case EIO: return "EIO";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case EACCES: return "EACCES";
+    case EBUSY: return "EBUSY";
+    case EXDEV: return "EXDEV";
+    case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL";
+    case EFBIG: return "EFBIG";
+    case ENOSPC: return "ENOSPC";
+    case ESPIPE: return "ESPIPE";
+    case EROFS: return "EROFS";
+    case ENOSYS: return "ENOSYS";
+    case ENXIO: return "ENXIO";
+    case EOVERFLOW: return "EOVERFLOW";
+#if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+#endif
+    case ENOTSUP: return "ENOTSUP";
+    default: return "EUNKNOWN";
+  }
+}
+
+static napi_value make_errno_error(napi_env env, int error, const char *syscall) {
+  char text[256];
+  napi_value code, message, result;
+  snprintf(text, sizeof text, "%s failed: %s", syscall, strerror(error));
+  napi_create_string_utf8(env, errno_name(error), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &result);
+  napi_value number;
+  napi_create_int32(env, error, &number);
+  napi_set_named_property(env, result, "errno", number);
+  return result;
+}
+
+static void throw_errno(napi_env env, int error, const char *syscall) {
+  napi_throw(env, make_errno_error(env, error, syscall));
+}
+
+/* Read argument `index` as a non-negative safe integer; throws and returns false otherwise. */
+static bool get_offset(napi_env env, napi_value value, const char *what, int64_t *out) {
+  double number;
+  if (napi_get_value_double(env, value, &number) != napi_ok || number != number || number < 0 ||
+      number > 9007199254740991.0 || (double)(int64_t)number != number) {
+    char text[128];
+    snprintf(text, sizeof text, "%s must be a non-negative safe integer", what);
+    napi_throw_range_error(env, "EINVAL", text);
+    return false;
+  }
+  *out = (int64_t)number;
+  return true;
+}
+
+static bool get_fd(napi_env env, napi_value value, int *out) {
+  int32_t fd;
+  if (napi_get_value_int32(env, value, &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "EBADF", "fd must be a non-negative integer");
+    return false;
+  }
+  *out = fd;
+  return true;
+}
+
+static bool get_args(napi_env env, napi_callback_info info, size_t expected, napi_value *argv) {
+  size_t argc = expected;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < expected) {
+    napi_throw_type_error(env, "EINVAL", "missing arguments");
+    return false;
+  }
+  return true;
+}
+
+/* punchHole(fd, offset, length): deallocate the range; it reads as zeros afterwards. */
+static napi_value punch_hole(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  int64_t offset, length;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_offset(env, argv[1], "offset", &offset) || !get_offset(env, argv[2], "length", &length)) {
+    return NULL;
+  }
+  if (length == 0) return NULL;
+#if defined(__linux__) && defined(FALLOC_FL_PUNCH_HOLE)
+  int result;
+  do {
+    result = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+  } while (result != 0 && errno == EINTR);
+  if (result != 0) throw_errno(env, errno, "fallocate(PUNCH_HOLE)");
+#else
+  throw_errno(env, ENOTSUP, "fallocate(PUNCH_HOLE)");
+#endif
+  return NULL;
+}
+
+/* dataExtents(fd, start, end, max): up to `max` data extents [s, e) inside [start, end), as a
+ * flat array. Fewer than `max` extents means the walk reached `end`. */
+static napi_value data_extents(napi_env env, napi_callback_info info) {
+  napi_value argv[4], result;
+  int fd;
+  int64_t start, end, max;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_offset(env, argv[1], "start", &start) || !get_offset(env, argv[2], "end", &end) ||
+      !get_offset(env, argv[3], "max", &max)) {
+    return NULL;
+  }
+  CALL(env, napi_create_array(env, &result));
+#if defined(SEEK_DATA) && defined(SEEK_HOLE)
+  int64_t position = start;
+  uint32_t count = 0;
+  while (position < end && (int64_t)(count / 2) < max) {
+    off_t data = lseek(fd, (off_t)position, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      throw_errno(env, errno, "lseek(SEEK_DATA)");
+      return NULL;
+    }
+    if ((int64_t)data >= end) break;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) {
+      throw_errno(env, errno, "lseek(SEEK_HOLE)");
+      return NULL;
+    }
+    int64_t stop = (int64_t)hole < end ? (int64_t)hole : end;
+    if (stop <= (int64_t)data) break;
+    napi_value a, b;
+    CALL(env, napi_create_double(env, (double)data, &a));
+    CALL(env, napi_create_double(env, (double)stop, &b));
+    CALL(env, napi_set_element(env, result, count++, a));
+    CALL(env, napi_set_element(env, result, count++, b));
+    position = stop;
+  }
+#else
+  (void)start;
+  (void)end;
+  (void)max;
+  throw_errno(env, ENOTSUP, "lseek(SEEK_DATA)");
+  return NULL;
+#endif
+  return result;
+}
+
+#ifdef F_OFD_SETLK
+static int set_byte(int fd, off_t offset, off_t length, short type) {
+  struct flock lock;
+  memset(&lock, 0, sizeof lock);
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = offset;
+  lock.l_len = length;
+  int result;
+  do {
+    result = fcntl(fd, F_OFD_SETLK, &lock);
+  } while (result != 0 && errno == EINTR);
+  return result == 0 ? 0 : errno;
+}
+
+/* 1 if another open file description holds a lock on the byte, 0 if not, -errno on failure. */
+static int test_byte(int fd, off_t offset) {
+  struct flock lock;
+  memset(&lock, 0, sizeof lock);
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = offset;
+  lock.l_len = 1;
+  if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return -errno;
+  return lock.l_type == F_UNLCK ? 0 : 1;
+}
+#endif
+
+/*
+ * lock(fd, held, unshared): take QEMU's lock bytes for the permission bits `held` (what this
+ * process does with the file) and `unshared` (what it forbids others), then check that no one
+ * else conflicts. Returns null on success, or a string naming the conflicting permission (the
+ * locks are dropped again). Without OFD locks, falls back to flock (shared or exclusive).
+ */
+static napi_value lock_file(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  int fd;
+  int32_t held, unshared;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  CALL(env, napi_get_value_int32(env, argv[1], &held));
+  CALL(env, napi_get_value_int32(env, argv[2], &unshared));
+#ifdef F_OFD_SETLK
+  for (int i = 0; i < LOCK_PERM_COUNT; i++) {
+    int bit = 1 << i;
+    int error = 0;
+    if (held & bit) error = set_byte(fd, LOCK_PERM_BASE + i, 1, F_RDLCK);
+    if (!error && (unshared & bit)) error = set_byte(fd, LOCK_SHARED_BASE + i, 1, F_RDLCK);
+    if (error) {
+      set_byte(fd, LOCK_PERM_BASE, LOCK_SHARED_BASE + LOCK_PERM_COUNT - LOCK_PERM_BASE, F_UNLCK);
+      if (error == EAGAIN || error == EACCES) {
+        CALL(env, napi_create_string_utf8(env, PERM_NAMES[i], NAPI_AUTO_LENGTH, &result));
+        return result;
+      }
+      throw_errno(env, error, "fcntl(F_OFD_SETLK)");
+      return NULL;
+    }
+  }
+  for (int i = 0; i < LOCK_PERM_COUNT; i++) {
+    int bit = 1 << i;
+    char text[64];
+    int conflict = 0;
+    if (held & bit) {
+      conflict = test_byte(fd, LOCK_SHARED_BASE + i);
+      snprintf(text, sizeof text, "%s", PERM_NAMES[i]);
+    }
+    if (conflict == 0 && (unshared & bit)) {
+      conflict = test_byte(fd, LOCK_PERM_BASE + i);
+      snprintf(text, sizeof text, "shared %s", PERM_NAMES[i]);
+    }
+    if (conflict != 0) {
+      set_byte(fd, LOCK_PERM_BASE, LOCK_SHARED_BASE + LOCK_PERM_COUNT - LOCK_PERM_BASE, F_UNLCK);
+      if (conflict < 0) {
+        throw_errno(env, -conflict, "fcntl(F_OFD_GETLK)");
+        return NULL;
+      }
+      CALL(env, napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &result));
+      return result;
+    }
+  }
+#else
+  int operation = ((held | unshared) & 2 ? LOCK_EX : LOCK_SH) | LOCK_NB;
+  (void)unshared;
+  if (flock(fd, operation) != 0) {
+    if (errno == EWOULDBLOCK) {
+      CALL(env, napi_create_string_utf8(env, "flock", NAPI_AUTO_LENGTH, &result));
+      return result;
+    }
+    throw_errno(env, errno, "flock");
+    return NULL;
+  }
+#endif
+  CALL(env, napi_get_null(env, &result));
+  return result;
+}
+
+/* unlock(fd): drop the locks lock() took on this file description. */
+static napi_value unlock_file(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+#ifdef F_OFD_SETLK
+  int error = set_byte(fd, LOCK_PERM_BASE, LOCK_SHARED_BASE + LOCK_PERM_COUNT - LOCK_PERM_BASE, F_UNLCK);
+  if (error) throw_errno(env, error, "fcntl(F_OFD_SETLK)");
+#else
+  if (flock(fd, LOCK_UN) != 0) throw_errno(env, errno, "flock");
+#endif
+  return NULL;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int punch; /* 1: punch a hole in `out` at out_offset; 0: copy */
+  int in, out;
+  int64_t in_offset, out_offset, length, copied;
+  int error;
+} CopyJob;
+
+static void copy_execute(napi_env env, void *data) {
+  (void)env;
+  CopyJob *job = data;
+  if (job->punch) {
+#if defined(__linux__) && defined(FALLOC_FL_PUNCH_HOLE)
+    int result;
+    do {
+      result = fallocate(job->out, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)job->out_offset, (off_t)job->length);
+    } while (result != 0 && errno == EINTR);
+    if (result != 0) job->error = errno;
+#else
+    job->error = ENOTSUP;
+#endif
+    return;
+  }
+#ifdef __linux__
+  loff_t in_offset = job->in_offset, out_offset = job->out_offset;
+  while (job->copied < job->length) {
+    size_t chunk = (size_t)(job->length - job->copied);
+    if (chunk > ((size_t)1 << 30)) chunk = (size_t)1 << 30;
+    ssize_t done = copy_file_range(job->in, &in_offset, job->out, &out_offset, chunk, 0);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      job->error = errno;
+      return;
+    }
+    if (done == 0) return;
+    job->copied += done;
+  }
+#else
+  job->error = ENOSYS;
+#endif
+}
+
+static void copy_complete(napi_env env, napi_status status, void *data) {
+  CopyJob *job = data;
+  napi_value value;
+  if (status != napi_ok) {
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, ECANCELED, job->punch ? "fallocate(PUNCH_HOLE)" : "copy_file_range"));
+  } else if (job->error) {
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, job->error, job->punch ? "fallocate(PUNCH_HOLE)" : "copy_file_range"));
+  } else {
+    napi_create_double(env, (double)job->copied, &value);
+    napi_resolve_deferred(env, job->deferred, value);
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+/* copyFileRange(in, inOffset, out, outOffset, length): copy in the kernel, off the main thread.
+ * Resolves with the bytes copied (fewer than asked only at the input's end of file). */
+static napi_value copy_file_range_js(napi_env env, napi_callback_info info) {
+  napi_value argv[5], promise, name;
+  int in, out;
+  int64_t in_offset, out_offset, length;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &in) ||
+      !get_offset(env, argv[1], "input offset", &in_offset) || !get_fd(env, argv[2], &out) ||
+      !get_offset(env, argv[3], "output offset", &out_offset) ||
+      !get_offset(env, argv[4], "length", &length)) {
+    return NULL;
+  }
+  CopyJob *job = calloc(1, sizeof *job);
+  if (!job) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  job->in = in;
+  job->out = out;
+  job->in_offset = in_offset;
+  job->out_offset = out_offset;
+  job->length = length;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "addcow.copyFileRange", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    free(job);
+    throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
+
+/* punchHoleAsync(fd, offset, length): punchHole on the thread pool; the caller keeps `fd` open
+ * until the promise settles. */
+static napi_value punch_hole_async(napi_env env, napi_callback_info info) {
+  napi_value argv[3], promise, name;
+  int fd;
+  int64_t offset, length;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_offset(env, argv[1], "offset", &offset) || !get_offset(env, argv[2], "length", &length)) {
+    return NULL;
+  }
+  CopyJob *job = calloc(1, sizeof *job);
+  if (!job) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  job->punch = 1;
+  job->out = fd;
+  job->out_offset = offset;
+  job->length = length;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "addcow.punchHole", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    free(job);
+    throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
+
+static napi_value make_bool(napi_env env, bool value) {
+  napi_value result;
+  napi_get_boolean(env, value, &result);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dataExtents", NULL, data_extents, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lock", NULL, lock_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unlock", NULL, unlock_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyFileRange", NULL, copy_file_range_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"punchHoleAsync", NULL, punch_hole_async, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
+    return NULL;
+  }
+  napi_value features;
+  if (napi_create_object(env, &features) != napi_ok) return NULL;
+#if defined(__linux__) && defined(FALLOC_FL_PUNCH_HOLE)
+  napi_set_named_property(env, features, "punchHole", make_bool(env, true));
+#else
+  napi_set_named_property(env, features, "punchHole", make_bool(env, false));
+#endif
+#if defined(SEEK_DATA) && defined(SEEK_HOLE)
+  napi_set_named_property(env, features, "seekData", make_bool(env, true));
+#else
+  napi_set_named_property(env, features, "seekData", make_bool(env, false));
+#endif
+#ifdef F_OFD_SETLK
+  napi_set_named_property(env, features, "lock", make_bool(env, true));
+  napi_value kind;
+  napi_create_string_utf8(env, "qemu-ofd", NAPI_AUTO_LENGTH, &kind);
+  napi_set_named_property(env, features, "lockKind", kind);
+#else
+  napi_set_named_property(env, features, "lock", make_bool(env, true));
+  napi_value kind;
+  napi_create_string_utf8(env, "flock", NAPI_AUTO_LENGTH, &kind);
+  napi_set_named_property(env, features, "lockKind", kind);
+#endif
+#ifdef __linux__
+  napi_set_named_property(env, features, "copyFileRange", make_bool(env, true));
+#else
+  napi_set_named_property(env, features, "copyFileRange", make_bool(env, false));
+#endif
+  napi_set_named_property(env, exports, "features", features);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

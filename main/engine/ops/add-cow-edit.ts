@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto'
+import { open, realpath, rename, rm, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { EngineError, throwIfAborted, wrapIoError } from '../errors'
+import { BlockFile } from '../file'
+import { encodeHeader, FIELDS, geometry, type AddCowHeader } from '../formats/add-cow/header'
+
+/**
+ * Direct edits of an add-cow file, for operations that must change metadata the driver keeps
+ * to itself (commit's ALL_ALLOCATED hand-over, rebase's new names, check's repairs). Each edit
+ * is one write followed by a sync, so a crash leaves either the old or the new value.
+ */
+
+/** Write the compatible-features field (bytes 32-39) and make it durable. */
+export async function writeCompatibleFeatures(meta: BlockFile, features: bigint): Promise<void> {
+  const field = Buffer.alloc(8)
+  field.writeBigUInt64LE(features)
+  await meta.writeAt(field, FIELDS.compatibleFeatures.offset)
+  await meta.datasync()
+}
+
+/**
+ * Set every bit of the bitmap of a `virtualSize`-byte image (bits past the last cluster stay
+ * 0), then sync. Used before clearing ALL_ALLOCATED so that the guest view never changes.
+ */
+export async function fillBitmap(
+  meta: BlockFile,
+  header: Pick<AddCowHeader, 'clusterBits' | 'headerSize'>,
+  virtualSize: number,
+): Promise<void> {
+  const shape = geometry(header.clusterBits, virtualSize)
+  const chunk = Buffer.alloc(Math.min(shape.bitmapBytes, 1024 * 1024), 0xff)
+  for (let done = 0; done < shape.bitmapBytes; done += chunk.length) {
+    const piece = chunk.subarray(0, Math.min(chunk.length, shape.bitmapBytes - done))
+    const isLast = done + piece.length === shape.bitmapBytes
+    const tail = shape.clusters % 8
+    if (isLast && tail !== 0) {
+      const copy = Buffer.from(piece)
+      copy[copy.length - 1] = (1 << tail) - 1
+      await meta.writeAt(copy, header.headerSize + done)
+    } else {
+      await meta.writeAt(piece, header.headerSize + done)
+    }
+  }
+  await meta.datasync()
+}
+
+/**
+ * Replace the header of the add-cow file at `path` atomically: write a copy with `header`
+ * (encoded byte-exact: backing name at 76, image name right after it, zeros to header_size)
+ * and the old bitmap area, sync it, and rename it over the original. The caller holds the
+ * file's exclusive lock and has closed every handle on it.
+ */
+export async function rewriteHeader(
+  path: string,
+  header: AddCowHeader,
+  signal?: AbortSignal,
+): Promise<void> {
+  const target = await realpath(path).catch(() => path)
+  const encoded = encodeHeader(header, target)
+  if (encoded.length !== header.headerSize) {
+    throw new EngineError(
+      'INTERNAL',
+      `The new header of ${target} is ${encoded.length} bytes, not ${header.headerSize}.`,
+      { path: target },
+    )
+  }
+  const temporary = join(
+    dirname(target),
+    `.${basename(target)}.${randomBytes(4).toString('hex')}.rebase`,
+  )
+  const source = await BlockFile.open(target, false)
+  try {
+    const mode = (await stat(target)).mode & 0o7777
+    const length = await source.length()
+    const handle = await open(temporary, 'wx', mode)
+    await handle.close()
+    const copy = await BlockFile.open(temporary, true)
+    try {
+      await copy.truncate(Math.max(length, encoded.length))
+      await copy.writeAt(encoded, 0)
+      const buffer = Buffer.allocUnsafe(4 * 1024 * 1024)
+      for (let position = encoded.length; position < length; position += buffer.length) {
+        throwIfAborted(signal, 'header rewrite')
+        const piece = buffer.subarray(0, Math.min(buffer.length, length - position))
+        await source.readAt(piece, position)
+        if (piece.some((byte) => byte !== 0)) await copy.writeAt(piece, position)
+      }
+      await copy.sync()
+    } finally {
+      await copy.close()
+    }
+    throwIfAborted(signal, 'header rewrite')
+    await rename(temporary, target)
+    const folder = await open(dirname(target), 'r')
+    await folder.sync().catch(() => undefined)
+    await folder.close()
+  } catch (error) {
+    await rm(temporary, { force: true })
+    throw wrapIoError(error, target, 'rewrite the header of')
+  } finally {
+    await source.close()
+  }
+}

@@ -1,0 +1,225 @@
+import { createHash } from 'node:crypto'
+import { realpath, stat } from 'node:fs/promises'
+import type { Disk, OperationOptions } from '../disk'
+import { EngineError, throwIfAborted, wrapIoError } from '../errors'
+import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
+import type { BaseFingerprint, Library } from '../library'
+import type { NamePolicy } from '../names'
+import { openImage } from '../open'
+
+/** Bytes per sample of the base's guest view. */
+export const FINGERPRINT_SAMPLE_SIZE = 64 * 1024
+/** Samples spread evenly over the base, first and last cluster included. */
+export const FINGERPRINT_SAMPLES = 64
+
+/**
+ * Where the base of an overlay stands against its recorded fingerprint.
+ *
+ * - `unchanged`: size, files (length and mtime) and sampled content match the record;
+ * - `changed`: at least one differs (see `changes`); the overlay's guest view may be corrupt;
+ * - `not-recorded`: no fingerprint was recorded (made elsewhere, or by another tool);
+ * - `no-backing`: the image has no backing file;
+ * - `not-consulted`: ALL_ALLOCATED is set, so the base is never read.
+ */
+export type DriftStatus = 'unchanged' | 'changed' | 'not-recorded' | 'no-backing' | 'not-consulted'
+
+/** The result of comparing a base with its recorded fingerprint. */
+export interface DriftReport {
+  overlay: string
+  status: DriftStatus
+  /** The base's real path, when there is one. */
+  base: string | null
+  /** One phrase per difference, naming the old and the new value. */
+  changes: string[]
+  recorded: BaseFingerprint | null
+  current: BaseFingerprint | null
+}
+
+/** The files that make up one chain layer (an add-cow layer has its add-cow and image file). */
+function layerFiles(disk: Disk): string[] {
+  return disk instanceof AddCowDisk ? [disk.path, disk.imageFile.path] : [disk.path]
+}
+
+async function realOrSelf(path: string): Promise<string> {
+  return realpath(path).catch(() => path)
+}
+
+/**
+ * Fingerprint `base` (an open disk) for the overlay `overlay` (its real path): size, every
+ * file's length and modification time, and a SHA-256 over {@link FINGERPRINT_SAMPLES} reads of
+ * {@link FINGERPRINT_SAMPLE_SIZE} bytes of its guest view. Costs at most 4 MiB of reads.
+ */
+export async function fingerprintBase(
+  overlay: string,
+  base: Disk,
+  options: OperationOptions = {},
+): Promise<BaseFingerprint> {
+  const files: BaseFingerprint['files'] = []
+  for (const path of layerFiles(base)) {
+    try {
+      const info = await stat(path)
+      files.push({ path: await realOrSelf(path), length: info.size, mtimeMs: info.mtimeMs })
+    } catch (error) {
+      throw wrapIoError(error, path, 'fingerprint')
+    }
+  }
+  const size = base.size
+  const length = Math.min(FINGERPRINT_SAMPLE_SIZE, size)
+  const samples =
+    length === 0 ? 0 : Math.min(FINGERPRINT_SAMPLES, Math.ceil(size / FINGERPRINT_SAMPLE_SIZE))
+  const hash = createHash('sha256')
+  hash.update(`size ${size}\n`)
+  const buffer = Buffer.allocUnsafe(length)
+  for (let index = 0; index < samples; index++) {
+    throwIfAborted(options.signal, 'fingerprint')
+    const offset = samples === 1 ? 0 : Math.floor(((size - length) * index) / (samples - 1))
+    await base.readInto(buffer, offset)
+    hash.update(buffer)
+  }
+  return {
+    version: 1,
+    overlay,
+    base: await realOrSelf(base.path),
+    format: base.format,
+    size,
+    files,
+    sampleSize: length,
+    samples,
+    sha256: hash.digest('hex'),
+    recordedAt: new Date().toISOString(),
+  }
+}
+
+/** The differences between two fingerprints of a base, as phrases naming both values. */
+export function fingerprintChanges(recorded: BaseFingerprint, current: BaseFingerprint): string[] {
+  const changes: string[] = []
+  if (recorded.base !== current.base)
+    changes.push(`the overlay now uses ${current.base}, not ${recorded.base}`)
+  if (recorded.format !== current.format)
+    changes.push(`format ${recorded.format} → ${current.format}`)
+  if (recorded.size !== current.size) changes.push(`size ${recorded.size} → ${current.size} bytes`)
+  recorded.files.forEach((file, index) => {
+    const now = current.files[index]
+    if (!now || now.path !== file.path) return
+    if (now.length !== file.length)
+      changes.push(`${file.path} length ${file.length} → ${now.length}`)
+    if (now.mtimeMs !== file.mtimeMs) {
+      changes.push(
+        `${file.path} modified ${new Date(file.mtimeMs).toISOString()} → ${new Date(now.mtimeMs).toISOString()}`,
+      )
+    }
+  })
+  if (
+    recorded.sha256 !== current.sha256 &&
+    recorded.samples === current.samples &&
+    recorded.sampleSize === current.sampleSize
+  ) {
+    changes.push(
+      `sampled content sha256 ${recorded.sha256.slice(0, 12)}… → ${current.sha256.slice(0, 12)}…`,
+    )
+  }
+  return changes
+}
+
+/** The real path of an open image's file. */
+export async function realPathOf(disk: Disk): Promise<string> {
+  return realOrSelf(disk.path)
+}
+
+/**
+ * Compare the base of the open image `disk` with the fingerprint the library recorded for it.
+ * Never throws for drift: the report says what changed (see {@link assertBaseUnchanged}).
+ */
+export async function checkBaseDrift(
+  disk: Disk,
+  library: Library,
+  options: OperationOptions = {},
+): Promise<DriftReport> {
+  const overlay = await realPathOf(disk)
+  const report = (status: DriftStatus, extra: Partial<DriftReport> = {}): DriftReport => ({
+    overlay,
+    status,
+    base: null,
+    changes: [],
+    recorded: null,
+    current: null,
+    ...extra,
+  })
+  if (disk instanceof AddCowDisk && disk.allAllocated) return report('not-consulted')
+  if (!disk.backing) return report('no-backing')
+  const current = await fingerprintBase(overlay, disk.backing, options)
+  const recorded = await library.baseFingerprint(overlay)
+  if (!recorded) return report('not-recorded', { base: current.base, current })
+  const changes = fingerprintChanges(recorded, current)
+  return report(changes.length > 0 ? 'changed' : 'unchanged', {
+    base: current.base,
+    changes,
+    recorded,
+    current,
+  })
+}
+
+/** Throw BASE_CHANGED for a `changed` report unless `force`; other statuses pass. */
+export function assertBaseUnchanged(
+  report: DriftReport,
+  options: { force?: boolean; doing?: string } = {},
+): void {
+  if (report.status !== 'changed' || options.force) return
+  throw new EngineError(
+    'BASE_CHANGED',
+    `The base ${report.base} of ${report.overlay} changed since its fingerprint was recorded (${report.changes.join('; ')}), so the overlay's guest view may be corrupt; refusing to ${options.doing ?? 'go on'} (pass --accept-base if the change is intended).`,
+    { path: report.overlay, field: 'base fingerprint', value: report.changes[0] },
+  )
+}
+
+/** Record the current fingerprint of the base of the open image `disk` (no-op without one). */
+export async function recordBaseFingerprint(
+  disk: Disk,
+  library: Library,
+  options: OperationOptions = {},
+): Promise<BaseFingerprint | null> {
+  if (!disk.backing) return null
+  const fingerprint = await fingerprintBase(await realPathOf(disk), disk.backing, options)
+  await library.recordBaseFingerprint(fingerprint)
+  return fingerprint
+}
+
+/** Options of {@link verifyBaseFingerprint}. */
+export interface VerifyBaseOptions extends OperationOptions {
+  /** Go on despite a changed base (the CLI's --accept-base). */
+  force?: boolean
+  /** With `force`, record the base's current fingerprint so later runs accept it. */
+  accept?: boolean
+  library: Library
+  policy?: NamePolicy
+  format?: string
+}
+
+/**
+ * The drift guard for serve and launch: open `overlayPath` read-only, compare its base with
+ * the recorded fingerprint, and throw BASE_CHANGED if it changed (unless `force`).
+ */
+export async function verifyBaseFingerprint(
+  overlayPath: string,
+  options: VerifyBaseOptions,
+): Promise<DriftReport> {
+  const disk = await openImage(overlayPath, {
+    readOnly: true,
+    ...(options.policy ? { policy: options.policy } : {}),
+    ...(options.format ? { format: options.format } : {}),
+  })
+  try {
+    const report = await checkBaseDrift(disk, options.library, options)
+    assertBaseUnchanged(report, { force: options.force ?? false, doing: 'use it' })
+    if (
+      options.accept &&
+      report.current &&
+      (report.status === 'changed' || report.status === 'not-recorded')
+    ) {
+      await options.library.recordBaseFingerprint(report.current)
+    }
+    return report
+  } finally {
+    await disk.close()
+  }
+}
