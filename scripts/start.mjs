@@ -58,7 +58,7 @@ function electronBinary() {
   if (!existsSync(pathFile)) {
     return {
       path: null,
-      reason: `${pathFile} is missing: the electron package was installed without its binary (ELECTRON_SKIP_BINARY_DOWNLOAD=1)`,
+      reason: `${pathFile} is missing: the Electron binary is not installed and could not be downloaded`,
     }
   }
   const binary = join(
@@ -95,8 +95,28 @@ if (reason) {
   }
 }
 
+/**
+ * Electron 45 fetches its binary on first use rather than at install. Try that once (unless
+ * the user opted out), so a machine with network access gets the desktop app.
+ */
+function fetchElectron() {
+  if (process.env.ELECTRON_SKIP_BINARY_DOWNLOAD) return
+  const installer = join(ROOT, 'node_modules', 'electron', 'install.js')
+  if (!existsSync(installer)) return
+  console.log('npm start: fetching the Electron binary…')
+  const result = spawnSync(process.execPath, [installer], { cwd: ROOT, stdio: 'pipe', timeout: 300_000 })
+  if (result.status !== 0) {
+    const lines = `${result.stderr ?? ''}`.trim().split('\n')
+    console.log(`npm start: the Electron download failed: ${lines.find((line) => line.trim()) ?? 'no output'}`)
+  }
+}
+
 const extra = process.argv.slice(2)
-const electron = electronBinary()
+let electron = electronBinary()
+if (!electron.path) {
+  fetchElectron()
+  electron = electronBinary()
+}
 if (electron.path) {
   runToTheEnd(electron.path, [ROOT, ...extra])
 } else {
