@@ -1,0 +1,119 @@
+import { createWriteStream, type WriteStream } from 'node:fs'
+import { resolve } from 'node:path'
+import { EngineError } from '../../engine/errors'
+import { launchVm } from '../../qemu/launcher'
+import { parseCommandArgs } from '../args'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { QEMU_OPTIONS, QEMU_USAGE, qemuOptionsFrom, splitExtraArgs } from './qemu-options'
+import { cancelled } from './serve'
+import { ACCEPT_BASE_OPTION, ACCEPT_BASE_USAGE, diskChecks } from './serving-checks'
+
+function openConsoleFile(path: string): Promise<WriteStream> {
+  return new Promise((done, fail) => {
+    const stream = createWriteStream(path, { flags: 'w' })
+    stream.once('open', () => done(stream))
+    stream.once('error', (error) =>
+      fail(
+        new EngineError('IO_ERROR', `Cannot write the serial log ${path}: ${error.message}.`, {
+          path,
+          cause: error,
+        }),
+      ),
+    )
+  })
+}
+
+export const launchCommand: Command = {
+  name: 'launch',
+  summary: 'run QEMU on an image (through the NBD export by default)',
+  usage: `addcow launch [--headless] [--serial FILE] IMAGE [-- EXTRA_QEMU_ARGS...]
+
+  --serial FILE        write the guest's serial console to FILE (default: this terminal)
+  --stop-timeout SEC   on Ctrl-C: seconds the guest gets to power down before QEMU is
+                       told to quit (default 30)
+${QEMU_USAGE}
+${ACCEPT_BASE_USAGE}
+${NAME_POLICY_USAGE}
+
+Starts the NBD export and QEMU together and returns QEMU's exit status once QEMU exits;
+Ctrl-C powers the guest down. The export is flushed before addcow exits.
+Arguments after -- are appended to the QEMU command line as given.`,
+  async run(context) {
+    const { own, extra } = splitExtraArgs(context.argv)
+    const { values, positionals } = parseCommandArgs(
+      'launch',
+      own,
+      {
+        serial: { type: 'string' },
+        'stop-timeout': { type: 'string' },
+        ...QEMU_OPTIONS,
+        ...ACCEPT_BASE_OPTION,
+        ...NAME_POLICY_OPTIONS,
+      },
+      { min: 1, max: 1, names: 'one IMAGE' },
+    )
+    const options = qemuOptionsFrom(values)
+    let stopTimeoutMs = 30_000
+    if (values['stop-timeout'] !== undefined) {
+      const seconds = Number(values['stop-timeout'])
+      if (!Number.isFinite(seconds) || seconds < 0 || seconds > 3600) {
+        throw new EngineError(
+          'BAD_ARGUMENT',
+          `--stop-timeout '${values['stop-timeout']}' is not a number of seconds between 0 and 3600.`,
+          {
+            field: 'stop-timeout',
+            value: values['stop-timeout'],
+          },
+        )
+      }
+      stopTimeoutMs = seconds * 1000
+    }
+    const consoleFile =
+      values.serial !== undefined ? await openConsoleFile(resolve(values.serial)) : null
+    try {
+      const vm = await launchVm({
+        image: positionals[0]!,
+        via: options.via,
+        readOnly: options.readOnly,
+        policy: await policyFrom(context, values),
+        checks: diskChecks(context, 'launch', values['accept-base'] ?? false),
+        machine: options.machine,
+        headless: options.headless,
+        extraArgs: extra,
+        stopTimeoutMs,
+        signal: context.signal,
+        onLog: (event) => {
+          if (event.level !== 'info')
+            context.stderr.write(`addcow launch: export: ${event.message}\n`)
+        },
+        ...(options.format ? { format: options.format } : {}),
+      })
+      const output = consoleFile ?? context.stdout
+      vm.on('console', (chunk: Buffer) => output.write(chunk))
+      vm.on('stderr', (chunk: Buffer) => context.stderr.write(chunk))
+      const input = process.stdin
+      const forward = (chunk: Buffer): void => vm.writeConsole(chunk)
+      if (input.isTTY) input.on('data', forward)
+      context.stderr.write(
+        `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
+      )
+      const stopOnCancel = cancelled(context.signal).then(() => {
+        if (context.signal.aborted) {
+          context.stderr.write('addcow launch: powering the guest down.\n')
+          return vm.stop()
+        }
+        return undefined
+      })
+      void stopOnCancel
+      const exit = await vm.exited
+      if (input.isTTY) {
+        input.off('data', forward)
+        input.pause()
+      }
+      if (exit.signal) context.stderr.write(`addcow launch: QEMU was killed by ${exit.signal}.\n`)
+      return exit.status
+    } finally {
+      if (consoleFile) await new Promise<void>((done) => consoleFile.end(() => done()))
+    }
+  },
+}

@@ -1,0 +1,124 @@
+import { EngineError } from '../../engine/errors'
+import { openImage } from '../../engine/open'
+import { defaultSocketPath } from '../../nbd/default-socket'
+import { hostArch } from '../../qemu/binaries'
+import { buildQemuCommand, vmName, type QemuDiskSource } from '../../qemu/command'
+import { diskSourceFor, resolveAccelerator } from '../../qemu/launcher'
+import { parseCommandArgs } from '../args'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { QEMU_OPTIONS, QEMU_USAGE, qemuOptionsFrom, splitExtraArgs } from './qemu-options'
+import { parsePort } from './serve'
+import { ACCEPT_BASE_OPTION, ACCEPT_BASE_USAGE, diskChecks } from './serving-checks'
+
+export const qemuCmdCommand: Command = {
+  name: 'qemu-cmd',
+  summary: 'print the QEMU command line for an image, each option explained',
+  usage: `addcow qemu-cmd [--via nbd|native|raw] [--json] IMAGE [-- EXTRA_QEMU_ARGS...]
+
+  --json               print {via, binary, args, command, explained, prerequisite}
+  --socket PATH        (nbd) the export's Unix socket (default: the one addcow serve
+                       uses for IMAGE)
+  --host H --port N    (nbd) the export's TCP address instead
+  --export NAME        (nbd) the export name (default: empty)
+  --tls-psk-dir DIR    (nbd) a folder with keys.psk for a TLS export
+  --tls-username U     (nbd) the identity in keys.psk (default: qemu)
+${QEMU_USAGE}
+${ACCEPT_BASE_USAGE}
+${NAME_POLICY_USAGE}
+
+Arguments after -- are appended to the QEMU command line as given.`,
+  async run(context) {
+    const { own, extra } = splitExtraArgs(context.argv)
+    const { values, positionals } = parseCommandArgs(
+      'qemu-cmd',
+      own,
+      {
+        json: { type: 'boolean' },
+        socket: { type: 'string' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        export: { type: 'string' },
+        'tls-psk-dir': { type: 'string' },
+        'tls-username': { type: 'string' },
+        ...QEMU_OPTIONS,
+        ...ACCEPT_BASE_OPTION,
+        ...NAME_POLICY_OPTIONS,
+      },
+      { min: 1, max: 1, names: 'one IMAGE' },
+    )
+    const options = qemuOptionsFrom(values)
+    const image = positionals[0]!
+    if (values.socket !== undefined && (values.host !== undefined || values.port !== undefined)) {
+      throw new EngineError(
+        'BAD_ARGUMENT',
+        'addcow qemu-cmd takes either --socket or --host/--port, not both.',
+      )
+    }
+    const disk = await openImage(image, {
+      readOnly: true,
+      policy: await policyFrom(context, values),
+      ...(options.format ? { format: options.format } : {}),
+    })
+    let source: QemuDiskSource
+    try {
+      for (const check of diskChecks(context, 'qemu-cmd', values['accept-base'] ?? false))
+        await check(disk)
+      if (options.via === 'nbd') {
+        const tcp = values.host !== undefined || values.port !== undefined
+        source = {
+          via: 'nbd',
+          exportName: values.export ?? '',
+          image: disk.path,
+          ...(tcp
+            ? {
+                host: values.host ?? '127.0.0.1',
+                port: values.port !== undefined ? parsePort(values.port) : 10809,
+              }
+            : { socket: values.socket ?? defaultSocketPath(disk.path) }),
+          ...(values['tls-psk-dir'] !== undefined
+            ? {
+                tls: {
+                  pskFolder: values['tls-psk-dir'],
+                  username: values['tls-username'] ?? 'qemu',
+                },
+              }
+            : {}),
+        }
+      } else {
+        source = diskSourceFor(disk, options.via)
+      }
+    } finally {
+      await disk.close()
+    }
+    const arch = hostArch()
+    const command = buildQemuCommand({
+      ...options.machine,
+      accel: await resolveAccelerator(options.machine.accel ?? 'auto', arch),
+      arch,
+      disk: source,
+      name: vmName(image),
+      readOnly: options.readOnly,
+      ...(options.headless ? { display: 'none' } : {}),
+      ...(extra.length > 0 ? { extraArgs: extra } : {}),
+    })
+    if (values.json) {
+      context.stdout.write(
+        JSON.stringify(
+          {
+            via: command.via,
+            binary: command.binary,
+            args: command.args,
+            command: command.rendering,
+            explained: command.explained,
+            prerequisite: command.prerequisite,
+          },
+          null,
+          4,
+        ) + '\n',
+      )
+    } else {
+      context.stdout.write(command.rendering)
+    }
+    return 0
+  },
+}

@@ -1,0 +1,145 @@
+import { EngineError } from '../../engine/errors'
+import { formatSize } from '../../engine/units'
+import { defaultSocketPath } from '../../nbd/default-socket'
+import type { NbdListenTarget } from '../../nbd/server'
+import { startExport } from '../../nbd/start-export'
+import { parseCommandArgs } from '../args'
+import {
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  policyFrom,
+  type Command,
+  type CommandContext,
+} from '../context'
+import { ACCEPT_BASE_OPTION, ACCEPT_BASE_USAGE, diskChecks } from './serving-checks'
+
+/** The IANA port for NBD. */
+const NBD_PORT = 10809
+
+/** Parse a port number option, or fail naming it. */
+export function parsePort(text: string): number {
+  const port = Number(text)
+  if (!/^\d+$/.test(text) || !Number.isInteger(port) || port > 65535) {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `The port '${text}' is not a number between 0 and 65535.`,
+      { field: 'port', value: text },
+    )
+  }
+  return port
+}
+
+/** Resolves when the run is cancelled (SIGINT/SIGTERM). */
+export function cancelled(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
+}
+
+function listenTarget(
+  image: string,
+  values: { socket?: string; host?: string; port?: string },
+): NbdListenTarget {
+  if (values.socket !== undefined && (values.host !== undefined || values.port !== undefined)) {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'addcow serve takes either --socket or --host/--port, not both.',
+    )
+  }
+  if (values.socket !== undefined) return { socket: values.socket }
+  if (values.host !== undefined || values.port !== undefined) {
+    return {
+      host: values.host ?? '127.0.0.1',
+      port: values.port !== undefined ? parsePort(values.port) : NBD_PORT,
+    }
+  }
+  return { socket: defaultSocketPath(image) }
+}
+
+function log(
+  context: CommandContext,
+): (event: { level: string; connection: number; message: string }) => void {
+  return (event) => {
+    if (event.level === 'info') return
+    const where = event.connection > 0 ? `client ${event.connection}: ` : ''
+    context.stderr.write(`addcow serve: ${where}${event.message}\n`)
+  }
+}
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: "serve an image's guest view over NBD",
+  usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only] IMAGE
+
+  --socket PATH        listen on a Unix socket (default: a per-image socket in
+                       $XDG_RUNTIME_DIR or the temporary folder)
+  --host H             listen on TCP at H (default 127.0.0.1); a host other than
+                       loopback needs --tls-psk-file
+  --port N             TCP port (default ${NBD_PORT}; 0 picks a free one)
+  --export NAME        export name (default: empty, the default export)
+  --read-only          refuse writes
+  --tls-psk-file FILE  require TLS with the pre-shared keys in FILE (identity:hexkey
+                       lines, as qemu's keys.psk and nbdkit's --tls-psk)
+  --max-connections N  clients served at once (default 64)
+  -f FMT               format of IMAGE (default: probed)
+${ACCEPT_BASE_USAGE}
+${NAME_POLICY_USAGE}
+
+Prints the NBD URI to connect to, then serves until SIGINT or SIGTERM, flushing
+everything before it exits.`,
+  async run(context) {
+    const { values, positionals } = parseCommandArgs(
+      'serve',
+      context.argv,
+      {
+        socket: { type: 'string' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        export: { type: 'string' },
+        'read-only': { type: 'boolean' },
+        'tls-psk-file': { type: 'string' },
+        'max-connections': { type: 'string' },
+        f: { type: 'string', short: 'f' },
+        ...ACCEPT_BASE_OPTION,
+        ...NAME_POLICY_OPTIONS,
+      },
+      { min: 1, max: 1, names: 'one IMAGE' },
+    )
+    const image = positionals[0]!
+    let maxConnections: number | undefined
+    if (values['max-connections'] !== undefined) {
+      maxConnections = Number(values['max-connections'])
+      if (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 4096) {
+        throw new EngineError(
+          'BAD_ARGUMENT',
+          `--max-connections '${values['max-connections']}' is not a number between 1 and 4096.`,
+          {
+            field: 'max-connections',
+            value: values['max-connections'],
+          },
+        )
+      }
+    }
+    const handle = await startExport({
+      image,
+      readOnly: values['read-only'] ?? false,
+      policy: await policyFrom(context, values),
+      exportName: values.export ?? '',
+      listen: listenTarget(image, values),
+      checks: diskChecks(context, 'serve', values['accept-base'] ?? false),
+      onLog: log(context),
+      signal: context.signal,
+      ...(values.f ? { format: values.f } : {}),
+      ...(values['tls-psk-file'] ? { tlsPskFile: values['tls-psk-file'] } : {}),
+      ...(maxConnections !== undefined ? { maxConnections } : {}),
+    })
+    context.stdout.write(`${handle.uri}\n`)
+    const mode = handle.disk.readOnly || values['read-only'] ? 'read-only' : 'read-write'
+    context.stderr.write(
+      `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
+    )
+    await cancelled(context.signal)
+    context.stderr.write('addcow serve: stopping; flushing the image.\n')
+    await handle.stop()
+    return 0
+  },
+}

@@ -1,0 +1,73 @@
+import type { Disk } from '../engine/disk'
+import type { BufferPool } from './buffer-pool'
+import type { PskKeys } from './tls'
+
+/** One export a server offers: a name and the disk behind it. */
+export interface NbdExportOptions {
+  /** Export name clients ask for ('' is the default export). */
+  name: string
+  /** Text for people, sent with NBD_OPT_LIST and NBD_INFO_DESCRIPTION. */
+  description?: string
+  /**
+   * The disk, or a factory called once, on the first client that selects the export. Every
+   * connection shares that one Disk object (see README.md, "Multi-conn").
+   */
+  disk: Disk | (() => Promise<Disk>)
+  /** Serve read-only even if the disk is writable. */
+  readOnly?: boolean
+}
+
+/** An export whose disk is open. */
+export interface ResolvedExport {
+  name: string
+  description: string
+  disk: Disk
+  readOnly: boolean
+}
+
+/** Bounds that keep a hostile or broken client from using unbounded memory or time. */
+export interface NbdLimits {
+  /** Largest READ/WRITE payload (advertised as the maximum block size). */
+  maxBlockSize: number
+  /** Largest option data buffered during the handshake; bigger options end the connection. */
+  maxOptionData: number
+  /** Options one connection may send before it must enter transmission. */
+  maxOptions: number
+  /** Requests one connection may have in flight before the server stops reading its socket. */
+  maxInFlight: number
+  /** Payload and reply bytes one connection may have in flight before reading pauses. */
+  maxInFlightBytes: number
+  /** Time allowed from connect to the end of the handshake. */
+  handshakeTimeoutMs: number
+}
+
+/** Defaults for {@link NbdLimits}: 32 MiB blocks as proto.md recommends for interoperability. */
+export const DEFAULT_LIMITS: NbdLimits = {
+  maxBlockSize: 32 * 1024 * 1024,
+  maxOptionData: 64 * 1024,
+  maxOptions: 4096,
+  maxInFlight: 64,
+  maxInFlightBytes: 64 * 1024 * 1024,
+  handshakeTimeoutMs: 30_000,
+}
+
+/** A server log line: protocol violations and I/O errors the operator may want to see. */
+export interface NbdLogEvent {
+  level: 'info' | 'warn' | 'error'
+  /** Connection number (1, 2, ...), or 0 for the server itself. */
+  connection: number
+  message: string
+}
+
+/** What a connection asks of its server. */
+export interface ConnectionHost {
+  readonly limits: NbdLimits
+  readonly tlsKeys: PskKeys | null
+  readonly shuttingDown: boolean
+  /** Buffers shared by every connection for replies and payloads. */
+  readonly pool: BufferPool
+  listExports(): { name: string; description: string }[]
+  /** The export for a name ('' = default), null when unknown; throws when it cannot be opened. */
+  resolveExport(name: string): Promise<ResolvedExport | null>
+  log(event: NbdLogEvent): void
+}

@@ -1,0 +1,314 @@
+import { EventEmitter } from 'node:events'
+import { chmod, lstat, rm } from 'node:fs/promises'
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { resolve } from 'node:path'
+import type { Disk } from '../engine/disk'
+import { EngineError, wrapIoError } from '../engine/errors'
+import { BufferPool } from './buffer-pool'
+import { NbdConnection } from './connection'
+import {
+  DEFAULT_LIMITS,
+  type ConnectionHost,
+  type NbdExportOptions,
+  type NbdLimits,
+  type NbdLogEvent,
+  type ResolvedExport,
+} from './export-types'
+import { isLoopbackHost, type PskKeys } from './tls'
+import { nbdUri, type NbdAddress } from './uri'
+
+/** Longest Unix socket path the OS accepts (sun_path is 108 bytes on Linux, 104 on macOS). */
+const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103
+
+/** Where to listen: a Unix socket, or TCP (host defaults to 127.0.0.1; port 0 picks one). */
+export type NbdListenTarget = { socket: string } | { host?: string; port: number }
+
+/** How an {@link NbdServer} serves its exports. */
+export interface NbdServerOptions {
+  exports: NbdExportOptions[]
+  /** Pre-shared keys; when given, every connection must start TLS (FORCEDTLS). */
+  tlsKeys?: PskKeys | null
+  limits?: Partial<NbdLimits>
+  /** Connections served at once; more are closed on arrival (default 64). */
+  maxConnections?: number
+}
+
+interface ExportSlot {
+  options: NbdExportOptions
+  opened: Promise<ResolvedExport> | null
+  resolved: ResolvedExport | null
+}
+
+/**
+ * An NBD server (the NBD project's doc/proto.md) over engine disks: fixed newstyle handshake,
+ * structured replies, base:allocation, many clients at once, optional TLS with pre-shared keys.
+ *
+ * Emits 'log' ({@link NbdLogEvent}) for protocol violations and I/O errors, and 'connection' /
+ * 'disconnect' with the connection number. A broken or hostile client only ever loses its own
+ * connection.
+ */
+export class NbdServer extends EventEmitter implements ConnectionHost {
+  readonly limits: NbdLimits
+  readonly tlsKeys: PskKeys | null
+  readonly pool = new BufferPool()
+  private readonly exports: ExportSlot[]
+  private readonly maxConnections: number
+  private readonly connections = new Map<NbdConnection, Promise<void>>()
+  private server: Server | null = null
+  private socketPath: string | null = null
+  private nextId = 1
+  private closing: Promise<void> | null = null
+  address: NbdAddress | null = null
+
+  constructor(options: NbdServerOptions) {
+    super()
+    if (options.exports.length === 0)
+      throw new EngineError('BAD_ARGUMENT', 'An NBD server needs at least one export.')
+    const names = new Set(options.exports.map((entry) => entry.name))
+    if (names.size !== options.exports.length)
+      throw new EngineError('BAD_ARGUMENT', 'Export names must be unique.')
+    for (const entry of options.exports) {
+      if (Buffer.byteLength(entry.name, 'utf8') > 4096 || entry.name.includes('\0')) {
+        throw new EngineError(
+          'BAD_ARGUMENT',
+          `The export name '${entry.name.slice(0, 64)}' is longer than 4096 bytes or holds a NUL.`,
+          {
+            field: 'export name',
+          },
+        )
+      }
+    }
+    this.exports = options.exports.map((entry) => ({
+      options: entry,
+      opened: null,
+      resolved: null,
+    }))
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits }
+    this.tlsKeys = options.tlsKeys ?? null
+    this.maxConnections = options.maxConnections ?? 64
+  }
+
+  get shuttingDown(): boolean {
+    return this.closing !== null
+  }
+
+  /** Connections being served. */
+  get connectionCount(): number {
+    return this.connections.size
+  }
+
+  log(event: NbdLogEvent): void {
+    this.emit('log', event)
+  }
+
+  listExports(): { name: string; description: string }[] {
+    return this.exports.map((slot) => ({
+      name: slot.options.name,
+      description: slot.options.description ?? '',
+    }))
+  }
+
+  async resolveExport(name: string): Promise<ResolvedExport | null> {
+    const slot =
+      this.exports.find((entry) => entry.options.name === name) ??
+      (name === '' ? this.exports[0] : undefined)
+    if (!slot) return null
+    slot.opened ??= this.open(slot)
+    try {
+      return await slot.opened
+    } catch (error) {
+      slot.opened = null
+      throw error
+    }
+  }
+
+  private async open(slot: ExportSlot): Promise<ResolvedExport> {
+    const source = slot.options.disk
+    const disk: Disk = typeof source === 'function' ? await source() : source
+    const resolved: ResolvedExport = {
+      name: slot.options.name,
+      description: slot.options.description ?? '',
+      disk,
+      readOnly: (slot.options.readOnly ?? false) || disk.readOnly || !disk.capabilities.write,
+    }
+    slot.resolved = resolved
+    return resolved
+  }
+
+  /** Serve a connected socket (what listen() does for each client; tests call it directly). */
+  accept(socket: Socket): void {
+    if (this.closing || this.connections.size >= this.maxConnections) {
+      this.log({
+        level: 'warn',
+        connection: 0,
+        message: this.closing
+          ? 'refused a connection: shutting down'
+          : `refused a connection: ${this.maxConnections} already open`,
+      })
+      socket.on('error', () => undefined)
+      socket.destroy()
+      return
+    }
+    const id = this.nextId++
+    const connection = new NbdConnection(this, socket, id)
+    this.emit('connection', id)
+    const running = connection.run().finally(() => {
+      this.connections.delete(connection)
+      this.emit('disconnect', id)
+    })
+    this.connections.set(connection, running)
+  }
+
+  /**
+   * Listen on a Unix socket or TCP. TCP binds 127.0.0.1 unless a host is named, and a
+   * non-loopback host requires TLS (DESIGN.md, "Security rules"). A stale Unix socket file is
+   * replaced; a live one (another server) or any other file is an error.
+   */
+  async listen(target: NbdListenTarget): Promise<NbdAddress> {
+    if (this.server) throw new EngineError('BAD_REQUEST', 'The NBD server is already listening.')
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket))
+    server.on('error', (error) =>
+      this.log({ level: 'error', connection: 0, message: `listener error: ${error.message}` }),
+    )
+    if ('socket' in target) {
+      const path = resolve(target.socket)
+      if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+        throw new EngineError(
+          'BAD_ARGUMENT',
+          `The socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter one.`,
+          {
+            path,
+            field: 'socket',
+          },
+        )
+      }
+      await clearStaleSocket(path)
+      await listenOn(server, path, () => server.listen(path))
+      this.socketPath = path
+      try {
+        await chmod(path, 0o600)
+      } catch (error) {
+        server.close()
+        throw wrapIoError(error, path, 'restrict the permissions of')
+      }
+      this.address = { kind: 'unix', path }
+    } else {
+      const host = target.host ?? '127.0.0.1'
+      if (!Number.isInteger(target.port) || target.port < 0 || target.port > 65535) {
+        throw new EngineError(
+          'BAD_ARGUMENT',
+          `The port ${target.port} is not between 0 and 65535.`,
+          { field: 'port', value: target.port },
+        )
+      }
+      if (!isLoopbackHost(host) && !this.tlsKeys) {
+        throw new EngineError(
+          'FORBIDDEN',
+          `Refusing to serve on ${host} without TLS: anyone who can reach it could read and write the disk. Give a PSK file (--tls-psk-file) or bind 127.0.0.1.`,
+          { field: 'host', value: host },
+        )
+      }
+      await listenOn(server, `${host}:${target.port}`, () => server.listen(target.port, host))
+      const bound = server.address()
+      const port = typeof bound === 'object' && bound ? bound.port : target.port
+      this.address = { kind: 'tcp', host, port }
+    }
+    this.server = server
+    return this.address
+  }
+
+  /** The NBD URI of an export at the listening address. */
+  uri(exportName = this.exports[0]!.options.name): string {
+    if (!this.address) throw new EngineError('BAD_REQUEST', 'The NBD server is not listening.')
+    return nbdUri(this.address, exportName, this.tlsKeys !== null)
+  }
+
+  /**
+   * Stop: no new connections; connections in the handshake are closed; those in transmission
+   * finish the requests in flight and then close; finally every opened disk is flushed. The
+   * disks stay open (their owner closes them). Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeNow()
+    return this.closing
+  }
+
+  private async closeNow(): Promise<void> {
+    const server = this.server
+    const stopped = server
+      ? new Promise<void>((done) => server.close(() => done()))
+      : Promise.resolve()
+    for (const connection of this.connections.keys()) connection.shutdown()
+    await Promise.all(this.connections.values())
+    await stopped
+    if (this.socketPath) await rm(this.socketPath, { force: true }).catch(() => undefined)
+    let failure: unknown = null
+    for (const slot of this.exports) {
+      if (!slot.resolved || slot.resolved.readOnly) continue
+      try {
+        await slot.resolved.disk.flush()
+      } catch (error) {
+        failure ??= error
+      }
+    }
+    if (failure) throw failure
+  }
+}
+
+function listenOn(server: Server, where: string, start: () => void): Promise<void> {
+  return new Promise((done, fail) => {
+    const onError = (error: NodeJS.ErrnoException): void => {
+      const code =
+        error.code === 'EADDRINUSE'
+          ? 'BUSY'
+          : error.code === 'EACCES'
+            ? 'PERMISSION_DENIED'
+            : 'IO_ERROR'
+      fail(
+        new EngineError(code, `Cannot listen on ${where}: ${error.message}.`, {
+          field: 'address',
+          value: where,
+          cause: error,
+        }),
+      )
+    }
+    server.once('error', onError)
+    server.once('listening', () => {
+      server.off('error', onError)
+      done()
+    })
+    start()
+  })
+}
+
+/** Remove a Unix socket left by a dead server; refuse a live socket or any other file. */
+async function clearStaleSocket(path: string): Promise<void> {
+  let info
+  try {
+    info = await lstat(path)
+  } catch {
+    return
+  }
+  if (!info.isSocket()) {
+    throw new EngineError(
+      'ALREADY_EXISTS',
+      `${path} exists and is not a socket; refusing to replace it.`,
+      { path, field: 'socket' },
+    )
+  }
+  const live = await new Promise<boolean>((done) => {
+    const probe = connect(path)
+    probe.once('connect', () => {
+      probe.destroy()
+      done(true)
+    })
+    probe.once('error', () => done(false))
+  })
+  if (live) {
+    throw new EngineError('BUSY', `Another server is listening on ${path}.`, {
+      path,
+      field: 'socket',
+    })
+  }
+  await rm(path, { force: true })
+}

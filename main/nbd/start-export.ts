@@ -1,0 +1,102 @@
+import type { Disk } from '../engine/disk'
+import { throwIfAborted } from '../engine/errors'
+import type { NamePolicy } from '../engine/names'
+import { openImage } from '../engine/open'
+import type { NbdLimits, NbdLogEvent } from './export-types'
+import { NbdServer, type NbdListenTarget } from './server'
+import { readPskFile, type PskKeys } from './tls'
+import type { NbdAddress } from './uri'
+
+/** What {@link startExport} serves and where. */
+export interface StartExportOptions {
+  /** The image the user named (its chain is opened with `policy`). */
+  image: string
+  /** Its format; probed when absent (the user named the file). */
+  format?: string
+  readOnly?: boolean
+  policy?: NamePolicy
+  /** Export name ('' by default, so `nbd+unix:///?socket=...` works). */
+  exportName?: string
+  listen: NbdListenTarget
+  /** Pre-shared keys, or a qemu/nbdkit PSK file to read them from; either makes TLS mandatory. */
+  tlsKeys?: PskKeys
+  tlsPskFile?: string
+  maxConnections?: number
+  limits?: Partial<NbdLimits>
+  onLog?: (event: NbdLogEvent) => void
+  /**
+   * Checks run on the opened disk before any client is served (the drift guard); a throw
+   * closes the disk and fails the start.
+   */
+  checks?: ((disk: Disk) => Promise<void>)[]
+  signal?: AbortSignal
+}
+
+/** A running export: its address and URI, and how to stop it. */
+export interface ExportHandle {
+  readonly uri: string
+  readonly address: NbdAddress
+  readonly disk: Disk
+  readonly server: NbdServer
+  readonly tls: boolean
+  /** Stop serving (requests in flight finish), flush and close the disk and its chain. Idempotent. */
+  stop(): Promise<void>
+}
+
+/**
+ * Open an image's chain under the name policy and serve its guest view over NBD: the
+ * engine-level entry point of `addcow serve`, `addcow launch` and the app's serve job.
+ */
+export async function startExport(options: StartExportOptions): Promise<ExportHandle> {
+  const tlsKeys =
+    options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
+  throwIfAborted(options.signal, 'export')
+  const disk = await openImage(options.image, {
+    readOnly: options.readOnly ?? false,
+    ...(options.format ? { format: options.format } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
+  })
+  let server: NbdServer | null = null
+  try {
+    for (const check of options.checks ?? []) await check(disk)
+    throwIfAborted(options.signal, 'export')
+    const exportName = options.exportName ?? ''
+    server = new NbdServer({
+      exports: [
+        {
+          name: exportName,
+          description: `${disk.format} image ${disk.path}`,
+          disk,
+          readOnly: options.readOnly ?? false,
+        },
+      ],
+      tlsKeys,
+      ...(options.limits ? { limits: options.limits } : {}),
+      ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+    })
+    if (options.onLog) server.on('log', options.onLog)
+    const address = await server.listen(options.listen)
+    const running = server
+    let stopping: Promise<void> | null = null
+    return {
+      uri: server.uri(exportName),
+      address,
+      disk,
+      server,
+      tls: tlsKeys !== null,
+      stop() {
+        stopping ??= (async () => {
+          let failure: unknown = null
+          await running.close().catch((error: unknown) => (failure = error))
+          await disk.close().catch((error: unknown) => (failure ??= error))
+          if (failure) throw failure
+        })()
+        return stopping
+      },
+    }
+  } catch (error) {
+    await server?.close().catch(() => undefined)
+    await disk.close().catch(() => undefined)
+    throw error
+  }
+}

@@ -1,0 +1,8 @@
+/**
+ * QEMU integration: command lines for the three ways to run an overlay, discovery of installed
+ * emulators, a QMP client and the launcher (README.md in this folder).
+ */
+export * from './binaries'
+export * from './command'
+export * from './launcher'
+export * from './qmp'
