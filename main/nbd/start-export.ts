@@ -2,6 +2,7 @@ import type { Disk } from '../engine/disk'
 import { throwIfAborted } from '../engine/errors'
 import type { NamePolicy } from '../engine/names'
 import { openImage } from '../engine/open'
+import { lockDiskChain } from '../engine/ops/chain-lock'
 import type { NbdLimits, NbdLogEvent } from './export-types'
 import { NbdServer, type NbdListenTarget } from './server'
 import { readPskFile, type PskKeys } from './tls'
@@ -57,7 +58,11 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
     ...(options.policy ? { policy: options.policy } : {}),
   })
   let server: NbdServer | null = null
+  let unlock: (() => Promise<void>) | null = null
   try {
+    // Two writers on one overlay would corrupt its bitmap: hold the chain's files for as long
+    // as the export runs (QEMU's lock bytes, so a VM or qemu-img on the same files is refused).
+    unlock = await lockDiskChain(disk, 'serve it')
     for (const check of options.checks ?? []) await check(disk)
     throwIfAborted(options.signal, 'export')
     const exportName = options.exportName ?? ''
@@ -89,6 +94,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
           let failure: unknown = null
           await running.close().catch((error: unknown) => (failure = error))
           await disk.close().catch((error: unknown) => (failure ??= error))
+          await unlock?.().catch((error: unknown) => (failure ??= error))
           if (failure) throw failure
         })()
         return stopping
@@ -97,6 +103,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
   } catch (error) {
     await server?.close().catch(() => undefined)
     await disk.close().catch(() => undefined)
+    await unlock?.().catch(() => undefined)
     throw error
   }
 }
