@@ -1,10 +1,22 @@
 import type { ImageInfo } from '../../../../shared/image-types'
-import type { BlockExtent, Disk, DiskCapabilities, FormatDriver, OpenOptions, WriteOptions } from '../../disk'
+import type {
+  BlockExtent,
+  Disk,
+  DiskCapabilities,
+  FormatDriver,
+  OpenOptions,
+  WriteOptions,
+} from '../../disk'
 import { EngineError } from '../../errors'
-import { checkRange } from '../../extents'
+import { checkRange, pushExtent, readInPieces } from '../../extents'
 import { BlockFile, zeroes } from '../../file'
+import { native } from '../../native/index'
+import { dataExtentsIn, punchOrZero } from '../../ops/sparse'
 
 const ZERO_CHUNK = 1024 * 1024
+/** Reads longer than this are split into pieces read in parallel (see readInPieces). */
+const READ_PIECE = 512 * 1024
+const READ_PARALLELISM = 4
 
 /**
  * A raw file: the guest view is the file itself and the virtual size its length.
@@ -22,9 +34,11 @@ export class RawDisk implements Disk {
   ) {
     this.capabilities = {
       write: file.writable,
-      fastZero: false,
-      discard: false,
-      blockStatus: false,
+      // With the native addon, holes are punched (cheap zeroes, real discard) and listed
+      // (SEEK_DATA/SEEK_HOLE), so map and NBD block status show a sparse raw file's holes.
+      fastZero: file.writable && (native()?.features.punchHole ?? false),
+      discard: file.writable && (native()?.features.punchHole ?? false),
+      blockStatus: native()?.features.seekData ?? false,
       multiConn: true,
     }
   }
@@ -49,10 +63,14 @@ export class RawDisk implements Disk {
 
   async readInto(target: Uint8Array, offset: number): Promise<void> {
     checkRange(this.path, this.size, offset, target.length)
-    await this.file.readAt(target, offset)
+    const file = this.file
+    await readInPieces(target, offset, READ_PIECE, READ_PARALLELISM, (part, at) =>
+      file.readAt(part, at),
+    )
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this.path, this.size, offset, length)
     const buffer = Buffer.allocUnsafe(length)
     await this.readInto(buffer, offset)
     return buffer
@@ -74,14 +92,20 @@ export class RawDisk implements Disk {
   async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
     this.assertWritable()
     checkRange(this.path, this.size, offset, length)
-    for (let done = 0; done < length; done += ZERO_CHUNK) {
-      await this.file.writeAt(zeroes(Math.min(ZERO_CHUNK, length - done)), offset + done)
+    if (this.capabilities.fastZero) {
+      await punchOrZero(this.file, offset, length)
+    } else {
+      for (let done = 0; done < length; done += ZERO_CHUNK) {
+        await this.file.writeAt(zeroes(Math.min(ZERO_CHUNK, length - done)), offset + done)
+      }
     }
     if (options?.fua) await this.file.datasync()
   }
 
+  /** Free the range's blocks where holes can be punched (it then reads as zeros). */
   async discard(offset: number, length: number): Promise<void> {
     checkRange(this.path, this.size, offset, length)
+    if (this.capabilities.discard) await punchOrZero(this.file, offset, length)
   }
 
   async flush(): Promise<void> {
@@ -90,7 +114,43 @@ export class RawDisk implements Disk {
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     checkRange(this.path, this.size, offset, length)
-    return length === 0 ? [] : [{ offset, length, depth: 0, present: true, zero: false }]
+    if (length === 0) return []
+    const end = offset + length
+    const data = this.capabilities.blockStatus ? await dataExtentsIn(this.file, offset, end) : null
+    if (!data) return [{ offset, length, depth: 0, present: true, zero: false }]
+    // Like qemu's file driver: a hole in a raw file is present (raw has no backing) and zero.
+    const extents: BlockExtent[] = []
+    let cursor = offset
+    for (const [from, to] of data) {
+      const start = Math.max(from, offset)
+      const stop = Math.min(to, end)
+      if (start > cursor)
+        pushExtent(extents, {
+          offset: cursor,
+          length: start - cursor,
+          depth: 0,
+          present: true,
+          zero: true,
+        })
+      if (stop > start)
+        pushExtent(extents, {
+          offset: start,
+          length: stop - start,
+          depth: 0,
+          present: true,
+          zero: false,
+        })
+      cursor = Math.max(cursor, stop)
+    }
+    if (end > cursor)
+      pushExtent(extents, {
+        offset: cursor,
+        length: end - cursor,
+        depth: 0,
+        present: true,
+        zero: true,
+      })
+    return extents
   }
 
   async info(): Promise<ImageInfo> {
