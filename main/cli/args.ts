@@ -21,13 +21,16 @@ export function parseCommandArgs<T extends NonNullable<ParseArgsConfig['options'
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
   } catch (error) {
-    const message = error instanceof Error ? error.message.replace(/\.?$/, '') : String(error)
-    throw new EngineError('BAD_ARGUMENT', `addcow ${command}: ${message}. Try 'addcow help ${command}'.`)
+    // runCli prefixes "addcow COMMAND: "; keep parseArgs' first sentence ("Unknown option '-x'").
+    const text = error instanceof Error ? error.message : String(error)
+    const message = (text.split('. ')[0] ?? text).replace(/\.?$/, '')
+    throw new EngineError('BAD_ARGUMENT', `${message}. Try 'addcow help ${command}'.`)
   }
   if (parsed.positionals.length < positionals.min || parsed.positionals.length > positionals.max) {
+    const count = parsed.positionals.length
     throw new EngineError(
       'BAD_ARGUMENT',
-      `addcow ${command} expects ${positionals.names}; got ${parsed.positionals.length} argument(s). Try 'addcow help ${command}'.`,
+      `Expected ${positionals.names}; got ${count} argument${count === 1 ? '' : 's'}. Try 'addcow help ${command}'.`,
     )
   }
   return { values: parsed.values, positionals: parsed.positionals }

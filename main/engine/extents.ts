@@ -52,3 +52,24 @@ export async function runLimited(tasks: (() => Promise<void>)[], limit: number):
   }
   await Promise.all(workers)
 }
+
+/**
+ * Split [position, position + target.length) into pieces of at most `piece` bytes and read them
+ * with `read`, at most `limit` at once: large reads from the page cache go faster when their
+ * copies spread over the thread pool.
+ */
+export async function readInPieces(
+  target: Uint8Array,
+  position: number,
+  piece: number,
+  limit: number,
+  read: (part: Uint8Array, at: number) => Promise<void>,
+): Promise<void> {
+  if (target.length <= piece) return read(target, position)
+  const tasks: (() => Promise<void>)[] = []
+  for (let start = 0; start < target.length; start += piece) {
+    const part = target.subarray(start, Math.min(target.length, start + piece))
+    tasks.push(() => read(part, position + start))
+  }
+  await runLimited(tasks, limit)
+}

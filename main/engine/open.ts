@@ -1,9 +1,9 @@
 import { open as openFile, realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Disk, FormatDriver, OpenOptions } from './disk'
-import { EngineError, wrapIoError } from './errors'
+import { EngineError, isEngineError, wrapIoError } from './errors'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from './names'
-import { getDriver, probeDriver } from './registry'
+import { getDriver, listDrivers, probeDriver } from './registry'
 
 /** Deepest chain the engine opens (the top image is depth 0). */
 export const MAX_CHAIN_DEPTH = 64
@@ -102,7 +102,7 @@ function makeOpenOptions(
     lenient,
     async judgeDataFile(namingFile, storedName, format) {
       const verdict = await judgeName(namingFile, storedName, format, policy)
-      if (!verdict.followed) assertFollowable(namingFile, 'image file', verdict)
+      if (!verdict.followed && !lenient) assertFollowable(namingFile, 'image file', verdict)
       if (visited.has(verdict.realPath)) {
         throw new EngineError(
           'SAME_FILE',
@@ -134,7 +134,7 @@ function makeOpenOptions(
           { path: namingFile, field: 'backing name', value: storedName },
         )
       }
-      const driver = getDriver(backingFormat, `backing format recorded in ${namingFile}`)
+      const driver = recordedDriver(namingFile, storedName, backingFormat)
       await verifyRecordedFormat(driver, verdict.resolved, namingFile)
       const below = new Set(visited)
       below.add(verdict.realPath)
@@ -143,6 +143,23 @@ function makeOpenOptions(
       for (const path of below) visited.add(path)
       return disk
     },
+  }
+}
+
+/** The driver for a backing format an image records, or UNSUPPORTED_FORMAT naming that image. */
+function recordedDriver(namingFile: string, storedName: string, format: string): FormatDriver {
+  try {
+    return getDriver(format)
+  } catch (error) {
+    if (!isEngineError(error, 'UNSUPPORTED_FORMAT')) throw error
+    const known = listDrivers()
+      .map((driver) => driver.name)
+      .join(', ')
+    throw new EngineError(
+      'UNSUPPORTED_FORMAT',
+      `${namingFile} records its backing file '${storedName}' in format '${format}', which is not supported; known formats: ${known}.`,
+      { path: namingFile, field: 'backing format', value: format },
+    )
   }
 }
 

@@ -281,11 +281,27 @@ export function encodeHeader(header: AddCowHeader, path: string): Buffer {
   if (backing !== null && backing.length === 0) {
     throw new EngineError('BAD_ARGUMENT', `The backing name for ${path} must not be empty.`, { path, field: 'backing name' })
   }
+  for (const [label, name] of [['backing name', header.backingName], ['image name', header.imageName]] as const) {
+    if (name?.includes('\0')) {
+      throw new EngineError('BAD_ARGUMENT', `The ${label} for ${path} must not contain a NUL byte.`, { path, field: label, value: name })
+    }
+  }
+  if (backing !== null && !header.backingFormat) {
+    throw new EngineError('BAD_ARGUMENT', `The backing format for ${path} must not be empty when there is a backing file.`, {
+      path,
+      field: 'backing format',
+    })
+  }
   const namesLength = (backing?.length ?? 0) + image.length
-  if (FIXED_HEADER_SIZE + namesLength > headerSize) {
+  // The reader wants each name to start at or before header_size - 2 (FORMATS.md §1); the image
+  // name starts right after the backing name.
+  const imageOffset = FIXED_HEADER_SIZE + (backing?.length ?? 0)
+  if (FIXED_HEADER_SIZE + namesLength > headerSize || imageOffset > headerSize - 2) {
     throw new EngineError(
       'BAD_ARGUMENT',
-      `The names for ${path} take ${namesLength} bytes; at most ${headerSize - FIXED_HEADER_SIZE} fit in a ${headerSize}-byte header.`,
+      imageOffset > headerSize - 2 && FIXED_HEADER_SIZE + namesLength <= headerSize
+        ? `The names for ${path} would put the image name at offset ${imageOffset}, past ${headerSize - 2} (header_size - 2); shorten the backing name.`
+        : `The names for ${path} take ${namesLength} bytes; at most ${headerSize - FIXED_HEADER_SIZE} fit in a ${headerSize}-byte header.`,
       { path, field: 'names', value: namesLength },
     )
   }
