@@ -1,13 +1,19 @@
 // Bundle the `addcow` command line into one ES module with a shebang (package.json "bin").
 // Node built-ins and npm dependencies stay external; the result runs on plain Node >= 20.19.
 import { build } from 'esbuild'
-import { chmod, readFile } from 'node:fs/promises'
+import { chmod, readFile, rm } from 'node:fs/promises'
 
 const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'))
-const outfile = 'out/cli/addcow.mjs'
+const outdir = 'out/cli'
+// Stale chunks from an earlier build would pile up: start clean.
+await rm(`${outdir}/chunks`, { recursive: true, force: true })
 await build({
-  entryPoints: ['main/cli/main.ts'],
-  outfile,
+  entryPoints: { addcow: 'main/cli/main.ts' },
+  outdir,
+  // Code split: what only one command needs (the browser mode's IPC handlers) loads on use.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
+  outExtension: { '.js': '.mjs' },
   bundle: true,
   platform: 'node',
   format: 'esm',
@@ -18,4 +24,4 @@ await build({
   define: { 'process.env.ADDCOW_VERSION': JSON.stringify(pkg.version) },
   logLevel: 'warning',
 })
-await chmod(outfile, 0o755)
+await chmod(`${outdir}/addcow.mjs`, 0o755)

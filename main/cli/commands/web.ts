@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { EngineError } from '../../engine/errors'
-import { isLoopbackHost, startWebServer } from '../../web/server'
 import { parseCommandArgs } from '../args'
 import type { Command } from '../context'
 
@@ -81,6 +80,9 @@ Prints the URL to open; it carries a random access token. Runs until Ctrl+C.`,
         },
       )
     }
+    // Loaded on use: the browser mode pulls in the IPC handlers, zod and ws, which the other
+    // commands do not need at start-up.
+    const { isLoopbackHost, startWebServer } = await import('../../web/server')
     if (!isLoopbackHost(host) && values['allow-remote']) {
       context.stderr.write(
         `addcow web: WARNING: listening on ${host}, which is not loopback. Anyone who can reach it and has the token can read and write files as you. Use it only on a network you trust, preferably through an SSH tunnel.\n`,

@@ -61,6 +61,8 @@ function candidates(): string[] {
     `./build/Release/${FILE_NAME}`,
     `../../main/engine/native/build/Release/${FILE_NAME}`,
     `../main/engine/native/build/Release/${FILE_NAME}`,
+    // out/cli/chunks/*.mjs: the CLI bundle is code-split, and this module lands in a chunk.
+    `../../../main/engine/native/build/Release/${FILE_NAME}`,
     `./${FILE_NAME}`,
   ]) {
     try {
