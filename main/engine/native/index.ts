@@ -31,6 +31,12 @@ export interface NativeAddon {
   unlock(fd: number): void
   /** punchHole on the libuv thread pool; keep `fd` open until the promise settles. */
   punchHoleAsync(fd: number, offset: number, length: number): Promise<void>
+  /**
+   * Many preads in one thread-pool job: `pieces` holds [fd, position, targetOffset, length]
+   * quadruples (at most 65536); each is read into `target` at targetOffset, zeros past the end
+   * of its file. Absent in builds older than this function.
+   */
+  readBatch?(target: Uint8Array, pieces: Float64Array): Promise<void>
   /** copy_file_range on the libuv thread pool; resolves with the bytes copied. */
   copyFileRange(
     input: number,
@@ -141,4 +147,23 @@ export function native(): NativeAddon | null {
 export function nativeStatus(): NativeStatus {
   cached ??= load()
   return cached.status
+}
+
+let readBatchEnabled = process.env.ADDCOW_NO_READ_BATCH !== '1'
+
+/**
+ * Use batched reads when the addon has them (default), or the portable one-read-per-run path.
+ * ADDCOW_NO_READ_BATCH=1 turns them off at start; tests switch between both paths to prove
+ * they return the same bytes.
+ */
+export function setReadBatchEnabled(enabled: boolean): void {
+  readBatchEnabled = enabled
+}
+
+/** The addon's readBatch, bound, or null when it is missing or switched off. */
+export function readBatchFunction():
+  ((target: Uint8Array, pieces: Float64Array) => Promise<void>) | null {
+  const addon = native()
+  if (!readBatchEnabled || !addon?.readBatch) return null
+  return addon.readBatch.bind(addon)
 }

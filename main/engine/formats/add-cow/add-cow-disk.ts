@@ -8,10 +8,12 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { stat } from 'node:fs/promises'
-import { EngineError } from '../../errors'
+import { EngineError, wrapIoError } from '../../errors'
 import { assertFollowable, judgeName } from '../../names'
 import { checkRange, pushExtent, readInPieces, runLimited } from '../../extents'
 import { BlockFile, zeroes } from '../../file'
+import { readBatchFunction } from '../../native/index'
+import { RawDisk } from '../raw/raw'
 import { ClusterBitmap } from './bitmap'
 import {
   ADD_COW_MAGIC,
@@ -33,6 +35,10 @@ const IO_PARALLELISM = 8
  * the page cache spread over the thread pool (tests/bench/read-sequential.ts).
  */
 const READ_PIECE = 512 * 1024
+/** A batched read is split into jobs of at least this many bytes, so they spread over threads. */
+const BATCH_MIN_BYTES = 256 * 1024
+/** Pieces per native batch (the addon accepts up to 65536). */
+const BATCH_MAX_PIECES = 16384
 /** Bytes of zeroes written per request by writeZeroes where it must write. */
 const ZERO_CHUNK = 1024 * 1024
 
@@ -111,16 +117,25 @@ export class AddCowDisk implements Disk {
       } else {
         // Lenient (inspection) open only: the refused image file is never opened; a regular file
         // outside the folder is measured with stat so info can still show the geometry.
-        virtualSize = imageVerdict.reason === 'outside-folder' ? await statLength(imageVerdict.resolved) : 0
+        virtualSize =
+          imageVerdict.reason === 'outside-folder' ? await statLength(imageVerdict.resolved) : 0
       }
       const allAllocated = (header.compatibleFeatures & FEATURE_ALL_ALLOCATED) !== 0n
       const shape = geometry(header.clusterBits, virtualSize)
 
       let backing: Disk | null = null
       if (header.backingName !== null && header.backingFormat !== null) {
-        const backingVerdict = await judgeName(path, header.backingName, header.backingFormat, options.policy)
+        const backingVerdict = await judgeName(
+          path,
+          header.backingName,
+          header.backingFormat,
+          options.policy,
+        )
         names.unshift(stripReal(backingVerdict))
-        if (backingVerdict.reason !== 'missing' && backingVerdict.realPath === imageVerdict.realPath) {
+        if (
+          backingVerdict.reason !== 'missing' &&
+          backingVerdict.realPath === imageVerdict.realPath
+        ) {
           throw new EngineError(
             'SAME_FILE',
             `The image file '${header.imageName}' and the backing file '${header.backingName}' of ${path} are the same file (${imageVerdict.realPath}).`,
@@ -153,7 +168,19 @@ export class AddCowDisk implements Disk {
         await meta.readAt(bytes, header.headerSize)
         bitmap = new ClusterBitmap(bytes, shape.clusters)
       }
-      return new AddCowDisk(path, meta, image, backing, header, oddities, shape, bitmap, names, metaLength, virtualSize)
+      return new AddCowDisk(
+        path,
+        meta,
+        image,
+        backing,
+        header,
+        oddities,
+        shape,
+        bitmap,
+        names,
+        metaLength,
+        virtualSize,
+      )
     } catch (error) {
       for (const file of opened.reverse()) await file.close().catch(() => undefined)
       throw error
@@ -191,7 +218,11 @@ export class AddCowDisk implements Disk {
    * Visit the runs of equal allocation over clusters [first, end) (for commit, stream, check);
    * with ALL_ALLOCATED the whole range is one allocated run.
    */
-  forEachAllocationRun(first: number, end: number, visit: (start: number, stop: number, allocated: boolean) => void): void {
+  forEachAllocationRun(
+    first: number,
+    end: number,
+    visit: (start: number, stop: number, allocated: boolean) => void,
+  ): void {
     if (first >= end) return
     if (this.allAllocated || !this.bitmap) {
       visit(first, end, true)
@@ -220,10 +251,14 @@ export class AddCowDisk implements Disk {
   markUnallocated(first: number, end: number): void {
     this.assertWritable()
     if (!this.bitmap || this.allAllocated) {
-      throw new EngineError('NOT_CAPABLE', `${this.path} has ALL_ALLOCATED set; its clusters cannot be unallocated one by one.`, {
-        path: this.path,
-        field: 'compatible features',
-      })
+      throw new EngineError(
+        'NOT_CAPABLE',
+        `${this.path} has ALL_ALLOCATED set; its clusters cannot be unallocated one by one.`,
+        {
+          path: this.path,
+          field: 'compatible features',
+        },
+      )
     }
     this.bitmap.clearRange(first, end)
   }
@@ -243,7 +278,9 @@ export class AddCowDisk implements Disk {
     if (this.imageHandle) return this.imageHandle
     const verdict = this.names[this.names.length - 1]
     if (verdict) assertFollowable(this.path, 'image file', verdict)
-    throw new EngineError('INTERNAL', `The image file of ${this.path} is not open.`, { path: this.path })
+    throw new EngineError('INTERNAL', `The image file of ${this.path} is not open.`, {
+      path: this.path,
+    })
   }
 
   /** The add-cow file. */
@@ -252,12 +289,14 @@ export class AddCowDisk implements Disk {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new EngineError('BAD_REQUEST', `${this.path} is closed.`, { path: this.path })
+    if (this.closed)
+      throw new EngineError('BAD_REQUEST', `${this.path} is closed.`, { path: this.path })
   }
 
   private assertWritable(): void {
     this.assertOpen()
-    if (this.readOnly) throw new EngineError('READ_ONLY', `${this.path} is open read-only.`, { path: this.path })
+    if (this.readOnly)
+      throw new EngineError('READ_ONLY', `${this.path} is open read-only.`, { path: this.path })
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -274,20 +313,97 @@ export class AddCowDisk implements Disk {
     const bitmap = this.allAllocated ? null : this.bitmap
     if (!bitmap) {
       const image = this.image
-      await readInPieces(target, offset, READ_PIECE, IO_PARALLELISM, (part, at) => image.readAt(part, at))
+      await readInPieces(target, offset, READ_PIECE, IO_PARALLELISM, (part, at) =>
+        image.readAt(part, at),
+      )
       return
     }
+    const readBatch = readBatchFunction()
+    if (readBatch) return this.readBatched(readBatch, target, offset, bitmap)
     const end = offset + target.length
     const tasks: (() => Promise<void>)[] = []
-    bitmap.forEachRun(Math.floor(offset / this.clusterSize), Math.ceil(end / this.clusterSize), (first, stop, allocated) => {
-      const finish = Math.min(stop * this.clusterSize, end)
-      for (let start = Math.max(first * this.clusterSize, offset); start < finish; start += READ_PIECE) {
-        const at = start
-        const piece = target.subarray(at - offset, Math.min(finish, at + READ_PIECE) - offset)
-        tasks.push(allocated ? () => this.image.readAt(piece, at) : () => this.readBelow(piece, at))
-      }
-    })
+    bitmap.forEachRun(
+      Math.floor(offset / this.clusterSize),
+      Math.ceil(end / this.clusterSize),
+      (first, stop, allocated) => {
+        const finish = Math.min(stop * this.clusterSize, end)
+        for (
+          let start = Math.max(first * this.clusterSize, offset);
+          start < finish;
+          start += READ_PIECE
+        ) {
+          const at = start
+          const piece = target.subarray(at - offset, Math.min(finish, at + READ_PIECE) - offset)
+          tasks.push(
+            allocated ? () => this.image.readAt(piece, at) : () => this.readBelow(piece, at),
+          )
+        }
+      },
+    )
     await runLimited(tasks, IO_PARALLELISM)
+  }
+
+  /**
+   * readInto through the native addon: every run of clusters that lives in a plain file (the
+   * image file, or a raw base) becomes one pread in a batch, and a request becomes a few
+   * thread-pool jobs instead of one per run, which is what alternating runs of allocated and
+   * unallocated clusters otherwise cost. Other bases are read through their own disk.
+   */
+  private async readBatched(
+    readBatch: (target: Uint8Array, pieces: Float64Array) => Promise<void>,
+    target: Uint8Array,
+    offset: number,
+    bitmap: ClusterBitmap,
+  ): Promise<void> {
+    const end = offset + target.length
+    const clusterSize = this.clusterSize
+    const backing = this.backing
+    const rawBase = backing instanceof RawDisk ? backing : null
+    const budget = Math.max(BATCH_MIN_BYTES, Math.ceil(target.length / IO_PARALLELISM))
+    const batches: number[][] = [[]]
+    let batchBytes = 0
+    const add = (fd: number, position: number, length: number): void => {
+      let batch = batches[batches.length - 1]!
+      if (batchBytes >= budget || batch.length >= BATCH_MAX_PIECES * 4) {
+        batch = []
+        batches.push(batch)
+        batchBytes = 0
+      }
+      batch.push(fd, position, position - offset, length)
+      batchBytes += length
+    }
+    const others: (() => Promise<void>)[] = []
+    const imageFd = this.image.fd
+    bitmap.forEachRun(
+      Math.floor(offset / clusterSize),
+      Math.ceil(end / clusterSize),
+      (first, stop, allocated) => {
+        const start = Math.max(first * clusterSize, offset)
+        const finish = Math.min(stop * clusterSize, end)
+        if (allocated) {
+          add(imageFd, start, finish - start)
+        } else if (!backing) {
+          target.fill(0, start - offset, finish - offset)
+        } else if (rawBase) {
+          const available = Math.max(0, Math.min(finish, rawBase.size) - start)
+          if (available > 0) add(rawBase.fd, start, available)
+          if (start + available < finish)
+            target.fill(0, start + available - offset, finish - offset)
+        } else {
+          others.push(() => this.readBelow(target.subarray(start - offset, finish - offset), start))
+        }
+      },
+    )
+    try {
+      await Promise.all([
+        ...batches
+          .filter((batch) => batch.length > 0)
+          .map((batch) => readBatch(target, Float64Array.from(batch))),
+        runLimited(others, IO_PARALLELISM),
+      ])
+    } catch (error) {
+      throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${offset} of`)
+    }
   }
 
   /** Read what lies under this layer: the backing disk, zeros past its end or without one. */
@@ -369,7 +485,12 @@ export class AddCowDisk implements Disk {
 
   /** Copy [start, end) of the layers below into the image file (the partial-cluster fill). */
   /** Write [start, end) as what lies below with `data` laid over it at `offset`, in one write. */
-  private async fillAround(start: number, end: number, data: Uint8Array, offset: number): Promise<void> {
+  private async fillAround(
+    start: number,
+    end: number,
+    data: Uint8Array,
+    offset: number,
+  ): Promise<void> {
     const buffer = Buffer.allocUnsafe(end - start)
     await this.readBelow(buffer, start)
     buffer.set(data, offset - start)
@@ -479,12 +600,26 @@ export class AddCowDisk implements Disk {
     const clusterSize = this.clusterSize
     const end = offset + length
     const runs: [number, number, boolean][] = []
-    bitmap.forEachRun(Math.floor(offset / clusterSize), Math.ceil(end / clusterSize), (first, stop, allocated) => {
-      runs.push([Math.max(first * clusterSize, offset), Math.min(stop * clusterSize, end), allocated])
-    })
+    bitmap.forEachRun(
+      Math.floor(offset / clusterSize),
+      Math.ceil(end / clusterSize),
+      (first, stop, allocated) => {
+        runs.push([
+          Math.max(first * clusterSize, offset),
+          Math.min(stop * clusterSize, end),
+          allocated,
+        ])
+      },
+    )
     for (const [start, finish, allocated] of runs) {
       if (allocated) {
-        pushExtent(extents, { offset: start, length: finish - start, depth: 0, present: true, zero: false })
+        pushExtent(extents, {
+          offset: start,
+          length: finish - start,
+          depth: 0,
+          present: true,
+          zero: false,
+        })
       } else {
         await this.statusBelow(extents, start, finish)
       }
@@ -495,7 +630,13 @@ export class AddCowDisk implements Disk {
   private async statusBelow(extents: BlockExtent[], start: number, finish: number): Promise<void> {
     const backing = this.backing
     if (!backing) {
-      pushExtent(extents, { offset: start, length: finish - start, depth: 0, present: false, zero: true })
+      pushExtent(extents, {
+        offset: start,
+        length: finish - start,
+        depth: 0,
+        present: false,
+        zero: true,
+      })
       return
     }
     const inside = Math.min(finish, backing.size)
@@ -508,12 +649,20 @@ export class AddCowDisk implements Disk {
       // Past the backing file's end the range reads as zeros from this layer (qemu-img map
       // reports such ranges at the depth of the layer whose backing file is too short).
       const from = Math.max(start, inside)
-      pushExtent(extents, { offset: from, length: finish - from, depth: 0, present: false, zero: true })
+      pushExtent(extents, {
+        offset: from,
+        length: finish - from,
+        depth: 0,
+        present: false,
+        zero: true,
+      })
     }
   }
 
   async info(): Promise<ImageInfo> {
-    const backingName = this.names.find((name) => name.stored === this.header.backingName && this.header.backingName !== null)
+    const backingName = this.names.find(
+      (name) => name.stored === this.header.backingName && this.header.backingName !== null,
+    )
     const imageName = this.names[this.names.length - 1]
     const imageActual = this.imageHandle ? await this.imageHandle.allocatedBytes() : 0
     const info: ImageInfo = {
@@ -548,10 +697,13 @@ export class AddCowDisk implements Disk {
     }
     const warnings: string[] = []
     if (this.oddities.nonZeroPadding.length > 0) {
-      warnings.push(`header padding holds non-zero bytes (first at offset ${this.oddities.nonZeroPadding[0]})`)
+      warnings.push(
+        `header padding holds non-zero bytes (first at offset ${this.oddities.nonZeroPadding[0]})`,
+      )
     }
     for (const name of this.names) {
-      if (!name.followed) warnings.push(`the name '${name.stored}' would not be followed (${name.reason})`)
+      if (!name.followed)
+        warnings.push(`the name '${name.stored}' would not be followed (${name.reason})`)
     }
     if (warnings.length > 0) info.warnings = warnings
     return info
@@ -577,11 +729,15 @@ export class AddCowDisk implements Disk {
 async function statLength(path: string): Promise<number> {
   const { size } = await stat(path, { bigint: true })
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new EngineError('SIZE_LIMIT', `${path} is ${size} bytes long, more than this tool can address (2^53 - 1).`, {
-      path,
-      field: 'file length',
-      value: size.toString(),
-    })
+    throw new EngineError(
+      'SIZE_LIMIT',
+      `${path} is ${size} bytes long, more than this tool can address (2^53 - 1).`,
+      {
+        path,
+        field: 'file length',
+        value: size.toString(),
+      },
+    )
   }
   return Number(size)
 }

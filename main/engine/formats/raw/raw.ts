@@ -53,6 +53,11 @@ export class RawDisk implements Disk {
     }
   }
 
+  /** The open file's descriptor (for batched reads through the native addon). */
+  get fd(): number {
+    return this.file.fd
+  }
+
   get path(): string {
     return this.file.path
   }

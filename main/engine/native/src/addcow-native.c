@@ -7,6 +7,7 @@
  *   unlock(fd)                               drop those locks
  *   copyFileRange(in, inOff, out, outOff, n) copy_file_range on the thread pool -> Promise<bytes>
  *   punchHoleAsync(fd, offset, length)       punchHole on the thread pool -> Promise<void>
+ *   readBatch(target, pieces)                many preads in one thread-pool job -> Promise<void>
  *   features                                 which of the above this build supports
  *
  * Offsets and lengths are JavaScript numbers (safe integers, < 2^53). System errors are thrown
@@ -434,6 +435,131 @@ static napi_value punch_hole_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* readBatch(target, pieces): the pieces of one guest read, in one thread-pool job.
+ *
+ * `pieces` is a Float64Array of quadruples [fd, position, targetOffset, length]; each piece is
+ * pread into target[targetOffset .. targetOffset + length), with zeros past the file's end. A
+ * read split over many runs of clusters (image file, base, image file, ...) then costs one
+ * thread-pool round trip instead of one per run. The target stays referenced until the job ends.
+ */
+#define READ_BATCH_MAX_PIECES 65536
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref target_ref;
+  uint8_t *target;
+  size_t target_length;
+  size_t count;
+  int64_t *pieces; /* count * 4 */
+  int error;
+} ReadBatchJob;
+
+static void read_batch_execute(napi_env env, void *data) {
+  (void)env;
+  ReadBatchJob *job = data;
+  for (size_t i = 0; i < job->count && !job->error; i++) {
+    int fd = (int)job->pieces[i * 4];
+    int64_t position = job->pieces[i * 4 + 1];
+    uint8_t *out = job->target + job->pieces[i * 4 + 2];
+    size_t length = (size_t)job->pieces[i * 4 + 3];
+    size_t done = 0;
+    while (done < length) {
+      ssize_t got = pread(fd, out + done, length - done, (off_t)(position + (int64_t)done));
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        job->error = errno;
+        break;
+      }
+      if (got == 0) {
+        memset(out + done, 0, length - done);
+        break;
+      }
+      done += (size_t)got;
+    }
+  }
+}
+
+static void read_batch_complete(napi_env env, napi_status status, void *data) {
+  ReadBatchJob *job = data;
+  if (status != napi_ok) {
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, ECANCELED, "pread"));
+  } else if (job->error) {
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, job->error, "pread"));
+  } else {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, job->deferred, undefined);
+  }
+  napi_delete_reference(env, job->target_ref);
+  napi_delete_async_work(env, job->work);
+  free(job->pieces);
+  free(job);
+}
+
+static napi_value read_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[2], promise, name, array_buffer;
+  napi_typedarray_type type;
+  size_t target_length, byte_offset, count;
+  void *target_data, *pieces_data;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &target_length, &target_data, &array_buffer, &byte_offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, "EINVAL", "target must be a Uint8Array");
+    return NULL;
+  }
+  if (napi_get_typedarray_info(env, argv[1], &type, &count, &pieces_data, &array_buffer, &byte_offset) != napi_ok ||
+      type != napi_float64_array || count % 4 != 0 || count / 4 > READ_BATCH_MAX_PIECES) {
+    napi_throw_type_error(env, "EINVAL", "pieces must be a Float64Array of at most 65536 [fd, position, offset, length] quadruples");
+    return NULL;
+  }
+  count /= 4;
+  const double *raw = pieces_data;
+  int64_t *pieces = malloc((count ? count : 1) * 4 * sizeof *pieces);
+  if (!pieces) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  for (size_t i = 0; i < count; i++) {
+    double fd = raw[i * 4], position = raw[i * 4 + 1], offset = raw[i * 4 + 2], length = raw[i * 4 + 3];
+    bool valid = fd >= 0 && fd <= 2147483647.0 && (double)(int64_t)fd == fd && position >= 0 &&
+                 position <= 9007199254740991.0 && (double)(int64_t)position == position && offset >= 0 &&
+                 length >= 0 && (double)(int64_t)offset == offset && (double)(int64_t)length == length &&
+                 offset + length <= (double)target_length;
+    if (!valid) {
+      free(pieces);
+      napi_throw_range_error(env, "EINVAL", "a piece lies outside the target or has an invalid fd or position");
+      return NULL;
+    }
+    pieces[i * 4] = (int64_t)fd;
+    pieces[i * 4 + 1] = (int64_t)position;
+    pieces[i * 4 + 2] = (int64_t)offset;
+    pieces[i * 4 + 3] = (int64_t)length;
+  }
+  ReadBatchJob *job = calloc(1, sizeof *job);
+  if (!job) {
+    free(pieces);
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  job->target = target_data;
+  job->target_length = target_length;
+  job->count = count;
+  job->pieces = pieces;
+  if (napi_create_reference(env, argv[0], 1, &job->target_ref) != napi_ok ||
+      napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "addcow.readBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, read_batch_execute, read_batch_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    if (job->target_ref) napi_delete_reference(env, job->target_ref);
+    free(pieces);
+    free(job);
+    throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
+
 static napi_value make_bool(napi_env env, bool value) {
   napi_value result;
   napi_get_boolean(env, value, &result);
@@ -448,6 +574,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unlock", NULL, unlock_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyFileRange", NULL, copy_file_range_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"punchHoleAsync", NULL, punch_hole_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readBatch", NULL, read_batch, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
     return NULL;
