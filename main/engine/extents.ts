@@ -1,4 +1,4 @@
-import type { BlockExtent } from './disk'
+import type { BlockExtent, Disk } from './disk'
 import { EngineError } from './errors'
 
 /** Append `extent` to `list`, merging it with the last one when they touch and are alike. */
@@ -72,4 +72,48 @@ export async function readInPieces(
     tasks.push(() => read(part, position + start))
   }
   await runLimited(tasks, limit)
+}
+
+/**
+ * Read [offset, offset + target.length) of what lies under an overlay layer: its backing disk,
+ * and zeros past the backing disk's end or when there is none. Every overlay format (add-cow,
+ * qcow2, cow, the drafts) reads its unallocated ranges through this.
+ */
+export async function readBelow(
+  backing: Disk | null,
+  target: Uint8Array,
+  offset: number,
+): Promise<void> {
+  const available = backing ? Math.max(0, Math.min(target.length, backing.size - offset)) : 0
+  if (available > 0 && backing) await backing.readInto(target.subarray(0, available), offset)
+  if (available < target.length) target.fill(0, available)
+}
+
+/**
+ * Append the block status of [start, finish) as seen through an overlay layer's unallocated
+ * range: the backing disk's extents one level deeper, and past its end (or without one) an
+ * absent range that reads as zeros at this layer's depth, as qemu-img map reports it.
+ */
+export async function pushStatusBelow(
+  extents: BlockExtent[],
+  backing: Disk | null,
+  start: number,
+  finish: number,
+): Promise<void> {
+  const inside = backing ? Math.min(finish, backing.size) : start
+  if (backing && inside > start) {
+    for (const extent of await backing.blockStatus(start, inside - start)) {
+      pushExtent(extents, { ...extent, depth: extent.depth + 1 })
+    }
+  }
+  const from = Math.max(start, inside)
+  if (finish > from) {
+    pushExtent(extents, {
+      offset: from,
+      length: finish - from,
+      depth: 0,
+      present: false,
+      zero: true,
+    })
+  }
 }

@@ -60,8 +60,8 @@ describe('QEMU cow version 2', () => {
       const map = await mapImage(disk)
       expect(map[0]).toMatchObject({ start: 0, length: 1024, depth: 0, present: true })
       expect(map[1]).toMatchObject({ start: 1024, length: 5 * 512, depth: 1, present: true })
-      // Past the base's end the unallocated sectors read as zeros from depth 1.
-      expect(map.at(-2)).toMatchObject({ depth: 1, present: false, zero: true })
+      // Past the base's end the unallocated sectors read as zeros at depth 0 (as qemu-img map).
+      expect(map.at(-2)).toMatchObject({ depth: 0, present: false, zero: true })
       const info = await disk.info()
       expect(info['allocated-clusters']).toBe(ALLOCATED.size)
       expect(info['backing-filename']).toBe('base.raw')

@@ -156,11 +156,12 @@ describe('earlier add-cow drafts', () => {
           const first = [...fixture.allocated].sort((a, b) => a - b)[0]!
           const depth0 = map.filter((extent) => extent.depth === 0 && extent.present)
           expect(depth0.some((extent) => extent.start === first * fixture.unit)).toBe(true)
-          // Unallocated ranges past the base's end read as zeros from depth 1.
+          // Unallocated ranges past the base's end read as zeros at depth 0, as qemu-img map
+          // reports them (the layer whose backing file is too short).
           expect(
             map.some(
               (extent) =>
-                extent.depth === 1 &&
+                extent.depth === 0 &&
                 !extent.present &&
                 extent.zero &&
                 extent.start + extent.length > BASE_SIZE,

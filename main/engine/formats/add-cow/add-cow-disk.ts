@@ -10,7 +10,14 @@ import type {
 import { stat } from 'node:fs/promises'
 import { EngineError, wrapIoError } from '../../errors'
 import { assertFollowable, judgeName } from '../../names'
-import { checkRange, pushExtent, readInPieces, runLimited } from '../../extents'
+import {
+  checkRange,
+  pushExtent,
+  pushStatusBelow,
+  readBelow,
+  readInPieces,
+  runLimited,
+} from '../../extents'
 import { BlockFile, zeroes } from '../../file'
 import { readBatchFunction } from '../../native/index'
 import { RawDisk } from '../raw/raw'
@@ -335,7 +342,9 @@ export class AddCowDisk implements Disk {
           const at = start
           const piece = target.subarray(at - offset, Math.min(finish, at + READ_PIECE) - offset)
           tasks.push(
-            allocated ? () => this.image.readAt(piece, at) : () => this.readBelow(piece, at),
+            allocated
+              ? () => this.image.readAt(piece, at)
+              : () => readBelow(this.backing, piece, at),
           )
         }
       },
@@ -390,7 +399,9 @@ export class AddCowDisk implements Disk {
           if (start + available < finish)
             target.fill(0, start + available - offset, finish - offset)
         } else {
-          others.push(() => this.readBelow(target.subarray(start - offset, finish - offset), start))
+          others.push(() =>
+            readBelow(this.backing, target.subarray(start - offset, finish - offset), start),
+          )
         }
       },
     )
@@ -404,14 +415,6 @@ export class AddCowDisk implements Disk {
     } catch (error) {
       throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${offset} of`)
     }
-  }
-
-  /** Read what lies under this layer: the backing disk, zeros past its end or without one. */
-  private async readBelow(target: Uint8Array, offset: number): Promise<void> {
-    const backing = this.backing
-    const available = backing ? Math.max(0, Math.min(target.length, backing.size - offset)) : 0
-    if (available > 0 && backing) await backing.readInto(target.subarray(0, available), offset)
-    if (available < target.length) target.fill(0, available)
   }
 
   private async lock(cluster: number): Promise<() => void> {
@@ -492,7 +495,7 @@ export class AddCowDisk implements Disk {
     offset: number,
   ): Promise<void> {
     const buffer = Buffer.allocUnsafe(end - start)
-    await this.readBelow(buffer, start)
+    await readBelow(this.backing, buffer, start)
     buffer.set(data, offset - start)
     await this.image.writeAt(buffer, start)
   }
@@ -500,7 +503,7 @@ export class AddCowDisk implements Disk {
   private async fill(start: number, end: number): Promise<void> {
     if (end <= start) return
     const buffer = Buffer.allocUnsafe(end - start)
-    await this.readBelow(buffer, start)
+    await readBelow(this.backing, buffer, start)
     await this.image.writeAt(buffer, start)
   }
 
@@ -621,42 +624,10 @@ export class AddCowDisk implements Disk {
           zero: false,
         })
       } else {
-        await this.statusBelow(extents, start, finish)
+        await pushStatusBelow(extents, this.backing, start, finish)
       }
     }
     return extents
-  }
-
-  private async statusBelow(extents: BlockExtent[], start: number, finish: number): Promise<void> {
-    const backing = this.backing
-    if (!backing) {
-      pushExtent(extents, {
-        offset: start,
-        length: finish - start,
-        depth: 0,
-        present: false,
-        zero: true,
-      })
-      return
-    }
-    const inside = Math.min(finish, backing.size)
-    if (inside > start) {
-      for (const extent of await backing.blockStatus(start, inside - start)) {
-        pushExtent(extents, { ...extent, depth: extent.depth + 1 })
-      }
-    }
-    if (finish > Math.max(start, inside)) {
-      // Past the backing file's end the range reads as zeros from this layer (qemu-img map
-      // reports such ranges at the depth of the layer whose backing file is too short).
-      const from = Math.max(start, inside)
-      pushExtent(extents, {
-        offset: from,
-        length: finish - from,
-        depth: 0,
-        present: false,
-        zero: true,
-      })
-    }
   }
 
   async info(): Promise<ImageInfo> {

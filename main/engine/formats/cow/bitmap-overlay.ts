@@ -1,7 +1,7 @@
 import type { ImageInfo } from '../../../../shared/image-types'
 import type { BlockExtent, Disk, DiskCapabilities, WriteOptions } from '../../disk'
 import { EngineError } from '../../errors'
-import { checkRange, pushExtent, runLimited } from '../../extents'
+import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
 import type { BlockFile } from '../../file'
 import { zeroes } from '../../file'
 import { ClusterBitmap } from '../add-cow/bitmap'
@@ -138,17 +138,10 @@ export class BitmapOverlayDisk implements Disk {
       tasks.push(
         allocated
           ? () => this.layout.dataFile.readAt(piece, this.layout.dataOffset + start)
-          : () => this.readBelow(piece, start),
+          : () => readBelow(this.backing, piece, start),
       )
     })
     await runLimited(tasks, IO_PARALLELISM)
-  }
-
-  private async readBelow(target: Uint8Array, offset: number): Promise<void> {
-    const backing = this.backing
-    const available = backing ? Math.max(0, Math.min(target.length, backing.size - offset)) : 0
-    if (available > 0 && backing) await backing.readInto(target.subarray(0, available), offset)
-    if (available < target.length) target.fill(0, available)
   }
 
   private assertWritable(): void {
@@ -190,7 +183,7 @@ export class BitmapOverlayDisk implements Disk {
   /** Copy [start, end) from below into the data file (the partial-unit fill). */
   private async fill(start: number, end: number): Promise<void> {
     const buffer = Buffer.allocUnsafe(end - start)
-    await this.readBelow(buffer, start)
+    await readBelow(this.backing, buffer, start)
     await this.layout.dataFile.writeAt(buffer, this.layout.dataOffset + start)
   }
 
@@ -245,40 +238,10 @@ export class BitmapOverlayDisk implements Disk {
           zero: false,
         })
       } else {
-        await this.statusBelow(extents, start, stop)
+        await pushStatusBelow(extents, this.backing, start, stop)
       }
     }
     return extents
-  }
-
-  private async statusBelow(extents: BlockExtent[], start: number, finish: number): Promise<void> {
-    const backing = this.backing
-    if (!backing) {
-      pushExtent(extents, {
-        offset: start,
-        length: finish - start,
-        depth: 0,
-        present: false,
-        zero: true,
-      })
-      return
-    }
-    const inside = Math.min(finish, backing.size)
-    if (inside > start) {
-      for (const extent of await backing.blockStatus(start, inside - start)) {
-        pushExtent(extents, { ...extent, depth: extent.depth + 1 })
-      }
-    }
-    if (finish > Math.max(start, inside)) {
-      const from = Math.max(start, inside)
-      pushExtent(extents, {
-        offset: from,
-        length: finish - from,
-        depth: 1,
-        present: false,
-        zero: true,
-      })
-    }
   }
 
   info(): Promise<ImageInfo> {

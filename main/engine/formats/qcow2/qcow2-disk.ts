@@ -8,7 +8,7 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { EngineError } from '../../errors'
-import { checkRange, pushExtent, runLimited } from '../../extents'
+import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
 import { BlockFile, zeroes } from '../../file'
 import { judgeName } from '../../names'
 import { unrecordedBackingFormat } from '../cow/unrecorded-format'
@@ -338,7 +338,7 @@ export class Qcow2Disk implements Disk {
       const piece = target.subarray(run.start - offset, run.end - offset)
       switch (run.kind) {
         case 'below':
-          tasks.push(() => this.readBelow(piece, run.start))
+          tasks.push(() => readBelow(this.backing, piece, run.start))
           break
         case 'zero':
           piece.fill(0)
@@ -380,14 +380,6 @@ export class Qcow2Disk implements Disk {
     return output
   }
 
-  /** Read what lies under this layer: the backing disk, zeros past its end or without one. */
-  private async readBelow(target: Uint8Array, offset: number): Promise<void> {
-    const backing = this.backing
-    const available = backing ? Math.max(0, Math.min(target.length, backing.size - offset)) : 0
-    if (available > 0 && backing) await backing.readInto(target.subarray(0, available), offset)
-    if (available < target.length) target.fill(0, available)
-  }
-
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     this.assertOpen()
     checkRange(this.path, this.size, offset, length)
@@ -398,7 +390,7 @@ export class Qcow2Disk implements Disk {
     for (const run of runs) {
       const extentLength = run.end - run.start
       if (run.kind === 'below') {
-        await this.statusBelow(extents, run.start, run.end)
+        await pushStatusBelow(extents, this.backing, run.start, run.end)
       } else {
         pushExtent(extents, {
           offset: run.start,
@@ -410,36 +402,6 @@ export class Qcow2Disk implements Disk {
       }
     }
     return extents
-  }
-
-  private async statusBelow(extents: BlockExtent[], start: number, finish: number): Promise<void> {
-    const backing = this.backing
-    if (!backing) {
-      pushExtent(extents, {
-        offset: start,
-        length: finish - start,
-        depth: 0,
-        present: false,
-        zero: true,
-      })
-      return
-    }
-    const inside = Math.min(finish, backing.size)
-    if (inside > start) {
-      for (const extent of await backing.blockStatus(start, inside - start)) {
-        pushExtent(extents, { ...extent, depth: extent.depth + 1 })
-      }
-    }
-    if (finish > Math.max(start, inside)) {
-      const from = Math.max(start, inside)
-      pushExtent(extents, {
-        offset: from,
-        length: finish - from,
-        depth: 1,
-        present: false,
-        zero: true,
-      })
-    }
   }
 
   // ---- writing -------------------------------------------------------------------------------
