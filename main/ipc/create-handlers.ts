@@ -138,10 +138,10 @@ export function createHandlers(services: IpcServices): Handlers {
       }
     },
 
-    [CHANNELS.imageGetAllocation]: async ({ path, buckets }) => {
+    [CHANNELS.imageGetAllocation]: async ({ path, buckets, offset, length }) => {
       const disk = await openImage(path, { readOnly: true, policy: await policy() })
       try {
-        return await allocationBuckets(disk, buckets)
+        return await allocationBuckets(disk, buckets, offset, length)
       } finally {
         await disk.close()
       }

@@ -82,33 +82,38 @@ export async function mapRange(
 }
 
 /**
- * Sum the allocation of the whole disk into `bucketCount` equal buckets: for each, the bytes
- * that come from each depth and the bytes no layer holds. Costs one pass over the extents
- * plus one step per bucket, whatever the disk's size, so a canvas can draw a 1 TiB image.
+ * Sum the allocation of [offset, offset + length) (default: the whole disk) into `bucketCount`
+ * equal buckets: for each, the bytes that come from each depth and the bytes no layer holds.
+ * Costs one pass over the range's extents plus one step per bucket, whatever the disk's size,
+ * so a canvas can draw a 1 TiB image, and a zoomed view asks for a finer sum of its range.
  */
 export async function allocationBuckets(
   disk: Disk,
   bucketCount: number,
+  offset = 0,
+  length?: number,
 ): Promise<ResponseOf<'image:get-allocation'>> {
   const layers = layersOf(disk)
   const depths = layers.length
-  const size = disk.size
-  const bucketSize = size === 0 ? 0 : Math.ceil(size / bucketCount)
-  const count = size === 0 ? 0 : Math.ceil(size / bucketSize)
+  const span = length ?? disk.size - offset
+  checkRange(disk, offset, span)
+  const end = offset + span
+  const bucketSize = span === 0 ? 0 : Math.ceil(span / bucketCount)
+  const count = span === 0 ? 0 : Math.ceil(span / bucketSize)
   const buckets = Array.from({ length: count }, () => ({
     present: new Array<number>(depths).fill(0),
     zero: 0,
   }))
   const totals = { present: new Array<number>(depths).fill(0), zero: 0 }
-  for (let position = 0; position < size; position += STATUS_WINDOW) {
-    const window = Math.min(STATUS_WINDOW, size - position)
+  for (let position = offset; position < end; position += STATUS_WINDOW) {
+    const window = Math.min(STATUS_WINDOW, end - position)
     for (const extent of await disk.blockStatus(position, window)) {
       const depth = Math.min(extent.depth, depths - 1)
       let start = extent.offset
-      const end = extent.offset + extent.length
-      while (start < end) {
-        const index = Math.floor(start / bucketSize)
-        const stop = Math.min(end, (index + 1) * bucketSize)
+      const extentEnd = extent.offset + extent.length
+      while (start < extentEnd) {
+        const index = Math.floor((start - offset) / bucketSize)
+        const stop = Math.min(extentEnd, offset + (index + 1) * bucketSize)
         const bucket = buckets[index]!
         if (extent.present) bucket.present[depth]! += stop - start
         else bucket.zero += stop - start
@@ -118,5 +123,5 @@ export async function allocationBuckets(
       else totals.zero += extent.length
     }
   }
-  return { virtualSize: size, bucketSize, layers, buckets, totals }
+  return { virtualSize: disk.size, offset, length: span, bucketSize, layers, buckets, totals }
 }

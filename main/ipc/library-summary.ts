@@ -33,6 +33,23 @@ function baseOf(top: ImageInfo, layers: ImageInfo[]): ImageSummary['base'] {
   return { status: 'ok', stored, path, reason }
 }
 
+/** The image's own files with their disk usage: for add-cow, the add-cow file and its image file. */
+function filesOf(top: ImageInfo): ImageSummary['files'] {
+  const dataFile = top['full-data-file']
+  const dataUsage = top['data-file-actual-size']
+  if (dataFile === undefined || dataUsage === undefined) {
+    return [{ role: 'image', path: top.filename, diskUsage: top['actual-size'] }]
+  }
+  return [
+    {
+      role: 'metadata',
+      path: top.filename,
+      diskUsage: Math.max(0, top['actual-size'] - dataUsage),
+    },
+    { role: 'data', path: dataFile, diskUsage: dataUsage },
+  ]
+}
+
 function allocatedPercent(top: ImageInfo): number | null {
   if (top['all-allocated']) return 100
   const total = top['total-clusters']
@@ -75,6 +92,7 @@ async function summarize(
     format: null,
     virtualSize: null,
     diskUsage: null,
+    files: [],
     clusterSize: null,
     allocatedPercent: null,
     base: { status: 'none', stored: null, path: null, reason: null },
@@ -92,6 +110,7 @@ async function summarize(
     summary.format = top.format
     summary.virtualSize = top['virtual-size']
     summary.diskUsage = top['actual-size']
+    summary.files = filesOf(top)
     summary.clusterSize = top['cluster-size'] ?? null
     summary.allocatedPercent = allocatedPercent(top)
     summary.base = baseOf(top, layers)

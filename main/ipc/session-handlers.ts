@@ -25,6 +25,25 @@ export type SessionChannel =
 /** Time a stopping VM gets to power down through ACPI before it is told to quit. */
 const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
 
+/** QEMU's -display value for each display the app offers (VNC on loopback only). */
+const DISPLAY_VALUES = { gtk: 'gtk', sdl: 'sdl', vnc: 'vnc=127.0.0.1:0' } as const
+
+/** The machine options a qemu:get-command or qemu:launch-vm request may set. */
+function machineOptions(request: {
+  machine?: string | undefined
+  network?: 'user' | 'none' | undefined
+  display?: keyof typeof DISPLAY_VALUES | undefined
+  headless: boolean
+}): { machine?: string; network?: 'user' | 'none'; display?: string } {
+  return {
+    ...(request.machine !== undefined ? { machine: request.machine } : {}),
+    ...(request.network !== undefined ? { network: request.network } : {}),
+    ...(request.display !== undefined && !request.headless
+      ? { display: DISPLAY_VALUES[request.display] }
+      : {}),
+  }
+}
+
 /**
  * Serve, qemu-cmd and launch as IPC handlers. An export or a VM is a job that runs until it is
  * stopped (or QEMU exits): its detail line carries the NBD URI or the VM's pid, the VM's serial
@@ -70,16 +89,8 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
     })
 
   return {
-    'qemu:get-command': async ({
-      path,
-      via,
-      memoryMiB,
-      cpus,
-      headless,
-      readOnly,
-      acceptBase,
-      extraArgs,
-    }) => {
+    'qemu:get-command': async (request) => {
+      const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
       const disk = await openImage(path, { readOnly: true, policy: await policy() })
       let source: QemuDiskSource
       try {
@@ -99,6 +110,7 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
         readOnly,
         ...(memoryMiB !== undefined ? { memoryMiB } : {}),
         ...(cpus !== undefined ? { cpus } : {}),
+        ...machineOptions(request),
         ...(headless ? { display: 'none' } : {}),
         ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
       })
@@ -115,7 +127,8 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
     'qemu:launch-vm': {
       unit: 'steps',
       title: ({ path }) => `Run ${basename(path)} in QEMU`,
-      async run({ path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs }, job) {
+      async run(request, job) {
+        const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
         const vm = await launchVm({
           image: path,
           via,
@@ -125,6 +138,7 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
           machine: {
             ...(memoryMiB !== undefined ? { memoryMiB } : {}),
             ...(cpus !== undefined ? { cpus } : {}),
+            ...machineOptions(request),
           },
           headless,
           ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),

@@ -155,6 +155,15 @@ export const ImageSummarySchema = z.object({
   virtualSize: ByteCountSchema.nullable(),
   /** Bytes used on disk by the image's own files (add-cow file and image file). */
   diskUsage: ByteCountSchema.nullable(),
+  /** Each of the image's own files with the bytes it uses on disk (empty when unreadable). */
+  files: z.array(
+    z.object({
+      /** `metadata`: the add-cow file; `data`: its image file; `image`: a one-file format. */
+      role: z.enum(['image', 'metadata', 'data']),
+      path: z.string(),
+      diskUsage: ByteCountSchema,
+    }),
+  ),
   clusterSize: ByteCountSchema.nullable(),
   /** Share of the image's clusters written in this layer, 0..100; null when not layered. */
   allocatedPercent: z.number().min(0).max(100).nullable(),
@@ -274,6 +283,15 @@ const QemuRequestFields = {
   /** Go on although the base changed since the overlay was made, and record it as expected. */
   acceptBase: z.boolean().default(false),
   extraArgs: z.array(z.string().max(4096)).max(64).optional(),
+  /** Machine type (`-machine`); default q35 on x86, virt on Arm and RISC-V. */
+  machine: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, { message: 'is not a machine type' })
+    .optional(),
+  /** `user`: NAT networking with a virtio NIC (the default); `none`: no network card. */
+  network: z.enum(['user', 'none']).optional(),
+  /** A window (GTK or SDL) or VNC on 127.0.0.1:5900 when not headless; default: QEMU's choice. */
+  display: z.enum(['gtk', 'sdl', 'vnc']).optional(),
 }
 
 /** A QEMU command line (main/qemu/command.ts, QemuCommand). */
@@ -397,9 +415,16 @@ export const CONTRACT = {
     z.strictObject({
       path: AbsolutePathSchema,
       buckets: z.number().int().min(1).max(4096).default(256),
+      /** Start of the range to sum (a zoomed view); default 0. */
+      offset: ByteCountSchema.default(0),
+      /** Length of the range; default: to the end of the disk. */
+      length: ByteCountSchema.optional(),
     }),
     z.object({
       virtualSize: ByteCountSchema,
+      /** The range the buckets cover: bucket i starts at offset + i * bucketSize. */
+      offset: ByteCountSchema,
+      length: ByteCountSchema,
       bucketSize: ByteCountSchema,
       layers: z.array(ChainLayerSchema),
       /** present[d] = bytes of the bucket that come from depth d; zero = bytes no layer holds. */

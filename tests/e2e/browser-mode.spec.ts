@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdir, truncate, writeFile } from 'node:fs/promises'
+import { mkdir, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Page } from '@playwright/test'
@@ -108,8 +108,12 @@ test('an overlay is created by the create-overlay job and joins the library', as
   await expect(form.getByRole('textbox', { name: 'Base image' })).toHaveValue(
     join(webApp.workDir, 'base.img'),
   )
+  // The wizard: base, then files (the overlay proposed beside the base), clusters, review.
+  await form.getByRole('button', { name: 'Next' }).click()
   await expect(form.getByRole('textbox', { name: 'Overlay file' })).toHaveValue(overlay)
   await page.screenshot(shot('create-overlay'))
+  await form.getByRole('button', { name: 'Next' }).click()
+  await form.getByRole('button', { name: 'Next' }).click()
   await form.getByRole('button', { name: 'Create overlay' }).click()
   await expect(page.getByText('Created base-overlay.add-cow.')).toBeVisible()
 
@@ -188,12 +192,22 @@ test('the jobs panel shows progress with a rate and the time left, and cancels a
   page,
   webApp,
 }) => {
-  // Two sparse 16 GiB disks: comparing them reads 16 GiB of holes, long enough to watch.
+  // Two identical sparse 32 GiB disks with 4 KiB of data every 4 MiB: no 4 MiB step is all
+  // holes, so the compare cannot skip by block status and must read 64 GiB (mostly holes,
+  // several seconds): long enough to watch and to cancel.
   const a = join(webApp.workDir, 'big-a.raw')
   const b = join(webApp.workDir, 'big-b.raw')
+  const size = 32 * 1024 ** 3
+  const stamp = Buffer.alloc(4096, 0x5a)
   for (const path of [a, b]) {
-    await writeFile(path, '')
-    await truncate(path, 16 * 1024 ** 3)
+    const handle = await open(path, 'w')
+    try {
+      await handle.truncate(size)
+      for (let at = 0; at < size; at += 4 * 1024 * 1024)
+        await handle.write(stamp, 0, stamp.length, at)
+    } finally {
+      await handle.close()
+    }
   }
   await page.goto(webApp.url)
   await page.getByRole('link', { name: 'Jobs' }).click()
@@ -201,7 +215,7 @@ test('the jobs panel shows progress with a rate and the time left, and cancels a
   expect(started.ok).toBe(true)
   const job = page.getByRole('listitem', { name: 'Compare big-a.raw with big-b.raw: Running' })
   await expect(job).toBeVisible()
-  await expect(job).toContainText(/of 16 GiB/)
+  await expect(job).toContainText(/of 32 GiB/)
   await expect(job).toContainText(/\/s · .* left/)
   await page.screenshot(shot('jobs-running'))
   await job.getByRole('button', { name: 'Cancel Compare big-a.raw with big-b.raw' }).click()

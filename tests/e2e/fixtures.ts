@@ -1,10 +1,11 @@
-import { test as base, expect } from '@playwright/test'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { test as base, expect, type Page } from '@playwright/test'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 
 /** The built CLI (npm run build makes it, with the renderer it serves). */
 export const ADDCOW_BIN = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
@@ -71,3 +72,80 @@ export const test = base.extend<object, { webApp: WebApp }>({
 })
 
 export { expect }
+
+/**
+ * Send one request over a WebSocket of the page's own origin (as another window of the app
+ * would) and return main's IpcResult. The page must have loaded the app (it holds the cookie).
+ */
+export async function requestFromPage(
+  page: Page,
+  channel: string,
+  payload: unknown,
+): Promise<{ ok: boolean; value?: unknown; error?: { code: string; message: string } }> {
+  return page.evaluate(
+    async ({ channel, payload }) => {
+      const socket = new WebSocket(`ws://${location.host}/ws`)
+      await new Promise((resolve, reject) => {
+        socket.onopen = resolve
+        socket.onerror = reject
+      })
+      const result = await new Promise<{
+        ok: boolean
+        value?: unknown
+        error?: { code: string; message: string }
+      }>((resolve) => {
+        socket.onmessage = (message: MessageEvent<string>) => {
+          const frame = JSON.parse(message.data) as { type: string; result?: unknown }
+          if (frame.type === 'response') resolve(frame.result as { ok: boolean })
+        }
+        socket.send(JSON.stringify({ type: 'request', id: 1, channel, payload }))
+      })
+      socket.close()
+      return result
+    },
+    { channel, payload },
+  )
+}
+
+/** Run the built CLI with a data folder (the web app's, to share its library and trust). */
+export async function runAddcow(
+  args: string[],
+  dataDir: string,
+): Promise<{ stdout: string; stderr: string }> {
+  return promisify(execFile)(process.execPath, [ADDCOW_BIN, ...args], {
+    env: { ...process.env, ADDCOW_DATA_DIR: dataDir },
+  })
+}
+
+/**
+ * `addcow serve --socket SOCKET IMAGE` until `stop()`: resolves once it prints its NBD URI.
+ * stop() sends SIGTERM and waits for it to flush and exit.
+ */
+export async function serveOverNbd(
+  image: string,
+  socket: string,
+  dataDir: string,
+): Promise<{ uri: string; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [ADDCOW_BIN, 'serve', '--socket', socket, image], {
+    env: { ...process.env, ADDCOW_DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  const uri = await new Promise<string>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString()
+      const match = /(nbd\+unix:\/\/\S+)/.exec(output)
+      if (match?.[1]) resolve(match[1])
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`addcow serve exited with ${code}: ${output}`)))
+  })
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    await exited
+  }
+  return { uri, stop }
+}

@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 /** The built `addcow` (npm run build:cli makes it; the test command builds first). */
-export const ADDCOW_BIN = resolve(__dirname, '../../out/cli/addcow.mjs')
+export const ADDCOW_BIN = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
 
 /**
  * Run the built `addcow` binary as a user would, with its own data folder so the user's real

@@ -59,14 +59,17 @@ export const useJobsStore = defineStore('jobs', () => {
     jobs.value = (await client.call('jobs:list-jobs', {})).jobs
   }
 
-  /** Start a job and wait for its result (rejects with the job's error if it fails). */
-  async function run<C extends JobChannel>(
+  /**
+   * Start a job: resolves with the job as soon as it runs (its id, for progress and cancel),
+   * and `result`, which settles with its checked result or rejects with its error.
+   */
+  async function start<C extends JobChannel>(
     channel: C,
     request: RequestOf<C>,
-  ): Promise<JobResultOf<C>> {
+  ): Promise<{ job: JobInfo; result: Promise<JobResultOf<C>> }> {
     const { job } = await client.startJob(channel, request)
     upsert(job)
-    const result = await new Promise<unknown>((resolve, reject) => {
+    const result = new Promise<unknown>((resolve, reject) => {
       const outcome = early.get(job.id)
       early.delete(job.id)
       if (outcome) {
@@ -75,8 +78,16 @@ export const useJobsStore = defineStore('jobs', () => {
       } else {
         waiters.set(job.id, { resolve, reject })
       }
-    })
-    return client.parseJobResult(channel, result)
+    }).then((value) => client.parseJobResult(channel, value))
+    return { job, result }
+  }
+
+  /** Start a job and wait for its result (rejects with the job's error if it fails). */
+  async function run<C extends JobChannel>(
+    channel: C,
+    request: RequestOf<C>,
+  ): Promise<JobResultOf<C>> {
+    return (await start(channel, request)).result
   }
 
   async function cancel(id: string): Promise<void> {
@@ -97,5 +108,5 @@ export const useJobsStore = defineStore('jobs', () => {
     await load()
   }
 
-  return { jobs, running, load, run, cancel, stop, clearFinished }
+  return { jobs, running, load, start, run, cancel, stop, clearFinished }
 })

@@ -276,6 +276,7 @@ describe('every handler on real files', () => {
         allocatedPercent: number | null
         base: { status: string }
         dependents: string[]
+        files: { role: string; path: string; diskUsage: number }[]
       }[]
     }
     const byPath = new Map(images.map((image) => [image.path, image]))
@@ -290,6 +291,15 @@ describe('every handler on real files', () => {
       base: { status: 'ok' },
       allocatedPercent: (1 / 64) * 100,
     })
+    // Each file's own disk usage: the add-cow file and its image file; a raw base is one file.
+    expect(byPath.get(base)?.files).toEqual([
+      { role: 'image', path: base, diskUsage: expect.any(Number) },
+    ])
+    expect(byPath.get(overlay)?.files.map((file) => [file.role, file.path])).toEqual([
+      ['metadata', overlay],
+      ['data', overlay.replace(/\.add-cow$/, '.raw')],
+    ])
+    expect(byPath.get(overlay)?.files[1]?.diskUsage).toBeGreaterThanOrEqual(64 * 1024)
     // approve-name ran in the valid-request pass: the foreign overlay's base is now trusted.
     expect(byPath.get(foreign)?.base.status).toBe('ok')
     expect(byPath.get(base)?.dependents.sort()).toEqual(
@@ -384,6 +394,8 @@ describe('BAD_REQUEST', () => {
       ['library:add-images', { paths: ['/ok', 7] }, 'paths[1]'],
       ['image:get-allocation', { path: '/tmp/x', buckets: 0 }, 'buckets'],
       ['image:get-allocation', { path: '/tmp/x', buckets: 4097 }, 'buckets'],
+      ['image:get-allocation', { path: '/tmp/x', offset: -1 }, 'offset'],
+      ['image:get-allocation', { path: '/tmp/x', length: 0.5 }, 'length'],
       ['image:get-map', { path: '/tmp/x', offset: -1 }, 'offset'],
       ['image:create-overlay', { overlay: '/tmp/x.add-cow', size: 1.5 }, 'size'],
       [

@@ -103,6 +103,36 @@ describe('image:get-allocation', () => {
     expect(result.totals).toEqual({ present: [128 * KIB, 128 * KIB, 4 * MIB - 256 * KIB], zero: 0 })
   })
 
+  it('sums a zoomed range into finer buckets, and refuses a range past the end', async () => {
+    const top = join(dir, 'top.add-cow')
+    const result = valueOf(
+      await core.dispatcher.dispatch(
+        'image:get-allocation',
+        { path: top, buckets: 4, offset: 3 * MIB, length: 256 * KIB },
+        TRUSTED,
+      ),
+    ) as ResponseOf<'image:get-allocation'>
+    expect(result).toMatchObject({ offset: 3 * MIB, length: 256 * KIB, bucketSize: 64 * KIB })
+    expect(result.buckets).toEqual([
+      { present: [64 * KIB, 0, 0], zero: 0 },
+      { present: [0, 0, 64 * KIB], zero: 0 },
+      { present: [0, 0, 64 * KIB], zero: 0 },
+      { present: [0, 0, 64 * KIB], zero: 0 },
+    ])
+    expect(result.totals).toEqual({ present: [64 * KIB, 0, 192 * KIB], zero: 0 })
+    const whole = valueOf(
+      await core.dispatcher.dispatch('image:get-allocation', { path: top, buckets: 2 }, TRUSTED),
+    ) as ResponseOf<'image:get-allocation'>
+    expect(whole).toMatchObject({ offset: 0, length: 4 * MIB, bucketSize: 2 * MIB })
+
+    const past = await core.dispatcher.dispatch(
+      'image:get-allocation',
+      { path: top, offset: 3 * MIB, length: 2 * MIB },
+      TRUSTED,
+    )
+    expect(past).toMatchObject({ ok: false, error: { code: 'OUT_OF_RANGE', field: 'length' } })
+  })
+
   it('stays cheap on a 1 TiB image: one pass over the extents, one step per bucket', async () => {
     const big = join(dir, 'big', 'huge.add-cow')
     await mkdir(join(dir, 'big'))

@@ -1,0 +1,277 @@
+import type { ImageSummary } from '../../../shared/ipc/contract'
+import { baseName, formatBytes } from '../composables/use-format'
+
+/**
+ * The chain browser's graph, computed without Vue or the DOM: one node per library image and
+ * per base it names that the library does not hold, one edge from each overlay to its base,
+ * laid out left to right (bases on the left, overlays fanning out to the right). Every image
+ * has at most one base, so the graph is a forest and a tidy-tree layout never crosses edges.
+ */
+
+/** The state of a link from an overlay to its base (the library summary's base status). */
+export type LinkStatus = 'ok' | 'missing' | 'refused' | 'changed'
+
+/** What the node stands for: a library image, or a base outside the library. */
+export type NodeKind = 'image' | 'outside'
+
+/** One image in the graph. */
+export interface ChainNode {
+  /** The path, unique in the graph. */
+  id: string
+  name: string
+  kind: NodeKind
+  format: string | null
+  virtualSize: number | null
+  /** The base file does not exist (a base an overlay names). */
+  missing: boolean
+  /** The image could not be read (its summary's error). */
+  error: string | null
+  /** The node's base, if the image has one the graph shows. */
+  base: string | null
+  /** How the link to the base stands. */
+  link: LinkStatus | null
+  overlays: string[]
+  /** Column (0 for images without a base in the graph) and position, in pixels. */
+  level: number
+  x: number
+  y: number
+}
+
+/** One overlay → base link. */
+export interface ChainEdge {
+  id: string
+  overlay: string
+  base: string
+  status: LinkStatus
+  /** SVG path from the base's right side to the overlay's left side. */
+  path: string
+}
+
+/** The whole graph, with the size of the drawing. */
+export interface ChainGraph {
+  nodes: ChainNode[]
+  edges: ChainEdge[]
+  width: number
+  height: number
+}
+
+/** Sizes of the drawing, in pixels. */
+export interface GraphGeometry {
+  nodeWidth: number
+  nodeHeight: number
+  columnGap: number
+  rowGap: number
+  margin: number
+}
+
+/** The default sizes of the drawing. */
+export const GEOMETRY: GraphGeometry = {
+  nodeWidth: 236,
+  nodeHeight: 60,
+  columnGap: 72,
+  rowGap: 16,
+  margin: 8,
+}
+
+function byName(nodes: Map<string, ChainNode>) {
+  return (a: string, b: string): number => {
+    const first = nodes.get(a)
+    const second = nodes.get(b)
+    return (first?.name ?? a).localeCompare(second?.name ?? b) || a.localeCompare(b)
+  }
+}
+
+/** Build and lay out the graph of the library's images. */
+export function buildChainGraph(
+  images: readonly ImageSummary[],
+  geometry: GraphGeometry = GEOMETRY,
+): ChainGraph {
+  const nodes = new Map<string, ChainNode>()
+  for (const image of images) {
+    nodes.set(image.path, {
+      id: image.path,
+      name: image.name,
+      kind: 'image',
+      format: image.format,
+      virtualSize: image.virtualSize,
+      missing: false,
+      error: image.error?.message ?? null,
+      base: null,
+      link: null,
+      overlays: [],
+      level: 0,
+      x: 0,
+      y: 0,
+    })
+  }
+  // Link each overlay to its base: the library says which images use a base by real path
+  // (dependents); a base it could not follow (missing, refused) is matched by path, or shown
+  // as a node of its own outside the library.
+  const baseOf = new Map<string, string>()
+  for (const image of images) {
+    for (const dependent of image.dependents) {
+      if (dependent !== image.path && nodes.has(dependent) && !baseOf.has(dependent))
+        baseOf.set(dependent, image.path)
+    }
+  }
+  for (const image of images) {
+    if (image.base.status === 'none' || baseOf.has(image.path)) continue
+    const target = image.base.path ?? image.base.stored
+    if (target === null) continue
+    if (!nodes.has(target)) {
+      nodes.set(target, {
+        id: target,
+        name: baseName(target),
+        kind: 'outside',
+        format: null,
+        virtualSize: null,
+        missing: image.base.status === 'missing',
+        error: null,
+        base: null,
+        link: null,
+        overlays: [],
+        level: 0,
+        x: 0,
+        y: 0,
+      })
+    } else if (image.base.status === 'missing') {
+      nodes.get(target)!.missing = true
+    }
+    if (target !== image.path) baseOf.set(image.path, target)
+  }
+  const statusOf = new Map(images.map((image) => [image.path, image.base.status]))
+  for (const [overlay, base] of baseOf) {
+    const node = nodes.get(overlay)!
+    const status = statusOf.get(overlay)
+    node.base = base
+    node.link = status === undefined || status === 'none' ? 'ok' : status
+    nodes.get(base)!.overlays.push(overlay)
+  }
+  // Break any loop (two images naming each other): the first one met becomes a root.
+  for (const node of nodes.values()) {
+    const seen = new Set<string>([node.id])
+    let current = node.base
+    while (current !== null) {
+      if (seen.has(current)) {
+        const looped = nodes.get(current)!
+        const parent = looped.base === null ? null : nodes.get(looped.base)
+        if (parent) parent.overlays = parent.overlays.filter((id) => id !== looped.id)
+        looped.base = null
+        break
+      }
+      seen.add(current)
+      current = nodes.get(current)?.base ?? null
+    }
+  }
+  const order = byName(nodes)
+  for (const node of nodes.values()) node.overlays.sort(order)
+
+  // Tidy tree: leaves take the next row, a base sits in the middle of its overlays' rows.
+  const rowHeight = geometry.nodeHeight + geometry.rowGap
+  const columnWidth = geometry.nodeWidth + geometry.columnGap
+  let nextRow = 0
+  let deepest = 0
+  const place = (id: string, level: number): number => {
+    const node = nodes.get(id)!
+    node.level = level
+    node.x = geometry.margin + level * columnWidth
+    deepest = Math.max(deepest, level)
+    if (node.overlays.length === 0) {
+      node.y = geometry.margin + nextRow++ * rowHeight
+      return node.y
+    }
+    const rows = node.overlays.map((overlay) => place(overlay, level + 1))
+    node.y = (rows[0]! + rows[rows.length - 1]!) / 2
+    return node.y
+  }
+  const roots = [...nodes.values()].filter((node) => node.base === null).map((node) => node.id)
+  for (const root of roots.sort(order)) place(root, 0)
+
+  const edges: ChainEdge[] = []
+  for (const node of nodes.values()) {
+    if (node.base === null || node.link === null) continue
+    const base = nodes.get(node.base)!
+    const x1 = base.x + geometry.nodeWidth
+    const y1 = base.y + geometry.nodeHeight / 2
+    const x2 = node.x
+    const y2 = node.y + geometry.nodeHeight / 2
+    const bend = (x2 - x1) / 2
+    edges.push({
+      id: `${node.id}→${base.id}`,
+      overlay: node.id,
+      base: base.id,
+      status: node.link,
+      path: `M ${x1} ${y1} C ${x1 + bend} ${y1}, ${x2 - bend} ${y2}, ${x2} ${y2}`,
+    })
+  }
+  const ordered = [...nodes.values()].sort((a, b) => a.level - b.level || a.y - b.y)
+  return {
+    nodes: ordered,
+    edges,
+    width:
+      nodes.size === 0 ? 0 : 2 * geometry.margin + (deepest + 1) * columnWidth - geometry.columnGap,
+    height: nodes.size === 0 ? 0 : 2 * geometry.margin + nextRow * rowHeight - geometry.rowGap,
+  }
+}
+
+const LINK_WORDS: Record<LinkStatus, string> = {
+  ok: 'base found',
+  missing: 'base missing',
+  refused: 'base not followed (untrusted)',
+  changed: 'base changed since the overlay was made',
+}
+
+/** The short state shown on a node, or null when all is well. */
+export function nodeBadge(node: ChainNode): { text: string; tone: 'error' | 'warning' } | null {
+  if (node.error !== null) return { text: 'Unreadable', tone: 'error' }
+  if (node.missing) return { text: 'Missing', tone: 'error' }
+  if (node.link === 'missing') return { text: 'Base missing', tone: 'error' }
+  if (node.link === 'changed') return { text: 'Base changed', tone: 'warning' }
+  if (node.link === 'refused') return { text: 'Untrusted base', tone: 'warning' }
+  return null
+}
+
+/** The node's second line: format and size, or why they are unknown. */
+export function nodeDetail(node: ChainNode): string {
+  if (node.missing) return 'file not found'
+  if (node.kind === 'outside') return 'not in the library'
+  if (node.error !== null) return 'could not be read'
+  return [node.format ?? '?', formatBytes(node.virtualSize)].join(' · ')
+}
+
+/** What a screen reader says for a node: name, what it is, its base and its overlays. */
+export function nodeLabel(graph: ChainGraph, node: ChainNode): string {
+  const parts = [node.name, nodeDetail(node)]
+  if (node.error !== null) parts.push(node.error)
+  if (node.base !== null && node.link !== null) {
+    const base = graph.nodes.find((other) => other.id === node.base)
+    parts.push(`overlay on ${base?.name ?? node.base}, ${LINK_WORDS[node.link]}`)
+  } else if (node.kind === 'image') {
+    parts.push('no base')
+  }
+  const count = node.overlays.length
+  parts.push(count === 0 ? 'no overlays' : count === 1 ? '1 overlay' : `${count} overlays`)
+  return parts.join(', ')
+}
+
+/** Arrow-key moves between nodes. */
+export type GraphDirection = 'left' | 'right' | 'up' | 'down'
+
+/**
+ * The node an arrow key moves to from `id`: left to the base, right to the middle overlay, up
+ * and down to the nearest node of the same column. null when there is none.
+ */
+export function neighbour(graph: ChainGraph, id: string, direction: GraphDirection): string | null {
+  const node = graph.nodes.find((candidate) => candidate.id === id)
+  if (!node) return null
+  if (direction === 'left') return node.base
+  if (direction === 'right') {
+    if (node.overlays.length === 0) return null
+    return node.overlays[Math.floor((node.overlays.length - 1) / 2)] ?? null
+  }
+  const column = graph.nodes.filter((candidate) => candidate.level === node.level)
+  const above = column.filter((candidate) => candidate.y < node.y)
+  const below = column.filter((candidate) => candidate.y > node.y)
+  if (direction === 'up') return above.length === 0 ? null : above[above.length - 1]!.id
+  return below[0]?.id ?? null
+}

@@ -1,0 +1,207 @@
+import { describe, expect, it } from 'vitest'
+import type { ImageSummary } from '../../../shared/ipc/contract'
+import {
+  buildChainGraph,
+  GEOMETRY,
+  neighbour,
+  nodeBadge,
+  nodeLabel,
+  type ChainGraph,
+} from '../../../renderer/src/lib/chain-graph'
+
+// The chain browser's graph: overlays linked to their bases (shared bases fan out), bases
+// outside the library shown as nodes of their own, missing and changed files marked, a tidy
+// layout without overlaps, labels for screen readers and arrow-key moves.
+
+const MIB = 1024 * 1024
+
+function image(path: string, overrides: Partial<ImageSummary> = {}): ImageSummary {
+  return {
+    path,
+    name: path.split('/').pop() ?? path,
+    addedAt: '2025-01-01T00:00:00.000Z',
+    format: 'add-cow',
+    virtualSize: 16 * MIB,
+    diskUsage: 64 * 1024,
+    files: [],
+    clusterSize: 64 * 1024,
+    allocatedPercent: 0,
+    base: { status: 'none', stored: null, path: null, reason: null },
+    chainLength: 1,
+    dependents: [],
+    error: null,
+    ...overrides,
+  }
+}
+
+function on(base: string, status: ImageSummary['base']['status'] = 'ok'): ImageSummary['base'] {
+  return {
+    status,
+    stored: base.split('/').pop() ?? base,
+    path: base,
+    reason: status === 'missing' ? 'missing' : 'inside-folder',
+  }
+}
+
+/** golden.img ← a, b (shared); a ← deep; orphan ← (missing) gone.img; stale ← moving.img (changed). */
+function library(): ImageSummary[] {
+  return [
+    image('/vm/golden.img', {
+      format: 'raw',
+      dependents: ['/vm/a.add-cow', '/vm/b.add-cow'],
+      allocatedPercent: null,
+    }),
+    image('/vm/a.add-cow', { base: on('/vm/golden.img'), dependents: ['/vm/deep.add-cow'] }),
+    image('/vm/b.add-cow', { base: on('/vm/golden.img') }),
+    image('/vm/deep.add-cow', { base: on('/vm/a.add-cow') }),
+    image('/x/orphan.add-cow', { base: on('/x/gone.img', 'missing') }),
+    image('/y/stale.add-cow', { base: on('/y/moving.img', 'changed') }),
+    image('/z/broken.add-cow', {
+      format: null,
+      virtualSize: null,
+      error: { code: 'BAD_MAGIC', message: '/z/broken.add-cow is not an add-cow file.' },
+    }),
+  ]
+}
+
+function node(graph: ChainGraph, id: string) {
+  const found = graph.nodes.find((candidate) => candidate.id === id)
+  if (!found) throw new Error(`no node ${id}`)
+  return found
+}
+
+describe('buildChainGraph', () => {
+  it('links overlays to their bases, and fans a shared base out', () => {
+    const graph = buildChainGraph(library())
+    expect(node(graph, '/vm/golden.img').overlays).toEqual(['/vm/a.add-cow', '/vm/b.add-cow'])
+    expect(node(graph, '/vm/a.add-cow')).toMatchObject({
+      base: '/vm/golden.img',
+      link: 'ok',
+      level: 1,
+    })
+    expect(node(graph, '/vm/deep.add-cow')).toMatchObject({ base: '/vm/a.add-cow', level: 2 })
+    expect(graph.edges.map((edge) => [edge.overlay, edge.base, edge.status]).sort()).toEqual(
+      [
+        ['/vm/a.add-cow', '/vm/golden.img', 'ok'],
+        ['/vm/b.add-cow', '/vm/golden.img', 'ok'],
+        ['/vm/deep.add-cow', '/vm/a.add-cow', 'ok'],
+        ['/x/orphan.add-cow', '/x/gone.img', 'missing'],
+        ['/y/stale.add-cow', '/y/moving.img', 'changed'],
+      ].sort(),
+    )
+  })
+
+  it('shows a base outside the library as its own node, marked missing when it is gone', () => {
+    const graph = buildChainGraph(library())
+    expect(node(graph, '/x/gone.img')).toMatchObject({ kind: 'outside', missing: true })
+    expect(node(graph, '/y/moving.img')).toMatchObject({ kind: 'outside', missing: false })
+    expect(nodeBadge(node(graph, '/x/gone.img'))).toEqual({ text: 'Missing', tone: 'error' })
+    expect(nodeBadge(node(graph, '/x/orphan.add-cow'))).toEqual({
+      text: 'Base missing',
+      tone: 'error',
+    })
+    expect(nodeBadge(node(graph, '/y/stale.add-cow'))).toEqual({
+      text: 'Base changed',
+      tone: 'warning',
+    })
+    expect(nodeBadge(node(graph, '/z/broken.add-cow'))).toEqual({
+      text: 'Unreadable',
+      tone: 'error',
+    })
+    expect(nodeBadge(node(graph, '/vm/b.add-cow'))).toBeNull()
+  })
+
+  it('lays the forest out without overlaps, a base centred on its overlays', () => {
+    const graph = buildChainGraph(library())
+    const { nodeWidth, nodeHeight } = GEOMETRY
+    for (const [index, first] of graph.nodes.entries()) {
+      for (const second of graph.nodes.slice(index + 1)) {
+        const apart =
+          first.x + nodeWidth <= second.x ||
+          second.x + nodeWidth <= first.x ||
+          first.y + nodeHeight <= second.y ||
+          second.y + nodeHeight <= first.y
+        expect(apart, `${first.id} overlaps ${second.id}`).toBe(true)
+      }
+      expect(first.x + nodeWidth).toBeLessThanOrEqual(graph.width)
+      expect(first.y + nodeHeight).toBeLessThanOrEqual(graph.height)
+    }
+    const golden = node(graph, '/vm/golden.img')
+    const a = node(graph, '/vm/a.add-cow')
+    const b = node(graph, '/vm/b.add-cow')
+    expect(golden.y).toBe((a.y + b.y) / 2)
+    expect(a.x).toBeGreaterThan(golden.x)
+    // Edges run from the base's right side to the overlay's left side.
+    const edge = graph.edges.find((candidate) => candidate.overlay === '/vm/b.add-cow')!
+    expect(edge.path.startsWith(`M ${golden.x + nodeWidth} ${golden.y + nodeHeight / 2}`)).toBe(
+      true,
+    )
+    expect(edge.path.endsWith(`${b.x} ${b.y + nodeHeight / 2}`)).toBe(true)
+  })
+
+  it('matches a refused base by its path when the library holds it', () => {
+    const graph = buildChainGraph([
+      image('/a/base.img', { format: 'raw' }),
+      image('/b/stranger.add-cow', {
+        base: {
+          status: 'refused',
+          stored: '/a/base.img',
+          path: '/a/base.img',
+          reason: 'outside-folder',
+        },
+      }),
+    ])
+    expect(graph.nodes).toHaveLength(2)
+    expect(graph.edges).toEqual([
+      expect.objectContaining({
+        overlay: '/b/stranger.add-cow',
+        base: '/a/base.img',
+        status: 'refused',
+      }),
+    ])
+  })
+
+  it('survives two images naming each other', () => {
+    const graph = buildChainGraph([
+      image('/l/one.add-cow', { base: on('/l/two.add-cow', 'refused') }),
+      image('/l/two.add-cow', { base: on('/l/one.add-cow', 'refused') }),
+    ])
+    expect(graph.nodes).toHaveLength(2)
+    expect(graph.nodes.filter((candidate) => candidate.base === null)).toHaveLength(1)
+    expect(graph.height).toBeGreaterThan(0)
+  })
+
+  it('is empty for an empty library', () => {
+    expect(buildChainGraph([])).toEqual({ nodes: [], edges: [], width: 0, height: 0 })
+  })
+})
+
+describe('labels and keys', () => {
+  it('says what each node is, its base and its overlays', () => {
+    const graph = buildChainGraph(library())
+    expect(nodeLabel(graph, node(graph, '/vm/golden.img'))).toBe(
+      'golden.img, raw · 16 MiB, no base, 2 overlays',
+    )
+    expect(nodeLabel(graph, node(graph, '/vm/a.add-cow'))).toBe(
+      'a.add-cow, add-cow · 16 MiB, overlay on golden.img, base found, 1 overlay',
+    )
+    expect(nodeLabel(graph, node(graph, '/x/gone.img'))).toBe('gone.img, file not found, 1 overlay')
+    expect(nodeLabel(graph, node(graph, '/y/stale.add-cow'))).toContain(
+      'base changed since the overlay was made',
+    )
+    expect(nodeLabel(graph, node(graph, '/z/broken.add-cow'))).toContain(
+      '/z/broken.add-cow is not an add-cow file.',
+    )
+  })
+
+  it('moves left to the base, right to an overlay, up and down in the column', () => {
+    const graph = buildChainGraph(library())
+    expect(neighbour(graph, '/vm/a.add-cow', 'left')).toBe('/vm/golden.img')
+    expect(neighbour(graph, '/vm/golden.img', 'right')).toBe('/vm/a.add-cow')
+    expect(neighbour(graph, '/vm/a.add-cow', 'down')).toBe('/vm/b.add-cow')
+    expect(neighbour(graph, '/vm/b.add-cow', 'up')).toBe('/vm/a.add-cow')
+    expect(neighbour(graph, '/vm/golden.img', 'left')).toBeNull()
+    expect(neighbour(graph, '/vm/b.add-cow', 'right')).toBeNull()
+    expect(neighbour(graph, '/nowhere', 'up')).toBeNull()
+  })
+})

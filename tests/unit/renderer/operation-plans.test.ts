@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest'
+import type { ImageSummary } from '../../../shared/ipc/contract'
+import {
+  imageSuits,
+  planCommit,
+  planFlatten,
+  type Allocation,
+  type ImageLayerInfo,
+} from '../../../renderer/src/lib/operation-plans'
+
+// What the commit and flatten wizards show before they start: clusters and bytes, from the
+// chain's info and the allocation summed per depth.
+
+const MIB = 1024 * 1024
+
+const OVERLAY: ImageLayerInfo = {
+  filename: '/images/vm.add-cow',
+  format: 'add-cow',
+  'virtual-size': 16 * MIB,
+  'actual-size': 65536,
+  'cluster-size': 65536,
+  'full-data-file': '/images/vm.raw',
+  'allocated-clusters': 2,
+  'total-clusters': 256,
+  'all-allocated': false,
+  'backing-filename': 'base.raw',
+  'full-backing-filename': '/images/base.raw',
+  'backing-filename-format': 'raw',
+}
+const BASE: ImageLayerInfo = {
+  filename: '/images/base.raw',
+  format: 'raw',
+  'virtual-size': 8 * MIB,
+  'actual-size': 4096,
+}
+
+function allocation(present: number[], zero: number): Allocation {
+  return {
+    virtualSize: 16 * MIB,
+    offset: 0,
+    length: 16 * MIB,
+    bucketSize: 16 * MIB,
+    layers: [],
+    buckets: [{ present, zero }],
+    totals: { present, zero },
+  }
+}
+
+describe('planCommit', () => {
+  it('counts the overlay’s own clusters and bytes, and sees the base grow', () => {
+    expect(planCommit([OVERLAY, BASE], allocation([131072, 3 * MIB], 13 * MIB - 131072))).toEqual({
+      overlay: '/images/vm.add-cow',
+      base: '/images/base.raw',
+      baseFormat: 'raw',
+      clusterSize: 65536,
+      clusters: 2,
+      bytes: 131072,
+      virtualSize: 16 * MIB,
+      baseGrowsFrom: 8 * MIB,
+      flattened: false,
+    })
+  })
+
+  it('commits every cluster of a flattened overlay', () => {
+    const flat = { ...OVERLAY, 'all-allocated': true, 'allocated-clusters': 256 }
+    const plan = planCommit(
+      [flat, { ...BASE, 'virtual-size': 16 * MIB }],
+      allocation([16 * MIB], 0),
+    )
+    expect(plan).toMatchObject({
+      clusters: 256,
+      bytes: 16 * MIB,
+      flattened: true,
+      baseGrowsFrom: null,
+    })
+  })
+})
+
+describe('planFlatten', () => {
+  it('counts what the chain below still provides, and the zeros it will not write', () => {
+    expect(planFlatten([OVERLAY, BASE], allocation([131072, 3 * MIB], 13 * MIB - 131072))).toEqual({
+      overlay: '/images/vm.add-cow',
+      imageFile: '/images/vm.raw',
+      base: '/images/base.raw',
+      clusterSize: 65536,
+      totalClusters: 256,
+      clustersFromChain: 254,
+      bytesFromChain: 3 * MIB,
+      zeroBytes: 13 * MIB - 131072,
+      virtualSize: 16 * MIB,
+      alreadyFlat: false,
+    })
+  })
+
+  it('sees an overlay that is already flat', () => {
+    const flat = { ...OVERLAY, 'all-allocated': true }
+    expect(planFlatten([flat], allocation([16 * MIB], 0))).toMatchObject({
+      clustersFromChain: 0,
+      bytesFromChain: 0,
+      alreadyFlat: true,
+    })
+  })
+})
+
+describe('imageSuits', () => {
+  const summary = (format: string | null, base: ImageSummary['base']['status']): ImageSummary => ({
+    path: '/images/x',
+    name: 'x',
+    addedAt: '',
+    format,
+    virtualSize: null,
+    diskUsage: null,
+    files: [],
+    clusterSize: null,
+    allocatedPercent: null,
+    base: { status: base, stored: null, path: null, reason: null },
+    chainLength: 1,
+    dependents: [],
+    error: null,
+  })
+
+  it('offers every readable image, add-cow images, or overlays with a base', () => {
+    expect(imageSuits(summary('raw', 'none'), 'any')).toBe(true)
+    expect(
+      imageSuits({ ...summary(null, 'none'), error: { code: 'NOT_FOUND', message: 'x' } }, 'any'),
+    ).toBe(false)
+    expect(imageSuits(summary('raw', 'none'), 'add-cow')).toBe(false)
+    expect(imageSuits(summary('add-cow', 'none'), 'add-cow')).toBe(true)
+    expect(imageSuits(summary('add-cow', 'none'), 'overlay')).toBe(false)
+    expect(imageSuits(summary('add-cow', 'ok'), 'overlay')).toBe(true)
+    expect(imageSuits(summary('add-cow', 'missing'), 'overlay')).toBe(true)
+  })
+})
