@@ -3,10 +3,10 @@ import { mkdir, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Page } from '@playwright/test'
-import { ADDCOW_BIN, expect, test } from './fixtures'
+import { ADDCOW_BIN, expect, SCREENSHOT_DIR, test } from './fixtures'
 
 const run = promisify(execFile)
-const SCREENSHOTS = 'docs/screenshots'
+const SCREENSHOTS = SCREENSHOT_DIR
 
 function shot(name: string): { path: string; animations: 'disabled' } {
   return { path: `${SCREENSHOTS}/${name}.png`, animations: 'disabled' }

@@ -149,3 +149,11 @@ export async function serveOverNbd(
   }
   return { uri, stop }
 }
+
+/**
+ * Where e2e screenshots go: docs/screenshots/ (the committed user-guide pictures) when
+ * UPDATE_SCREENSHOTS=1, else test-results/screenshots/, so a plain test run leaves the
+ * checkout clean. Every spec takes the same pictures either way.
+ */
+export const SCREENSHOT_DIR =
+  process.env.UPDATE_SCREENSHOTS === '1' ? 'docs/screenshots' : 'test-results/screenshots'

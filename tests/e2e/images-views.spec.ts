@@ -6,6 +6,7 @@ import type { Page } from '@playwright/test'
 import {
   expect,
   requestFromPage,
+  SCREENSHOT_DIR,
   runAddcow,
   serveOverNbd,
   startWebApp,
@@ -14,7 +15,7 @@ import {
 } from './fixtures'
 
 const run = promisify(execFile)
-const SCREENSHOTS = 'docs/screenshots'
+const SCREENSHOTS = SCREENSHOT_DIR
 
 function shot(name: string): { path: string; animations: 'disabled' } {
   return { path: `${SCREENSHOTS}/${name}.png`, animations: 'disabled' }

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Page } from '@playwright/test'
-import { ADDCOW_BIN, expect, type WebApp } from './fixtures'
+import { ADDCOW_BIN, expect, SCREENSHOT_DIR, type WebApp } from './fixtures'
 
 // What the operation screens' end-to-end tests share: real files made with qemu-img and
 // qemu-io, writes into an overlay's guest view through `addcow serve` (NBD), and screenshots.
@@ -12,7 +12,7 @@ import { ADDCOW_BIN, expect, type WebApp } from './fixtures'
 export const run = promisify(execFile)
 
 /** Where the screenshots of the user guide go. */
-const SCREENSHOTS = 'docs/screenshots'
+const SCREENSHOTS = SCREENSHOT_DIR
 
 /**
  * Take a screenshot of the page for docs/screenshots/NAME.png. The screens scroll inside the
