@@ -290,7 +290,7 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
     if (options.readOnly) serveArgs.push('--read-only')
     if (disk.tls) serveArgs.push('--tls-psk-file', `${disk.tls.pskFolder}/keys.psk`)
     serveArgs.push(disk.image)
-    prerequisite = { args: serveArgs, explanation: 'start the export first; it runs until Ctrl-C' }
+    prerequisite = { args: serveArgs, explanation: 'start the export; it runs until Ctrl-C' }
   }
   const args = groups.flatMap((group) => group.args)
   return {
