@@ -64,7 +64,7 @@ test('the launch screen explains the command line, copies it, and shows the cons
   await commandLine.getByRole('button', { name: 'Copy the QEMU command line' }).click()
   await expect(page.getByText('Copied the QEMU command line.')).toBeVisible()
   const copied = await page.evaluate(() => navigator.clipboard.readText())
-  expect(copied).toMatch(/^# Start the export first; it runs until Ctrl-C:\n# {3}addcow serve/)
+  expect(copied).toMatch(/^# Start the export; it runs until Ctrl-C:\n# {3}addcow serve/)
   expect(copied).toMatch(/qemu-system-x86_64 \\\n/)
   expect(copied).toContain('  -m 64 \\\n')
   expect(copied).toContain('  -device isa-debug-exit,iobase=0xf4,iosize=0x04\n')

@@ -38,7 +38,7 @@ const COMMAND: QemuCommand = {
   rendering: '',
   prerequisite: {
     args: ['addcow', 'serve', '--socket', '/tmp/my vm.sock', '/images/vm.add-cow'],
-    explanation: 'start the export first; it runs until Ctrl-C',
+    explanation: 'start the export; it runs until Ctrl-C',
   },
 }
 COMMAND.args = COMMAND.explained.flatMap((group) => group.args)
@@ -76,7 +76,7 @@ describe('commandText', () => {
   it('is a shell command with one option a line, the export to start first as a comment', () => {
     expect(commandText(COMMAND)).toBe(
       [
-        '# Start the export first; it runs until Ctrl-C:',
+        '# Start the export; it runs until Ctrl-C:',
         "#   addcow serve --socket '/tmp/my vm.sock' /images/vm.add-cow",
         'qemu-system-x86_64 \\',
         '  -name addcow-vm.add-cow \\',
