@@ -163,7 +163,13 @@ export function setReadBatchEnabled(enabled: boolean): void {
 /** The addon's readBatch, bound, or null when it is missing or switched off. */
 export function readBatchFunction():
   ((target: Uint8Array, pieces: Float64Array) => Promise<void>) | null {
-  const addon = native()
-  if (!readBatchEnabled || !addon?.readBatch) return null
-  return addon.readBatch.bind(addon)
+  if (!readBatchEnabled) return null
+  if (boundReadBatch === undefined) {
+    const addon = native()
+    boundReadBatch = addon?.readBatch ? addon.readBatch.bind(addon) : null
+  }
+  return boundReadBatch
 }
+
+/** readBatch bound once (readInto asks for it on every read); undefined until first asked. */
+let boundReadBatch: ((target: Uint8Array, pieces: Float64Array) => Promise<void>) | null | undefined

@@ -100,23 +100,34 @@ async function realOrResolved(path: string): Promise<string> {
  */
 export async function createOverlay(options: CreateOverlayOptions): Promise<CreateOverlayResult> {
   const overlay = resolve(options.overlay)
-  const clusterBits = options.clusterSize === undefined ? DEFAULT_CLUSTER_BITS : clusterBitsOf(options.clusterSize)
+  const clusterBits =
+    options.clusterSize === undefined ? DEFAULT_CLUSTER_BITS : clusterBitsOf(options.clusterSize)
   const clusterSize = 2 ** clusterBits
   if (await exists(overlay)) {
-    throw new EngineError('ALREADY_EXISTS', `${overlay} already exists; refusing to overwrite it.`, {
-      path: overlay,
-    })
+    throw new EngineError(
+      'ALREADY_EXISTS',
+      `${overlay} already exists; refusing to overwrite it.`,
+      {
+        path: overlay,
+      },
+    )
   }
   const imageName = options.image ?? defaultImageName(overlay)
   if (imageName === '') {
-    throw new EngineError('BAD_ARGUMENT', 'The image file name must not be empty.', { field: 'image' })
+    throw new EngineError('BAD_ARGUMENT', 'The image file name must not be empty.', {
+      field: 'image',
+    })
   }
   const imagePath = resolveName(overlay, imageName)
   if (imagePath === overlay) {
-    throw new EngineError('SAME_FILE', `The image file ${imagePath} cannot be the overlay itself.`, {
-      path: overlay,
-      field: 'image',
-    })
+    throw new EngineError(
+      'SAME_FILE',
+      `The image file ${imagePath} cannot be the overlay itself.`,
+      {
+        path: overlay,
+        field: 'image',
+      },
+    )
   }
 
   let backingPath: string | null = null
@@ -125,7 +136,9 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   let baseFingerprint: BaseFingerprint | null = null
   if (options.backing !== undefined) {
     if (options.backing === '') {
-      throw new EngineError('BAD_ARGUMENT', 'The backing file name must not be empty.', { field: 'backing' })
+      throw new EngineError('BAD_ARGUMENT', 'The backing file name must not be empty.', {
+        field: 'backing',
+      })
     }
     backingPath = resolveName(overlay, options.backing)
     backingFormat = options.backingFormat ?? (await probeFormat(backingPath))
@@ -140,14 +153,16 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     } finally {
       await base.close()
     }
-    if ((await realOrResolved(backingPath)) === (await realOrResolved(imagePath))) {
+    const realBacking = await realOrResolved(backingPath)
+    const realImage = await realOrResolved(imagePath)
+    if (realBacking === realImage) {
       throw new EngineError(
         'SAME_FILE',
-        `The image file and the backing file are the same file (${await realOrResolved(imagePath)}).`,
+        `The image file and the backing file are the same file (${realImage}).`,
         { path: overlay, field: 'image', value: imageName },
       )
     }
-    if ((await realOrResolved(backingPath)) === overlay) {
+    if (realBacking === overlay) {
       throw new EngineError('SAME_FILE', `The overlay ${overlay} cannot be its own backing file.`, {
         path: overlay,
       })
@@ -160,11 +175,15 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
 
   const imageExists = await exists(imagePath)
   if (imageExists && !(await isRegularFile(imagePath))) {
-    throw new EngineError('BAD_ARGUMENT', `The image file ${imagePath} exists and is not a regular file.`, {
-      path: imagePath,
-      field: 'image',
-      value: imageName,
-    })
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `The image file ${imagePath} exists and is not a regular file.`,
+      {
+        path: imagePath,
+        field: 'image',
+        value: imageName,
+      },
+    )
   }
   const existingLength = imageExists ? await fileLength(imagePath) : 0
   let size: number
@@ -182,19 +201,30 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   } else if (imageExists) {
     size = existingLength
   } else {
-    throw new EngineError('BAD_ARGUMENT', `A size (-s) is needed for ${overlay}: there is no base to take it from.`, {
-      path: overlay,
-      field: 'size',
-    })
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `A size (-s) is needed for ${overlay}: there is no base to take it from.`,
+      {
+        path: overlay,
+        field: 'size',
+      },
+    )
   }
   if (Number.isInteger(size) && size > Number.MAX_SAFE_INTEGER) {
-    throw new EngineError('SIZE_LIMIT', `Size ${size} is more than this tool can address (2^53 - 1 bytes).`, {
+    throw new EngineError(
+      'SIZE_LIMIT',
+      `Size ${size} is more than this tool can address (2^53 - 1 bytes).`,
+      {
+        field: 'size',
+        value: size,
+      },
+    )
+  }
+  if (!Number.isSafeInteger(size) || size < 0) {
+    throw new EngineError('BAD_ARGUMENT', `Size ${size} is not a valid byte count.`, {
       field: 'size',
       value: size,
     })
-  }
-  if (!Number.isSafeInteger(size) || size < 0) {
-    throw new EngineError('BAD_ARGUMENT', `Size ${size} is not a valid byte count.`, { field: 'size', value: size })
   }
   const shape = geometry(clusterBits, size)
   if (shape.bitmapBytes > MAX_BITMAP_BYTES) {
@@ -219,10 +249,15 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   )
   throwIfAborted(options.signal, 'create')
 
-  const temporary = join(dirname(overlay), `.${basename(overlay)}.${randomBytes(4).toString('hex')}.creating`)
+  const temporary = join(
+    dirname(overlay),
+    `.${basename(overlay)}.${randomBytes(4).toString('hex')}.creating`,
+  )
   let imageCreated = false
   try {
-    const image = imageExists ? await BlockFile.open(imagePath, true) : await BlockFile.create(imagePath, true)
+    const image = imageExists
+      ? await BlockFile.open(imagePath, true)
+      : await BlockFile.create(imagePath, true)
     imageCreated = !imageExists
     try {
       if (size > existingLength) await image.truncate(size)
@@ -243,7 +278,9 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     options.onProgress?.(2, 3)
     throwIfAborted(options.signal, 'create')
     if (await exists(overlay)) {
-      throw new EngineError('ALREADY_EXISTS', `${overlay} appeared while it was being created.`, { path: overlay })
+      throw new EngineError('ALREADY_EXISTS', `${overlay} appeared while it was being created.`, {
+        path: overlay,
+      })
     }
     await rename(temporary, overlay)
     options.onProgress?.(3, 3)
@@ -254,7 +291,8 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   }
 
   const trust = [{ from: await realOrResolved(overlay), to: await realOrResolved(imagePath) }]
-  if (backingPath !== null) trust.push({ from: trust[0]!.from, to: await realOrResolved(backingPath) })
+  if (backingPath !== null)
+    trust.push({ from: trust[0]!.from, to: await realOrResolved(backingPath) })
   return {
     overlay,
     image: imagePath,

@@ -521,6 +521,7 @@ export class AddCowDisk implements Disk {
     const end = offset + length
     // Whole clusters that are unallocated here and read as zeros below need no write at all;
     // everything else is written as zeroes, in runs of up to ZERO_CHUNK bytes.
+    const belowIsZero = this.zeroBelow(offset, end)
     let runStart = offset
     let cursor = offset
     while (cursor < end) {
@@ -530,9 +531,7 @@ export class AddCowDisk implements Disk {
       const pieceEnd = Math.min(clusterEnd, end)
       const whole = cursor === clusterStart && pieceEnd === clusterEnd
       const skip =
-        whole &&
-        !this.isAllocated(cluster) &&
-        (await this.belowIsZero(clusterStart, clusterEnd - clusterStart))
+        whole && !this.isAllocated(cluster) && (await belowIsZero(clusterStart, clusterEnd))
       if (skip || pieceEnd - runStart > ZERO_CHUNK) {
         if (cursor > runStart) await this.write(runStart, zeroes(cursor - runStart))
         runStart = skip ? pieceEnd : cursor
@@ -543,12 +542,30 @@ export class AddCowDisk implements Disk {
     if (options?.fua) await this.flush()
   }
 
-  private async belowIsZero(offset: number, length: number): Promise<boolean> {
+  /**
+   * A test of whether [start, finish) reads as zeros below this layer, for ascending ranges
+   * inside [offset, end). The backing disk's block status is asked once for the whole range,
+   * on the first range that lies inside it, not once per cluster.
+   */
+  private zeroBelow(
+    offset: number,
+    end: number,
+  ): (start: number, finish: number) => Promise<boolean> {
     const backing = this.backing
-    if (!backing || offset >= backing.size) return true
-    if (!backing.capabilities.blockStatus) return false
-    const extents = await backing.blockStatus(offset, Math.min(length, backing.size - offset))
-    return extents.every((extent) => extent.zero)
+    let extents: BlockExtent[] | null = null
+    let index = 0
+    return async (start, finish) => {
+      if (!backing || start >= backing.size) return true
+      if (!backing.capabilities.blockStatus) return false
+      extents ??= await backing.blockStatus(offset, Math.min(end, backing.size) - offset)
+      const stop = Math.min(finish, backing.size)
+      while (index < extents.length && extents[index]!.offset + extents[index]!.length <= start)
+        index++
+      for (let i = index; i < extents.length && extents[i]!.offset < stop; i++) {
+        if (!extents[i]!.zero) return false
+      }
+      return true
+    }
   }
 
   async discard(offset: number, length: number): Promise<void> {
