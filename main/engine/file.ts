@@ -1,9 +1,105 @@
 import { read, write } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, wrapIoError } from './errors'
+import { readBatchFunction, readCachedFunction } from './native/index'
 
 /** Largest single read or write issued to the OS; bigger requests are split. */
 const MAX_IO = 8 * 1024 * 1024
+/**
+ * Most bytes one read copies from the page cache on the calling thread (see
+ * {@link BlockFile.readCachedAt}): a few milliseconds of the event loop at worst.
+ */
+export const CACHED_READ_BUDGET = 8 * 1024 * 1024
+
+/** The one piece of a single-range readCached call (the call is synchronous: reused). */
+const onePiece = new Float64Array(4)
+/**
+ * Reads at least this long are split in two: one half copied on this thread while a
+ * thread-pool job copies the other, so a lone sequential reader uses two cores.
+ */
+const SPLIT_READ_MIN = 512 * 1024
+/** Thread-pool jobs of a batched read carry at least this many bytes each. */
+const BATCH_MIN_BYTES = 256 * 1024
+/** Pieces per native batch job (the addon accepts up to 65536). */
+const BATCH_MAX_PIECES = 16384
+/** Thread-pool jobs one batched read is spread over when nothing came from the cache. */
+const BATCH_JOBS = 8
+
+/**
+ * Read pieces of plain files into `target` with the native addon: `pieces` is flat
+ * [fd, position, targetOffset, length] quadruples, zeros past a file's end.
+ *
+ * A big read is split in half by bytes: the second half goes to one thread-pool job at once,
+ * and the first is copied here from the page cache (readCached) while that job runs; whatever
+ * of the first half is not cached goes to the thread pool too. Copies out of the page cache
+ * are what a read from a warm overlay costs, and this way two cores do them. Without the fast
+ * path, the pieces go to a few thread-pool jobs. Returns null when the addon has no batched
+ * reads (or they are switched off): read piece by piece with {@link BlockFile.readAt} then.
+ * Keep the files open until the promise settles.
+ */
+export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<void> | null {
+  const readBatch = readBatchFunction()
+  if (!readBatch) return null
+  const readCached = readCachedFunction()
+  const jobs: Promise<void>[] = []
+  const queue = (from: number, to: number, budget: number): void => {
+    let next = from
+    while (next < to) {
+      let stop = next
+      let bytes = 0
+      while (stop < to && bytes < budget && stop - next < BATCH_MAX_PIECES * 4) {
+        bytes += pieces[stop + 3]!
+        stop += 4
+      }
+      jobs.push(readBatch(target, Float64Array.from(pieces.slice(next, stop))))
+      next = stop
+    }
+  }
+  let total = 0
+  for (let index = 3; index < pieces.length; index += 4) total += pieces[index]!
+  const jobBudget = Math.max(BATCH_MIN_BYTES, Math.ceil(total / BATCH_JOBS))
+  if (!readCached) {
+    queue(0, pieces.length, jobBudget)
+    return Promise.all(jobs).then(() => undefined)
+  }
+  let head = pieces.length
+  if (total >= SPLIT_READ_MIN) {
+    // Cut at half the bytes, splitting the piece that straddles the middle.
+    let bytes = 0
+    for (let index = 0; index < pieces.length; index += 4) {
+      const length = pieces[index + 3]!
+      if (bytes + length > total / 2) {
+        const first = Math.floor(total / 2) - bytes
+        if (first > 0) {
+          const [fd, position, offset] = [pieces[index]!, pieces[index + 1]!, pieces[index + 2]!]
+          pieces.splice(
+            index,
+            4,
+            fd,
+            position,
+            offset,
+            first,
+            fd,
+            position + first,
+            offset + first,
+            length - first,
+          )
+          index += 4
+        }
+        head = index
+        break
+      }
+      bytes += length
+    }
+    queue(head, pieces.length, Number.POSITIVE_INFINITY)
+  }
+  const done =
+    head > 0
+      ? readCached(target, Float64Array.from(pieces.slice(0, head)), CACHED_READ_BUDGET) * 4
+      : 0
+  queue(done, head, jobBudget)
+  return jobs.length === 0 ? Promise.resolve() : Promise.all(jobs).then(() => undefined)
+}
 
 /** One call that changes a file or its durability, as a {@link FileObserver} sees it. */
 export type FileEvent =
@@ -78,13 +174,43 @@ export class BlockFile {
     return this.handle.fd
   }
 
+  /**
+   * Fill `target` from position `position` now, on this thread, if all of it is in the page
+   * cache (preadv2 with RWF_NOWAIT, through the native addon) and it is at most
+   * {@link CACHED_READ_BUDGET} bytes; returns false, with `target` partly written, when it is
+   * not, or when the addon is missing or the fast path is switched off. A read from the page
+   * cache is a memory copy: doing it here saves the thread-pool round trip, which costs more
+   * than the copy for small reads.
+   */
+  readCachedAt(target: Uint8Array, position: number): boolean {
+    const readCached = readCachedFunction()
+    if (!readCached || target.length > CACHED_READ_BUDGET || target.length === 0) return false
+    onePiece[0] = this.handle.fd
+    onePiece[1] = position
+    onePiece[2] = 0
+    onePiece[3] = target.length
+    try {
+      return readCached(target, onePiece, target.length) === 1
+    } catch (error) {
+      throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${position} of`)
+    }
+  }
+
   /** Fill `target` from position `position`; zeros past the end of the file. */
   async readAt(target: Uint8Array, position: number): Promise<void> {
+    if (this.readCachedAt(target, position)) return
     let done = 0
     try {
       while (done < target.length) {
         const chunk = Math.min(target.length - done, MAX_IO)
-        const bytesRead = await positional(read, this.handle.fd, target, done, chunk, position + done)
+        const bytesRead = await positional(
+          read,
+          this.handle.fd,
+          target,
+          done,
+          chunk,
+          position + done,
+        )
         if (bytesRead === 0) {
           target.fill(0, done)
           return
@@ -100,12 +226,21 @@ export class BlockFile {
   async writeAt(data: Uint8Array, position: number): Promise<void> {
     let done = 0
     const watcher = observer
-    const event: FileEvent | null = watcher ? { kind: 'write', path: this.path, position, data } : null
+    const event: FileEvent | null = watcher
+      ? { kind: 'write', path: this.path, position, data }
+      : null
     try {
       if (event) watcher?.before?.(event)
       while (done < data.length) {
         const chunk = Math.min(data.length - done, MAX_IO)
-        const bytesWritten = await positional(write, this.handle.fd, data, done, chunk, position + done)
+        const bytesWritten = await positional(
+          write,
+          this.handle.fd,
+          data,
+          done,
+          chunk,
+          position + done,
+        )
         done += bytesWritten
       }
       if (event) watcher?.after?.(event)
@@ -157,7 +292,9 @@ export class BlockFile {
   /** fdatasync: the data written so far is durable. */
   async datasync(): Promise<void> {
     const watcher = observer
-    const event: FileEvent | null = watcher ? { kind: 'sync', path: this.path, metadata: false } : null
+    const event: FileEvent | null = watcher
+      ? { kind: 'sync', path: this.path, metadata: false }
+      : null
     try {
       if (event) watcher?.before?.(event)
       await this.handle.datasync()
@@ -170,7 +307,9 @@ export class BlockFile {
   /** fsync: data and file metadata (length) are durable. */
   async sync(): Promise<void> {
     const watcher = observer
-    const event: FileEvent | null = watcher ? { kind: 'sync', path: this.path, metadata: true } : null
+    const event: FileEvent | null = watcher
+      ? { kind: 'sync', path: this.path, metadata: true }
+      : null
     try {
       if (event) watcher?.before?.(event)
       await this.handle.sync()
@@ -202,7 +341,9 @@ function positional(
   position: number,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
-    ;(call as typeof read)(fd, buffer, offset, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes)))
+    ;(call as typeof read)(fd, buffer, offset, length, position, (error, bytes) =>
+      error ? reject(error) : resolve(bytes),
+    )
   })
 }
 

@@ -10,6 +10,8 @@ export interface NativeFeatures {
   /** 'qemu-ofd': QEMU-compatible open-file-description byte locks; 'flock': whole-file flock. */
   lockKind: 'qemu-ofd' | 'flock'
   copyFileRange: boolean
+  /** readCached (preadv2 with RWF_NOWAIT) is available; absent in older builds. */
+  readCached?: boolean
 }
 
 /**
@@ -37,6 +39,13 @@ export interface NativeAddon {
    * of its file. Absent in builds older than this function.
    */
   readBatch?(target: Uint8Array, pieces: Float64Array): Promise<void>
+  /**
+   * The same pieces read now, on this thread, from the page cache only (preadv2 RWF_NOWAIT):
+   * returns how many leading pieces it completed. It stops at the first piece not all cached,
+   * or once `budget` bytes are done; read the rest with readBatch or plain reads. Absent in
+   * builds older than this function.
+   */
+  readCached?(target: Uint8Array, pieces: Float64Array, budget: number): number
   /** copy_file_range on the libuv thread pool; resolves with the bytes copied. */
   copyFileRange(
     input: number,
@@ -173,3 +182,29 @@ export function readBatchFunction():
 
 /** readBatch bound once (readInto asks for it on every read); undefined until first asked. */
 let boundReadBatch: ((target: Uint8Array, pieces: Float64Array) => Promise<void>) | null | undefined
+
+/** Signature of the addon's readCached (see {@link NativeAddon.readCached}). */
+export type ReadCached = (target: Uint8Array, pieces: Float64Array, budget: number) => number
+
+let readCachedEnabled = process.env.ADDCOW_NO_READ_CACHED !== '1'
+let boundReadCached: ReadCached | null | undefined
+
+/**
+ * Try reads from the page cache on the calling thread first (default), or always go through
+ * the thread pool. ADDCOW_NO_READ_CACHED=1 turns the fast path off at start; tests switch
+ * between both paths to prove they return the same bytes.
+ */
+export function setReadCachedEnabled(enabled: boolean): void {
+  readCachedEnabled = enabled
+}
+
+/** The addon's readCached, bound, or null when it is missing, unsupported or switched off. */
+export function readCachedFunction(): ReadCached | null {
+  if (!readCachedEnabled) return null
+  if (boundReadCached === undefined) {
+    const addon = native()
+    boundReadCached =
+      addon?.readCached && addon.features.readCached ? addon.readCached.bind(addon) : null
+  }
+  return boundReadCached
+}

@@ -1,12 +1,18 @@
-// The add-cow read path has two implementations: batched preads through the native addon (one
-// thread-pool job per group of cluster runs) and the portable one (one read per run). Both must
-// return the guest view exactly: over a raw base (batched), over an add-cow base (read through
-// the base's own disk), with a base shorter than the overlay (zeros past its end) and without
-// a base, at random offsets and lengths.
+// The add-cow read path has three implementations: batched preads through the native addon,
+// first from the page cache on the calling thread (readCached) with the rest and half of big
+// reads on the thread pool (the default); the same batches all on the thread pool (readCached
+// off); and the portable one (one read per run). All must return the guest view exactly: over
+// a raw base (batched), over an add-cow base (read through the base's own disk), with a base
+// shorter than the overlay (zeros past its end) and without a base, at random offsets and
+// lengths.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Disk } from '../../../main/engine/disk'
-import { native, setReadBatchEnabled } from '../../../main/engine/native/index'
+import {
+  native,
+  setReadBatchEnabled,
+  setReadCachedEnabled,
+} from '../../../main/engine/native/index'
 import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { tempDir } from '../../helpers/tools'
@@ -75,7 +81,10 @@ describe.each([4096, 65536])(
       ['an add-cow base', 'add-cow'],
       ['no base', 'none'],
     ])('returns the guest view over %s', async (_label, kind) => {
-      if (process.env.CI === 'true') expect(addon?.readBatch).toBeTypeOf('function')
+      if (process.env.CI === 'true') {
+        expect(addon?.readBatch).toBeTypeOf('function')
+        expect(addon?.readCached).toBeTypeOf('function')
+      }
       const dir = join(folder.path, `${kind}-${clusterSize}`)
       await import('node:fs/promises').then((fs) => fs.mkdir(dir))
       const size = 6 * MIB + 12345
@@ -108,21 +117,29 @@ describe.each([4096, 65536])(
       try {
         await scatter(top, model, 29, clusterSize)
         const batched = await readAll(top, 7)
-        setReadBatchEnabled(false)
+        setReadCachedEnabled(false)
+        let pooled: Buffer[]
         let portable: Buffer[]
         try {
+          pooled = await readAll(top, 7)
+          setReadBatchEnabled(false)
           portable = await readAll(top, 7)
         } finally {
+          setReadCachedEnabled(true)
           setReadBatchEnabled(true)
         }
         const next = random(7)
         expect(batched[0]!.equals(model)).toBe(true)
+        expect(pooled[0]!.equals(model)).toBe(true)
         expect(portable[0]!.equals(model)).toBe(true)
         for (let i = 1; i < batched.length; i++) {
           const offset = Math.floor(next() * size)
           const length = Math.min(size - offset, Math.floor(next() * 3 * MIB))
           const expected = model.subarray(offset, offset + length)
           expect(batched[i]!.equals(expected), `batched read ${i} at ${offset}+${length}`).toBe(
+            true,
+          )
+          expect(pooled[i]!.equals(expected), `thread-pool read ${i} at ${offset}+${length}`).toBe(
             true,
           )
           expect(portable[i]!.equals(expected), `portable read ${i} at ${offset}+${length}`).toBe(

@@ -18,7 +18,7 @@ import {
   readInPieces,
   runLimited,
 } from '../../extents'
-import { BlockFile, zeroes } from '../../file'
+import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { readBatchFunction } from '../../native/index'
 import { RawDisk } from '../raw/raw'
 import { ClusterBitmap } from './bitmap'
@@ -42,10 +42,6 @@ const IO_PARALLELISM = 8
  * the page cache spread over the thread pool (tests/bench/read-sequential.ts).
  */
 const READ_PIECE = 512 * 1024
-/** A batched read is split into jobs of at least this many bytes, so they spread over threads. */
-const BATCH_MIN_BYTES = 256 * 1024
-/** Pieces per native batch (the addon accepts up to 65536). */
-const BATCH_MAX_PIECES = 16384
 /** Bytes of zeroes written per request by writeZeroes where it must write. */
 const ZERO_CHUNK = 1024 * 1024
 
@@ -320,13 +316,19 @@ export class AddCowDisk implements Disk {
     const bitmap = this.allAllocated ? null : this.bitmap
     if (!bitmap) {
       const image = this.image
+      const whole = readFilePieces(target, [image.fd, offset, 0, target.length])
+      if (whole) {
+        await whole.catch((error: unknown) => {
+          throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${offset} of`)
+        })
+        return
+      }
       await readInPieces(target, offset, READ_PIECE, IO_PARALLELISM, (part, at) =>
         image.readAt(part, at),
       )
       return
     }
-    const readBatch = readBatchFunction()
-    if (readBatch) return this.readBatched(readBatch, target, offset, bitmap)
+    if (readBatchFunction()) return this.readBatched(target, offset, bitmap)
     const end = offset + target.length
     const tasks: (() => Promise<void>)[] = []
     bitmap.forEachRun(
@@ -359,7 +361,6 @@ export class AddCowDisk implements Disk {
    * unallocated clusters otherwise cost. Other bases are read through their own disk.
    */
   private async readBatched(
-    readBatch: (target: Uint8Array, pieces: Float64Array) => Promise<void>,
     target: Uint8Array,
     offset: number,
     bitmap: ClusterBitmap,
@@ -368,19 +369,8 @@ export class AddCowDisk implements Disk {
     const clusterSize = this.clusterSize
     const backing = this.backing
     const rawBase = backing instanceof RawDisk ? backing : null
-    const budget = Math.max(BATCH_MIN_BYTES, Math.ceil(target.length / IO_PARALLELISM))
-    const batches: number[][] = [[]]
-    let batchBytes = 0
-    const add = (fd: number, position: number, length: number): void => {
-      let batch = batches[batches.length - 1]!
-      if (batchBytes >= budget || batch.length >= BATCH_MAX_PIECES * 4) {
-        batch = []
-        batches.push(batch)
-        batchBytes = 0
-      }
-      batch.push(fd, position, position - offset, length)
-      batchBytes += length
-    }
+    // Flat [fd, position, targetOffset, length] quadruples, in guest order.
+    const pieces: number[] = []
     const others: (() => Promise<void>)[] = []
     const imageFd = this.image.fd
     bitmap.forEachRun(
@@ -390,12 +380,12 @@ export class AddCowDisk implements Disk {
         const start = Math.max(first * clusterSize, offset)
         const finish = Math.min(stop * clusterSize, end)
         if (allocated) {
-          add(imageFd, start, finish - start)
+          pieces.push(imageFd, start, start - offset, finish - start)
         } else if (!backing) {
           target.fill(0, start - offset, finish - offset)
         } else if (rawBase) {
           const available = Math.max(0, Math.min(finish, rawBase.size) - start)
-          if (available > 0) add(rawBase.fd, start, available)
+          if (available > 0) pieces.push(rawBase.fd, start, start - offset, available)
           if (start + available < finish)
             target.fill(0, start + available - offset, finish - offset)
         } else {
@@ -406,12 +396,7 @@ export class AddCowDisk implements Disk {
       },
     )
     try {
-      await Promise.all([
-        ...batches
-          .filter((batch) => batch.length > 0)
-          .map((batch) => readBatch(target, Float64Array.from(batch))),
-        runLimited(others, IO_PARALLELISM),
-      ])
+      await Promise.all([readFilePieces(target, pieces), runLimited(others, IO_PARALLELISM)])
     } catch (error) {
       throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${offset} of`)
     }

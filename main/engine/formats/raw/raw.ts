@@ -7,9 +7,9 @@ import type {
   OpenOptions,
   WriteOptions,
 } from '../../disk'
-import { EngineError } from '../../errors'
+import { EngineError, wrapIoError } from '../../errors'
 import { checkRange, pushExtent, readInPieces } from '../../extents'
-import { BlockFile, zeroes } from '../../file'
+import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { native } from '../../native/index'
 import { dataExtentsIn, punchOrZero } from '../../ops/sparse'
 
@@ -69,6 +69,13 @@ export class RawDisk implements Disk {
   async readInto(target: Uint8Array, offset: number): Promise<void> {
     checkRange(this.path, this.size, offset, target.length)
     const file = this.file
+    const whole = readFilePieces(target, [file.fd, offset, 0, target.length])
+    if (whole) {
+      await whole.catch((error: unknown) => {
+        throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${offset} of`)
+      })
+      return
+    }
     await readInPieces(target, offset, READ_PIECE, READ_PARALLELISM, (part, at) =>
       file.readAt(part, at),
     )

@@ -8,6 +8,7 @@
  *   copyFileRange(in, inOff, out, outOff, n) copy_file_range on the thread pool -> Promise<bytes>
  *   punchHoleAsync(fd, offset, length)       punchHole on the thread pool -> Promise<void>
  *   readBatch(target, pieces)                many preads in one thread-pool job -> Promise<void>
+ *   readCached(target, pieces, budget)       the same preads now, from the page cache only -> pieces done
  *   features                                 which of the above this build supports
  *
  * Offsets and lengths are JavaScript numbers (safe integers, < 2^53). System errors are thrown
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifdef __linux__
@@ -455,6 +457,48 @@ typedef struct {
   int error;
 } ReadBatchJob;
 
+/* One [fd, position, targetOffset, length] quadruple from JavaScript, checked against the
+ * target; throws a RangeError and returns false when it is not a valid piece. */
+static bool get_piece(napi_env env, const double *raw, size_t target_length, int64_t *out) {
+  double fd = raw[0], position = raw[1], offset = raw[2], length = raw[3];
+  bool valid = fd >= 0 && fd <= 2147483647.0 && (double)(int64_t)fd == fd && position >= 0 &&
+               position <= 9007199254740991.0 && (double)(int64_t)position == position && offset >= 0 &&
+               length >= 0 && (double)(int64_t)offset == offset && (double)(int64_t)length == length &&
+               offset + length <= (double)target_length;
+  if (!valid) {
+    napi_throw_range_error(env, "EINVAL", "a piece lies outside the target or has an invalid fd or position");
+    return false;
+  }
+  out[0] = (int64_t)fd;
+  out[1] = (int64_t)position;
+  out[2] = (int64_t)offset;
+  out[3] = (int64_t)length;
+  return true;
+}
+
+/* Get the target Uint8Array and the pieces Float64Array of readBatch / readCached. */
+static bool get_batch_args(napi_env env, napi_value *argv, uint8_t **target, size_t *target_length,
+                           const double **raw, size_t *count) {
+  napi_value array_buffer;
+  napi_typedarray_type type;
+  size_t byte_offset;
+  void *target_data, *pieces_data;
+  if (napi_get_typedarray_info(env, argv[0], &type, target_length, &target_data, &array_buffer, &byte_offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, "EINVAL", "target must be a Uint8Array");
+    return false;
+  }
+  if (napi_get_typedarray_info(env, argv[1], &type, count, &pieces_data, &array_buffer, &byte_offset) != napi_ok ||
+      type != napi_float64_array || *count % 4 != 0 || *count / 4 > READ_BATCH_MAX_PIECES) {
+    napi_throw_type_error(env, "EINVAL", "pieces must be a Float64Array of at most 65536 [fd, position, offset, length] quadruples");
+    return false;
+  }
+  *count /= 4;
+  *target = target_data;
+  *raw = pieces_data;
+  return true;
+}
+
 static void read_batch_execute(napi_env env, void *data) {
   (void)env;
   ReadBatchJob *job = data;
@@ -498,43 +542,22 @@ static void read_batch_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value read_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[2], promise, name, array_buffer;
-  napi_typedarray_type type;
-  size_t target_length, byte_offset, count;
-  void *target_data, *pieces_data;
+  napi_value argv[2], promise, name;
+  uint8_t *target_data;
+  size_t target_length, count;
+  const double *raw;
   if (!get_args(env, info, 2, argv)) return NULL;
-  if (napi_get_typedarray_info(env, argv[0], &type, &target_length, &target_data, &array_buffer, &byte_offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, "EINVAL", "target must be a Uint8Array");
-    return NULL;
-  }
-  if (napi_get_typedarray_info(env, argv[1], &type, &count, &pieces_data, &array_buffer, &byte_offset) != napi_ok ||
-      type != napi_float64_array || count % 4 != 0 || count / 4 > READ_BATCH_MAX_PIECES) {
-    napi_throw_type_error(env, "EINVAL", "pieces must be a Float64Array of at most 65536 [fd, position, offset, length] quadruples");
-    return NULL;
-  }
-  count /= 4;
-  const double *raw = pieces_data;
+  if (!get_batch_args(env, argv, &target_data, &target_length, &raw, &count)) return NULL;
   int64_t *pieces = malloc((count ? count : 1) * 4 * sizeof *pieces);
   if (!pieces) {
     throw_errno(env, ENOMEM, "malloc");
     return NULL;
   }
   for (size_t i = 0; i < count; i++) {
-    double fd = raw[i * 4], position = raw[i * 4 + 1], offset = raw[i * 4 + 2], length = raw[i * 4 + 3];
-    bool valid = fd >= 0 && fd <= 2147483647.0 && (double)(int64_t)fd == fd && position >= 0 &&
-                 position <= 9007199254740991.0 && (double)(int64_t)position == position && offset >= 0 &&
-                 length >= 0 && (double)(int64_t)offset == offset && (double)(int64_t)length == length &&
-                 offset + length <= (double)target_length;
-    if (!valid) {
+    if (!get_piece(env, raw + i * 4, target_length, pieces + i * 4)) {
       free(pieces);
-      napi_throw_range_error(env, "EINVAL", "a piece lies outside the target or has an invalid fd or position");
       return NULL;
     }
-    pieces[i * 4] = (int64_t)fd;
-    pieces[i * 4 + 1] = (int64_t)position;
-    pieces[i * 4 + 2] = (int64_t)offset;
-    pieces[i * 4 + 3] = (int64_t)length;
   }
   ReadBatchJob *job = calloc(1, sizeof *job);
   if (!job) {
@@ -560,6 +583,57 @@ static napi_value read_batch(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* readCached(target, pieces, budget): the synchronous fast path of a read.
+ *
+ * Reads the pieces in order with preadv2(RWF_NOWAIT), which copies from the page cache and
+ * fails with EAGAIN instead of waiting for the disk, and returns how many pieces it completed
+ * (zeros past a file's end count as complete). It stops at the first piece whose data is not
+ * all cached, or that the filesystem will not read without waiting (EOPNOTSUPP), or once
+ * `budget` bytes are done, so the event loop never waits on a disk and never copies much more
+ * than `budget` bytes at a time; the caller reads the remaining pieces on the thread pool.
+ * A piece it stopped in may be partly filled; the caller reads it again whole. Real I/O errors
+ * also just stop it: the thread-pool read meets them again and reports them. */
+static napi_value read_cached(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  uint8_t *target;
+  size_t target_length, count, completed = 0;
+  const double *raw;
+  int64_t budget;
+  if (!get_args(env, info, 3, argv)) return NULL;
+  if (!get_batch_args(env, argv, &target, &target_length, &raw, &count)) return NULL;
+  if (!get_offset(env, argv[2], "budget", &budget)) return NULL;
+#if defined(__linux__) && defined(RWF_NOWAIT)
+  int64_t spent = 0;
+  for (; completed < count && spent < budget; completed++) {
+    int64_t piece[4];
+    if (!get_piece(env, raw + completed * 4, target_length, piece)) return NULL;
+    uint8_t *out = target + piece[2];
+    size_t length = (size_t)piece[3], done = 0;
+    while (done < length) {
+      struct iovec vector = {out + done, length - done};
+      ssize_t got = preadv2((int)piece[0], &vector, 1, (off_t)(piece[1] + (int64_t)done), RWF_NOWAIT);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) break;
+      if (got == 0) {
+        memset(out + done, 0, length - done);
+        done = length;
+        break;
+      }
+      done += (size_t)got;
+    }
+    if (done < length) break;
+    spent += piece[3];
+  }
+#else
+  (void)raw;
+  (void)target;
+  (void)target_length;
+  (void)budget;
+#endif
+  napi_create_uint32(env, (uint32_t)completed, &result);
+  return result;
+}
+
 static napi_value make_bool(napi_env env, bool value) {
   napi_value result;
   napi_get_boolean(env, value, &result);
@@ -575,6 +649,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"copyFileRange", NULL, copy_file_range_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"punchHoleAsync", NULL, punch_hole_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readBatch", NULL, read_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readCached", NULL, read_cached, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
     return NULL;
@@ -606,6 +681,11 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, features, "copyFileRange", make_bool(env, true));
 #else
   napi_set_named_property(env, features, "copyFileRange", make_bool(env, false));
+#endif
+#if defined(__linux__) && defined(RWF_NOWAIT)
+  napi_set_named_property(env, features, "readCached", make_bool(env, true));
+#else
+  napi_set_named_property(env, features, "readCached", make_bool(env, false));
 #endif
   napi_set_named_property(env, exports, "features", features);
   return exports;
