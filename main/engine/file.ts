@@ -24,18 +24,46 @@ const BATCH_MIN_BYTES = 256 * 1024
 const BATCH_MAX_PIECES = 16384
 /** Thread-pool jobs one batched read is spread over when nothing came from the cache. */
 const BATCH_JOBS = 8
+/** Largest read copied on the calling thread while a server runs (see {@link useServerReads}). */
+const SERVER_INLINE_READ = 64 * 1024
+/** Servers (connections) in this process that asked for {@link useServerReads}. */
+let servers = 0
+
+/** Largest read that is copied from the page cache on the calling thread just now. */
+function inlineReadLimit(): number {
+  return servers > 0 ? SERVER_INLINE_READ : CACHED_READ_BUDGET
+}
+
+/**
+ * While the returned release function has not been called, reads longer than 64 KiB go to
+ * the thread pool whole instead of being copied (in part) on the calling thread. A server
+ * calls it for each client: its thread has requests to parse and replies to send, and with
+ * many requests in flight the thread pool already keeps every core copying (measured with
+ * tests/bench/nbd-throughput.ts: nbdcopy reads lost about 15% with big inline copies). Small
+ * reads still come from the page cache inline, which spares their thread-pool round trips.
+ */
+export function useServerReads(): () => void {
+  servers++
+  let released = false
+  return () => {
+    if (released) return
+    released = true
+    servers--
+  }
+}
 
 /**
  * Read pieces of plain files into `target` with the native addon: `pieces` is flat
  * [fd, position, targetOffset, length] quadruples, zeros past a file's end.
  *
- * A big read is split in half by bytes: the second half goes to one thread-pool job at once,
- * and the first is copied here from the page cache (readCached) while that job runs; whatever
- * of the first half is not cached goes to the thread pool too. Copies out of the page cache
- * are what a read from a warm overlay costs, and this way two cores do them. Without the fast
- * path, the pieces go to a few thread-pool jobs. Returns null when the addon has no batched
- * reads (or they are switched off): read piece by piece with {@link BlockFile.readAt} then.
- * Keep the files open until the promise settles.
+ * What the page cache holds is copied here (readCached), which costs less than a thread-pool
+ * round trip. A big read is split in half by bytes: the second half goes to one thread-pool job
+ * at once, and the first is copied here while that job runs, so two cores do the copies that a
+ * read from a warm overlay costs. Whatever the cache did not hold goes to the thread pool too.
+ * While a server runs ({@link useServerReads}), reads longer than 64 KiB go to the thread pool
+ * whole, in a few jobs. Returns null when the addon has no batched reads
+ * (or they are switched off): read piece by piece with {@link BlockFile.readAt} then. Keep the
+ * files open until the promise settles.
  */
 export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<void> | null {
   const readBatch = readBatchFunction()
@@ -58,7 +86,7 @@ export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<vo
   let total = 0
   for (let index = 3; index < pieces.length; index += 4) total += pieces[index]!
   const jobBudget = Math.max(BATCH_MIN_BYTES, Math.ceil(total / BATCH_JOBS))
-  if (!readCached) {
+  if (!readCached || total > inlineReadLimit()) {
     queue(0, pieces.length, jobBudget)
     return Promise.all(jobs).then(() => undefined)
   }
@@ -184,7 +212,7 @@ export class BlockFile {
    */
   readCachedAt(target: Uint8Array, position: number): boolean {
     const readCached = readCachedFunction()
-    if (!readCached || target.length > CACHED_READ_BUDGET || target.length === 0) return false
+    if (!readCached || target.length > inlineReadLimit() || target.length === 0) return false
     onePiece[0] = this.handle.fd
     onePiece[1] = position
     onePiece[2] = 0

@@ -4,6 +4,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net'
 import { resolve } from 'node:path'
 import type { Disk } from '../engine/disk'
 import { EngineError, wrapIoError } from '../engine/errors'
+import { useServerReads } from '../engine/file'
 import { BufferPool } from './buffer-pool'
 import { NbdConnection } from './connection'
 import {
@@ -152,7 +153,9 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
     const id = this.nextId++
     const connection = new NbdConnection(this, socket, id)
     this.emit('connection', id)
+    const releaseReads = useServerReads()
     const running = connection.run().finally(() => {
+      releaseReads()
       this.connections.delete(connection)
       this.emit('disconnect', id)
     })

@@ -7,13 +7,16 @@
 // The base is a 2 GiB raw file full of data; a quarter of the 64 KiB clusters (seeded random)
 // are written in both overlays. Every file is read once first so both servers read from the
 // page cache. Each measurement runs several times, the two servers alternating, and the
-// medians are compared. Target: ours/peer >= 1.0 in each test.
+// medians are compared, as is the median of the per-round ratios. Target: ours/peer >= 1.0 in
+// each test. With the client and both servers on two cores the single runs swing widely, so
+// it also prints each server's CPU time (all threads, from /proc) per GiB read and per I/O,
+// which depends far less on what else the machine runs.
 //
 // Run with `npx tsx tests/bench/nbd-throughput.ts` after `npm run build:cli`.
 // Environment: BENCH_SIZE_MIB (default 2048), BENCH_RUNS (default 5), BENCH_FIO_SECONDS
 // (default 5). The big files are deleted at the end, also on failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -91,6 +94,15 @@ function stop(child: ChildProcess): Promise<void> {
     child.once('exit', () => resolve())
     child.kill('SIGTERM')
   })
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
+
+/** CPU time (user + system, every thread) process `pid` has used so far, in milliseconds. */
+function cpuMilliseconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
 }
 
 function nbdcopySeconds(uri: string): number {
@@ -197,11 +209,12 @@ async function main(): Promise<void> {
       peer: `nbd+unix:///?socket=${peerSocket}`,
     }
 
-    const results = {
-      sequential: { ours: [] as number[], peer: [] as number[] },
-      randread: { ours: [] as number[], peer: [] as number[] },
-      randwrite: { ours: [] as number[], peer: [] as number[] },
-    }
+    const pids = { ours: ourServer.pid!, peer: peerServer.pid! }
+    type Results = { ours: number[]; peer: number[] }
+    const fresh = (): Results => ({ ours: [], peer: [] })
+    const results = { sequential: fresh(), randread: fresh(), randwrite: fresh() }
+    // Server CPU: milliseconds per GiB read, microseconds per 4K I/O.
+    const cpu = { sequential: fresh(), randread: fresh(), randwrite: fresh() }
     // Warm-up, not counted: the page cache, our JIT, both servers' caches.
     for (const side of ['ours', 'peer'] as const) {
       nbdcopySeconds(uri[side])
@@ -210,14 +223,21 @@ async function main(): Promise<void> {
     }
     for (let round = 0; round < RUNS; round++) {
       const order = round % 2 === 0 ? (['ours', 'peer'] as const) : (['peer', 'ours'] as const)
-      for (const side of order)
+      for (const side of order) {
+        const before = cpuMilliseconds(pids[side])
         results.sequential[side].push(SIZE / nbdcopySeconds(uri[side]) / 1e9)
-      for (const side of order)
-        results.randread[side].push(await fioIops(uri[side], 'randread', join(folder, 'fio.json')))
-      for (const side of order)
-        results.randwrite[side].push(
-          await fioIops(uri[side], 'randwrite', join(folder, 'fio.json')),
-        )
+        cpu.sequential[side].push(((cpuMilliseconds(pids[side]) - before) * 1024 ** 3) / SIZE)
+      }
+      for (const mode of ['randread', 'randwrite'] as const) {
+        for (const side of order) {
+          const before = cpuMilliseconds(pids[side])
+          const iops = await fioIops(uri[side], mode, join(folder, 'fio.json'))
+          results[mode][side].push(iops)
+          cpu[mode][side].push(
+            ((cpuMilliseconds(pids[side]) - before) * 1000) / (iops * FIO_SECONDS),
+          )
+        }
+      }
       console.log(
         `round ${round + 1}: seq ${results.sequential.ours.at(-1)!.toFixed(2)} / ${results.sequential.peer.at(-1)!.toFixed(2)} GB/s, ` +
           `randread ${Math.round(results.randread.ours.at(-1)!)} / ${Math.round(results.randread.peer.at(-1)!)} IOPS, ` +
@@ -226,22 +246,27 @@ async function main(): Promise<void> {
     }
     console.log('')
     console.log(`Medians of ${RUNS} runs (addcow serve vs qemu-nbd, ${SIZE / MIB} MiB export):`)
-    const line = (
-      name: string,
-      unit: string,
-      values: { ours: number[]; peer: number[] },
-      digits: number,
-    ): void => {
+    const line = (name: string, unit: string, values: Results, digits: number): void => {
       const ours = median(values.ours)
       const peerValue = median(values.peer)
       const ratio = ours / peerValue
+      const paired = median(values.ours.map((value, round) => value / values.peer[round]!))
       console.log(
-        `  ${name.padEnd(30)} ${ours.toFixed(digits).padStart(9)} vs ${peerValue.toFixed(digits).padStart(9)} ${unit.padEnd(5)} ratio ${ratio.toFixed(2)} ${ratio >= 1 ? 'ok' : 'BELOW TARGET 1.0'}`,
+        `  ${name.padEnd(30)} ${ours.toFixed(digits).padStart(9)} vs ${peerValue.toFixed(digits).padStart(9)} ${unit.padEnd(5)} ` +
+          `ratio ${ratio.toFixed(2)} (paired ${paired.toFixed(2)}) ${ratio >= 1 ? 'ok' : 'BELOW TARGET 1.0'}`,
       )
     }
     line('sequential read (nbdcopy)', 'GB/s', results.sequential, 2)
     line('4K random read QD16 (fio)', 'IOPS', results.randread, 0)
     line('4K random write QD16 (fio)', 'IOPS', results.randwrite, 0)
+    console.log('Server CPU time, all threads (medians; lower is better):')
+    const cost = (name: string, unit: string, values: Results): void =>
+      console.log(
+        `  ${name.padEnd(30)} ${median(values.ours).toFixed(1).padStart(9)} vs ${median(values.peer).toFixed(1).padStart(9)} ${unit}`,
+      )
+    cost('sequential read (nbdcopy)', 'ms per GiB', cpu.sequential)
+    cost('4K random read QD16 (fio)', 'us per read', cpu.randread)
+    cost('4K random write QD16 (fio)', 'us per write', cpu.randwrite)
   } finally {
     for (const server of servers) await stop(server)
     await rm(folder, { recursive: true, force: true })

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { readFilePieces } from '../../../main/engine/file'
+import { BlockFile, readFilePieces, useServerReads } from '../../../main/engine/file'
 import { native } from '../../../main/engine/native/index'
 import { tempDir } from '../../helpers/tools'
 import { pattern } from './helpers'
@@ -134,6 +134,33 @@ describe('readCached (native fast path)', () => {
     } finally {
       await handle.close()
       await otherHandle.close()
+    }
+  })
+
+  it('copies only small reads inline while a server runs', async () => {
+    if (!readCached) return expect(process.env.CI).not.toBe('true')
+    const data = pattern(MIB, 12)
+    const path = await durableFile('served.raw', data)
+    const file = await BlockFile.open(path, false)
+    try {
+      const whole = Buffer.alloc(MIB)
+      await file.readAt(whole, 0) // cached now
+      expect(file.readCachedAt(whole, 0)).toBe(true)
+      const release = useServerReads()
+      try {
+        expect(file.readCachedAt(whole, 0)).toBe(false)
+        const small = Buffer.alloc(64 * 1024)
+        expect(file.readCachedAt(small, 4096)).toBe(true)
+        expect(small.equals(data.subarray(4096, 4096 + 64 * 1024))).toBe(true)
+        await file.readAt(whole.fill(0), 0) // through the thread pool, still right
+        expect(whole.equals(data)).toBe(true)
+      } finally {
+        release()
+        release() // idempotent: a second call must not undo another server's hold
+      }
+      expect(file.readCachedAt(whole, 0)).toBe(true)
+    } finally {
+      await file.close()
     }
   })
 })
