@@ -88,6 +88,28 @@ export async function forEachDataExtent(
 }
 
 /** The data extents of `file` inside [start, end), or null when they cannot be listed. */
+/**
+ * The first data extent of `file` at or after `start` and before `end`, clipped to `end`: an
+ * extent, null when [start, end) is all hole, or undefined when the data extents cannot be
+ * listed (no addon, or a filesystem without SEEK_DATA). Synchronous: two lseek calls at most.
+ */
+export function firstDataExtent(
+  file: BlockFile,
+  start: number,
+  end: number,
+): [number, number] | null | undefined {
+  const addon = native()
+  if (!addon?.features.seekData) return undefined
+  let flat: number[]
+  try {
+    flat = addon.dataExtents(file.fd, start, end, 1)
+  } catch (error) {
+    if (UNSUPPORTED.has(errnoOf(error))) return undefined
+    throw wrapIoError(error, file.path, `list the data extents from offset ${start} of`)
+  }
+  return flat.length >= 2 ? [flat[0]!, flat[1]!] : null
+}
+
 export async function dataExtentsIn(
   file: BlockFile,
   start: number,

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { chmod, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -183,6 +184,61 @@ describe('RawDisk block status on a sparse file', () => {
             zero: true,
           },
         ])
+      } finally {
+        await disk.close()
+      }
+    } finally {
+      await rm(folder, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('RawDisk block status cache', () => {
+  it('answers from the last data extent, and forgets it when holes are punched', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'addcow-raw-'))
+    const MiB = 1024 * 1024
+    try {
+      const path = join(folder, 'dense.raw')
+      const handle = await open(path, 'w')
+      await handle.truncate(8 * MiB)
+      await handle.write(Buffer.alloc(4 * MiB, 3), 0, 4 * MiB, 2 * MiB) // data at [2, 6) MiB
+      await handle.close()
+      const disk = await RawDisk.open(path, false)
+      try {
+        if (!disk.capabilities.blockStatus) return expect(process.env.CI).not.toBe('true')
+        const data = (offset: number, length: number) => [
+          { offset, length, depth: 0, present: true, zero: false },
+        ]
+        const zero = (offset: number, length: number) => [
+          { offset, length, depth: 0, present: true, zero: true },
+        ]
+        expect(await disk.blockStatus(2 * MiB, 65536)).toEqual(data(2 * MiB, 65536))
+        // Inside the extent now known, the answer comes from memory: a hole punched behind the
+        // disk's back (another process; a served chain is locked against that) is not seen.
+        execFileSync('fallocate', ['-p', '-o', String(4 * MiB), '-l', String(MiB), path])
+        expect(await disk.blockStatus(3 * MiB, 2 * MiB)).toEqual(data(3 * MiB, 2 * MiB))
+        expect(await disk.blockStatus(6 * MiB - 100, 100)).toEqual(data(6 * MiB - 100, 100))
+        const fresh = await RawDisk.open(path, true)
+        try {
+          expect(await fresh.blockStatus(4 * MiB, 65536)).toEqual(zero(4 * MiB, 65536))
+        } finally {
+          await fresh.close()
+        }
+        // All hole, and across the extent's end: listed from the file.
+        expect(await disk.blockStatus(7 * MiB, 4096)).toEqual(zero(7 * MiB, 4096))
+        expect(await disk.blockStatus(5 * MiB + 4096, 2 * MiB)).toEqual([
+          ...data(5 * MiB + 4096, MiB - 4096),
+          ...zero(6 * MiB, MiB + 4096),
+        ])
+        // The disk's own punched holes are seen at once.
+        await disk.write(4 * MiB, Buffer.alloc(MiB, 5)) // fill the hole again
+        expect(await disk.blockStatus(2 * MiB, 4 * MiB)).toEqual(data(2 * MiB, 4 * MiB))
+        await disk.discard(3 * MiB, MiB)
+        expect(await disk.blockStatus(3 * MiB, 65536)).toEqual(zero(3 * MiB, 65536))
+        expect(await disk.blockStatus(4 * MiB, 2 * MiB)).toEqual(data(4 * MiB, 2 * MiB))
+        await disk.writeZeroes(4 * MiB, MiB)
+        expect(await disk.blockStatus(4 * MiB, 4096)).toEqual(zero(4 * MiB, 4096))
+        expect(await disk.blockStatus(5 * MiB, MiB)).toEqual(data(5 * MiB, MiB))
       } finally {
         await disk.close()
       }

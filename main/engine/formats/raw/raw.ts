@@ -11,7 +11,7 @@ import { EngineError, wrapIoError } from '../../errors'
 import { checkRange, pushExtent, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { native } from '../../native/index'
-import { dataExtentsIn, punchOrZero } from '../../ops/sparse'
+import { dataExtentsIn, firstDataExtent, punchOrZero } from '../../ops/sparse'
 
 const ZERO_CHUNK = 1024 * 1024
 /** Reads longer than this are split into pieces read in parallel (see readInPieces). */
@@ -27,6 +27,15 @@ export class RawDisk implements Disk {
   readonly allocationUnit = 1
   readonly backing = null
   readonly capabilities: DiskCapabilities
+
+  /**
+   * The last data extent [start, end) the file was found to have, or null: block status inside
+   * it is answered without a system call (qemu's file-posix keeps the same one-entry cache). A
+   * write only turns holes into data, so it stays true; a discard or punched zeroes clears it.
+   * Like qemu, it trusts that no other process punches holes in the file meanwhile: a served or
+   * launched chain is locked against other writers.
+   */
+  private knownData: [number, number] | null = null
 
   private constructor(
     private readonly file: BlockFile,
@@ -105,7 +114,9 @@ export class RawDisk implements Disk {
     this.assertWritable()
     checkRange(this.path, this.size, offset, length)
     if (this.capabilities.fastZero) {
+      this.knownData = null
       await punchOrZero(this.file, offset, length)
+      this.knownData = null
     } else {
       for (let done = 0; done < length; done += ZERO_CHUNK) {
         await this.file.writeAt(zeroes(Math.min(ZERO_CHUNK, length - done)), offset + done)
@@ -117,7 +128,10 @@ export class RawDisk implements Disk {
   /** Free the range's blocks where holes can be punched (it then reads as zeros). */
   async discard(offset: number, length: number): Promise<void> {
     checkRange(this.path, this.size, offset, length)
-    if (this.capabilities.discard) await punchOrZero(this.file, offset, length)
+    if (!this.capabilities.discard) return
+    this.knownData = null
+    await punchOrZero(this.file, offset, length)
+    this.knownData = null
   }
 
   async flush(): Promise<void> {
@@ -128,6 +142,20 @@ export class RawDisk implements Disk {
     checkRange(this.path, this.size, offset, length)
     if (length === 0) return []
     const end = offset + length
+    const known = this.knownData
+    if (known && offset >= known[0] && end <= known[1])
+      return [{ offset, length, depth: 0, present: true, zero: false }]
+    if (this.capabilities.blockStatus) {
+      // Probe the extent at `offset` to the end of the file: a range inside one data extent
+      // (the common case: a dense base) needs nothing more, and the extent is kept.
+      const first = firstDataExtent(this.file, offset, this.size)
+      if (first && first[0] === offset && first[1] >= end) {
+        this.knownData = first
+        return [{ offset, length, depth: 0, present: true, zero: false }]
+      }
+      if (first === null || (first && first[0] >= end))
+        return [{ offset, length, depth: 0, present: true, zero: true }]
+    }
     const data = this.capabilities.blockStatus ? await dataExtentsIn(this.file, offset, end) : null
     if (!data) return [{ offset, length, depth: 0, present: true, zero: false }]
     // Like qemu's file driver: a hole in a raw file is present (raw has no backing) and zero.
