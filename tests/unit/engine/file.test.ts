@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { chmod, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -150,6 +151,23 @@ describe('RawDisk', () => {
     } finally {
       await readOnly.close()
     }
+  })
+})
+
+describe('RawDisk close', () => {
+  it('closes its file even when the final sync fails, and reports the failure', async () => {
+    const path = join(root, 'closing.raw')
+    await writeFile(path, pattern(4096, 3))
+    const disk = await RawDisk.open(path, false)
+    const fd = disk.fd
+    setFileObserver({
+      before: (event) => {
+        if (event.kind === 'sync') throw new Error('the device went away')
+      },
+    })
+    await expect(disk.close()).rejects.toThrow('the device went away')
+    setFileObserver(null)
+    expect(() => fstatSync(fd)).toThrow(/EBADF/)
   })
 })
 

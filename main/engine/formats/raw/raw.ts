@@ -202,9 +202,13 @@ export class RawDisk implements Disk {
     }
   }
 
+  /** Sync (when writable) and close; the file is closed even when the sync fails. */
   async close(): Promise<void> {
-    if (!this.readOnly) await this.file.datasync()
-    await this.file.close()
+    try {
+      if (!this.readOnly) await this.file.datasync()
+    } finally {
+      await this.file.close()
+    }
   }
 }
 
