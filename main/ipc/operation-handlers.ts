@@ -3,7 +3,7 @@ import { EngineError } from '../engine/errors'
 import { openImage } from '../engine/open'
 import { findDependents } from '../engine/ops/blast-radius'
 import { checkExitCode, checkImage } from '../engine/ops/check'
-import { commitOverlay } from '../engine/ops/commit'
+import { commitOverlay, rollbackCommit } from '../engine/ops/commit'
 import { rebaseOverlay } from '../engine/ops/rebase'
 import { streamOverlay } from '../engine/ops/stream'
 import type { IpcServices } from './create-handlers'
@@ -14,13 +14,14 @@ export type OperationChannel =
   | 'image:check-image'
   | 'image:get-blast-radius'
   | 'image:commit-overlay'
+  | 'image:rollback-commit'
   | 'image:stream-overlay'
   | 'image:rebase-overlay'
 
 /**
- * check, commit (with its blast radius), stream and rebase as IPC handlers over the engine's
- * operations: the same code as the CLI, the library's name policy and base fingerprints, and
- * the job's signal and progress.
+ * check, commit (with its blast radius and its rollback), stream and rebase as IPC handlers
+ * over the engine's operations: the same code as the CLI, the library's name policy and base
+ * fingerprints, and the job's signal and progress.
  */
 export function createOperationHandlers(services: IpcServices): Pick<Handlers, OperationChannel> {
   const { library, bus } = services
@@ -83,6 +84,23 @@ export function createOperationHandlers(services: IpcServices): Pick<Handlers, O
           onProgress: job.progress,
         })
         changed([result.overlay, result.base])
+        return result
+      },
+    },
+
+    'image:rollback-commit': {
+      unit: 'bytes',
+      title: ({ journal }) => `Roll back the commit in ${basename(journal)}`,
+      async run({ journal, force }, job) {
+        const result = await rollbackCommit({
+          journal,
+          force,
+          library,
+          policy: await policy(),
+          signal: job.signal,
+          onProgress: job.progress,
+        })
+        if (!result.alreadyDone) changed([result.overlay, result.base])
         return result
       },
     },

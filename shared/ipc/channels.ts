@@ -20,6 +20,7 @@ export const CHANNELS = {
   imageCheckImage: 'image:check-image',
   imageGetBlastRadius: 'image:get-blast-radius',
   imageCommitOverlay: 'image:commit-overlay',
+  imageRollbackCommit: 'image:rollback-commit',
   imageStreamOverlay: 'image:stream-overlay',
   imageRebaseOverlay: 'image:rebase-overlay',
   qemuGetCommand: 'qemu:get-command',

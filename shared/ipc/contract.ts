@@ -510,6 +510,20 @@ export const CONTRACT = {
       lockKind: z.string(),
     }),
   ),
+  [CHANNELS.imageRollbackCommit]: job(
+    "Undo a journaled commit (`addcow commit --rollback FILE`): the base gets its old bytes back, the overlay its data; BASE_CHANGED or MISSING_FILE unless force.",
+    z.strictObject({
+      journal: AbsolutePathSchema,
+      force: z.boolean().default(false),
+    }),
+    z.object({
+      base: z.string(),
+      overlay: z.string(),
+      restoredBytes: ByteCountSchema,
+      overlayClusters: CountSchema,
+      alreadyDone: z.boolean(),
+    }),
+  ),
   [CHANNELS.imageStreamOverlay]: job(
     'Flatten: copy the rest of the chain into the image file and set ALL_ALLOCATED (`addcow stream`).',
     z.strictObject({ overlay: AbsolutePathSchema, acceptBase: z.boolean().default(false) }),

@@ -21,12 +21,14 @@ export function useFilePicker() {
     title: string
     multiple?: boolean
     folder?: string
+    /** What the native dialog offers (disk images by default); the in-app browser lists all. */
+    filters?: { name: string; extensions: string[] }[]
   }): Promise<string[]> {
     if (app.info?.nativeDialogs) {
       const { paths } = await client.call('dialog:open-files', {
         title: options.title,
         multiple: options.multiple ?? false,
-        filters: IMAGE_FILTERS,
+        filters: options.filters ?? IMAGE_FILTERS,
         ...(options.folder ? { defaultPath: options.folder } : {}),
       })
       return paths

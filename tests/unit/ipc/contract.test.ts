@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   CHANNEL_NAMES,
@@ -59,7 +59,13 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'image:compare-images': ({ base, overlay }) => ({ a: base, b: overlay }),
   'image:check-image': ({ overlay }) => ({ path: overlay }),
   'image:get-blast-radius': ({ overlay }) => ({ overlay }),
-  'image:commit-overlay': ({ committed }) => ({ overlay: committed }),
+  'image:commit-overlay': ({ committed }) => ({
+    overlay: committed,
+    undo: join(dirname(committed), 'commit.undo'),
+  }),
+  'image:rollback-commit': ({ committed }) => ({
+    journal: join(dirname(committed), 'commit.undo'),
+  }),
   'image:stream-overlay': ({ streamed }) => ({ overlay: streamed }),
   'image:rebase-overlay': ({ rebased }) => ({
     overlay: rebased,
@@ -181,6 +187,7 @@ describe('the contract', () => {
       'image:compare-images',
       'image:check-image',
       'image:commit-overlay',
+      'image:rollback-commit',
       'image:stream-overlay',
       'image:rebase-overlay',
       'qemu:launch-vm',

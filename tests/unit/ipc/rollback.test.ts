@@ -1,0 +1,162 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { JobInfo } from '../../../shared/ipc/contract'
+import { openImage } from '../../../main/engine/open'
+import { createOverlay } from '../../../main/engine/ops/create'
+import { tempDir } from '../../helpers/tools'
+import { call, finished, patternFile, testCore, TRUSTED } from './helpers'
+
+// The rollback of a journaled commit through the IPC: the request is validated in main (an
+// absolute journal path, a boolean force, nothing else), the engine's refusals come back as
+// typed errors on the failed job, and a rollback puts the base and the overlay back.
+
+const MIB = 1024 * 1024
+let cleanup: () => Promise<void>
+let dir: string
+let core: ReturnType<typeof testCore>
+
+beforeAll(async () => {
+  const temp = await tempDir('addcow-ipc-rollback-')
+  cleanup = temp.cleanup
+  dir = temp.path
+  core = testCore(join(dir, 'data'))
+})
+afterAll(async () => {
+  await core.jobs.cancelAll()
+  await cleanup()
+})
+
+async function failure(job: JobInfo): Promise<JobInfo['error']> {
+  const outcome = await finished(core, job)
+  expect(outcome.event).toBe('jobs:failed')
+  return outcome.job.error
+}
+
+async function result(job: JobInfo): Promise<unknown> {
+  const outcome = await finished(core, job)
+  if (outcome.event === 'jobs:failed')
+    throw new Error(`${job.title}: ${outcome.job.error?.code} ${outcome.job.error?.message}`)
+  return outcome.result
+}
+
+/** A base with a pattern and an overlay on it holding one cluster of `byte` at 1 MiB. */
+async function committable(folder: string): Promise<{ base: string; overlay: string }> {
+  await mkdir(join(dir, folder))
+  const base = join(dir, folder, 'base.raw')
+  await patternFile(base, 2 * MIB)
+  const overlay = join(dir, folder, 'overlay.add-cow')
+  await createOverlay({ overlay, backing: 'base.raw', backingFormat: 'raw' })
+  const disk = await openImage(overlay, { format: 'add-cow' })
+  await disk.write(MIB, Buffer.alloc(65536, 0x77))
+  await disk.close()
+  return { base, overlay }
+}
+
+async function guestBytes(overlay: string, offset: number, length: number): Promise<Buffer> {
+  const disk = await openImage(overlay, { readOnly: true })
+  try {
+    return await disk.read(offset, length)
+  } finally {
+    await disk.close()
+  }
+}
+
+describe('image:rollback-commit validation', () => {
+  it('refuses a malformed request as BAD_REQUEST naming the field, before starting a job', async () => {
+    const before = core.jobs.list().length
+    const cases: [unknown, string][] = [
+      [{ journal: 'relative/commit.undo' }, 'journal'],
+      [{ journal: '' }, 'journal'],
+      [{ journal: '/tmp/a\0b.undo' }, 'journal'],
+      [{ journal: `/${'x'.repeat(5000)}` }, 'journal'],
+      [{ journal: 42 }, 'journal'],
+      [{ journal: '/tmp/commit.undo', force: 'yes' }, 'force'],
+    ]
+    for (const [payload, field] of cases) {
+      const answer = await core.dispatcher.dispatch('image:rollback-commit', payload, TRUSTED)
+      expect(answer, JSON.stringify(payload).slice(0, 80)).toMatchObject({
+        ok: false,
+        error: { code: 'BAD_REQUEST', field },
+      })
+    }
+    for (const payload of [{}, null, 'text', { journal: '/tmp/commit.undo', undo: '/tmp/x' }]) {
+      expect(
+        await core.dispatcher.dispatch('image:rollback-commit', payload, TRUSTED),
+      ).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } })
+    }
+    expect(core.jobs.list().length).toBe(before)
+  })
+
+  it('fails the job with a typed error for a missing or corrupt journal', async () => {
+    await mkdir(join(dir, 'bad'))
+    const missing = join(dir, 'bad', 'missing.undo')
+    const { job: gone } = await call(core, 'image:rollback-commit', { journal: missing })
+    expect(await failure(gone)).toMatchObject({ code: 'NOT_FOUND', path: missing })
+
+    const corrupt = join(dir, 'bad', 'corrupt.undo')
+    await writeFile(corrupt, Buffer.alloc(4096, 0x41))
+    const { job: broken } = await call(core, 'image:rollback-commit', { journal: corrupt })
+    const error = await failure(broken)
+    expect(error?.code).toMatch(/^[A-Z_]+$/)
+    expect(error?.code).not.toBe('INTERNAL')
+    expect(error?.message).toContain(corrupt)
+  })
+})
+
+describe('image:rollback-commit', () => {
+  it('puts the base back and gives the overlay its data back', async () => {
+    const { base, overlay } = await committable('roundtrip')
+    const original = await readFile(base)
+    const journal = join(dir, 'roundtrip', 'commit.undo')
+    const { job: commitJob } = await call(core, 'image:commit-overlay', {
+      overlay,
+      undo: journal,
+    })
+    expect(await result(commitJob)).toMatchObject({ emptied: true, undo: journal })
+    expect((await readFile(base)).equals(original)).toBe(false)
+
+    const { job } = await call(core, 'image:rollback-commit', { journal })
+    expect(job).toMatchObject({ channel: 'image:rollback-commit', title: expect.any(String) })
+    expect(job.title).toBe('Roll back the commit in commit.undo')
+    expect(await result(job)).toEqual({
+      base,
+      overlay,
+      restoredBytes: 65536,
+      overlayClusters: 1,
+      alreadyDone: false,
+    })
+    expect((await readFile(base)).equals(original)).toBe(true)
+    expect((await guestBytes(overlay, MIB, 65536)).equals(Buffer.alloc(65536, 0x77))).toBe(true)
+
+    // A second run says it was already done and changes nothing.
+    const { job: again } = await call(core, 'image:rollback-commit', { journal })
+    expect(await result(again)).toMatchObject({ alreadyDone: true, restoredBytes: 0 })
+  })
+
+  it('refuses with BASE_CHANGED when the base changed after the commit, and rolls back with force', async () => {
+    const { base, overlay } = await committable('changed')
+    const original = await readFile(base)
+    const journal = join(dir, 'changed', 'commit.undo')
+    const { job: commitJob } = await call(core, 'image:commit-overlay', {
+      overlay,
+      undo: journal,
+    })
+    await result(commitJob)
+    const changed = await readFile(base)
+    changed.fill(0x55, 0, 65536)
+    await writeFile(base, changed)
+
+    const { job: refused } = await call(core, 'image:rollback-commit', { journal })
+    expect(await failure(refused)).toMatchObject({ code: 'BASE_CHANGED', path: base })
+    expect((await readFile(base)).subarray(0, 4)).toEqual(Buffer.alloc(4, 0x55))
+
+    const { job: forced } = await call(core, 'image:rollback-commit', { journal, force: true })
+    expect(await result(forced)).toMatchObject({ restoredBytes: 65536, overlayClusters: 1 })
+    // The committed range is back as it was; the later change outside it stays.
+    expect((await readFile(base)).subarray(MIB, MIB + 65536)).toEqual(
+      original.subarray(MIB, MIB + 65536),
+    )
+    expect((await guestBytes(overlay, MIB, 65536)).equals(Buffer.alloc(65536, 0x77))).toBe(true)
+  })
+})
