@@ -511,7 +511,7 @@ export const CONTRACT = {
     }),
   ),
   [CHANNELS.imageRollbackCommit]: job(
-    "Undo a journaled commit (`addcow commit --rollback FILE`): the base gets its old bytes back, the overlay its data; BASE_CHANGED or MISSING_FILE unless force.",
+    'Undo a journaled commit (`addcow commit --rollback FILE`): the base gets its old bytes back, the overlay its data; BASE_CHANGED or MISSING_FILE unless force.',
     z.strictObject({
       journal: AbsolutePathSchema,
       force: z.boolean().default(false),
