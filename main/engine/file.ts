@@ -69,29 +69,12 @@ export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<vo
   const readBatch = readBatchFunction()
   if (!readBatch) return null
   const readCached = readCachedFunction()
-  const jobs: Promise<void>[] = []
-  const queue = (from: number, to: number, budget: number): void => {
-    let next = from
-    while (next < to) {
-      let stop = next
-      let bytes = 0
-      while (stop < to && bytes < budget && stop - next < BATCH_MAX_PIECES * 4) {
-        bytes += pieces[stop + 3]!
-        stop += 4
-      }
-      jobs.push(readBatch(target, Float64Array.from(pieces.slice(next, stop))))
-      next = stop
-    }
-  }
   let total = 0
   for (let index = 3; index < pieces.length; index += 4) total += pieces[index]!
-  const jobBudget = Math.max(BATCH_MIN_BYTES, Math.ceil(total / BATCH_JOBS))
-  if (!readCached || total > inlineReadLimit()) {
-    queue(0, pieces.length, jobBudget)
-    return Promise.all(jobs).then(() => undefined)
-  }
-  let head = pieces.length
-  if (total >= SPLIT_READ_MIN) {
+  const inline = readCached !== null && total <= inlineReadLimit()
+  // Pieces [0, head) are tried from the page cache here; [head, end) go to the thread pool.
+  let head = inline ? pieces.length : 0
+  if (inline && total >= SPLIT_READ_MIN) {
     // Cut at half the bytes, splitting the piece that straddles the middle.
     let bytes = 0
     for (let index = 0; index < pieces.length; index += 4) {
@@ -119,12 +102,27 @@ export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<vo
       }
       bytes += length
     }
-    queue(head, pieces.length, Number.POSITIVE_INFINITY)
   }
+  const all = Float64Array.from(pieces)
+  const jobs: Promise<void>[] = []
+  const queue = (from: number, to: number, budget: number): void => {
+    let next = from
+    while (next < to) {
+      let stop = next
+      let bytes = 0
+      while (stop < to && bytes < budget && stop - next < BATCH_MAX_PIECES * 4) {
+        bytes += all[stop + 3]!
+        stop += 4
+      }
+      jobs.push(readBatch(target, all.subarray(next, stop)))
+      next = stop
+    }
+  }
+  const jobBudget = Math.max(BATCH_MIN_BYTES, Math.ceil(total / BATCH_JOBS))
+  // The second half of a split read starts on the thread pool at once, as one job.
+  queue(head, all.length, inline ? Number.POSITIVE_INFINITY : jobBudget)
   const done =
-    head > 0
-      ? readCached(target, Float64Array.from(pieces.slice(0, head)), CACHED_READ_BUDGET) * 4
-      : 0
+    head > 0 && readCached ? readCached(target, all.subarray(0, head), CACHED_READ_BUDGET) * 4 : 0
   queue(done, head, jobBudget)
   return jobs.length === 0 ? Promise.resolve() : Promise.all(jobs).then(() => undefined)
 }

@@ -17,17 +17,12 @@ import { Library } from '../../main/engine/library'
 import { nativeStatus } from '../../main/engine/native/index'
 import { checkExitCode, checkImage } from '../../main/engine/ops/check'
 import { openImage } from '../../main/engine/open'
+import { median } from '../helpers/numbers'
 
 const TiB = 1024 ** 4
 const CLUSTER = 64 * 1024
 const RUNS = Number(process.argv[2] ?? 7)
 const cli = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
-}
 
 function time(command: string, args: string[], env: NodeJS.ProcessEnv, expected = 0): number {
   const start = performance.now()

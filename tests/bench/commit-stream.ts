@@ -23,6 +23,7 @@ import { Library } from '../../main/engine/library'
 import { commitOverlay } from '../../main/engine/ops/commit'
 import { streamOverlay } from '../../main/engine/ops/stream'
 import { openImage } from '../../main/engine/open'
+import { median } from '../helpers/numbers'
 
 const GiB = 1024 ** 3
 const MiB = 1024 ** 2
@@ -126,12 +127,6 @@ async function timeEngine(operation: () => Promise<unknown>): Promise<number> {
   const start = performance.now()
   await operation()
   return performance.now() - start
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
 }
 
 async function sparse(path: string, size: number): Promise<void> {

@@ -25,6 +25,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { openImage } from '../../main/engine/open'
 import { createOverlay } from '../../main/engine/ops/create'
+import { seededRandom as random, median } from '../helpers/numbers'
 
 const MIB = 1024 * 1024
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 2048) * MIB
@@ -32,24 +33,6 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const FIO_SECONDS = Number(process.env.BENCH_FIO_SECONDS ?? 5)
 const CLUSTER = 64 * 1024
 const ADDCOW = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
-
-/** A small seeded generator (mulberry32), so both overlays get the same clusters. */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let value = state
-    value = Math.imul(value ^ (value >>> 15), value | 1)
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61)
-    return ((value ^ (value >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
-}
 
 function run(command: string, args: string[], input?: string): string {
   const result = spawnSync(command, args, { input, encoding: 'utf8', maxBuffer: 256 * MIB })

@@ -20,6 +20,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { openImage } from '../../main/engine/open'
 import { createOverlay } from '../../main/engine/ops/create'
+import { seededRandom as random, median } from '../helpers/numbers'
 
 const MIB = 1024 * 1024
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 2048) * MIB
@@ -27,24 +28,6 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 7)
 const REQUEST = Number(process.env.BENCH_REQUEST_KIB ?? 2048) * 1024
 const CLUSTER = 64 * 1024
 const TARGET = 0.7
-
-/** A small seeded generator (mulberry32), so every run allocates the same clusters. */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let value = state
-    value = Math.imul(value ^ (value >>> 15), value | 1)
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61)
-    return ((value ^ (value >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
-}
 
 function gbPerSecond(bytes: number, milliseconds: number): string {
   return (bytes / (milliseconds / 1000) / 1e9).toFixed(2)

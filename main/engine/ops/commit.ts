@@ -146,7 +146,15 @@ async function openBase(
   return openImage(path, { format, readOnly, ...(policy ? { policy } : {}) })
 }
 
-/** Visit the allocated byte ranges of `disk` window by window, BATCH_BYTES of clusters at a time. */
+/** Clusters in one window of {@link forEachAllocatedWindow}: BATCH_BYTES of guest space. */
+function windowClusters(disk: AddCowDisk): number {
+  return Math.max(1, Math.floor(BATCH_BYTES / disk.clusterSize))
+}
+
+/**
+ * Visit the allocated byte ranges of clusters [from, to) of `disk` window by window, BATCH_BYTES
+ * of clusters at a time.
+ */
 async function forEachAllocatedWindow(
   disk: AddCowDisk,
   visit: (runs: [number, number][]) => Promise<void>,
@@ -155,7 +163,7 @@ async function forEachAllocatedWindow(
   to = disk.geometry.clusters,
 ): Promise<void> {
   const clusterSize = disk.clusterSize
-  const perWindow = Math.max(1, Math.floor(BATCH_BYTES / clusterSize))
+  const perWindow = windowClusters(disk)
   for (let first = from; first < to; first += perWindow) {
     throwIfAborted(signal, 'commit')
     const runs: [number, number][] = []
@@ -303,7 +311,7 @@ async function commitAndClose(options: CommitOptions, tail: CommitTail): Promise
     // the end, after the journal says 'copied', which is what its rollback relies on.
     const phased = !options.keep && !journal
     const clusterCount = disk.geometry.clusters
-    const perWindow = Math.max(1, Math.floor(BATCH_BYTES / disk.clusterSize))
+    const perWindow = windowClusters(disk)
     const phaseClusters = phased
       ? Math.ceil(Math.ceil(clusterCount / EMPTYING_PHASES) / perWindow) * perWindow
       : clusterCount

@@ -9,7 +9,8 @@ import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { tempDir } from '../../helpers/tools'
 import { makeRaw, pattern } from './helpers'
-import { PowerCut, seededRandom } from './power-cut'
+import { seededRandom } from '../../helpers/numbers'
+import { PowerCut } from './power-cut'
 
 // Crash ordering: run random writes, zero writes, flushes and parallel batches on an overlay,
 // cut the power after a random number of file calls (see power-cut.ts: unsynced writes are

@@ -17,19 +17,9 @@ import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { tempDir } from '../../helpers/tools'
 import { makeRaw, pattern } from './helpers'
+import { seededRandom as random } from '../../helpers/numbers'
 
 const MIB = 1024 * 1024
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let value = Math.imul(state ^ (state >>> 15), state | 1)
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61)
-    return ((value ^ (value >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Write random clusters through the disk, mirroring them in `model`. */
 async function scatter(

@@ -374,30 +374,18 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
   free(job);
 }
 
-/* copyFileRange(in, inOffset, out, outOffset, length): copy in the kernel, off the main thread.
- * Resolves with the bytes copied (fewer than asked only at the input's end of file). */
-static napi_value copy_file_range_js(napi_env env, napi_callback_info info) {
-  napi_value argv[5], promise, name;
-  int in, out;
-  int64_t in_offset, out_offset, length;
-  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &in) ||
-      !get_offset(env, argv[1], "input offset", &in_offset) || !get_fd(env, argv[2], &out) ||
-      !get_offset(env, argv[3], "output offset", &out_offset) ||
-      !get_offset(env, argv[4], "length", &length)) {
-    return NULL;
-  }
-  CopyJob *job = calloc(1, sizeof *job);
+/* Queue a copy of `spec` (a copy or a punch) on the thread pool; returns its promise, or NULL
+ * with an exception pending. `label` names the work for async hooks. */
+static napi_value queue_copy_job(napi_env env, const CopyJob *spec, const char *label) {
+  napi_value promise, name;
+  CopyJob *job = malloc(sizeof *job);
   if (!job) {
     throw_errno(env, ENOMEM, "malloc");
     return NULL;
   }
-  job->in = in;
-  job->out = out;
-  job->in_offset = in_offset;
-  job->out_offset = out_offset;
-  job->length = length;
+  *job = *spec;
   if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "addcow.copyFileRange", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_string_utf8(env, label, NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok ||
       napi_queue_async_work(env, job->work) != napi_ok) {
     free(job);
@@ -407,34 +395,34 @@ static napi_value copy_file_range_js(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* copyFileRange(in, inOffset, out, outOffset, length): copy in the kernel, off the main thread.
+ * Resolves with the bytes copied (fewer than asked only at the input's end of file). */
+static napi_value copy_file_range_js(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int in, out;
+  int64_t in_offset, out_offset, length;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &in) ||
+      !get_offset(env, argv[1], "input offset", &in_offset) || !get_fd(env, argv[2], &out) ||
+      !get_offset(env, argv[3], "output offset", &out_offset) ||
+      !get_offset(env, argv[4], "length", &length)) {
+    return NULL;
+  }
+  CopyJob spec = {.in = in, .out = out, .in_offset = in_offset, .out_offset = out_offset, .length = length};
+  return queue_copy_job(env, &spec, "addcow.copyFileRange");
+}
+
 /* punchHoleAsync(fd, offset, length): punchHole on the thread pool; the caller keeps `fd` open
  * until the promise settles. */
 static napi_value punch_hole_async(napi_env env, napi_callback_info info) {
-  napi_value argv[3], promise, name;
+  napi_value argv[3];
   int fd;
   int64_t offset, length;
   if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd) ||
       !get_offset(env, argv[1], "offset", &offset) || !get_offset(env, argv[2], "length", &length)) {
     return NULL;
   }
-  CopyJob *job = calloc(1, sizeof *job);
-  if (!job) {
-    throw_errno(env, ENOMEM, "malloc");
-    return NULL;
-  }
-  job->punch = 1;
-  job->out = fd;
-  job->out_offset = offset;
-  job->length = length;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "addcow.punchHole", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
-    free(job);
-    throw_last(env);
-    return NULL;
-  }
-  return promise;
+  CopyJob spec = {.punch = 1, .out = fd, .out_offset = offset, .length = length};
+  return queue_copy_job(env, &spec, "addcow.punchHole");
 }
 
 /* readBatch(target, pieces): the pieces of one guest read, in one thread-pool job.
