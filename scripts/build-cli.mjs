@@ -1,5 +1,5 @@
 // Bundle the `addcow` command line into one ES module with a shebang (package.json "bin").
-// Node built-ins and npm dependencies stay external; the result runs on plain Node >= 20.19.
+// Node built-ins and npm dependencies stay external; the result runs on plain Node >= 22.12.
 import { build } from 'esbuild'
 import { chmod, readFile, rm } from 'node:fs/promises'
 
@@ -17,7 +17,7 @@ await build({
   bundle: true,
   platform: 'node',
   format: 'esm',
-  target: 'node20',
+  target: 'node22',
   packages: 'external',
   sourcemap: 'linked',
   banner: { js: '#!/usr/bin/env node' },

@@ -58,7 +58,7 @@ function electronBinary() {
   if (!existsSync(pathFile)) {
     return {
       path: null,
-      reason: `${pathFile} is missing: the Electron binary is not installed and could not be downloaded`,
+      reason: 'the Electron binary is not installed',
     }
   }
   const binary = join(
@@ -97,25 +97,28 @@ if (reason) {
 
 /**
  * Electron 45 fetches its binary on first use rather than at install. Try that once (unless
- * the user opted out), so a machine with network access gets the desktop app.
+ * the user opted out), so a machine with network access gets the desktop app. Returns what
+ * happened, in words, for the message when no binary can be used.
  */
 function fetchElectron() {
-  if (process.env.ELECTRON_SKIP_BINARY_DOWNLOAD) return
+  if (process.env.ELECTRON_SKIP_BINARY_DOWNLOAD) {
+    return 'no download was tried: ELECTRON_SKIP_BINARY_DOWNLOAD is set'
+  }
   const installer = join(ROOT, 'node_modules', 'electron', 'install.js')
-  if (!existsSync(installer)) return
+  if (!existsSync(installer)) return `no download was tried: ${installer} is missing`
   console.log('npm start: fetching the Electron binary…')
   const result = spawnSync(process.execPath, [installer], { cwd: ROOT, stdio: 'pipe', timeout: 300_000 })
-  if (result.status !== 0) {
-    const lines = `${result.stderr ?? ''}`.trim().split('\n')
-    console.log(`npm start: the Electron download failed: ${lines.find((line) => line.trim()) ?? 'no output'}`)
-  }
+  if (result.status === 0) return 'the download finished but left no binary'
+  const lines = `${result.stderr ?? ''}`.trim().split('\n')
+  return `the download failed: ${lines.find((line) => line.trim()) ?? 'no output'}`
 }
 
 const extra = process.argv.slice(2)
 let electron = electronBinary()
 if (!electron.path) {
-  fetchElectron()
+  const fetched = fetchElectron()
   electron = electronBinary()
+  if (!electron.path) electron = { path: null, reason: `${electron.reason}; ${fetched}` }
 }
 if (electron.path) {
   runToTheEnd(electron.path, [ROOT, ...extra])
