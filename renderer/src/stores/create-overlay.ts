@@ -1,9 +1,10 @@
 import { defineStore } from 'pinia'
 import { computed, reactive, ref } from 'vue'
 import type { ImageInfo } from '../../../shared/image-types'
-import type { JobInfo, JobResultOf } from '../../../shared/ipc/contract'
-import { errorMessage, IpcRequestError, useClient } from '../api'
-import { describeError } from '../lib/errors'
+import type { JobResultOf } from '../../../shared/ipc/contract'
+import { useClient } from '../api'
+import { useOperationJob } from '../composables/use-operation-job'
+import { describeError, describeIpcError } from '../lib/errors'
 import {
   createCommandLine,
   createRequest,
@@ -15,7 +16,6 @@ import {
   type CreateOverlayDraft,
   type StepName,
 } from '../lib/create-overlay'
-import { useJobsStore } from './jobs'
 
 type CreateResult = JobResultOf<'image:create-overlay'>
 
@@ -26,7 +26,7 @@ type CreateResult = JobResultOf<'image:create-overlay'>
  */
 export const useCreateOverlayStore = defineStore('create-overlay', () => {
   const client = useClient()
-  const jobs = useJobsStore()
+  const creation = useOperationJob('image:create-overlay')
 
   const draft = reactive<CreateOverlayDraft>({
     base: '',
@@ -46,21 +46,23 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
   const overlayEdited = ref(false)
   const imageEdited = ref(false)
   const step = ref(0)
-  const jobId = ref<string | null>(null)
-  const result = ref<CreateResult | null>(null)
-  const failure = ref<string | null>(null)
   let baseRequest = 0
 
   const stepName = computed<StepName>(() => STEPS[step.value] ?? 'base')
   const problem = computed(() => stepProblem(stepName.value, draft, baseError.value))
   const request = computed(() => createRequest(draft))
   const command = computed(() => createCommandLine(request.value))
-  const job = computed<JobInfo | null>(() =>
-    jobId.value === null ? null : (jobs.jobs.find((known) => known.id === jobId.value) ?? null),
-  )
-  const running = computed(
-    () => job.value !== null && (job.value.state === 'running' || job.value.state === 'cancelling'),
-  )
+  const job = creation.job
+  const running = creation.busy
+  const result = creation.result
+  /** Why the overlay was not created, in a sentence (or that the user cancelled). */
+  const failure = computed(() => {
+    const error = creation.failure.value
+    if (error === null) return null
+    return error.code === 'ABORTED'
+      ? 'Creation was cancelled; nothing was left behind.'
+      : `The overlay was not created: ${describeIpcError(error)}`
+  })
 
   function reset(base: string | null): void {
     Object.assign(draft, {
@@ -78,9 +80,7 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
     overlayEdited.value = false
     imageEdited.value = false
     step.value = 0
-    jobId.value = null
-    result.value = null
-    failure.value = null
+    creation.reset()
     if (base) void chooseBase(base)
   }
 
@@ -137,30 +137,13 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
   }
 
   /** Start image:create-overlay; resolves with the result, or null when it failed or stopped. */
-  async function create(): Promise<CreateResult | null> {
-    failure.value = null
-    result.value = null
-    try {
-      const started = await jobs.start('image:create-overlay', request.value)
-      jobId.value = started.job.id
-      result.value = await started.result
-      return result.value
-    } catch (error) {
-      failure.value =
-        error instanceof IpcRequestError && error.code === 'ABORTED'
-          ? 'Creation was cancelled; nothing was left behind.'
-          : `The overlay was not created: ${describeError(error)}`
-      return null
-    }
+  function create(): Promise<CreateResult | null> {
+    return creation.run(request.value)
   }
 
-  async function cancel(): Promise<void> {
-    if (jobId.value === null) return
-    try {
-      await jobs.cancel(jobId.value)
-    } catch (error) {
-      failure.value = errorMessage(error)
-    }
+  /** Ask main to stop the creation (it removes what it made). */
+  function cancel(): Promise<void> {
+    return creation.cancel()
   }
 
   return {
