@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest'
-import type { ImageSummary } from '../../../shared/ipc/contract'
+import type { ImageSummary } from '../../../../shared/ipc/contract'
 import {
   imageSuits,
   planCommit,
   planFlatten,
   type Allocation,
   type ImageLayerInfo,
-} from '../../../renderer/src/lib/operation-plans'
+} from '../../../../renderer/src/lib/operation-plans'
 
 // What the commit and flatten wizards show before they start: clusters and bytes, from the
 // chain's info and the allocation summed per depth.

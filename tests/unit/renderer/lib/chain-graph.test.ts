@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import type { ImageSummary } from '../../../shared/ipc/contract'
+import type { ImageSummary } from '../../../../shared/ipc/contract'
 import {
   buildChainGraph,
   GEOMETRY,
@@ -7,7 +7,7 @@ import {
   nodeBadge,
   nodeLabel,
   type ChainGraph,
-} from '../../../renderer/src/lib/chain-graph'
+} from '../../../../renderer/src/lib/chain-graph'
 
 // The chain browser's graph: overlays linked to their bases (shared bases fan out), bases
 // outside the library shown as nodes of their own, missing and changed files marked, a tidy
