@@ -32,6 +32,6 @@ describe('BaseLegend', () => {
     expect(fill.attributes('style')).toContain('background: rgb(238, 238, 238)')
     expect(fill.classes()).toContain('swatch-small')
     // Swatches are decoration: the words carry the meaning.
-    for (const item of items) expect(item.get('[aria-hidden="true"]').exists()).toBe(true)
+    for (const item of items) expect(item.find('[aria-hidden="true"]').exists()).toBe(true)
   })
 })

@@ -61,13 +61,11 @@ function harness(read: (path: string) => Promise<string>) {
           OperationWizard,
           {
             title: 'Flatten',
-            headingId: 'flatten-title',
             subtitle: 'Copy the base into the overlay.',
             image: image.value,
             wizard,
             plan,
             operation,
-            label: 'Flatten',
             runLabel: 'Flatten',
             baseChangedLabel: 'Flatten from the base as it is now',
             onRun: (options: { acceptBase: boolean }) => {
@@ -99,6 +97,19 @@ function button(wrapper: ReturnType<typeof mount>, text: string) {
 
 function hasButton(wrapper: ReturnType<typeof mount>, text: string): boolean {
   return wrapper.findAll('button').some((candidate) => candidate.text() === text)
+}
+
+/** Confirm, go to the run step and start the job. */
+async function runFromStart(
+  wrapper: ReturnType<typeof mount>,
+  state: ReturnType<typeof harness>['state'],
+): Promise<void> {
+  state.confirmed.value = true
+  await settle()
+  await button(wrapper, 'Next').trigger('click')
+  await button(wrapper, 'Next').trigger('click')
+  await button(wrapper, 'Flatten').trigger('click')
+  await settle()
 }
 
 const disabled = (element: { attributes(name: string): string | undefined }): boolean =>
@@ -141,12 +152,7 @@ describe('OperationWizard', () => {
 
   it('runs the job with its progress and Cancel, and shows a cancel as such', async () => {
     const { wrapper, state } = harness(async () => 'plan')
-    state.confirmed.value = true
-    await settle()
-    await button(wrapper, 'Next').trigger('click')
-    await button(wrapper, 'Next').trigger('click')
-    await button(wrapper, 'Flatten').trigger('click')
-    await settle()
+    await runFromStart(wrapper, state)
     expect(state.runs).toEqual([{ acceptBase: false }])
     const job = main.jobs[0]!
     expect(job.request).toEqual({ overlay: '/vm/flat.add-cow', acceptBase: false })
@@ -174,12 +180,7 @@ describe('OperationWizard', () => {
   it('offers to go on with a changed base, then shows the result on the done step', async () => {
     let reads = 0
     const { wrapper, state } = harness(async () => `plan ${++reads}`)
-    state.confirmed.value = true
-    await settle()
-    await button(wrapper, 'Next').trigger('click')
-    await button(wrapper, 'Next').trigger('click')
-    await button(wrapper, 'Flatten').trigger('click')
-    await settle()
+    await runFromStart(wrapper, state)
     main.fail(main.jobs[0]!, {
       code: 'BASE_CHANGED',
       message: 'The base /vm/base.raw changed since the overlay was made',
