@@ -19,6 +19,20 @@ import {
 
 type CreateResult = JobResultOf<'image:create-overlay'>
 
+/** A draft with nothing chosen: relative names, the default cluster size. */
+function emptyDraft(): CreateOverlayDraft {
+  return {
+    base: '',
+    baseFormat: null,
+    baseSize: null,
+    overlay: '',
+    image: '',
+    nameStyle: 'relative',
+    sizeText: '',
+    clusterSize: DEFAULT_CLUSTER_SIZE,
+  }
+}
+
 /**
  * The create-overlay wizard's draft and its one job: the base and its chain as main reads
  * them, where the overlay and its image file go, the names' style, the cluster size, and the
@@ -28,16 +42,7 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
   const client = useClient()
   const creation = useOperationJob('image:create-overlay')
 
-  const draft = reactive<CreateOverlayDraft>({
-    base: '',
-    baseFormat: null,
-    baseSize: null,
-    overlay: '',
-    image: '',
-    nameStyle: 'relative',
-    sizeText: '',
-    clusterSize: DEFAULT_CLUSTER_SIZE,
-  })
+  const draft = reactive<CreateOverlayDraft>(emptyDraft())
   /** The base's chain, top first, as image:get-info reads it. */
   const baseChain = ref<ImageInfo[] | null>(null)
   const baseError = ref<string | null>(null)
@@ -65,16 +70,7 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
   })
 
   function reset(base: string | null): void {
-    Object.assign(draft, {
-      base: '',
-      baseFormat: null,
-      baseSize: null,
-      overlay: '',
-      image: '',
-      nameStyle: 'relative',
-      sizeText: '',
-      clusterSize: DEFAULT_CLUSTER_SIZE,
-    } satisfies CreateOverlayDraft)
+    Object.assign(draft, emptyDraft())
     baseChain.value = null
     baseError.value = null
     overlayEdited.value = false
