@@ -8,6 +8,24 @@ import type { IpcError } from '../../../../shared/ipc/result'
 // renderer's real client, stores and composables run over it, schemas and all.
 
 type Handler = (request: unknown) => unknown
+type Bridge = Record<string, unknown>
+
+/** Marks the one `window.addcow` every fake main shares. */
+const FORWARDS = Symbol('fake main')
+/** The fake main installed last: the shared bridge forwards to it. */
+let active: Bridge = {}
+
+/**
+ * The renderer's client is made once per module graph and keeps the bridge it found; when test
+ * files share one (vitest without isolation), each file's fake main must still answer. So
+ * `window.addcow` is one bridge that forwards every call to the fake main installed last.
+ */
+function forwarder(): AddcowBridge {
+  const shared: Bridge = { [FORWARDS]: true }
+  for (const key of [...(Object.keys(CHANNELS) as ChannelKey[]), 'on'])
+    shared[key] = (...args: unknown[]) => (active[key] as (...a: unknown[]) => unknown)(...args)
+  return shared as unknown as AddcowBridge
+}
 
 /** A job the fake main started, for the test to end. */
 export interface FakeJob {
@@ -62,7 +80,7 @@ export function installFakeMain(): FakeMain {
       set.add(listener)
       return () => set.delete(listener)
     },
-  } as Record<string, unknown>
+  } as Bridge
   for (const key of Object.keys(CHANNELS) as ChannelKey[]) {
     bridge[key] = async (request: unknown) => {
       calls.push({ key, request })
@@ -100,10 +118,10 @@ export function installFakeMain(): FakeMain {
       }
     }
   }
-  Object.defineProperty(window, 'addcow', {
-    value: bridge as unknown as AddcowBridge,
-    configurable: true,
-  })
+  active = bridge
+  if (!(window.addcow && FORWARDS in window.addcow)) {
+    Object.defineProperty(window, 'addcow', { value: forwarder(), configurable: true })
+  }
 
   return {
     calls,
