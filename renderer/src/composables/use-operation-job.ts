@@ -1,10 +1,25 @@
-import { computed, ref, shallowRef } from 'vue'
-import type { JobChannel, JobResultOf, RequestOf } from '../../../shared/ipc/contract'
-import { explainError, type ExplainedError } from '../lib/operation-errors'
+import { computed, ref, shallowRef, type Ref } from 'vue'
+import type { JobChannel, JobInfo, JobResultOf, RequestOf } from '../../../shared/ipc/contract'
+import { explainError, ipcErrorOf, type ExplainedError } from '../lib/operation-errors'
+import type { IpcError } from '../../../shared/ipc/result'
 import { useJobsStore } from '../stores/jobs'
 
 /** Where one operation of a screen stands. */
 export type OperationPhase = 'idle' | 'starting' | 'running' | 'done' | 'failed' | 'cancelled'
+
+/**
+ * What a screen shows of a job it runs, whatever its channel: its progress, its error and its
+ * result (of type `R`), and the means to cancel it or forget it.
+ */
+export interface OperationState<R> {
+  readonly job: Readonly<Ref<JobInfo | null>>
+  readonly phase: Readonly<Ref<OperationPhase>>
+  readonly busy: Readonly<Ref<boolean>>
+  readonly result: Readonly<Ref<R | null>>
+  readonly error: Readonly<Ref<ExplainedError | null>>
+  cancel(): Promise<void>
+  reset(): void
+}
 
 /**
  * One job channel as a screen runs it: start it, follow its progress (the job as the jobs
@@ -16,6 +31,8 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
   const phase = ref<OperationPhase>('idle')
   const result = shallowRef<JobResultOf<C> | null>(null)
   const error = shallowRef<ExplainedError | null>(null)
+  /** The error as main reported it (code, message, file and value), for one-line messages. */
+  const failure = shallowRef<IpcError | null>(null)
 
   const job = computed(() => jobs.jobs.find((known) => known.id === jobId.value) ?? null)
   const busy = computed(() => phase.value === 'starting' || phase.value === 'running')
@@ -26,6 +43,13 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     phase.value = 'idle'
     result.value = null
     error.value = null
+    failure.value = null
+  }
+
+  function fail(caught: unknown): ExplainedError {
+    failure.value = ipcErrorOf(caught)
+    error.value = explainError(caught)
+    return error.value
   }
 
   /** Run the job to its end; resolves with its result, or null when it failed or was cancelled. */
@@ -41,8 +65,7 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
       phase.value = 'done'
       return value
     } catch (caught) {
-      const explained = explainError(caught)
-      error.value = explained
+      const explained = fail(caught)
       phase.value = explained.cancelled ? 'cancelled' : 'failed'
       return null
     }
@@ -54,9 +77,12 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     try {
       await jobs.cancel(jobId.value)
     } catch (caught) {
-      error.value = explainError(caught)
+      fail(caught)
     }
   }
 
-  return { job, jobId, phase, busy, cancelling, result, error, run, cancel, reset }
+  return { job, jobId, phase, busy, cancelling, result, error, failure, run, cancel, reset }
 }
+
+/** What {@link useOperationJob} returns: one job channel as a screen runs it. */
+export type OperationJob<C extends JobChannel = JobChannel> = ReturnType<typeof useOperationJob<C>>

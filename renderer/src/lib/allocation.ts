@@ -1,4 +1,5 @@
 import type { ResponseOf } from '../../../shared/ipc/contract'
+import { formatBytes } from '../composables/use-format'
 
 /**
  * The allocation map's logic, kept free of Vue and of the DOM so it can be tested on its own:
@@ -343,6 +344,64 @@ export function legendOf(
     color: palette.unallocated,
   })
   return entries
+}
+
+/** Bytes and clusters of one source. */
+export interface LegendCount {
+  bytes: number
+  clusters: number
+}
+
+/** One row of the allocation legend: a source, its counts in view and on the whole disk. */
+export interface LegendRow {
+  depth: number
+  label: string
+  path: string | null
+  format: string | null
+  color: string
+  view: LegendCount
+  /** The whole disk's counts, when the view is zoomed (null otherwise). */
+  whole: LegendCount | null
+}
+
+/** The legend's rows: the range on show, with the whole disk beside it when zoomed. */
+export function legendRows(
+  view: readonly LegendEntry[],
+  whole: readonly LegendEntry[] | null,
+): LegendRow[] {
+  return view.map((entry) => {
+    const match = whole?.find((other) => other.depth === entry.depth)
+    return {
+      depth: entry.depth,
+      label: entry.label,
+      path: entry.path,
+      format: entry.format,
+      color: entry.color,
+      view: { bytes: entry.bytes, clusters: entry.clusters },
+      whole: match ? { bytes: match.bytes, clusters: match.clusters } : null,
+    }
+  })
+}
+
+/** What the map shows, in words: the range and what one cell stands for. */
+export function allocationCaption(allocation: Allocation, clusterSize: number | null): string {
+  const end = allocation.offset + allocation.length
+  const where = isWholeDisk(
+    { offset: allocation.offset, length: allocation.length },
+    allocation.virtualSize,
+  )
+    ? `The whole disk (${formatBytes(allocation.virtualSize)})`
+    : `${formatBytes(allocation.offset)} to ${formatBytes(end)} of ${formatBytes(allocation.virtualSize)}`
+  const perCell =
+    clusterSize && allocation.bucketSize <= clusterSize
+      ? `one cell per cluster of ${formatBytes(clusterSize)}`
+      : `each cell ${formatBytes(allocation.bucketSize)}`
+  return `${where} · ${allocation.buckets.length.toLocaleString('en')} cells, ${perCell}`
+}
+
+/** `1 cluster`, `16,384 clusters`. */
+export function clustersText(count: number): string {
+  return `${count.toLocaleString('en')} ${count === 1 ? 'cluster' : 'clusters'}`
 }
 
 function alignDown(value: number, unit: number): number {

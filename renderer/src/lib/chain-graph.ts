@@ -1,5 +1,7 @@
 import type { ImageSummary } from '../../../shared/ipc/contract'
 import { baseName, formatBytes } from '../composables/use-format'
+import type { StatusColors } from '../composables/use-status-colors'
+import type { LegendItem } from './legend'
 
 /**
  * The chain browser's graph, computed without Vue or the DOM: one node per library image and
@@ -10,6 +12,38 @@ import { baseName, formatBytes } from '../composables/use-format'
 
 /** The state of a link from an overlay to its base (the library summary's base status). */
 export type LinkStatus = 'ok' | 'missing' | 'refused' | 'changed'
+
+/** Which of the theme's colours draws a link. */
+export type LinkTone = 'line' | 'warning' | 'error'
+
+/** How a link of each status is drawn (colour and dash), and what the legend calls it. */
+export const LINK_STYLES: Readonly<
+  Record<LinkStatus, { tone: LinkTone; dash?: string; label: string }>
+> = {
+  ok: { tone: 'line', label: 'base found' },
+  changed: { tone: 'warning', dash: '6 4', label: 'base changed' },
+  refused: { tone: 'warning', dash: '2 4', label: 'untrusted base' },
+  missing: { tone: 'error', dash: '6 4', label: 'base missing' },
+}
+
+/** The dash of a node outside the library (a base the library does not hold), or missing. */
+export const OUTSIDE_DASH = '5 4'
+
+/** The chain browser's legend: every kind of link, then a base outside the library. */
+export function chainLegend(colors: Pick<StatusColors, LinkTone>): LegendItem[] {
+  const links = (Object.keys(LINK_STYLES) as LinkStatus[]).map((status) => {
+    const { tone, dash, label } = LINK_STYLES[status]
+    return { key: status, label, swatch: { shape: 'line' as const, color: colors[tone], dash } }
+  })
+  return [
+    ...links,
+    {
+      key: 'outside',
+      label: 'not in the library',
+      swatch: { shape: 'box', color: colors.line, dash: OUTSIDE_DASH },
+    },
+  ]
+}
 
 /** What the node stands for: a library image, or a base outside the library. */
 export type NodeKind = 'image' | 'outside'

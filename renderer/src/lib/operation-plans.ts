@@ -1,4 +1,5 @@
 import type { ImageSummary, ResponseOf } from '../../../shared/ipc/contract'
+import type { IpcClient } from '../api/client'
 
 /** One layer of `image:get-info`. */
 export type ImageLayerInfo = ResponseOf<'image:get-info'>['layers'][number]
@@ -46,6 +47,25 @@ export function planCommit(layers: readonly ImageLayerInfo[], allocation: Alloca
   }
 }
 
+/** The other images on the base, which a commit changes (`image:get-blast-radius`). */
+export type BlastRadius = ResponseOf<'image:get-blast-radius'>
+
+/** What the commit wizard reads before it starts: the plan, and who else reads the base. */
+export interface CommitReview {
+  plan: CommitPlan
+  radius: BlastRadius
+}
+
+/** Read a commit's plan and blast radius: the overlay's chain, allocation and base's users. */
+export async function readCommitReview(client: IpcClient, path: string): Promise<CommitReview> {
+  const [info, allocation, radius] = await Promise.all([
+    client.call('image:get-info', { path, backingChain: true }),
+    client.call('image:get-allocation', { path, buckets: 1 }),
+    client.call('image:get-blast-radius', { overlay: path }),
+  ])
+  return { plan: planCommit(info.layers, allocation), radius }
+}
+
 /** What a flatten will copy, read before it starts. */
 export interface FlattenPlan {
   overlay: string
@@ -85,6 +105,23 @@ export function planFlatten(
     virtualSize: allocation.virtualSize,
     alreadyFlat: top?.['all-allocated'] === true,
   }
+}
+
+/** Read a flatten's plan: the overlay's chain and what each layer provides. */
+export async function readFlattenPlan(client: IpcClient, path: string): Promise<FlattenPlan> {
+  const [info, allocation] = await Promise.all([
+    client.call('image:get-info', { path, backingChain: true }),
+    client.call('image:get-allocation', { path, buckets: 1 }),
+  ])
+  return planFlatten(info.layers, allocation)
+}
+
+/** Read the overlay a rebase starts from: its own layer (current base, size). */
+export async function readRebaseStart(client: IpcClient, path: string): Promise<ImageLayerInfo> {
+  const info = await client.call('image:get-info', { path, backingChain: false })
+  const top = info.layers[0]
+  if (!top) throw new Error(`${path} has no layer to rebase.`)
+  return top
 }
 
 /** Which library images an operation screen offers in its image picker. */

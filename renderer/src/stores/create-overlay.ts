@@ -1,9 +1,10 @@
 import { defineStore } from 'pinia'
 import { computed, reactive, ref } from 'vue'
 import type { ImageInfo } from '../../../shared/image-types'
-import type { JobInfo, JobResultOf } from '../../../shared/ipc/contract'
-import { errorMessage, IpcRequestError, useClient } from '../api'
-import { describeError } from '../lib/errors'
+import type { JobResultOf } from '../../../shared/ipc/contract'
+import { useClient } from '../api'
+import { useOperationJob } from '../composables/use-operation-job'
+import { describeError, describeIpcError } from '../lib/errors'
 import {
   createCommandLine,
   createRequest,
@@ -15,20 +16,12 @@ import {
   type CreateOverlayDraft,
   type StepName,
 } from '../lib/create-overlay'
-import { useJobsStore } from './jobs'
 
 type CreateResult = JobResultOf<'image:create-overlay'>
 
-/**
- * The create-overlay wizard's draft and its one job: the base and its chain as main reads
- * them, where the overlay and its image file go, the names' style, the cluster size, and the
- * image:create-overlay job with its progress, cancel and outcome.
- */
-export const useCreateOverlayStore = defineStore('create-overlay', () => {
-  const client = useClient()
-  const jobs = useJobsStore()
-
-  const draft = reactive<CreateOverlayDraft>({
+/** A draft with nothing chosen: relative names, the default cluster size. */
+function emptyDraft(): CreateOverlayDraft {
+  return {
     base: '',
     baseFormat: null,
     baseSize: null,
@@ -37,7 +30,19 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
     nameStyle: 'relative',
     sizeText: '',
     clusterSize: DEFAULT_CLUSTER_SIZE,
-  })
+  }
+}
+
+/**
+ * The create-overlay wizard's draft and its one job: the base and its chain as main reads
+ * them, where the overlay and its image file go, the names' style, the cluster size, and the
+ * image:create-overlay job with its progress, cancel and outcome.
+ */
+export const useCreateOverlayStore = defineStore('create-overlay', () => {
+  const client = useClient()
+  const creation = useOperationJob('image:create-overlay')
+
+  const draft = reactive<CreateOverlayDraft>(emptyDraft())
   /** The base's chain, top first, as image:get-info reads it. */
   const baseChain = ref<ImageInfo[] | null>(null)
   const baseError = ref<string | null>(null)
@@ -46,41 +51,32 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
   const overlayEdited = ref(false)
   const imageEdited = ref(false)
   const step = ref(0)
-  const jobId = ref<string | null>(null)
-  const result = ref<CreateResult | null>(null)
-  const failure = ref<string | null>(null)
   let baseRequest = 0
 
   const stepName = computed<StepName>(() => STEPS[step.value] ?? 'base')
   const problem = computed(() => stepProblem(stepName.value, draft, baseError.value))
   const request = computed(() => createRequest(draft))
   const command = computed(() => createCommandLine(request.value))
-  const job = computed<JobInfo | null>(() =>
-    jobId.value === null ? null : (jobs.jobs.find((known) => known.id === jobId.value) ?? null),
-  )
-  const running = computed(
-    () => job.value !== null && (job.value.state === 'running' || job.value.state === 'cancelling'),
-  )
+  const job = creation.job
+  const running = creation.busy
+  const result = creation.result
+  /** Why the overlay was not created, in a sentence (or that the user cancelled). */
+  const failure = computed(() => {
+    const error = creation.failure.value
+    if (error === null) return null
+    return error.code === 'ABORTED'
+      ? 'Creation was cancelled; nothing was left behind.'
+      : `The overlay was not created: ${describeIpcError(error)}`
+  })
 
   function reset(base: string | null): void {
-    Object.assign(draft, {
-      base: '',
-      baseFormat: null,
-      baseSize: null,
-      overlay: '',
-      image: '',
-      nameStyle: 'relative',
-      sizeText: '',
-      clusterSize: DEFAULT_CLUSTER_SIZE,
-    } satisfies CreateOverlayDraft)
+    Object.assign(draft, emptyDraft())
     baseChain.value = null
     baseError.value = null
     overlayEdited.value = false
     imageEdited.value = false
     step.value = 0
-    jobId.value = null
-    result.value = null
-    failure.value = null
+    creation.reset()
     if (base) void chooseBase(base)
   }
 
@@ -137,30 +133,13 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
   }
 
   /** Start image:create-overlay; resolves with the result, or null when it failed or stopped. */
-  async function create(): Promise<CreateResult | null> {
-    failure.value = null
-    result.value = null
-    try {
-      const started = await jobs.start('image:create-overlay', request.value)
-      jobId.value = started.job.id
-      result.value = await started.result
-      return result.value
-    } catch (error) {
-      failure.value =
-        error instanceof IpcRequestError && error.code === 'ABORTED'
-          ? 'Creation was cancelled; nothing was left behind.'
-          : `The overlay was not created: ${describeError(error)}`
-      return null
-    }
+  function create(): Promise<CreateResult | null> {
+    return creation.run(request.value)
   }
 
-  async function cancel(): Promise<void> {
-    if (jobId.value === null) return
-    try {
-      await jobs.cancel(jobId.value)
-    } catch (error) {
-      failure.value = errorMessage(error)
-    }
+  /** Ask main to stop the creation (it removes what it made). */
+  function cancel(): Promise<void> {
+    return creation.cancel()
   }
 
   return {

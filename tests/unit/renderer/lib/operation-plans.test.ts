@@ -1,12 +1,17 @@
 import { describe, expect, it } from 'vitest'
-import type { ImageSummary } from '../../../shared/ipc/contract'
+import { CHANNELS } from '../../../../shared/ipc/channels'
+import type { ImageSummary } from '../../../../shared/ipc/contract'
+import type { IpcClient } from '../../../../renderer/src/api/client'
 import {
   imageSuits,
   planCommit,
   planFlatten,
+  readCommitReview,
+  readFlattenPlan,
+  readRebaseStart,
   type Allocation,
   type ImageLayerInfo,
-} from '../../../renderer/src/lib/operation-plans'
+} from '../../../../renderer/src/lib/operation-plans'
 
 // What the commit and flatten wizards show before they start: clusters and bytes, from the
 // chain's info and the allocation summed per depth.
@@ -129,5 +134,54 @@ describe('imageSuits', () => {
     expect(imageSuits(summary('add-cow', 'none'), 'overlay')).toBe(false)
     expect(imageSuits(summary('add-cow', 'ok'), 'overlay')).toBe(true)
     expect(imageSuits(summary('add-cow', 'missing'), 'overlay')).toBe(true)
+  })
+})
+
+describe('the plan readers', () => {
+  /** A client that answers from a table and records what it was asked. */
+  function client(answers: Record<string, unknown>) {
+    const asked: [string, unknown][] = []
+    return {
+      asked,
+      call: async (channel: string, request: unknown) => {
+        asked.push([channel, request])
+        if (!(channel in answers)) throw new Error(`unexpected ${channel}`)
+        return answers[channel]
+      },
+    } as unknown as IpcClient & { asked: [string, unknown][] }
+  }
+  const {
+    imageGetInfo: INFO,
+    imageGetAllocation: ALLOCATION,
+    imageGetBlastRadius: RADIUS,
+  } = CHANNELS
+  const radius = { base: '/images/base.raw', dependents: [], searched: [], truncated: [] }
+
+  it('reads a commit plan and its blast radius together', async () => {
+    const fake = client({
+      [INFO]: { layers: [OVERLAY, BASE] },
+      [ALLOCATION]: allocation([131072, 3 * MIB], 13 * MIB - 131072),
+      [RADIUS]: radius,
+    })
+    const review = await readCommitReview(fake, '/images/vm.add-cow')
+    expect(review.plan).toMatchObject({ clusters: 2, bytes: 131072, baseGrowsFrom: 8 * MIB })
+    expect(review.radius).toBe(radius)
+    expect(fake.asked).toEqual([
+      [INFO, { path: '/images/vm.add-cow', backingChain: true }],
+      [ALLOCATION, { path: '/images/vm.add-cow', buckets: 1 }],
+      [RADIUS, { overlay: '/images/vm.add-cow' }],
+    ])
+  })
+
+  it('reads a flatten plan, and the layer a rebase starts from', async () => {
+    const fake = client({
+      [INFO]: { layers: [OVERLAY, BASE] },
+      [ALLOCATION]: allocation([131072, 3 * MIB], 13 * MIB - 131072),
+    })
+    expect(await readFlattenPlan(fake, '/images/vm.add-cow')).toMatchObject({
+      clustersFromChain: 254,
+    })
+    expect(await readRebaseStart(fake, '/images/vm.add-cow')).toBe(OVERLAY)
+    expect(fake.asked.at(-1)).toEqual([INFO, { path: '/images/vm.add-cow', backingChain: false }])
   })
 })

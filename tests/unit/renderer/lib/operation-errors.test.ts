@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { IpcRequestError } from '../../../renderer/src/api/client'
-import { explainError, ipcErrorOf } from '../../../renderer/src/lib/operation-errors'
+import { IpcRequestError } from '../../../../renderer/src/api/client'
+import { explainError, ipcErrorOf } from '../../../../renderer/src/lib/operation-errors'
 
 // Errors on the operation screens: the sentence main wrote, the file and value at fault, and
 // what the user can do about it.

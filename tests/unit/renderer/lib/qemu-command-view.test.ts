@@ -9,7 +9,7 @@ import {
   shellQuote,
   splitArguments,
   type QemuCommand,
-} from '../../../renderer/src/lib/qemu-command-view'
+} from '../../../../renderer/src/lib/qemu-command-view'
 
 // The launch screen's rendering of a QEMU command line: one row per option with its
 // explanation, the copyable shell text, and the form turned into a request.

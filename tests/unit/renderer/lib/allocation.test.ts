@@ -24,7 +24,7 @@ import {
   type Allocation,
   type AllocationBucket,
   type DrawingContext,
-} from '../../../renderer/src/lib/allocation'
+} from '../../../../renderer/src/lib/allocation'
 
 // The allocation map's logic: what it asks main for, how cells are laid out and hit, how a
 // bucket becomes coloured bands, what the legend counts, and how zooming moves the range,

@@ -9,7 +9,7 @@ import {
   repairLevels,
   type CheckProblem,
   type CheckReport,
-} from '../../../renderer/src/lib/check-findings'
+} from '../../../../renderer/src/lib/check-findings'
 
 // The check screen's reading of a report: findings by severity, the values at fault, and the
 // preview of what each repair level changes (docs/operations.md, "check").

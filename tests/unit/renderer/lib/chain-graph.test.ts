@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import type { ImageSummary } from '../../../shared/ipc/contract'
+import type { ImageSummary } from '../../../../shared/ipc/contract'
 import {
   buildChainGraph,
   GEOMETRY,
@@ -7,31 +7,15 @@ import {
   nodeBadge,
   nodeLabel,
   type ChainGraph,
-} from '../../../renderer/src/lib/chain-graph'
+} from '../../../../renderer/src/lib/chain-graph'
+import { summary } from '../helpers/fixtures'
 
 // The chain browser's graph: overlays linked to their bases (shared bases fan out), bases
 // outside the library shown as nodes of their own, missing and changed files marked, a tidy
 // layout without overlaps, labels for screen readers and arrow-key moves.
 
-const MIB = 1024 * 1024
-
 function image(path: string, overrides: Partial<ImageSummary> = {}): ImageSummary {
-  return {
-    path,
-    name: path.split('/').pop() ?? path,
-    addedAt: '2025-01-01T00:00:00.000Z',
-    format: 'add-cow',
-    virtualSize: 16 * MIB,
-    diskUsage: 64 * 1024,
-    files: [],
-    clusterSize: 64 * 1024,
-    allocatedPercent: 0,
-    base: { status: 'none', stored: null, path: null, reason: null },
-    chainLength: 1,
-    dependents: [],
-    error: null,
-    ...overrides,
-  }
+  return summary(path, { diskUsage: 64 * 1024, ...overrides })
 }
 
 function on(base: string, status: ImageSummary['base']['status'] = 'ok'): ImageSummary['base'] {
