@@ -17,12 +17,12 @@ import {
 } from '../lib/create-overlay'
 import { useJobsStore } from './jobs'
 
-type CreateResult = JobResultOf<'image:create-overlay'>
+type CreateResult = JobResultOf<'operations:create-overlay'>
 
 /**
  * The create-overlay wizard's draft and its one job: the base and its chain as main reads
  * them, where the overlay and its image file go, the names' style, the cluster size, and the
- * image:create-overlay job with its progress, cancel and outcome.
+ * operations:create-overlay job with its progress, cancel and outcome.
  */
 export const useCreateOverlayStore = defineStore('create-overlay', () => {
   const client = useClient()
@@ -136,12 +136,12 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
     imageEdited.value = true
   }
 
-  /** Start image:create-overlay; resolves with the result, or null when it failed or stopped. */
+  /** Start operations:create-overlay; resolves with the result, or null when it failed or stopped. */
   async function create(): Promise<CreateResult | null> {
     failure.value = null
     result.value = null
     try {
-      const started = await jobs.start('image:create-overlay', request.value)
+      const started = await jobs.start('operations:create-overlay', request.value)
       jobId.value = started.job.id
       result.value = await started.result
       return result.value

@@ -20,7 +20,7 @@ import {
 import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { IpcDispatcher } from '../../../main/ipc/dispatcher'
-import type { Handlers } from '../../../main/ipc/handlers'
+import type { Handlers } from '../../../main/ipc/handler-table'
 import type { NativeDialogs } from '../../../main/ipc/index'
 import type { RequestSender } from '../../../main/ipc/sender'
 import { requireTools, tempDir } from '../../helpers/tools'
@@ -52,22 +52,22 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'image:get-info': ({ overlay }) => ({ path: overlay }),
   'image:get-map': ({ overlay }) => ({ path: overlay, limit: 2 }),
   'image:get-allocation': ({ overlay }) => ({ path: overlay, buckets: 16 }),
-  'image:create-overlay': ({ dir, base }) => ({
+  'operations:create-overlay': ({ dir, base }) => ({
     overlay: join(dir, 'made-by-ipc.add-cow'),
     backing: base,
   }),
-  'image:compare-images': ({ base, overlay }) => ({ a: base, b: overlay }),
-  'image:check-image': ({ overlay }) => ({ path: overlay }),
+  'operations:compare-images': ({ base, overlay }) => ({ a: base, b: overlay }),
+  'operations:check-image': ({ overlay }) => ({ path: overlay }),
   'image:get-blast-radius': ({ overlay }) => ({ overlay }),
-  'image:commit-overlay': ({ committed }) => ({
+  'operations:commit-overlay': ({ committed }) => ({
     overlay: committed,
     undo: join(dirname(committed), 'commit.undo'),
   }),
-  'image:rollback-commit': ({ committed }) => ({
+  'operations:rollback-commit': ({ committed }) => ({
     journal: join(dirname(committed), 'commit.undo'),
   }),
-  'image:stream-overlay': ({ streamed }) => ({ overlay: streamed }),
-  'image:rebase-overlay': ({ rebased }) => ({
+  'operations:stream-overlay': ({ streamed }) => ({ overlay: streamed }),
+  'operations:rebase-overlay': ({ rebased }) => ({
     overlay: rebased,
     backing: 'other.raw',
     backingFormat: 'raw',
@@ -96,8 +96,8 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   }),
   'fs:list-folder': ({ dir }) => ({ path: dir }),
   'fs:list-roots': () => ({}),
-  'dialog:open-files': ({ dir }) => ({ title: 'Pick an image', defaultPath: dir }),
-  'dialog:save-file': () => ({ title: 'Save' }),
+  'fs:show-open-dialog': ({ dir }) => ({ title: 'Pick an image', defaultPath: dir }),
+  'fs:show-save-dialog': () => ({ title: 'Save' }),
   'jobs:list-jobs': () => ({}),
   'jobs:cancel-job': ({ core }) => ({ jobId: core.jobs.list()[0]?.id ?? 'none' }),
   'jobs:clear-finished': () => ({}),
@@ -183,13 +183,13 @@ describe('the contract', () => {
       expect(spec.kind === 'call' ? spec.response : spec.result, channel).toBeDefined()
     }
     expect(JOB_CHANNELS).toEqual([
-      'image:create-overlay',
-      'image:compare-images',
-      'image:check-image',
-      'image:commit-overlay',
-      'image:rollback-commit',
-      'image:stream-overlay',
-      'image:rebase-overlay',
+      'operations:create-overlay',
+      'operations:compare-images',
+      'operations:check-image',
+      'operations:commit-overlay',
+      'operations:rollback-commit',
+      'operations:stream-overlay',
+      'operations:rebase-overlay',
       'qemu:launch-vm',
       'nbd:serve-image',
     ])
@@ -367,7 +367,7 @@ describe('every handler on real files', () => {
 
   it('says NOT_CAPABLE for native dialogs where there are none (the browser mode)', async () => {
     const core = testCore(join(fixture.dir, 'data-web'))
-    const result = await core.dispatcher.dispatch('dialog:open-files', {}, TRUSTED)
+    const result = await core.dispatcher.dispatch('fs:show-open-dialog', {}, TRUSTED)
     expect(result).toMatchObject({ ok: false, error: { code: 'NOT_CAPABLE' } })
   })
 })
@@ -404,9 +404,9 @@ describe('BAD_REQUEST', () => {
       ['image:get-allocation', { path: '/tmp/x', offset: -1 }, 'offset'],
       ['image:get-allocation', { path: '/tmp/x', length: 0.5 }, 'length'],
       ['image:get-map', { path: '/tmp/x', offset: -1 }, 'offset'],
-      ['image:create-overlay', { overlay: '/tmp/x.add-cow', size: 1.5 }, 'size'],
+      ['operations:create-overlay', { overlay: '/tmp/x.add-cow', size: 1.5 }, 'size'],
       [
-        'image:create-overlay',
+        'operations:create-overlay',
         { overlay: '/tmp/x.add-cow', backingFormat: 'RAW; rm' },
         'backingFormat',
       ],

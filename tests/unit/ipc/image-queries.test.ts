@@ -238,11 +238,11 @@ describe('the name policy through the IPC', () => {
     const overlay = join(dir, 'work', 'mine.add-cow')
     const { job } = valueOf(
       await core.dispatcher.dispatch(
-        'image:create-overlay',
+        'operations:create-overlay',
         { overlay, backing: join(dir, 'base.raw') },
         TRUSTED,
       ),
-    ) as ResponseOf<'image:create-overlay'>
+    ) as ResponseOf<'operations:create-overlay'>
     await core.jobs.settled(job.id)
     expect(core.jobs.get(job.id)?.state).toBe('done')
     const map = valueOf(
@@ -258,8 +258,8 @@ describe('the name policy through the IPC', () => {
     await patternFile(base, 2 * MIB)
     const overlay = join(dir, 'drift', 'child.add-cow')
     const { job } = (await core.dispatcher
-      .dispatch('image:create-overlay', { overlay, backing: 'golden.raw' }, TRUSTED)
-      .then(valueOf)) as ResponseOf<'image:create-overlay'>
+      .dispatch('operations:create-overlay', { overlay, backing: 'golden.raw' }, TRUSTED)
+      .then(valueOf)) as ResponseOf<'operations:create-overlay'>
     await core.jobs.settled(job.id)
     const status = async (): Promise<string | undefined> => {
       const listing = valueOf(

@@ -72,7 +72,7 @@ describe('JobManager', () => {
     const step = gate()
     const release = gate()
     let report: ((done: number, total: number) => void) | null = null
-    const job = jobs.start('image:compare-images', 'Compare', 'bytes', async (run) => {
+    const job = jobs.start('operations:compare-images', 'Compare', 'bytes', async (run) => {
       report = run.progress
       step.open()
       await release.promise
@@ -118,7 +118,7 @@ describe('JobManager', () => {
   it('cancels through the signal and ends the job as cancelled', async () => {
     const { jobs, events } = manager()
     const started = gate()
-    const job = jobs.start('image:compare-images', 'Long job', 'steps', async (run) => {
+    const job = jobs.start('operations:compare-images', 'Long job', 'steps', async (run) => {
       started.open()
       await new Promise<void>((resolve) => run.signal.addEventListener('abort', () => resolve()))
       throw new EngineError('ABORTED', 'The compare was cancelled.')
@@ -135,10 +135,10 @@ describe('JobManager', () => {
 
   it('reports a failure with its stable code, and a bug as INTERNAL with the stack logged', async () => {
     const { jobs, log } = manager()
-    const refused = jobs.start('image:create-overlay', 'Create', 'steps', async () => {
+    const refused = jobs.start('operations:create-overlay', 'Create', 'steps', async () => {
       throw new EngineError('ALREADY_EXISTS', '/x.add-cow already exists.', { path: '/x.add-cow' })
     })
-    const buggy = jobs.start('image:create-overlay', 'Create', 'steps', async () => {
+    const buggy = jobs.start('operations:create-overlay', 'Create', 'steps', async () => {
       throw new RangeError('index out of range')
     })
     await jobs.settled(refused.id)
@@ -156,10 +156,10 @@ describe('JobManager', () => {
   it('refuses more jobs than it may run, and forgets finished jobs on request', async () => {
     const { jobs } = manager({ maxRunning: 1 })
     const hold = gate()
-    const first = jobs.start('image:compare-images', 'One', 'steps', () => hold.promise)
-    expect(() => jobs.start('image:compare-images', 'Two', 'steps', async () => undefined)).toThrow(
-      expect.objectContaining({ code: 'BUSY' }),
-    )
+    const first = jobs.start('operations:compare-images', 'One', 'steps', () => hold.promise)
+    expect(() =>
+      jobs.start('operations:compare-images', 'Two', 'steps', async () => undefined),
+    ).toThrow(expect.objectContaining({ code: 'BUSY' }))
     hold.open()
     await jobs.settled(first.id)
     expect(jobs.clearFinished()).toBe(1)
@@ -185,14 +185,14 @@ describe('jobs through the IPC, on real files', () => {
     const core = testCore(join(dir, 'data-compare'))
     const same = valueOf(
       await core.dispatcher.dispatch(
-        'image:compare-images',
+        'operations:compare-images',
         { a: join(dir, 'a.raw'), b: join(dir, 'b.raw') },
         TRUSTED,
       ),
     ) as { job: JobInfo }
     expect(same.job).toMatchObject({
       state: 'running',
-      channel: 'image:compare-images',
+      channel: 'operations:compare-images',
       progress: { unit: 'bytes' },
     })
     const outcome = await finished(core, same.job)
@@ -206,7 +206,7 @@ describe('jobs through the IPC, on real files', () => {
 
     const different = valueOf(
       await core.dispatcher.dispatch(
-        'image:compare-images',
+        'operations:compare-images',
         { a: join(dir, 'a.raw'), b: join(dir, 'c.raw') },
         TRUSTED,
       ),
@@ -226,7 +226,7 @@ describe('jobs through the IPC, on real files', () => {
     })
     const { job } = valueOf(
       await core.dispatcher.dispatch(
-        'image:compare-images',
+        'operations:compare-images',
         { a: join(dir, 'a.raw'), b: join(dir, 'b.raw') },
         TRUSTED,
       ),
@@ -244,7 +244,7 @@ describe('jobs through the IPC, on real files', () => {
     const overlay = join(dir, 'cancelled.add-cow')
     const { job } = valueOf(
       await core.dispatcher.dispatch(
-        'image:create-overlay',
+        'operations:create-overlay',
         { overlay, backing: join(dir, 'a.raw') },
         TRUSTED,
       ),
@@ -261,7 +261,7 @@ describe('jobs through the IPC, on real files', () => {
     const existing = join(dir, 'a.raw')
     const failed = valueOf(
       await core.dispatcher.dispatch(
-        'image:create-overlay',
+        'operations:create-overlay',
         { overlay: existing, size: 4096 },
         TRUSTED,
       ),
@@ -277,7 +277,7 @@ describe('jobs through the IPC, on real files', () => {
     const closeWindow = core.bus.subscribe((event) => window.push(event))
     const { job } = valueOf(
       await core.dispatcher.dispatch(
-        'image:compare-images',
+        'operations:compare-images',
         { a: join(dir, 'a.raw'), b: join(dir, 'c.raw') },
         TRUSTED,
       ),

@@ -62,7 +62,7 @@ async function guestBytes(overlay: string, offset: number, length: number): Prom
   }
 }
 
-describe('image:rollback-commit validation', () => {
+describe('operations:rollback-commit validation', () => {
   it('refuses a malformed request as BAD_REQUEST naming the field, before starting a job', async () => {
     const before = core.jobs.list().length
     const cases: [unknown, string][] = [
@@ -74,7 +74,7 @@ describe('image:rollback-commit validation', () => {
       [{ journal: '/tmp/commit.undo', force: 'yes' }, 'force'],
     ]
     for (const [payload, field] of cases) {
-      const answer = await core.dispatcher.dispatch('image:rollback-commit', payload, TRUSTED)
+      const answer = await core.dispatcher.dispatch('operations:rollback-commit', payload, TRUSTED)
       expect(answer, JSON.stringify(payload).slice(0, 80)).toMatchObject({
         ok: false,
         error: { code: 'BAD_REQUEST', field },
@@ -82,7 +82,7 @@ describe('image:rollback-commit validation', () => {
     }
     for (const payload of [{}, null, 'text', { journal: '/tmp/commit.undo', undo: '/tmp/x' }]) {
       expect(
-        await core.dispatcher.dispatch('image:rollback-commit', payload, TRUSTED),
+        await core.dispatcher.dispatch('operations:rollback-commit', payload, TRUSTED),
       ).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } })
     }
     expect(core.jobs.list().length).toBe(before)
@@ -91,12 +91,12 @@ describe('image:rollback-commit validation', () => {
   it('fails the job with a typed error for a missing or corrupt journal', async () => {
     await mkdir(join(dir, 'bad'))
     const missing = join(dir, 'bad', 'missing.undo')
-    const { job: gone } = await call(core, 'image:rollback-commit', { journal: missing })
+    const { job: gone } = await call(core, 'operations:rollback-commit', { journal: missing })
     expect(await failure(gone)).toMatchObject({ code: 'NOT_FOUND', path: missing })
 
     const corrupt = join(dir, 'bad', 'corrupt.undo')
     await writeFile(corrupt, Buffer.alloc(4096, 0x41))
-    const { job: broken } = await call(core, 'image:rollback-commit', { journal: corrupt })
+    const { job: broken } = await call(core, 'operations:rollback-commit', { journal: corrupt })
     const error = await failure(broken)
     expect(error?.code).toMatch(/^[A-Z_]+$/)
     expect(error?.code).not.toBe('INTERNAL')
@@ -104,20 +104,20 @@ describe('image:rollback-commit validation', () => {
   })
 })
 
-describe('image:rollback-commit', () => {
+describe('operations:rollback-commit', () => {
   it('puts the base back and gives the overlay its data back', async () => {
     const { base, overlay } = await committable('roundtrip')
     const original = await readFile(base)
     const journal = join(dir, 'roundtrip', 'commit.undo')
-    const { job: commitJob } = await call(core, 'image:commit-overlay', {
+    const { job: commitJob } = await call(core, 'operations:commit-overlay', {
       overlay,
       undo: journal,
     })
     expect(await result(commitJob)).toMatchObject({ emptied: true, undo: journal })
     expect((await readFile(base)).equals(original)).toBe(false)
 
-    const { job } = await call(core, 'image:rollback-commit', { journal })
-    expect(job).toMatchObject({ channel: 'image:rollback-commit', title: expect.any(String) })
+    const { job } = await call(core, 'operations:rollback-commit', { journal })
+    expect(job).toMatchObject({ channel: 'operations:rollback-commit', title: expect.any(String) })
     expect(job.title).toBe('Roll back the commit in commit.undo')
     expect(await result(job)).toEqual({
       base,
@@ -130,7 +130,7 @@ describe('image:rollback-commit', () => {
     expect((await guestBytes(overlay, MIB, 65536)).equals(Buffer.alloc(65536, 0x77))).toBe(true)
 
     // A second run says it was already done and changes nothing.
-    const { job: again } = await call(core, 'image:rollback-commit', { journal })
+    const { job: again } = await call(core, 'operations:rollback-commit', { journal })
     expect(await result(again)).toMatchObject({ alreadyDone: true, restoredBytes: 0 })
   })
 
@@ -138,7 +138,7 @@ describe('image:rollback-commit', () => {
     const { base, overlay } = await committable('changed')
     const original = await readFile(base)
     const journal = join(dir, 'changed', 'commit.undo')
-    const { job: commitJob } = await call(core, 'image:commit-overlay', {
+    const { job: commitJob } = await call(core, 'operations:commit-overlay', {
       overlay,
       undo: journal,
     })
@@ -147,11 +147,11 @@ describe('image:rollback-commit', () => {
     changed.fill(0x55, 0, 65536)
     await writeFile(base, changed)
 
-    const { job: refused } = await call(core, 'image:rollback-commit', { journal })
+    const { job: refused } = await call(core, 'operations:rollback-commit', { journal })
     expect(await failure(refused)).toMatchObject({ code: 'BASE_CHANGED', path: base })
     expect((await readFile(base)).subarray(0, 4)).toEqual(Buffer.alloc(4, 0x55))
 
-    const { job: forced } = await call(core, 'image:rollback-commit', { journal, force: true })
+    const { job: forced } = await call(core, 'operations:rollback-commit', { journal, force: true })
     expect(await result(forced)).toMatchObject({ restoredBytes: 65536, overlayClusters: 1 })
     // The committed range is back as it was; the later change outside it stays.
     expect((await readFile(base)).subarray(MIB, MIB + 65536)).toEqual(

@@ -57,7 +57,7 @@ describe('operations', () => {
     const theirs = await overlayOn('ops', 'theirs.add-cow')
     await writeInto(mine, MIB, 0x77)
 
-    const { job: checkJob } = await call(core, 'image:check-image', { path: mine })
+    const { job: checkJob } = await call(core, 'operations:check-image', { path: mine })
     const checked = await runJob(checkJob)
     expect(checked).toMatchObject({ exitCode: 0, report: { corruptions: 0, leaks: 0 } })
 
@@ -65,7 +65,7 @@ describe('operations', () => {
     expect(radius.base).toBe(base)
     expect(radius.dependents.map((dependent) => dependent.path)).toEqual([theirs])
 
-    const { job: refused } = await call(core, 'image:commit-overlay', { overlay: mine })
+    const { job: refused } = await call(core, 'operations:commit-overlay', { overlay: mine })
     const outcome = await finished(core, refused)
     expect(outcome).toMatchObject({
       event: 'jobs:failed',
@@ -73,7 +73,10 @@ describe('operations', () => {
     })
     expect((await readFile(base)).subarray(MIB, MIB + 4)).not.toEqual(Buffer.alloc(4, 0x77))
 
-    const { job: forced } = await call(core, 'image:commit-overlay', { overlay: mine, force: true })
+    const { job: forced } = await call(core, 'operations:commit-overlay', {
+      overlay: mine,
+      force: true,
+    })
     expect(await runJob(forced)).toMatchObject({ base, clusters: 1, bytes: 65536, emptied: true })
     expect(
       (await readFile(base)).subarray(MIB, MIB + 65536).equals(Buffer.alloc(65536, 0x77)),
@@ -85,7 +88,7 @@ describe('operations', () => {
     await patternFile(join(dir, 'flat', 'base.raw'), 2 * MIB, 5)
     await patternFile(join(dir, 'flat', 'other.raw'), 2 * MIB, 6)
     const flat = await overlayOn('flat', 'flat.add-cow')
-    const { job } = await call(core, 'image:stream-overlay', { overlay: flat })
+    const { job } = await call(core, 'operations:stream-overlay', { overlay: flat })
     expect(await runJob(job)).toMatchObject({
       overlay: flat,
       alreadyDone: false,
@@ -99,7 +102,7 @@ describe('operations', () => {
     ).toBe(true)
 
     const moved = await overlayOn('flat', 'moved.add-cow')
-    const { job: rebase } = await call(core, 'image:rebase-overlay', {
+    const { job: rebase } = await call(core, 'operations:rebase-overlay', {
       overlay: moved,
       backing: 'other.raw',
       backingFormat: 'raw',
@@ -109,7 +112,7 @@ describe('operations', () => {
       newBacking: 'other.raw',
       unsafe: false,
     })
-    const { job: compare } = await call(core, 'image:compare-images', {
+    const { job: compare } = await call(core, 'operations:compare-images', {
       a: moved,
       b: join(dir, 'flat', 'base.raw'),
     })
@@ -181,7 +184,7 @@ describe('sessions', () => {
   })
 
   it('refuses to stop or type into a job that is not a VM', async () => {
-    const { job } = await call(core, 'image:compare-images', {
+    const { job } = await call(core, 'operations:compare-images', {
       a: join(dir, 'nbd', 'base.raw'),
       b: join(dir, 'nbd', 'base.raw'),
     })

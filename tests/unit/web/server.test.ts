@@ -203,7 +203,7 @@ describe('WebSocket', () => {
         ok: false,
         error: { code: 'BAD_REQUEST' },
       })
-      expect(await ask(socket, 3, 'dialog:save-file', {})).toMatchObject({
+      expect(await ask(socket, 3, 'fs:show-save-dialog', {})).toMatchObject({
         ok: false,
         error: { code: 'NOT_CAPABLE' },
       })
