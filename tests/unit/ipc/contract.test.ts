@@ -1,5 +1,6 @@
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   CHANNEL_NAMES,
@@ -21,7 +22,7 @@ import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { IpcDispatcher } from '../../../main/ipc/dispatcher'
 import type { Handlers } from '../../../main/ipc/handler-table'
-import type { NativeDialogs } from '../../../main/ipc/index'
+import type { IpcServices, NativeDialogs } from '../../../main/ipc/index'
 import type { RequestSender } from '../../../main/ipc/sender'
 import { requireTools, tempDir } from '../../helpers/tools'
 import { finished, patternFile, testCore, TRUSTED, valueOf } from './helpers'
@@ -29,6 +30,8 @@ import { finished, patternFile, testCore, TRUSTED, valueOf } from './helpers'
 // The contract: every channel has a schema and a handler, every handler answers a valid
 // request with what its schema promises (on real files), a malformed payload is BAD_REQUEST
 // and a request from anything but the app's own main frame is FORBIDDEN.
+
+const HANDLERS_DIR = fileURLToPath(new URL('../../../main/ipc/handlers/', import.meta.url))
 
 interface Fixture {
   dir: string
@@ -208,6 +211,39 @@ describe('the contract', () => {
       if (CONTRACT[channel].kind === 'job')
         expect(handler, channel).toMatchObject({ run: expect.any(Function) })
       else expect(typeof handler, channel).toBe('function')
+    }
+  })
+
+  it("keeps each area's handlers in main/ipc/handlers/<area>.ts, and only them", async () => {
+    const areas = [...new Set(CHANNEL_NAMES.map((channel) => channel.split(':')[0]!))].sort()
+    const files = (await readdir(HANDLERS_DIR)).filter((name) => name !== 'index.ts')
+    expect(files.sort()).toEqual(areas.map((area) => `${area}.ts`))
+    const { core } = fixture
+    const services: IpcServices = {
+      library: core.library,
+      jobs: core.jobs,
+      bus: core.bus,
+      log: core.log,
+      host: {
+        shell: 'web',
+        name: 'test',
+        version: '0',
+        electronVersion: null,
+        chromeVersion: null,
+      },
+      dialogs: null,
+    }
+    for (const area of areas) {
+      const module = (await import(join(HANDLERS_DIR, `${area}.ts`))) as Record<
+        string,
+        (services: IpcServices) => object
+      >
+      const tables = Object.entries(module)
+        .filter(([name]) => name.endsWith('Handlers'))
+        .map(([, create]) => Object.keys(create(services)))
+      expect(tables, area).toEqual([
+        CHANNEL_NAMES.filter((channel) => channel.startsWith(`${area}:`)),
+      ])
     }
   })
 })

@@ -118,3 +118,11 @@ export async function patternFile(path: string, size: number, seed = 1): Promise
   await writeFile(path, data)
   return data
 }
+
+/** A job's result once it is done; a failed or cancelled job throws with its code and message. */
+export async function jobResult(core: IpcCore, job: JobInfo): Promise<unknown> {
+  const outcome = await finished(core, job)
+  if (outcome.event === 'jobs:failed')
+    throw new Error(`${job.title}: ${outcome.job.error?.code} ${outcome.job.error?.message}`)
+  return outcome.result
+}

@@ -1,15 +1,17 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { JobInfo } from '../../../shared/ipc/contract'
-import { openImage } from '../../../main/engine/open'
-import { createOverlay } from '../../../main/engine/ops/create'
-import { tempDir } from '../../helpers/tools'
-import { call, finished, patternFile, testCore, TRUSTED } from './helpers'
+import type { JobInfo } from '../../../../shared/ipc/contract'
+import { openImage } from '../../../../main/engine/open'
+import { createOverlay } from '../../../../main/engine/ops/create'
+import { tempDir } from '../../../helpers/tools'
+import { call, finished, jobResult, patternFile, testCore, TRUSTED } from '../helpers'
 
-// The rollback of a journaled commit through the IPC: the request is validated in main (an
-// absolute journal path, a boolean force, nothing else), the engine's refusals come back as
-// typed errors on the failed job, and a rollback puts the base and the overlay back.
+// The operations:* channels (main/ipc/handlers/operations.ts) on real files: check, the blast
+// radius of a commit (image:get-blast-radius), commit, flatten, rebase and compare; and the
+// rollback of a journaled commit: the request is validated in main (an absolute journal path,
+// a boolean force, nothing else), the engine's refusals come back as typed errors on the
+// failed job, and a rollback puts the base and the overlay back.
 
 const MIB = 1024 * 1024
 let cleanup: () => Promise<void>
@@ -17,7 +19,7 @@ let dir: string
 let core: ReturnType<typeof testCore>
 
 beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-rollback-')
+  const temp = await tempDir('addcow-ipc-operations-')
   cleanup = temp.cleanup
   dir = temp.path
   core = testCore(join(dir, 'data'))
@@ -27,17 +29,26 @@ afterAll(async () => {
   await cleanup()
 })
 
+function runJob(job: JobInfo): Promise<unknown> {
+  return jobResult(core, job)
+}
+
 async function failure(job: JobInfo): Promise<JobInfo['error']> {
   const outcome = await finished(core, job)
   expect(outcome.event).toBe('jobs:failed')
   return outcome.job.error
 }
 
-async function result(job: JobInfo): Promise<unknown> {
-  const outcome = await finished(core, job)
-  if (outcome.event === 'jobs:failed')
-    throw new Error(`${job.title}: ${outcome.job.error?.code} ${outcome.job.error?.message}`)
-  return outcome.result
+async function overlayOn(folder: string, name: string, base = 'base.raw'): Promise<string> {
+  const path = join(dir, folder, name)
+  await createOverlay({ overlay: path, backing: base, backingFormat: 'raw' })
+  return path
+}
+
+async function writeInto(path: string, offset: number, byte: number): Promise<void> {
+  const disk = await openImage(path, { format: 'add-cow' })
+  await disk.write(offset, Buffer.alloc(65536, byte))
+  await disk.close()
 }
 
 /** A base with a pattern and an overlay on it holding one cluster of `byte` at 1 MiB. */
@@ -61,6 +72,78 @@ async function guestBytes(overlay: string, offset: number, length: number): Prom
     await disk.close()
   }
 }
+
+describe('operations', () => {
+  it('checks, shows the blast radius, commits only with force when others share the base', async () => {
+    await mkdir(join(dir, 'ops'))
+    const base = join(dir, 'ops', 'base.raw')
+    await patternFile(base, 2 * MIB)
+    const mine = await overlayOn('ops', 'mine.add-cow')
+    const theirs = await overlayOn('ops', 'theirs.add-cow')
+    await writeInto(mine, MIB, 0x77)
+
+    const { job: checkJob } = await call(core, 'operations:check-image', { path: mine })
+    const checked = await runJob(checkJob)
+    expect(checked).toMatchObject({ exitCode: 0, report: { corruptions: 0, leaks: 0 } })
+
+    const radius = await call(core, 'image:get-blast-radius', { overlay: mine })
+    expect(radius.base).toBe(base)
+    expect(radius.dependents.map((dependent) => dependent.path)).toEqual([theirs])
+
+    const { job: refused } = await call(core, 'operations:commit-overlay', { overlay: mine })
+    const outcome = await finished(core, refused)
+    expect(outcome).toMatchObject({
+      event: 'jobs:failed',
+      job: { error: { code: 'CONFIRMATION_REQUIRED' } },
+    })
+    expect((await readFile(base)).subarray(MIB, MIB + 4)).not.toEqual(Buffer.alloc(4, 0x77))
+
+    const { job: forced } = await call(core, 'operations:commit-overlay', {
+      overlay: mine,
+      force: true,
+    })
+    expect(await runJob(forced)).toMatchObject({ base, clusters: 1, bytes: 65536, emptied: true })
+    expect(
+      (await readFile(base)).subarray(MIB, MIB + 65536).equals(Buffer.alloc(65536, 0x77)),
+    ).toBe(true)
+  })
+
+  it('flattens an overlay into a standalone raw disk, and rebases another', async () => {
+    await mkdir(join(dir, 'flat'))
+    await patternFile(join(dir, 'flat', 'base.raw'), 2 * MIB, 5)
+    await patternFile(join(dir, 'flat', 'other.raw'), 2 * MIB, 6)
+    const flat = await overlayOn('flat', 'flat.add-cow')
+    const { job } = await call(core, 'operations:stream-overlay', { overlay: flat })
+    expect(await runJob(job)).toMatchObject({
+      overlay: flat,
+      alreadyDone: false,
+      copiedBytes: 2 * MIB,
+    })
+    // (Buffer.equals: a deep equality of 2 MiB buffers takes the test runner seconds.)
+    expect(
+      (await readFile(join(dir, 'flat', 'flat.raw'))).equals(
+        await readFile(join(dir, 'flat', 'base.raw')),
+      ),
+    ).toBe(true)
+
+    const moved = await overlayOn('flat', 'moved.add-cow')
+    const { job: rebase } = await call(core, 'operations:rebase-overlay', {
+      overlay: moved,
+      backing: 'other.raw',
+      backingFormat: 'raw',
+    })
+    expect(await runJob(rebase)).toMatchObject({
+      oldBacking: 'base.raw',
+      newBacking: 'other.raw',
+      unsafe: false,
+    })
+    const { job: compare } = await call(core, 'operations:compare-images', {
+      a: moved,
+      b: join(dir, 'flat', 'base.raw'),
+    })
+    expect(await runJob(compare)).toMatchObject({ identical: true })
+  })
+})
 
 describe('operations:rollback-commit validation', () => {
   it('refuses a malformed request as BAD_REQUEST naming the field, before starting a job', async () => {
@@ -113,13 +196,13 @@ describe('operations:rollback-commit', () => {
       overlay,
       undo: journal,
     })
-    expect(await result(commitJob)).toMatchObject({ emptied: true, undo: journal })
+    expect(await runJob(commitJob)).toMatchObject({ emptied: true, undo: journal })
     expect((await readFile(base)).equals(original)).toBe(false)
 
     const { job } = await call(core, 'operations:rollback-commit', { journal })
     expect(job).toMatchObject({ channel: 'operations:rollback-commit', title: expect.any(String) })
     expect(job.title).toBe('Roll back the commit in commit.undo')
-    expect(await result(job)).toEqual({
+    expect(await runJob(job)).toEqual({
       base,
       overlay,
       restoredBytes: 65536,
@@ -131,7 +214,7 @@ describe('operations:rollback-commit', () => {
 
     // A second run says it was already done and changes nothing.
     const { job: again } = await call(core, 'operations:rollback-commit', { journal })
-    expect(await result(again)).toMatchObject({ alreadyDone: true, restoredBytes: 0 })
+    expect(await runJob(again)).toMatchObject({ alreadyDone: true, restoredBytes: 0 })
   })
 
   it('refuses with BASE_CHANGED when the base changed after the commit, and rolls back with force', async () => {
@@ -142,7 +225,7 @@ describe('operations:rollback-commit', () => {
       overlay,
       undo: journal,
     })
-    await result(commitJob)
+    await runJob(commitJob)
     const changed = await readFile(base)
     changed.fill(0x55, 0, 65536)
     await writeFile(base, changed)
@@ -152,7 +235,7 @@ describe('operations:rollback-commit', () => {
     expect((await readFile(base)).subarray(0, 4)).toEqual(Buffer.alloc(4, 0x55))
 
     const { job: forced } = await call(core, 'operations:rollback-commit', { journal, force: true })
-    expect(await result(forced)).toMatchObject({ restoredBytes: 65536, overlayClusters: 1 })
+    expect(await runJob(forced)).toMatchObject({ restoredBytes: 65536, overlayClusters: 1 })
     // The committed range is back as it was; the later change outside it stays.
     expect((await readFile(base)).subarray(MIB, MIB + 65536)).toEqual(
       original.subarray(MIB, MIB + 65536),
