@@ -16,14 +16,18 @@ export let dataDir: string
 /** What to remove after the current test; a test adds its extra folders. */
 export let cleanups: (() => Promise<void>)[] = []
 
-/** Give every test of the calling file a fresh `root` and `dataDir`, removed afterwards. */
-export function useFolders(): void {
+/**
+ * Give every test of the calling file a fresh `root` and `dataDir`, removed afterwards; with
+ * `overlay`, `root` holds {@link overlayOnBase}'s overlay and base from the start.
+ */
+export function useFolders(options: { overlay?: boolean } = {}): void {
   beforeEach(async () => {
     const work = await tempDir()
     const data = await tempDir('addcow-data-')
     root = work.path
     dataDir = data.path
     cleanups = [work.cleanup, data.cleanup]
+    if (options.overlay) await overlayOnBase()
   })
   afterEach(async () => {
     for (const cleanup of cleanups) await cleanup()

@@ -1,14 +1,11 @@
 import { join } from 'node:path'
-import { beforeEach, describe, expect, it } from 'vitest'
-import { overlayOnBase, root, run, useFolders } from '../helpers'
+import { describe, expect, it } from 'vitest'
+import { root, run, useFolders } from '../helpers'
 
 // addcow launch's arguments (main/cli/commands/launch.ts), run in-process; booting is tested in
 // tests/interop/qemu.
 
-useFolders()
-beforeEach(async () => {
-  await overlayOnBase()
-})
+useFolders({ overlay: true })
 
 describe('addcow launch: arguments', () => {
   it('launch refuses a bad stop timeout and a missing QEMU before starting anything', async () => {

@@ -1,13 +1,10 @@
 import { join } from 'node:path'
-import { beforeEach, describe, expect, it } from 'vitest'
-import { overlayOnBase, root, run, useFolders } from '../helpers'
+import { describe, expect, it } from 'vitest'
+import { root, run, useFolders } from '../helpers'
 
 // addcow qemu-cmd (main/cli/commands/qemu-cmd.ts), run in-process.
 
-useFolders()
-beforeEach(async () => {
-  await overlayOnBase()
-})
+useFolders({ overlay: true })
 
 describe('addcow qemu-cmd', () => {
   it('qemu-cmd explains its command, passes extra arguments through, and validates options', async () => {

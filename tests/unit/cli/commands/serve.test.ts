@@ -1,15 +1,12 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { beforeEach, describe, expect, it } from 'vitest'
-import { overlayOnBase, root, run, useFolders } from '../helpers'
+import { describe, expect, it } from 'vitest'
+import { root, run, useFolders } from '../helpers'
 
 // addcow serve's arguments (main/cli/commands/serve.ts), run in-process; serving itself is
 // tested in tests/unit/nbd and, as the binary, in tests/unit/cli/bin.test.ts and tests/interop.
 
-useFolders()
-beforeEach(async () => {
-  await overlayOnBase()
-})
+useFolders({ overlay: true })
 
 describe('addcow serve: arguments', () => {
   it('serve refuses contradictory or bad addresses with one clear sentence', async () => {

@@ -1,22 +1,18 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import type { MapExtent } from '../../../../shared/image-types'
 import type { ResponseOf } from '../../../../shared/ipc/contract'
 import { openImage } from '../../../../main/engine/open'
 import { createOverlay } from '../../../../main/engine/ops/create'
 import { mapImage } from '../../../../main/engine/ops/map'
-import { tempDir } from '../../../helpers/tools'
-import { patternFile, testCore, TRUSTED, valueOf } from '../helpers'
+import { core, dir, patternFile, TRUSTED, useIpcFolder, valueOf } from '../helpers'
 
 // The image:* channels (main/ipc/handlers/image.ts): the map and allocation on real chains.
 // image:get-info and image:get-blast-radius are tested in contract.test.ts and operations.test.ts.
 
 const KIB = 1024
 const MIB = 1024 * KIB
-let cleanup: () => Promise<void>
-let dir: string
-let core: ReturnType<typeof testCore>
 
 async function write(path: string, offset: number, length: number, byte: number): Promise<void> {
   const disk = await openImage(path, { format: 'add-cow' })
@@ -25,11 +21,8 @@ async function write(path: string, offset: number, length: number, byte: number)
   await disk.close()
 }
 
+useIpcFolder('addcow-ipc-queries-')
 beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-queries-')
-  cleanup = temp.cleanup
-  dir = temp.path
-  core = testCore(join(dir, 'data'))
   // base.raw (4 MiB) <- middle.add-cow (writes at 1 MiB) <- top.add-cow (writes at 0 and 3 MiB)
   await patternFile(join(dir, 'base.raw'), 4 * MIB)
   await createOverlay({
@@ -46,7 +39,6 @@ beforeAll(async () => {
   await write(join(dir, 'top.add-cow'), 0, 64 * KIB, 0x22)
   await write(join(dir, 'top.add-cow'), 3 * MIB, 64 * KIB, 0x33)
 })
-afterAll(() => cleanup())
 
 describe('image:get-map', () => {
   it('gives the same extents as addcow map, page by page', async () => {

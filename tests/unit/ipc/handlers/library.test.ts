@@ -3,11 +3,10 @@ import { appendFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import type { ResponseOf } from '../../../../shared/ipc/contract'
 import { createOverlay } from '../../../../main/engine/ops/create'
-import { tempDir } from '../../../helpers/tools'
-import { call, patternFile, testCore, TRUSTED, valueOf } from '../helpers'
+import { call, core, dir, patternFile, testCore, TRUSTED, useIpcFolder, valueOf } from '../helpers'
 
 // The library:* channels (main/ipc/handlers/library.ts): the name policy as the app applies it
 // (a refused name until the user approves it, what the app creates is trusted, a base that
@@ -17,19 +16,12 @@ import { call, patternFile, testCore, TRUSTED, valueOf } from '../helpers'
 const run = promisify(execFile)
 const WRITER = fileURLToPath(new URL('../library-writer.ts', import.meta.url))
 const MIB = 1024 * 1024
-let cleanup: () => Promise<void>
-let dir: string
-let core: ReturnType<typeof testCore>
 
+useIpcFolder('addcow-ipc-library-')
 beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-library-')
-  cleanup = temp.cleanup
-  dir = temp.path
-  core = testCore(join(dir, 'data'))
   await patternFile(join(dir, 'base.raw'), 4 * MIB)
   await patternFile(join(dir, 'disk.raw'), 1024 * 1024)
 })
-afterAll(() => cleanup())
 
 describe('the name policy through the IPC', () => {
   it('never follows a base outside the folder until the user approves it', async () => {

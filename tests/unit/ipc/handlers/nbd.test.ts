@@ -1,39 +1,15 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { JobInfo } from '../../../../shared/ipc/contract'
-import { createOverlay } from '../../../../main/engine/ops/create'
-import { requireTools, tempDir, tool } from '../../../helpers/tools'
-import { call, jobResult, patternFile, testCore } from '../helpers'
+import { describe, expect, it } from 'vitest'
+import { requireTools, tool } from '../../../helpers/tools'
+import { call, core, dir, overlayOn, patternFile, runJob, useIpcFolder } from '../helpers'
 
 // The nbd:* channels (main/ipc/handlers/nbd.ts): an NBD export as a job that runs until it is
 // stopped, read by qemu-img.
 
 const MIB = 1024 * 1024
-let cleanup: () => Promise<void>
-let dir: string
-let core: ReturnType<typeof testCore>
 
-beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-nbd-')
-  cleanup = temp.cleanup
-  dir = temp.path
-  core = testCore(join(dir, 'data'))
-})
-afterAll(async () => {
-  await core.jobs.cancelAll()
-  await cleanup()
-})
-
-function runJob(job: JobInfo): Promise<unknown> {
-  return jobResult(core, job)
-}
-
-async function overlayOn(folder: string, name: string, base = 'base.raw'): Promise<string> {
-  const path = join(dir, folder, name)
-  await createOverlay({ overlay: path, backing: base, backingFormat: 'raw' })
-  return path
-}
+useIpcFolder('addcow-ipc-nbd-')
 
 describe('nbd:serve-image and nbd:stop-export', () => {
   it('serves an overlay over NBD until stopped; qemu-img reads it', async () => {

@@ -1,11 +1,20 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { JobInfo } from '../../../../shared/ipc/contract'
 import { openImage } from '../../../../main/engine/open'
 import { createOverlay } from '../../../../main/engine/ops/create'
-import { tempDir } from '../../../helpers/tools'
-import { call, finished, jobResult, patternFile, testCore, TRUSTED } from '../helpers'
+import {
+  call,
+  core,
+  dir,
+  finished,
+  overlayOn,
+  patternFile,
+  runJob,
+  TRUSTED,
+  useIpcFolder,
+} from '../helpers'
 
 // The operations:* channels (main/ipc/handlers/operations.ts) on real files: check, the blast
 // radius of a commit (image:get-blast-radius), commit, flatten, rebase and compare; and the
@@ -14,35 +23,13 @@ import { call, finished, jobResult, patternFile, testCore, TRUSTED } from '../he
 // failed job, and a rollback puts the base and the overlay back.
 
 const MIB = 1024 * 1024
-let cleanup: () => Promise<void>
-let dir: string
-let core: ReturnType<typeof testCore>
 
-beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-operations-')
-  cleanup = temp.cleanup
-  dir = temp.path
-  core = testCore(join(dir, 'data'))
-})
-afterAll(async () => {
-  await core.jobs.cancelAll()
-  await cleanup()
-})
-
-function runJob(job: JobInfo): Promise<unknown> {
-  return jobResult(core, job)
-}
+useIpcFolder('addcow-ipc-operations-')
 
 async function failure(job: JobInfo): Promise<JobInfo['error']> {
   const outcome = await finished(core, job)
   expect(outcome.event).toBe('jobs:failed')
   return outcome.job.error
-}
-
-async function overlayOn(folder: string, name: string, base = 'base.raw'): Promise<string> {
-  const path = join(dir, folder, name)
-  await createOverlay({ overlay: path, backing: base, backingFormat: 'raw' })
-  return path
 }
 
 async function writeInto(path: string, offset: number, byte: number): Promise<void> {

@@ -1,11 +1,19 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { JobInfo } from '../../../../shared/ipc/contract'
-import { createOverlay } from '../../../../main/engine/ops/create'
-import { requireTools, tempDir } from '../../../helpers/tools'
-import { call, finished, jobResult, patternFile, testCore, TRUSTED } from '../helpers'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { requireTools } from '../../../helpers/tools'
+import {
+  call,
+  core,
+  dir,
+  finished,
+  overlayOn,
+  patternFile,
+  runJob,
+  TRUSTED,
+  useIpcFolder,
+} from '../helpers'
 
 // The qemu:* channels (main/ipc/handlers/qemu.ts): the command line with the machine, network
 // and display options the launch screen offers (each reaches the command line, explained; a bad
@@ -14,33 +22,13 @@ import { call, finished, jobResult, patternFile, testCore, TRUSTED } from '../he
 
 const BOOT_SECTOR = fileURLToPath(new URL('../../../fixtures/boot/boot.bin', import.meta.url))
 const MIB = 1024 * 1024
-let cleanup: () => Promise<void>
-let dir: string
-let core: ReturnType<typeof testCore>
 let overlay: string
 
+useIpcFolder('addcow-ipc-qemu-', { vmStopTimeoutMs: 500 })
 beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-qemu-')
-  cleanup = temp.cleanup
-  dir = temp.path
-  core = testCore(join(dir, 'data'), { vmStopTimeoutMs: 500 })
   await patternFile(join(dir, 'base.raw'), MIB)
   overlay = await overlayOn('.', 'vm.add-cow')
 })
-afterAll(async () => {
-  await core.jobs.cancelAll()
-  await cleanup()
-})
-
-function runJob(job: JobInfo): Promise<unknown> {
-  return jobResult(core, job)
-}
-
-async function overlayOn(folder: string, name: string, base = 'base.raw'): Promise<string> {
-  const path = join(dir, folder, name)
-  await createOverlay({ overlay: path, backing: base, backingFormat: 'raw' })
-  return path
-}
 
 /** The values that follow `option` in an argument array. */
 function valuesOf(args: string[], option: string): string[] {
