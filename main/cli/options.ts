@@ -1,9 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EngineError } from '../engine/errors'
+import type { Library } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
 import { parseSize } from '../engine/units'
 import type { QemuVia } from '../qemu/command'
-import type { CommandContext } from './command'
 
 // Option parsing for every command, and the options several commands share. A command declares
 // its options as a table (node:util parseArgs' configuration); the runner parses argv with it.
@@ -81,7 +81,7 @@ export const NAME_POLICY_USAGE =
 
 /** The name policy for this run: the library's trusted pairs plus the run's allowances. */
 export async function policyFrom(
-  context: CommandContext,
+  context: { library: Library },
   values: { 'allow-name'?: string[]; 'allow-any-name'?: boolean },
 ): Promise<NamePolicy> {
   return context.library.policy({
