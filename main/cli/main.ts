@@ -1,7 +1,8 @@
 import { runCli } from './run'
 
-// The `addcow` executable: wire the process to runCli. SIGINT/SIGTERM abort the running
-// command through its AbortSignal so it can leave its files consistent; a second signal exits.
+// The `addcow` executable: wire the process to runCli (its argv, streams and environment) and
+// map the result to the exit code. SIGINT/SIGTERM abort the running command through its
+// AbortSignal so it can leave its files consistent; a second signal exits at once.
 const controller = new AbortController()
 let signals = 0
 const onSignal = (signal: NodeJS.Signals): void => {
@@ -12,7 +13,15 @@ const onSignal = (signal: NodeJS.Signals): void => {
 process.on('SIGINT', onSignal)
 process.on('SIGTERM', onSignal)
 
-runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, signal: controller.signal }).then(
+runCli(process.argv.slice(2), {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  get stdin() {
+    return process.stdin
+  },
+  env: process.env,
+  signal: controller.signal,
+}).then(
   (code) => {
     process.exitCode = code
   },

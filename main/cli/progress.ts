@@ -13,7 +13,9 @@ export function progressBar(
     const fraction = total > 0 ? Math.min(1, done / total) : 1
     const width = Math.max(10, Math.min(50, (stream.columns ?? 80) - label.length - 12))
     const filled = Math.round(fraction * width)
-    stream.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}%`)
+    stream.write(
+      `\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}%`,
+    )
   }
   return {
     update(done, total) {

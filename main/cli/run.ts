@@ -1,13 +1,36 @@
+import { join, resolve } from 'node:path'
 import { isEngineError } from '../engine/errors'
 import { Library } from '../engine/library'
+import {
+  cliVersion,
+  type Command,
+  type CommandContext,
+  type InputStream,
+  type OutputStream,
+} from './command'
 import { COMMANDS } from './commands/index'
-import type { CommandContext } from './context'
+import { parseCommandArgs, splitExtraArgs } from './options'
 
-/** Streams and signal a CLI run uses; tests pass their own. */
-export interface CliEnvironment {
-  stdout: CommandContext['stdout']
-  stderr: CommandContext['stderr']
+/**
+ * What one run of `addcow` is given. The binary (main.ts) passes the process's own; tests pass
+ * sinks, an environment with their own ADDCOW_DATA_DIR and a working directory.
+ */
+export interface CliIo {
+  stdout: OutputStream
+  stderr: OutputStream
+  /** Read only by `launch` (console input on a terminal); none when absent. */
+  readonly stdin?: InputStream | null
+  /** Environment variables (default: the process's). ADDCOW_DATA_DIR places the library. */
+  env?: Readonly<Record<string, string | undefined>>
+  /**
+   * The working directory relative paths are resolved against (default: the process's). The
+   * engine resolves against the process's, so the run switches to it and back afterwards;
+   * runs in flight at once must share one directory.
+   */
+  cwd?: string
+  /** Aborted on SIGINT/SIGTERM: the command stops and leaves its files consistent. */
   signal?: AbortSignal
+  /** The library to use instead of the one ADDCOW_DATA_DIR (or the user's data folder) holds. */
   library?: Library
 }
 
@@ -26,50 +49,124 @@ function help(): string {
 }
 
 /**
- * Run `addcow` with `argv` (without node and the script) and return the exit code. Errors
- * become one sentence on stderr; bugs print their stack too.
+ * Run `addcow` with `argv` (without node and the script) in this process, and return the exit
+ * code: nothing here exits the process or touches its signal handlers (main.ts does, for the
+ * binary). Errors become one sentence on stderr; bugs print their stack too.
  */
-export async function runCli(argv: string[], environment: CliEnvironment): Promise<number> {
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  return inWorkingDirectory(io.cwd, () => dispatch(argv, io))
+}
+
+async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const [name, ...rest] = argv
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const topic = name === 'help' ? rest[0] : undefined
     const command = COMMANDS.find((candidate) => candidate.name === topic)
     if (topic !== undefined && !command) {
-      environment.stderr.write(`addcow: unknown command '${topic}'.\n`)
+      io.stderr.write(`addcow: unknown command '${topic}'.\n`)
       return 1
     }
-    environment.stdout.write(command ? `Usage: ${command.usage}\n` : help())
+    io.stdout.write(command ? `Usage: ${command.usage}\n` : help())
     return name === undefined ? 1 : 0
   }
   if (name === '--version' || name === '-V') {
-    environment.stdout.write(`addcow ${process.env.ADDCOW_VERSION ?? '0.1.0'}\n`)
+    io.stdout.write(`addcow ${cliVersion()}\n`)
     return 0
   }
   const command = COMMANDS.find((candidate) => candidate.name === name)
   if (!command) {
-    environment.stderr.write(`addcow: unknown command '${name}'. Run 'addcow help' for the list.\n`)
+    io.stderr.write(`addcow: unknown command '${name}'. Run 'addcow help' for the list.\n`)
     return 1
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    environment.stdout.write(`Usage: ${command.usage}\n`)
+    io.stdout.write(`Usage: ${command.usage}\n`)
     return 0
   }
+  const context = contextFor(io)
   try {
-    return await command.run({
-      argv: rest,
-      stdout: environment.stdout,
-      stderr: environment.stderr,
-      library: environment.library ?? new Library(),
-      signal: environment.signal ?? new AbortController().signal,
-    })
+    return await runCommand(command, rest, context)
   } catch (error) {
     if (isEngineError(error)) {
-      environment.stderr.write(`addcow ${name}: ${error.message}\n`)
+      io.stderr.write(`addcow ${name}: ${error.message}\n`)
     } else {
-      environment.stderr.write(
+      io.stderr.write(
         `addcow ${name}: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
       )
     }
     return command.errorExitCode ?? 1
+  }
+}
+
+/** Parse `argv` with the command's option table and run it. */
+async function runCommand(
+  command: Command,
+  argv: string[],
+  context: CommandContext,
+): Promise<number> {
+  const { own, extra } = command.passThrough ? splitExtraArgs(argv) : { own: argv, extra: [] }
+  const { values, positionals } = parseCommandArgs(
+    command.name,
+    own,
+    command.options,
+    command.positionals,
+  )
+  return command.run({ values, positionals, extra }, context)
+}
+
+function contextFor(io: CliIo): CommandContext {
+  const env = io.env ?? process.env
+  return {
+    stdout: io.stdout,
+    stderr: io.stderr,
+    // Read on use: only launch needs it, and the binary's process.stdin is created on access.
+    get stdin() {
+      return io.stdin ?? null
+    },
+    env,
+    library: io.library ?? libraryFor(env, io.env !== undefined && io.env !== process.env),
+    signal: io.signal ?? new AbortController().signal,
+  }
+}
+
+/**
+ * The library file of $ADDCOW_DATA_DIR, else the user's data folder. An injected environment
+ * must name its folder: a test's run never falls back to the user's library.
+ */
+function libraryFor(env: Readonly<Record<string, string | undefined>>, injected: boolean): Library {
+  const dataDir = env.ADDCOW_DATA_DIR
+  if (dataDir) return new Library(join(resolve(dataDir), 'library.json'))
+  if (injected) {
+    throw new Error('runCli: an injected env must set ADDCOW_DATA_DIR (or pass a library).')
+  }
+  return new Library()
+}
+
+/** The runs in flight in this process, and the working directory they share. */
+const inFlight = { runs: 0, directory: '', previous: '' }
+
+/**
+ * Run `work` with the process's working directory at `cwd`, and put it back when the last run
+ * in flight ends. A run that asks for another directory while one is in flight is refused:
+ * the working directory belongs to the whole process.
+ */
+async function inWorkingDirectory<T>(cwd: string | undefined, work: () => Promise<T>): Promise<T> {
+  const directory = resolve(cwd ?? process.cwd())
+  if (inFlight.runs > 0 && directory !== inFlight.directory) {
+    throw new Error(
+      `runCli: a run in ${inFlight.directory} is in flight; a run in ${directory} must wait for it.`,
+    )
+  }
+  if (inFlight.runs === 0) {
+    const previous = process.cwd()
+    if (directory !== previous) process.chdir(directory)
+    inFlight.directory = directory
+    inFlight.previous = previous
+  }
+  inFlight.runs++
+  try {
+    return await work()
+  } finally {
+    inFlight.runs--
+    if (inFlight.runs === 0 && process.cwd() !== inFlight.previous) process.chdir(inFlight.previous)
   }
 }

@@ -1,22 +1,19 @@
 import { Library } from '../engine/library'
 import { IpcDispatcher } from './dispatcher'
 import { EventBus } from './events'
-import { createHandlers, type HostInfo, type NativeDialogs } from './create-handlers'
-import type { Handlers } from './handlers'
+import type { Handlers } from './handler-table'
+import { createHandlers } from './handlers/index'
 import { JobManager, type JobClock } from './jobs'
 import { consoleLogger, type Logger } from './logger'
 import type { RequestSender } from './sender'
+import type { HostInfo, NativeDialogs } from './services'
 
 export { IpcDispatcher } from './dispatcher'
 export { EventBus } from './events'
 export { JobManager } from './jobs'
-export {
-  createHandlers,
-  type HostInfo,
-  type NativeDialogs,
-  type IpcServices,
-} from './create-handlers'
-export type { Handlers } from './handlers'
+export { createHandlers } from './handlers/index'
+export type { HostInfo, NativeDialogs, IpcServices } from './services'
+export type { AreaHandlers, ChannelArea, Handlers } from './handler-table'
 export type { Logger } from './logger'
 export { originOf, trustOrigins, type RequestSender } from './sender'
 
@@ -43,7 +40,10 @@ export interface IpcCoreOptions {
   vmStopTimeoutMs?: number
 }
 
-/** Assemble the transport-neutral IPC core: library, events, jobs, handlers and dispatcher. */
+/**
+ * The composition root of the IPC: assemble the transport-neutral core (library, events, jobs,
+ * the handler table of `handlers/`, and the dispatcher in front of it).
+ */
 export function createIpcCore(options: IpcCoreOptions): IpcCore {
   const log = options.log ?? consoleLogger
   const library = options.library ?? new Library()

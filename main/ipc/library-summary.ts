@@ -17,7 +17,8 @@ import type { Logger } from './logger'
 /** Images summarized at once (each opens its chain's files). */
 const PARALLEL = 4
 
-async function realOrSelf(path: string): Promise<string> {
+/** The real path of `path`, or `path` itself when it cannot be resolved (a missing file). */
+export async function realOrSelf(path: string): Promise<string> {
   return realpath(path).catch(() => path)
 }
 

@@ -2,9 +2,10 @@
  * Every IPC channel and event name, and nothing else.
  *
  * This file imports nothing, so the sandboxed preload can bundle it without pulling in zod or
- * the schemas. Channel names follow `area:verb-noun`; the keys are the names of the functions
- * the preload exposes on `window.addcow`. Adding a channel here without a schema in
- * `contract.ts` and a handler in `main/ipc/handlers.ts` fails to compile.
+ * the schemas. Channel names follow `area:verb-noun`, and the area names the file of the
+ * handler: `main/ipc/handlers/<area>.ts`. The keys (the area and the verb-noun in camelCase)
+ * are the names of the functions the preload exposes on `window.addcow`. Adding a channel here
+ * without a schema in `contract.ts` and a handler in its area's file fails to compile.
  */
 export const CHANNELS = {
   libraryListImages: 'library:list-images',
@@ -15,14 +16,14 @@ export const CHANNELS = {
   imageGetInfo: 'image:get-info',
   imageGetMap: 'image:get-map',
   imageGetAllocation: 'image:get-allocation',
-  imageCreateOverlay: 'image:create-overlay',
-  imageCompareImages: 'image:compare-images',
-  imageCheckImage: 'image:check-image',
   imageGetBlastRadius: 'image:get-blast-radius',
-  imageCommitOverlay: 'image:commit-overlay',
-  imageRollbackCommit: 'image:rollback-commit',
-  imageStreamOverlay: 'image:stream-overlay',
-  imageRebaseOverlay: 'image:rebase-overlay',
+  operationsCreateOverlay: 'operations:create-overlay',
+  operationsCompareImages: 'operations:compare-images',
+  operationsCheckImage: 'operations:check-image',
+  operationsCommitOverlay: 'operations:commit-overlay',
+  operationsRollbackCommit: 'operations:rollback-commit',
+  operationsStreamOverlay: 'operations:stream-overlay',
+  operationsRebaseOverlay: 'operations:rebase-overlay',
   qemuGetCommand: 'qemu:get-command',
   qemuLaunchVm: 'qemu:launch-vm',
   qemuStopVm: 'qemu:stop-vm',
@@ -31,8 +32,8 @@ export const CHANNELS = {
   nbdStopExport: 'nbd:stop-export',
   fsListFolder: 'fs:list-folder',
   fsListRoots: 'fs:list-roots',
-  dialogOpenFiles: 'dialog:open-files',
-  dialogSaveFile: 'dialog:save-file',
+  fsShowOpenDialog: 'fs:show-open-dialog',
+  fsShowSaveDialog: 'fs:show-save-dialog',
   jobsListJobs: 'jobs:list-jobs',
   jobsCancelJob: 'jobs:cancel-job',
   jobsClearFinished: 'jobs:clear-finished',

@@ -17,7 +17,7 @@ import type { IpcError } from './result'
  *
  * main validates every request against these schemas before a handler sees it; the renderer
  * validates every response. The `satisfies` clauses make a channel or event without a schema a
- * compile error, and `main/ipc/handlers.ts` does the same for handlers.
+ * compile error, and `main/ipc/handler-table.ts` does the same for handlers.
  */
 
 /** Longest path accepted over IPC (PATH_MAX on Linux). */
@@ -432,7 +432,17 @@ export const CONTRACT = {
       totals: z.object({ present: z.array(ByteCountSchema), zero: ByteCountSchema }),
     }),
   ),
-  [CHANNELS.imageCreateOverlay]: job(
+  [CHANNELS.imageGetBlastRadius]: call(
+    "The other images a commit of this overlay would change: every image on the overlay's base.",
+    z.strictObject({ overlay: AbsolutePathSchema }),
+    z.object({
+      base: z.string(),
+      dependents: z.array(DependentImageSchema),
+      searched: z.array(z.string()),
+      truncated: z.array(z.string()),
+    }),
+  ),
+  [CHANNELS.operationsCreateOverlay]: job(
     'Create an add-cow overlay (and its image file); it joins the library and its names are trusted.',
     z.strictObject({
       overlay: AbsolutePathSchema,
@@ -458,7 +468,7 @@ export const CONTRACT = {
       clusterSize: ByteCountSchema,
     }),
   ),
-  [CHANNELS.imageCompareImages]: job(
+  [CHANNELS.operationsCompareImages]: job(
     'Compare the guest-visible content of two images, as qemu-img compare does.',
     z.strictObject({ a: AbsolutePathSchema, b: AbsolutePathSchema }),
     z.object({
@@ -467,7 +477,7 @@ export const CONTRACT = {
       sizes: z.tuple([ByteCountSchema, ByteCountSchema]),
     }),
   ),
-  [CHANNELS.imageCheckImage]: job(
+  [CHANNELS.operationsCheckImage]: job(
     'Check an image for damage (`addcow check`); with repair, fix what is safe at that level.',
     z.strictObject({
       path: AbsolutePathSchema,
@@ -476,17 +486,7 @@ export const CONTRACT = {
     }),
     z.object({ report: CheckReportSchema, exitCode: z.number().int() }),
   ),
-  [CHANNELS.imageGetBlastRadius]: call(
-    "The other images a commit of this overlay would change: every image on the overlay's base.",
-    z.strictObject({ overlay: AbsolutePathSchema }),
-    z.object({
-      base: z.string(),
-      dependents: z.array(DependentImageSchema),
-      searched: z.array(z.string()),
-      truncated: z.array(z.string()),
-    }),
-  ),
-  [CHANNELS.imageCommitOverlay]: job(
+  [CHANNELS.operationsCommitOverlay]: job(
     "Copy the overlay's clusters into its base (`addcow commit`); CONFIRMATION_REQUIRED when other images use the base, unless force.",
     z.strictObject({
       overlay: AbsolutePathSchema,
@@ -510,7 +510,7 @@ export const CONTRACT = {
       lockKind: z.string(),
     }),
   ),
-  [CHANNELS.imageRollbackCommit]: job(
+  [CHANNELS.operationsRollbackCommit]: job(
     'Undo a journaled commit (`addcow commit --rollback FILE`): the base gets its old bytes back, the overlay its data; BASE_CHANGED or MISSING_FILE unless force.',
     z.strictObject({
       journal: AbsolutePathSchema,
@@ -524,7 +524,7 @@ export const CONTRACT = {
       alreadyDone: z.boolean(),
     }),
   ),
-  [CHANNELS.imageStreamOverlay]: job(
+  [CHANNELS.operationsStreamOverlay]: job(
     'Flatten: copy the rest of the chain into the image file and set ALL_ALLOCATED (`addcow stream`).',
     z.strictObject({ overlay: AbsolutePathSchema, acceptBase: z.boolean().default(false) }),
     z.object({
@@ -535,7 +535,7 @@ export const CONTRACT = {
       alreadyDone: z.boolean(),
     }),
   ),
-  [CHANNELS.imageRebaseOverlay]: job(
+  [CHANNELS.operationsRebaseOverlay]: job(
     "Point the overlay at another base (`addcow rebase`); '' detaches; unsafe rewrites the name only.",
     z.strictObject({
       overlay: AbsolutePathSchema,
@@ -620,7 +620,7 @@ export const CONTRACT = {
       places: z.array(z.object({ label: z.string(), path: z.string() })),
     }),
   ),
-  [CHANNELS.dialogOpenFiles]: call(
+  [CHANNELS.fsShowOpenDialog]: call(
     'Native open dialog (Electron only; NOT_CAPABLE in the browser, which uses the in-app browser).',
     z.strictObject({
       title: z.string().max(200).optional(),
@@ -630,7 +630,7 @@ export const CONTRACT = {
     }),
     z.object({ paths: z.array(z.string()) }),
   ),
-  [CHANNELS.dialogSaveFile]: call(
+  [CHANNELS.fsShowSaveDialog]: call(
     'Native save dialog (Electron only; NOT_CAPABLE in the browser). null when cancelled.',
     z.strictObject({
       title: z.string().max(200).optional(),

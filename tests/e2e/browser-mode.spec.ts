@@ -211,7 +211,7 @@ test('the jobs panel shows progress with a rate and the time left, and cancels a
   }
   await page.goto(webApp.url)
   await page.getByRole('link', { name: 'Jobs' }).click()
-  const started = (await requestFromPage(page, 'image:compare-images', { a, b })) as { ok: boolean }
+  const started = (await requestFromPage(page, 'operations:compare-images', { a, b })) as { ok: boolean }
   expect(started.ok).toBe(true)
   const job = page.getByRole('listitem', { name: 'Compare big-a.raw with big-b.raw: Running' })
   await expect(job).toBeVisible()

@@ -1,12 +1,18 @@
 import { upgradeDraft, DRAFT_LAYOUTS } from '../../engine/ops/upgrade'
 import { parseSize } from '../../engine/units'
 import { EngineError } from '../../engine/errors'
-import { parseCommandArgs } from '../args'
+import { defineCommand } from '../command'
 import { progressBar } from '../progress'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import {
+  FORMAT_OPTION,
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  policyFrom,
+  PROGRESS_OPTION,
+} from '../options'
 
 /** `addcow amend --upgrade`: rewrite an earlier add-cow draft in the current layout. */
-export const amendCommand: Command = {
+export const amendCommand = defineCommand({
   name: 'amend',
   summary: 'upgrade an add-cow file in an earlier draft layout to the current one',
   usage: `addcow amend --upgrade [-o NEW] [-c CLUSTER_SIZE] [--keep-old] [-f FMT] [-p] IMAGE
@@ -24,21 +30,17 @@ In place, the new file is written beside IMAGE, synced, then renamed over it, so
 always either the complete draft or the complete upgrade. Where the new clusters are larger than
 the draft's (sector-based drafts), partly written clusters are completed from the backing file
 into the image file first; the guest view does not change. Old layouts are never written.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'amend',
-      context.argv,
-      {
-        upgrade: { type: 'boolean' },
-        o: { type: 'string', short: 'o' },
-        c: { type: 'string', short: 'c' },
-        'keep-old': { type: 'boolean' },
-        f: { type: 'string', short: 'f' },
-        p: { type: 'boolean', short: 'p' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: {
+    upgrade: { type: 'boolean' },
+    o: { type: 'string', short: 'o' },
+    c: { type: 'string', short: 'c' },
+    'keep-old': { type: 'boolean' },
+    ...FORMAT_OPTION,
+    ...PROGRESS_OPTION,
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  async run({ values, positionals }, context) {
     if (!values.upgrade) {
       throw new EngineError(
         'BAD_ARGUMENT',
@@ -81,4 +83,4 @@ into the image file first; the guest view does not change. Old layouts are never
     )
     return 0
   },
-}
+})

@@ -5,8 +5,14 @@ import {
   type RepairLevel,
 } from '../../engine/ops/check'
 import { EngineError } from '../../engine/errors'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { defineCommand } from '../command'
+import {
+  FORMAT_OPTION,
+  JSON_OPTION,
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  policyFrom,
+} from '../options'
 import { progressBar } from '../progress'
 
 const LABEL: Record<string, string> = {
@@ -75,7 +81,8 @@ export function describeCheck(report: CheckReport): string {
   return lines.join('\n') + '\n'
 }
 
-export const checkCommand: Command = {
+/** `addcow check`: the report of qemu-img check's shape, with exit codes 0/1/2/3/63; -r repairs. */
+export const checkCommand = defineCommand({
   name: 'check',
   summary: 'check an add-cow image for damage, and repair what is safe',
   usage: `addcow check [--json] [-r leaks|all] [-f FMT] [-U] [--accept-base] IMAGE
@@ -92,20 +99,16 @@ ${NAME_POLICY_USAGE}
 
 Exit status, as qemu-img check: 0 clean (after -r: now consistent), 1 could not check,
 2 corrupt, 3 leaks only, 63 the format has no check.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'check',
-      context.argv,
-      {
-        json: { type: 'boolean' },
-        r: { type: 'string', short: 'r' },
-        f: { type: 'string', short: 'f' },
-        U: { type: 'boolean', short: 'U' },
-        'accept-base': { type: 'boolean' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: {
+    ...JSON_OPTION,
+    r: { type: 'string', short: 'r' },
+    ...FORMAT_OPTION,
+    U: { type: 'boolean', short: 'U' },
+    'accept-base': { type: 'boolean' },
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  async run({ values, positionals }, context) {
     if (values.r !== undefined && values.r !== 'leaks' && values.r !== 'all') {
       throw new EngineError(
         'BAD_ARGUMENT',
@@ -138,4 +141,4 @@ Exit status, as qemu-img check: 0 clean (after -r: now consistent), 1 could not 
     )
     return checkExitCode(report)
   },
-}
+})

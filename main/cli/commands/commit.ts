@@ -1,11 +1,12 @@
 import { EngineError } from '../../engine/errors'
 import { commitOverlay, rollbackCommit } from '../../engine/ops/commit'
 import { formatSize } from '../../engine/units'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { defineCommand } from '../command'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, PROGRESS_OPTION } from '../options'
 import { progressBar } from '../progress'
 
-export const commitCommand: Command = {
+/** `addcow commit`: an overlay's clusters into its base (journaled with --undo), or --rollback. */
+export const commitCommand = defineCommand({
   name: 'commit',
   summary: "copy an overlay's clusters into its base (with undo), or roll a commit back",
   usage: `addcow commit [-p] [-d] [--force] [--undo FILE] [--accept-base] OVERLAY
@@ -23,21 +24,17 @@ export const commitCommand: Command = {
 ${NAME_POLICY_USAGE}
 
 An interrupted commit is finished by running the same command again.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'commit',
-      context.argv,
-      {
-        p: { type: 'boolean', short: 'p' },
-        d: { type: 'boolean', short: 'd' },
-        force: { type: 'boolean' },
-        undo: { type: 'string' },
-        rollback: { type: 'string' },
-        'accept-base': { type: 'boolean' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 0, max: 1, names: 'one OVERLAY (or --rollback FILE)' },
-    )
+  options: {
+    ...PROGRESS_OPTION,
+    d: { type: 'boolean', short: 'd' },
+    force: { type: 'boolean' },
+    undo: { type: 'string' },
+    rollback: { type: 'string' },
+    'accept-base': { type: 'boolean' },
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 0, max: 1, names: 'one OVERLAY (or --rollback FILE)' },
+  async run({ values, positionals }, context) {
     const policy = await policyFrom(context, values)
     const bar = progressBar(
       context.stderr,
@@ -102,4 +99,4 @@ An interrupted commit is finished by running the same command again.`,
     context.stdout.write(`Image committed.\n${details.join('; ')}.\n`)
     return 0
   },
-}
+})

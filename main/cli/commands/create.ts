@@ -1,10 +1,10 @@
 import { createOverlay } from '../../engine/ops/create'
-import { parseSize } from '../../engine/units'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
-import { formatSize } from '../../engine/units'
+import { formatSize, parseSize } from '../../engine/units'
+import { defineCommand } from '../command'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom } from '../options'
 
-export const createCommand: Command = {
+/** `addcow create`: a new add-cow overlay and its image file; the library trusts its names. */
+export const createCommand = defineCommand({
   name: 'create',
   summary: 'create an add-cow overlay (and its raw image file)',
   usage: `addcow create [-b BASE] [-F BASE_FMT] [-i IMAGE_FILE] [-s SIZE] [-c CLUSTER_SIZE] OVERLAY
@@ -15,20 +15,16 @@ export const createCommand: Command = {
   -s SIZE          virtual size, e.g. 10G (default: BASE's size); never shrinks IMAGE_FILE
   -c CLUSTER_SIZE  4K..2M, a power of two (default 64K)
 ${NAME_POLICY_USAGE}`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'create',
-      context.argv,
-      {
-        b: { type: 'string', short: 'b' },
-        F: { type: 'string', short: 'F' },
-        i: { type: 'string', short: 'i' },
-        s: { type: 'string', short: 's' },
-        c: { type: 'string', short: 'c' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one OVERLAY' },
-    )
+  options: {
+    b: { type: 'string', short: 'b' },
+    F: { type: 'string', short: 'F' },
+    i: { type: 'string', short: 'i' },
+    s: { type: 'string', short: 's' },
+    c: { type: 'string', short: 'c' },
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one OVERLAY' },
+  async run({ values, positionals }, context) {
     const result = await createOverlay({
       overlay: positionals[0]!,
       ...(values.b !== undefined ? { backing: values.b } : {}),
@@ -42,10 +38,12 @@ ${NAME_POLICY_USAGE}`,
     await context.library.trust(result.trust, 'created')
     if (result.baseFingerprint) await context.library.recordBaseFingerprint(result.baseFingerprint)
     await context.library.addImages([result.overlay])
-    const base = result.backing ? `, backing_file=${values.b}, backing_fmt=${result.backingFormat}` : ''
+    const base = result.backing
+      ? `, backing_file=${values.b}, backing_fmt=${result.backingFormat}`
+      : ''
     context.stdout.write(
       `Formatting '${positionals[0]}', fmt=add-cow size=${result.size} (${formatSize(result.size)}) cluster_size=${result.clusterSize}${base}, image_file=${result.image}${result.imageCreated ? '' : ' (existing)'}\n`,
     )
     return 0
   },
-}
+})

@@ -1,21 +1,34 @@
-import type { Command } from '../context'
-import { APP_COMMANDS } from './app'
+import type { Command } from '../command'
+import { amendCommand } from './amend'
+import { checkCommand } from './check'
+import { commitCommand } from './commit'
 import { compareCommand } from './compare'
 import { createCommand } from './create'
-import { FORMAT_COMMANDS } from './formats'
 import { infoCommand } from './info'
+import { launchCommand } from './launch'
 import { mapCommand } from './map'
-import { OPERATION_COMMANDS } from './operations'
-import { SERVING_COMMANDS } from './serving'
+import { qemuCmdCommand } from './qemu-cmd'
+import { rebaseCommand } from './rebase'
+import { serveCommand } from './serve'
+import { streamCommand } from './stream'
+import { webCommand } from './web'
 
-/** Every `addcow` command, in the order `addcow help` lists them. */
-export const COMMANDS: Command[] = [
+/**
+ * The command table: every `addcow` command, in the order `addcow help` lists them. Each is one
+ * file of this folder, named after the command, with its help text and its option table.
+ */
+export const COMMANDS: readonly Command[] = [
   createCommand,
   infoCommand,
   mapCommand,
   compareCommand,
-  ...OPERATION_COMMANDS,
-  ...FORMAT_COMMANDS,
-  ...SERVING_COMMANDS,
-  ...APP_COMMANDS,
+  checkCommand,
+  commitCommand,
+  streamCommand,
+  rebaseCommand,
+  amendCommand,
+  serveCommand,
+  qemuCmdCommand,
+  launchCommand,
+  webCommand,
 ]

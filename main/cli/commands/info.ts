@@ -1,8 +1,14 @@
 import type { ImageInfo } from '../../../shared/image-types'
 import { imageInfo } from '../../engine/ops/info'
 import { formatSize } from '../../engine/units'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { defineCommand } from '../command'
+import {
+  FORMAT_OPTION,
+  JSON_OPTION,
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  policyFrom,
+} from '../options'
 
 function describe(info: ImageInfo): string {
   const lines = [
@@ -40,7 +46,8 @@ function describe(info: ImageInfo): string {
   return lines.join('\n') + '\n'
 }
 
-export const infoCommand: Command = {
+/** `addcow info`: an image (and with --backing-chain every layer below it), as text or JSON. */
+export const infoCommand = defineCommand({
   name: 'info',
   summary: 'show an image, its files, names and allocation',
   usage: `addcow info [--json] [--backing-chain] [-f FMT] IMAGE
@@ -51,18 +58,14 @@ export const infoCommand: Command = {
 ${NAME_POLICY_USAGE}
 
 info never follows a name the policy refuses: it shows it, and says why.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'info',
-      context.argv,
-      {
-        json: { type: 'boolean' },
-        'backing-chain': { type: 'boolean' },
-        f: { type: 'string', short: 'f' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: {
+    ...JSON_OPTION,
+    'backing-chain': { type: 'boolean' },
+    ...FORMAT_OPTION,
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  async run({ values, positionals }, context) {
     const infos = await imageInfo(positionals[0]!, {
       backingChain: values['backing-chain'] ?? false,
       policy: await policyFrom(context, values),
@@ -76,4 +79,4 @@ info never follows a name the policy refuses: it shows it, and says why.`,
     }
     return 0
   },
-}
+})

@@ -2,11 +2,18 @@ import { createWriteStream, type WriteStream } from 'node:fs'
 import { resolve } from 'node:path'
 import { EngineError } from '../../engine/errors'
 import { launchVm } from '../../qemu/launcher'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
-import { QEMU_OPTIONS, QEMU_USAGE, qemuOptionsFrom, splitExtraArgs } from './qemu-options'
-import { cancelled } from './serve'
-import { ACCEPT_BASE_OPTION, ACCEPT_BASE_USAGE, diskChecks } from './serving-checks'
+import { defineCommand, untilCancelled } from '../command'
+import { diskChecks } from '../drift-guard'
+import {
+  ACCEPT_BASE_OPTION,
+  ACCEPT_BASE_USAGE,
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  policyFrom,
+  QEMU_OPTIONS,
+  QEMU_USAGE,
+  qemuOptionsFrom,
+} from '../options'
 
 function openConsoleFile(path: string): Promise<WriteStream> {
   return new Promise((done, fail) => {
@@ -23,7 +30,8 @@ function openConsoleFile(path: string): Promise<WriteStream> {
   })
 }
 
-export const launchCommand: Command = {
+/** `addcow launch`: QEMU on an image (through its NBD export by default) until QEMU exits. */
+export const launchCommand = defineCommand({
   name: 'launch',
   summary: 'run QEMU on an image (through the NBD export by default)',
   usage: `addcow launch [--headless] [--serial FILE] IMAGE [-- EXTRA_QEMU_ARGS...]
@@ -38,20 +46,16 @@ ${NAME_POLICY_USAGE}
 Starts the NBD export and QEMU together and returns QEMU's exit status once QEMU exits;
 Ctrl-C powers the guest down. The export is flushed before addcow exits.
 Arguments after -- are appended to the QEMU command line as given.`,
-  async run(context) {
-    const { own, extra } = splitExtraArgs(context.argv)
-    const { values, positionals } = parseCommandArgs(
-      'launch',
-      own,
-      {
-        serial: { type: 'string' },
-        'stop-timeout': { type: 'string' },
-        ...QEMU_OPTIONS,
-        ...ACCEPT_BASE_OPTION,
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: {
+    serial: { type: 'string' },
+    'stop-timeout': { type: 'string' },
+    ...QEMU_OPTIONS,
+    ...ACCEPT_BASE_OPTION,
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  passThrough: true,
+  async run({ values, positionals, extra }, context) {
     const options = qemuOptionsFrom(values)
     let stopTimeoutMs = 30_000
     if (values['stop-timeout'] !== undefined) {
@@ -91,13 +95,13 @@ Arguments after -- are appended to the QEMU command line as given.`,
       const output = consoleFile ?? context.stdout
       vm.on('console', (chunk: Buffer) => output.write(chunk))
       vm.on('stderr', (chunk: Buffer) => context.stderr.write(chunk))
-      const input = process.stdin
+      const input = context.stdin
       const forward = (chunk: Buffer): void => vm.writeConsole(chunk)
-      if (input.isTTY) input.on('data', forward)
+      if (input?.isTTY) input.on('data', forward)
       context.stderr.write(
         `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
       )
-      const stopOnCancel = cancelled(context.signal).then(() => {
+      const stopOnCancel = untilCancelled(context.signal).then(() => {
         if (context.signal.aborted) {
           context.stderr.write('addcow launch: powering the guest down.\n')
           return vm.stop()
@@ -106,7 +110,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
       })
       void stopOnCancel
       const exit = await vm.exited
-      if (input.isTTY) {
+      if (input?.isTTY) {
         input.off('data', forward)
         input.pause()
       }
@@ -116,4 +120,4 @@ Arguments after -- are appended to the QEMU command line as given.`,
       if (consoleFile) await new Promise<void>((done) => consoleFile.end(() => done()))
     }
   },
-}
+})

@@ -1,10 +1,17 @@
 import { mapImage } from '../../engine/ops/map'
 import { openImage } from '../../engine/open'
 import { formatSize } from '../../engine/units'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { defineCommand } from '../command'
+import {
+  FORMAT_OPTION,
+  JSON_OPTION,
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  policyFrom,
+} from '../options'
 
-export const mapCommand: Command = {
+/** `addcow map`: where each range of the guest view comes from, as text or qemu-img map JSON. */
+export const mapCommand = defineCommand({
   name: 'map',
   summary: 'show where each range of the guest view comes from',
   usage: `addcow map [--json] [-f FMT] IMAGE
@@ -12,13 +19,9 @@ export const mapCommand: Command = {
   --json   qemu-img map's shape: [{start, length, depth, present, zero, data}]
   -f FMT   format of IMAGE (default: probed)
 ${NAME_POLICY_USAGE}`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'map',
-      context.argv,
-      { json: { type: 'boolean' }, f: { type: 'string', short: 'f' }, ...NAME_POLICY_OPTIONS },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: { ...JSON_OPTION, ...FORMAT_OPTION, ...NAME_POLICY_OPTIONS },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  async run({ values, positionals }, context) {
     const disk = await openImage(positionals[0]!, {
       readOnly: true,
       policy: await policyFrom(context, values),
@@ -27,11 +30,14 @@ ${NAME_POLICY_USAGE}`,
     try {
       const extents = await mapImage(disk, { signal: context.signal })
       if (values.json) {
-        context.stdout.write('[' + extents.map((extent) => JSON.stringify(extent)).join(',\n') + ']\n')
+        context.stdout.write(
+          '[' + extents.map((extent) => JSON.stringify(extent)).join(',\n') + ']\n',
+        )
         return 0
       }
       const layers: string[] = []
-      for (let layer: typeof disk | null = disk; layer; layer = layer.backing) layers.push(layer.path)
+      for (let layer: typeof disk | null = disk; layer; layer = layer.backing)
+        layers.push(layer.path)
       const rows = ['Offset              Length              Depth  Source']
       for (const extent of extents) {
         const source = !extent.present ? '(zeros)' : (layers[extent.depth] ?? '?')
@@ -45,4 +51,4 @@ ${NAME_POLICY_USAGE}`,
       await disk.close()
     }
   },
-}
+})

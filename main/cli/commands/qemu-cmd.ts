@@ -4,13 +4,24 @@ import { defaultSocketPath } from '../../nbd/default-socket'
 import { hostArch } from '../../qemu/binaries'
 import { buildQemuCommand, vmName, type QemuDiskSource } from '../../qemu/command'
 import { diskSourceFor, resolveAccelerator } from '../../qemu/launcher'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
-import { QEMU_OPTIONS, QEMU_USAGE, qemuOptionsFrom, splitExtraArgs } from './qemu-options'
-import { parsePort } from './serve'
-import { ACCEPT_BASE_OPTION, ACCEPT_BASE_USAGE, diskChecks } from './serving-checks'
+import { defineCommand } from '../command'
+import { diskChecks } from '../drift-guard'
+import {
+  ACCEPT_BASE_OPTION,
+  ACCEPT_BASE_USAGE,
+  JSON_OPTION,
+  NAME_POLICY_OPTIONS,
+  NAME_POLICY_USAGE,
+  NBD_PORT,
+  parsePort,
+  policyFrom,
+  QEMU_OPTIONS,
+  QEMU_USAGE,
+  qemuOptionsFrom,
+} from '../options'
 
-export const qemuCmdCommand: Command = {
+/** `addcow qemu-cmd`: the QEMU command line for an image, each option explained. */
+export const qemuCmdCommand = defineCommand({
   name: 'qemu-cmd',
   summary: 'print the QEMU command line for an image, each option explained',
   usage: `addcow qemu-cmd [--via nbd|native|raw] [--json] IMAGE [-- EXTRA_QEMU_ARGS...]
@@ -27,25 +38,21 @@ ${ACCEPT_BASE_USAGE}
 ${NAME_POLICY_USAGE}
 
 Arguments after -- are appended to the QEMU command line as given.`,
-  async run(context) {
-    const { own, extra } = splitExtraArgs(context.argv)
-    const { values, positionals } = parseCommandArgs(
-      'qemu-cmd',
-      own,
-      {
-        json: { type: 'boolean' },
-        socket: { type: 'string' },
-        host: { type: 'string' },
-        port: { type: 'string' },
-        export: { type: 'string' },
-        'tls-psk-dir': { type: 'string' },
-        'tls-username': { type: 'string' },
-        ...QEMU_OPTIONS,
-        ...ACCEPT_BASE_OPTION,
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: {
+    ...JSON_OPTION,
+    socket: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    export: { type: 'string' },
+    'tls-psk-dir': { type: 'string' },
+    'tls-username': { type: 'string' },
+    ...QEMU_OPTIONS,
+    ...ACCEPT_BASE_OPTION,
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  passThrough: true,
+  async run({ values, positionals, extra }, context) {
     const options = qemuOptionsFrom(values)
     const image = positionals[0]!
     if (values.socket !== undefined && (values.host !== undefined || values.port !== undefined)) {
@@ -72,7 +79,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
           ...(tcp
             ? {
                 host: values.host ?? '127.0.0.1',
-                port: values.port !== undefined ? parsePort(values.port) : 10809,
+                port: values.port !== undefined ? parsePort(values.port) : NBD_PORT,
               }
             : { socket: values.socket ?? defaultSocketPath(disk.path) }),
           ...(values['tls-psk-dir'] !== undefined
@@ -121,4 +128,4 @@ Arguments after -- are appended to the QEMU command line as given.`,
     }
     return 0
   },
-}
+})

@@ -1,10 +1,11 @@
 import { rebaseOverlay } from '../../engine/ops/rebase'
 import { EngineError } from '../../engine/errors'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { defineCommand } from '../command'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, PROGRESS_OPTION } from '../options'
 import { progressBar } from '../progress'
 
-export const rebaseCommand: Command = {
+/** `addcow rebase`: point an overlay at another base (safe: copies what differs; -u: names only). */
+export const rebaseCommand = defineCommand({
   name: 'rebase',
   summary: 'point an overlay at another base (safe: the guest view stays the same)',
   usage: `addcow rebase [-p] [-u] -b NEW_BASE [-F FMT] [--accept-base] OVERLAY
@@ -19,20 +20,16 @@ ${NAME_POLICY_USAGE}
 
 Safe mode copies into the overlay every cluster where the old and the new base differ, so
 the guest view does not change. Both modes keep the header byte-exact.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'rebase',
-      context.argv,
-      {
-        b: { type: 'string', short: 'b' },
-        F: { type: 'string', short: 'F' },
-        u: { type: 'boolean', short: 'u' },
-        p: { type: 'boolean', short: 'p' },
-        'accept-base': { type: 'boolean' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one OVERLAY' },
-    )
+  options: {
+    b: { type: 'string', short: 'b' },
+    F: { type: 'string', short: 'F' },
+    u: { type: 'boolean', short: 'u' },
+    ...PROGRESS_OPTION,
+    'accept-base': { type: 'boolean' },
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one OVERLAY' },
+  async run({ values, positionals }, context) {
     if (values.b === undefined) {
       throw new EngineError(
         'BAD_ARGUMENT',
@@ -63,4 +60,4 @@ the guest view does not change. Both modes keep the header byte-exact.`,
     )
     return 0
   },
-}
+})

@@ -3,37 +3,18 @@ import { formatSize } from '../../engine/units'
 import { defaultSocketPath } from '../../nbd/default-socket'
 import type { NbdListenTarget } from '../../nbd/server'
 import { startExport } from '../../nbd/start-export'
-import { parseCommandArgs } from '../args'
+import { defineCommand, untilCancelled, type CommandContext } from '../command'
+import { diskChecks } from '../drift-guard'
 import {
+  ACCEPT_BASE_OPTION,
+  ACCEPT_BASE_USAGE,
+  FORMAT_OPTION,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
+  NBD_PORT,
+  parsePort,
   policyFrom,
-  type Command,
-  type CommandContext,
-} from '../context'
-import { ACCEPT_BASE_OPTION, ACCEPT_BASE_USAGE, diskChecks } from './serving-checks'
-
-/** The IANA port for NBD. */
-const NBD_PORT = 10809
-
-/** Parse a port number option, or fail naming it. */
-export function parsePort(text: string): number {
-  const port = Number(text)
-  if (!/^\d+$/.test(text) || !Number.isInteger(port) || port > 65535) {
-    throw new EngineError(
-      'BAD_ARGUMENT',
-      `The port '${text}' is not a number between 0 and 65535.`,
-      { field: 'port', value: text },
-    )
-  }
-  return port
-}
-
-/** Resolves when the run is cancelled (SIGINT/SIGTERM). */
-export function cancelled(signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve()
-  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
-}
+} from '../options'
 
 function listenTarget(
   image: string,
@@ -65,7 +46,8 @@ function log(
   }
 }
 
-export const serveCommand: Command = {
+/** `addcow serve`: an NBD export of an image's guest view, until SIGINT or SIGTERM. */
+export const serveCommand = defineCommand({
   name: 'serve',
   summary: "serve an image's guest view over NBD",
   usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only] IMAGE
@@ -86,24 +68,20 @@ ${NAME_POLICY_USAGE}
 
 Prints the NBD URI to connect to, then serves until SIGINT or SIGTERM, flushing
 everything before it exits.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'serve',
-      context.argv,
-      {
-        socket: { type: 'string' },
-        host: { type: 'string' },
-        port: { type: 'string' },
-        export: { type: 'string' },
-        'read-only': { type: 'boolean' },
-        'tls-psk-file': { type: 'string' },
-        'max-connections': { type: 'string' },
-        f: { type: 'string', short: 'f' },
-        ...ACCEPT_BASE_OPTION,
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one IMAGE' },
-    )
+  options: {
+    socket: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    export: { type: 'string' },
+    'read-only': { type: 'boolean' },
+    'tls-psk-file': { type: 'string' },
+    'max-connections': { type: 'string' },
+    ...FORMAT_OPTION,
+    ...ACCEPT_BASE_OPTION,
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one IMAGE' },
+  async run({ values, positionals }, context) {
     const image = positionals[0]!
     let maxConnections: number | undefined
     if (values['max-connections'] !== undefined) {
@@ -137,9 +115,9 @@ everything before it exits.`,
     context.stderr.write(
       `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
     )
-    await cancelled(context.signal)
+    await untilCancelled(context.signal)
     context.stderr.write('addcow serve: stopping; flushing the image.\n')
     await handle.stop()
     return 0
   },
-}
+})

@@ -1,10 +1,11 @@
 import { streamOverlay } from '../../engine/ops/stream'
 import { formatSize } from '../../engine/units'
-import { parseCommandArgs } from '../args'
-import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, type Command } from '../context'
+import { defineCommand } from '../command'
+import { NAME_POLICY_OPTIONS, NAME_POLICY_USAGE, policyFrom, PROGRESS_OPTION } from '../options'
 import { progressBar } from '../progress'
 
-export const streamCommand: Command = {
+/** `addcow stream`: flatten an overlay, so its image file stands alone (ALL_ALLOCATED). */
+export const streamCommand = defineCommand({
   name: 'stream',
   summary: 'flatten an overlay: its raw image file becomes a standalone disk',
   usage: `addcow stream [-p] [--accept-base] OVERLAY
@@ -15,17 +16,13 @@ ${NAME_POLICY_USAGE}
 
 Copies every cluster still read from the backing chain into the image file, then sets
 ALL_ALLOCATED. An interrupted stream resumes where it stopped when run again.`,
-  async run(context) {
-    const { values, positionals } = parseCommandArgs(
-      'stream',
-      context.argv,
-      {
-        p: { type: 'boolean', short: 'p' },
-        'accept-base': { type: 'boolean' },
-        ...NAME_POLICY_OPTIONS,
-      },
-      { min: 1, max: 1, names: 'one OVERLAY' },
-    )
+  options: {
+    ...PROGRESS_OPTION,
+    'accept-base': { type: 'boolean' },
+    ...NAME_POLICY_OPTIONS,
+  },
+  positionals: { min: 1, max: 1, names: 'one OVERLAY' },
+  async run({ values, positionals }, context) {
     const bar = progressBar(context.stderr, 'Streaming', values.p ?? false)
     const result = await streamOverlay({
       overlay: positionals[0]!,
@@ -43,4 +40,4 @@ ALL_ALLOCATED. An interrupted stream resumes where it stopped when run again.`,
     )
     return 0
   },
-}
+})

@@ -3,16 +3,15 @@ import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { EngineError } from '../../engine/errors'
-import { parseCommandArgs } from '../args'
-import type { Command } from '../context'
+import { cliVersion, defineCommand, untilCancelled } from '../command'
 
 /** The built renderer: out/renderer beside out/cli, or $ADDCOW_RENDERER_DIR. */
-function rendererDir(): string {
-  const override = process.env.ADDCOW_RENDERER_DIR
+function rendererDir(env: Readonly<Record<string, string | undefined>>): string {
+  const override = env.ADDCOW_RENDERER_DIR
   return override ? resolve(override) : fileURLToPath(new URL('../renderer/', import.meta.url))
 }
 
-function parsePort(text: string | undefined): number {
+function parseWebPort(text: string | undefined): number {
   if (text === undefined) return 0
   const port = Number(text)
   if (!/^\d+$/.test(text) || !Number.isInteger(port) || port > 65535) {
@@ -45,7 +44,8 @@ function openBrowser(url: string): void {
   }
 }
 
-export const webCommand: Command = {
+/** `addcow web`: the app in a web browser (the browser mode), until SIGINT or SIGTERM. */
+export const webCommand = defineCommand({
   name: 'web',
   summary: 'serve the app to a web browser (the browser mode)',
   usage: `addcow web [--host 127.0.0.1] [--port N] [--no-open] [--allow-remote]
@@ -57,20 +57,16 @@ export const webCommand: Command = {
                    with the token can read and write files as you
 
 Prints the URL to open; it carries a random access token. Runs until Ctrl+C.`,
-  async run(context) {
-    const { values } = parseCommandArgs(
-      'web',
-      context.argv,
-      {
-        host: { type: 'string' },
-        port: { type: 'string' },
-        'no-open': { type: 'boolean' },
-        'allow-remote': { type: 'boolean' },
-      },
-      { min: 0, max: 0, names: 'no arguments' },
-    )
+  options: {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    'no-open': { type: 'boolean' },
+    'allow-remote': { type: 'boolean' },
+  },
+  positionals: { min: 0, max: 0, names: 'no arguments' },
+  async run({ values }, context) {
     const host = values.host ?? '127.0.0.1'
-    const root = rendererDir()
+    const root = rendererDir(context.env)
     if (!existsSync(join(root, 'index.html'))) {
       throw new EngineError(
         'NOT_FOUND',
@@ -91,21 +87,17 @@ Prints the URL to open; it carries a random access token. Runs until Ctrl+C.`,
     const server = await startWebServer({
       rendererDir: root,
       host,
-      port: parsePort(values.port),
+      port: parseWebPort(values.port),
       allowRemote: values['allow-remote'] ?? false,
-      version: process.env.ADDCOW_VERSION ?? '0.1.0',
+      version: cliVersion(),
       library: context.library,
     })
     context.stdout.write(
       `AddCow Studio (browser mode) is at ${server.url}\nPress Ctrl+C to stop.\n`,
     )
     if (!values['no-open']) openBrowser(server.url)
-    if (!context.signal.aborted) {
-      await new Promise<void>((done) =>
-        context.signal.addEventListener('abort', () => done(), { once: true }),
-      )
-    }
+    await untilCancelled(context.signal)
     await server.close()
     return 0
   },
-}
+})

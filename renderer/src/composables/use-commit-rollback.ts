@@ -5,10 +5,10 @@ import { useOperationJob } from './use-operation-job'
 /**
  * The rollback of a journaled commit, as the commit screen offers it: this commit's journal
  * (from its result) or an earlier one picked from disk, a confirmation before anything is
- * written, then the image:rollback-commit job, which may be forced past a changed base.
+ * written, then the operations:rollback-commit job, which may be forced past a changed base.
  */
 export function useCommitRollback() {
-  const job = useOperationJob('image:rollback-commit')
+  const job = useOperationJob('operations:rollback-commit')
   /** The rollback panel is open. */
   const open = ref(false)
   /** The undo journal to roll back (an absolute path). */

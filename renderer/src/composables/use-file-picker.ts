@@ -25,7 +25,7 @@ export function useFilePicker() {
     filters?: { name: string; extensions: string[] }[]
   }): Promise<string[]> {
     if (app.info?.nativeDialogs) {
-      const { paths } = await client.call('dialog:open-files', {
+      const { paths } = await client.call('fs:show-open-dialog', {
         title: options.title,
         multiple: options.multiple ?? false,
         filters: options.filters ?? IMAGE_FILTERS,
@@ -54,7 +54,7 @@ export function useFilePicker() {
         options.folder && options.fileName
           ? `${options.folder}${separator}${options.fileName}`
           : options.folder
-      const { path } = await client.call('dialog:save-file', {
+      const { path } = await client.call('fs:show-save-dialog', {
         title: options.title,
         ...(defaultPath ? { defaultPath } : {}),
       })

@@ -4,7 +4,7 @@ import { joinPath, leavesFolder, relativePath } from './paths'
 
 /**
  * The create-overlay wizard's logic without Vue: default file names, the names as they will be
- * stored (relative to the overlay's folder or absolute), the request for image:create-overlay,
+ * stored (relative to the overlay's folder or absolute), the request for operations:create-overlay,
  * the equivalent `addcow create` command line, and what each step still needs.
  */
 
@@ -98,8 +98,8 @@ export function bitmapBytes(size: number, clusterSize: number): number {
   return Math.ceil(Math.ceil(size / clusterSize) / 8)
 }
 
-/** The request for image:create-overlay. */
-export function createRequest(draft: CreateOverlayDraft): RequestOf<'image:create-overlay'> {
+/** The request for operations:create-overlay. */
+export function createRequest(draft: CreateOverlayDraft): RequestOf<'operations:create-overlay'> {
   const size = sizeOf(draft)
   return {
     overlay: draft.overlay,
@@ -132,7 +132,7 @@ export function shellQuote(argument: string): string {
 }
 
 /** The `addcow create` arguments that do what the request does. */
-export function createArguments(request: RequestOf<'image:create-overlay'>): string[] {
+export function createArguments(request: RequestOf<'operations:create-overlay'>): string[] {
   const args = ['addcow', 'create']
   if (request.backing !== undefined) args.push('-b', request.backing)
   if (request.backingFormat !== undefined) args.push('-F', request.backingFormat)
@@ -144,7 +144,7 @@ export function createArguments(request: RequestOf<'image:create-overlay'>): str
 }
 
 /** The command line a person can paste into a shell. */
-export function createCommandLine(request: RequestOf<'image:create-overlay'>): string {
+export function createCommandLine(request: RequestOf<'operations:create-overlay'>): string {
   return createArguments(request).map(shellQuote).join(' ')
 }
 

@@ -17,7 +17,7 @@ import {
   type StepName,
 } from '../lib/create-overlay'
 
-type CreateResult = JobResultOf<'image:create-overlay'>
+type CreateResult = JobResultOf<'operations:create-overlay'>
 
 /** A draft with nothing chosen: relative names, the default cluster size. */
 function emptyDraft(): CreateOverlayDraft {
@@ -36,11 +36,11 @@ function emptyDraft(): CreateOverlayDraft {
 /**
  * The create-overlay wizard's draft and its one job: the base and its chain as main reads
  * them, where the overlay and its image file go, the names' style, the cluster size, and the
- * image:create-overlay job with its progress, cancel and outcome.
+ * operations:create-overlay job with its progress, cancel and outcome.
  */
 export const useCreateOverlayStore = defineStore('create-overlay', () => {
   const client = useClient()
-  const creation = useOperationJob('image:create-overlay')
+  const creation = useOperationJob('operations:create-overlay')
 
   const draft = reactive<CreateOverlayDraft>(emptyDraft())
   /** The base's chain, top first, as image:get-info reads it. */
@@ -132,7 +132,7 @@ export const useCreateOverlayStore = defineStore('create-overlay', () => {
     imageEdited.value = true
   }
 
-  /** Start image:create-overlay; resolves with the result, or null when it failed or stopped. */
+  /** Start operations:create-overlay; resolves with the result, or null when it failed or stopped. */
   function create(): Promise<CreateResult | null> {
     return creation.run(request.value)
   }

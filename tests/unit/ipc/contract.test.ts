@@ -1,5 +1,6 @@
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   CHANNEL_NAMES,
@@ -20,8 +21,8 @@ import {
 import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { IpcDispatcher } from '../../../main/ipc/dispatcher'
-import type { Handlers } from '../../../main/ipc/handlers'
-import type { NativeDialogs } from '../../../main/ipc/index'
+import type { Handlers } from '../../../main/ipc/handler-table'
+import type { IpcServices, NativeDialogs } from '../../../main/ipc/index'
 import type { RequestSender } from '../../../main/ipc/sender'
 import { requireTools, tempDir } from '../../helpers/tools'
 import { finished, patternFile, testCore, TRUSTED, valueOf } from './helpers'
@@ -29,6 +30,8 @@ import { finished, patternFile, testCore, TRUSTED, valueOf } from './helpers'
 // The contract: every channel has a schema and a handler, every handler answers a valid
 // request with what its schema promises (on real files), a malformed payload is BAD_REQUEST
 // and a request from anything but the app's own main frame is FORBIDDEN.
+
+const HANDLERS_DIR = fileURLToPath(new URL('../../../main/ipc/handlers/', import.meta.url))
 
 interface Fixture {
   dir: string
@@ -52,22 +55,22 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'image:get-info': ({ overlay }) => ({ path: overlay }),
   'image:get-map': ({ overlay }) => ({ path: overlay, limit: 2 }),
   'image:get-allocation': ({ overlay }) => ({ path: overlay, buckets: 16 }),
-  'image:create-overlay': ({ dir, base }) => ({
+  'operations:create-overlay': ({ dir, base }) => ({
     overlay: join(dir, 'made-by-ipc.add-cow'),
     backing: base,
   }),
-  'image:compare-images': ({ base, overlay }) => ({ a: base, b: overlay }),
-  'image:check-image': ({ overlay }) => ({ path: overlay }),
+  'operations:compare-images': ({ base, overlay }) => ({ a: base, b: overlay }),
+  'operations:check-image': ({ overlay }) => ({ path: overlay }),
   'image:get-blast-radius': ({ overlay }) => ({ overlay }),
-  'image:commit-overlay': ({ committed }) => ({
+  'operations:commit-overlay': ({ committed }) => ({
     overlay: committed,
     undo: join(dirname(committed), 'commit.undo'),
   }),
-  'image:rollback-commit': ({ committed }) => ({
+  'operations:rollback-commit': ({ committed }) => ({
     journal: join(dirname(committed), 'commit.undo'),
   }),
-  'image:stream-overlay': ({ streamed }) => ({ overlay: streamed }),
-  'image:rebase-overlay': ({ rebased }) => ({
+  'operations:stream-overlay': ({ streamed }) => ({ overlay: streamed }),
+  'operations:rebase-overlay': ({ rebased }) => ({
     overlay: rebased,
     backing: 'other.raw',
     backingFormat: 'raw',
@@ -96,8 +99,8 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   }),
   'fs:list-folder': ({ dir }) => ({ path: dir }),
   'fs:list-roots': () => ({}),
-  'dialog:open-files': ({ dir }) => ({ title: 'Pick an image', defaultPath: dir }),
-  'dialog:save-file': () => ({ title: 'Save' }),
+  'fs:show-open-dialog': ({ dir }) => ({ title: 'Pick an image', defaultPath: dir }),
+  'fs:show-save-dialog': () => ({ title: 'Save' }),
   'jobs:list-jobs': () => ({}),
   'jobs:cancel-job': ({ core }) => ({ jobId: core.jobs.list()[0]?.id ?? 'none' }),
   'jobs:clear-finished': () => ({}),
@@ -183,13 +186,13 @@ describe('the contract', () => {
       expect(spec.kind === 'call' ? spec.response : spec.result, channel).toBeDefined()
     }
     expect(JOB_CHANNELS).toEqual([
-      'image:create-overlay',
-      'image:compare-images',
-      'image:check-image',
-      'image:commit-overlay',
-      'image:rollback-commit',
-      'image:stream-overlay',
-      'image:rebase-overlay',
+      'operations:create-overlay',
+      'operations:compare-images',
+      'operations:check-image',
+      'operations:commit-overlay',
+      'operations:rollback-commit',
+      'operations:stream-overlay',
+      'operations:rebase-overlay',
       'qemu:launch-vm',
       'nbd:serve-image',
     ])
@@ -208,6 +211,39 @@ describe('the contract', () => {
       if (CONTRACT[channel].kind === 'job')
         expect(handler, channel).toMatchObject({ run: expect.any(Function) })
       else expect(typeof handler, channel).toBe('function')
+    }
+  })
+
+  it("keeps each area's handlers in main/ipc/handlers/<area>.ts, and only them", async () => {
+    const areas = [...new Set(CHANNEL_NAMES.map((channel) => channel.split(':')[0]!))].sort()
+    const files = (await readdir(HANDLERS_DIR)).filter((name) => name !== 'index.ts')
+    expect(files.sort()).toEqual(areas.map((area) => `${area}.ts`))
+    const { core } = fixture
+    const services: IpcServices = {
+      library: core.library,
+      jobs: core.jobs,
+      bus: core.bus,
+      log: core.log,
+      host: {
+        shell: 'web',
+        name: 'test',
+        version: '0',
+        electronVersion: null,
+        chromeVersion: null,
+      },
+      dialogs: null,
+    }
+    for (const area of areas) {
+      const module = (await import(join(HANDLERS_DIR, `${area}.ts`))) as Record<
+        string,
+        (services: IpcServices) => object
+      >
+      const tables = Object.entries(module)
+        .filter(([name]) => name.endsWith('Handlers'))
+        .map(([, create]) => Object.keys(create(services)))
+      expect(tables, area).toEqual([
+        CHANNEL_NAMES.filter((channel) => channel.startsWith(`${area}:`)),
+      ])
     }
   })
 })
@@ -367,7 +403,7 @@ describe('every handler on real files', () => {
 
   it('says NOT_CAPABLE for native dialogs where there are none (the browser mode)', async () => {
     const core = testCore(join(fixture.dir, 'data-web'))
-    const result = await core.dispatcher.dispatch('dialog:open-files', {}, TRUSTED)
+    const result = await core.dispatcher.dispatch('fs:show-open-dialog', {}, TRUSTED)
     expect(result).toMatchObject({ ok: false, error: { code: 'NOT_CAPABLE' } })
   })
 })
@@ -404,9 +440,9 @@ describe('BAD_REQUEST', () => {
       ['image:get-allocation', { path: '/tmp/x', offset: -1 }, 'offset'],
       ['image:get-allocation', { path: '/tmp/x', length: 0.5 }, 'length'],
       ['image:get-map', { path: '/tmp/x', offset: -1 }, 'offset'],
-      ['image:create-overlay', { overlay: '/tmp/x.add-cow', size: 1.5 }, 'size'],
+      ['operations:create-overlay', { overlay: '/tmp/x.add-cow', size: 1.5 }, 'size'],
       [
-        'image:create-overlay',
+        'operations:create-overlay',
         { overlay: '/tmp/x.add-cow', backingFormat: 'RAW; rm' },
         'backingFormat',
       ],

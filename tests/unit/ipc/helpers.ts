@@ -1,12 +1,15 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { afterAll, beforeAll } from 'vitest'
 import type { Channel, EventName } from '../../../shared/ipc/channels'
 import type { JobInfo, RequestOf, ResponseOf } from '../../../shared/ipc/contract'
 import type { IpcResult } from '../../../shared/ipc/result'
 import { Library } from '../../../main/engine/library'
+import { createOverlay } from '../../../main/engine/ops/create'
 import { createIpcCore, type IpcCore, type IpcCoreOptions } from '../../../main/ipc/index'
 import type { Logger } from '../../../main/ipc/logger'
 import { trustOrigins, type RequestSender } from '../../../main/ipc/sender'
+import { tempDir } from '../../helpers/tools'
 
 /** The origin the test cores trust, as the Electron app trusts its own scheme. */
 export const APP_ORIGIN = 'addcow://app'
@@ -117,4 +120,42 @@ export async function patternFile(path: string, size: number, seed = 1): Promise
   for (let index = 0; index < size; index++) data[index] = (index * 7 + seed) & 255
   await writeFile(path, data)
   return data
+}
+
+/** The temporary folder of the calling test file (set by {@link useIpcFolder}). */
+export let dir: string
+/** The test core of the calling test file, over a library in `dir`/data. */
+export let core: ReturnType<typeof testCore>
+
+/**
+ * Give the calling test file a temporary folder `dir` and a test core `core` over a library in
+ * it, for all its tests; running jobs are cancelled and the folder removed afterwards.
+ */
+export function useIpcFolder(prefix: string, options: Partial<IpcCoreOptions> = {}): void {
+  let cleanup: () => Promise<void> = async () => undefined
+  beforeAll(async () => {
+    const temp = await tempDir(prefix)
+    cleanup = temp.cleanup
+    dir = temp.path
+    core = testCore(join(dir, 'data'), options)
+  })
+  afterAll(async () => {
+    await core.jobs.cancelAll()
+    await cleanup()
+  })
+}
+
+/** A job of `core`'s result once it is done; a failed or cancelled job throws with its error. */
+export async function runJob(job: JobInfo): Promise<unknown> {
+  const outcome = await finished(core, job)
+  if (outcome.event === 'jobs:failed')
+    throw new Error(`${job.title}: ${outcome.job.error?.code} ${outcome.job.error?.message}`)
+  return outcome.result
+}
+
+/** `dir`/folder/name: an overlay on `base` (raw), a name relative to its folder. */
+export async function overlayOn(folder: string, name: string, base = 'base.raw'): Promise<string> {
+  const path = join(dir, folder, name)
+  await createOverlay({ overlay: path, backing: base, backingFormat: 'raw' })
+  return path
 }

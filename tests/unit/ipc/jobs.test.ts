@@ -1,15 +1,13 @@
-import { readdir } from 'node:fs/promises'
-import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { JobInfo } from '../../../shared/ipc/contract'
 import { EngineError } from '../../../main/engine/errors'
 import { EventBus } from '../../../main/ipc/events'
 import { JobManager, type JobClock } from '../../../main/ipc/jobs'
-import { tempDir } from '../../helpers/tools'
-import { finished, patternFile, recordingLogger, testCore, TRUSTED, valueOf } from './helpers'
+import { recordingLogger } from './helpers'
 
-// Jobs: an id at once, throttled progress with a rate and the time left, cancel through the
-// signal, failures with their code, and jobs that outlive whoever started them.
+// The job manager (main/ipc/jobs.ts): an id at once, throttled progress with a rate and the time
+// left, cancel through the signal, failures with their code. Jobs through the IPC are tested in
+// handlers/jobs.test.ts.
 
 /** A clock the test moves by hand, with timers that fire when it passes them. */
 function manualClock(): JobClock & { advance(milliseconds: number): void } {
@@ -72,7 +70,7 @@ describe('JobManager', () => {
     const step = gate()
     const release = gate()
     let report: ((done: number, total: number) => void) | null = null
-    const job = jobs.start('image:compare-images', 'Compare', 'bytes', async (run) => {
+    const job = jobs.start('operations:compare-images', 'Compare', 'bytes', async (run) => {
       report = run.progress
       step.open()
       await release.promise
@@ -118,7 +116,7 @@ describe('JobManager', () => {
   it('cancels through the signal and ends the job as cancelled', async () => {
     const { jobs, events } = manager()
     const started = gate()
-    const job = jobs.start('image:compare-images', 'Long job', 'steps', async (run) => {
+    const job = jobs.start('operations:compare-images', 'Long job', 'steps', async (run) => {
       started.open()
       await new Promise<void>((resolve) => run.signal.addEventListener('abort', () => resolve()))
       throw new EngineError('ABORTED', 'The compare was cancelled.')
@@ -135,10 +133,10 @@ describe('JobManager', () => {
 
   it('reports a failure with its stable code, and a bug as INTERNAL with the stack logged', async () => {
     const { jobs, log } = manager()
-    const refused = jobs.start('image:create-overlay', 'Create', 'steps', async () => {
+    const refused = jobs.start('operations:create-overlay', 'Create', 'steps', async () => {
       throw new EngineError('ALREADY_EXISTS', '/x.add-cow already exists.', { path: '/x.add-cow' })
     })
-    const buggy = jobs.start('image:create-overlay', 'Create', 'steps', async () => {
+    const buggy = jobs.start('operations:create-overlay', 'Create', 'steps', async () => {
       throw new RangeError('index out of range')
     })
     await jobs.settled(refused.id)
@@ -156,138 +154,13 @@ describe('JobManager', () => {
   it('refuses more jobs than it may run, and forgets finished jobs on request', async () => {
     const { jobs } = manager({ maxRunning: 1 })
     const hold = gate()
-    const first = jobs.start('image:compare-images', 'One', 'steps', () => hold.promise)
-    expect(() => jobs.start('image:compare-images', 'Two', 'steps', async () => undefined)).toThrow(
-      expect.objectContaining({ code: 'BUSY' }),
-    )
+    const first = jobs.start('operations:compare-images', 'One', 'steps', () => hold.promise)
+    expect(() =>
+      jobs.start('operations:compare-images', 'Two', 'steps', async () => undefined),
+    ).toThrow(expect.objectContaining({ code: 'BUSY' }))
     hold.open()
     await jobs.settled(first.id)
     expect(jobs.clearFinished()).toBe(1)
     expect(jobs.list()).toEqual([])
-  })
-})
-
-describe('jobs through the IPC, on real files', () => {
-  let cleanup: () => Promise<void>
-  let dir: string
-
-  beforeAll(async () => {
-    const temp = await tempDir('addcow-ipc-jobs-')
-    cleanup = temp.cleanup
-    dir = temp.path
-    await patternFile(join(dir, 'a.raw'), 48 * 1024 * 1024, 1)
-    await patternFile(join(dir, 'b.raw'), 48 * 1024 * 1024, 1)
-    await patternFile(join(dir, 'c.raw'), 48 * 1024 * 1024, 2)
-  })
-  afterAll(() => cleanup())
-
-  it('compares in bytes, with progress events, to the first difference', async () => {
-    const core = testCore(join(dir, 'data-compare'))
-    const same = valueOf(
-      await core.dispatcher.dispatch(
-        'image:compare-images',
-        { a: join(dir, 'a.raw'), b: join(dir, 'b.raw') },
-        TRUSTED,
-      ),
-    ) as { job: JobInfo }
-    expect(same.job).toMatchObject({
-      state: 'running',
-      channel: 'image:compare-images',
-      progress: { unit: 'bytes' },
-    })
-    const outcome = await finished(core, same.job)
-    expect(outcome).toMatchObject({
-      event: 'jobs:done',
-      result: { identical: true, firstDifference: null },
-    })
-    const progress = core.events.filter((entry) => entry.event === 'jobs:progress')
-    expect(progress.length).toBeGreaterThan(2)
-    expect((progress.at(-1)!.payload as JobInfo).progress.total).toBe(48 * 1024 * 1024)
-
-    const different = valueOf(
-      await core.dispatcher.dispatch(
-        'image:compare-images',
-        { a: join(dir, 'a.raw'), b: join(dir, 'c.raw') },
-        TRUSTED,
-      ),
-    ) as { job: JobInfo }
-    expect(await finished(core, different.job)).toMatchObject({
-      result: { identical: false, firstDifference: 0 },
-    })
-  })
-
-  it('cancels a running compare at its next step', async () => {
-    const core = testCore(join(dir, 'data-cancel'))
-    core.bus.subscribe((event, payload) => {
-      const job = payload as JobInfo
-      if (event === 'jobs:progress' && job.state === 'running' && job.progress.done > 0) {
-        void core.dispatcher.dispatch('jobs:cancel-job', { jobId: job.id }, TRUSTED)
-      }
-    })
-    const { job } = valueOf(
-      await core.dispatcher.dispatch(
-        'image:compare-images',
-        { a: join(dir, 'a.raw'), b: join(dir, 'b.raw') },
-        TRUSTED,
-      ),
-    ) as { job: JobInfo }
-    const outcome = await finished(core, job)
-    expect(outcome).toMatchObject({
-      event: 'jobs:failed',
-      job: { state: 'cancelled', error: { code: 'ABORTED' } },
-    })
-    expect(outcome.job.progress.done).toBeLessThan(48 * 1024 * 1024)
-  })
-
-  it('leaves nothing behind when a create is cancelled, and reports a failed create', async () => {
-    const core = testCore(join(dir, 'data-create'))
-    const overlay = join(dir, 'cancelled.add-cow')
-    const { job } = valueOf(
-      await core.dispatcher.dispatch(
-        'image:create-overlay',
-        { overlay, backing: join(dir, 'a.raw') },
-        TRUSTED,
-      ),
-    ) as { job: JobInfo }
-    valueOf(await core.dispatcher.dispatch('jobs:cancel-job', { jobId: job.id }, TRUSTED))
-    expect(await finished(core, job)).toMatchObject({ job: { state: 'cancelled' } })
-    expect(
-      (await readdir(dir)).filter(
-        (name) => name.startsWith('cancelled') || name.includes('.creating'),
-      ),
-    ).toEqual([])
-    expect((await core.library.load()).images).toEqual([])
-
-    const existing = join(dir, 'a.raw')
-    const failed = valueOf(
-      await core.dispatcher.dispatch(
-        'image:create-overlay',
-        { overlay: existing, size: 4096 },
-        TRUSTED,
-      ),
-    ) as { job: JobInfo }
-    expect(await finished(core, failed.job)).toMatchObject({
-      job: { state: 'failed', error: { code: 'ALREADY_EXISTS', path: existing } },
-    })
-  })
-
-  it('keeps running when the window that started it goes away', async () => {
-    const core = testCore(join(dir, 'data-window'))
-    const window: string[] = []
-    const closeWindow = core.bus.subscribe((event) => window.push(event))
-    const { job } = valueOf(
-      await core.dispatcher.dispatch(
-        'image:compare-images',
-        { a: join(dir, 'a.raw'), b: join(dir, 'c.raw') },
-        TRUSTED,
-      ),
-    ) as { job: JobInfo }
-    closeWindow()
-    await core.jobs.settled(job.id)
-    expect(window).toEqual(['jobs:started'])
-    const { jobs } = valueOf(await core.dispatcher.dispatch('jobs:list-jobs', {}, TRUSTED)) as {
-      jobs: JobInfo[]
-    }
-    expect(jobs.find((known) => known.id === job.id)).toMatchObject({ state: 'done' })
   })
 })

@@ -1,7 +1,7 @@
 import { Library } from '../../../main/engine/library'
 
 // A separate process that adds images to a library file, one update at a time, to race with
-// other writers (persistence.test.ts). Arguments: LIBRARY_FILE PREFIX COUNT.
+// other writers (handlers/library.test.ts). Arguments: LIBRARY_FILE PREFIX COUNT.
 const [file, prefix, count] = process.argv.slice(2)
 if (!file || !prefix || !count)
   throw new Error('usage: library-writer.ts LIBRARY_FILE PREFIX COUNT')

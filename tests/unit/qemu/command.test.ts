@@ -9,7 +9,7 @@ import {
   parseMemory,
   qemuOptionsFrom,
   splitExtraArgs,
-} from '../../../main/cli/commands/qemu-options'
+} from '../../../main/cli/options'
 
 describe('buildQemuCommand', () => {
   it('boots stock QEMU from the NBD export: an argument array, explained, and a serve prerequisite', () => {

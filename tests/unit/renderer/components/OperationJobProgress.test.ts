@@ -14,7 +14,7 @@ beforeAll(stubMatchMedia)
 function job(state: JobInfo['state'], done: number): JobInfo {
   return {
     id: 'job-1',
-    channel: 'image:commit-overlay',
+    channel: 'operations:commit-overlay',
     title: 'Commit vm.add-cow into its base',
     state,
     startedAt: 0,

@@ -22,7 +22,7 @@ beforeAll(() => {
   stubMatchMedia()
   main = installFakeMain()
   main.handle('libraryListImages', () => ({ images: [], warning: null }))
-  main.acceptJobs('imageStreamOverlay')
+  main.acceptJobs('operationsStreamOverlay')
 })
 
 beforeEach(() => {
@@ -44,7 +44,7 @@ function harness(read: (path: string) => Promise<string>) {
   const Harness = defineComponent({
     setup() {
       const image = ref<string | null>('/vm/flat.add-cow')
-      const operation = useOperationJob(CHANNELS.imageStreamOverlay)
+      const operation = useOperationJob(CHANNELS.operationsStreamOverlay)
       const plan = useOperationPlan(image, (_client, path) => read(path))
       const wizard = useWizardSteps(() => [
         { key: 'review', title: 'Review', description: 'What will be copied' },

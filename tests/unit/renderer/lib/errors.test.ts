@@ -13,7 +13,7 @@ describe('describeError', () => {
         message: '/vm/o.add-cow already exists; refusing to overwrite it.',
         path: '/vm/o.add-cow',
       },
-      'image:create-overlay',
+      'operations:create-overlay',
     )
     expect(describeError(error)).toBe(
       '/vm/o.add-cow already exists; refusing to overwrite it. Choose another name, or move the existing file away first.',

@@ -15,7 +15,7 @@ describe('explainError', () => {
         field: 'lock',
         value: 'write',
       },
-      'image:commit-overlay',
+      'operations:commit-overlay',
     )
     expect(explainError(error)).toEqual({
       code: 'BUSY',

@@ -18,7 +18,7 @@ beforeAll(() => {
       { filename: '/vm/golden.img', format: 'raw', 'virtual-size': 32 * MIB, 'actual-size': 0 },
     ],
   }))
-  main.acceptJobs('imageCreateOverlay')
+  main.acceptJobs('operationsCreateOverlay')
 })
 
 beforeEach(() => {

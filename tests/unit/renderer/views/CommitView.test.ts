@@ -55,8 +55,8 @@ beforeAll(() => {
     searched: ['/vm'],
     truncated: [],
   }))
-  main.acceptJobs('imageCommitOverlay')
-  main.acceptJobs('imageRollbackCommit')
+  main.acceptJobs('operationsCommitOverlay')
+  main.acceptJobs('operationsRollbackCommit')
 })
 
 beforeEach(() => {

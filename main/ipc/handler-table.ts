@@ -5,6 +5,7 @@ import type {
   ParsedRequestOf,
   ResponseOf,
 } from '../../shared/ipc/contract'
+import type { Channel } from '../../shared/ipc/channels'
 import type { JobRun } from './jobs'
 import type { RequestSender } from './sender'
 
@@ -37,3 +38,15 @@ export interface JobHandler<C extends JobChannel> {
 export type Handlers = { readonly [C in CallChannel]: CallHandler<C> } & {
   readonly [C in JobChannel]: JobHandler<C>
 }
+
+/** The areas of the channels: the part of `area:verb-noun` before the colon. */
+export type ChannelArea = Channel extends `${infer Area}:${string}` ? Area : never
+
+/**
+ * The handlers of one area: exactly its channels (`handlers/<area>.ts` returns this), so a
+ * channel cannot live in another area's file, and the areas together make {@link Handlers}.
+ */
+export type AreaHandlers<Area extends ChannelArea> = Pick<
+  Handlers,
+  Extract<Channel, `${Area}:${string}`>
+>

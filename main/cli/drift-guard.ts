@@ -1,14 +1,6 @@
-import type { Disk } from '../../engine/disk'
-import { assertBaseUnchanged, checkBaseDrift } from '../../engine/ops/drift'
-import type { CommandContext } from '../context'
-
-/** The --accept-base option shared by serve, qemu-cmd and launch. */
-export const ACCEPT_BASE_OPTION = { 'accept-base': { type: 'boolean' } } as const
-
-/** Usage text for {@link ACCEPT_BASE_OPTION}. */
-export const ACCEPT_BASE_USAGE =
-  '  --accept-base        go on although the base changed since the overlay was made,\n' +
-  '                       and record its current state as the expected one'
+import type { Disk } from '../engine/disk'
+import { assertBaseUnchanged, checkBaseDrift } from '../engine/ops/drift'
+import type { CommandContext } from './command'
 
 const DOING = { serve: 'serve it', 'qemu-cmd': 'print a command line for it', launch: 'launch it' }
 

@@ -1,26 +1,14 @@
 import { basename } from 'node:path'
 import { StringDecoder } from 'node:string_decoder'
-import type { Channel } from '../../shared/ipc/channels'
-import type { Disk } from '../engine/disk'
-import { EngineError } from '../engine/errors'
-import { openImage } from '../engine/open'
-import { assertBaseUnchanged, checkBaseDrift } from '../engine/ops/drift'
-import { defaultSocketPath } from '../nbd/default-socket'
-import { startExport } from '../nbd/start-export'
-import { hostArch } from '../qemu/binaries'
-import { buildQemuCommand, type QemuDiskSource } from '../qemu/command'
-import { diskSourceFor, launchVm, resolveAccelerator, type VmHandle } from '../qemu/launcher'
-import type { IpcServices } from './create-handlers'
-import type { Handlers } from './handlers'
-
-/** The channels of long-lived sessions: NBD exports and VMs, and the QEMU command line. */
-export type SessionChannel =
-  | 'qemu:get-command'
-  | 'qemu:launch-vm'
-  | 'qemu:stop-vm'
-  | 'qemu:write-console'
-  | 'nbd:serve-image'
-  | 'nbd:stop-export'
+import { EngineError } from '../../engine/errors'
+import { openImage } from '../../engine/open'
+import { defaultSocketPath } from '../../nbd/default-socket'
+import { hostArch } from '../../qemu/binaries'
+import { buildQemuCommand, type QemuDiskSource } from '../../qemu/command'
+import { diskSourceFor, launchVm, resolveAccelerator, type VmHandle } from '../../qemu/launcher'
+import type { AreaHandlers } from '../handler-table'
+import type { IpcServices } from '../services'
+import { driftGuard, stopSession } from '../sessions'
 
 /** Time a stopping VM gets to power down through ACPI before it is told to quit. */
 const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
@@ -45,56 +33,22 @@ function machineOptions(request: {
 }
 
 /**
- * Serve, qemu-cmd and launch as IPC handlers. An export or a VM is a job that runs until it is
- * stopped (or QEMU exits): its detail line carries the NBD URI or the VM's pid, the VM's serial
- * console and QEMU's messages arrive as `qemu:console-output` events (sessionId = job id), and
- * stopping it is cancelling the job, which shuts it down cleanly and ends the job as done.
+ * `qemu:*`: the QEMU command line (`addcow qemu-cmd`) and VMs (`addcow launch`). A VM is a job
+ * that runs until QEMU exits: its detail line carries QEMU's pid (and the NBD URI it boots
+ * from), its serial console and QEMU's messages arrive as `qemu:console-output` events
+ * (sessionId = job id), and stopping it powers the guest down and ends the job as done.
  */
-export function createSessionHandlers(services: IpcServices): Pick<Handlers, SessionChannel> {
+export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
   const { library, bus, jobs } = services
-  const policy = () => library.policy()
   const vms = new Map<string, VmHandle>()
-
-  /** The drift guard serve, qemu-cmd and launch share (as `--accept-base` in the CLI). */
-  const driftGuard =
-    (acceptBase: boolean, doing: string) =>
-    async (disk: Disk): Promise<void> => {
-      const report = await checkBaseDrift(disk, library)
-      assertBaseUnchanged(report, { force: acceptBase, doing })
-      if (
-        acceptBase &&
-        report.current &&
-        (report.status === 'changed' || report.status === 'not-recorded')
-      ) {
-        await library.recordBaseFingerprint(report.current)
-      }
-    }
-
-  /** Stop the job `jobId` if it is one of `channel`'s. */
-  const stop = (jobId: string, channel: Channel): { stopping: boolean } => {
-    const job = jobs.get(jobId)
-    if (!job || job.channel !== channel) {
-      throw new EngineError('NOT_FOUND', `There is no ${channel} job ${jobId}.`, {
-        field: 'jobId',
-        value: jobId,
-      })
-    }
-    return { stopping: jobs.cancel(jobId).cancelled }
-  }
-
-  const until = (signal: AbortSignal): Promise<void> =>
-    new Promise((resolve) => {
-      if (signal.aborted) resolve()
-      else signal.addEventListener('abort', () => resolve(), { once: true })
-    })
 
   return {
     'qemu:get-command': async (request) => {
       const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
-      const disk = await openImage(path, { readOnly: true, policy: await policy() })
+      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
       let source: QemuDiskSource
       try {
-        await driftGuard(acceptBase, 'run it')(disk)
+        await driftGuard(library, acceptBase, 'run it')(disk)
         source =
           via === 'nbd'
             ? { via: 'nbd', exportName: '', image: disk.path, socket: defaultSocketPath(disk.path) }
@@ -133,8 +87,8 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
           image: path,
           via,
           readOnly,
-          policy: await policy(),
-          checks: [driftGuard(acceptBase, 'run it')],
+          policy: await library.policy(),
+          checks: [driftGuard(library, acceptBase, 'run it')],
           machine: {
             ...(memoryMiB !== undefined ? { memoryMiB } : {}),
             ...(cpus !== undefined ? { cpus } : {}),
@@ -173,7 +127,7 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
       },
     },
 
-    'qemu:stop-vm': async ({ jobId }) => stop(jobId, 'qemu:launch-vm'),
+    'qemu:stop-vm': async ({ jobId }) => stopSession(jobs, jobId, 'qemu:launch-vm'),
 
     'qemu:write-console': async ({ jobId, text }) => {
       const vm = vms.get(jobId)
@@ -185,41 +139,5 @@ export function createSessionHandlers(services: IpcServices): Pick<Handlers, Ses
       vm.writeConsole(text)
       return { written: Buffer.byteLength(text) }
     },
-
-    'nbd:serve-image': {
-      unit: 'steps',
-      title: ({ path }) => `Serve ${basename(path)} over NBD`,
-      async run({ path, socket, port, exportName, readOnly, acceptBase }, job) {
-        if (socket !== undefined && port !== undefined) {
-          throw new EngineError(
-            'BAD_ARGUMENT',
-            'Serve on a Unix socket or on a TCP port, not both.',
-            { field: 'port' },
-          )
-        }
-        const handle = await startExport({
-          image: path,
-          readOnly,
-          policy: await policy(),
-          exportName,
-          // The app serves on loopback only; a network export needs TLS, which the CLI sets up.
-          listen:
-            port !== undefined
-              ? { host: '127.0.0.1', port }
-              : { socket: socket ?? defaultSocketPath(path) },
-          checks: [driftGuard(acceptBase, 'serve it')],
-          signal: job.signal,
-        })
-        try {
-          job.describe(handle.uri)
-          await until(job.signal)
-        } finally {
-          await handle.stop()
-        }
-        return { uri: handle.uri }
-      },
-    },
-
-    'nbd:stop-export': async ({ jobId }) => stop(jobId, 'nbd:serve-image'),
   }
 }

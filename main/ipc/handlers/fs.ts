@@ -1,8 +1,10 @@
 import { lstat, readdir, stat } from 'node:fs/promises'
 import { homedir, tmpdir } from 'node:os'
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path'
-import type { ResponseOf } from '../../shared/ipc/contract'
-import { EngineError, wrapIoError } from '../engine/errors'
+import type { ResponseOf } from '../../../shared/ipc/contract'
+import { EngineError, wrapIoError } from '../../engine/errors'
+import type { AreaHandlers } from '../handler-table'
+import type { IpcServices } from '../services'
 
 /** Most entries one listing returns (a folder with more is cut, and says so). */
 export const MAX_FOLDER_ENTRIES = 5000
@@ -106,4 +108,35 @@ export async function listRoots(): Promise<ResponseOf<'fs:list-roots'>> {
   }
   places.push({ label: 'Temporary files', path: tmpdir() })
   return { home, separator: sep === '\\' ? '\\' : '/', places }
+}
+
+function noDialogs(): never {
+  throw new EngineError(
+    'NOT_CAPABLE',
+    'Native dialogs exist only in the desktop app; the browser mode uses the in-app file browser.',
+  )
+}
+
+/**
+ * `fs:*`: how the user picks a path in main's file system. The Electron shell shows its native
+ * open and save dialogs (`fs:show-open-dialog`, `fs:show-save-dialog`; the paths the user
+ * picked, nothing wider); the browser mode has none (NOT_CAPABLE) and the renderer's in-app
+ * file browser lists folders instead (`fs:list-folder`, `fs:list-roots`).
+ */
+export function fsHandlers(services: IpcServices): AreaHandlers<'fs'> {
+  return {
+    'fs:list-folder': ({ path, showHidden }) => listFolder(path, showHidden),
+
+    'fs:list-roots': () => listRoots(),
+
+    'fs:show-open-dialog': async (request, { sender }) => {
+      if (!services.dialogs) noDialogs()
+      return { paths: await services.dialogs.openFiles(request, sender) }
+    },
+
+    'fs:show-save-dialog': async (request, { sender }) => {
+      if (!services.dialogs) noDialogs()
+      return { path: await services.dialogs.saveFile(request, sender) }
+    },
+  }
 }

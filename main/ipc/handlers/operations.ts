@@ -1,36 +1,77 @@
-import { basename, dirname } from 'node:path'
-import { EngineError } from '../engine/errors'
-import { openImage } from '../engine/open'
-import { findDependents } from '../engine/ops/blast-radius'
-import { checkExitCode, checkImage } from '../engine/ops/check'
-import { commitOverlay, rollbackCommit } from '../engine/ops/commit'
-import { rebaseOverlay } from '../engine/ops/rebase'
-import { streamOverlay } from '../engine/ops/stream'
-import type { IpcServices } from './create-handlers'
-import type { Handlers } from './handlers'
-
-/** The channels of the operations that change or judge an overlay. */
-export type OperationChannel =
-  | 'image:check-image'
-  | 'image:get-blast-radius'
-  | 'image:commit-overlay'
-  | 'image:rollback-commit'
-  | 'image:stream-overlay'
-  | 'image:rebase-overlay'
+import { basename } from 'node:path'
+import { openImage } from '../../engine/open'
+import { checkExitCode, checkImage } from '../../engine/ops/check'
+import { commitOverlay, rollbackCommit } from '../../engine/ops/commit'
+import { compareDisks } from '../../engine/ops/compare'
+import { createOverlay } from '../../engine/ops/create'
+import { rebaseOverlay } from '../../engine/ops/rebase'
+import { streamOverlay } from '../../engine/ops/stream'
+import type { AreaHandlers } from '../handler-table'
+import type { IpcServices } from '../services'
 
 /**
- * check, commit (with its blast radius and its rollback), stream and rebase as IPC handlers
- * over the engine's operations: the same code as the CLI, the library's name policy and base
- * fingerprints, and the job's signal and progress.
+ * `operations:*`: the engine's operations as jobs (progress, cancel, a final result): create,
+ * compare, check (and repair), commit and its rollback, stream (flatten) and rebase. The same
+ * code as the CLI's commands, with the library's name policy and base fingerprints; what an
+ * operation creates is trusted and joins the library, what it changes is announced as
+ * `library:changed`.
  */
-export function createOperationHandlers(services: IpcServices): Pick<Handlers, OperationChannel> {
+export function operationHandlers(services: IpcServices): AreaHandlers<'operations'> {
   const { library, bus } = services
   const policy = () => library.policy()
   const changed = (paths: string[]): void =>
     bus.emit('library:changed', { reason: 'modified', paths })
 
   return {
-    'image:check-image': {
+    'operations:create-overlay': {
+      unit: 'steps',
+      title: ({ overlay }) => `Create overlay ${basename(overlay)}`,
+      async run(request, job) {
+        const result = await createOverlay({
+          ...request,
+          policy: await policy(),
+          signal: job.signal,
+          onProgress: job.progress,
+        })
+        await library.trust(result.trust, 'created')
+        if (result.baseFingerprint) await library.recordBaseFingerprint(result.baseFingerprint)
+        await library.addImages([result.overlay])
+        bus.emit('library:changed', { reason: 'created', paths: [result.overlay] })
+        return {
+          overlay: result.overlay,
+          image: result.image,
+          imageCreated: result.imageCreated,
+          backing: result.backing,
+          backingFormat: result.backingFormat,
+          size: result.size,
+          clusterSize: result.clusterSize,
+        }
+      },
+    },
+
+    'operations:compare-images': {
+      unit: 'bytes',
+      title: ({ a, b }) => `Compare ${basename(a)} with ${basename(b)}`,
+      async run({ a, b }, job) {
+        const currentPolicy = await policy()
+        const first = await openImage(a, { readOnly: true, policy: currentPolicy })
+        try {
+          const second = await openImage(b, { readOnly: true, policy: currentPolicy })
+          try {
+            return await compareDisks(first, second, {
+              signal: job.signal,
+              onProgress: job.progress,
+            })
+          } finally {
+            await second.close()
+          }
+        } finally {
+          await first.close()
+        }
+      },
+    },
+
+    'operations:check-image': {
       unit: 'bytes',
       title: ({ path, repair }) => `${repair ? 'Check and repair' : 'Check'} ${basename(path)}`,
       async run({ path, repair, acceptBase }, job) {
@@ -47,28 +88,7 @@ export function createOperationHandlers(services: IpcServices): Pick<Handlers, O
       },
     },
 
-    'image:get-blast-radius': async ({ overlay }) => {
-      const disk = await openImage(overlay, { readOnly: true, policy: await policy() })
-      let base: string
-      try {
-        if (!disk.backing) {
-          throw new EngineError(
-            'BAD_ARGUMENT',
-            `${overlay} has no backing file, so a commit has nowhere to go.`,
-            {
-              path: overlay,
-              field: 'backing',
-            },
-          )
-        }
-        base = disk.backing.path
-      } finally {
-        await disk.close()
-      }
-      return findDependents(base, { library, folders: [dirname(overlay)], exclude: [overlay] })
-    },
-
-    'image:commit-overlay': {
+    'operations:commit-overlay': {
       unit: 'bytes',
       title: ({ overlay }) => `Commit ${basename(overlay)} into its base`,
       async run({ overlay, keep, force, acceptBase, undo }, job) {
@@ -88,7 +108,7 @@ export function createOperationHandlers(services: IpcServices): Pick<Handlers, O
       },
     },
 
-    'image:rollback-commit': {
+    'operations:rollback-commit': {
       unit: 'bytes',
       title: ({ journal }) => `Roll back the commit in ${basename(journal)}`,
       async run({ journal, force }, job) {
@@ -105,7 +125,7 @@ export function createOperationHandlers(services: IpcServices): Pick<Handlers, O
       },
     },
 
-    'image:stream-overlay': {
+    'operations:stream-overlay': {
       unit: 'bytes',
       title: ({ overlay }) => `Flatten ${basename(overlay)}`,
       async run({ overlay, acceptBase }, job) {
@@ -122,7 +142,7 @@ export function createOperationHandlers(services: IpcServices): Pick<Handlers, O
       },
     },
 
-    'image:rebase-overlay': {
+    'operations:rebase-overlay': {
       unit: 'bytes',
       title: ({ overlay, backing }) =>
         backing === ''

@@ -1,21 +1,18 @@
-import { appendFile, mkdir, utimes } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { MapExtent } from '../../../shared/image-types'
-import type { ResponseOf } from '../../../shared/ipc/contract'
-import { openImage } from '../../../main/engine/open'
-import { createOverlay } from '../../../main/engine/ops/create'
-import { mapImage } from '../../../main/engine/ops/map'
-import { tempDir } from '../../helpers/tools'
-import { patternFile, testCore, TRUSTED, valueOf } from './helpers'
+import { beforeAll, describe, expect, it } from 'vitest'
+import type { MapExtent } from '../../../../shared/image-types'
+import type { ResponseOf } from '../../../../shared/ipc/contract'
+import { openImage } from '../../../../main/engine/open'
+import { createOverlay } from '../../../../main/engine/ops/create'
+import { mapImage } from '../../../../main/engine/ops/map'
+import { core, dir, patternFile, TRUSTED, useIpcFolder, valueOf } from '../helpers'
 
-// The map and allocation channels on real chains, and the name policy as the app applies it.
+// The image:* channels (main/ipc/handlers/image.ts): the map and allocation on real chains.
+// image:get-info and image:get-blast-radius are tested in contract.test.ts and operations.test.ts.
 
 const KIB = 1024
 const MIB = 1024 * KIB
-let cleanup: () => Promise<void>
-let dir: string
-let core: ReturnType<typeof testCore>
 
 async function write(path: string, offset: number, length: number, byte: number): Promise<void> {
   const disk = await openImage(path, { format: 'add-cow' })
@@ -24,11 +21,8 @@ async function write(path: string, offset: number, length: number, byte: number)
   await disk.close()
 }
 
+useIpcFolder('addcow-ipc-queries-')
 beforeAll(async () => {
-  const temp = await tempDir('addcow-ipc-queries-')
-  cleanup = temp.cleanup
-  dir = temp.path
-  core = testCore(join(dir, 'data'))
   // base.raw (4 MiB) <- middle.add-cow (writes at 1 MiB) <- top.add-cow (writes at 0 and 3 MiB)
   await patternFile(join(dir, 'base.raw'), 4 * MIB)
   await createOverlay({
@@ -45,7 +39,6 @@ beforeAll(async () => {
   await write(join(dir, 'top.add-cow'), 0, 64 * KIB, 0x22)
   await write(join(dir, 'top.add-cow'), 3 * MIB, 64 * KIB, 0x33)
 })
-afterAll(() => cleanup())
 
 describe('image:get-map', () => {
   it('gives the same extents as addcow map, page by page', async () => {
@@ -176,102 +169,5 @@ describe('image:get-allocation', () => {
     })
     expect(result.buckets[512]).toEqual({ present: [64 * KIB, 0], zero: 1024 ** 3 - 64 * KIB })
     expect(result.buckets[0]).toEqual({ present: [0, 8 * MIB], zero: 1024 ** 3 - 8 * MIB })
-  })
-})
-
-describe('the name policy through the IPC', () => {
-  it('never follows a base outside the folder until the user approves it', async () => {
-    await mkdir(join(dir, 'downloads'))
-    const stranger = join(dir, 'downloads', 'stranger.add-cow')
-    // Made by the engine directly: nothing recorded it as trusted in this library.
-    await createOverlay({ overlay: stranger, backing: join(dir, 'base.raw'), backingFormat: 'raw' })
-
-    const info = valueOf(
-      await core.dispatcher.dispatch('image:get-info', { path: stranger }, TRUSTED),
-    ) as ResponseOf<'image:get-info'>
-    expect(info.layers).toHaveLength(1)
-    expect(
-      info.layers[0]?.names?.find((name) => name.stored === join(dir, 'base.raw')),
-    ).toMatchObject({
-      followed: false,
-      reason: 'outside-folder',
-    })
-    const refused = await core.dispatcher.dispatch('image:get-map', { path: stranger }, TRUSTED)
-    expect(refused).toMatchObject({ ok: false, error: { code: 'UNTRUSTED_NAME', path: stranger } })
-
-    const unknown = await core.dispatcher.dispatch(
-      'library:approve-name',
-      { image: stranger, stored: '/etc/shadow' },
-      TRUSTED,
-    )
-    expect(unknown).toMatchObject({ ok: false, error: { code: 'NOT_FOUND', field: 'stored' } })
-
-    const approved = valueOf(
-      await core.dispatcher.dispatch(
-        'library:approve-name',
-        { image: stranger, stored: join(dir, 'base.raw') },
-        TRUSTED,
-      ),
-    )
-    expect(approved).toMatchObject({ to: join(dir, 'base.raw'), alreadyFollowed: false })
-    expect((await core.library.load()).trusted).toContainEqual(
-      expect.objectContaining({ reason: 'approved', to: join(dir, 'base.raw') }),
-    )
-    expect(core.events.some((entry) => entry.event === 'library:changed')).toBe(true)
-
-    const map = valueOf(
-      await core.dispatcher.dispatch('image:get-map', { path: stranger }, TRUSTED),
-    ) as ResponseOf<'image:get-map'>
-    expect(map.layers).toHaveLength(2)
-    const again = valueOf(
-      await core.dispatcher.dispatch(
-        'library:approve-name',
-        { image: stranger, stored: join(dir, 'base.raw') },
-        TRUSTED,
-      ),
-    )
-    expect(again).toMatchObject({ alreadyFollowed: true })
-  })
-
-  it('trusts what it creates: an overlay on a base in another folder opens at once', async () => {
-    await mkdir(join(dir, 'work'))
-    const overlay = join(dir, 'work', 'mine.add-cow')
-    const { job } = valueOf(
-      await core.dispatcher.dispatch(
-        'image:create-overlay',
-        { overlay, backing: join(dir, 'base.raw') },
-        TRUSTED,
-      ),
-    ) as ResponseOf<'image:create-overlay'>
-    await core.jobs.settled(job.id)
-    expect(core.jobs.get(job.id)?.state).toBe('done')
-    const map = valueOf(
-      await core.dispatcher.dispatch('image:get-map', { path: overlay }, TRUSTED),
-    ) as ResponseOf<'image:get-map'>
-    expect(map.layers.map((layer) => layer.path)).toEqual([overlay, join(dir, 'base.raw')])
-    expect((await core.library.load()).images.map((image) => image.path)).toContain(overlay)
-  })
-
-  it('shows a base that changed since the overlay was made', async () => {
-    await mkdir(join(dir, 'drift'))
-    const base = join(dir, 'drift', 'golden.raw')
-    await patternFile(base, 2 * MIB)
-    const overlay = join(dir, 'drift', 'child.add-cow')
-    const { job } = (await core.dispatcher
-      .dispatch('image:create-overlay', { overlay, backing: 'golden.raw' }, TRUSTED)
-      .then(valueOf)) as ResponseOf<'image:create-overlay'>
-    await core.jobs.settled(job.id)
-    const status = async (): Promise<string | undefined> => {
-      const listing = valueOf(
-        await core.dispatcher.dispatch('library:list-images', {}, TRUSTED),
-      ) as ResponseOf<'library:list-images'>
-      return listing.images.find((image) => image.path === overlay)?.base.status
-    }
-    expect(await status()).toBe('ok')
-    const later = new Date(Date.now() + 5000)
-    await utimes(base, later, later)
-    expect(await status()).toBe('changed')
-    await appendFile(base, Buffer.alloc(512))
-    expect(await status()).toBe('changed')
   })
 })

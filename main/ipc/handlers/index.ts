@@ -1,0 +1,28 @@
+import type { Handlers } from '../handler-table'
+import type { IpcServices } from '../services'
+import { appHandlers } from './app'
+import { fsHandlers } from './fs'
+import { imageHandlers } from './image'
+import { jobHandlers } from './jobs'
+import { libraryHandlers } from './library'
+import { nbdHandlers } from './nbd'
+import { operationHandlers } from './operations'
+import { qemuHandlers } from './qemu'
+
+/**
+ * The handler table over the real engine, one area per file: the handler of `area:verb-noun`
+ * is in `handlers/<area>.ts`. This only composes; the compiler refuses a table with a channel
+ * missing, and each area's type admits only its own channels.
+ */
+export function createHandlers(services: IpcServices): Handlers {
+  return {
+    ...libraryHandlers(services),
+    ...imageHandlers(services),
+    ...operationHandlers(services),
+    ...qemuHandlers(services),
+    ...nbdHandlers(services),
+    ...fsHandlers(services),
+    ...jobHandlers(services),
+    ...appHandlers(services),
+  }
+}

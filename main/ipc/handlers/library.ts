@@ -1,0 +1,62 @@
+import { EngineError } from '../../engine/errors'
+import { imageInfo } from '../../engine/ops/info'
+import type { AreaHandlers } from '../handler-table'
+import { assertOpensAsImage, realOrSelf, summarizeLibrary } from '../library-summary'
+import type { IpcServices } from '../services'
+
+/**
+ * `library:*`: the persisted library the app shares with the CLI (known images, recent files,
+ * trusted name pairs). Adding checks that each file opens as an image; approving a name records
+ * the pair as trusted, so the name is followed from then on.
+ */
+export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> {
+  const { library, bus, log } = services
+
+  return {
+    'library:list-images': () => summarizeLibrary(library, log),
+
+    'library:add-images': async ({ paths }) => {
+      const policy = await library.policy()
+      for (const path of paths) await assertOpensAsImage(path, policy)
+      await library.addImages(paths)
+      bus.emit('library:changed', { reason: 'added', paths })
+      return { added: paths }
+    },
+
+    'library:remove-images': async ({ paths }) => {
+      const known = new Set((await library.load()).images.map((image) => image.path))
+      const removed = paths.filter((path) => known.has(path))
+      await library.removeImages(paths)
+      if (removed.length > 0) bus.emit('library:changed', { reason: 'removed', paths: removed })
+      return { removed }
+    },
+
+    'library:list-recent': async () => ({ paths: (await library.load()).recent }),
+
+    'library:approve-name': async ({ image, stored }) => {
+      const layers = await imageInfo(image, { backingChain: true, policy: await library.policy() })
+      for (const layer of layers) {
+        const verdict = layer.names?.find((name) => name.stored === stored)
+        if (!verdict) continue
+        const from = await realOrSelf(layer.filename)
+        const to = await realOrSelf(verdict.resolved)
+        if (verdict.followed) return { from, to, alreadyFollowed: true }
+        if (verdict.reason !== 'outside-folder') {
+          throw new EngineError(
+            'REFUSED_NAME',
+            `The name '${stored}' in ${layer.filename} cannot be approved: it is refused as ${verdict.reason}, whatever the library trusts.`,
+            { path: layer.filename, field: 'stored', value: stored },
+          )
+        }
+        await library.trust([{ from, to }], 'approved')
+        bus.emit('library:changed', { reason: 'approved', paths: [image] })
+        return { from, to, alreadyFollowed: false }
+      }
+      throw new EngineError(
+        'NOT_FOUND',
+        `No layer of the chain of ${image} stores the name '${stored}'.`,
+        { path: image, field: 'stored', value: stored },
+      )
+    },
+  }
+}

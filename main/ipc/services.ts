@@ -1,0 +1,44 @@
+import type { ParsedRequestOf } from '../../shared/ipc/contract'
+import type { Library } from '../engine/library'
+import type { EventBus } from './events'
+import type { JobManager } from './jobs'
+import type { Logger } from './logger'
+import type { RequestSender } from './sender'
+
+// The services the handlers of every area share. This file imports only types, and nothing
+// here imports a handler, so the composition root (handlers/index.ts) and the area files
+// (handlers/<area>.ts) can all depend on it without forming a cycle.
+
+/** What the shell running the handlers says about itself (for `app:get-info`). */
+export interface HostInfo {
+  shell: 'electron' | 'web'
+  name: string
+  version: string
+  electronVersion: string | null
+  chromeVersion: string | null
+}
+
+/** Native open and save dialogs; only the Electron shell has them. */
+export interface NativeDialogs {
+  openFiles(
+    request: ParsedRequestOf<'fs:show-open-dialog'>,
+    sender: RequestSender,
+  ): Promise<string[]>
+  saveFile(
+    request: ParsedRequestOf<'fs:show-save-dialog'>,
+    sender: RequestSender,
+  ): Promise<string | null>
+}
+
+/** The services the handlers use. */
+export interface IpcServices {
+  library: Library
+  jobs: JobManager
+  bus: EventBus
+  log: Logger
+  host: HostInfo
+  /** null in the browser mode: the renderer uses its in-app file browser instead. */
+  dialogs: NativeDialogs | null
+  /** Time a stopping VM gets to power down before QEMU is told to quit (default 15 s). */
+  vmStopTimeoutMs?: number
+}

@@ -1,0 +1,130 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { requireTools } from '../../../helpers/tools'
+import {
+  call,
+  core,
+  dir,
+  finished,
+  overlayOn,
+  patternFile,
+  runJob,
+  TRUSTED,
+  useIpcFolder,
+} from '../helpers'
+
+// The qemu:* channels (main/ipc/handlers/qemu.ts): the command line with the machine, network
+// and display options the launch screen offers (each reaches the command line, explained; a bad
+// value is refused before any file is opened), and a VM booted by QEMU on an overlay, its
+// serial console arriving as events.
+
+const BOOT_SECTOR = fileURLToPath(new URL('../../../fixtures/boot/boot.bin', import.meta.url))
+const MIB = 1024 * 1024
+let overlay: string
+
+useIpcFolder('addcow-ipc-qemu-', { vmStopTimeoutMs: 500 })
+beforeAll(async () => {
+  await patternFile(join(dir, 'base.raw'), MIB)
+  overlay = await overlayOn('.', 'vm.add-cow')
+})
+
+/** The values that follow `option` in an argument array. */
+function valuesOf(args: string[], option: string): string[] {
+  return args.flatMap((arg, index) => (arg === option ? [args[index + 1] ?? ''] : []))
+}
+
+describe('qemu:get-command machine options', () => {
+  it('puts the machine type, the network and the display on the command line', async () => {
+    const command = await call(core, 'qemu:get-command', {
+      path: overlay,
+      machine: 'pc',
+      network: 'none',
+      display: 'vnc',
+    })
+    expect(valuesOf(command.args, '-machine')).toEqual(['pc'])
+    expect(valuesOf(command.args, '-nic')).toEqual(['none'])
+    // VNC listens on loopback only.
+    expect(valuesOf(command.args, '-display')).toEqual(['vnc=127.0.0.1:0'])
+    expect(command.explained.map((group) => group.explanation)).toContain('no network card')
+  })
+
+  it('keeps the defaults when no option is given, and headless wins over a display', async () => {
+    const plain = await call(core, 'qemu:get-command', { path: overlay })
+    expect(valuesOf(plain.args, '-nic')).toEqual(['user,model=virtio-net-pci'])
+    expect(valuesOf(plain.args, '-display')).toEqual([])
+    const headless = await call(core, 'qemu:get-command', {
+      path: overlay,
+      headless: true,
+      display: 'gtk',
+    })
+    expect(valuesOf(headless.args, '-display')).toEqual(['none'])
+  })
+
+  it('refuses a machine type that is not a plain name, and an unknown display', async () => {
+    for (const request of [
+      { path: overlay, machine: 'q35,accel=kvm -drive file=/etc/shadow' },
+      { path: overlay, display: 'vnc=0.0.0.0:0' },
+      { path: overlay, network: 'bridge' },
+    ]) {
+      const result = await core.dispatcher.dispatch('qemu:get-command', request, TRUSTED)
+      expect(result).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } })
+    }
+  })
+})
+
+describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
+  it('boots QEMU on an overlay: the console arrives as events, the writes land in the overlay', async () => {
+    if (!requireTools('qemu-system-x86_64')) return
+    await mkdir(join(dir, 'vm'))
+    const base = join(dir, 'vm', 'base.raw')
+    const disk = Buffer.alloc(2 * MIB)
+    ;(await readFile(BOOT_SECTOR)).copy(disk, 0)
+    await writeFile(base, disk)
+    const overlay = await overlayOn('vm', 'boot.add-cow')
+
+    const command = await call(core, 'qemu:get-command', { path: overlay, headless: true })
+    expect(command.via).toBe('nbd')
+    expect(command.args).toContain('-display')
+    expect(command.rendering).toContain(command.binary)
+
+    const { job } = await call(core, 'qemu:launch-vm', {
+      path: overlay,
+      headless: true,
+      memoryMiB: 64,
+      extraArgs: ['-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04'],
+    })
+    const result = (await runJob(job)) as { exit: { status: number } }
+    const console = core.events
+      .filter((entry) => entry.event === 'qemu:console-output')
+      .map((entry) => entry.payload as { sessionId: string; stream: string; text: string })
+      .filter((entry) => entry.sessionId === job.id && entry.stream === 'serial')
+      .map((entry) => entry.text)
+      .join('')
+    expect(console).toContain('addcow boot test: sector 2048 written through int 13h')
+    expect(result.exit.status).toBe(33)
+    // The guest wrote sector 2048 (1 MiB) of its disk: into the overlay, never the base.
+    expect((await readFile(base)).subarray(MIB, MIB + 16)).toEqual(Buffer.alloc(16))
+    const map = await call(core, 'image:get-map', { path: overlay })
+    expect(
+      map.extents.find(
+        (extent) => extent.depth === 0 && extent.start <= MIB && extent.start + extent.length > MIB,
+      ),
+    ).toBeDefined()
+  })
+
+  it('refuses to stop or type into a job that is not a VM', async () => {
+    const { job } = await call(core, 'operations:compare-images', {
+      a: join(dir, 'base.raw'),
+      b: join(dir, 'base.raw'),
+    })
+    await finished(core, job)
+    expect(
+      await core.dispatcher.dispatch('qemu:stop-vm', { jobId: job.id }, TRUSTED),
+    ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
+    expect(
+      await core.dispatcher.dispatch('qemu:write-console', { jobId: job.id, text: 'x' }, TRUSTED),
+    ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
+  })
+})
