@@ -1,4 +1,3 @@
-import { realpath } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { basename, dirname } from 'node:path'
 import { CHANNELS } from '../../shared/ipc/channels'
@@ -6,6 +5,7 @@ import type { ParsedRequestOf } from '../../shared/ipc/contract'
 import { EngineError } from '../engine/errors'
 import type { Library } from '../engine/library'
 import { compareDisks } from '../engine/ops/compare'
+import { realPath } from '../engine/fs'
 import { createOverlay } from '../engine/ops/create'
 import { imageInfo } from '../engine/ops/info'
 import { openImage } from '../engine/open'
@@ -58,10 +58,6 @@ function noDialogs(): never {
   )
 }
 
-async function realOrSelf(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
 /**
  * The handler table over the real engine. Images are opened with the library's name policy
  * (trusted pairs), so a name stored in an image is followed only if it stays in its folder or
@@ -100,8 +96,8 @@ export function createHandlers(services: IpcServices): Handlers {
       for (const layer of layers) {
         const verdict = layer.names?.find((name) => name.stored === stored)
         if (!verdict) continue
-        const from = await realOrSelf(layer.filename)
-        const to = await realOrSelf(verdict.resolved)
+        const from = await realPath(layer.filename)
+        const to = await realPath(verdict.resolved)
         if (verdict.followed) return { from, to, alreadyFollowed: true }
         if (verdict.reason !== 'outside-folder') {
           throw new EngineError(

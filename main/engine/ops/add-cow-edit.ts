@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto'
-import { open, realpath, rename, rm, stat } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
-import { EngineError, throwIfAborted, wrapIoError } from '../errors'
+import { EngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
+import { realPath, replaceFile } from '../fs'
 import { encodeHeader, FIELDS, geometry, type AddCowHeader } from '../formats/add-cow/header'
 
 /**
@@ -56,7 +54,7 @@ export async function rewriteHeader(
   header: AddCowHeader,
   signal?: AbortSignal,
 ): Promise<void> {
-  const target = await realpath(path).catch(() => path)
+  const target = await realPath(path)
   const encoded = encodeHeader(header, target)
   if (encoded.length !== header.headerSize) {
     throw new EngineError(
@@ -65,39 +63,24 @@ export async function rewriteHeader(
       { path: target },
     )
   }
-  const temporary = join(
-    dirname(target),
-    `.${basename(target)}.${randomBytes(4).toString('hex')}.rebase`,
-  )
   const source = await BlockFile.open(target, false)
   try {
-    const mode = (await stat(target)).mode & 0o7777
     const length = await source.length()
-    const handle = await open(temporary, 'wx', mode)
-    await handle.close()
-    const copy = await BlockFile.open(temporary, true)
-    try {
-      await copy.truncate(Math.max(length, encoded.length))
-      await copy.writeAt(encoded, 0)
-      const buffer = Buffer.allocUnsafe(4 * 1024 * 1024)
-      for (let position = encoded.length; position < length; position += buffer.length) {
-        throwIfAborted(signal, 'header rewrite')
-        const piece = buffer.subarray(0, Math.min(buffer.length, length - position))
-        await source.readAt(piece, position)
-        if (piece.some((byte) => byte !== 0)) await copy.writeAt(piece, position)
-      }
-      await copy.sync()
-    } finally {
-      await copy.close()
-    }
-    throwIfAborted(signal, 'header rewrite')
-    await rename(temporary, target)
-    const folder = await open(dirname(target), 'r')
-    await folder.sync().catch(() => undefined)
-    await folder.close()
-  } catch (error) {
-    await rm(temporary, { force: true })
-    throw wrapIoError(error, target, 'rewrite the header of')
+    await replaceFile(
+      target,
+      async (copy) => {
+        await copy.truncate(Math.max(length, encoded.length))
+        await copy.writeAt(encoded, 0)
+        const buffer = Buffer.allocUnsafe(4 * 1024 * 1024)
+        for (let position = encoded.length; position < length; position += buffer.length) {
+          throwIfAborted(signal, 'header rewrite')
+          const piece = buffer.subarray(0, Math.min(buffer.length, length - position))
+          await source.readAt(piece, position)
+          if (piece.some((byte) => byte !== 0)) await copy.writeAt(piece, position)
+        }
+      },
+      { tag: 'rebase', signal, operation: 'header rewrite', doing: 'rewrite the header of' },
+    )
   } finally {
     await source.close()
   }

@@ -1,8 +1,8 @@
-import { realpath } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
 import { isEngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
+import { realPath } from '../fs'
 import { MAX_BITMAP_BYTES } from '../formats/add-cow/add-cow-disk'
 import { ClusterBitmap } from '../formats/add-cow/bitmap'
 import {
@@ -452,10 +452,6 @@ function checkHeader(
   return { imageName, backingName }
 }
 
-async function realOrSelf(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
 /** Check the bitmap area against the image file's length; fills findings.bitmap. */
 async function checkBitmap(
   checker: Checker,
@@ -854,7 +850,7 @@ export async function checkImage(path: string, options: CheckOptions = {}): Prom
     if (!options.forceShare) {
       release = (
         await lockFiles(
-          [{ path: await realOrSelf(absolute), mode: writable ? 'exclusive' : 'shared' }],
+          [{ path: await realPath(absolute), mode: writable ? 'exclusive' : 'shared' }],
           writable ? 'repair it' : 'check it',
         )
       ).release
@@ -878,7 +874,7 @@ export async function checkImage(path: string, options: CheckOptions = {}): Prom
           value: names.imageName,
           message: `The image file '${names.imageName}' (${verdict.resolved}) of ${absolute} cannot be checked: ${verdict.reason === 'missing' ? 'it does not exist' : `the name is refused (${verdict.reason}); pass --allow-name if you trust it`}.`,
         })
-      } else if (verdict.realPath === (await realOrSelf(absolute))) {
+      } else if (verdict.realPath === (await realPath(absolute))) {
         checker.corrupt(
           'same-file',
           'image name',

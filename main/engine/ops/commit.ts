@@ -1,8 +1,9 @@
-import { realpath, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { Disk, OperationOptions } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
+import { realPath } from '../fs'
 import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
 import { FEATURE_ALL_ALLOCATED, geometry } from '../formats/add-cow/header'
 import type { Library } from '../library'
@@ -234,7 +235,7 @@ async function commitAndClose(options: CommitOptions, tail: CommitTail): Promise
     const basePath = await realPathOf(base)
     const baseFormat = base.format
     const baseFiles =
-      base instanceof AddCowDisk ? [basePath, await real(base.imageFile.path)] : [basePath]
+      base instanceof AddCowDisk ? [basePath, await realPath(base.imageFile.path)] : [basePath]
     if (!below) await base.close()
     // An ALL_ALLOCATED overlay never reads its base: the check reports 'not-consulted'.
     const drift = await checkBaseDrift(disk, options.library, options)
@@ -256,7 +257,7 @@ async function commitAndClose(options: CommitOptions, tail: CommitTail): Promise
       )
     }
 
-    const overlayFiles = [overlayPath, await real(disk.imageFile.path)]
+    const overlayFiles = [overlayPath, await realPath(disk.imageFile.path)]
     const locks = await lockFiles(
       [
         ...baseFiles.map((path) => ({ path, mode: 'exclusive' as const })),
@@ -386,10 +387,6 @@ async function commitAndClose(options: CommitOptions, tail: CommitTail): Promise
   }
 }
 
-async function real(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
 /** Open the base of an ALL_ALLOCATED overlay (the driver skips it) by its stored name. */
 async function openOverlayBase(disk: AddCowDisk, options: CommitOptions): Promise<Disk> {
   const verdict = await judgeName(
@@ -444,11 +441,11 @@ async function openOrCreateJournal(
     kind: 'addcow-commit-undo',
     createdAt: new Date().toISOString(),
     overlay: overlayPath,
-    overlayImage: await real(disk.imageFile.path),
+    overlayImage: await realPath(disk.imageFile.path),
     overlayClusterSize: disk.clusterSize,
     base: basePath,
     baseFormat: addCow ? 'add-cow' : 'raw',
-    baseDataFile: await real(dataFile),
+    baseDataFile: await realPath(dataFile),
     baseMetadataFile: addCow ? basePath : null,
     baseClusterSize: addCow ? addCow.clusterSize : 1,
     baseFeaturesBefore: addCow ? `0x${addCow.header.compatibleFeatures.toString(16)}` : null,

@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto'
-import { lstat, realpath, rename, rm, stat } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { rm } from 'node:fs/promises'
+import { basename, resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
+import { isRegularFile, pathExists, realPath, replaceFile } from '../fs'
 import { MAX_BITMAP_BYTES } from '../formats/add-cow/add-cow-disk'
 import {
   DEFAULT_CLUSTER_BITS,
@@ -71,26 +71,6 @@ export function clusterBitsOf(clusterSize: number): number {
   return bits
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path)
-    return true
-  } catch {
-    return false
-  }
-}
-
-async function isRegularFile(path: string): Promise<boolean> {
-  return stat(path).then(
-    (info) => info.isFile(),
-    () => false,
-  )
-}
-
-async function realOrResolved(path: string): Promise<string> {
-  return realpath(path).catch(() => resolve(path))
-}
-
 /**
  * Create an add-cow overlay (and its image file when missing).
  *
@@ -103,7 +83,7 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   const clusterBits =
     options.clusterSize === undefined ? DEFAULT_CLUSTER_BITS : clusterBitsOf(options.clusterSize)
   const clusterSize = 2 ** clusterBits
-  if (await exists(overlay)) {
+  if (await pathExists(overlay)) {
     throw new EngineError(
       'ALREADY_EXISTS',
       `${overlay} already exists; refusing to overwrite it.`,
@@ -153,8 +133,8 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     } finally {
       await base.close()
     }
-    const realBacking = await realOrResolved(backingPath)
-    const realImage = await realOrResolved(imagePath)
+    const realBacking = await realPath(backingPath)
+    const realImage = await realPath(imagePath)
     if (realBacking === realImage) {
       throw new EngineError(
         'SAME_FILE',
@@ -173,7 +153,7 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     })
   }
 
-  const imageExists = await exists(imagePath)
+  const imageExists = await pathExists(imagePath)
   if (imageExists && !(await isRegularFile(imagePath))) {
     throw new EngineError(
       'BAD_ARGUMENT',
@@ -249,10 +229,6 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
   )
   throwIfAborted(options.signal, 'create')
 
-  const temporary = join(
-    dirname(overlay),
-    `.${basename(overlay)}.${randomBytes(4).toString('hex')}.creating`,
-  )
   let imageCreated = false
   try {
     const image = imageExists
@@ -267,32 +243,29 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
     }
     options.onProgress?.(1, 3)
     throwIfAborted(options.signal, 'create')
-    const meta = await BlockFile.create(temporary, true)
-    try {
-      await meta.truncate(shape.fileLength)
-      await meta.writeAt(header, 0)
-      await meta.sync()
-    } finally {
-      await meta.close()
-    }
-    options.onProgress?.(2, 3)
-    throwIfAborted(options.signal, 'create')
-    if (await exists(overlay)) {
-      throw new EngineError('ALREADY_EXISTS', `${overlay} appeared while it was being created.`, {
-        path: overlay,
-      })
-    }
-    await rename(temporary, overlay)
+    await replaceFile(
+      overlay,
+      async (meta) => {
+        await meta.truncate(shape.fileLength)
+        await meta.writeAt(header, 0)
+        options.onProgress?.(2, 3)
+      },
+      {
+        exclusive: true,
+        tag: 'creating',
+        signal: options.signal,
+        operation: 'create',
+        doing: 'create',
+      },
+    )
     options.onProgress?.(3, 3)
   } catch (error) {
-    await rm(temporary, { force: true })
     if (imageCreated) await rm(imagePath, { force: true })
     throw error
   }
 
-  const trust = [{ from: await realOrResolved(overlay), to: await realOrResolved(imagePath) }]
-  if (backingPath !== null)
-    trust.push({ from: trust[0]!.from, to: await realOrResolved(backingPath) })
+  const trust = [{ from: await realPath(overlay), to: await realPath(imagePath) }]
+  if (backingPath !== null) trust.push({ from: trust[0]!.from, to: await realPath(backingPath) })
   return {
     overlay,
     image: imagePath,

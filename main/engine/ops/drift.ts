@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
-import { realpath, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import type { Disk, OperationOptions } from '../disk'
 import { EngineError, throwIfAborted, wrapIoError } from '../errors'
+import { realPath } from '../fs'
 import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
 import type { BaseFingerprint, Library } from '../library'
 import type { NamePolicy } from '../names'
@@ -40,10 +41,6 @@ function layerFiles(disk: Disk): string[] {
   return disk instanceof AddCowDisk ? [disk.path, disk.imageFile.path] : [disk.path]
 }
 
-async function realOrSelf(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
 /**
  * Fingerprint `base` (an open disk) for the overlay `overlay` (its real path): size, every
  * file's length and modification time, and a SHA-256 over {@link FINGERPRINT_SAMPLES} reads of
@@ -58,7 +55,7 @@ export async function fingerprintBase(
   for (const path of layerFiles(base)) {
     try {
       const info = await stat(path)
-      files.push({ path: await realOrSelf(path), length: info.size, mtimeMs: info.mtimeMs })
+      files.push({ path: await realPath(path), length: info.size, mtimeMs: info.mtimeMs })
     } catch (error) {
       throw wrapIoError(error, path, 'fingerprint')
     }
@@ -79,7 +76,7 @@ export async function fingerprintBase(
   return {
     version: 1,
     overlay,
-    base: await realOrSelf(base.path),
+    base: await realPath(base.path),
     format: base.format,
     size,
     files,
@@ -123,7 +120,7 @@ export function fingerprintChanges(recorded: BaseFingerprint, current: BaseFinge
 
 /** The real path of an open image's file. */
 export async function realPathOf(disk: Disk): Promise<string> {
-  return realOrSelf(disk.path)
+  return realPath(disk.path)
 }
 
 /**

@@ -1,7 +1,7 @@
-import { realpath } from 'node:fs/promises'
 import type { Disk, OperationOptions } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
+import { pathExists, realPath } from '../fs'
 import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
 import { parseHeader, type AddCowHeader } from '../formats/add-cow/header'
 import type { Library } from '../library'
@@ -50,10 +50,6 @@ export interface RebaseResult {
   trust: { from: string; to: string }[]
 }
 
-async function real(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
 /** Read and validate the header of the add-cow file at `path`. */
 export async function readAddCowHeader(path: string): Promise<AddCowHeader> {
   const file = await BlockFile.open(path, false)
@@ -92,7 +88,7 @@ async function isZeroView(disk: Disk | null, offset: number, length: number): Pr
  * rebase again compares only what is still unmarked.
  */
 export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResult> {
-  const overlayPath = await real(options.overlay)
+  const overlayPath = await realPath(options.overlay)
   const header = await readAddCowHeader(overlayPath)
   const detach = options.backing === ''
   let newPath: string | null = null
@@ -133,8 +129,8 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
       )
     }
     newFormat = options.backingFormat ?? (await probeFormat(newPath))
-    const imageReal = await real(resolveName(overlayPath, header.imageName))
-    const newReal = await real(newPath)
+    const imageReal = await realPath(resolveName(overlayPath, header.imageName))
+    const newReal = await realPath(newPath)
     if (newReal === overlayPath || newReal === imageReal) {
       throw new EngineError(
         'SAME_FILE',
@@ -156,12 +152,12 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
     copiedClusters: 0,
     comparedBytes: 0,
     unsafe: options.unsafe ?? false,
-    trust: newPath ? [{ from: overlayPath, to: await real(newPath) }] : [],
+    trust: newPath ? [{ from: overlayPath, to: await realPath(newPath) }] : [],
   }
   const policy = options.policy ?? STRICT_POLICY
   // The user named the new base: its own chain still follows the policy.
   const newBase =
-    newPath && newFormat && !(options.unsafe && !(await exists(newPath)))
+    newPath && newFormat && !(options.unsafe && !(await pathExists(newPath)))
       ? await openImage(newPath, { format: newFormat, readOnly: true, policy })
       : null
   let release: (() => Promise<void>) | null = null
@@ -170,7 +166,7 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
       for (const layer of chainOf(newBase)) {
         const files = [layer.path, ...(layer instanceof AddCowDisk ? [layer.imageFile.path] : [])]
         for (const file of files) {
-          if ((await real(file)) === overlayPath) {
+          if ((await realPath(file)) === overlayPath) {
             throw new EngineError(
               'CHAIN_LOOP',
               `The new base ${newPath} of ${overlayPath} is built on the overlay itself; the chain would loop.`,
@@ -209,13 +205,6 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  return realpath(path).then(
-    () => true,
-    () => false,
-  )
-}
-
 /** Safe mode: copy into the overlay every unmarked cluster whose old and new base content differ. */
 async function copyDifferences(
   overlayPath: string,
@@ -239,7 +228,7 @@ async function copyDifferences(
     const requests = await overlayLockRequests(disk)
     if (newBase)
       for (const layer of chainOf(newBase))
-        requests.push({ path: await real(layer.path), mode: 'shared' })
+        requests.push({ path: await realPath(layer.path), mode: 'shared' })
     const { release } = await lockFiles(requests, 'rebase')
     holdLocks(release)
     if (disk.allAllocated) return

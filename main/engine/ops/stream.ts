@@ -1,7 +1,7 @@
-import { realpath } from 'node:fs/promises'
 import type { Disk, OperationOptions } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
+import { realPath } from '../fs'
 import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
 import { FEATURE_ALL_ALLOCATED } from '../formats/add-cow/header'
 import type { Library } from '../library'
@@ -36,10 +36,6 @@ export interface StreamResult {
   zeroBytes: number
   /** ALL_ALLOCATED was already set: nothing to do. */
   alreadyDone: boolean
-}
-
-async function real(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
 }
 
 /** The files of every layer below `disk` (to lock them against writers while reading). */
@@ -142,10 +138,10 @@ export async function overlayLockRequests(
   disk: AddCowDisk,
 ): Promise<{ path: string; mode: LockMode }[]> {
   const requests: { path: string; mode: LockMode }[] = [
-    { path: await real(disk.path), mode: 'exclusive' },
-    { path: await real(disk.imageFile.path), mode: 'exclusive' },
+    { path: await realPath(disk.path), mode: 'exclusive' },
+    { path: await realPath(disk.imageFile.path), mode: 'exclusive' },
   ]
-  for (const path of chainFiles(disk)) requests.push({ path: await real(path), mode: 'shared' })
+  for (const path of chainFiles(disk)) requests.push({ path: await realPath(path), mode: 'shared' })
   return requests
 }
 
@@ -179,7 +175,7 @@ export async function streamOverlay(options: StreamOptions): Promise<StreamResul
       )
     }
     const result: StreamResult = {
-      overlay: await real(disk.path),
+      overlay: await realPath(disk.path),
       clusters: 0,
       copiedBytes: 0,
       zeroBytes: 0,

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { link, open, rm } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { EngineError, wrapIoError } from '../errors'
+import { EngineError } from '../errors'
 import { BlockFile } from '../file'
+import { replaceFile } from '../fs'
 import type { BaseFingerprint } from '../library'
 
 /**
@@ -195,28 +194,13 @@ export class UndoJournal {
     block.writeUInt32LE(json.length, 12)
     block.writeUInt32LE(crc32(json), 16)
     json.copy(block, 20)
-    const temporary = join(
-      dirname(target),
-      `.${basename(target)}.${randomBytes(4).toString('hex')}.tmp`,
-    )
-    try {
-      const handle = await open(temporary, 'wx', 0o600)
-      try {
-        await handle.writeFile(block)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      // link() is atomic and fails if the target exists (rename() would replace it).
-      await link(temporary, target)
-      await rm(temporary, { force: true })
-      const folder = await open(dirname(target), 'r')
-      await folder.sync().catch(() => undefined)
-      await folder.close()
-    } catch (error) {
-      await rm(temporary, { force: true })
-      throw wrapIoError(error, target, 'create the undo journal')
-    }
+    // Linked into place: a journal either has a whole header or does not exist, and an
+    // existing journal is never replaced.
+    await replaceFile(target, (file) => file.writeAt(block, 0), {
+      exclusive: true,
+      mode: 0o600,
+      doing: 'create the undo journal',
+    })
     const file = await BlockFile.open(target, true)
     return new UndoJournal(target, file, header, HEADER_SIZE)
   }

@@ -1,10 +1,10 @@
-import { link, stat, unlink } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type { Disk, FormatDriver, OpenOptions } from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
 import { BlockFile } from '../../file'
+import { replaceFile } from '../../fs'
 import { judgeName, resolveName } from '../../names'
 import { BitmapOverlayDisk, loadBitmap } from './bitmap-overlay'
 import {
@@ -198,24 +198,14 @@ export async function createCow(
   }
   const header = encodeQemuCowHeader(size, options.backing ?? null, mtime, path)
   const bitmapBytes = Math.ceil(Math.ceil(size / 512) / 8)
-  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
-  const file = await BlockFile.create(temporary, true)
-  try {
-    await file.writeAt(header, 0)
-    await file.truncate(QEMU_V2_HEADER_SIZE + bitmapBytes)
-    await file.sync()
-    await file.close()
-    try {
-      await link(temporary, path)
-    } catch (error) {
-      throw wrapIoError(error, path, 'create')
-    }
-  } catch (error) {
-    await file.close().catch(() => undefined)
-    throw error
-  } finally {
-    await unlink(temporary).catch(() => undefined)
-  }
+  await replaceFile(
+    path,
+    async (file) => {
+      await file.writeAt(header, 0)
+      await file.truncate(QEMU_V2_HEADER_SIZE + bitmapBytes)
+    },
+    { exclusive: true, doing: 'create' },
+  )
   return { path, size }
 }
 
