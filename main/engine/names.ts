@@ -118,6 +118,13 @@ const REFUSAL_TEXT: Record<NameVerdictReason, string> = {
   loop: 'it would make the chain loop',
 }
 
+/** A verdict as images report it: without the real path, which is only for loop checks. */
+export function withoutRealPath(verdict: NameResolution & { realPath?: string }): NameResolution {
+  const { realPath: _realPath, ...resolution } = verdict
+  void _realPath
+  return resolution
+}
+
 /** Throw the error that explains why `verdict` may not be followed (no-op if it may). */
 export function assertFollowable(
   namingFile: string,

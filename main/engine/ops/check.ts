@@ -4,7 +4,7 @@ import { isEngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
 import { realPath } from '../fs'
 import { MAX_BITMAP_BYTES } from '../formats/add-cow/add-cow-disk'
-import { ClusterBitmap } from '../formats/add-cow/bitmap'
+import { ClusterBitmap } from '../formats/common/bitmap'
 import {
   ADD_COW_MAGIC,
   FEATURE_ALL_ALLOCATED,
@@ -24,7 +24,7 @@ import { decodeUtf8 } from '../struct'
 import { fillBitmap, writeCompatibleFeatures } from './add-cow-edit'
 import { checkBaseDrift, type DriftStatus } from './drift'
 import { lockFiles } from './lock'
-import { forEachDataExtent, punchOrZero } from './sparse'
+import { forEachDataExtent, punchOrZero } from '../formats/common/sparse'
 
 /**
  * How bad a finding is, as qemu-img check counts them: `corruption` (data may be wrong or a

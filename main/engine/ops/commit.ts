@@ -21,7 +21,7 @@ import {
   realPathOf,
 } from './drift'
 import { lockFiles } from './lock'
-import { canListDataExtents, copyRange, dataExtentsIn, punchOrZero } from './sparse'
+import { canListDataExtents, copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
 import { UndoJournal, type UndoHeader } from './undo-journal'
 
 /** Bytes of overlay data handled per step (one journal sync, one progress report). */

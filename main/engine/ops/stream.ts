@@ -10,7 +10,7 @@ import { openImage } from '../open'
 import { writeCompatibleFeatures } from './add-cow-edit'
 import { assertBaseUnchanged, checkBaseDrift } from './drift'
 import { lockFiles, type LockMode } from './lock'
-import { copyRange, dataExtentsIn, punchOrZero } from './sparse'
+import { copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
 
 /** Bytes of clusters looked at per step. */
 const WINDOW_BYTES = 16 * 1024 * 1024

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { BITMAP_CHUNK, ClusterBitmap } from '../../../main/engine/formats/add-cow/bitmap'
+import { BITMAP_CHUNK, ClusterBitmap } from '../../../main/engine/formats/common/bitmap'
 import { geometry, headerSizeFor } from '../../../main/engine/formats/add-cow/header'
 import { CLUSTER_SIZES } from './helpers'
 

@@ -6,7 +6,7 @@ import { setFileObserver } from '../../../main/engine/file'
 import type { Library } from '../../../main/engine/library'
 import { checkExitCode, checkImage } from '../../../main/engine/ops/check'
 import { commitOverlay, rollbackCommit } from '../../../main/engine/ops/commit'
-import { canListDataExtents } from '../../../main/engine/ops/sparse'
+import { canListDataExtents } from '../../../main/engine/formats/common/sparse'
 import { streamOverlay } from '../../../main/engine/ops/stream'
 import { tempDir } from '../../helpers/tools'
 import {

@@ -2,9 +2,9 @@ import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type { Disk, FormatDriver, OpenOptions } from '../../disk'
 import { EngineError } from '../../errors'
 import { BlockFile } from '../../file'
-import { judgeName } from '../../names'
-import { BitmapOverlayDisk, loadBitmap, type BitmapOverlayLayout } from '../cow/bitmap-overlay'
-import { unrecordedBackingFormat } from '../cow/unrecorded-format'
+import { judgeName, withoutRealPath } from '../../names'
+import { BitmapOverlayDisk, loadBitmap, type BitmapOverlayLayout } from '../common/bitmap-overlay'
+import { unrecordedBackingFormat } from '../common/unrecorded-format'
 import {
   looksLikeAddCowMagic,
   looksLikeBigEndianDraft,
@@ -45,11 +45,6 @@ export class DraftDisk extends BitmapOverlayDisk {
   }
 }
 
-function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
-  const { realPath: _realPath, ...rest } = verdict
-  void _realPath
-  return rest
-}
 
 function parseDraft(layout: DraftLayout, head: Uint8Array, path: string): DraftHeader {
   switch (layout) {
@@ -133,7 +128,7 @@ export async function openDraft(
         'Upgrade the file with addcow amend --upgrade after checking the base, or rebase it.',
       )
       const verdict = await judgeName(path, name, backingFormat, options.policy)
-      names.push(stripReal(verdict))
+      names.push(withoutRealPath(verdict))
       if (verdict.reason !== 'missing' && verdict.realPath === imageVerdict.realPath) {
         throw new EngineError(
           'SAME_FILE',
@@ -148,7 +143,7 @@ export async function openDraft(
         if (backing) opened.push(backing)
       }
     }
-    names.push(stripReal(imageVerdict))
+    names.push(withoutRealPath(imageVerdict))
     const bitmap = await loadBitmap(
       meta,
       path,

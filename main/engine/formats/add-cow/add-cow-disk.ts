@@ -9,7 +9,7 @@ import type {
 } from '../../disk'
 import { stat } from 'node:fs/promises'
 import { EngineError, wrapIoError } from '../../errors'
-import { assertFollowable, judgeName } from '../../names'
+import { assertFollowable, judgeName, withoutRealPath } from '../../names'
 import {
   checkRange,
   pushExtent,
@@ -21,7 +21,7 @@ import {
 import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { readBatchFunction } from '../../native/index'
 import { RawDisk } from '../raw/raw'
-import { ClusterBitmap } from './bitmap'
+import { ClusterBitmap } from '../common/bitmap'
 import {
   ADD_COW_MAGIC,
   FEATURE_ALL_ALLOCATED,
@@ -110,7 +110,7 @@ export class AddCowDisk implements Disk {
       }
       const names: NameResolution[] = []
       const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
-      names.push(stripReal(imageVerdict))
+      names.push(withoutRealPath(imageVerdict))
       let image: BlockFile | null = null
       let virtualSize: number
       if (imageVerdict.followed) {
@@ -134,7 +134,7 @@ export class AddCowDisk implements Disk {
           header.backingFormat,
           options.policy,
         )
-        names.unshift(stripReal(backingVerdict))
+        names.unshift(withoutRealPath(backingVerdict))
         if (
           backingVerdict.reason !== 'missing' &&
           backingVerdict.realPath === imageVerdict.realPath
@@ -715,11 +715,6 @@ async function statLength(path: string): Promise<number> {
   return Number(size)
 }
 
-function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
-  const { realPath: _realPath, ...rest } = verdict
-  void _realPath
-  return rest
-}
 
 /** The add-cow driver, current layout ("ACOW"). */
 export const addCowDriver: FormatDriver = {

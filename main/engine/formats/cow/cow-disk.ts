@@ -5,8 +5,8 @@ import type { Disk, FormatDriver, OpenOptions } from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
 import { BlockFile } from '../../file'
 import { replaceFile } from '../../fs'
-import { judgeName, resolveName } from '../../names'
-import { BitmapOverlayDisk, loadBitmap } from './bitmap-overlay'
+import { judgeName, resolveName, withoutRealPath } from '../../names'
+import { BitmapOverlayDisk, loadBitmap } from '../common/bitmap-overlay'
 import {
   encodeQemuCowHeader,
   looksLikeCow,
@@ -14,16 +14,11 @@ import {
   QEMU_V2_HEADER_SIZE,
   type CowHeader,
 } from './header'
-import { unrecordedBackingFormat } from './unrecorded-format'
+import { unrecordedBackingFormat } from '../common/unrecorded-format'
 
 /** Bytes read for the header (the unpacked UML layout is the longest, 4136 bytes). */
 const HEAD_BYTES = 8192
 
-function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
-  const { realPath: _realPath, ...rest } = verdict
-  void _realPath
-  return rest
-}
 
 /** Seconds of a file's modification time, or null when it cannot be read. */
 async function mtimeSeconds(path: string): Promise<number | null> {
@@ -81,7 +76,7 @@ export async function openCow(path: string, options: OpenOptions): Promise<Bitma
               'cow files cannot record a backing format.',
             )
       const verdict = await judgeName(path, name, format, options.policy)
-      names.push(stripReal(verdict))
+      names.push(withoutRealPath(verdict))
       if (!verdict.followed)
         warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
       if (format !== null) backing = await options.openBacking(path, name, format)

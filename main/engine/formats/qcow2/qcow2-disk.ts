@@ -10,8 +10,8 @@ import type {
 import { EngineError } from '../../errors'
 import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
 import { BlockFile, zeroes } from '../../file'
-import { judgeName } from '../../names'
-import { unrecordedBackingFormat } from '../cow/unrecorded-format'
+import { judgeName, withoutRealPath } from '../../names'
+import { unrecordedBackingFormat } from '../common/unrecorded-format'
 import { decompressCluster } from './compression'
 import {
   ALL_SUBCLUSTERS,
@@ -137,9 +137,7 @@ export class Qcow2Disk implements Disk {
           warnings.push(`the backing format is not recorded; '${name}' is opened as ${format}`)
         }
         const verdict = await judgeName(path, name, format, options.policy)
-        const { realPath: _realPath, ...resolution } = verdict
-        void _realPath
-        names.push(resolution)
+        names.push(withoutRealPath(verdict))
         if (format !== null) backing = await options.openBacking(path, name, format)
         if (!verdict.followed)
           warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)

@@ -11,7 +11,7 @@ import { EngineError, wrapIoError } from '../../errors'
 import { checkRange, pushExtent, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { native } from '../../native/index'
-import { dataExtentsIn, firstDataExtent, punchOrZero } from '../../ops/sparse'
+import { dataExtentsIn, firstDataExtent, punchOrZero } from '../common/sparse'
 
 const ZERO_CHUNK = 1024 * 1024
 /** Reads longer than this are split into pieces read in parallel (see readInPieces). */

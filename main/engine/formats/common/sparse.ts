@@ -1,6 +1,6 @@
-import { EngineError, wrapIoError } from '../errors'
-import { zeroes, type BlockFile } from '../file'
-import { native } from '../native/index'
+import { EngineError, wrapIoError } from '../../errors'
+import { zeroes, type BlockFile } from '../../file'
+import { native } from '../../native/index'
 
 /** Bytes written per request when zeros must be written instead of punching a hole. */
 const ZERO_CHUNK = 4 * 1024 * 1024

@@ -4,7 +4,7 @@ import { EngineError } from '../../errors'
 import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
 import type { BlockFile } from '../../file'
 import { zeroes } from '../../file'
-import { ClusterBitmap } from '../add-cow/bitmap'
+import { ClusterBitmap } from './bitmap'
 
 /** Pieces of one read that may be in flight at once. */
 const IO_PARALLELISM = 8
