@@ -42,6 +42,17 @@ export interface BaseFingerprint {
   recordedAt: string
 }
 
+/**
+ * Where the base of an overlay stands against its recorded fingerprint.
+ *
+ * - `unchanged`: size, files (length and mtime) and sampled content match the record;
+ * - `changed`: at least one differs (see `changes`); the overlay's guest view may be corrupt;
+ * - `not-recorded`: no fingerprint was recorded (made elsewhere, or by another tool);
+ * - `no-backing`: the image has no backing file;
+ * - `not-consulted`: ALL_ALLOCATED is set, so the base is never read.
+ */
+export type DriftStatus = 'unchanged' | 'changed' | 'not-recorded' | 'no-backing' | 'not-consulted'
+
 /** The library file's content (version 1). */
 export interface LibraryData {
   version: 1

@@ -32,11 +32,17 @@ export interface UndoHeader {
   overlay: string
   overlayImage: string
   overlayClusterSize: number
-  /** Real path and format of the base; the file whose bytes DATA records hold. */
+  /** The overlay's format (journals written before it was recorded: add-cow). */
+  overlayFormat?: string
+  /** Real path and format of the base ('raw', 'add-cow'); the file whose bytes DATA records hold. */
   base: string
-  baseFormat: 'raw' | 'add-cow'
+  baseFormat: string
   baseDataFile: string
-  /** add-cow base: its add-cow file, cluster size, and compatible features before (hex). */
+  /**
+   * A base that keeps its metadata apart from its data (add-cow): that file, the allocation unit
+   * (1 for raw), and the metadata its format saves for a rollback (add-cow: the compatible
+   * features before, hex; see Disk.savedState).
+   */
   baseMetadataFile: string | null
   baseClusterSize: number
   baseFeaturesBefore: string | null
@@ -94,7 +100,7 @@ function isHeader(value: unknown): value is UndoHeader {
     typeof header.overlay === 'string' &&
     typeof header.overlayImage === 'string' &&
     typeof header.base === 'string' &&
-    (header.baseFormat === 'raw' || header.baseFormat === 'add-cow') &&
+    typeof header.baseFormat === 'string' &&
     typeof header.baseDataFile === 'string' &&
     Number.isSafeInteger(header.overlayClusterSize) &&
     Number.isSafeInteger(header.baseClusterSize) &&

@@ -95,7 +95,6 @@ class GatedDisk implements Disk {
 
 const gateDriver: FormatDriver = {
   name: 'gate',
-  features: { create: false, write: false, backing: false },
   probe: (head) => (Buffer.from(head.subarray(0, 4)).toString('latin1') === 'GATE' ? 50 : 0),
   open: async (path) => new GatedDisk(await RawDisk.open(path, true)),
 }

@@ -4,8 +4,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { makePolicy } from '../../../main/engine/names'
 import type { Library } from '../../../main/engine/library'
 import { checkExitCode, checkImage, type CheckReport } from '../../../main/engine/ops/check'
-import { readAddCowHeader, rebaseOverlay } from '../../../main/engine/ops/rebase'
-import { rewriteHeader } from '../../../main/engine/ops/add-cow-edit'
+import { rebaseOverlay } from '../../../main/engine/ops/rebase'
+import {
+  readHeaderFile as readAddCowHeader,
+  rewriteHeader,
+} from '../../../main/engine/formats/add-cow/edit'
 import { isEngineError } from '../../../main/engine/errors'
 import { tempDir } from '../../helpers/tools'
 import {

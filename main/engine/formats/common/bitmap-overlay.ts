@@ -1,5 +1,12 @@
 import type { ImageInfo } from '../../../../shared/image-types'
-import type { BlockExtent, Disk, DiskCapabilities, WriteOptions } from '../../disk'
+import type {
+  AllocationVisitor,
+  BackingLink,
+  BlockExtent,
+  Disk,
+  DiskCapabilities,
+  WriteOptions,
+} from '../../disk'
 import { EngineError } from '../../errors'
 import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
 import type { BlockFile } from '../../file'
@@ -32,6 +39,10 @@ export interface BitmapOverlayLayout {
   allAllocated: boolean
   /** Describe the layer for `info`. */
   describe(disk: BitmapOverlayDisk): Promise<ImageInfo>
+  /** The backing file as stored, with the format the open used (null: none named). */
+  backingLink: BackingLink | null
+  /** Every file of the layer, its own first. */
+  files: string[]
 }
 
 /**
@@ -95,6 +106,25 @@ export class BitmapOverlayDisk implements Disk {
   /** Whether unit `index` reads from the data file. */
   isAllocated(index: number): boolean {
     return this.layout.allAllocated || this.layout.bitmap.get(index)
+  }
+
+  files(): string[] {
+    return [...this.layout.files]
+  }
+
+  backingLink(): BackingLink | null {
+    return this.layout.backingLink
+  }
+
+  allocationCount(): { allocated: number; total: number } {
+    return { allocated: this.allocatedUnits, total: this.totalUnits }
+  }
+
+  /** Runs of units [first, end) that the layer holds (all of them when wholly allocated). */
+  forEachAllocationRun(first: number, end: number, visit: AllocationVisitor): void {
+    if (first >= end) return
+    if (this.layout.allAllocated) visit(first, end, true)
+    else this.layout.bitmap.forEachRun(first, end, visit)
   }
 
   private assertOpen(): void {

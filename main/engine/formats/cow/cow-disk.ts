@@ -1,7 +1,14 @@
 import { stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
-import type { Disk, FormatDriver, OpenOptions } from '../../disk'
+import type {
+  BackingLink,
+  CreatedImage,
+  CreateImageOptions,
+  Disk,
+  FormatDriver,
+  OpenOptions,
+} from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
 import { BlockFile } from '../../file'
 import { replaceFile } from '../../fs'
@@ -18,7 +25,6 @@ import { unrecordedBackingFormat } from '../common/unrecorded-format'
 
 /** Bytes read for the header (the unpacked UML layout is the longest, 4136 bytes). */
 const HEAD_BYTES = 8192
-
 
 /** Seconds of a file's modification time, or null when it cannot be read. */
 async function mtimeSeconds(path: string): Promise<number | null> {
@@ -40,6 +46,7 @@ async function mtimeSeconds(path: string): Promise<number | null> {
 export async function openCow(path: string, options: OpenOptions): Promise<BitmapOverlayDisk> {
   const file = await BlockFile.open(path, !options.readOnly)
   let backing: Disk | null = null
+  let backingLink: BackingLink | null = null
   try {
     const fileLength = await file.length()
     const head = Buffer.alloc(Math.min(fileLength, HEAD_BYTES))
@@ -80,6 +87,7 @@ export async function openCow(path: string, options: OpenOptions): Promise<Bitma
       if (!verdict.followed)
         warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
       if (format !== null) backing = await options.openBacking(path, name, format)
+      backingLink = { name, format }
       if (verdict.reason !== 'missing') {
         const actual = await mtimeSeconds(verdict.resolved)
         if (actual !== null && actual !== header.mtime) {
@@ -103,6 +111,8 @@ export async function openCow(path: string, options: OpenOptions): Promise<Bitma
       writable: !options.readOnly,
       allAllocated: false,
       describe: (disk) => describeCow(disk, file, header, names, warnings),
+      backingLink,
+      files: [path],
     })
   } catch (error) {
     await backing?.close().catch(() => undefined)
@@ -207,7 +217,14 @@ export async function createCow(
 /** The cow driver: QEMU cow version 2 (read/write) and user-mode Linux COW version 3 (read). */
 export const cowDriver: FormatDriver = {
   name: 'cow',
-  features: { create: true, write: true, backing: true },
   probe: (head) => (looksLikeCow(head) ? 100 : 0),
   open: (path, options) => openCow(path, options),
+  async create(options: CreateImageOptions): Promise<CreatedImage> {
+    const created = await createCow({
+      path: options.path,
+      ...(options.size !== undefined ? { size: options.size } : {}),
+      ...(options.backing ? { backing: options.backing.name } : {}),
+    })
+    return { ...created, files: [created.path], created: [created.path], clusterSize: 512 }
+  },
 }

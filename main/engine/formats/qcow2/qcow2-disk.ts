@@ -1,5 +1,6 @@
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type {
+  BackingLink,
   BlockExtent,
   Disk,
   DiskCapabilities,
@@ -688,6 +689,15 @@ export class Qcow2Disk implements Disk {
     return info
   }
 
+  /** The backing file as stored, with the format recorded (or the one the open decided). */
+  backingLink(): BackingLink | null {
+    if (this.header.backingName === null) return null
+    return {
+      name: this.header.backingName,
+      format: this.header.backingFormat ?? this.backing?.format ?? null,
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     let failure: unknown = null
@@ -736,7 +746,6 @@ function assertWritable(path: string, header: Qcow2Header): void {
 /** The qcow2 driver (versions 2 and 3). */
 export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
-  features: { create: false, write: true, backing: true },
   probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: (path, options) => Qcow2Disk.open(path, options),
 }

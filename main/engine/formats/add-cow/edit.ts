@@ -1,13 +1,33 @@
-import { EngineError, throwIfAborted } from '../errors'
-import { BlockFile } from '../file'
-import { realPath, replaceFile } from '../fs'
-import { encodeHeader, FIELDS, geometry, type AddCowHeader } from '../formats/add-cow/header'
+import type { BackingLink } from '../../disk'
+import { EngineError, throwIfAborted } from '../../errors'
+import { BlockFile } from '../../file'
+import { realPath, replaceFile } from '../../fs'
+import {
+  encodeHeader,
+  FIELDS,
+  geometry,
+  MAX_CLUSTER_BITS,
+  parseHeader,
+  type AddCowHeader,
+} from './header'
 
 /**
- * Direct edits of an add-cow file, for operations that must change metadata the driver keeps
- * to itself (commit's ALL_ALLOCATED hand-over, rebase's new names, check's repairs). Each edit
+ * Direct edits of an add-cow file, behind the driver's abilities (ALL_ALLOCATED hand-over,
+ * a new backing link, restored features, check's repairs). Each edit
  * is one write followed by a sync, so a crash leaves either the old or the new value.
  */
+
+/** Read and validate the header of the add-cow file at `path` (nothing else is opened). */
+export async function readHeaderFile(path: string): Promise<AddCowHeader> {
+  const file = await BlockFile.open(path, false)
+  try {
+    const head = Buffer.alloc(Math.min(await file.length(), 2 ** MAX_CLUSTER_BITS))
+    await file.readAt(head, 0)
+    return parseHeader(head, path).header
+  } finally {
+    await file.close()
+  }
+}
 
 /** Write the compatible-features field (bytes 32-39) and make it durable. */
 export async function writeCompatibleFeatures(meta: BlockFile, features: bigint): Promise<void> {
@@ -83,5 +103,29 @@ export async function rewriteHeader(
     )
   } finally {
     await source.close()
+  }
+}
+
+/** Store a new backing link in the add-cow file at `path` ({@link rewriteHeader}). */
+export async function setBackingLink(
+  path: string,
+  backing: BackingLink | null,
+  signal?: AbortSignal,
+): Promise<void> {
+  const header = await readHeaderFile(path)
+  await rewriteHeader(
+    path,
+    { ...header, backingName: backing?.name ?? null, backingFormat: backing?.format ?? null },
+    signal,
+  )
+}
+
+/** Put back the compatible features a rollback saved (the disk's savedState) in `path`. */
+export async function restoreFeatures(path: string, state: string): Promise<void> {
+  const meta = await BlockFile.open(path, true)
+  try {
+    await writeCompatibleFeatures(meta, BigInt(state))
+  } finally {
+    await meta.close()
   }
 }
