@@ -34,6 +34,17 @@ export async function isRegularFile(path: string): Promise<boolean> {
   )
 }
 
+/** Grow the file at `path` to `length` bytes (sparsely; never shrinks it) and sync it. */
+export async function growFile(path: string, length: number): Promise<void> {
+  const file = await BlockFile.open(path, true)
+  try {
+    if ((await file.length()) < length) await file.truncate(length)
+    await file.sync()
+  } finally {
+    await file.close()
+  }
+}
+
 /**
  * Make a rename or link in `folder` durable (fsync of the folder). Some file systems cannot
  * sync a folder: the rename is still ordered after the data sync that came before it.

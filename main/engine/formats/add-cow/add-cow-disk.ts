@@ -12,15 +12,9 @@ import type {
 import { stat } from 'node:fs/promises'
 import { EngineError, wrapIoError } from '../../errors'
 import { assertFollowable, judgeName, withoutRealPath } from '../../names'
-import {
-  checkRange,
-  pushExtent,
-  pushStatusBelow,
-  readBelow,
-  readInPieces,
-  runLimited,
-} from '../../extents'
+import { checkRange, overlayStatus, readBelow, readInPieces, runLimited } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
+import { growFile } from '../../fs'
 import { readBatchFunction } from '../../native/index'
 import { RawDisk } from '../raw/raw'
 import { ClusterBitmap } from '../common/bitmap'
@@ -340,20 +334,8 @@ export class AddCowDisk implements Disk {
     const grow = size > this.size
     await this.close()
     if (!grow) return
-    const file = await BlockFile.open(image.path, true)
-    try {
-      await file.truncate(size)
-      await file.sync()
-    } finally {
-      await file.close()
-    }
-    const meta = await BlockFile.open(this.path, true)
-    try {
-      if ((await meta.length()) < metaLength) await meta.truncate(metaLength)
-      await meta.sync()
-    } finally {
-      await meta.close()
-    }
+    await growFile(image.path, size)
+    await growFile(this.path, metaLength)
   }
 
   /** The compatible features, for a rollback to put back (see the driver's restoreState). */
@@ -690,13 +672,9 @@ export class AddCowDisk implements Disk {
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     this.assertOpen()
     checkRange(this.path, this.size, offset, length)
-    const extents: BlockExtent[] = []
-    if (length === 0) return extents
+    if (length === 0) return []
     const bitmap = this.allAllocated ? null : this.bitmap
-    if (!bitmap) {
-      pushExtent(extents, { offset, length, depth: 0, present: true, zero: false })
-      return extents
-    }
+    if (!bitmap) return [{ offset, length, depth: 0, present: true, zero: false }]
     const clusterSize = this.clusterSize
     const end = offset + length
     const runs: [number, number, boolean][] = []
@@ -711,20 +689,7 @@ export class AddCowDisk implements Disk {
         ])
       },
     )
-    for (const [start, finish, allocated] of runs) {
-      if (allocated) {
-        pushExtent(extents, {
-          offset: start,
-          length: finish - start,
-          depth: 0,
-          present: true,
-          zero: false,
-        })
-      } else {
-        await pushStatusBelow(extents, this.backing, start, finish)
-      }
-    }
-    return extents
+    return overlayStatus(this.backing, runs)
   }
 
   async info(): Promise<ImageInfo> {

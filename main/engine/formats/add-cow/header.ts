@@ -379,26 +379,20 @@ export function inspectHeader(
     const raw = field.get(data)
     const code = label.replace(' ', '-')
     const nul = raw.indexOf(0)
-    if (nul === -1 && !rules.formatMayFillField) {
-      invalid(
-        code,
-        label,
-        JSON.stringify(Buffer.from(raw).toString('latin1')),
-        'it has no NUL terminator within 16 bytes',
-        {
-          offset: field.offset,
-        },
-      )
-      return null
-    }
     const end = nul === -1 ? raw.length : nul
     const text = raw.subarray(0, end)
-    if (text.some((byte) => byte < 0x21 || byte > 0x7e)) {
+    const broken =
+      nul === -1 && !rules.formatMayFillField
+        ? { bytes: raw, rule: 'it has no NUL terminator within 16 bytes' }
+        : text.some((byte) => byte < 0x21 || byte > 0x7e)
+          ? { bytes: text, rule: 'it is not printable ASCII' }
+          : null
+    if (broken) {
       invalid(
         code,
         label,
-        JSON.stringify(Buffer.from(text).toString('latin1')),
-        'it is not printable ASCII',
+        JSON.stringify(Buffer.from(broken.bytes).toString('latin1')),
+        broken.rule,
         {
           offset: field.offset,
         },

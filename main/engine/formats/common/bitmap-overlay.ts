@@ -8,7 +8,7 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { EngineError } from '../../errors'
-import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
+import { checkRange, overlayStatus, readBelow, runLimited, serialQueue } from '../../extents'
 import type { BlockFile } from '../../file'
 import { zeroes } from '../../file'
 import { ClusterBitmap } from './bitmap'
@@ -57,7 +57,7 @@ export interface BitmapOverlayLayout {
  */
 export class BitmapOverlayDisk implements Disk {
   readonly capabilities: DiskCapabilities
-  private writeQueue: Promise<void> = Promise.resolve()
+  private readonly serialise = serialQueue()
   private closed = false
 
   constructor(readonly layout: BitmapOverlayLayout) {
@@ -183,15 +183,6 @@ export class BitmapOverlayDisk implements Disk {
     }
   }
 
-  private serialise<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.writeQueue.then(task)
-    this.writeQueue = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    return run
-  }
-
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.assertWritable()
     checkRange(this.path, this.size, offset, data.length)
@@ -252,26 +243,12 @@ export class BitmapOverlayDisk implements Disk {
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     this.assertOpen()
     checkRange(this.path, this.size, offset, length)
-    const extents: BlockExtent[] = []
-    if (length === 0) return extents
+    if (length === 0) return []
     const runs: [number, number, boolean][] = []
     this.runs(offset, offset + length, (start, stop, allocated) =>
       runs.push([start, stop, allocated]),
     )
-    for (const [start, stop, allocated] of runs) {
-      if (allocated) {
-        pushExtent(extents, {
-          offset: start,
-          length: stop - start,
-          depth: 0,
-          present: true,
-          zero: false,
-        })
-      } else {
-        await pushStatusBelow(extents, this.backing, start, stop)
-      }
-    }
-    return extents
+    return overlayStatus(this.backing, runs)
   }
 
   info(): Promise<ImageInfo> {

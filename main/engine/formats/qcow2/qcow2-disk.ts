@@ -9,7 +9,14 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { EngineError } from '../../errors'
-import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
+import {
+  checkRange,
+  pushExtent,
+  pushStatusBelow,
+  readBelow,
+  runLimited,
+  serialQueue,
+} from '../../extents'
 import { BlockFile, zeroes } from '../../file'
 import { judgeName, withoutRealPath } from '../../names'
 import { unrecordedBackingFormat } from '../common/unrecorded-format'
@@ -73,7 +80,8 @@ export class Qcow2Disk implements Disk {
   private readonly l2Cache: TableCache
   private readonly dirtyL1 = new Set<number>()
   private readonly decompressed = new Map<string, Buffer>()
-  private writeQueue: Promise<void> = Promise.resolve()
+  /** Run `task` after every earlier write and flush (writes change shared metadata). */
+  private readonly serialise = serialQueue()
   private closed = false
 
   private constructor(
@@ -410,16 +418,6 @@ export class Qcow2Disk implements Disk {
     if (!this.refcounts)
       throw new EngineError('READ_ONLY', `${this.path} is open read-only.`, { path: this.path })
     return this.refcounts
-  }
-
-  /** Run `task` after every earlier write and flush (writes change shared metadata). */
-  private serialise<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.writeQueue.then(task)
-    this.writeQueue = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    return run
   }
 
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {

@@ -13,7 +13,7 @@ import type {
 import { EngineError, wrapIoError } from '../../errors'
 import { checkRange, pushExtent, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
-import { replaceFile } from '../../fs'
+import { growFile, replaceFile } from '../../fs'
 import { native } from '../../native/index'
 import { dataExtentsIn, firstDataExtent, punchOrZero } from '../common/sparse'
 
@@ -216,14 +216,7 @@ export class RawDisk implements Disk {
     this.assertWritable()
     const grow = size > this.size
     await this.close()
-    if (!grow) return
-    const file = await BlockFile.open(this.path, true)
-    try {
-      await file.truncate(size)
-      await file.sync()
-    } finally {
-      await file.close()
-    }
+    if (grow) await growFile(this.path, size)
   }
 
   /** Sync (when writable) and close; the file is closed even when the sync fails. */
