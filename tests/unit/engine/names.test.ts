@@ -9,7 +9,7 @@ import {
   STRICT_POLICY,
 } from '../../../main/engine/names'
 import { tempDir } from '../../helpers/tools'
-import { expectEngineErrorSync, makeSparse } from './helpers'
+import { expectEngineErrorSync, makeSparse } from '../../helpers/images'
 
 let root: string
 let cleanup: () => Promise<void>
