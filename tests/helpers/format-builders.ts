@@ -3,21 +3,6 @@
  * the Linux kernel's arch/um/drivers/cow_user.c, independent of the engine's own field tables.
  */
 
-/** A deterministic pseudo-random buffer (xorshift), so failures reproduce. */
-export function pattern(length: number, seed: number): Buffer {
-  const buffer = Buffer.alloc(length)
-  let state = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < length; i++) {
-    state ^= state << 13
-    state >>>= 0
-    state ^= state >>> 17
-    state ^= state << 5
-    state >>>= 0
-    buffer[i] = state & 0xff
-  }
-  return buffer
-}
-
 /** Set bit `index` (least significant bit first) of `bitmap`. */
 export function setBit(bitmap: Buffer, index: number): void {
   bitmap[index >>> 3] = (bitmap[index >>> 3] ?? 0) | (1 << (index & 7))

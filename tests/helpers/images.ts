@@ -1,26 +1,54 @@
 import { open, readFile, writeFile } from 'node:fs/promises'
-import { expect } from 'vitest'
-import { isEngineError, type EngineError } from '../../main/engine/errors'
+import { join } from 'node:path'
 import {
   encodeHeader,
   FEATURE_ALL_ALLOCATED,
   geometry,
   headerSizeFor,
 } from '../../main/engine/formats/add-cow/header'
-import type { ErrorCode } from '../../shared/error-codes'
+import { Library } from '../../main/engine/library'
+import { openImage } from '../../main/engine/open'
+import { createOverlay, type CreateOverlayOptions } from '../../main/engine/ops/create'
+
+/**
+ * Image-building helpers for every engine test (and the interop tests that build images): byte
+ * patterns, raw files dense or sparse, add-cow files written directly, overlays made as the CLI
+ * makes them, and what an image shows. The byte-by-byte builders of the older formats are in
+ * format-builders.ts; error expectations in errors.ts; the power-cut model in power-cut.ts.
+ */
 
 /** Cluster sizes every behaviour suite runs over: the smallest, the default and the largest. */
 export const CLUSTER_SIZES = [4096, 65536, 2 * 1024 * 1024] as const
 
+/** The pattern repeats every 255 * 512 bytes (both of its terms do). */
+const PATTERN_PERIOD = 255 * 512
+const periods = new Map<number, Buffer>()
+
+/** One period of {@link pattern} for `seed`, cached. */
+function patternPeriod(seed: number): Buffer {
+  let period = periods.get(seed)
+  if (!period) {
+    period = Buffer.allocUnsafe(PATTERN_PERIOD)
+    for (let at = 0; at < PATTERN_PERIOD; at++)
+      period[at] = ((seed * 73 + at * 7 + (at >>> 9) * 13) % 255) + 1
+    periods.set(seed, period)
+  }
+  return period
+}
+
 /**
  * A deterministic, never-all-zero byte pattern: `seed` tells patterns apart, and the byte at a
- * given offset differs from its neighbours so misplaced data shows.
+ * given offset differs from its neighbours so misplaced data shows. `start` is the offset of
+ * the first byte (a piece of a longer pattern).
  */
 export function pattern(length: number, seed: number, start = 0): Buffer {
+  const period = patternPeriod(seed)
+  const phase = start % PATTERN_PERIOD
   const buffer = Buffer.allocUnsafe(length)
-  for (let i = 0; i < length; i++) {
-    const at = start + i
-    buffer[i] = ((seed * 73 + at * 7 + (at >>> 9) * 13) % 255) + 1
+  if (length <= PATTERN_PERIOD - phase) {
+    period.copy(buffer, 0, phase, phase + length)
+  } else {
+    buffer.fill(Buffer.concat([period.subarray(phase), period.subarray(0, phase)]))
   }
   return buffer
 }
@@ -30,6 +58,21 @@ export async function makeRaw(path: string, size: number, seed: number): Promise
   const data = pattern(size, seed)
   await writeFile(path, data)
   return data
+}
+
+/** A raw file of `size` bytes holding `chunks` ([offset, data]) and holes elsewhere. */
+export async function makeSparseRaw(
+  path: string,
+  size: number,
+  chunks: [number, Buffer][] = [],
+): Promise<void> {
+  const handle = await open(path, 'w')
+  try {
+    await handle.truncate(size)
+    for (const [offset, data] of chunks) await handle.write(data, 0, data.length, offset)
+  } finally {
+    await handle.close()
+  }
 }
 
 /** Make a sparse file of `size` bytes (all zeros). */
@@ -117,34 +160,58 @@ export function u64le(value: bigint): Buffer {
   return buffer
 }
 
-/** Await `promise` and expect it to reject with an EngineError of `code`; returns the error. */
-export async function expectEngineError(
-  promise: Promise<unknown>,
-  code: ErrorCode,
-): Promise<EngineError> {
-  let caught: unknown = null
-  try {
-    await promise
-  } catch (error) {
-    caught = error
-  }
-  expect(caught, `expected an EngineError ${code}`).not.toBeNull()
-  if (!isEngineError(caught))
-    throw new Error(`expected an EngineError ${code}, got ${String(caught)}`)
-  expect(caught.code, caught.message).toBe(code)
-  return caught
+/** Create an overlay (recording trust and the base fingerprint in `library`, as the CLI does). */
+export async function makeOverlay(
+  library: Library,
+  options: CreateOverlayOptions,
+): Promise<string> {
+  const result = await createOverlay(options)
+  await library.trust(result.trust, 'created')
+  await library.addImages([result.overlay])
+  if (result.baseFingerprint) await library.recordBaseFingerprint(result.baseFingerprint)
+  return result.overlay
 }
 
-/** Run `action` and expect it to throw an EngineError of `code` synchronously. */
-export function expectEngineErrorSync(action: () => unknown, code: ErrorCode): EngineError {
-  let caught: unknown = null
+/** A library in its own folder. */
+export function libraryIn(folder: string): Library {
+  return new Library(join(folder, 'library.json'))
+}
+
+/** Write guest data through the engine. */
+export async function writeGuest(path: string, writes: [number, Buffer][]): Promise<void> {
+  const disk = await openImage(path, { readOnly: false })
   try {
-    action()
-  } catch (error) {
-    caught = error
+    for (const [offset, data] of writes) await disk.write(offset, data)
+  } finally {
+    await disk.close()
   }
-  if (!isEngineError(caught))
-    throw new Error(`expected an EngineError ${code}, got ${String(caught)}`)
-  expect(caught.code, caught.message).toBe(code)
-  return caught
+}
+
+/** The whole guest view of an image (probed, or in `format`). */
+export async function guestView(path: string, format?: string): Promise<Buffer> {
+  const disk = await openImage(path, { readOnly: true, ...(format ? { format } : {}) })
+  try {
+    return await disk.read(0, disk.size)
+  } finally {
+    await disk.close()
+  }
+}
+
+/** Allocation bits of an overlay (one per allocation unit), and whether it is all allocated. */
+export async function allocation(
+  path: string,
+): Promise<{ bits: boolean[]; allAllocated: boolean }> {
+  const disk = await openImage(path, { readOnly: true })
+  try {
+    const { forEachAllocationRun, allocationCount, isAllAllocated } = disk
+    if (!forEachAllocationRun || !allocationCount || !isAllAllocated)
+      throw new Error(`${path} has no allocation map`)
+    const bits = new Array<boolean>(allocationCount.call(disk).total).fill(false)
+    forEachAllocationRun.call(disk, 0, bits.length, (first, stop, allocated) => {
+      if (allocated) bits.fill(true, first, stop)
+    })
+    return { bits, allAllocated: isAllAllocated.call(disk) }
+  } finally {
+    await disk.close()
+  }
 }

@@ -9,7 +9,7 @@ import { lockFile } from '../../../main/engine/ops/lock'
 import { copyRange, dataExtentsIn, punchOrZero } from '../../../main/engine/formats/common/sparse'
 
 import { tempDir } from '../../helpers/tools'
-import { pattern } from '../../helpers/overlays'
+import { pattern } from '../../helpers/images'
 
 let dir: string
 let cleanup: () => Promise<void>

@@ -9,8 +9,8 @@ import {
   buildV3orV7,
   draftImageFile,
   expectedView,
-  pattern,
 } from '../../../helpers/format-builders'
+import { pattern } from '../../../helpers/images'
 
 let dir: string
 let dataDir: string

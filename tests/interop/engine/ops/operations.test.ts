@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { nativeStatus } from '../../../../main/engine/native/index'
 import { ADDCOW_BIN, addcow } from '../../../helpers/cli'
 import { requireTools, tempDir, tool, toolStatus } from '../../../helpers/tools'
-import { pattern, writeGuest } from '../../../helpers/overlays'
+import { pattern, writeGuest } from '../../../helpers/images'
 
 const ready = requireTools('qemu-img', 'qemu-io', 'qemu-nbd')
 if (process.env.CI === 'true' && !nativeStatus().loaded)

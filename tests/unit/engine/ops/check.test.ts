@@ -16,10 +16,10 @@ import {
   guestView,
   libraryIn,
   makeOverlay,
-  makeRaw,
+  makeSparseRaw,
   pattern,
   writeGuest,
-} from '../../../helpers/overlays'
+} from '../../../helpers/images'
 
 const MiB = 1024 * 1024
 let dir: string
@@ -41,7 +41,7 @@ function codes(report: CheckReport): string[] {
 beforeEach(async () => {
   ;({ path: dir, cleanup } = await tempDir('addcow-check-'))
   library = libraryIn(dir)
-  await makeRaw(join(dir, 'base.raw'), 4 * MiB, [[0, pattern(MiB, 1)]])
+  await makeSparseRaw(join(dir, 'base.raw'), 4 * MiB, [[0, pattern(MiB, 1)]])
   overlay = await makeOverlay(library, {
     overlay: join(dir, 'ov.add-cow'),
     backing: 'base.raw',

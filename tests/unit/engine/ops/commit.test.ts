@@ -14,10 +14,10 @@ import {
   guestView,
   libraryIn,
   makeOverlay,
-  makeRaw,
+  makeSparseRaw,
   pattern,
   writeGuest,
-} from '../../../helpers/overlays'
+} from '../../../helpers/images'
 
 const MiB = 1024 * 1024
 let dir: string
@@ -38,7 +38,7 @@ async function scene(
   options: { size?: number; clusterSize?: number } = {},
 ): Promise<{ base: string; overlay: string }> {
   const base = join(dir, 'base.raw')
-  await makeRaw(base, 4 * MiB, [
+  await makeSparseRaw(base, 4 * MiB, [
     [0, pattern(MiB, 1)],
     [3 * MiB, pattern(512 * 1024, 2)],
   ])
@@ -88,7 +88,7 @@ describe('commit', () => {
 
   it('commits the top of a 3-layer chain into its direct add-cow backing only', async () => {
     const base = join(dir, 'base.raw')
-    await makeRaw(base, 2 * MiB, [[0, pattern(2 * MiB, 7)]])
+    await makeSparseRaw(base, 2 * MiB, [[0, pattern(2 * MiB, 7)]])
     const mid = await makeOverlay(library, {
       overlay: join(dir, 'mid.add-cow'),
       backing: 'base.raw',
@@ -198,7 +198,7 @@ describe('commit', () => {
 
   it('undo journal: rollback restores an add-cow base (both files) byte for byte', async () => {
     const root = join(dir, 'root.raw')
-    await makeRaw(root, 2 * MiB, [[0, pattern(2 * MiB, 20)]])
+    await makeSparseRaw(root, 2 * MiB, [[0, pattern(2 * MiB, 20)]])
     const mid = await makeOverlay(library, {
       overlay: join(dir, 'mid.add-cow'),
       backing: 'root.raw',
@@ -328,7 +328,7 @@ describe('crash consistency', () => {
     const events = await crashEverywhere(
       async () => {
         const base = join(dir, 'big-base.raw')
-        await makeRaw(base, 40 * MiB, [
+        await makeSparseRaw(base, 40 * MiB, [
           [0, pattern(MiB, 6)],
           [20 * MiB, pattern(MiB, 7)],
         ])

@@ -9,7 +9,8 @@ import { openImage } from '../../../../main/engine/open'
 import { clusterBitsOf, createOverlay, defaultImageName } from '../../../../main/engine/ops/create'
 
 import { tempDir } from '../../../helpers/tools'
-import { expectEngineError, expectEngineErrorSync, makeRaw } from '../../../helpers/images'
+import { makeRaw } from '../../../helpers/images'
+import { expectEngineError, expectEngineErrorSync } from '../../../helpers/errors'
 
 let root: string
 let cleanup: () => Promise<void>

@@ -9,7 +9,8 @@ import { createOverlay } from '../../../../main/engine/ops/create'
 import { imageInfo } from '../../../../main/engine/ops/info'
 import { mapImage } from '../../../../main/engine/ops/map'
 import { tempDir } from '../../../helpers/tools'
-import { expectEngineError, makeRaw, makeSparse, pattern } from '../../../helpers/images'
+import { makeRaw, makeSparse, pattern } from '../../../helpers/images'
+import { expectEngineError } from '../../../helpers/errors'
 
 let root: string
 let cleanup: () => Promise<void>

@@ -13,10 +13,10 @@ import {
   guestView,
   libraryIn,
   makeOverlay,
-  makeRaw,
+  makeSparseRaw,
   pattern,
   writeGuest,
-} from '../../../helpers/overlays'
+} from '../../../helpers/images'
 
 const MiB = 1024 * 1024
 let dir: string
@@ -30,7 +30,7 @@ beforeEach(async () => {
 afterEach(() => cleanup())
 
 async function scene(): Promise<string> {
-  await makeRaw(join(dir, 'base.raw'), 3 * MiB, [
+  await makeSparseRaw(join(dir, 'base.raw'), 3 * MiB, [
     [0, pattern(MiB, 1)],
     [2 * MiB + 5, pattern(300_000, 2)],
   ])
@@ -47,7 +47,7 @@ async function scene(): Promise<string> {
 describe('rebase', () => {
   it('safe mode keeps the guest view and copies only the clusters that differ', async () => {
     const overlay = await scene()
-    await makeRaw(join(dir, 'new.raw'), 3 * MiB, [
+    await makeSparseRaw(join(dir, 'new.raw'), 3 * MiB, [
       [0, pattern(MiB, 1)],
       [65536 * 2, pattern(10, 9)],
     ])
@@ -68,7 +68,7 @@ describe('rebase', () => {
 
   it('unsafe mode rewrites the name only, and the header stays byte-exact', async () => {
     const overlay = await scene()
-    await makeRaw(join(dir, 'moved.raw'), 3 * MiB)
+    await makeSparseRaw(join(dir, 'moved.raw'), 3 * MiB)
     const before = await readFile(overlay)
     const result = await rebaseOverlay({
       overlay,

@@ -13,10 +13,10 @@ import {
   guestView,
   libraryIn,
   makeOverlay,
-  makeRaw,
+  makeSparseRaw,
   pattern,
   writeGuest,
-} from '../../../helpers/overlays'
+} from '../../../helpers/images'
 
 const MiB = 1024 * 1024
 let dir: string
@@ -30,7 +30,7 @@ beforeEach(async () => {
 afterEach(() => cleanup())
 
 async function scene(): Promise<string> {
-  await makeRaw(join(dir, 'base.raw'), 3 * MiB, [
+  await makeSparseRaw(join(dir, 'base.raw'), 3 * MiB, [
     [0, pattern(MiB, 1)],
     [2 * MiB + 5, pattern(300_000, 2)],
   ])
@@ -69,7 +69,7 @@ describe('stream', () => {
   })
 
   it('streams through a chain of two add-cow layers', async () => {
-    await makeRaw(join(dir, 'root.raw'), 2 * MiB, [[0, pattern(2 * MiB, 5)]])
+    await makeSparseRaw(join(dir, 'root.raw'), 2 * MiB, [[0, pattern(2 * MiB, 5)]])
     const mid = await makeOverlay(library, {
       overlay: join(dir, 'mid.add-cow'),
       backing: 'root.raw',

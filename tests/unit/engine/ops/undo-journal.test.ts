@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { isEngineError } from '../../../../main/engine/errors'
 import { IntervalSet, UndoJournal, type UndoHeader } from '../../../../main/engine/ops/undo-journal'
 import { tempDir } from '../../../helpers/tools'
-import { pattern } from '../../../helpers/overlays'
+import { pattern } from '../../../helpers/images'
 
 let dir: string
 let cleanup: () => Promise<void>

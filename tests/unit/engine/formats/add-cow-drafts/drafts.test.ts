@@ -1,12 +1,14 @@
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { EngineError } from '../../../../../main/engine/errors'
+
 import { AddCowDisk } from '../../../../../main/engine/formats/add-cow/add-cow-disk'
 import { imageInfo } from '../../../../../main/engine/ops/info'
 import { mapImage } from '../../../../../main/engine/ops/map'
 import { upgradeDraft } from '../../../../../main/engine/ops/upgrade'
 import { openImage, probeFormat } from '../../../../../main/engine/open'
+import { expectError } from '../../../../helpers/errors'
+import { guestView as view, pattern } from '../../../../helpers/images'
 import { tempDir } from '../../../../helpers/tools'
 import {
   buildV12,
@@ -14,7 +16,6 @@ import {
   buildV3orV7,
   draftImageFile,
   expectedView,
-  pattern,
 } from '../../../../helpers/format-builders'
 
 let dir: string
@@ -26,25 +27,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await cleanup()
 })
-
-async function expectError(promise: Promise<unknown>, code: string, text: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => null,
-    (caught: unknown) => caught,
-  )
-  expect(error).toBeInstanceOf(EngineError)
-  expect((error as EngineError).code).toBe(code)
-  expect((error as EngineError).message).toMatch(text)
-}
-
-async function view(path: string, format?: string): Promise<Buffer> {
-  const disk = await openImage(path, { readOnly: true, ...(format ? { format } : {}) })
-  try {
-    return await disk.read(0, disk.size)
-  } finally {
-    await disk.close()
-  }
-}
 
 interface Fixture {
   layout: string

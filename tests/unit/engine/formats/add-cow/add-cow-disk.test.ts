@@ -10,7 +10,6 @@ import { createOverlay } from '../../../../../main/engine/ops/create'
 import { tempDir } from '../../../../helpers/tools'
 import {
   CLUSTER_SIZES,
-  expectEngineError,
   makeRaw,
   makeSparse,
   patchFile,
@@ -18,6 +17,7 @@ import {
   readFileRange,
   u64le,
 } from '../../../../helpers/images'
+import { expectEngineError } from '../../../../helpers/errors'
 
 interface Fixture {
   folder: string

@@ -14,7 +14,8 @@ import {
 } from '../../../../../main/engine/formats/add-cow/header'
 import { createOverlay } from '../../../../../main/engine/ops/create'
 import { tempDir } from '../../../../helpers/tools'
-import { expectEngineErrorSync, makeSparse } from '../../../../helpers/images'
+import { makeSparse } from '../../../../helpers/images'
+import { expectEngineErrorSync } from '../../../../helpers/errors'
 
 const GIB = 1024 ** 3
 

@@ -12,8 +12,6 @@ import { parseSize } from '../../../../../main/engine/units'
 import type { ErrorCode } from '../../../../../shared/error-codes'
 import { tempDir } from '../../../../helpers/tools'
 import {
-  expectEngineError,
-  expectEngineErrorSync,
   makeRaw,
   makeSparse,
   patchFile,
@@ -21,6 +19,7 @@ import {
   u64le,
   writeAddCow,
 } from '../../../../helpers/images'
+import { expectEngineError, expectEngineErrorSync } from '../../../../helpers/errors'
 
 // Hostile and broken inputs: each must end in an EngineError with the right code, naming the
 // file and the value at fault, with no crash, no hang and no file handle left open.

@@ -1,18 +1,15 @@
 import { readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { EngineError } from '../../../../../main/engine/errors'
+
 import { createCow } from '../../../../../main/engine/formats/cow/cow-disk'
 import { imageInfo } from '../../../../../main/engine/ops/info'
 import { mapImage } from '../../../../../main/engine/ops/map'
 import { openImage, probeFormat } from '../../../../../main/engine/open'
+import { expectError } from '../../../../helpers/errors'
 import { tempDir } from '../../../../helpers/tools'
-import {
-  buildQemuCow,
-  buildUmlCow,
-  expectedView,
-  pattern,
-} from '../../../../helpers/format-builders'
+import { buildQemuCow, buildUmlCow, expectedView } from '../../../../helpers/format-builders'
+import { pattern } from '../../../../helpers/images'
 
 let dir: string
 let cleanup: () => Promise<void>
@@ -26,16 +23,6 @@ afterEach(async () => {
 
 const SIZE = 64 * 1024 + 1536 // 131 sectors: a partial last bitmap byte
 const ALLOCATED = new Set([0, 1, 7, 8, 9, 64, 100, 130])
-
-async function expectError(promise: Promise<unknown>, code: string, text: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => null,
-    (caught: unknown) => caught,
-  )
-  expect(error).toBeInstanceOf(EngineError)
-  expect((error as EngineError).code).toBe(code)
-  expect((error as EngineError).message).toMatch(text)
-}
 
 describe('QEMU cow version 2', () => {
   it('reads a file built byte by byte from FORMATS.md, over a raw base shorter than the disk', async () => {

@@ -2,13 +2,15 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { deflateRawSync } from 'node:zlib'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { EngineError } from '../../../../../main/engine/errors'
+
 import { zstdFrameLength } from '../../../../../main/engine/formats/qcow2/compression'
 import { parseQcow2Header } from '../../../../../main/engine/formats/qcow2/header'
 import { imageInfo } from '../../../../../main/engine/ops/info'
 import { openImage, probeFormat } from '../../../../../main/engine/open'
+import { expectError } from '../../../../helpers/errors'
 import { tempDir } from '../../../../helpers/tools'
-import { buildQcow2, pattern, type Qcow2Layout } from '../../../../helpers/format-builders'
+import { buildQcow2, type Qcow2Layout } from '../../../../helpers/format-builders'
+import { pattern } from '../../../../helpers/images'
 
 let dir: string
 let cleanup: () => Promise<void>
@@ -30,16 +32,6 @@ const COMPRESSED = Buffer.concat([
 
 function image(extra: Partial<Parameters<typeof buildQcow2>[0]> = {}): Qcow2Layout {
   return buildQcow2({ data: DATA, compressedStream: deflateRawSync(COMPRESSED), ...extra })
-}
-
-async function expectError(promise: Promise<unknown>, code: string, text: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => null,
-    (caught: unknown) => caught,
-  )
-  expect(error).toBeInstanceOf(EngineError)
-  expect((error as EngineError).code).toBe(code)
-  expect((error as EngineError).message).toMatch(text)
 }
 
 async function open(file: Buffer, readOnly = true): Promise<Awaited<ReturnType<typeof openImage>>> {
