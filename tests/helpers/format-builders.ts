@@ -276,3 +276,27 @@ export function buildQcow2(options: {
     compressedOffset,
   }
 }
+
+/**
+ * An empty, writable qcow2 version 3 image of `size` bytes with 64 KiB clusters, as qemu-img
+ * create makes it: header (cluster 0), refcount table (1), one refcount block with 16-bit
+ * counts (2), L1 table (3); the four metadata clusters have refcount 1.
+ */
+export function buildEmptyQcow2(size: number): Buffer {
+  const clusterSize = 65536
+  const l1Entries = Math.ceil(size / (clusterSize * (clusterSize / 8)))
+  const file = Buffer.alloc(4 * clusterSize)
+  file.writeUInt32BE(0x514649fb, 0) // magic
+  file.writeUInt32BE(3, 4) // version
+  file.writeUInt32BE(16, 20) // cluster_bits
+  file.writeBigUInt64BE(BigInt(size), 24)
+  file.writeUInt32BE(l1Entries, 36) // l1_size
+  file.writeBigUInt64BE(BigInt(3 * clusterSize), 40) // l1_table_offset
+  file.writeBigUInt64BE(BigInt(clusterSize), 48) // refcount_table_offset
+  file.writeUInt32BE(1, 56) // refcount_table_clusters
+  file.writeUInt32BE(4, 96) // refcount_order: 16-bit counts
+  file.writeUInt32BE(104, 100) // header_length (then the end-of-extensions marker, zeros)
+  file.writeBigUInt64BE(BigInt(2 * clusterSize), clusterSize) // refcount table entry 0
+  for (let cluster = 0; cluster < 4; cluster++) file.writeUInt16BE(1, 2 * clusterSize + cluster * 2)
+  return file
+}
