@@ -6,6 +6,8 @@ import {
   geometry,
   headerSizeFor,
 } from '../../main/engine/formats/add-cow/header'
+import { BlockFile } from '../../main/engine/file'
+import { dataExtentsIn } from '../../main/engine/formats/common/sparse'
 import { Library } from '../../main/engine/library'
 import { openImage } from '../../main/engine/open'
 import { createOverlay, type CreateOverlayOptions } from '../../main/engine/ops/create'
@@ -72,6 +74,50 @@ export async function makeSparseRaw(
     for (const [offset, data] of chunks) await handle.write(data, 0, data.length, offset)
   } finally {
     await handle.close()
+  }
+}
+
+/**
+ * Give the file at `path` exactly the content `data`, writing only its non-zero 64 KiB blocks
+ * into a file cut to zero first (the rest are holes): restoring a mostly empty 40 MiB image
+ * writes a few MiB instead of all of it.
+ */
+export async function restoreSparse(path: string, data: Buffer): Promise<void> {
+  const block = 64 * 1024
+  const handle = await open(path, 'w')
+  try {
+    await handle.truncate(data.length)
+    let start = -1
+    for (let offset = 0; offset <= data.length; offset += block) {
+      const piece = data.subarray(offset, Math.min(data.length, offset + block))
+      const zero = piece.length === 0 || piece.equals(zeroBlock.subarray(0, piece.length))
+      if (!zero && start < 0) start = offset
+      if ((zero || offset + block >= data.length) && start >= 0) {
+        const end = zero ? offset : data.length
+        await handle.write(data, start, end - start, start)
+        start = -1
+      }
+    }
+  } finally {
+    await handle.close()
+  }
+}
+
+const zeroBlock = Buffer.alloc(64 * 1024)
+
+/**
+ * The whole content of a file, reading only its data extents (holes are zeros in a freshly
+ * zeroed buffer): a 40 MiB image with a few MiB of data costs a few MiB of reads.
+ */
+export async function readSparseFile(path: string): Promise<Buffer> {
+  const file = await BlockFile.open(path, false)
+  try {
+    const content = Buffer.alloc(await file.length())
+    const extents = (await dataExtentsIn(file, 0, content.length)) ?? [[0, content.length]]
+    for (const [start, end] of extents) await file.readAt(content.subarray(start, end), start)
+    return content
+  } finally {
+    await file.close()
   }
 }
 
