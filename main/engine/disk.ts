@@ -1,5 +1,8 @@
 import type { ImageInfo, NameResolution } from '../../shared/image-types'
+import type { CheckContext, FormatCheck } from './check-report'
+import type { BlockFile } from './file'
 import type { NamePolicy } from './names'
+import { EngineError } from './errors'
 
 /**
  * Where a range of a disk's guest view comes from, as {@link Disk.blockStatus} reports it.
@@ -42,11 +45,30 @@ export interface OperationOptions {
 }
 
 /**
+ * A backing file as an image stores it: the name exactly as written (relative names are
+ * relative to the image's folder) and the format it records, or null where the format records
+ * none (QEMU cow, the 2011-2012 add-cow drafts, qcow2 without the extension).
+ */
+export interface BackingLink {
+  name: string
+  format: string | null
+}
+
+/** Visits runs of equal allocation: units [first, stop) of {@link Disk.allocationUnit} bytes. */
+export type AllocationVisitor = (first: number, stop: number, allocated: boolean) => void
+
+/**
  * A disk: the guest view of one image, with its backing chain below it.
  *
  * Offsets and lengths are bytes, and callers keep `offset + length <= size`; a disk throws
  * OUT_OF_RANGE otherwise. Reads of ranges no layer allocates return zeros. Concurrent requests
  * are allowed; the driver orders what it must.
+ *
+ * Below the members every disk has come the optional abilities, as in QEMU's `BlockDriver`
+ * (include/block/block_int-common.h) or an nbdkit filter's struct: a format offers a function
+ * when it can do the thing, and generic code asks whether the function exists
+ * (`disk.markAllocated?.(…)`, {@link assertAbilities}), never which class a disk is or what its
+ * format is called. Allocation units are {@link allocationUnit} bytes (add-cow's clusters).
  */
 export interface Disk {
   /** Absolute path of the file the disk was opened from. */
@@ -80,6 +102,113 @@ export interface Disk {
   info(): Promise<ImageInfo>
   /** Flush and release every file of this disk and of its backing chain. */
   close(): Promise<void>
+
+  /**
+   * Every file this layer is made of, its own path first (add-cow: the add-cow file, then its
+   * image file). Locks, fingerprints and the dependency graph cover all of them. Absent: the
+   * layer is the one file at {@link path} ({@link layerFiles}).
+   */
+  files?(): string[]
+  /** The backing file as this layer stores it, or null when it names none. */
+  backingLink?(): BackingLink | null
+  /**
+   * The plain file that holds this layer's allocated data at guest offsets (add-cow's image
+   * file; a raw file itself). Copies into and out of the layer use it directly, in the kernel.
+   */
+  dataFile?(): BlockFile
+  /** How many allocation units this layer holds itself, of how many. */
+  allocationCount?(): { allocated: number; total: number }
+  /**
+   * Visit the runs of equal allocation over units [first, end) (all one allocated run when the
+   * layer never reads its backing).
+   */
+  forEachAllocationRun?(first: number, end: number, visit: AllocationVisitor): void
+  /** Whether the layer never reads its backing file (add-cow's ALL_ALLOCATED). */
+  isAllAllocated?(): boolean
+  /**
+   * Mark units [first, end) as held by this layer, after the caller wrote their whole data into
+   * {@link dataFile}. Durable at the next flush, which syncs the data before the allocation.
+   */
+  markAllocated?(first: number, end: number): void
+  /**
+   * Make units [first, end) read from the backing file again (commit's emptying). Durable at
+   * the next flush.
+   */
+  markUnallocated?(first: number, end: number): void
+  /**
+   * Record, durably, that the layer no longer reads its backing file: only once every unit is
+   * allocated and flushed (add-cow: set ALL_ALLOCATED after the full bitmap).
+   */
+  setAllAllocated?(): Promise<void>
+  /**
+   * Undo {@link setAllAllocated} without changing the guest view: every unit is marked
+   * allocated, then the flag is cleared. Closes the disk: the layer reads its backing file
+   * again, which only a fresh open provides.
+   */
+  clearAllAllocatedAndClose?(): Promise<void>
+  /**
+   * Grow the virtual size to `size` bytes (never shrinks) and close the disk: reopen it to use
+   * the new size. Commit grows a smaller base this way, as qemu-img commit does.
+   */
+  growAndClose?(size: number): Promise<void>
+  /**
+   * Metadata a rollback must put back besides the data and the allocation (add-cow: the
+   * compatible features), as text to keep in a journal; see {@link FormatDriver.restoreState}.
+   */
+  savedState?(): string
+}
+
+/** The name of an optional ability of {@link Disk}. */
+export type DiskAbility = {
+  [Name in keyof Disk]-?: undefined extends Disk[Name] ? Name : never
+}[keyof Disk]
+
+/** What each ability lets a format do, for NOT_CAPABLE messages. */
+const ABILITY_TEXT: Record<DiskAbility, string> = {
+  files: 'list its files',
+  backingLink: 'name a backing file',
+  dataFile: 'keep its data in a plain file at guest offsets',
+  allocationCount: 'count the clusters it holds',
+  forEachAllocationRun: 'tell which clusters it holds',
+  isAllAllocated: 'tell whether it still reads its backing file',
+  markAllocated: 'mark clusters as its own',
+  markUnallocated: 'give clusters back to its backing file',
+  setAllAllocated: 'record that it no longer reads its backing file',
+  clearAllAllocatedAndClose: 'read its backing file again once flattened',
+  growAndClose: 'grow',
+  savedState: 'save its metadata for a rollback',
+}
+
+/** The files of one chain layer: {@link Disk.files}, or the disk's own path. */
+export function layerFiles(disk: Disk): string[] {
+  return disk.files?.() ?? [disk.path]
+}
+
+/**
+ * Throw NOT_CAPABLE unless `disk` offers every ability in `needs`, naming the first one it
+ * lacks: the one check every operation makes before it touches a file.
+ */
+export function assertAbilities(disk: Disk, needs: readonly DiskAbility[], doing: string): void {
+  const missing = needs.find((ability) => typeof disk[ability] !== 'function')
+  if (missing === undefined) return
+  throw new EngineError(
+    'NOT_CAPABLE',
+    `${disk.path} is a ${disk.format} image, which cannot ${ABILITY_TEXT[missing]}; ${doing} works on images that can (add-cow overlays).`,
+    { path: disk.path, field: 'format', value: disk.format },
+  )
+}
+
+/**
+ * The one file that holds `disk`'s whole guest view as raw data at guest offsets, or null: a
+ * layer with a {@link Disk.dataFile} and nothing else to read (no allocation map, or every unit
+ * allocated and the backing file no longer read). A raw disk's file; a flattened add-cow
+ * overlay's image file. QEMU can run such a file directly, and commit copies into it in the
+ * kernel.
+ */
+export function wholeViewFile(disk: Disk): BlockFile | null {
+  if (!disk.dataFile) return null
+  if (disk.isAllAllocated && !disk.isAllAllocated()) return null
+  return disk.dataFile()
 }
 
 /** Everything a driver needs to open a file as a chain member. */
@@ -102,22 +231,96 @@ export interface OpenOptions {
    * Judge (and claim for loop detection) a data file named by `namingFile`, such as add-cow's
    * image file. Returns the resolution; throws unless followable (or lenient).
    */
-  judgeDataFile: (namingFile: string, storedName: string, format: string) => Promise<NameResolution & { realPath: string }>
+  judgeDataFile: (
+    namingFile: string,
+    storedName: string,
+    format: string,
+  ) => Promise<NameResolution & { realPath: string }>
 }
 
-/** A format's driver: a probe, an opener and (where supported) a creator. */
+/** What a driver's {@link FormatDriver.create} needs; the create operation checked the rest. */
+export interface CreateImageOptions extends OperationOptions {
+  /** Absolute path of the new image (it does not exist). */
+  path: string
+  /** Virtual size; default: the base's (or, add-cow, an existing image file's if larger). */
+  size?: number
+  /** The backing file: the name to store, its format, and what the operation found there. */
+  backing?: BackingLink & { path: string; size: number }
+  /** add-cow: the image file's name as it will be stored. */
+  dataFile?: string
+  /** Cluster size in bytes, where the format has clusters. */
+  clusterSize?: number
+}
+
+/** What a driver created: for the operation to report, trust and record. */
+export interface CreatedImage {
+  path: string
+  size: number
+  /** Every file of the new image, its own path first (as {@link Disk.files}). */
+  files: string[]
+  /** Files this call created (an existing image file is kept and not listed). */
+  created: string[]
+  clusterSize: number | null
+}
+
+/**
+ * A format's driver: a probe and an opener, then optional functions for what the format can
+ * do without an open disk (create, check, rewrite its backing link, restore saved metadata,
+ * upgrade). Ask whether a function exists before calling it; {@link driverFeatures} derives
+ * the capability flags from what exists.
+ */
 export interface FormatDriver {
   readonly name: string
-  /** What the format supports, before any file is opened. */
-  readonly features: {
-    create: boolean
-    write: boolean
-    backing: boolean
-  }
   /**
    * Score 0..100 of how sure the driver is that `head` (the first bytes of the file, up to
    * 4096) starts a file of its format; 0 means "not mine". Raw never probes.
    */
   probe(head: Uint8Array, fileLength: number): number
   open(path: string, options: OpenOptions): Promise<Disk>
+  /** Make a new image; an error or a cancel leaves nothing behind. */
+  create?(options: CreateImageOptions): Promise<CreatedImage>
+  /**
+   * Check the file at `path` for damage (and repair it at `context.repair`), without opening
+   * its chain: the check operation adds the chain and drift, and the report.
+   */
+  check?(path: string, context: CheckContext): Promise<FormatCheck>
+  /**
+   * The backing link and data file name stored in the file at `path`, read from its header
+   * alone (no chain opened): what rebase -u needs when the old base is gone.
+   */
+  readLinks?(path: string): Promise<{ backing: BackingLink | null; dataFile: string | null }>
+  /**
+   * Store a new backing link (null: none) in the file at `path`, atomically. The caller holds
+   * the file's exclusive lock and has no handle open on it.
+   */
+  setBacking?(path: string, backing: BackingLink | null, signal?: AbortSignal): Promise<void>
+  /** Put back metadata saved by {@link Disk.savedState} into the closed file at `path`. */
+  restoreState?(path: string, state: string): Promise<void>
+  /** QEMU's own name for the format, when `--via native` may hand the file to QEMU's driver. */
+  readonly qemuFormat?: string
+  /**
+   * The format that supersedes this one (an earlier add-cow draft: 'add-cow'): `addcow amend
+   * --upgrade` rewrites such an image in that format, keeping its data file and guest view.
+   */
+  readonly upgradesTo?: string
+}
+
+/** What a driver can do, derived from the functions it has. */
+export interface DriverFeatures {
+  create: boolean
+  check: boolean
+  setBacking: boolean
+  qemuNative: boolean
+  upgrade: boolean
+}
+
+/** The capability flags of `driver`: each is true exactly when the function behind it exists. */
+export function driverFeatures(driver: FormatDriver): DriverFeatures {
+  return {
+    create: typeof driver.create === 'function',
+    check: typeof driver.check === 'function',
+    setBacking: typeof driver.setBacking === 'function',
+    qemuNative: driver.qemuFormat !== undefined,
+    upgrade: driver.upgradesTo !== undefined,
+  }
 }

@@ -117,3 +117,45 @@ export async function pushStatusBelow(
     })
   }
 }
+
+/**
+ * A queue that runs tasks one after another, in the order given: for drivers whose writes
+ * and flushes change shared metadata (qcow2, the bitmap overlays). A failed task does not stop
+ * the ones after it.
+ */
+export function serialQueue(): <T>(task: () => Promise<T>) => Promise<T> {
+  let tail: Promise<void> = Promise.resolve()
+  return (task) => {
+    const run = tail.then(task)
+    tail = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run
+  }
+}
+
+/**
+ * The block status of an overlay layer from its allocation runs ([start, end) bytes, in
+ * order): an allocated run is this layer's data (depth 0), the others what lies below it.
+ */
+export async function overlayStatus(
+  backing: Disk | null,
+  runs: readonly [number, number, boolean][],
+): Promise<BlockExtent[]> {
+  const extents: BlockExtent[] = []
+  for (const [start, end, allocated] of runs) {
+    if (allocated) {
+      pushExtent(extents, {
+        offset: start,
+        length: end - start,
+        depth: 0,
+        present: true,
+        zero: false,
+      })
+    } else {
+      await pushStatusBelow(extents, backing, start, end)
+    }
+  }
+  return extents
+}

@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { EngineError, wrapIoError } from './errors'
+import { replaceFile } from './fs'
 import { makePolicy, type NamePolicy } from './names'
 
 /** A (naming file → named file) pair the user trusts, both real absolute paths. */
@@ -41,6 +41,17 @@ export interface BaseFingerprint {
   sha256: string
   recordedAt: string
 }
+
+/**
+ * Where the base of an overlay stands against its recorded fingerprint.
+ *
+ * - `unchanged`: size, files (length and mtime) and sampled content match the record;
+ * - `changed`: at least one differs (see `changes`); the overlay's guest view may be corrupt;
+ * - `not-recorded`: no fingerprint was recorded (made elsewhere, or by another tool);
+ * - `no-backing`: the image has no backing file;
+ * - `not-consulted`: ALL_ALLOCATED is set, so the base is never read.
+ */
+export type DriftStatus = 'unchanged' | 'changed' | 'not-recorded' | 'no-backing' | 'not-consulted'
 
 /** The library file's content (version 1). */
 export interface LibraryData {
@@ -87,8 +98,13 @@ function isLibraryData(value: unknown): value is LibraryData {
     data.images.every((image) => typeof image?.path === 'string') &&
     Array.isArray(data.trusted) &&
     data.trusted.every((pair) => typeof pair?.from === 'string' && typeof pair?.to === 'string') &&
-    (data.recent === undefined || (Array.isArray(data.recent) && data.recent.every((entry) => typeof entry === 'string')))
+    (data.recent === undefined ||
+      (Array.isArray(data.recent) && data.recent.every((entry) => typeof entry === 'string')))
   )
+}
+
+function isText(value: unknown): value is string {
+  return typeof value === 'string'
 }
 
 /** Whether `value` is a well-formed {@link BaseFingerprint} (the file is user-editable). */
@@ -98,18 +114,18 @@ export function isBaseFingerprint(value: unknown): value is BaseFingerprint {
     typeof entry === 'object' &&
     entry !== null &&
     entry.version === 1 &&
-    typeof entry.overlay === 'string' &&
-    typeof entry.base === 'string' &&
-    typeof entry.format === 'string' &&
+    [entry.overlay, entry.base, entry.format, entry.sha256].every(isText) &&
     Number.isSafeInteger(entry.size) &&
     Array.isArray(entry.files) &&
     entry.files.length <= 16 &&
     entry.files.every(
-      (file) => typeof file?.path === 'string' && Number.isSafeInteger(file.length) && typeof file.mtimeMs === 'number',
+      (file) =>
+        typeof file?.path === 'string' &&
+        Number.isSafeInteger(file.length) &&
+        typeof file.mtimeMs === 'number',
     ) &&
     Number.isSafeInteger(entry.sampleSize) &&
-    Number.isSafeInteger(entry.samples) &&
-    typeof entry.sha256 === 'string'
+    Number.isSafeInteger(entry.samples)
   )
 }
 
@@ -162,23 +178,11 @@ export class Library {
   }
 
   private async writeAtomically(data: LibraryData): Promise<void> {
-    const temporary = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
-    try {
-      const handle = await open(temporary, 'wx', 0o600)
-      try {
-        await handle.writeFile(JSON.stringify(data, null, 2) + '\n')
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      await rename(temporary, this.file)
-      const folder = await open(dirname(this.file), 'r')
-      await folder.sync().catch(() => undefined)
-      await folder.close()
-    } catch (error) {
-      await rm(temporary, { force: true })
-      throw wrapIoError(error, this.file, 'write the library')
-    }
+    const text = Buffer.from(JSON.stringify(data, null, 2) + '\n', 'utf8')
+    await replaceFile(this.file, (file) => file.writeAt(text, 0), {
+      mode: 0o600,
+      doing: 'write the library',
+    })
   }
 
   private async lock(): Promise<() => Promise<void>> {
@@ -204,9 +208,13 @@ export class Library {
         continue
       }
       if (Date.now() - started > LOCK_TIMEOUT_MS) {
-        throw new EngineError('BUSY', `The library ${this.file} is locked by another process (${lockFile}).`, {
-          path: lockFile,
-        })
+        throw new EngineError(
+          'BUSY',
+          `The library ${this.file} is locked by another process (${lockFile}).`,
+          {
+            path: lockFile,
+          },
+        )
       }
       await new Promise((done) => setTimeout(done, Math.min(5 + attempt * 5, 100)))
     }
@@ -247,19 +255,27 @@ export class Library {
   /** The recorded base fingerprint of `overlay` (a real path), or null. Malformed entries are ignored. */
   async baseFingerprint(overlay: string): Promise<BaseFingerprint | null> {
     const data = await this.load()
-    return (data.fingerprints ?? []).find((entry) => isBaseFingerprint(entry) && entry.overlay === overlay) ?? null
+    return (
+      (data.fingerprints ?? []).find(
+        (entry) => isBaseFingerprint(entry) && entry.overlay === overlay,
+      ) ?? null
+    )
   }
 
   /** Record (or replace) the base fingerprint of `fingerprint.overlay`. */
   async recordBaseFingerprint(fingerprint: BaseFingerprint): Promise<void> {
     await this.update((data) => {
-      const kept = (data.fingerprints ?? []).filter((entry) => isBaseFingerprint(entry) && entry.overlay !== fingerprint.overlay)
+      const kept = (data.fingerprints ?? []).filter(
+        (entry) => isBaseFingerprint(entry) && entry.overlay !== fingerprint.overlay,
+      )
       data.fingerprints = [...kept, fingerprint]
     })
   }
 
   /** A name policy that trusts the library's pairs, plus the run's explicit allowances. */
-  async policy(options: { allowAny?: boolean; allowedPaths?: Iterable<string> } = {}): Promise<NamePolicy> {
+  async policy(
+    options: { allowAny?: boolean; allowedPaths?: Iterable<string> } = {},
+  ): Promise<NamePolicy> {
     const data = await this.load()
     const trusted = new Set(data.trusted.map((pair) => `${pair.from}\0${pair.to}`))
     return makePolicy({

@@ -1,7 +1,8 @@
-import { realpath, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { dirname, isAbsolute, normalize, relative, resolve, sep } from 'node:path'
 import type { NameResolution, NameVerdictReason } from '../../shared/image-types'
 import { EngineError } from './errors'
+import { realPath } from './fs'
 
 /**
  * Decides which names stored in images the engine may follow (DESIGN.md, "Security rules").
@@ -53,14 +54,6 @@ function isInside(folder: string, target: string): boolean {
   return rel !== '' && !rel.startsWith('..' + sep) && rel !== '..' && !isAbsolute(rel)
 }
 
-async function realOrSelf(path: string): Promise<string> {
-  try {
-    return await realpath(path)
-  } catch {
-    return path
-  }
-}
-
 /**
  * Judge a stored name: where it resolves and whether the policy lets the engine follow it.
  * Never throws for a bad name; the verdict says why it is refused.
@@ -96,19 +89,19 @@ export async function judgeName(
   }
   if (info.isBlockDevice() || info.isCharacterDevice()) return verdict('device', resolved)
   if (!info.isFile()) return verdict('not-regular-file', resolved)
-  const realPath = await realOrSelf(resolved)
+  const real = await realPath(resolved)
   const folder = dirname(resolve(namingFile))
   if (!isAbsolute(stored) && isInside(folder, resolved)) {
-    const realFolder = await realOrSelf(folder)
-    if (isInside(realFolder, realPath)) return verdict('inside-folder', resolved, realPath)
+    const realFolder = await realPath(folder)
+    if (isInside(realFolder, real)) return verdict('inside-folder', resolved, real)
   }
-  if (policy.allowAny || policy.allowedPaths.has(resolved) || policy.allowedPaths.has(realPath)) {
-    return verdict('allowed-by-user', resolved, realPath)
+  if (policy.allowAny || policy.allowedPaths.has(resolved) || policy.allowedPaths.has(real)) {
+    return verdict('allowed-by-user', resolved, real)
   }
-  if (policy.isTrustedPair(await realOrSelf(resolve(namingFile)), realPath)) {
-    return verdict('trusted-in-library', resolved, realPath)
+  if (policy.isTrustedPair(await realPath(resolve(namingFile)), real)) {
+    return verdict('trusted-in-library', resolved, real)
   }
-  return verdict('outside-folder', resolved, realPath)
+  return verdict('outside-folder', resolved, real)
 }
 
 const REFUSAL_TEXT: Record<NameVerdictReason, string> = {
@@ -123,6 +116,13 @@ const REFUSAL_TEXT: Record<NameVerdictReason, string> = {
   'not-regular-file': 'it is not a regular file',
   missing: 'the file does not exist',
   loop: 'it would make the chain loop',
+}
+
+/** A verdict as images report it: without the real path, which is only for loop checks. */
+export function withoutRealPath(verdict: NameResolution & { realPath?: string }): NameResolution {
+  const { realPath: _realPath, ...resolution } = verdict
+  void _realPath
+  return resolution
 }
 
 /** Throw the error that explains why `verdict` may not be followed (no-op if it may). */

@@ -33,6 +33,11 @@ export function listDrivers(): FormatDriver[] {
   return [...drivers.values()]
 }
 
+/** The driver for `format`, or undefined when no driver has that name. */
+export function findDriver(format: string): FormatDriver | undefined {
+  return drivers.get(format)
+}
+
 /** The driver for `format`, or an UNSUPPORTED_FORMAT error naming `where`. */
 export function getDriver(format: string, where?: string): FormatDriver {
   const driver = drivers.get(format)

@@ -1,8 +1,9 @@
-import { realpath, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import type { ImageInfo } from '../../shared/image-types'
 import type { ImageSummary } from '../../shared/ipc/contract'
 import { EngineError } from '../engine/errors'
+import { realPath } from '../engine/fs'
 import {
   isBaseFingerprint,
   type BaseFingerprint,
@@ -16,11 +17,6 @@ import type { Logger } from './logger'
 
 /** Images summarized at once (each opens its chain's files). */
 const PARALLEL = 4
-
-/** The real path of `path`, or `path` itself when it cannot be resolved (a missing file). */
-export async function realOrSelf(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
 
 function baseOf(top: ImageInfo, layers: ImageInfo[]): ImageSummary['base'] {
   const stored = top['backing-filename']
@@ -66,7 +62,7 @@ function allocatedPercent(top: ImageInfo): number | null {
  */
 async function baseChanged(recorded: BaseFingerprint, base: ImageInfo): Promise<boolean> {
   if (recorded.size !== base['virtual-size']) return true
-  if (recorded.base !== (await realOrSelf(base.filename))) return true
+  if (recorded.base !== (await realPath(base.filename))) return true
   for (const file of recorded.files) {
     const info = await stat(file.path).catch(() => null)
     if (!info || info.size !== file.length || info.mtimeMs !== file.mtimeMs) return true
@@ -117,11 +113,11 @@ async function summarize(
     summary.base = baseOf(top, layers)
     summary.chainLength = layers.length
     const below = summary.base.status === 'ok' ? layers[1] : undefined
-    const recorded = fingerprints.get(await realOrSelf(image.path))
+    const recorded = fingerprints.get(await realPath(image.path))
     if (below && recorded && !top['all-allocated'] && (await baseChanged(recorded, below))) {
       summary.base.status = 'changed'
     }
-    return { summary, backingRealPath: below ? await realOrSelf(below.filename) : null }
+    return { summary, backingRealPath: below ? await realPath(below.filename) : null }
   } catch (error) {
     summary.error = toIpcError(error, log, `the library summary of ${image.path}`)
     return { summary, backingRealPath: null }
@@ -154,7 +150,7 @@ export async function summarizeLibrary(
     }
   }
   await Promise.all(Array.from({ length: Math.min(PARALLEL, data.images.length) }, worker))
-  const realPaths = await Promise.all(results.map((result) => realOrSelf(result.summary.path)))
+  const realPaths = await Promise.all(results.map((result) => realPath(result.summary.path)))
   for (const [index, result] of results.entries()) {
     const real = realPaths[index]
     result.summary.dependents = results

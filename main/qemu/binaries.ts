@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process'
 import { constants } from 'node:fs'
-import { access, open, readdir, realpath, stat } from 'node:fs/promises'
+import { access, open, readdir, stat } from 'node:fs/promises'
 import { delimiter, join } from 'node:path'
+import { realPath } from '../engine/fs'
 
 /** An installed `qemu-system-*` emulator. */
 export interface QemuBinary {
@@ -102,7 +103,7 @@ export async function findQemuBinaries(
   for (const [name, path] of seen) {
     const { version, text } = await versionOf(path)
     binaries.push({
-      path: await realpath(path).catch(() => path),
+      path: await realPath(path),
       name,
       arch: NAME.exec(name)![1]!,
       version,

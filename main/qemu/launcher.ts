@@ -4,11 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { constants as osConstants } from 'node:os'
-import type { Disk } from '../engine/disk'
+import { wholeViewFile, type Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
-import { AddCowDisk } from '../engine/formats/add-cow/add-cow-disk'
 import type { NamePolicy } from '../engine/names'
 import { openImage } from '../engine/open'
+import { findDriver } from '../engine/registry'
 import type { NbdLogEvent } from '../nbd/export-types'
 import { startExport, type ExportHandle } from '../nbd/start-export'
 import { findQemuBinary, hostArch, kvmUsable } from './binaries'
@@ -92,7 +92,7 @@ export async function resolveAccelerator(
  */
 export function diskSourceFor(disk: Disk, via: 'native' | 'raw'): QemuDiskSource {
   if (via === 'native') {
-    if (disk.format !== 'add-cow') {
+    if (!findDriver(disk.format)?.qemuFormat) {
       throw new EngineError(
         'NOT_CAPABLE',
         `--via native runs QEMU's add-cow driver, but ${disk.path} is a ${disk.format} image; use --via raw or --via nbd.`,
@@ -105,29 +105,25 @@ export function diskSourceFor(disk: Disk, via: 'native' | 'raw'): QemuDiskSource
     }
     return { via: 'native', path: disk.path }
   }
-  if (disk instanceof AddCowDisk) {
-    if (!disk.allAllocated) {
-      const fromBase = disk.geometry.clusters - disk.allocatedClusters
-      throw new EngineError(
-        'NOT_CAPABLE',
-        `${disk.path} is not flattened (${fromBase} of its ${disk.geometry.clusters} clusters still come from its base), so its raw image file is not a complete disk; run 'addcow stream ${disk.path}' first, or use --via nbd.`,
-        { path: disk.path, field: 'ALL_ALLOCATED', value: false },
-      )
-    }
-    return { via: 'raw', path: disk.imageFile.path }
-  }
-  if (disk.format !== 'raw') {
+  const whole = wholeViewFile(disk)
+  if (whole) return { via: 'raw', path: whole.path }
+  if (disk.dataFile && disk.markAllocated && disk.allocationCount) {
+    const { allocated, total } = disk.allocationCount()
     throw new EngineError(
       'NOT_CAPABLE',
-      `--via raw needs a flattened add-cow overlay or a raw image; ${disk.path} is ${disk.format}.`,
-      {
-        path: disk.path,
-        field: 'format',
-        value: disk.format,
-      },
+      `${disk.path} is not flattened (${total - allocated} of its ${total} clusters still come from its base), so its raw image file is not a complete disk; run 'addcow stream ${disk.path}' first, or use --via nbd.`,
+      { path: disk.path, field: 'ALL_ALLOCATED', value: false },
     )
   }
-  return { via: 'raw', path: disk.path }
+  throw new EngineError(
+    'NOT_CAPABLE',
+    `--via raw needs a flattened add-cow overlay or a raw image; ${disk.path} is ${disk.format}.`,
+    {
+      path: disk.path,
+      field: 'format',
+      value: disk.format,
+    },
+  )
 }
 
 function exitOf(code: number | null, signal: NodeJS.Signals | null): VmExit {

@@ -1,7 +1,8 @@
-import { open, readdir, realpath } from 'node:fs/promises'
+import { open, readdir } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
 import { throwIfAborted } from '../errors'
+import { realPath } from '../fs'
 import { ADD_COW_MAGIC, FIELDS } from '../formats/add-cow/header'
 import type { Library } from '../library'
 import { resolveName } from '../names'
@@ -84,10 +85,6 @@ export async function storedBackingName(
   }
 }
 
-async function realOrResolved(path: string): Promise<string> {
-  return realpath(path).catch(() => resolve(path))
-}
-
 /**
  * Find the images that use `base` as their backing file: every add-cow, qcow2 and cow file in
  * the base's folder, in the extra `folders`, in the folders of the library's images, and the
@@ -98,8 +95,8 @@ export async function findDependents(
   base: string,
   options: OperationOptions & { library?: Library; folders?: string[]; exclude?: string[] } = {},
 ): Promise<BlastRadius> {
-  const target = await realOrResolved(base)
-  const exclude = new Set(await Promise.all((options.exclude ?? []).map(realOrResolved)))
+  const target = await realPath(base)
+  const exclude = new Set(await Promise.all((options.exclude ?? []).map(realPath)))
   const candidates = new Set<string>()
   const folders = new Set<string>([
     dirname(target),
@@ -130,12 +127,12 @@ export async function findDependents(
   for (const candidate of candidates) {
     throwIfAborted(options.signal, 'search for overlays')
     options.onProgress?.(++done, candidates.size)
-    const real = await realOrResolved(candidate)
+    const real = await realPath(candidate)
     if (real === target || exclude.has(real) || seen.has(real)) continue
     seen.add(real)
     const stored = await storedBackingName(real)
     if (!stored || stored.name.startsWith('json:')) continue
-    if ((await realOrResolved(resolveName(real, stored.name))) === target) {
+    if ((await realPath(resolveName(real, stored.name))) === target) {
       dependents.push({ path: real, format: stored.format, backingName: stored.name })
     }
   }

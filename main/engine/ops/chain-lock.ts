@@ -1,22 +1,18 @@
 import type { Disk } from '../disk'
-import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
 import { chainOf } from '../open'
-import { lockFiles, type LockMode } from './lock'
+import { layerLocks } from './job'
+import { lockFiles } from './lock'
 
 /**
- * Lock every file of an open chain for a long-lived user of it (an NBD export, a VM): the top
- * layer's files exclusively when it is written, shared otherwise, and every layer below shared,
- * so nobody (another addcow, QEMU, qemu-img) writes a file the chain reads. With the native
- * addon these are QEMU's own lock bytes, so QEMU and this engine refuse each other as two QEMUs
- * do. Returns the release function; a conflict is a BUSY error naming the file.
+ * Lock every file of an open chain for a long-lived user of it (an NBD export, a VM), by the
+ * job mechanism's rule ({@link layerLocks}): the top layer's files exclusively when it is
+ * written, shared otherwise, and every layer below shared, so nobody (another addcow, QEMU,
+ * qemu-img) writes a file the chain reads. With the native addon these are QEMU's own lock
+ * bytes, so QEMU and this engine refuse each other as two QEMUs do. Returns the release
+ * function; a conflict is a BUSY error naming the file.
  */
 export async function lockDiskChain(disk: Disk, doing: string): Promise<() => Promise<void>> {
-  const requests: { path: string; mode: LockMode }[] = []
-  for (const [depth, layer] of chainOf(disk).entries()) {
-    const mode: LockMode = depth === 0 && !layer.readOnly ? 'exclusive' : 'shared'
-    requests.push({ path: layer.path, mode })
-    if (layer instanceof AddCowDisk) requests.push({ path: layer.imageFile.path, mode })
-  }
+  const requests = await layerLocks(chainOf(disk), (layer, depth) => depth === 0 && !layer.readOnly)
   const { release } = await lockFiles(requests, doing)
   return release
 }

@@ -1,30 +1,27 @@
-import { realpath, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import type { Disk, OperationOptions } from '../disk'
+import {
+  assertAbilities,
+  wholeViewFile,
+  type BackingLink,
+  type Disk,
+  type DiskAbility,
+  type OperationOptions,
+} from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
+import { runLimited } from '../extents'
 import { BlockFile } from '../file'
-import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
-import { FEATURE_ALL_ALLOCATED, geometry } from '../formats/add-cow/header'
+import { realPath } from '../fs'
+import { canListDataExtents, copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
 import type { Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
-import { runLimited } from '../extents'
-import { fillBitmap, writeCompatibleFeatures } from './add-cow-edit'
+import { getDriver } from '../registry'
 import { findDependents, type DependentImage } from './blast-radius'
-import {
-  assertBaseUnchanged,
-  checkBaseDrift,
-  fingerprintBase,
-  fingerprintChanges,
-  recordBaseFingerprint,
-  realPathOf,
-} from './drift'
-import { lockFiles } from './lock'
-import { canListDataExtents, copyRange, dataExtentsIn, punchOrZero } from './sparse'
+import { fingerprintBase, fingerprintChanges, recordBaseFingerprint } from './drift'
+import { fileLocks, runJob, runOverlayJob, WINDOW_BYTES, type OverlayJob } from './job'
 import { UndoJournal, type UndoHeader } from './undo-journal'
 
-/** Bytes of overlay data handled per step (one journal sync, one progress report). */
-const BATCH_BYTES = 16 * 1024 * 1024
 /** Kernel copies in flight at once into a raw base (on the libuv thread pool). */
 const COPY_PARALLELISM = 4
 /**
@@ -34,6 +31,18 @@ const COPY_PARALLELISM = 4
  * most of it overlaps the copy. Each phase adds a sync of the base and of the bitmap.
  */
 const EMPTYING_PHASES = 8
+
+/** What commit needs of the overlay's format. */
+const COMMIT_NEEDS: readonly DiskAbility[] = [
+  'backingLink',
+  'dataFile',
+  'forEachAllocationRun',
+  'allocationCount',
+  'isAllAllocated',
+  'markUnallocated',
+]
+/** The overlay as commit uses it. */
+type Overlay = Disk & Required<Pick<Disk, (typeof COMMIT_NEEDS)[number]>>
 
 /** What `addcow commit` needs. */
 export interface CommitOptions extends OperationOptions {
@@ -92,91 +101,9 @@ export interface RollbackResult {
   alreadyDone: boolean
 }
 
-/** Refuse unless the overlay can be committed; returns its open disk. */
-async function openOverlay(path: string, options: CommitOptions): Promise<AddCowDisk> {
-  const disk = await openImage(path, {
-    readOnly: options.keep ?? false,
-    ...(options.policy ? { policy: options.policy } : {}),
-  })
-  if (!(disk instanceof AddCowDisk)) {
-    await disk.close()
-    throw new EngineError(
-      'NOT_CAPABLE',
-      `${disk.path} is a ${disk.format} image; commit works on add-cow overlays.`,
-      {
-        path: disk.path,
-        field: 'format',
-        value: disk.format,
-      },
-    )
-  }
-  if (disk.header.backingName === null) {
-    await disk.close()
-    throw new EngineError('BAD_ARGUMENT', `${disk.path} has no backing file to commit into.`, {
-      path: disk.path,
-      field: 'backing name',
-    })
-  }
-  return disk
-}
-
-/** The overlay with ALL_ALLOCATED set hands over to a full bitmap first (guest view unchanged). */
-async function normalizeAllAllocated(
-  disk: AddCowDisk,
-  options: CommitOptions,
-): Promise<AddCowDisk> {
-  if (!disk.allAllocated || options.keep) return disk
-  await fillBitmap(disk.metadataFile, disk.header, disk.size)
-  await writeCompatibleFeatures(
-    disk.metadataFile,
-    disk.header.compatibleFeatures & ~FEATURE_ALL_ALLOCATED,
-  )
-  const path = disk.path
-  await disk.close()
-  return openOverlay(path, options)
-}
-
-/** Open the base writable (or read-only for inspection) by its real path and recorded format. */
-async function openBase(
-  path: string,
-  format: string,
-  readOnly: boolean,
-  policy?: NamePolicy,
-): Promise<Disk> {
-  return openImage(path, { format, readOnly, ...(policy ? { policy } : {}) })
-}
-
-/** Clusters in one window of {@link forEachAllocatedWindow}: BATCH_BYTES of guest space. */
-function windowClusters(disk: AddCowDisk): number {
-  return Math.max(1, Math.floor(BATCH_BYTES / disk.clusterSize))
-}
-
 /**
- * Visit the allocated byte ranges of clusters [from, to) of `disk` window by window, BATCH_BYTES
- * of clusters at a time.
- */
-async function forEachAllocatedWindow(
-  disk: AddCowDisk,
-  visit: (runs: [number, number][]) => Promise<void>,
-  signal?: AbortSignal,
-  from = 0,
-  to = disk.geometry.clusters,
-): Promise<void> {
-  const clusterSize = disk.clusterSize
-  const perWindow = windowClusters(disk)
-  for (let first = from; first < to; first += perWindow) {
-    throwIfAborted(signal, 'commit')
-    const runs: [number, number][] = []
-    disk.forEachAllocationRun(first, Math.min(to, first + perWindow), (start, stop, allocated) => {
-      if (allocated) runs.push([start * clusterSize, Math.min(stop * clusterSize, disk.size)])
-    })
-    if (runs.length > 0) await visit(runs)
-  }
-}
-
-/**
- * `commit`: copy every allocated cluster of an add-cow overlay into its direct backing file
- * (raw or add-cow, or any writable format), then, unless `keep`, empty the overlay.
+ * `commit`: copy every allocated cluster of an overlay into its direct backing file (raw or
+ * add-cow, or any writable format), then, unless `keep`, empty the overlay.
  *
  * Before writing it checks the base's fingerprint (drift), finds the other images on the same
  * base (refusing unless `force`), locks the base exclusively (QEMU's lock bytes), and with
@@ -193,13 +120,28 @@ async function forEachAllocatedWindow(
 export async function commitOverlay(options: CommitOptions): Promise<CommitResult> {
   const tail: CommitTail = { emptying: null, release: null }
   try {
-    const result = await commitAndClose(options, tail)
+    const result = await runOverlayJob(
+      'commit',
+      {
+        ...options,
+        path: options.overlay,
+        readOnly: options.keep ?? false,
+        needs: options.keep ? COMMIT_NEEDS : [...COMMIT_NEEDS, 'clearAllAllocatedAndClose'],
+        // An ALL_ALLOCATED overlay never reads its base: the check reports 'not-consulted'.
+        drift: {
+          library: options.library,
+          accept: options.acceptBase ?? false,
+          doing: 'commit into it',
+        },
+      },
+      (job) => commitBody(job, options, tail),
+    )
     // The base changed on purpose: record its new fingerprint for this overlay (reopened, so
     // that no cached bitmap of the old base is read), while the image file's blocks are freed.
     const record = async (): Promise<void> => {
       const disk = await openImage(result.overlay, {
         readOnly: true,
-        format: 'add-cow',
+        format: result.overlayFormat,
         ...(options.policy ? { policy: options.policy } : {}),
       })
       try {
@@ -209,38 +151,50 @@ export async function commitOverlay(options: CommitOptions): Promise<CommitResul
       }
     }
     const [emptiedBy] = await Promise.all([tail.emptying ?? Promise.resolve(null), record()])
-    return { ...result, emptiedBy }
+    const { overlayFormat: _format, ...committed } = result
+    void _format
+    return { ...committed, emptiedBy }
   } finally {
     await tail.emptying?.catch(() => undefined)
     await tail.release?.()
   }
 }
 
-/** What outlives commitAndClose: the hole punching still running, and the locks it needs. */
+/** What outlives the commit job: the hole punching still running, and the locks it needs. */
 interface CommitTail {
   emptying: Promise<'punched' | 'zeroed'> | null
   release: (() => Promise<void>) | null
 }
 
-async function commitAndClose(options: CommitOptions, tail: CommitTail): Promise<CommitResult> {
-  let disk = await openOverlay(options.overlay, options)
-  let target: Disk | null = null
-  let rawFile: BlockFile | null = null
-  let journal: UndoJournal | null = null
-  try {
-    const below = disk.backing
-    // With ALL_ALLOCATED the driver does not open the backing file; open it for the checks.
-    const base = below ?? (await openOverlayBase(disk, options))
-    const basePath = await realPathOf(base)
-    const baseFormat = base.format
-    const baseFiles =
-      base instanceof AddCowDisk ? [basePath, await real(base.imageFile.path)] : [basePath]
-    if (!below) await base.close()
-    // An ALL_ALLOCATED overlay never reads its base: the check reports 'not-consulted'.
-    const drift = await checkBaseDrift(disk, options.library, options)
-    assertBaseUnchanged(drift, { force: options.acceptBase ?? false, doing: 'commit into it' })
+/** What commit found about the base before it locked anything. */
+interface CommitPlan {
+  basePath: string
+  baseFormat: string
+  overlayPath: string
+  dependents: DependentImage[]
+}
 
-    const overlayPath = await realPathOf(disk)
+/** The commit's body, after the job's preamble opened and checked the overlay. */
+async function commitBody(
+  job: OverlayJob,
+  options: CommitOptions,
+  tail: CommitTail,
+): Promise<CommitResult & { overlayFormat: string }> {
+  const disk = job.disk as Overlay
+  const link = disk.backingLink()
+  if (link === null) {
+    throw new EngineError('BAD_ARGUMENT', `${disk.path} has no backing file to commit into.`, {
+      path: disk.path,
+      field: 'backing name',
+    })
+  }
+  const below = disk.backing
+  // With ALL_ALLOCATED the driver does not open the backing file; open it for the checks.
+  const base = below ?? (await openOverlayBase(disk, link, options))
+  let plan: CommitPlan
+  try {
+    const basePath = await realPath(base.path)
+    const overlayPath = await realPath(disk.path)
     const radius = await findDependents(basePath, {
       library: options.library,
       folders: [dirname(overlayPath)],
@@ -255,156 +209,172 @@ async function commitAndClose(options: CommitOptions, tail: CommitTail): Promise
         { path: basePath, field: 'dependents', value: names },
       )
     }
-
-    const overlayFiles = [overlayPath, await real(disk.imageFile.path)]
-    const locks = await lockFiles(
-      [
-        ...baseFiles.map((path) => ({ path, mode: 'exclusive' as const })),
-        ...overlayFiles.map((path) => ({
-          path,
-          mode: options.keep ? ('shared' as const) : ('exclusive' as const),
-        })),
-      ],
-      'commit',
-    )
-    tail.release = locks.release
-    disk = await normalizeAllAllocated(disk, options)
-
-    target = await openBase(basePath, baseFormat, false, options.policy)
-    if (!target.capabilities.write) {
-      throw new EngineError(
-        'NOT_CAPABLE',
-        `${basePath} is a ${baseFormat} image, which this tool cannot write.`,
-        { path: basePath },
-      )
-    }
-    if (options.undo !== undefined && !(target instanceof AddCowDisk) && baseFormat !== 'raw') {
-      throw new EngineError(
-        'NOT_CAPABLE',
-        `An undo journal needs a raw or add-cow base; ${basePath} is ${baseFormat}.`,
-        { path: basePath },
-      )
-    }
-
-    let resumed = false
-    if (options.undo !== undefined) {
-      const opened = await openOrCreateJournal(options.undo, disk, overlayPath, target, basePath)
-      journal = opened.journal
-      resumed = opened.resumed
-    }
-
-    let grewBase: [number, number] | null = null
-    if (disk.size > target.size) {
-      grewBase = [target.size, disk.size]
-      target = await growBase(target, basePath, baseFormat, disk.size, options.policy)
-    }
-    if (baseFormat === 'raw') rawFile = await BlockFile.open(target.path, true)
-
-    const total = disk.allocatedClusters * disk.clusterSize
-    let done = 0
-    let clusters = 0
-    const writer = target
-    const file = rawFile
-    const syncBase = (): Promise<void> => (file ? file.sync() : writer.flush())
-    // Without an undo journal the overlay is emptied phase by phase (see emptyRange): each
-    // phase's holes are punched while the next phase copies. With a journal it is emptied at
-    // the end, after the journal says 'copied', which is what its rollback relies on.
-    const phased = !options.keep && !journal
-    const clusterCount = disk.geometry.clusters
-    const perWindow = windowClusters(disk)
-    const phaseClusters = phased
-      ? Math.ceil(Math.ceil(clusterCount / EMPTYING_PHASES) / perWindow) * perWindow
-      : clusterCount
-    const punches: Promise<'punched' | 'zeroed'>[] = []
-    try {
-      for (let from = 0; from < clusterCount; from += phaseClusters) {
-        const to = Math.min(clusterCount, from + phaseClusters)
-        await forEachAllocatedWindow(
-          disk,
-          async (runs) => {
-            if (journal) await journalRuns(journal, writer, runs)
-            await runLimited(
-              runs.map(([start, end]) => async () => {
-                if (file) await copyIntoRaw(disk, file, start, end)
-                else await copyThroughDisk(disk, writer, start, end)
-                done += end - start
-                clusters += Math.ceil((end - start) / disk.clusterSize)
-              }),
-              file ? COPY_PARALLELISM : 1,
-            )
-            options.onProgress?.(Math.min(done, total), total)
-          },
-          options.signal,
-          from,
-          to,
-        )
-        if (phased) {
-          throwIfAborted(options.signal, 'commit')
-          await syncBase()
-          punches.push((await emptyRange(disk, from, to)).punching)
-        }
-      }
-    } finally {
-      // Punching never outlives this function's caller: on failure, wait for what started.
-      if (punches.length > 0) tail.emptying = combinePunches(punches)
-    }
-    if (!phased) {
-      await syncBase()
-      if (journal) {
-        // Also after a resumed run that copied more: the record carries the base's latest fingerprint.
-        await journal.setState({
-          state: 'copied',
-          at: new Date().toISOString(),
-          baseAfter: await fingerprintBase(overlayPath, target),
-        })
-      }
-      if (!options.keep) {
-        throwIfAborted(options.signal, 'commit')
-        tail.emptying = (await emptyRange(disk, 0, clusterCount)).punching
-      }
-    }
-    options.onProgress?.(total, total)
-    return {
-      overlay: overlayPath,
-      base: basePath,
-      baseFormat,
-      clusters,
-      bytes: done,
-      emptied: !options.keep,
-      emptiedBy: null,
-      dependents: radius.dependents,
-      undo: journal?.path ?? null,
-      resumed,
-      grewBase,
-      lockKind: locks.locks[0]?.kind ?? 'none',
-    }
+    // The overlay exclusively (shared with keep), the base exclusively, its chain shared.
+    await job.lockChain(below ? [] : [base], [base])
+    tail.release = job.handOverLocks()
+    plan = { basePath, baseFormat: base.format, overlayPath, dependents: radius.dependents }
   } finally {
-    await rawFile?.close().catch(() => undefined)
-    await target?.close().catch(() => undefined)
-    await journal?.close().catch(() => undefined)
-    await disk.close().catch(() => undefined)
+    if (!below) await base.close().catch(() => undefined)
+  }
+  return commitLocked(job, disk, plan, options, tail)
+}
+
+/** The copy body of commit, under the locks. */
+async function commitLocked(
+  job: OverlayJob,
+  opened: Overlay,
+  plan: CommitPlan,
+  options: CommitOptions,
+  tail: CommitTail,
+): Promise<CommitResult & { overlayFormat: string }> {
+  let overlay = opened
+  if (!options.keep && overlay.isAllAllocated()) {
+    // Hand ALL_ALLOCATED over to a full bitmap first (the guest view is unchanged).
+    job.release(overlay)
+    await overlay.clearAllAllocatedAndClose!()
+    overlay = (await job.reopen()) as Overlay
+    assertAbilities(overlay, COMMIT_NEEDS, 'commit')
+  }
+  const { basePath, baseFormat, overlayPath } = plan
+  let target = await job.open(basePath, { format: baseFormat, readOnly: false })
+  if (!target.capabilities.write) {
+    throw new EngineError(
+      'NOT_CAPABLE',
+      `${basePath} is a ${baseFormat} image, which this tool cannot write.`,
+      { path: basePath },
+    )
+  }
+  if (options.undo !== undefined && !target.dataFile) {
+    throw new EngineError(
+      'NOT_CAPABLE',
+      `An undo journal needs a raw or add-cow base; ${basePath} is ${baseFormat}.`,
+      { path: basePath },
+    )
+  }
+
+  let journal: UndoJournal | null = null
+  let resumed = false
+  if (options.undo !== undefined) {
+    const opened = await openOrCreateJournal(options.undo, overlay, overlayPath, target, basePath)
+    journal = job.adopt(opened.journal)
+    resumed = opened.resumed
+  }
+
+  let grewBase: [number, number] | null = null
+  if (overlay.size > target.size) {
+    if (!target.growAndClose) {
+      throw new EngineError(
+        'NOT_CAPABLE',
+        `${basePath} (${baseFormat}) is smaller than the overlay and cannot be grown by this tool.`,
+        { path: basePath, field: 'virtual size', value: target.size },
+      )
+    }
+    grewBase = [target.size, overlay.size]
+    job.release(target)
+    await target.growAndClose(overlay.size)
+    target = await job.open(basePath, { format: baseFormat, readOnly: false })
+  }
+  // A base that is one plain file (raw, or a flattened add-cow) takes the copies in the kernel.
+  const plain = wholeViewFile(target)
+  const file = plain ? job.adopt(await BlockFile.open(plain.path, true)) : null
+  const writer = target
+  const syncBase = (): Promise<void> => (file ? file.sync() : writer.flush())
+
+  // Without an undo journal the overlay is emptied phase by phase (see emptyRange): each
+  // phase's holes are punched while the next phase copies. With a journal it is emptied at
+  // the end, after the journal says 'copied', which is what its rollback relies on.
+  const phased = !options.keep && !journal
+  const clusterCount = overlay.allocationCount().total
+  const perWindow = Math.max(1, Math.floor(WINDOW_BYTES / overlay.allocationUnit))
+  const phaseClusters = phased
+    ? Math.ceil(Math.ceil(clusterCount / EMPTYING_PHASES) / perWindow) * perWindow
+    : clusterCount
+  const copyFrom = overlay
+  const punches: Promise<'punched' | 'zeroed'>[] = []
+  let walked
+  try {
+    walked = await job.walk(
+      {
+        select: 'allocated',
+        afterWindow: async (_first, end) => {
+          if (!phased || (end % phaseClusters !== 0 && end !== clusterCount)) return
+          job.throwIfCancelled()
+          await syncBase()
+          const phaseStart = Math.floor((end - 1) / phaseClusters) * phaseClusters
+          punches.push((await emptyRange(copyFrom, phaseStart, end)).punching)
+        },
+      },
+      async (runs) => {
+        if (journal) await journalRuns(journal, writer, runs)
+        await runLimited(
+          runs.map(({ start, end }) => async () => {
+            if (file) await copyIntoRaw(copyFrom, file, start, end)
+            else await copyThroughDisk(copyFrom, writer, start, end)
+          }),
+          file ? COPY_PARALLELISM : 1,
+        )
+      },
+    )
+  } finally {
+    // Punching never outlives this function's caller: on failure, wait for what started.
+    if (punches.length > 0) tail.emptying = combinePunches(punches)
+  }
+  if (!phased) {
+    await syncBase()
+    if (journal) {
+      // Also after a resumed run that copied more: the record carries the base's latest fingerprint.
+      await journal.setState({
+        state: 'copied',
+        at: new Date().toISOString(),
+        baseAfter: await fingerprintBase(overlayPath, target),
+      })
+    }
+    if (!options.keep) {
+      job.throwIfCancelled()
+      tail.emptying = (await emptyRange(overlay, 0, clusterCount)).punching
+    }
+  }
+  options.onProgress?.(walked.bytes, walked.bytes)
+  return {
+    overlay: overlayPath,
+    overlayFormat: overlay.format,
+    base: basePath,
+    baseFormat,
+    clusters: walked.units,
+    bytes: walked.bytes,
+    emptied: !options.keep,
+    emptiedBy: null,
+    dependents: plan.dependents,
+    undo: journal?.path ?? null,
+    resumed,
+    grewBase,
+    lockKind: job.lockKind,
   }
 }
 
-async function real(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
 /** Open the base of an ALL_ALLOCATED overlay (the driver skips it) by its stored name. */
-async function openOverlayBase(disk: AddCowDisk, options: CommitOptions): Promise<Disk> {
+async function openOverlayBase(
+  disk: Disk,
+  link: BackingLink,
+  options: CommitOptions,
+): Promise<Disk> {
   const verdict = await judgeName(
     disk.path,
-    disk.header.backingName ?? '',
-    disk.header.backingFormat,
+    link.name,
+    link.format,
     options.policy ?? STRICT_POLICY,
   )
   assertFollowable(disk.path, 'backing file', verdict)
-  return openBase(verdict.resolved, disk.header.backingFormat ?? 'raw', true, options.policy)
+  return openImage(verdict.resolved, {
+    format: link.format ?? 'raw',
+    readOnly: true,
+    ...(options.policy ? { policy: options.policy } : {}),
+  })
 }
 
 async function openOrCreateJournal(
   path: string,
-  disk: AddCowDisk,
+  disk: Overlay,
   overlayPath: string,
   target: Disk,
   basePath: string,
@@ -438,138 +408,86 @@ async function openOrCreateJournal(
     }
     return { journal, resumed: true }
   }
-  const addCow = target instanceof AddCowDisk ? target : null
-  const dataFile = addCow ? addCow.imageFile.path : target.path
+  const dataFile = target.dataFile!().path
+  const separate = dataFile !== target.path
   const header: UndoHeader = {
     kind: 'addcow-commit-undo',
     createdAt: new Date().toISOString(),
     overlay: overlayPath,
-    overlayImage: await real(disk.imageFile.path),
-    overlayClusterSize: disk.clusterSize,
+    overlayImage: await realPath(disk.dataFile().path),
+    overlayClusterSize: disk.allocationUnit,
+    overlayFormat: disk.format,
     base: basePath,
-    baseFormat: addCow ? 'add-cow' : 'raw',
-    baseDataFile: await real(dataFile),
-    baseMetadataFile: addCow ? basePath : null,
-    baseClusterSize: addCow ? addCow.clusterSize : 1,
-    baseFeaturesBefore: addCow ? `0x${addCow.header.compatibleFeatures.toString(16)}` : null,
+    baseFormat: target.format,
+    baseDataFile: await realPath(dataFile),
+    baseMetadataFile: separate ? basePath : null,
+    baseClusterSize: target.allocationUnit,
+    baseFeaturesBefore: target.savedState?.() ?? null,
     baseSizeBefore: target.size,
     baseDataFileLengthBefore: (await stat(dataFile)).size,
-    baseMetadataLengthBefore: addCow ? (await stat(basePath)).size : null,
+    baseMetadataLengthBefore: separate ? (await stat(basePath)).size : null,
   }
   return { journal: await UndoJournal.create(path, header), resumed: false }
-}
-
-/** Grow the base to `size` (a commit of a larger overlay, as qemu-img does); returns it reopened. */
-async function growBase(
-  target: Disk,
-  basePath: string,
-  format: string,
-  size: number,
-  policy?: NamePolicy,
-): Promise<Disk> {
-  if (target instanceof AddCowDisk) {
-    const metaLength = geometry(target.header.clusterBits, size).fileLength
-    const imagePath = target.imageFile.path
-    await target.close()
-    const image = await BlockFile.open(imagePath, true)
-    try {
-      await image.truncate(size)
-      await image.sync()
-    } finally {
-      await image.close()
-    }
-    const meta = await BlockFile.open(basePath, true)
-    try {
-      if ((await meta.length()) < metaLength) await meta.truncate(metaLength)
-      await meta.sync()
-    } finally {
-      await meta.close()
-    }
-  } else if (format === 'raw') {
-    await target.close()
-    const file = await BlockFile.open(basePath, true)
-    try {
-      await file.truncate(size)
-      await file.sync()
-    } finally {
-      await file.close()
-    }
-  } else {
-    throw new EngineError(
-      'NOT_CAPABLE',
-      `${basePath} (${format}) is smaller than the overlay and cannot be grown by this tool.`,
-      {
-        path: basePath,
-        field: 'virtual size',
-        value: target.size,
-      },
-    )
-  }
-  return openBase(basePath, format, false, policy)
 }
 
 /** Save, before they are overwritten, the base bytes under `runs` that the journal lacks. */
 async function journalRuns(
   journal: UndoJournal,
   target: Disk,
-  runs: [number, number][],
+  runs: { start: number; end: number }[],
 ): Promise<void> {
-  const addCow = target instanceof AddCowDisk ? target : null
-  const unit = addCow ? addCow.clusterSize : 1
-  const source = addCow ? addCow.imageFile : await BlockFile.open(target.path, false)
-  try {
-    for (const [start, end] of runs) {
-      for (const [from, to] of journal.committed.missing(start, end))
-        journal.addRange(from, to - from)
-      const low = Math.floor(start / unit) * unit
-      const high = Math.min(Math.ceil(end / unit) * unit, target.size)
-      for (const [from, to] of journal.saved.missing(low, high)) {
-        if (!addCow) {
-          const data = Buffer.allocUnsafe(to - from)
-          await source.readAt(data, from)
-          journal.addData(from, data, false)
-          continue
-        }
-        const pending: Promise<void>[] = []
-        addCow.forEachAllocationRun(
-          Math.floor(from / unit),
-          Math.ceil(to / unit),
-          (first, stop, allocated) => {
-            const pieceStart = Math.max(from, first * unit)
-            const pieceEnd = Math.min(to, stop * unit)
-            const data = Buffer.allocUnsafe(pieceEnd - pieceStart)
-            pending.push(
-              source
-                .readAt(data, pieceStart)
-                .then(() => journal.addData(pieceStart, data, allocated)),
-            )
-          },
-        )
-        await Promise.all(pending)
+  const unit = target.allocationUnit
+  const source = target.dataFile!()
+  for (const { start, end } of runs) {
+    for (const [from, to] of journal.committed.missing(start, end))
+      journal.addRange(from, to - from)
+    const low = Math.floor(start / unit) * unit
+    const high = Math.min(Math.ceil(end / unit) * unit, target.size)
+    for (const [from, to] of journal.saved.missing(low, high)) {
+      if (!target.forEachAllocationRun) {
+        const data = Buffer.allocUnsafe(to - from)
+        await source.readAt(data, from)
+        journal.addData(from, data, false)
+        continue
       }
+      const pending: Promise<void>[] = []
+      target.forEachAllocationRun(
+        Math.floor(from / unit),
+        Math.ceil(to / unit),
+        (first, stop, allocated) => {
+          const pieceStart = Math.max(from, first * unit)
+          const pieceEnd = Math.min(to, stop * unit)
+          const data = Buffer.allocUnsafe(pieceEnd - pieceStart)
+          pending.push(
+            source
+              .readAt(data, pieceStart)
+              .then(() => journal.addData(pieceStart, data, allocated)),
+          )
+        },
+      )
+      await Promise.all(pending)
     }
-    await journal.sync()
-  } finally {
-    if (!addCow) await source.close()
   }
+  await journal.sync()
 }
 
-/** Copy overlay bytes [start, end) into a raw base: data extents in the kernel, holes punched. */
+/** Copy overlay bytes [start, end) into a plain-file base: data extents in the kernel, holes punched. */
 async function copyIntoRaw(
-  disk: AddCowDisk,
+  disk: Overlay,
   base: BlockFile,
   start: number,
   end: number,
 ): Promise<void> {
-  const extents = await dataExtentsIn(disk.imageFile, start, end)
+  const image = disk.dataFile()
+  const extents = await dataExtentsIn(image, start, end)
   if (!extents) {
-    await copyRange(disk.imageFile, start, base, start, end - start)
+    await copyRange(image, start, base, start, end - start)
     return
   }
   let cursor = start
   for (const [from, to] of extents) {
     if (from > cursor) await punchOrZero(base, cursor, from - cursor)
-    await copyRange(disk.imageFile, from, base, from, to - from)
+    await copyRange(image, from, base, from, to - from)
     cursor = to
   }
   if (cursor < end) await punchOrZero(base, cursor, end - cursor)
@@ -577,15 +495,16 @@ async function copyIntoRaw(
 
 /** Copy overlay bytes [start, end) into a base through its driver (add-cow and other formats). */
 async function copyThroughDisk(
-  disk: AddCowDisk,
+  disk: Overlay,
   target: Disk,
   start: number,
   end: number,
 ): Promise<void> {
-  const buffer = Buffer.allocUnsafe(Math.min(BATCH_BYTES, end - start))
+  const image = disk.dataFile()
+  const buffer = Buffer.allocUnsafe(Math.min(WINDOW_BYTES, end - start))
   for (let position = start; position < end; position += buffer.length) {
     const piece = buffer.subarray(0, Math.min(buffer.length, end - position))
-    await disk.imageFile.readAt(piece, position)
+    await image.readAt(piece, position)
     await target.write(position, piece)
   }
 }
@@ -602,7 +521,7 @@ async function copyThroughDisk(
  * returned inside an object so that awaiting this function does not wait for it.
  */
 async function emptyRange(
-  disk: AddCowDisk,
+  disk: Overlay,
   from: number,
   to: number,
 ): Promise<{ punching: Promise<'punched' | 'zeroed'> }> {
@@ -612,9 +531,9 @@ async function emptyRange(
   })
   for (const [first, stop] of cleared) disk.markUnallocated(first, stop)
   await disk.flush()
-  const image = await BlockFile.open(disk.imageFile.path, true)
+  const image = await BlockFile.open(disk.dataFile().path, true)
   const size = disk.size
-  const clusterSize = disk.clusterSize
+  const clusterSize = disk.allocationUnit
   const punching = (async () => {
     try {
       if (canListDataExtents()) {
@@ -649,7 +568,6 @@ async function combinePunches(
  */
 export async function rollbackCommit(options: RollbackOptions): Promise<RollbackResult> {
   const journal = await UndoJournal.open(options.journal, true)
-  let release: (() => Promise<void>) | null = null
   try {
     const header = journal.header
     const result: RollbackResult = {
@@ -664,71 +582,79 @@ export async function rollbackCommit(options: RollbackOptions): Promise<Rollback
       () => true,
       () => false,
     )
-    const policy = options.policy ? { policy: options.policy } : {}
-    const locks = await lockFiles(
-      [
-        { path: header.base, mode: 'exclusive' },
-        ...(header.baseMetadataFile
-          ? [{ path: header.baseDataFile, mode: 'exclusive' as const }]
-          : []),
+    return await runJob('rollback', { ...options, doing: 'roll back the commit' }, async (job) => {
+      await job.lock([
+        ...(await fileLocks(
+          [header.base, ...(header.baseMetadataFile ? [header.baseDataFile] : [])],
+          'exclusive',
+        )),
         ...(overlayExists
-          ? [
-              { path: header.overlay, mode: 'exclusive' as const },
-              { path: header.overlayImage, mode: 'exclusive' as const },
-            ]
+          ? await fileLocks([header.overlay, header.overlayImage], 'exclusive')
           : []),
-      ],
-      'roll back the commit',
-    )
-    release = locks.release
-    if (journal.state !== 'rolling-back') {
-      const after = journal.lastState?.baseAfter
-      if (after) {
-        const base = await openBase(header.base, header.baseFormat, true, options.policy)
-        try {
-          const changes = fingerprintChanges(after, await fingerprintBase(after.overlay, base))
-          if (changes.length > 0 && !options.force) {
+      ])
+      if (journal.state !== 'rolling-back') {
+        const after = journal.lastState?.baseAfter
+        if (after) {
+          const base = await openBase(header.base, header.baseFormat, true, options.policy)
+          try {
+            const changes = fingerprintChanges(after, await fingerprintBase(after.overlay, base))
+            if (changes.length > 0 && !options.force) {
+              throw new EngineError(
+                'BASE_CHANGED',
+                `The base ${header.base} changed after the commit (${changes.join('; ')}); a rollback would undo those changes too (pass --force to roll back anyway).`,
+                { path: header.base, field: 'base fingerprint', value: changes[0] },
+              )
+            }
+          } finally {
+            await base.close()
+          }
+        }
+        if (journal.state === 'copied') {
+          if (!overlayExists && !options.force) {
             throw new EngineError(
-              'BASE_CHANGED',
-              `The base ${header.base} changed after the commit (${changes.join('; ')}); a rollback would undo those changes too (pass --force to roll back anyway).`,
-              { path: header.base, field: 'base fingerprint', value: changes[0] },
+              'MISSING_FILE',
+              `The overlay ${header.overlay} is gone; rolling back the base would lose the committed data for good (pass --force to roll back anyway).`,
+              { path: header.overlay },
             )
           }
-        } finally {
-          await base.close()
+          if (overlayExists)
+            result.overlayClusters = await restoreOverlay(journal, header.overlay, options)
+        }
+        await journal.setState({ state: 'rolling-back', at: new Date().toISOString() })
+      }
+      result.restoredBytes = await restoreBase(journal, options)
+      await journal.setState({ state: 'rolled-back', at: new Date().toISOString() })
+      if (overlayExists) {
+        const disk = await openImage(header.overlay, {
+          readOnly: true,
+          format: overlayFormatOf(header),
+          ...(options.policy ? { policy: options.policy } : {}),
+        }).catch(() => null)
+        if (disk) {
+          await recordBaseFingerprint(disk, options.library).catch(() => null)
+          await disk.close()
         }
       }
-      if (journal.state === 'copied') {
-        if (!overlayExists && !options.force) {
-          throw new EngineError(
-            'MISSING_FILE',
-            `The overlay ${header.overlay} is gone; rolling back the base would lose the committed data for good (pass --force to roll back anyway).`,
-            { path: header.overlay },
-          )
-        }
-        if (overlayExists)
-          result.overlayClusters = await restoreOverlay(journal, header.overlay, options)
-      }
-      await journal.setState({ state: 'rolling-back', at: new Date().toISOString() })
-    }
-    result.restoredBytes = await restoreBase(journal, options)
-    await journal.setState({ state: 'rolled-back', at: new Date().toISOString() })
-    if (overlayExists) {
-      const disk = await openImage(header.overlay, {
-        readOnly: true,
-        format: 'add-cow',
-        ...policy,
-      }).catch(() => null)
-      if (disk) {
-        await recordBaseFingerprint(disk, options.library).catch(() => null)
-        await disk.close()
-      }
-    }
-    return result
+      return result
+    })
   } finally {
     await journal.close().catch(() => undefined)
-    await release?.()
   }
+}
+
+/** The overlay's format as the journal records it (never probed: the journal names the file). */
+function overlayFormatOf(header: UndoHeader): string {
+  return header.overlayFormat ?? 'add-cow'
+}
+
+/** Open a base by its real path and recorded format, writable or read-only. */
+async function openBase(
+  path: string,
+  format: string,
+  readOnly: boolean,
+  policy?: NamePolicy,
+): Promise<Disk> {
+  return openImage(path, { format, readOnly, ...(policy ? { policy } : {}) })
 }
 
 /** Give the overlay back every committed cluster it no longer marks, from the base. */
@@ -739,26 +665,29 @@ async function restoreOverlay(
 ): Promise<number> {
   const disk = await openImage(overlay, {
     readOnly: false,
-    format: 'add-cow',
+    format: overlayFormatOf(journal.header),
     ...(options.policy ? { policy: options.policy } : {}),
   })
   try {
-    if (!(disk instanceof AddCowDisk) || !disk.backing) {
+    const backing = disk.backing
+    const { dataFile, forEachAllocationRun, markAllocated, isAllAllocated } = disk
+    if (!backing || !dataFile || !forEachAllocationRun || !markAllocated || !isAllAllocated) {
       throw new EngineError(
         'NOT_CAPABLE',
         `${overlay} is no longer an add-cow overlay with a backing file.`,
         { path: overlay },
       )
     }
-    if (disk.allAllocated) return 0
-    const backing = disk.backing
-    const clusterSize = disk.clusterSize
+    if (isAllAllocated.call(disk)) return 0
+    const image = dataFile.call(disk)
+    const clusterSize = disk.allocationUnit
     let restored = 0
-    const buffer = Buffer.allocUnsafe(BATCH_BYTES)
+    const buffer = Buffer.allocUnsafe(WINDOW_BYTES)
     for (const [start, end] of journal.committed.intervals) {
       throwIfAborted(options.signal, 'rollback')
       const runs: [number, number][] = []
-      disk.forEachAllocationRun(
+      forEachAllocationRun.call(
+        disk,
         Math.floor(start / clusterSize),
         Math.ceil(Math.min(end, disk.size) / clusterSize),
         (first, stop, allocated) => {
@@ -773,9 +702,9 @@ async function restoreOverlay(
           const available = Math.max(0, Math.min(piece.length, backing.size - position))
           if (available > 0) await backing.readInto(piece.subarray(0, available), position)
           piece.fill(0, available)
-          await disk.imageFile.writeAt(piece, position)
+          await image.writeAt(piece, position)
         }
-        disk.markAllocated(first, stop)
+        markAllocated.call(disk, first, stop)
         restored += stop - first
       }
     }
@@ -786,33 +715,28 @@ async function restoreOverlay(
   }
 }
 
-/** Put the journal's old bytes back into the base, then its bits, features and lengths. */
+/** Put the journal's old bytes back into the base, then its bits, metadata and lengths. */
 async function restoreBase(journal: UndoJournal, options: RollbackOptions): Promise<number> {
   const header = journal.header
   let restored = 0
   const total = journal.records.reduce((sum, record) => sum + record.length, 0)
-  if (header.baseFormat === 'add-cow' && header.baseMetadataFile) {
-    const meta = await BlockFile.open(header.baseMetadataFile, true)
+  if (header.baseMetadataFile) {
+    // Metadata first (add-cow: the features, so that the bitmap is read again), then the data.
+    const driver = getDriver(header.baseFormat, header.base)
+    if (header.baseFeaturesBefore !== null)
+      await driver.restoreState?.(header.baseMetadataFile, header.baseFeaturesBefore)
+    const base = await openBase(header.base, header.baseFormat, false, options.policy)
     try {
-      const before = BigInt(header.baseFeaturesBefore ?? '0')
-      await writeCompatibleFeatures(meta, before)
-    } finally {
-      await meta.close()
-    }
-    const base = await openBase(header.base, 'add-cow', false, options.policy)
-    try {
-      if (!(base instanceof AddCowDisk))
-        throw new EngineError('FORMAT_MISMATCH', `${header.base} is no longer an add-cow file.`, {
-          path: header.base,
-        })
-      const unit = base.clusterSize
+      assertAbilities(base, ['dataFile'], 'rollback')
+      const image = base.dataFile!()
+      const unit = base.allocationUnit
       for (const record of journal.records) {
         throwIfAborted(options.signal, 'rollback')
         const data = Buffer.allocUnsafe(record.length)
         await journal.readData(record, data)
-        await base.imageFile.writeAt(data, record.offset)
-        if (!record.allocated && !base.allAllocated) {
-          base.markUnallocated(
+        await image.writeAt(data, record.offset)
+        if (!record.allocated && !base.isAllAllocated?.()) {
+          base.markUnallocated?.(
             Math.floor(record.offset / unit),
             Math.ceil((record.offset + record.length) / unit),
           )

@@ -1,23 +1,14 @@
-import { randomBytes } from 'node:crypto'
-import { lstat, realpath, rename, rm, stat } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
-import { EngineError, throwIfAborted } from '../errors'
-import { BlockFile } from '../file'
-import { MAX_BITMAP_BYTES } from '../formats/add-cow/add-cow-disk'
-import {
-  DEFAULT_CLUSTER_BITS,
-  encodeHeader,
-  FEATURE_ALL_ALLOCATED,
-  geometry,
-  MAX_CLUSTER_BITS,
-  MIN_CLUSTER_BITS,
-} from '../formats/add-cow/header'
-import { resolveName } from '../names'
-import { openImage, probeFormat } from '../open'
-import type { NamePolicy } from '../names'
+import { EngineError } from '../errors'
+import { pathExists, realPath } from '../fs'
+import { createAddCow, planAddCow } from '../formats/add-cow/create'
 import type { BaseFingerprint } from '../library'
+import { resolveName, type NamePolicy } from '../names'
+import { openImage, probeFormat } from '../open'
 import { fingerprintBase } from './drift'
+
+export { clusterBitsOf, defaultImageName } from '../formats/add-cow/create'
 
 /** What `addcow create` needs. Names are stored exactly as given. */
 export interface CreateOverlayOptions extends OperationOptions {
@@ -52,58 +43,17 @@ export interface CreateOverlayResult {
   baseFingerprint: BaseFingerprint | null
 }
 
-/** The default image file name for an overlay: `x.add-cow` → `x.raw`, else `x.raw` appended. */
-export function defaultImageName(overlay: string): string {
-  const name = basename(overlay)
-  return name.endsWith('.add-cow') ? name.slice(0, -'.add-cow'.length) + '.raw' : name + '.raw'
-}
-
-/** Cluster bits for a cluster size, or a BAD_ARGUMENT error. */
-export function clusterBitsOf(clusterSize: number): number {
-  const bits = Math.log2(clusterSize)
-  if (!Number.isInteger(bits) || bits < MIN_CLUSTER_BITS || bits > MAX_CLUSTER_BITS) {
-    throw new EngineError(
-      'BAD_ARGUMENT',
-      `Cluster size ${clusterSize} is not a power of two between 4 KiB and 2 MiB.`,
-      { field: 'cluster size', value: clusterSize },
-    )
-  }
-  return bits
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path)
-    return true
-  } catch {
-    return false
-  }
-}
-
-async function isRegularFile(path: string): Promise<boolean> {
-  return stat(path).then(
-    (info) => info.isFile(),
-    () => false,
-  )
-}
-
-async function realOrResolved(path: string): Promise<string> {
-  return realpath(path).catch(() => resolve(path))
-}
-
 /**
- * Create an add-cow overlay (and its image file when missing).
+ * `create`: a new add-cow overlay (and its image file when missing), on the base the user named.
  *
- * The add-cow file is written under a temporary name and renamed into place last, and an image
- * file this call created is removed on failure, so an error or a cancel leaves nothing behind.
- * An existing image file is kept, grown sparsely to the size if shorter, and never shrunk.
+ * The base is opened with its chain (through the policy) for its size and its fingerprint, and
+ * every pair of files the user named is returned as trusted. The files themselves are written by
+ * the add-cow driver's create (main/engine/formats/add-cow/create.ts), so that an error or a
+ * cancel leaves nothing behind.
  */
 export async function createOverlay(options: CreateOverlayOptions): Promise<CreateOverlayResult> {
   const overlay = resolve(options.overlay)
-  const clusterBits =
-    options.clusterSize === undefined ? DEFAULT_CLUSTER_BITS : clusterBitsOf(options.clusterSize)
-  const clusterSize = 2 ** clusterBits
-  if (await exists(overlay)) {
+  if (await pathExists(overlay)) {
     throw new EngineError(
       'ALREADY_EXISTS',
       `${overlay} already exists; refusing to overwrite it.`,
@@ -112,27 +62,11 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
       },
     )
   }
-  const imageName = options.image ?? defaultImageName(overlay)
-  if (imageName === '') {
-    throw new EngineError('BAD_ARGUMENT', 'The image file name must not be empty.', {
-      field: 'image',
-    })
-  }
-  const imagePath = resolveName(overlay, imageName)
-  if (imagePath === overlay) {
-    throw new EngineError(
-      'SAME_FILE',
-      `The image file ${imagePath} cannot be the overlay itself.`,
-      {
-        path: overlay,
-        field: 'image',
-      },
-    )
-  }
-
-  let backingPath: string | null = null
-  let backingFormat: string | null = null
-  let baseSize = 0
+  const plan = planAddCow(overlay, {
+    ...(options.clusterSize !== undefined ? { clusterSize: options.clusterSize } : {}),
+    ...(options.image !== undefined ? { dataFile: options.image } : {}),
+  })
+  let backing: { name: string; format: string; path: string; size: number } | undefined
   let baseFingerprint: BaseFingerprint | null = null
   if (options.backing !== undefined) {
     if (options.backing === '') {
@@ -140,26 +74,26 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
         field: 'backing',
       })
     }
-    backingPath = resolveName(overlay, options.backing)
-    backingFormat = options.backingFormat ?? (await probeFormat(backingPath))
+    const backingPath = resolveName(overlay, options.backing)
+    const backingFormat = options.backingFormat ?? (await probeFormat(backingPath))
     const base = await openImage(backingPath, {
       format: backingFormat,
       readOnly: true,
       ...(options.policy ? { policy: options.policy } : {}),
     })
-    baseSize = base.size
+    const baseSize = base.size
     try {
       baseFingerprint = await fingerprintBase('', base, options)
     } finally {
       await base.close()
     }
-    const realBacking = await realOrResolved(backingPath)
-    const realImage = await realOrResolved(imagePath)
+    const realBacking = await realPath(backingPath)
+    const realImage = await realPath(plan.imagePath)
     if (realBacking === realImage) {
       throw new EngineError(
         'SAME_FILE',
         `The image file and the backing file are the same file (${realImage}).`,
-        { path: overlay, field: 'image', value: imageName },
+        { path: overlay, field: 'image', value: plan.imageName },
       )
     }
     if (realBacking === overlay) {
@@ -167,150 +101,34 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
         path: overlay,
       })
     }
+    backing = { name: options.backing, format: backingFormat, path: backingPath, size: baseSize }
   } else if (options.backingFormat !== undefined) {
     throw new EngineError('BAD_ARGUMENT', 'A backing format (-F) needs a backing file (-b).', {
       field: 'backing format',
     })
   }
 
-  const imageExists = await exists(imagePath)
-  if (imageExists && !(await isRegularFile(imagePath))) {
-    throw new EngineError(
-      'BAD_ARGUMENT',
-      `The image file ${imagePath} exists and is not a regular file.`,
-      {
-        path: imagePath,
-        field: 'image',
-        value: imageName,
-      },
-    )
-  }
-  const existingLength = imageExists ? await fileLength(imagePath) : 0
-  let size: number
-  if (options.size !== undefined) {
-    size = options.size
-    if (imageExists && size < existingLength) {
-      throw new EngineError(
-        'WOULD_SHRINK',
-        `The image file ${imagePath} is ${existingLength} bytes; refusing to shrink it to ${size}.`,
-        { path: imagePath, field: 'size', value: size },
-      )
-    }
-  } else if (backingPath !== null) {
-    size = Math.max(baseSize, existingLength)
-  } else if (imageExists) {
-    size = existingLength
-  } else {
-    throw new EngineError(
-      'BAD_ARGUMENT',
-      `A size (-s) is needed for ${overlay}: there is no base to take it from.`,
-      {
-        path: overlay,
-        field: 'size',
-      },
-    )
-  }
-  if (Number.isInteger(size) && size > Number.MAX_SAFE_INTEGER) {
-    throw new EngineError(
-      'SIZE_LIMIT',
-      `Size ${size} is more than this tool can address (2^53 - 1 bytes).`,
-      {
-        field: 'size',
-        value: size,
-      },
-    )
-  }
-  if (!Number.isSafeInteger(size) || size < 0) {
-    throw new EngineError('BAD_ARGUMENT', `Size ${size} is not a valid byte count.`, {
-      field: 'size',
-      value: size,
-    })
-  }
-  const shape = geometry(clusterBits, size)
-  if (shape.bitmapBytes > MAX_BITMAP_BYTES) {
-    throw new EngineError(
-      'SIZE_LIMIT',
-      `Size ${size} needs a ${shape.bitmapBytes}-byte bitmap at ${clusterSize}-byte clusters; the limit is ${MAX_BITMAP_BYTES} (use larger clusters or a smaller size).`,
-      { field: 'size', value: size },
-    )
-  }
-  const header = encodeHeader(
-    {
-      clusterBits,
-      incompatibleFeatures: 0n,
-      compatibleFeatures: backingPath === null ? FEATURE_ALL_ALLOCATED : 0n,
-      headerSize: 0,
-      backingName: options.backing ?? null,
-      backingFormat,
-      imageName,
-      imageFormat: 'raw',
-    },
-    overlay,
-  )
-  throwIfAborted(options.signal, 'create')
-
-  const temporary = join(
-    dirname(overlay),
-    `.${basename(overlay)}.${randomBytes(4).toString('hex')}.creating`,
-  )
-  let imageCreated = false
-  try {
-    const image = imageExists
-      ? await BlockFile.open(imagePath, true)
-      : await BlockFile.create(imagePath, true)
-    imageCreated = !imageExists
-    try {
-      if (size > existingLength) await image.truncate(size)
-      await image.sync()
-    } finally {
-      await image.close()
-    }
-    options.onProgress?.(1, 3)
-    throwIfAborted(options.signal, 'create')
-    const meta = await BlockFile.create(temporary, true)
-    try {
-      await meta.truncate(shape.fileLength)
-      await meta.writeAt(header, 0)
-      await meta.sync()
-    } finally {
-      await meta.close()
-    }
-    options.onProgress?.(2, 3)
-    throwIfAborted(options.signal, 'create')
-    if (await exists(overlay)) {
-      throw new EngineError('ALREADY_EXISTS', `${overlay} appeared while it was being created.`, {
-        path: overlay,
-      })
-    }
-    await rename(temporary, overlay)
-    options.onProgress?.(3, 3)
-  } catch (error) {
-    await rm(temporary, { force: true })
-    if (imageCreated) await rm(imagePath, { force: true })
-    throw error
-  }
-
-  const trust = [{ from: await realOrResolved(overlay), to: await realOrResolved(imagePath) }]
-  if (backingPath !== null)
-    trust.push({ from: trust[0]!.from, to: await realOrResolved(backingPath) })
+  const created = await createAddCow({
+    path: overlay,
+    dataFile: plan.imageName,
+    ...(options.size !== undefined ? { size: options.size } : {}),
+    ...(options.clusterSize !== undefined ? { clusterSize: options.clusterSize } : {}),
+    ...(backing ? { backing } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  })
+  const from = await realPath(overlay)
+  const trust = [{ from, to: await realPath(plan.imagePath) }]
+  if (backing) trust.push({ from, to: await realPath(backing.path) })
   return {
     overlay,
-    image: imagePath,
-    imageCreated,
-    backing: backingPath,
-    backingFormat,
-    size,
-    clusterSize,
+    image: plan.imagePath,
+    imageCreated: created.created.includes(plan.imagePath),
+    backing: backing?.path ?? null,
+    backingFormat: backing?.format ?? null,
+    size: created.size,
+    clusterSize: created.clusterSize ?? 2 ** plan.clusterBits,
     trust,
-    baseFingerprint: baseFingerprint && { ...baseFingerprint, overlay: trust[0]!.from },
-  }
-}
-
-async function fileLength(path: string): Promise<number> {
-  const file = await BlockFile.open(path, false)
-  try {
-    return await file.length()
-  } finally {
-    await file.close()
+    baseFingerprint: baseFingerprint && { ...baseFingerprint, overlay: from },
   }
 }

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto'
-import { realpath, stat } from 'node:fs/promises'
-import type { Disk, OperationOptions } from '../disk'
+import { stat } from 'node:fs/promises'
+import { layerFiles, type Disk, type OperationOptions } from '../disk'
 import { EngineError, throwIfAborted, wrapIoError } from '../errors'
-import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
-import type { BaseFingerprint, Library } from '../library'
+import { realPath } from '../fs'
+import type { BaseFingerprint, DriftStatus, Library } from '../library'
+
+export type { DriftStatus } from '../library'
 import type { NamePolicy } from '../names'
 import { openImage } from '../open'
 
@@ -11,17 +13,6 @@ import { openImage } from '../open'
 export const FINGERPRINT_SAMPLE_SIZE = 64 * 1024
 /** Samples spread evenly over the base, first and last cluster included. */
 export const FINGERPRINT_SAMPLES = 64
-
-/**
- * Where the base of an overlay stands against its recorded fingerprint.
- *
- * - `unchanged`: size, files (length and mtime) and sampled content match the record;
- * - `changed`: at least one differs (see `changes`); the overlay's guest view may be corrupt;
- * - `not-recorded`: no fingerprint was recorded (made elsewhere, or by another tool);
- * - `no-backing`: the image has no backing file;
- * - `not-consulted`: ALL_ALLOCATED is set, so the base is never read.
- */
-export type DriftStatus = 'unchanged' | 'changed' | 'not-recorded' | 'no-backing' | 'not-consulted'
 
 /** The result of comparing a base with its recorded fingerprint. */
 export interface DriftReport {
@@ -33,15 +24,6 @@ export interface DriftReport {
   changes: string[]
   recorded: BaseFingerprint | null
   current: BaseFingerprint | null
-}
-
-/** The files that make up one chain layer (an add-cow layer has its add-cow and image file). */
-function layerFiles(disk: Disk): string[] {
-  return disk instanceof AddCowDisk ? [disk.path, disk.imageFile.path] : [disk.path]
-}
-
-async function realOrSelf(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
 }
 
 /**
@@ -58,7 +40,7 @@ export async function fingerprintBase(
   for (const path of layerFiles(base)) {
     try {
       const info = await stat(path)
-      files.push({ path: await realOrSelf(path), length: info.size, mtimeMs: info.mtimeMs })
+      files.push({ path: await realPath(path), length: info.size, mtimeMs: info.mtimeMs })
     } catch (error) {
       throw wrapIoError(error, path, 'fingerprint')
     }
@@ -79,7 +61,7 @@ export async function fingerprintBase(
   return {
     version: 1,
     overlay,
-    base: await realOrSelf(base.path),
+    base: await realPath(base.path),
     format: base.format,
     size,
     files,
@@ -123,7 +105,7 @@ export function fingerprintChanges(recorded: BaseFingerprint, current: BaseFinge
 
 /** The real path of an open image's file. */
 export async function realPathOf(disk: Disk): Promise<string> {
-  return realOrSelf(disk.path)
+  return realPath(disk.path)
 }
 
 /**
@@ -145,7 +127,7 @@ export async function checkBaseDrift(
     current: null,
     ...extra,
   })
-  if (disk instanceof AddCowDisk && disk.allAllocated) return report('not-consulted')
+  if (disk.isAllAllocated?.()) return report('not-consulted')
   if (!disk.backing) return report('no-backing')
   const current = await fingerprintBase(overlay, disk.backing, options)
   const recorded = await library.baseFingerprint(overlay)

@@ -1,23 +1,32 @@
-import { realpath } from 'node:fs/promises'
-import type { Disk, OperationOptions } from '../disk'
-import { EngineError, throwIfAborted } from '../errors'
-import { BlockFile } from '../file'
-import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
-import { parseHeader, type AddCowHeader } from '../formats/add-cow/header'
+import {
+  layerFiles,
+  type Disk,
+  type DiskAbility,
+  type FormatDriver,
+  type OperationOptions,
+} from '../disk'
+import { EngineError } from '../errors'
+import { readBelow } from '../extents'
+import { pathExists, realPath } from '../fs'
 import type { Library } from '../library'
 import { judgeName, resolveName, STRICT_POLICY, type NamePolicy } from '../names'
 import { chainOf, openImage, probeFormat } from '../open'
-import { rewriteHeader } from './add-cow-edit'
-import { assertBaseUnchanged, checkBaseDrift, fingerprintBase } from './drift'
-import { lockFiles } from './lock'
-import { overlayLockRequests } from './stream'
+import { getDriver } from '../registry'
+import { fingerprintBase } from './drift'
+import { fileLocks, runJob, runOverlayJob, type OverlayJob } from './job'
 
 /** Bytes compared per step. */
 const STEP_BYTES = 4 * 1024 * 1024
 /** Data copied between two flushes. */
 const FLUSH_BYTES = 256 * 1024 * 1024
-/** Largest header read (header_size is at most 2 MiB). */
-const MAX_HEADER = 2 * 1024 * 1024
+
+/** What safe rebase needs of an overlay's format (besides the driver's readLinks, setBacking). */
+const REBASE_NEEDS: readonly DiskAbility[] = [
+  'dataFile',
+  'forEachAllocationRun',
+  'markAllocated',
+  'isAllAllocated',
+]
 
 /** What `addcow rebase` needs. */
 export interface RebaseOptions extends OperationOptions {
@@ -50,29 +59,6 @@ export interface RebaseResult {
   trust: { from: string; to: string }[]
 }
 
-async function real(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
-/** Read and validate the header of the add-cow file at `path`. */
-export async function readAddCowHeader(path: string): Promise<AddCowHeader> {
-  const file = await BlockFile.open(path, false)
-  try {
-    const head = Buffer.alloc(Math.min(await file.length(), MAX_HEADER))
-    await file.readAt(head, 0)
-    return parseHeader(head, path).header
-  } finally {
-    await file.close()
-  }
-}
-
-/** Read [offset, offset + target.length) of a disk's guest view, zeros past its end or without one. */
-async function readView(disk: Disk | null, target: Buffer, offset: number): Promise<void> {
-  const available = disk ? Math.max(0, Math.min(target.length, disk.size - offset)) : 0
-  if (disk && available > 0) await disk.readInto(target.subarray(0, available), offset)
-  target.fill(0, available)
-}
-
 async function isZeroView(disk: Disk | null, offset: number, length: number): Promise<boolean> {
   if (!disk || offset >= disk.size) return true
   if (!disk.capabilities.blockStatus) return false
@@ -80,20 +66,38 @@ async function isZeroView(disk: Disk | null, offset: number, length: number): Pr
   return (await disk.blockStatus(offset, inside)).every((extent) => extent.zero)
 }
 
+/** The driver of the overlay at `path`, which must store and rewrite its backing link. */
+async function linkDriver(
+  path: string,
+): Promise<FormatDriver & Required<Pick<FormatDriver, 'readLinks' | 'setBacking'>>> {
+  const driver = getDriver(await probeFormat(path), path)
+  const { readLinks, setBacking } = driver
+  if (!readLinks || !setBacking) {
+    throw new EngineError(
+      'NOT_CAPABLE',
+      `${path} is a ${driver.name} image, whose backing file this tool cannot rewrite; rebase works on add-cow overlays.`,
+      { path, field: 'format', value: driver.name },
+    )
+  }
+  return { ...driver, readLinks, setBacking }
+}
+
 /**
- * `rebase`: point an add-cow overlay at another base.
+ * `rebase`: point an overlay at another base.
  *
  * Safe mode compares the old and the new base's guest views under every cluster the overlay
  * does not hold, copies the old content of each cluster that differs into the image file (and
  * marks it), and only then rewrites the header, so the guest view never changes. `unsafe` (-u)
- * rewrites the names only. Either way the header is rebuilt byte-exact (backing name at 76,
- * image name right after it) in a copy that is synced and renamed over the add-cow file.
- * A crash before the rename leaves the old base named and the copied clusters marked: running
- * rebase again compares only what is still unmarked.
+ * rewrites the names only. Either way the driver's setBacking rewrites the header (add-cow:
+ * byte-exact, backing name at 76, image name right after it, in a copy that is synced and
+ * renamed over the add-cow file), under the overlay's exclusive locks. A crash before the
+ * rename leaves the old base named and the copied clusters marked: running rebase again
+ * compares only what is still unmarked.
  */
 export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResult> {
-  const overlayPath = await real(options.overlay)
-  const header = await readAddCowHeader(overlayPath)
+  const overlayPath = await realPath(options.overlay)
+  const driver = await linkDriver(overlayPath)
+  const links = await driver.readLinks(overlayPath)
   const detach = options.backing === ''
   let newPath: string | null = null
   let newFormat: string | null = null
@@ -133,9 +137,10 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
       )
     }
     newFormat = options.backingFormat ?? (await probeFormat(newPath))
-    const imageReal = await real(resolveName(overlayPath, header.imageName))
-    const newReal = await real(newPath)
-    if (newReal === overlayPath || newReal === imageReal) {
+    const dataReal =
+      links.dataFile === null ? null : await realPath(resolveName(overlayPath, links.dataFile))
+    const newReal = await realPath(newPath)
+    if (newReal === overlayPath || newReal === dataReal) {
       throw new EngineError(
         'SAME_FILE',
         `${newPath} is the overlay ${overlayPath} or its image file; it cannot be its base.`,
@@ -149,28 +154,27 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
   }
   const result: RebaseResult = {
     overlay: overlayPath,
-    oldBacking: header.backingName,
+    oldBacking: links.backing?.name ?? null,
     newBacking: detach ? null : options.backing,
     newBackingPath: newPath,
     newBackingFormat: newFormat,
     copiedClusters: 0,
     comparedBytes: 0,
     unsafe: options.unsafe ?? false,
-    trust: newPath ? [{ from: overlayPath, to: await real(newPath) }] : [],
+    trust: newPath ? [{ from: overlayPath, to: await realPath(newPath) }] : [],
   }
+  const link = detach ? null : { name: options.backing, format: newFormat }
   const policy = options.policy ?? STRICT_POLICY
   // The user named the new base: its own chain still follows the policy.
   const newBase =
-    newPath && newFormat && !(options.unsafe && !(await exists(newPath)))
+    newPath && newFormat && !(options.unsafe && !(await pathExists(newPath)))
       ? await openImage(newPath, { format: newFormat, readOnly: true, policy })
       : null
-  let release: (() => Promise<void>) | null = null
   try {
     if (newBase) {
       for (const layer of chainOf(newBase)) {
-        const files = [layer.path, ...(layer instanceof AddCowDisk ? [layer.imageFile.path] : [])]
-        for (const file of files) {
-          if ((await real(file)) === overlayPath) {
+        for (const file of layerFiles(layer)) {
+          if ((await realPath(file)) === overlayPath) {
             throw new EngineError(
               'CHAIN_LOOP',
               `The new base ${newPath} of ${overlayPath} is built on the overlay itself; the chain would loop.`,
@@ -185,88 +189,73 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
       }
     }
     if (options.unsafe) {
-      release = (await lockFiles([{ path: overlayPath, mode: 'exclusive' }], 'rebase')).release
+      await runJob('rebase', options, async (job) => {
+        const files = [
+          overlayPath,
+          ...(links.dataFile ? [resolveName(overlayPath, links.dataFile)] : []),
+        ]
+        await job.lock(await fileLocks(files, 'exclusive'))
+        job.throwIfCancelled()
+        await driver.setBacking(overlayPath, link, options.signal)
+      })
     } else {
-      await copyDifferences(overlayPath, newBase, options, result, (next) => (release = next))
+      await runOverlayJob(
+        'rebase',
+        {
+          ...options,
+          path: overlayPath,
+          format: driver.name,
+          needs: REBASE_NEEDS,
+          drift: {
+            library: options.library,
+            accept: options.acceptBase ?? false,
+            doing: 'rebase it',
+          },
+        },
+        async (job) => {
+          await job.lockChain(newBase ? [newBase] : [])
+          await copyDifferences(job, newBase, result)
+          // The header is replaced by a renamed copy: every handle on the file closes first.
+          await job.closeDisk()
+          job.throwIfCancelled()
+          await driver.setBacking(overlayPath, link, options.signal)
+        },
+      )
     }
-    throwIfAborted(options.signal, 'rebase')
-    const current = await readAddCowHeader(overlayPath)
-    await rewriteHeader(
-      overlayPath,
-      {
-        ...current,
-        backingName: detach ? null : options.backing,
-        backingFormat: detach ? null : newFormat,
-      },
-      options.signal,
-    )
     if (newBase)
       await options.library.recordBaseFingerprint(await fingerprintBase(overlayPath, newBase))
     return result
   } finally {
     await newBase?.close().catch(() => undefined)
-    await (release as (() => Promise<void>) | null)?.()
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  return realpath(path).then(
-    () => true,
-    () => false,
-  )
-}
-
-/** Safe mode: copy into the overlay every unmarked cluster whose old and new base content differ. */
+/**
+ * Safe mode's copy body: for each cluster the overlay does not hold, compare the old base's
+ * view with the new base's; copy the old content of every run of clusters that differ into the
+ * image file, and mark them.
+ */
 async function copyDifferences(
-  overlayPath: string,
+  job: OverlayJob,
   newBase: Disk | null,
-  options: RebaseOptions,
   result: RebaseResult,
-  holdLocks: (release: () => Promise<void>) => void,
 ): Promise<void> {
-  const disk = await openImage(overlayPath, {
-    readOnly: false,
-    format: 'add-cow',
-    ...(options.policy ? { policy: options.policy } : {}),
-  })
-  try {
-    if (!(disk instanceof AddCowDisk))
-      throw new EngineError('INTERNAL', `${overlayPath} did not open as add-cow.`, {
-        path: overlayPath,
-      })
-    const drift = await checkBaseDrift(disk, options.library, options)
-    assertBaseUnchanged(drift, { force: options.acceptBase ?? false, doing: 'rebase it' })
-    const requests = await overlayLockRequests(disk)
-    if (newBase)
-      for (const layer of chainOf(newBase))
-        requests.push({ path: await real(layer.path), mode: 'shared' })
-    const { release } = await lockFiles(requests, 'rebase')
-    holdLocks(release)
-    if (disk.allAllocated) return
-    const old = disk.backing
-    const clusterSize = disk.clusterSize
-    const clusters = disk.geometry.clusters
-    const perStep = Math.max(1, Math.floor(STEP_BYTES / clusterSize))
-    const oldBuffer = Buffer.allocUnsafe(perStep * clusterSize)
-    const newBuffer = Buffer.allocUnsafe(perStep * clusterSize)
-    const total = (clusters - disk.allocatedClusters) * clusterSize
-    let sinceFlush = 0
-    for (let first = 0; first < clusters; first += perStep) {
-      if (options.signal?.aborted) {
-        await disk.flush()
-        throwIfAborted(options.signal, 'rebase')
-      }
-      const runs: [number, number][] = []
-      disk.forEachAllocationRun(
-        first,
-        Math.min(clusters, first + perStep),
-        (start, stop, allocated) => {
-          if (!allocated) runs.push([start, stop])
-        },
-      )
-      for (const [start, stop] of runs) {
-        const from = start * clusterSize
-        const to = Math.min(stop * clusterSize, disk.size)
+  const disk = job.disk as Disk & Required<Pick<Disk, (typeof REBASE_NEEDS)[number]>>
+  if (disk.isAllAllocated()) return
+  const old = disk.backing
+  const clusterSize = disk.allocationUnit
+  const image = disk.dataFile()
+  const oldBuffer = Buffer.allocUnsafe(STEP_BYTES)
+  const newBuffer = Buffer.allocUnsafe(STEP_BYTES)
+  await job.walk(
+    {
+      select: 'unallocated',
+      windowBytes: STEP_BYTES,
+      flush: { every: FLUSH_BYTES, flush: () => disk.flush() },
+    },
+    async (runs) => {
+      let written = 0
+      for (const { first: start, stop, start: from, end: to } of runs) {
         result.comparedBytes += to - from
         if (
           (await isZeroView(old, from, to - from)) &&
@@ -275,7 +264,7 @@ async function copyDifferences(
           continue
         const oldPiece = oldBuffer.subarray(0, to - from)
         const newPiece = newBuffer.subarray(0, to - from)
-        await Promise.all([readView(old, oldPiece, from), readView(newBase, newPiece, from)])
+        await Promise.all([readBelow(old, oldPiece, from), readBelow(newBase, newPiece, from)])
         // Copy each maximal run of differing clusters in one write.
         let runStart = -1
         for (let cluster = start; cluster <= stop; cluster++) {
@@ -285,22 +274,16 @@ async function copyDifferences(
           if (differs && runStart < 0) runStart = cluster
           if (!differs && runStart >= 0) {
             const offset = (runStart - start) * clusterSize
-            await disk.imageFile.writeAt(oldPiece.subarray(offset, a), from + offset)
+            await image.writeAt(oldPiece.subarray(offset, a), from + offset)
             disk.markAllocated(runStart, cluster)
             result.copiedClusters += cluster - runStart
-            sinceFlush += a - offset
+            written += a - offset
             runStart = -1
           }
         }
       }
-      if (sinceFlush >= FLUSH_BYTES) {
-        await disk.flush()
-        sinceFlush = 0
-      }
-      if (runs.length > 0) options.onProgress?.(Math.min(result.comparedBytes, total), total)
-    }
-    await disk.flush()
-  } finally {
-    await disk.close()
-  }
+      return written
+    },
+  )
+  await disk.flush()
 }

@@ -1,21 +1,24 @@
-import { realpath } from 'node:fs/promises'
-import type { Disk, OperationOptions } from '../disk'
-import { EngineError, throwIfAborted } from '../errors'
+import { wholeViewFile, type Disk, type DiskAbility, type OperationOptions } from '../disk'
 import { BlockFile } from '../file'
-import { AddCowDisk } from '../formats/add-cow/add-cow-disk'
-import { FEATURE_ALL_ALLOCATED } from '../formats/add-cow/header'
+import { realPath } from '../fs'
+import { copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
 import type { Library } from '../library'
 import type { NamePolicy } from '../names'
-import { openImage } from '../open'
-import { writeCompatibleFeatures } from './add-cow-edit'
-import { assertBaseUnchanged, checkBaseDrift } from './drift'
-import { lockFiles, type LockMode } from './lock'
-import { copyRange, dataExtentsIn, punchOrZero } from './sparse'
+import { runOverlayJob } from './job'
 
-/** Bytes of clusters looked at per step. */
-const WINDOW_BYTES = 16 * 1024 * 1024
+/** Bytes copied per read and write when the copy goes through the layers' drivers. */
+const COPY_BYTES = 16 * 1024 * 1024
 /** Data copied between two flushes (each flush makes the bits set so far durable). */
 const FLUSH_BYTES = 256 * 1024 * 1024
+
+/** What stream needs of an overlay's format. */
+const STREAM_NEEDS: readonly DiskAbility[] = [
+  'dataFile',
+  'forEachAllocationRun',
+  'markAllocated',
+  'isAllAllocated',
+  'setAllAllocated',
+]
 
 /** What `addcow stream` needs. */
 export interface StreamOptions extends OperationOptions {
@@ -38,20 +41,6 @@ export interface StreamResult {
   alreadyDone: boolean
 }
 
-async function real(path: string): Promise<string> {
-  return realpath(path).catch(() => path)
-}
-
-/** The files of every layer below `disk` (to lock them against writers while reading). */
-function chainFiles(disk: Disk): string[] {
-  const files: string[] = []
-  for (let layer = disk.backing; layer; layer = layer.backing) {
-    files.push(layer.path)
-    if (layer instanceof AddCowDisk) files.push(layer.imageFile.path)
-  }
-  return files
-}
-
 /**
  * Copies of the layers below an overlay into its image file, cluster range by cluster range:
  * data is copied (in the kernel when the layer below is a raw file), zeros are not written,
@@ -60,13 +49,20 @@ function chainFiles(disk: Disk): string[] {
 export class BelowCopier {
   private rawSource: BlockFile | null = null
 
-  private constructor(private readonly disk: AddCowDisk) {}
+  private constructor(
+    private readonly disk: Disk,
+    private readonly image: BlockFile,
+  ) {}
 
-  /** Prepare to copy what lies below `disk`. */
-  static async open(disk: AddCowDisk): Promise<BelowCopier> {
-    const copier = new BelowCopier(disk)
-    if (disk.backing?.format === 'raw')
-      copier.rawSource = await BlockFile.open(disk.backing.path, false)
+  /**
+   * Prepare to copy what lies below `disk` into its data file. When the layer below is one
+   * plain file ({@link wholeViewFile}: a raw base, a flattened add-cow base), its data
+   * extents are copied in the kernel.
+   */
+  static async open(disk: Disk & Required<Pick<Disk, 'dataFile'>>): Promise<BelowCopier> {
+    const copier = new BelowCopier(disk, disk.dataFile())
+    const plain = disk.backing ? wholeViewFile(disk.backing) : null
+    if (plain) copier.rawSource = await BlockFile.open(plain.path, false)
     return copier
   }
 
@@ -101,14 +97,14 @@ export class BelowCopier {
   }
 
   private async copyData(from: number, to: number): Promise<void> {
-    const image = this.disk.imageFile
+    const image = this.image
     if (this.rawSource) {
       await copyRange(this.rawSource, from, image, from, to - from)
       return
     }
     const backing = this.disk.backing
     if (!backing) return
-    const buffer = Buffer.allocUnsafe(Math.min(WINDOW_BYTES, to - from))
+    const buffer = Buffer.allocUnsafe(Math.min(COPY_BYTES, to - from))
     for (let position = from; position < to; position += buffer.length) {
       const piece = buffer.subarray(0, Math.min(buffer.length, to - position))
       await backing.readInto(piece, position)
@@ -118,13 +114,13 @@ export class BelowCopier {
 
   /** Make [from, to) of the image file read zeros, writing only where it holds data. */
   private async zero(from: number, to: number): Promise<void> {
-    const image = this.disk.imageFile
+    const image = this.image
     const extents = await dataExtentsIn(image, from, to)
     if (extents) {
       for (const [a, b] of extents) await punchOrZero(image, a, b - a)
       return
     }
-    const buffer = Buffer.allocUnsafe(Math.min(WINDOW_BYTES, to - from))
+    const buffer = Buffer.allocUnsafe(Math.min(COPY_BYTES, to - from))
     for (let position = from; position < to; position += buffer.length) {
       const piece = buffer.subarray(0, Math.min(buffer.length, to - position))
       await image.readAt(piece, position)
@@ -135,18 +131,6 @@ export class BelowCopier {
   async close(): Promise<void> {
     await this.rawSource?.close()
   }
-}
-
-/** Lock requests for an operation that writes `disk` and reads its chain. */
-export async function overlayLockRequests(
-  disk: AddCowDisk,
-): Promise<{ path: string; mode: LockMode }[]> {
-  const requests: { path: string; mode: LockMode }[] = [
-    { path: await real(disk.path), mode: 'exclusive' },
-    { path: await real(disk.imageFile.path), mode: 'exclusive' },
-  ]
-  for (const path of chainFiles(disk)) requests.push({ path: await real(path), mode: 'shared' })
-  return requests
 }
 
 /**
@@ -160,86 +144,53 @@ export async function overlayLockRequests(
  * stream again copies only what is still unmarked.
  */
 export async function streamOverlay(options: StreamOptions): Promise<StreamResult> {
-  const disk = await openImage(options.overlay, {
-    readOnly: false,
-    ...(options.policy ? { policy: options.policy } : {}),
-  })
-  let release: (() => Promise<void>) | null = null
-  let copier: BelowCopier | null = null
-  try {
-    if (!(disk instanceof AddCowDisk)) {
-      throw new EngineError(
-        'NOT_CAPABLE',
-        `${disk.path} is a ${disk.format} image; stream works on add-cow overlays.`,
-        {
-          path: disk.path,
-          field: 'format',
-          value: disk.format,
+  return runOverlayJob(
+    'stream',
+    {
+      ...options,
+      path: options.overlay,
+      needs: STREAM_NEEDS,
+      ...(options.library
+        ? {
+            drift: {
+              library: options.library,
+              accept: options.acceptBase ?? false,
+              doing: 'stream from it',
+            },
+          }
+        : {}),
+    },
+    async (job) => {
+      const disk = job.disk as Disk & Required<Pick<Disk, (typeof STREAM_NEEDS)[number]>>
+      const result: StreamResult = {
+        overlay: await realPath(disk.path),
+        clusters: 0,
+        copiedBytes: 0,
+        zeroBytes: 0,
+        alreadyDone: false,
+      }
+      if (disk.isAllAllocated()) return { ...result, alreadyDone: true }
+      await job.lockChain()
+      const copier = job.adopt(await BelowCopier.open(disk))
+      const walked = await job.walk(
+        { select: 'unallocated', flush: { every: FLUSH_BYTES, flush: () => disk.flush() } },
+        async (runs) => {
+          let copiedHere = 0
+          for (const run of runs) {
+            const { copied, zero } = await copier.copy(run.start, run.end)
+            disk.markAllocated(run.first, run.stop)
+            result.copiedBytes += copied
+            result.zeroBytes += zero
+            copiedHere += copied
+          }
+          return copiedHere
         },
       )
-    }
-    const result: StreamResult = {
-      overlay: await real(disk.path),
-      clusters: 0,
-      copiedBytes: 0,
-      zeroBytes: 0,
-      alreadyDone: false,
-    }
-    if (disk.allAllocated) return { ...result, alreadyDone: true }
-    if (options.library) {
-      const drift = await checkBaseDrift(disk, options.library, options)
-      assertBaseUnchanged(drift, { force: options.acceptBase ?? false, doing: 'stream from it' })
-    }
-    release = (await lockFiles(await overlayLockRequests(disk), 'stream')).release
-    copier = await BelowCopier.open(disk)
-    const clusterSize = disk.clusterSize
-    const clusters = disk.geometry.clusters
-    const perWindow = Math.max(1, Math.floor(WINDOW_BYTES / clusterSize))
-    const total = (clusters - disk.allocatedClusters) * clusterSize
-    let done = 0
-    let sinceFlush = 0
-    for (let first = 0; first < clusters; first += perWindow) {
-      if (options.signal?.aborted) {
-        await disk.flush()
-        throwIfAborted(options.signal, 'stream')
-      }
-      const runs: [number, number][] = []
-      disk.forEachAllocationRun(
-        first,
-        Math.min(clusters, first + perWindow),
-        (start, stop, allocated) => {
-          if (!allocated) runs.push([start, stop])
-        },
-      )
-      for (const [start, stop] of runs) {
-        const from = start * clusterSize
-        const to = Math.min(stop * clusterSize, disk.size)
-        const { copied, zero } = await copier.copy(from, to)
-        disk.markAllocated(start, stop)
-        result.clusters += stop - start
-        result.copiedBytes += copied
-        result.zeroBytes += zero
-        done += (stop - start) * clusterSize
-        sinceFlush += copied
-      }
-      if (sinceFlush >= FLUSH_BYTES) {
-        await disk.flush()
-        sinceFlush = 0
-      }
-      if (runs.length > 0) options.onProgress?.(Math.min(done, total), total)
-    }
-    await disk.flush()
-    if ((disk.header.compatibleFeatures & FEATURE_ALL_ALLOCATED) === 0n) {
-      // The bitmap was already full before this run (the driver sets the flag only on the
-      // change to full): set ALL_ALLOCATED now, after the full bitmap is durable.
-      disk.header.compatibleFeatures |= FEATURE_ALL_ALLOCATED
-      await writeCompatibleFeatures(disk.metadataFile, disk.header.compatibleFeatures)
-    }
-    options.onProgress?.(total, total)
-    return result
-  } finally {
-    await copier?.close().catch(() => undefined)
-    await disk.close().catch(() => undefined)
-    await release?.()
-  }
+      result.clusters = walked.units
+      // Flushes the bitmap first: ALL_ALLOCATED is written only after the full bitmap.
+      await disk.setAllAllocated()
+      options.onProgress?.(walked.bytes, walked.bytes)
+      return result
+    },
+  )
 }

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { link, open, rm } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { EngineError, wrapIoError } from '../errors'
+import { EngineError } from '../errors'
 import { BlockFile } from '../file'
+import { replaceFile } from '../fs'
 import type { BaseFingerprint } from '../library'
 
 /**
@@ -33,11 +32,17 @@ export interface UndoHeader {
   overlay: string
   overlayImage: string
   overlayClusterSize: number
-  /** Real path and format of the base; the file whose bytes DATA records hold. */
+  /** The overlay's format (journals written before it was recorded: add-cow). */
+  overlayFormat?: string
+  /** Real path and format of the base ('raw', 'add-cow'); the file whose bytes DATA records hold. */
   base: string
-  baseFormat: 'raw' | 'add-cow'
+  baseFormat: string
   baseDataFile: string
-  /** add-cow base: its add-cow file, cluster size, and compatible features before (hex). */
+  /**
+   * A base that keeps its metadata apart from its data (add-cow): that file, the allocation unit
+   * (1 for raw), and the metadata its format saves for a rollback (add-cow: the compatible
+   * features before, hex; see Disk.savedState).
+   */
   baseMetadataFile: string | null
   baseClusterSize: number
   baseFeaturesBefore: string | null
@@ -95,7 +100,7 @@ function isHeader(value: unknown): value is UndoHeader {
     typeof header.overlay === 'string' &&
     typeof header.overlayImage === 'string' &&
     typeof header.base === 'string' &&
-    (header.baseFormat === 'raw' || header.baseFormat === 'add-cow') &&
+    typeof header.baseFormat === 'string' &&
     typeof header.baseDataFile === 'string' &&
     Number.isSafeInteger(header.overlayClusterSize) &&
     Number.isSafeInteger(header.baseClusterSize) &&
@@ -195,28 +200,13 @@ export class UndoJournal {
     block.writeUInt32LE(json.length, 12)
     block.writeUInt32LE(crc32(json), 16)
     json.copy(block, 20)
-    const temporary = join(
-      dirname(target),
-      `.${basename(target)}.${randomBytes(4).toString('hex')}.tmp`,
-    )
-    try {
-      const handle = await open(temporary, 'wx', 0o600)
-      try {
-        await handle.writeFile(block)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      // link() is atomic and fails if the target exists (rename() would replace it).
-      await link(temporary, target)
-      await rm(temporary, { force: true })
-      const folder = await open(dirname(target), 'r')
-      await folder.sync().catch(() => undefined)
-      await folder.close()
-    } catch (error) {
-      await rm(temporary, { force: true })
-      throw wrapIoError(error, target, 'create the undo journal')
-    }
+    // Linked into place: a journal either has a whole header or does not exist, and an
+    // existing journal is never replaced.
+    await replaceFile(target, (file) => file.writeAt(block, 0), {
+      exclusive: true,
+      mode: 0o600,
+      doing: 'create the undo journal',
+    })
     const file = await BlockFile.open(target, true)
     return new UndoJournal(target, file, header, HEADER_SIZE)
   }

@@ -1,7 +1,8 @@
 import { EngineError } from '../../engine/errors'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
-import { assertOpensAsImage, realOrSelf, summarizeLibrary } from '../library-summary'
+import { realPath } from '../../engine/fs'
+import { assertOpensAsImage, summarizeLibrary } from '../library-summary'
 import type { IpcServices } from '../services'
 
 /**
@@ -38,8 +39,8 @@ export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> 
       for (const layer of layers) {
         const verdict = layer.names?.find((name) => name.stored === stored)
         if (!verdict) continue
-        const from = await realOrSelf(layer.filename)
-        const to = await realOrSelf(verdict.resolved)
+        const from = await realPath(layer.filename)
+        const to = await realPath(verdict.resolved)
         if (verdict.followed) return { from, to, alreadyFollowed: true }
         if (verdict.reason !== 'outside-folder') {
           throw new EngineError(

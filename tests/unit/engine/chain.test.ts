@@ -7,7 +7,8 @@ import { createOverlay } from '../../../main/engine/ops/create'
 import { imageInfo } from '../../../main/engine/ops/info'
 import { mapImage } from '../../../main/engine/ops/map'
 import { tempDir } from '../../helpers/tools'
-import { expectEngineError, makeRaw, makeSparse, pattern, writeAddCow } from './helpers'
+import { makeRaw, makeSparse, pattern, writeAddCow } from '../../helpers/images'
+import { expectEngineError } from '../../helpers/errors'
 
 const C = 4096
 let cleanup: (() => Promise<void>) | null = null

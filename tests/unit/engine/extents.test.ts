@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { BlockExtent } from '../../../main/engine/disk'
 import { checkRange, pushExtent, readInPieces, runLimited } from '../../../main/engine/extents'
-import { expectEngineErrorSync } from './helpers'
+import { expectEngineErrorSync } from '../../helpers/errors'
 
 describe('extent helpers', () => {
   it('merge touching extents that are alike, and only those', () => {

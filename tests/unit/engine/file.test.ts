@@ -8,7 +8,8 @@ import { isEngineError, throwIfAborted, wrapIoError } from '../../../main/engine
 import { BlockFile, setFileObserver, zeroes, type FileEvent } from '../../../main/engine/file'
 import { RawDisk } from '../../../main/engine/formats/raw/raw'
 import { tempDir } from '../../helpers/tools'
-import { expectEngineError, expectEngineErrorSync, pattern } from './helpers'
+import { pattern } from '../../helpers/images'
+import { expectEngineError, expectEngineErrorSync } from '../../helpers/errors'
 
 let root: string
 let cleanup: () => Promise<void>

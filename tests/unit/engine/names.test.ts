@@ -9,7 +9,8 @@ import {
   STRICT_POLICY,
 } from '../../../main/engine/names'
 import { tempDir } from '../../helpers/tools'
-import { expectEngineErrorSync, makeSparse } from './helpers'
+import { makeSparse } from '../../helpers/images'
+import { expectEngineErrorSync } from '../../helpers/errors'
 
 let root: string
 let cleanup: () => Promise<void>

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlockFile, readFilePieces, useServerReads } from '../../../main/engine/file'
 import { native } from '../../../main/engine/native/index'
 import { tempDir } from '../../helpers/tools'
-import { pattern } from './helpers'
+import { pattern } from '../../helpers/images'
 
 const MIB = 1024 * 1024
 const addon = native()

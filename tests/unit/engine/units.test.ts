@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { formatSize, parseSize, roundUp } from '../../../main/engine/units'
-import { expectEngineErrorSync } from './helpers'
+import { expectEngineErrorSync } from '../../helpers/errors'
 
 describe('parseSize', () => {
   it.each([

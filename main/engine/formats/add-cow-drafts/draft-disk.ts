@@ -2,9 +2,10 @@ import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type { Disk, FormatDriver, OpenOptions } from '../../disk'
 import { EngineError } from '../../errors'
 import { BlockFile } from '../../file'
-import { judgeName } from '../../names'
-import { BitmapOverlayDisk, loadBitmap, type BitmapOverlayLayout } from '../cow/bitmap-overlay'
-import { unrecordedBackingFormat } from '../cow/unrecorded-format'
+import { judgeName, withoutRealPath } from '../../names'
+import { BitmapOverlayDisk, loadBitmap, type BitmapOverlayLayout } from '../common/bitmap-overlay'
+import { unrecordedBackingFormat } from '../common/unrecorded-format'
+import { imageFormatIssue } from '../add-cow/header'
 import {
   looksLikeAddCowMagic,
   looksLikeBigEndianDraft,
@@ -34,7 +35,10 @@ export interface DraftDescription {
   warnings: string[]
 }
 
-/** A read-only disk in an earlier add-cow draft layout. */
+/**
+ * A read-only disk in an earlier add-cow draft layout. Its image file holds the data at guest
+ * offsets, as in the current layout, which is what the upgrade builds on.
+ */
 export class DraftDisk extends BitmapOverlayDisk {
   constructor(
     layout: BitmapOverlayLayout,
@@ -43,12 +47,16 @@ export class DraftDisk extends BitmapOverlayDisk {
   ) {
     super(layout)
   }
-}
 
-function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
-  const { realPath: _realPath, ...rest } = verdict
-  void _realPath
-  return rest
+  /** The image file (read-only here): allocated data at guest offsets. */
+  dataFile(): BlockFile {
+    return this.layout.dataFile
+  }
+
+  /** The draft's all-allocated flag: the backing file is never read. */
+  isAllAllocated(): boolean {
+    return this.layout.allAllocated
+  }
 }
 
 function parseDraft(layout: DraftLayout, head: Uint8Array, path: string): DraftHeader {
@@ -93,13 +101,8 @@ export async function openDraft(
     const head = Buffer.alloc(Math.min(metaLength, HEAD_BYTES))
     await meta.readAt(head, 0)
     const header = parseDraft(layout, head, path)
-    if (header.imageFormat !== 'raw') {
-      throw new EngineError(
-        'UNSUPPORTED_FORMAT',
-        `Image format '${header.imageFormat}' in ${path} is not supported; add-cow image files are raw.`,
-        { path, field: 'image format', value: header.imageFormat },
-      )
-    }
+    const unsupported = imageFormatIssue(path, header.imageFormat)
+    if (unsupported?.error) throw unsupported.error
     const warnings = [
       `earlier add-cow draft layout ${LABELS[layout]}: read-only here; upgrade with addcow amend --upgrade`,
     ]
@@ -133,7 +136,7 @@ export async function openDraft(
         'Upgrade the file with addcow amend --upgrade after checking the base, or rebase it.',
       )
       const verdict = await judgeName(path, name, backingFormat, options.policy)
-      names.push(stripReal(verdict))
+      names.push(withoutRealPath(verdict))
       if (verdict.reason !== 'missing' && verdict.realPath === imageVerdict.realPath) {
         throw new EngineError(
           'SAME_FILE',
@@ -148,7 +151,7 @@ export async function openDraft(
         if (backing) opened.push(backing)
       }
     }
-    names.push(stripReal(imageVerdict))
+    names.push(withoutRealPath(imageVerdict))
     const bitmap = await loadBitmap(
       meta,
       path,
@@ -179,6 +182,9 @@ export async function openDraft(
         writable: false,
         allAllocated: header.allAllocated,
         describe: (disk) => describeDraft(disk, meta, image, draft),
+        backingLink:
+          header.backingName === null ? null : { name: header.backingName, format: backingFormat },
+        files: [path, imageVerdict.resolved],
       },
       draft,
     )
@@ -235,9 +241,9 @@ function draftDriver(
 ): FormatDriver {
   return {
     name,
-    features: { create: false, write: false, backing: true },
     probe,
     open: (path, options) => openDraft(name, path, options),
+    upgradesTo: 'add-cow',
   }
 }
 

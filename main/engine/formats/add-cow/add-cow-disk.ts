@@ -1,5 +1,7 @@
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type {
+  AllocationVisitor,
+  BackingLink,
   BlockExtent,
   Disk,
   DiskCapabilities,
@@ -9,32 +11,37 @@ import type {
 } from '../../disk'
 import { stat } from 'node:fs/promises'
 import { EngineError, wrapIoError } from '../../errors'
-import { assertFollowable, judgeName } from '../../names'
-import {
-  checkRange,
-  pushExtent,
-  pushStatusBelow,
-  readBelow,
-  readInPieces,
-  runLimited,
-} from '../../extents'
+import { assertFollowable, judgeName, withoutRealPath } from '../../names'
+import { checkRange, overlayStatus, readBelow, readInPieces, runLimited } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
+import { growFile } from '../../fs'
 import { readBatchFunction } from '../../native/index'
 import { RawDisk } from '../raw/raw'
-import { ClusterBitmap } from './bitmap'
+import { ClusterBitmap } from '../common/bitmap'
+import { checkAddCow } from './check'
+import { createAddCow } from './create'
+import {
+  fillBitmap,
+  readHeaderFile,
+  restoreFeatures,
+  setBackingLink,
+  writeCompatibleFeatures,
+} from './edit'
 import {
   ADD_COW_MAGIC,
   FEATURE_ALL_ALLOCATED,
   FIELDS,
   geometry,
+  imageFormatIssue,
+  MAX_BITMAP_BYTES,
   parseHeader,
   type AddCowHeader,
   type BitmapGeometry,
   type HeaderOddities,
 } from './header'
 
-/** Largest bitmap held in memory: 2^32 clusters (16 TiB at 4 KiB, 8 PiB at 2 MiB). */
-export const MAX_BITMAP_BYTES = 512 * 1024 * 1024
+export { MAX_BITMAP_BYTES } from './header'
+
 /** Pieces of one request that may be in flight at once. */
 const IO_PARALLELISM = 8
 /**
@@ -101,16 +108,11 @@ export class AddCowDisk implements Disk {
       await meta.readAt(head, 0)
       // Read only the fixed part first: header_size is validated before it sizes any read.
       const { header, oddities } = parseHeader(head, path)
-      if (header.imageFormat !== 'raw') {
-        throw new EngineError(
-          'UNSUPPORTED_FORMAT',
-          `Image format '${header.imageFormat}' in ${path} is not supported; add-cow image files are raw.`,
-          { path, field: 'image format', value: header.imageFormat },
-        )
-      }
+      const unsupported = imageFormatIssue(path, header.imageFormat)
+      if (unsupported?.error) throw unsupported.error
       const names: NameResolution[] = []
       const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
-      names.push(stripReal(imageVerdict))
+      names.push(withoutRealPath(imageVerdict))
       let image: BlockFile | null = null
       let virtualSize: number
       if (imageVerdict.followed) {
@@ -134,7 +136,7 @@ export class AddCowDisk implements Disk {
           header.backingFormat,
           options.policy,
         )
-        names.unshift(stripReal(backingVerdict))
+        names.unshift(withoutRealPath(backingVerdict))
         if (
           backingVerdict.reason !== 'missing' &&
           backingVerdict.realPath === imageVerdict.realPath
@@ -221,11 +223,7 @@ export class AddCowDisk implements Disk {
    * Visit the runs of equal allocation over clusters [first, end) (for commit, stream, check);
    * with ALL_ALLOCATED the whole range is one allocated run.
    */
-  forEachAllocationRun(
-    first: number,
-    end: number,
-    visit: (start: number, stop: number, allocated: boolean) => void,
-  ): void {
+  forEachAllocationRun(first: number, end: number, visit: AllocationVisitor): void {
     if (first >= end) return
     if (this.allAllocated || !this.bitmap) {
       visit(first, end, true)
@@ -264,6 +262,85 @@ export class AddCowDisk implements Disk {
       )
     }
     this.bitmap.clearRange(first, end)
+  }
+
+  /** The add-cow file, then the image file (as named, resolved: also after a lenient open). */
+  files(): string[] {
+    const image = this.names[this.names.length - 1]
+    return [this.path, image?.resolved ?? this.header.imageName]
+  }
+
+  backingLink(): BackingLink | null {
+    return this.header.backingName === null
+      ? null
+      : { name: this.header.backingName, format: this.header.backingFormat }
+  }
+
+  /** The image file: guest data at guest offsets. */
+  dataFile(): BlockFile {
+    return this.image
+  }
+
+  allocationCount(): { allocated: number; total: number } {
+    return { allocated: this.allocatedClusters, total: this.geometry.clusters }
+  }
+
+  isAllAllocated(): boolean {
+    return this.allAllocated
+  }
+
+  /**
+   * Set ALL_ALLOCATED once every bit is set: flush (the image file, then the bitmap, and the
+   * flag if a write already set it in memory), then write the flag if it is still clear.
+   */
+  async setAllAllocated(): Promise<void> {
+    this.assertWritable()
+    if (this.bitmap && !this.bitmap.isFull && !this.allAllocated) {
+      throw new EngineError(
+        'BAD_REQUEST',
+        `${this.path} still reads ${this.bitmap.clusters - this.bitmap.allocatedCount} clusters from its backing file; ALL_ALLOCATED cannot be set.`,
+        { path: this.path, field: 'compatible features' },
+      )
+    }
+    await this.flush()
+    if ((this.header.compatibleFeatures & FEATURE_ALL_ALLOCATED) === 0n) {
+      // The bitmap was already full when opened (a write sets the flag only on the change).
+      this.header.compatibleFeatures |= FEATURE_ALL_ALLOCATED
+      await writeCompatibleFeatures(this.meta, this.header.compatibleFeatures)
+    }
+  }
+
+  /**
+   * Hand ALL_ALLOCATED over to a full bitmap (the guest view is unchanged), clear the flag,
+   * and close: the overlay reads its backing file again after a fresh open.
+   */
+  async clearAllAllocatedAndClose(): Promise<void> {
+    this.assertWritable()
+    if ((this.header.compatibleFeatures & FEATURE_ALL_ALLOCATED) !== 0n) {
+      await fillBitmap(this.meta, this.header, this.size)
+      this.header.compatibleFeatures &= ~FEATURE_ALL_ALLOCATED
+      await writeCompatibleFeatures(this.meta, this.header.compatibleFeatures)
+      this.headerDirty = false
+      this.bitmap?.takeDirty()
+    }
+    await this.close()
+  }
+
+  /** Grow the image file to `size` and the add-cow file to its bitmap, then close. */
+  async growAndClose(size: number): Promise<void> {
+    this.assertWritable()
+    const metaLength = geometry(this.header.clusterBits, size).fileLength
+    const image = this.image
+    const grow = size > this.size
+    await this.close()
+    if (!grow) return
+    await growFile(image.path, size)
+    await growFile(this.path, metaLength)
+  }
+
+  /** The compatible features, for a rollback to put back (see the driver's restoreState). */
+  savedState(): string {
+    return `0x${this.header.compatibleFeatures.toString(16)}`
   }
 
   /** The length of the add-cow file when it was opened. */
@@ -595,13 +672,9 @@ export class AddCowDisk implements Disk {
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     this.assertOpen()
     checkRange(this.path, this.size, offset, length)
-    const extents: BlockExtent[] = []
-    if (length === 0) return extents
+    if (length === 0) return []
     const bitmap = this.allAllocated ? null : this.bitmap
-    if (!bitmap) {
-      pushExtent(extents, { offset, length, depth: 0, present: true, zero: false })
-      return extents
-    }
+    if (!bitmap) return [{ offset, length, depth: 0, present: true, zero: false }]
     const clusterSize = this.clusterSize
     const end = offset + length
     const runs: [number, number, boolean][] = []
@@ -616,20 +689,7 @@ export class AddCowDisk implements Disk {
         ])
       },
     )
-    for (const [start, finish, allocated] of runs) {
-      if (allocated) {
-        pushExtent(extents, {
-          offset: start,
-          length: finish - start,
-          depth: 0,
-          present: true,
-          zero: false,
-        })
-      } else {
-        await pushStatusBelow(extents, this.backing, start, finish)
-      }
-    }
-    return extents
+    return overlayStatus(this.backing, runs)
   }
 
   async info(): Promise<ImageInfo> {
@@ -715,20 +775,28 @@ async function statLength(path: string): Promise<number> {
   return Number(size)
 }
 
-function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
-  const { realPath: _realPath, ...rest } = verdict
-  void _realPath
-  return rest
-}
-
 /** The add-cow driver, current layout ("ACOW"). */
 export const addCowDriver: FormatDriver = {
   name: 'add-cow',
-  features: { create: true, write: true, backing: true },
   probe(head) {
     if (head.length < 4) return 0
     const magic = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(0, true)
     return magic === ADD_COW_MAGIC ? 100 : 0
   },
   open: (path, options) => AddCowDisk.open(path, options),
+  create: createAddCow,
+  check: checkAddCow,
+  async readLinks(path) {
+    const header = await readHeaderFile(path)
+    return {
+      backing:
+        header.backingName === null
+          ? null
+          : { name: header.backingName, format: header.backingFormat },
+      dataFile: header.imageName,
+    }
+  },
+  setBacking: setBackingLink,
+  restoreState: restoreFeatures,
+  qemuFormat: 'add-cow',
 }

@@ -1,12 +1,19 @@
-import { link, stat, unlink } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
-import type { Disk, FormatDriver, OpenOptions } from '../../disk'
+import type {
+  BackingLink,
+  CreatedImage,
+  CreateImageOptions,
+  Disk,
+  FormatDriver,
+  OpenOptions,
+} from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
 import { BlockFile } from '../../file'
-import { judgeName, resolveName } from '../../names'
-import { BitmapOverlayDisk, loadBitmap } from './bitmap-overlay'
+import { replaceFile } from '../../fs'
+import { judgeName, resolveName, withoutRealPath } from '../../names'
+import { BitmapOverlayDisk, loadBitmap } from '../common/bitmap-overlay'
 import {
   encodeQemuCowHeader,
   looksLikeCow,
@@ -14,16 +21,10 @@ import {
   QEMU_V2_HEADER_SIZE,
   type CowHeader,
 } from './header'
-import { unrecordedBackingFormat } from './unrecorded-format'
+import { unrecordedBackingFormat } from '../common/unrecorded-format'
 
 /** Bytes read for the header (the unpacked UML layout is the longest, 4136 bytes). */
 const HEAD_BYTES = 8192
-
-function stripReal(verdict: NameResolution & { realPath?: string }): NameResolution {
-  const { realPath: _realPath, ...rest } = verdict
-  void _realPath
-  return rest
-}
 
 /** Seconds of a file's modification time, or null when it cannot be read. */
 async function mtimeSeconds(path: string): Promise<number | null> {
@@ -45,6 +46,7 @@ async function mtimeSeconds(path: string): Promise<number | null> {
 export async function openCow(path: string, options: OpenOptions): Promise<BitmapOverlayDisk> {
   const file = await BlockFile.open(path, !options.readOnly)
   let backing: Disk | null = null
+  let backingLink: BackingLink | null = null
   try {
     const fileLength = await file.length()
     const head = Buffer.alloc(Math.min(fileLength, HEAD_BYTES))
@@ -81,10 +83,11 @@ export async function openCow(path: string, options: OpenOptions): Promise<Bitma
               'cow files cannot record a backing format.',
             )
       const verdict = await judgeName(path, name, format, options.policy)
-      names.push(stripReal(verdict))
+      names.push(withoutRealPath(verdict))
       if (!verdict.followed)
         warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
       if (format !== null) backing = await options.openBacking(path, name, format)
+      backingLink = { name, format }
       if (verdict.reason !== 'missing') {
         const actual = await mtimeSeconds(verdict.resolved)
         if (actual !== null && actual !== header.mtime) {
@@ -108,6 +111,8 @@ export async function openCow(path: string, options: OpenOptions): Promise<Bitma
       writable: !options.readOnly,
       allAllocated: false,
       describe: (disk) => describeCow(disk, file, header, names, warnings),
+      backingLink,
+      files: [path],
     })
   } catch (error) {
     await backing?.close().catch(() => undefined)
@@ -198,31 +203,28 @@ export async function createCow(
   }
   const header = encodeQemuCowHeader(size, options.backing ?? null, mtime, path)
   const bitmapBytes = Math.ceil(Math.ceil(size / 512) / 8)
-  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
-  const file = await BlockFile.create(temporary, true)
-  try {
-    await file.writeAt(header, 0)
-    await file.truncate(QEMU_V2_HEADER_SIZE + bitmapBytes)
-    await file.sync()
-    await file.close()
-    try {
-      await link(temporary, path)
-    } catch (error) {
-      throw wrapIoError(error, path, 'create')
-    }
-  } catch (error) {
-    await file.close().catch(() => undefined)
-    throw error
-  } finally {
-    await unlink(temporary).catch(() => undefined)
-  }
+  await replaceFile(
+    path,
+    async (file) => {
+      await file.writeAt(header, 0)
+      await file.truncate(QEMU_V2_HEADER_SIZE + bitmapBytes)
+    },
+    { exclusive: true, doing: 'create' },
+  )
   return { path, size }
 }
 
 /** The cow driver: QEMU cow version 2 (read/write) and user-mode Linux COW version 3 (read). */
 export const cowDriver: FormatDriver = {
   name: 'cow',
-  features: { create: true, write: true, backing: true },
   probe: (head) => (looksLikeCow(head) ? 100 : 0),
   open: (path, options) => openCow(path, options),
+  async create(options: CreateImageOptions): Promise<CreatedImage> {
+    const created = await createCow({
+      path: options.path,
+      ...(options.size !== undefined ? { size: options.size } : {}),
+      ...(options.backing ? { backing: options.backing.name } : {}),
+    })
+    return { ...created, files: [created.path], created: [created.path], clusterSize: 512 }
+  },
 }

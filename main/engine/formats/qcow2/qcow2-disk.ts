@@ -1,5 +1,6 @@
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type {
+  BackingLink,
   BlockExtent,
   Disk,
   DiskCapabilities,
@@ -8,10 +9,17 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { EngineError } from '../../errors'
-import { checkRange, pushExtent, pushStatusBelow, readBelow, runLimited } from '../../extents'
+import {
+  checkRange,
+  pushExtent,
+  pushStatusBelow,
+  readBelow,
+  runLimited,
+  serialQueue,
+} from '../../extents'
 import { BlockFile, zeroes } from '../../file'
-import { judgeName } from '../../names'
-import { unrecordedBackingFormat } from '../cow/unrecorded-format'
+import { judgeName, withoutRealPath } from '../../names'
+import { unrecordedBackingFormat } from '../common/unrecorded-format'
 import { decompressCluster } from './compression'
 import {
   ALL_SUBCLUSTERS,
@@ -72,7 +80,8 @@ export class Qcow2Disk implements Disk {
   private readonly l2Cache: TableCache
   private readonly dirtyL1 = new Set<number>()
   private readonly decompressed = new Map<string, Buffer>()
-  private writeQueue: Promise<void> = Promise.resolve()
+  /** Run `task` after every earlier write and flush (writes change shared metadata). */
+  private readonly serialise = serialQueue()
   private closed = false
 
   private constructor(
@@ -137,9 +146,7 @@ export class Qcow2Disk implements Disk {
           warnings.push(`the backing format is not recorded; '${name}' is opened as ${format}`)
         }
         const verdict = await judgeName(path, name, format, options.policy)
-        const { realPath: _realPath, ...resolution } = verdict
-        void _realPath
-        names.push(resolution)
+        names.push(withoutRealPath(verdict))
         if (format !== null) backing = await options.openBacking(path, name, format)
         if (!verdict.followed)
           warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
@@ -413,16 +420,6 @@ export class Qcow2Disk implements Disk {
     return this.refcounts
   }
 
-  /** Run `task` after every earlier write and flush (writes change shared metadata). */
-  private serialise<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.writeQueue.then(task)
-    this.writeQueue = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    return run
-  }
-
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.assertWritableNow()
     checkRange(this.path, this.size, offset, data.length)
@@ -690,6 +687,15 @@ export class Qcow2Disk implements Disk {
     return info
   }
 
+  /** The backing file as stored, with the format recorded (or the one the open decided). */
+  backingLink(): BackingLink | null {
+    if (this.header.backingName === null) return null
+    return {
+      name: this.header.backingName,
+      format: this.header.backingFormat ?? this.backing?.format ?? null,
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     let failure: unknown = null
@@ -738,7 +744,6 @@ function assertWritable(path: string, header: Qcow2Header): void {
 /** The qcow2 driver (versions 2 and 3). */
 export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
-  features: { create: false, write: true, backing: true },
   probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: (path, options) => Qcow2Disk.open(path, options),
 }

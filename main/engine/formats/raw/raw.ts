@@ -1,6 +1,9 @@
 import type { ImageInfo } from '../../../../shared/image-types'
+import { resolve } from 'node:path'
 import type {
   BlockExtent,
+  CreatedImage,
+  CreateImageOptions,
   Disk,
   DiskCapabilities,
   FormatDriver,
@@ -10,8 +13,9 @@ import type {
 import { EngineError, wrapIoError } from '../../errors'
 import { checkRange, pushExtent, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
+import { growFile, replaceFile } from '../../fs'
 import { native } from '../../native/index'
-import { dataExtentsIn, firstDataExtent, punchOrZero } from '../../ops/sparse'
+import { dataExtentsIn, firstDataExtent, punchOrZero } from '../common/sparse'
 
 const ZERO_CHUNK = 1024 * 1024
 /** Reads longer than this are split into pieces read in parallel (see readInPieces). */
@@ -202,6 +206,19 @@ export class RawDisk implements Disk {
     }
   }
 
+  /** The file itself: all of a raw disk's data, at guest offsets. */
+  dataFile(): BlockFile {
+    return this.file
+  }
+
+  /** Grow the file to `size` bytes (sparsely; never shrinks), sync it, and close. */
+  async growAndClose(size: number): Promise<void> {
+    this.assertWritable()
+    const grow = size > this.size
+    await this.close()
+    if (grow) await growFile(this.path, size)
+  }
+
   /** Sync (when writable) and close; the file is closed even when the sync fails. */
   async close(): Promise<void> {
     try {
@@ -212,10 +229,31 @@ export class RawDisk implements Disk {
   }
 }
 
+/** Create a sparse raw file of `size` bytes (it must not exist). */
+async function createRaw(options: CreateImageOptions): Promise<CreatedImage> {
+  const path = resolve(options.path)
+  const size = options.size ?? options.backing?.size
+  if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+    throw new EngineError('BAD_ARGUMENT', `A size is needed to create ${path}.`, {
+      path,
+      field: 'size',
+      value: size,
+    })
+  }
+  if (options.backing) {
+    throw new EngineError('NOT_CAPABLE', `A raw file cannot have a backing file (${path}).`, {
+      path,
+      field: 'backing',
+    })
+  }
+  await replaceFile(path, (file) => file.truncate(size), { exclusive: true, doing: 'create' })
+  return { path, size, files: [path], created: [path], clusterSize: null }
+}
+
 /** The raw driver. */
 export const rawDriver: FormatDriver = {
   name: 'raw',
-  features: { create: true, write: true, backing: false },
   probe: () => 0,
   open: (path: string, options: OpenOptions) => RawDisk.open(path, options.readOnly),
+  create: createRaw,
 }

@@ -1,0 +1,109 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { isEngineError } from '../../../../main/engine/errors'
+import { encodeHeader } from '../../../../main/engine/formats/add-cow/header'
+import type { Library } from '../../../../main/engine/library'
+import { checkExitCode, checkImage } from '../../../../main/engine/ops/check'
+import { rebaseOverlay } from '../../../../main/engine/ops/rebase'
+import { readHeaderFile as readAddCowHeader } from '../../../../main/engine/formats/add-cow/edit'
+
+import { tempDir } from '../../../helpers/tools'
+import {
+  guestView,
+  libraryIn,
+  makeOverlay,
+  makeSparseRaw,
+  pattern,
+  writeGuest,
+} from '../../../helpers/images'
+
+const MiB = 1024 * 1024
+let dir: string
+let cleanup: () => Promise<void>
+let library: Library
+
+beforeEach(async () => {
+  ;({ path: dir, cleanup } = await tempDir('addcow-rebase-'))
+  library = libraryIn(dir)
+})
+afterEach(() => cleanup())
+
+async function scene(): Promise<string> {
+  await makeSparseRaw(join(dir, 'base.raw'), 3 * MiB, [
+    [0, pattern(MiB, 1)],
+    [2 * MiB + 5, pattern(300_000, 2)],
+  ])
+  const overlay = await makeOverlay(library, {
+    overlay: join(dir, 'ov.add-cow'),
+    backing: 'base.raw',
+    backingFormat: 'raw',
+    size: 4 * MiB,
+  })
+  await writeGuest(overlay, [[500_000, pattern(100_000, 3)]])
+  return overlay
+}
+
+describe('rebase', () => {
+  it('safe mode keeps the guest view and copies only the clusters that differ', async () => {
+    const overlay = await scene()
+    await makeSparseRaw(join(dir, 'new.raw'), 3 * MiB, [
+      [0, pattern(MiB, 1)],
+      [65536 * 2, pattern(10, 9)],
+    ])
+    const view = await guestView(overlay)
+    const result = await rebaseOverlay({ overlay, backing: 'new.raw', library })
+    expect(result.newBackingFormat).toBe('raw')
+    // Cluster 2 differs (10 bytes), and the old base's data at 2 MiB + 5 .. (5 clusters).
+    expect(result.copiedClusters).toBe(1 + Math.ceil((2 * MiB + 5 + 300_000) / 65536) - 32)
+    expect((await guestView(overlay)).equals(view)).toBe(true)
+    const header = await readAddCowHeader(overlay)
+    expect(header.backingName).toBe('new.raw')
+    // Byte-exact: the header is exactly what a fresh encoder writes for these names.
+    expect((await readFile(overlay)).subarray(0, 65536).equals(encodeHeader(header, overlay))).toBe(
+      true,
+    )
+    expect(checkExitCode(await checkImage(overlay, { library }))).toBe(0)
+  })
+
+  it('unsafe mode rewrites the name only, and the header stays byte-exact', async () => {
+    const overlay = await scene()
+    await makeSparseRaw(join(dir, 'moved.raw'), 3 * MiB)
+    const before = await readFile(overlay)
+    const result = await rebaseOverlay({
+      overlay,
+      backing: 'moved.raw',
+      backingFormat: 'raw',
+      unsafe: true,
+      library,
+    })
+    expect(result.copiedClusters).toBe(0)
+    const after = await readFile(overlay)
+    expect(after.length).toBe(before.length)
+    expect(after.subarray(65536).equals(before.subarray(65536))).toBe(true)
+    const header = await readAddCowHeader(overlay)
+    expect(after.subarray(0, 65536).equals(encodeHeader(header, overlay))).toBe(true)
+    expect(after.subarray(76, 76 + 9).toString()).toBe('moved.raw')
+    expect(after.subarray(85, 85 + 6).toString()).toBe('ov.raw')
+  })
+
+  it("detaches with '' after copying every cluster that is not zero", async () => {
+    const overlay = await scene()
+    const view = await guestView(overlay)
+    await rebaseOverlay({ overlay, backing: '', library })
+    const header = await readAddCowHeader(overlay)
+    expect(header.backingName).toBeNull()
+    expect((await guestView(overlay)).equals(view)).toBe(true)
+  })
+
+  it('refuses a new base that is the overlay or its image file', async () => {
+    const overlay = await scene()
+    const error = await rebaseOverlay({
+      overlay,
+      backing: 'ov.raw',
+      backingFormat: 'raw',
+      library,
+    }).catch((caught: unknown) => caught)
+    expect(isEngineError(error, 'SAME_FILE')).toBe(true)
+  })
+})
