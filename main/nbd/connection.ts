@@ -3,28 +3,49 @@ import type { TLSSocket } from 'node:tls'
 import { isDisconnect, ProtocolViolation } from './errors'
 import type { ConnectionHost } from './export-types'
 import { Handshake, type HandshakeChannel } from './handshake'
-import { COMMAND, type NbdRequest } from './protocol'
 import { StreamClosedError, StreamReader } from './reader'
 import { startServerTls, type PskKeys } from './tls'
-import { Transmission, type Payload, type TransmissionChannel } from './transmission'
+import {
+  Transmission,
+  type Incoming,
+  type SendOptions,
+  type TransmissionChannel,
+} from './transmission'
+
+/**
+ * Request bytes read ahead of the request being parsed. Small: requests are 28 bytes, and a
+ * write's payload is read whole whatever this is.
+ */
+const READ_AHEAD = 256 * 1024
 
 /**
  * One client: its socket, the handshake (handshake.ts), then the transmission phase
  * (transmission.ts) with pipelined requests, whose replies may leave out of order. The
- * connection owns what both phases share: the socket and its reader, flow control (how many
- * requests and bytes may be in flight) and shutdown.
+ * connection owns what both phases share: the socket and its reader, flow control and shutdown.
+ *
+ * Flow control: `held` counts the bytes this connection pins (reservations of requests being
+ * served, reply bytes the socket has not taken yet). Requests are read only while fewer than
+ * `maxInFlight` are in flight and `held` is below the connection's share of the server's
+ * budget, so a client that does not read its replies stops being read (TCP backpressure).
+ *
+ * Shutdown: every wait here also ends when the socket closes (`gone`), so no path can keep a
+ * connection, and its slot, after its client left: not a write waiting for 'drain', not a
+ * request waiting for room, not the close itself (cut after `closeTimeoutMs`).
  */
 export class NbdConnection implements HandshakeChannel, TransmissionChannel {
   private socket: Socket | TLSSocket
   readonly reader: StreamReader
   private phase: 'handshake' | 'transmission' | 'closed' = 'handshake'
+  /** The socket closed (or was destroyed): nothing more goes in or out. */
+  private gone = false
   private inFlight = 0
-  private inFlightBytes = 0
-  private slotWaiter: (() => void) | null = null
-  private idle: Promise<void> = Promise.resolve()
-  private idleResolve: (() => void) | null = null
-  private drainWaiter: Promise<void> | null = null
-  private handshakeTimer: NodeJS.Timeout | null = null
+  private held = 0
+  /** Woken on every change that may let a wait end (bytes released, drain, close). */
+  private readonly waiters = new Set<() => void>()
+  /** Releases of the writes the socket still holds, run at the latest when it closes. */
+  private readonly unsent = new Set<() => void>()
+  private stream: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
   private stopReading = false
 
   constructor(
@@ -33,47 +54,43 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     readonly id: number,
   ) {
     this.socket = socket
-    this.reader = new StreamReader(socket)
+    this.reader = new StreamReader(socket, READ_AHEAD)
     if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true)
-    socket.on('error', () => undefined)
+    this.watch(socket)
   }
 
   /** Serve the client until it disconnects or the server closes the connection. */
   async run(): Promise<void> {
-    this.handshakeTimer = setTimeout(() => {
-      if (this.phase === 'handshake') {
-        this.log(
-          'warn',
-          `the handshake took longer than ${this.host.limits.handshakeTimeoutMs} ms; closing`,
-        )
-        this.destroy()
-      }
-    }, this.host.limits.handshakeTimeoutMs)
-    this.handshakeTimer.unref()
+    const limits = this.host.limits
+    this.setTimer(limits.handshakeTimeoutMs, () => {
+      if (this.phase !== 'handshake') return
+      this.log('warn', `the handshake took longer than ${limits.handshakeTimeoutMs} ms; closing`)
+      this.destroy()
+    })
     try {
       const negotiated = await new Handshake(this).run()
-      if (this.handshakeTimer) clearTimeout(this.handshakeTimer)
-      if (negotiated) {
+      if (negotiated && !this.gone) {
         this.phase = 'transmission'
+        this.setTimer(0, null)
         await this.transmission(new Transmission(this, negotiated))
       }
     } catch (error) {
       if (error instanceof ProtocolViolation)
         this.log('warn', `${error.message}; closing the connection`)
-      else if (
-        !(error instanceof StreamClosedError) &&
-        !isDisconnect(error) &&
-        this.phase !== 'closed'
-      ) {
+      else if (!(error instanceof StreamClosedError) && !isDisconnect(error) && !this.gone) {
         this.log(
           'warn',
           `connection failed: ${error instanceof Error ? error.message : String(error)}`,
         )
       }
     } finally {
-      if (this.handshakeTimer) clearTimeout(this.handshakeTimer)
-      await this.waitIdle()
-      this.close()
+      // Requests in flight finish and their replies go out, within closeTimeoutMs.
+      this.setTimer(limits.closeTimeoutMs, () => this.destroy())
+      // Even once the client is gone, requests finish (every wait of theirs ends with it), so
+      // that what they hold is released before the slot is.
+      while (this.inFlight > 0) await new Promise<void>((resolve) => this.waiters.add(resolve))
+      await this.close()
+      this.setTimer(0, null)
     }
   }
 
@@ -87,69 +104,154 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
       return
     }
     this.stopReading = true
-    // Wake the request loop; run() then waits for the requests in flight and closes.
     this.reader.abort()
-    const waiter = this.slotWaiter
-    this.slotWaiter = null
-    waiter?.()
+    this.wake()
   }
 
   log(level: 'info' | 'warn' | 'error', message: string): void {
     this.host.log({ level, connection: this.id, message })
   }
 
+  hangUp(message: string): void {
+    this.log('warn', `${message}; closing the connection`)
+    this.destroy()
+  }
+
+  // ---- the socket ---------------------------------------------------------------------------
+
+  private watch(socket: Socket | TLSSocket): void {
+    socket.on('error', () => undefined)
+    socket.on('drain', () => this.wake())
+    socket.once('close', () => this.markGone())
+  }
+
+  private setTimer(ms: number, action: (() => void) | null): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = action ? setTimeout(action, ms) : null
+    this.timer?.unref()
+  }
+
+  private markGone(): void {
+    if (this.gone) return
+    this.gone = true
+    this.phase = 'closed'
+    // Requests still buffered are dropped: their client is gone, nobody would read the replies.
+    this.reader.abort()
+    for (const release of [...this.unsent]) release()
+    this.wake()
+  }
+
   private destroy(): void {
     this.phase = 'closed'
     this.socket.destroy()
+    this.markGone()
   }
 
-  private close(): void {
-    if (this.phase === 'closed') return
-    this.phase = 'closed'
-    const socket = this.socket
-    socket.end(() => socket.destroy())
+  /** End the socket once its replies are out (or the close timer cuts it), and wait for that. */
+  private async close(): Promise<void> {
+    if (!this.gone) {
+      this.phase = 'closed'
+      const socket = this.socket
+      socket.end(() => socket.destroy())
+    }
+    await this.until(() => false)
   }
 
-  // ---- the socket, for both phases -------------------------------------------------------
+  private wake(): void {
+    if (this.waiters.size === 0) return
+    const waiters = [...this.waiters]
+    this.waiters.clear()
+    for (const waiter of waiters) waiter()
+  }
+
+  /** Resolves once `ready()` holds (true) or the socket is gone (false). */
+  async until(ready: () => boolean): Promise<boolean> {
+    while (!this.gone && !ready()) await new Promise<void>((resolve) => this.waiters.add(resolve))
+    return !this.gone
+  }
 
   async write(data: Buffer): Promise<void> {
     if (this.phase === 'closed') return
-    if (!this.socket.write(data)) await this.drained()
-  }
-
-  /** Resolves when the socket drained its write buffer, or closed. */
-  private drained(): Promise<void> {
-    if (!this.drainWaiter) {
-      const socket = this.socket
-      this.drainWaiter = new Promise<void>((resolve) => {
-        const done = (): void => {
-          socket.off('drain', done)
-          socket.off('close', done)
-          this.drainWaiter = null
-          resolve()
-        }
-        socket.on('drain', done)
-        socket.on('close', done)
-      })
-    }
-    return this.drainWaiter
+    if (!this.socket.write(data)) await this.until(() => !this.socket.writableNeedDrain)
   }
 
   async upgradeTls(keys: PskKeys): Promise<void> {
     const leftover = this.reader.detach()
     const secure = await startServerTls(this.socket as Socket, keys, leftover)
-    secure.on('error', () => undefined)
     this.socket = secure
+    this.watch(secure)
     this.reader.attach(secure)
   }
 
-  async send(buffers: Buffer[], written?: () => void): Promise<void> {
-    const socket = this.socket
-    if (this.phase === 'closed' || socket.destroyed) {
+  // ---- flow control -------------------------------------------------------------------------
+
+  reserve(bytes: number): void {
+    this.held += bytes
+    this.host.account(bytes)
+  }
+
+  release(bytes: number): void {
+    this.held -= bytes
+    this.host.account(-bytes)
+    this.wake()
+  }
+
+  /** Whether this connection holds less than its share of the server's budget. */
+  private hasRoom(): boolean {
+    return this.host.hasRoom(this.held)
+  }
+
+  async acquire(bytes: number): Promise<boolean> {
+    // Checked and reserved in one step: every waiter woken at once must not all see the room.
+    while (!this.gone && !this.hasRoom())
+      await new Promise<void>((resolve) => this.waiters.add(resolve))
+    if (this.gone) return false
+    this.reserve(bytes)
+    return true
+  }
+
+  async send(buffers: Buffer[], options: SendOptions = {}): Promise<void> {
+    while (this.stream) await this.stream
+    this.queue(buffers, options)
+  }
+
+  async exclusive(
+    body: (send: (buffers: Buffer[], options?: SendOptions) => void) => Promise<void>,
+  ): Promise<void> {
+    while (this.stream) await this.stream
+    let end!: () => void
+    this.stream = new Promise<void>((resolve) => (end = resolve))
+    try {
+      await body((buffers, options) => this.queue(buffers, options))
+    } finally {
+      this.stream = null
+      end()
+    }
+  }
+
+  /**
+   * Write one reply's buffers in one synchronous run; the bytes not yet reserved are charged
+   * now, and all of them released (and `written` run) once the socket no longer needs them.
+   */
+  private queue(buffers: Buffer[], { reserved = 0, written }: SendOptions = {}): void {
+    let total = 0
+    for (const buffer of buffers) total += buffer.length
+    if (total >= reserved) this.reserve(total - reserved)
+    else this.release(reserved - total)
+    let pending = true
+    const done = (): void => {
+      if (!pending) return
+      pending = false
+      this.unsent.delete(done)
+      this.release(total)
       written?.()
+    }
+    const socket = this.socket
+    if (this.phase === 'closed' || this.gone || socket.destroyed) {
+      done()
       return
     }
-    const done = written ? (): void => written() : undefined
+    this.unsent.add(done)
     if (buffers.length === 1) {
       socket.write(buffers[0]!, done)
     } else {
@@ -158,60 +260,36 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
       buffers.forEach((buffer, index) => socket.write(buffer, index === last ? done : undefined))
       socket.uncork()
     }
-    if (socket.writableNeedDrain) await this.drained()
   }
 
-  // ---- transmission: flow control ---------------------------------------------------------
+  // ---- transmission: reading requests -------------------------------------------------------
 
   private async transmission(transmission: Transmission): Promise<void> {
-    const limits = this.host.limits
+    const maxInFlight = this.host.limits.maxInFlight
     for (;;) {
-      while (this.inFlight >= limits.maxInFlight || this.inFlightBytes >= limits.maxInFlightBytes) {
-        await new Promise<void>((resolve) => (this.slotWaiter = resolve))
-      }
-      if (this.stopReading) return
+      await this.until(() => this.stopReading || (this.inFlight < maxInFlight && this.hasRoom()))
+      if (this.stopReading || this.gone) return
       const next = await transmission.next(this.reader, () => this.stopReading)
       if (!next) return
-      this.track(transmission, next.request, next.payload)
+      this.inFlight++
+      void this.serveRequest(transmission, next)
     }
   }
 
-  private track(transmission: Transmission, request: NbdRequest, payload: Payload | null): void {
-    const cost =
-      request.type === COMMAND.READ || request.type === COMMAND.WRITE
-        ? Math.min(request.length, this.host.limits.maxBlockSize)
-        : 0
-    this.inFlight++
-    this.inFlightBytes += cost
-    if (this.inFlight === 1) this.idle = new Promise((resolve) => (this.idleResolve = resolve))
-    void this.serveRequest(transmission, request, payload, cost)
-  }
-
-  /** Handle one request and release its slot; never rejects. */
-  private async serveRequest(
-    transmission: Transmission,
-    request: NbdRequest,
-    payload: Payload | null,
-    cost: number,
-  ): Promise<void> {
+  /** Handle one request and release its slot and reservation; never rejects. */
+  private async serveRequest(transmission: Transmission, incoming: Incoming): Promise<void> {
     try {
-      await transmission.serve(request, payload?.data ?? null)
+      await transmission.serve(incoming)
     } catch (error) {
       this.log(
         'error',
         `internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
       )
     }
-    payload?.release()
+    incoming.payload?.release()
+    this.release(incoming.reserved)
+    incoming.reserved = 0
     this.inFlight--
-    this.inFlightBytes -= cost
-    const waiter = this.slotWaiter
-    this.slotWaiter = null
-    waiter?.()
-    if (this.inFlight === 0) this.idleResolve?.()
-  }
-
-  private waitIdle(): Promise<void> {
-    return this.inFlight === 0 ? Promise.resolve() : this.idle
+    this.wake()
   }
 }

@@ -1,33 +1,24 @@
-import type { BlockExtent } from '../engine/disk'
-import { isEngineError } from '../engine/errors'
-import { runLimited } from '../engine/extents'
 import { zeroes } from '../engine/file'
-import { ProtocolViolation } from './errors'
+import { nbdErrorOf, ProtocolViolation, RequestError } from './errors'
 import type { ConnectionHost } from './export-types'
 import { ALLOCATION_CONTEXT_ID, type Negotiated } from './handshake'
 import {
   COMMAND,
   COMMAND_FLAG,
   commandName,
-  DATA_CHUNK_PREFIX,
   decodeRequest,
   encodeBlockStatusChunk,
-  encodeDataChunkHeader,
   encodeErrorChunk,
-  encodeHoleChunk,
-  encodeNoneChunk,
   encodeSimpleReply,
   NBD_ERROR,
   REQUEST_HEADER,
   REQUEST_MAGIC,
-  SIMPLE_REPLY,
   STATE,
   TRANSMISSION_FLAG,
   type NbdErrorValue,
   type NbdRequest,
-  writeDataChunkHeader,
-  writeSimpleReplyHeader,
 } from './protocol'
+import { answerRead, READ_PIECE } from './read-reply'
 import { StreamClosedError, type StreamReader } from './reader'
 
 /**
@@ -37,27 +28,40 @@ import { StreamClosedError, type StreamReader } from './reader'
  * the socket and shutdown stay with the connection.
  */
 
-/** Zero ranges shorter than this are sent as data, not as a hole chunk. */
-const MIN_HOLE = 4096
-/**
- * Reads shorter than this are sent as one data chunk without asking for block status: a hole
- * saves little on the wire there, and unallocated clusters cost no I/O to read anyway.
- */
-const HOLE_DETECTION_MIN = 64 * 1024
 /** Block status descriptors sent at most in one reply (clients ask again for the rest). */
 const MAX_DESCRIPTORS = 65536
 /** Bytes of zeroes written per request for WRITE_ZEROES with NO_HOLE. */
 const ZERO_WRITE_CHUNK = 1024 * 1024
 
-/** What transmission needs from its connection. */
+/** How a reply's bytes are accounted for (see {@link TransmissionChannel.send}). */
+export interface SendOptions {
+  /** Bytes of these buffers already reserved (a read's buffer); the rest is charged now. */
+  reserved?: number
+  /** Runs once the socket no longer needs the buffers (written, or the client is gone). */
+  written?: () => void
+}
+
+/** What transmission needs from its connection: the socket, and flow control. */
 export interface TransmissionChannel {
   readonly host: ConnectionHost
   /**
-   * Write every buffer of one reply in one synchronous run, so no other reply interleaves;
-   * `written` runs once the socket no longer needs the buffers.
+   * Queue every buffer of one reply (or one piece of it) in one synchronous run, so that no
+   * other reply comes between them. Their bytes count against the connection until written.
    */
-  send(buffers: Buffer[], written?: () => void): Promise<void>
+  send(buffers: Buffer[], options?: SendOptions): Promise<void>
+  /** Run `body` with the socket to itself: no other reply is sent until it ends. */
+  exclusive(
+    body: (send: (buffers: Buffer[], options?: SendOptions) => void) => Promise<void>,
+  ): Promise<void>
+  /** Resolves once `ready()` holds (true), or false when the client is gone. */
+  until(ready: () => boolean): Promise<boolean>
+  /** Wait for room below the connection's share and reserve `bytes` (false: client gone). */
+  acquire(bytes: number): Promise<boolean>
+  reserve(bytes: number): void
+  release(bytes: number): void
   log(level: 'info' | 'warn' | 'error', message: string): void
+  /** Cut the connection (a reply that cannot be finished). */
+  hangUp(message: string): void
 }
 
 /** A write's payload, and how to give its buffer back. */
@@ -66,39 +70,15 @@ export interface Payload {
   release: () => void
 }
 
-/** An error a request ends with: the NBD error value and a message for the client. */
-class RequestError extends Error {
-  constructor(
-    readonly value: NbdErrorValue,
-    message: string,
-  ) {
-    super(message)
-  }
-}
-
-/** Map an engine failure to an NBD error value. */
-export function nbdErrorOf(error: unknown): NbdErrorValue {
-  if (error instanceof RequestError) return error.value
-  if (!isEngineError(error)) return NBD_ERROR.EIO
-  switch (error.code) {
-    case 'READ_ONLY':
-    case 'PERMISSION_DENIED':
-      return NBD_ERROR.EPERM
-    case 'OUT_OF_RANGE':
-    case 'BAD_ARGUMENT':
-    case 'BAD_REQUEST':
-      return NBD_ERROR.EINVAL
-    case 'SIZE_LIMIT':
-      return NBD_ERROR.ENOSPC
-    case 'NOT_CAPABLE':
-      return NBD_ERROR.ENOTSUP
-    default: {
-      const errno = (error.cause as NodeJS.ErrnoException | undefined)?.code
-      return errno === 'ENOSPC' || errno === 'EDQUOT' || errno === 'EFBIG'
-        ? NBD_ERROR.ENOSPC
-        : NBD_ERROR.EIO
-    }
-  }
+/** A request read off the wire, with what it holds until it is served. */
+export interface Incoming {
+  request: NbdRequest
+  payload: Payload | null
+  /**
+   * Bytes reserved for it when it was read (a write's payload, a read's first piece): the
+   * connection releases what is left of them once the request is served.
+   */
+  reserved: number
 }
 
 /** Requests and replies of one connection that entered transmission. */
@@ -113,10 +93,7 @@ export class Transmission {
    * away (a write whose payload did not fully arrive is dropped). Throws ProtocolViolation on a
    * request that leaves no way to carry on.
    */
-  async next(
-    reader: StreamReader,
-    stopping: () => boolean,
-  ): Promise<{ request: NbdRequest; payload: Payload | null } | null> {
+  async next(reader: StreamReader, stopping: () => boolean): Promise<Incoming | null> {
     const limits = this.channel.host.limits
     let header: Buffer
     try {
@@ -136,44 +113,50 @@ export class Transmission {
         `a request has the magic 0x${request.magic.toString(16)} instead of 0x${REQUEST_MAGIC.toString(16)}`,
       )
     }
-    let payload: Payload | null = null
-    if (request.type === COMMAND.WRITE) {
-      if (request.length > limits.maxBlockSize) {
-        throw new ProtocolViolation(
-          `a write of ${request.length} bytes exceeds the ${limits.maxBlockSize}-byte maximum block size`,
-        )
-      }
-      try {
-        payload = await reader.readPooled(request.length, this.channel.host.pool)
-      } catch (error) {
-        if (error instanceof StreamClosedError) {
-          this.channel.log(
-            'warn',
-            `the client disconnected in the middle of a ${request.length}-byte write; it was not applied`,
-          )
-          return null
-        }
-        throw error
-      }
-    }
     if (request.type === COMMAND.DISC) return null
-    return { request, payload }
+    if (request.type !== COMMAND.WRITE) {
+      // A read's first piece is reserved now, so that requests read meanwhile see it.
+      const first = request.type === COMMAND.READ ? Math.min(request.length, READ_PIECE) : 0
+      this.channel.reserve(first)
+      return { request, payload: null, reserved: first }
+    }
+    if (request.length > limits.maxBlockSize) {
+      throw new ProtocolViolation(
+        `a write of ${request.length} bytes exceeds the ${limits.maxBlockSize}-byte maximum block size`,
+      )
+    }
+    this.channel.reserve(request.length)
+    try {
+      const payload = await reader.readPooled(request.length, this.channel.host.pool)
+      return { request, payload, reserved: request.length }
+    } catch (error) {
+      this.channel.release(request.length)
+      if (error instanceof StreamClosedError) {
+        this.channel.log(
+          'warn',
+          `the client disconnected in the middle of a ${request.length}-byte write; it was not applied`,
+        )
+        return null
+      }
+      throw error
+    }
   }
 
   /** Validate and run one request, and send its reply (an error reply if it fails). */
-  async serve(request: NbdRequest, payload: Buffer | null): Promise<void> {
+  async serve(incoming: Incoming): Promise<void> {
+    const { request, payload } = incoming
     const disk = this.negotiated.export.disk
     try {
       this.validate(request)
       switch (request.type) {
         case COMMAND.READ:
-          await this.commandRead(request)
+          await answerRead(this.channel, this.negotiated, incoming)
           return
         case COMMAND.BLOCK_STATUS:
           await this.commandBlockStatus(request)
           return
         case COMMAND.WRITE:
-          await disk.write(request.offset!, payload!, {
+          await disk.write(request.offset!, payload!.data, {
             fua: (request.flags & COMMAND_FLAG.FUA) !== 0,
           })
           break
@@ -266,74 +249,6 @@ export class Transmission {
     }
   }
 
-  /**
-   * NBD_CMD_READ. The common case (one data range) is read straight into a pooled buffer behind
-   * room for the reply header, and leaves in one socket write; ranges with holes of at least
-   * MIN_HOLE bytes become several chunks, the holes without data.
-   */
-  private async commandRead(request: NbdRequest): Promise<void> {
-    const { structured, export: selected } = this.negotiated
-    const offset = request.offset!
-    const length = request.length
-    if (structured && length === 0) {
-      await this.channel.send([encodeNoneChunk(request.handle)])
-      return
-    }
-    const detectHoles =
-      structured &&
-      (request.flags & COMMAND_FLAG.DF) === 0 &&
-      length >= HOLE_DETECTION_MIN &&
-      selected.disk.capabilities.blockStatus
-    const segments = detectHoles
-      ? toSegments(await selected.disk.blockStatus(offset, length), offset)
-      : null
-    const single = segments === null || (segments.length === 1 && !segments[0]!.hole)
-    const prefix = !structured ? SIMPLE_REPLY.length : single ? DATA_CHUNK_PREFIX : 0
-    const pool = this.channel.host.pool
-    const frame = pool.take(prefix + length)
-    const release = (): void => pool.give(frame)
-    let handedOver = false
-    try {
-      const data = frame.subarray(prefix, prefix + length)
-      if (single) {
-        await selected.disk.readInto(data, offset)
-      } else {
-        const tasks: (() => Promise<void>)[] = []
-        for (const segment of segments) {
-          if (segment.hole) continue
-          const part = data.subarray(segment.start - offset, segment.end - offset)
-          tasks.push(() => selected.disk.readInto(part, segment.start))
-        }
-        if (tasks.length > 0) await runLimited(tasks, 8)
-      }
-      if (single) {
-        if (structured) writeDataChunkHeader(frame, request.handle, true, offset, length)
-        else writeSimpleReplyHeader(frame, request.handle, 0)
-        handedOver = true
-        await this.channel.send([frame.subarray(0, prefix + length)], release)
-        return
-      }
-      const buffers: Buffer[] = []
-      segments.forEach((segment, index) => {
-        const last = index === segments.length - 1
-        if (segment.hole) {
-          buffers.push(
-            encodeHoleChunk(request.handle, last, segment.start, segment.end - segment.start),
-          )
-        } else {
-          buffers.push(
-            encodeDataChunkHeader(request.handle, last, segment.start, segment.end - segment.start),
-          )
-          buffers.push(data.subarray(segment.start - offset, segment.end - offset))
-        }
-      })
-      handedOver = true
-      await this.channel.send(buffers, release)
-    } finally {
-      if (!handedOver) release()
-    }
-  }
-
   private async commandBlockStatus(request: NbdRequest): Promise<void> {
     if (request.length === 0)
       throw new RequestError(NBD_ERROR.EINVAL, 'NBD_CMD_BLOCK_STATUS of 0 bytes.')
@@ -396,28 +311,4 @@ function checkFlags(request: NbdRequest, allowed: number): void {
       NBD_ERROR.EINVAL,
       `${commandName(request.type)} does not accept the command flags 0x${extra.toString(16)}.`,
     )
-}
-
-/** A piece of a read reply: data to send, or a hole that reads as zeros. */
-interface Segment {
-  start: number
-  end: number
-  hole: boolean
-}
-
-/** Turn block status extents into read segments: zero ranges of at least MIN_HOLE bytes become holes. */
-function toSegments(extents: BlockExtent[], offset: number): Segment[] {
-  const segments: Segment[] = []
-  let cursor = offset
-  for (const extent of extents) {
-    const start = Math.max(extent.offset, cursor)
-    const end = extent.offset + extent.length
-    if (end <= start) continue
-    const hole = extent.zero && end - start >= MIN_HOLE
-    const last = segments[segments.length - 1]
-    if (last && last.hole === hole && last.end === start) last.end = end
-    else segments.push({ start, end, hole })
-    cursor = end
-  }
-  return segments
 }

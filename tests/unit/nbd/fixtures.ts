@@ -128,3 +128,13 @@ export function perTestServer(): PerTestServer {
     },
   }
 }
+
+/** Poll `check` until it holds or `limitMs` passed; returns whether it held (a bound, not a timing). */
+export async function eventually(check: () => boolean, limitMs: number): Promise<boolean> {
+  const deadline = Date.now() + limitMs
+  while (!check()) {
+    if (Date.now() > deadline) return false
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return true
+}

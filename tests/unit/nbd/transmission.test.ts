@@ -2,6 +2,8 @@
 // and its replies, and what a hostile client's requests get.
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import type { Disk } from '../../../main/engine/disk'
+import { EngineError } from '../../../main/engine/errors'
 import { openImage } from '../../../main/engine/open'
 import {
   COMMAND,
@@ -11,7 +13,8 @@ import {
   TRANSMISSION_FLAG,
 } from '../../../main/nbd/protocol'
 import { basePattern, BASE_SIZE, MIB, OVERLAY_SIZE, perTestServer } from './fixtures'
-import { MAGIC } from './nbd-test-client'
+import { NbdServer } from '../../../main/nbd/server'
+import { MAGIC, NbdTestClient } from './nbd-test-client'
 
 const nbd = perTestServer()
 
@@ -322,5 +325,113 @@ describe('NBD transmission against hostile clients', () => {
     expect(reply.error).toBe(NBD_ERROR.EINVAL)
     expect((await odd.command(COMMAND.BLOCK_STATUS, 0, 512)).error).toBe(NBD_ERROR.EINVAL)
     await nbd.stillWorks()
+  })
+})
+
+/** The served disk, failing every read that reaches `from` or beyond. */
+function failingFrom(disk: Disk, from: number): Disk {
+  return new Proxy(disk, {
+    get(target, property, receiver) {
+      if (property === 'readInto') {
+        return async (buffer: Uint8Array, offset: number) => {
+          if (offset + buffer.length > from)
+            throw new EngineError('IO_ERROR', `simulated read error at ${offset}`)
+          return target.readInto(buffer, offset)
+        }
+      }
+      const value = Reflect.get(target, property, receiver) as unknown
+      return typeof value === 'function' ? (value as () => unknown).bind(target) : value
+    },
+  })
+}
+
+describe('NBD reads bigger than a piece', () => {
+  const whole = Buffer.concat([basePattern(0, BASE_SIZE), Buffer.alloc(OVERLAY_SIZE - BASE_SIZE)])
+
+  it('arrive whole as structured chunks, one data chunk (DF), or a simple reply', async () => {
+    await nbd.setup()
+    const structured = await nbd.client()
+    await structured.negotiate()
+    const chunked = await structured.read(0, OVERLAY_SIZE)
+    expect(chunked.error).toBe(0)
+    expect(chunked.data.equals(whole)).toBe(true)
+    expect(chunked.holes.reduce((sum, hole) => sum + hole.length, 0)).toBe(OVERLAY_SIZE - BASE_SIZE)
+    const unfragmented = await structured.read(MIB, 6 * MIB + 100, COMMAND_FLAG.DF)
+    expect(unfragmented.dataChunks).toBe(1)
+    expect(unfragmented.data.equals(whole.subarray(MIB, 7 * MIB + 100))).toBe(true)
+    const simple = await nbd.client()
+    await simple.negotiate({ structured: false, meta: false })
+    const plain = await simple.read(100, 7 * MIB)
+    expect(plain.error).toBe(0)
+    expect(plain.data.equals(whole.subarray(100, 7 * MIB + 100))).toBe(true)
+    // A simple reply to a read of 0 bytes is its header alone.
+    expect((await simple.read(5, 0)).chunks).toHaveLength(1)
+    expect((await simple.read(5, 10)).data.equals(whole.subarray(5, 15))).toBe(true)
+  })
+
+  it('let other replies through between their pieces, each reply whole', async () => {
+    await nbd.setup()
+    const connection = await nbd.client()
+    await connection.negotiate()
+    const expected = new Map<bigint, { offset: number; length: number }>()
+    const send = (offset: number, length: number, flags = 0): void => {
+      expected.set(connection.sendRequest({ type: COMMAND.READ, offset, length, flags }), {
+        offset,
+        length,
+      })
+    }
+    send(0, 8 * MIB, COMMAND_FLAG.DF)
+    for (let index = 0; index < 20; index++) send(index * 300_000, 4096)
+    send(0, 8 * MIB)
+    const results = new Map<bigint, Buffer>()
+    let open = expected.size
+    while (open > 0) {
+      const chunk = await connection.readChunk()
+      expect(chunk.error).toBe(0)
+      const request = expected.get(chunk.handle)!
+      const target = results.get(chunk.handle) ?? Buffer.alloc(request.length)
+      results.set(chunk.handle, target)
+      if (chunk.type === 1) {
+        const at = Number(chunk.payload.readBigUInt64BE(0)) - request.offset
+        chunk.payload.copy(target, at, 8)
+      }
+      if (chunk.flags & 1) open--
+    }
+    for (const [handle, request] of expected) {
+      const data = whole.subarray(request.offset, request.offset + request.length)
+      expect(results.get(handle)!.equals(data), `read at ${request.offset}`).toBe(true)
+    }
+  })
+
+  it('end with an error chunk, or a cut connection for a simple reply, when a later piece fails', async () => {
+    const served = await nbd.setup()
+    const server = new NbdServer({
+      exports: [{ name: '', disk: failingFrom(served.disk, 3 * MIB) }],
+    })
+    server.on('log', () => undefined)
+    const socket = join(served.folder, 'failing.sock')
+    await server.listen({ socket })
+    try {
+      const structured = await NbdTestClient.connect(socket)
+      await structured.negotiate()
+      const chunked = await structured.read(0, 8 * MIB)
+      expect(chunked.error).toBe(NBD_ERROR.EIO)
+      expect(chunked.message).toMatch(/simulated read error/)
+      const padded = await structured.read(0, 8 * MIB, COMMAND_FLAG.DF)
+      expect(padded.error).toBe(NBD_ERROR.EIO)
+      expect(padded.chunks.map((chunk) => chunk.type)).toEqual([1, 0x8001])
+      expect(padded.data.subarray(0, 3 * MIB).equals(whole.subarray(0, 3 * MIB))).toBe(true)
+      expect(padded.data.subarray(3 * MIB).every((byte) => byte === 0)).toBe(true)
+      // A failure in the first piece is an ordinary error reply, and the connection goes on.
+      expect((await structured.read(6 * MIB, 2 * MIB, COMMAND_FLAG.DF)).error).toBe(NBD_ERROR.EIO)
+      expect((await structured.read(0, 4096)).data.equals(whole.subarray(0, 4096))).toBe(true)
+      structured.close()
+      const simple = await NbdTestClient.connect(socket)
+      await simple.negotiate({ structured: false, meta: false })
+      simple.sendRequest({ type: COMMAND.READ, offset: 0, length: 8 * MIB })
+      await simple.closed
+    } finally {
+      await server.close()
+    }
   })
 })
