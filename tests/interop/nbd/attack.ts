@@ -1,0 +1,58 @@
+// Shared by the NBD attack tests: seeds, an image to attack, `addcow serve` as a child, and
+// the child's memory from /proc.
+import { readFileSync } from 'node:fs'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createOverlay } from '../../../main/engine/ops/create'
+import { basePattern } from '../../unit/nbd/fixtures'
+import { startServe, type ServeProcess } from './serve-process'
+
+export const MIB = 1024 * 1024
+
+/** The seed of an attack run: ADDCOW_ATTACK_SEED when set (to replay a failure), else fresh. */
+export function attackSeed(): number {
+  const fixed = process.env.ADDCOW_ATTACK_SEED
+  return fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31)
+}
+
+/** An add-cow overlay of `size` bytes over a raw base of `baseSize` bytes of basePattern(). */
+export async function attackImage(
+  folder: string,
+  name: string,
+  size: number,
+  baseSize: number,
+): Promise<{ dir: string; overlay: string }> {
+  const dir = join(folder, name)
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, 'base.raw'), basePattern(0, baseSize))
+  const overlay = join(dir, 'overlay.add-cow')
+  await createOverlay({
+    overlay,
+    backing: 'base.raw',
+    backingFormat: 'raw',
+    size,
+    clusterSize: 65536,
+  })
+  return { dir, overlay }
+}
+
+/** `addcow serve` of `overlay` on a Unix socket in its folder. */
+export async function serveChild(
+  dir: string,
+  overlay: string,
+  extra: string[] = [],
+): Promise<ServeProcess & { socket: string }> {
+  const socket = join(dir, 'serve.sock')
+  const served = await startServe(['--socket', socket, ...extra, overlay], {
+    dataDir: join(dir, 'data'),
+  })
+  return { ...served, socket }
+}
+
+/** Resident and peak resident memory of process `pid`, in bytes. */
+export function memoryOf(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const field = (name: string): number =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
+  return { rss: field('VmRSS'), peak: field('VmHWM') }
+}
