@@ -5,15 +5,10 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { basePattern } from '../../unit/nbd/fixtures'
+export { attackSeed } from '../../unit/nbd/fixtures'
 import { startServe, type ServeProcess } from './serve-process'
 
 export const MIB = 1024 * 1024
-
-/** The seed of an attack run: ADDCOW_ATTACK_SEED when set (to replay a failure), else fresh. */
-export function attackSeed(): number {
-  const fixed = process.env.ADDCOW_ATTACK_SEED
-  return fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31)
-}
 
 /** An add-cow overlay of `size` bytes over a raw base of `baseSize` bytes of basePattern(). */
 export async function attackImage(
@@ -36,6 +31,14 @@ export async function attackImage(
   return { dir, overlay }
 }
 
+/** Servers started by serveChild and not yet exited. */
+const children = new Set<ServeProcess>()
+
+/** SIGKILL every server serveChild started that still runs (for afterAll, after a timeout). */
+export async function killChildren(): Promise<void> {
+  await Promise.all([...children].map((child) => child.stop('SIGKILL')))
+}
+
 /** `addcow serve` of `overlay` on a Unix socket in its folder. */
 export async function serveChild(
   dir: string,
@@ -46,6 +49,8 @@ export async function serveChild(
   const served = await startServe(['--socket', socket, ...extra, overlay], {
     dataDir: join(dir, 'data'),
   })
+  children.add(served)
+  served.child.once('exit', () => children.delete(served))
   return { ...served, socket }
 }
 

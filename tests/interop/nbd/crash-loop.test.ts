@@ -11,7 +11,7 @@ import { requireTools, tempDir } from '../../helpers/tools'
 import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
 import { Pipeline } from '../../unit/nbd/pipeline'
 import { BLOCK, WriteHistory } from '../../unit/nbd/write-history'
-import { attackImage, attackSeed, MIB, serveChild } from './attack'
+import { attackImage, attackSeed, MIB, serveChild, killChildren } from './attack'
 
 const available = requireTools('qemu-io')
 const describeTools = available ? describe : describe.skip
@@ -28,6 +28,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
+  await killChildren()
   await folder?.cleanup()
 })
 

@@ -9,7 +9,7 @@ import { seededRandom } from '../../helpers/numbers'
 import { requireTools, tempDir, toolStatus } from '../../helpers/tools'
 import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
 import { Pipeline, type WireRequest } from '../../unit/nbd/pipeline'
-import { attackImage, attackSeed, MIB, serveChild } from './attack'
+import { attackImage, attackSeed, MIB, serveChild, killChildren } from './attack'
 
 const available = requireTools('qemu-io')
 const describeTools = available ? describe : describe.skip
@@ -34,6 +34,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
+  await killChildren()
   await folder?.cleanup()
 })
 

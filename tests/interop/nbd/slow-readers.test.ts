@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seededRandom } from '../../helpers/numbers'
 import { requireTools, tempDir, toolStatus } from '../../helpers/tools'
 import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
-import { attackImage, attackSeed, memoryOf, MIB, serveChild } from './attack'
+import { attackImage, attackSeed, memoryOf, MIB, serveChild, killChildren } from './attack'
 
 const available = requireTools('qemu-io')
 const describeTools = available ? describe : describe.skip
@@ -23,6 +23,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
+  await killChildren()
   await folder?.cleanup()
 })
 

@@ -138,3 +138,9 @@ export async function eventually(check: () => boolean, limitMs: number): Promise
   }
   return true
 }
+
+/** The seed of a seeded attack: ADDCOW_ATTACK_SEED when set (to replay a failure), else fresh. */
+export function attackSeed(): number {
+  const fixed = process.env.ADDCOW_ATTACK_SEED
+  return fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31)
+}

@@ -14,7 +14,7 @@ import { NbdServer } from '../../../main/nbd/server'
 import { seededRandom } from '../../helpers/numbers'
 import { tempDir } from '../../helpers/tools'
 import { PowerCut } from '../engine/power-cut'
-import { basePattern } from './fixtures'
+import { attackSeed, basePattern } from './fixtures'
 import { NbdTestClient } from './nbd-test-client'
 import { Pipeline } from './pipeline'
 import { BLOCK, WriteHistory } from './write-history'
@@ -131,7 +131,7 @@ async function run(index: number, seed: number, history: WriteHistory): Promise<
 
 describe('a power cut under NBD writes, flushes and FUA', () => {
   it('loses no flushed or FUA write and shows no data that was never written', async () => {
-    const seed = Number(process.env.ADDCOW_ATTACK_SEED ?? Math.floor(Math.random() * 2 ** 31))
+    const seed = attackSeed()
     const totals = { runs: 0, cut: 0, cutFlushes: 0, acknowledged: 0, durable: 0, lost: 0 }
     const wrong: string[] = []
     for (let index = 0; index < RUNS; index++) {
