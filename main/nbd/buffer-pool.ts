@@ -29,7 +29,7 @@ export class BufferPool {
   private sweeper: NodeJS.Timeout | null = null
 
   constructor(
-    private readonly maxBytes = 32 * 1024 * 1024,
+    private readonly maxBytes = 64 * 1024 * 1024,
     private readonly sweepMs = 2000,
   ) {}
 
