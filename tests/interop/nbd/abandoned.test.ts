@@ -4,11 +4,11 @@
 // Seeded (the seed is printed; ADDCOW_ATTACK_SEED replays one), bounded, counts printed.
 import { describe, expect, it } from 'vitest'
 import { seededRandom } from '../../helpers/numbers'
-import { requireTools, toolStatus } from '../../helpers/tools'
+import { requireTools } from '../../helpers/tools'
 import { eventually, serveOverlay } from '../../unit/nbd/fixtures'
 import { abandonMany } from '../../unit/nbd/hostile-clients'
 import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
-import { attackSeed } from './attack'
+import { attackSeed, qemuIoVerified } from './attack'
 
 const available = requireTools('qemu-io')
 const describeTools = available ? describe : describe.skip
@@ -45,19 +45,7 @@ describeTools('abandoned connections (attack)', () => {
       expect(timeouts.length).toBe(stalled.length)
 
       const uri = `nbd+unix:///?socket=${served.socket}`
-      const result = await toolStatus('qemu-io', [
-        '-f',
-        'raw',
-        '-c',
-        'write -P 0x5a 1M 1M',
-        '-c',
-        'read -P 0x5a 1M 1M',
-        '-c',
-        'read -P 0 6M 1M',
-        uri,
-      ])
-      expect(result.code, result.stderr + result.stdout).toBe(0)
-      expect(result.stdout + result.stderr).not.toMatch(/Pattern verification failed|error/i)
+      await qemuIoVerified(uri, ['write -P 0x5a 1M 1M', 'read -P 0x5a 1M 1M', 'read -P 0 6M 1M'])
     } finally {
       await served.cleanup()
     }

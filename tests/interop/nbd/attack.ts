@@ -3,9 +3,11 @@
 import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { expect } from 'vitest'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { basePattern } from '../../unit/nbd/fixtures'
 export { attackSeed } from '../../unit/nbd/fixtures'
+import { toolStatus } from '../../helpers/tools'
 import { startServe, type ServeProcess } from './serve-process'
 
 export const MIB = 1024 * 1024
@@ -60,4 +62,16 @@ export function memoryOf(pid: number): { rss: number; peak: number } {
   const field = (name: string): number =>
     Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
   return { rss: field('VmRSS'), peak: field('VmHWM') }
+}
+
+/** Run qemu-io `commands` (write and read -P ...) on `uri`; every one must pass its check. */
+export async function qemuIoVerified(uri: string, commands: string[]): Promise<void> {
+  const result = await toolStatus('qemu-io', [
+    '-f',
+    'raw',
+    ...commands.flatMap((command) => ['-c', command]),
+    uri,
+  ])
+  expect(result.code, result.stderr + result.stdout).toBe(0)
+  expect(result.stdout + result.stderr).not.toMatch(/Pattern verification failed|error/i)
 }

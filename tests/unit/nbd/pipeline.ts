@@ -1,18 +1,10 @@
 // Pipelined requests for tests that keep many in flight and check every reply (the attack
 // suite, the power-cut test).
-import { MAGIC, type NbdTestClient } from './nbd-test-client'
+import { MAGIC, type NbdTestClient, type WireRequest } from './nbd-test-client'
+
+export type { WireRequest }
 
 const MAX_READ = 32 * 1024 * 1024
-
-/** A request as NbdTestClient.sendRequest takes it. */
-export interface WireRequest {
-  type: number
-  flags?: number
-  offset?: number
-  length?: number
-  data?: Buffer
-  magic?: number
-}
 
 /** The whole reply to one request: its error, and for a successful read, its data. */
 export interface WireReply {
