@@ -59,6 +59,7 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
   private socketPath: string | null = null
   private nextId = 1
   private closing: Promise<void> | null = null
+  private held = 0
   address: NbdAddress | null = null
 
   constructor(options: NbdServerOptions) {
@@ -96,6 +97,28 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
   /** Connections being served. */
   get connectionCount(): number {
     return this.connections.size
+  }
+
+  /** Bytes all connections hold: payloads being applied, replies their sockets have not taken. */
+  get bufferedBytes(): number {
+    return this.held
+  }
+
+  /**
+   * Whether a connection holding `held` bytes may take more. Each connection is always allowed
+   * its floor, `maxServerBytes / maxConnections`, whatever the others hold, so no client waits
+   * on another; beyond it, up to `maxServerBytes / connections` (at most `maxConnectionBytes`)
+   * while all connections together hold less than `maxServerBytes`.
+   */
+  hasRoom(held: number): boolean {
+    const { maxConnectionBytes, maxServerBytes } = this.limits
+    if (held < Math.min(maxConnectionBytes, maxServerBytes / this.maxConnections)) return true
+    const share = Math.min(maxConnectionBytes, maxServerBytes / Math.max(1, this.connections.size))
+    return held < share && this.held < maxServerBytes
+  }
+
+  account(delta: number): void {
+    this.held += delta
   }
 
   log(event: NbdLogEvent): void {
@@ -157,6 +180,8 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
     const running = connection.run().finally(() => {
       releaseReads()
       this.connections.delete(connection)
+      // The last client left: the buffers it needed go back now, not at the next sweep.
+      if (this.connections.size === 0) this.pool.trim()
       this.emit('disconnect', id)
     })
     this.connections.set(connection, running)

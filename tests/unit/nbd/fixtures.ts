@@ -2,12 +2,14 @@
 // NbdServer on a Unix socket.
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { afterEach, expect } from 'vitest'
 import type { Disk } from '../../../main/engine/disk'
 import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import type { NbdLogEvent } from '../../../main/nbd/export-types'
 import { NbdServer, type NbdServerOptions } from '../../../main/nbd/server'
 import { tempDir } from '../../helpers/tools'
+import { NbdTestClient } from './nbd-test-client'
 
 export const MIB = 1024 * 1024
 export const BASE_SIZE = 4 * MIB
@@ -81,4 +83,64 @@ export async function serveOverlay(
       await folder.cleanup()
     },
   }
+}
+
+/** Options of {@link serveOverlay}. */
+export type ServeOptions = Parameters<typeof serveOverlay>[0]
+
+/** A server per test, and its clients, all closed after each test. */
+export interface PerTestServer {
+  /** Serve a fresh overlay for the current test. */
+  setup(options?: ServeOptions): Promise<ServedImage>
+  /** A client connected to the current test's server. */
+  client(): Promise<NbdTestClient>
+  /** A well-behaved client on the current test's server still reads and writes correctly. */
+  stillWorks(): Promise<void>
+}
+
+/** Register the per-test server of a test file (its afterEach closes everything). */
+export function perTestServer(): PerTestServer {
+  let served: ServedImage | null = null
+  const clients: NbdTestClient[] = []
+  afterEach(async () => {
+    for (const connection of clients.splice(0)) connection.close()
+    await served?.cleanup()
+    served = null
+  })
+  const client = async (): Promise<NbdTestClient> => {
+    const connection = await NbdTestClient.connect(served!.socket)
+    clients.push(connection)
+    return connection
+  }
+  return {
+    async setup(options = {}) {
+      served = await serveOverlay(options)
+      return served
+    },
+    client,
+    async stillWorks() {
+      const good = await client()
+      await good.negotiate()
+      expect((await good.writeData(3 * MIB, Buffer.alloc(4096, 0x3c))).error).toBe(0)
+      expect((await good.read(3 * MIB, 4096)).data).toEqual(Buffer.alloc(4096, 0x3c))
+      expect((await good.read(0, 4096)).data).toEqual(basePattern(0, 4096))
+      good.close()
+    },
+  }
+}
+
+/** Poll `check` until it holds or `limitMs` passed; returns whether it held (a bound, not a timing). */
+export async function eventually(check: () => boolean, limitMs: number): Promise<boolean> {
+  const deadline = Date.now() + limitMs
+  while (!check()) {
+    if (Date.now() > deadline) return false
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return true
+}
+
+/** The seed of a seeded attack: ADDCOW_ATTACK_SEED when set (to replay a failure), else fresh. */
+export function attackSeed(): number {
+  const fixed = process.env.ADDCOW_ATTACK_SEED
+  return fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31)
 }

@@ -12,6 +12,16 @@ export const MAGIC = {
   structured: 0x668e33ef,
 }
 
+/** A request as the wire carries it (type and flags as numbers; a bad magic is allowed). */
+export interface WireRequest {
+  type: number
+  flags?: number
+  offset?: number
+  length?: number
+  data?: Buffer
+  magic?: number
+}
+
 export interface OptionReply {
   option: number
   type: number
@@ -255,14 +265,7 @@ export class NbdTestClient {
   }
 
   /** Send one request; returns its handle. */
-  sendRequest(request: {
-    type: number
-    flags?: number
-    offset?: number
-    length?: number
-    data?: Buffer
-    magic?: number
-  }): bigint {
+  sendRequest(request: WireRequest): bigint {
     const handle = this.nextHandle++
     const header = Buffer.alloc(28)
     header.writeUInt32BE(request.magic ?? MAGIC.request, 0)

@@ -1,6 +1,4 @@
-import { PassThrough } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { BufferPool } from '../../../main/nbd/buffer-pool'
 import {
   CHUNK,
   decodeRequest,
@@ -18,7 +16,6 @@ import {
   REPLY_FLAG,
   truncateUtf8,
 } from '../../../main/nbd/protocol'
-import { StreamClosedError, StreamReader } from '../../../main/nbd/reader'
 import { nbdUri } from '../../../main/nbd/uri'
 
 const handle = Buffer.from('0102030405060708', 'hex')
@@ -121,55 +118,5 @@ describe('NBD message codecs', () => {
       'nbd://127.0.0.1:10809/d',
     )
     expect(nbdUri({ kind: 'tcp', host: '::1', port: 5 }, '', true)).toBe('nbds://[::1]:5/')
-  })
-})
-
-describe('StreamReader', () => {
-  it('reads exact sizes across chunk boundaries and pauses above the high-water mark', async () => {
-    const stream = new PassThrough()
-    const reader = new StreamReader(stream, 8)
-    const first = reader.read(5)
-    stream.write(Buffer.from('abc'))
-    stream.write(Buffer.from('defgh'))
-    expect((await first).toString()).toBe('abcde')
-    stream.write(Buffer.from('ijklmnopqrstu'))
-    await new Promise((resolve) => setImmediate(resolve))
-    expect(stream.isPaused()).toBe(true)
-    expect(reader.pending).toBe(16)
-    expect((await reader.read(16)).toString()).toBe('fghijklmnopqrstu')
-    expect(stream.isPaused()).toBe(false)
-  })
-
-  it('copies into pooled buffers, skips, and reports a close mid-read', async () => {
-    const stream = new PassThrough()
-    const reader = new StreamReader(stream, 1024)
-    const pool = new BufferPool()
-    stream.write(Buffer.alloc(3000, 1))
-    stream.write(Buffer.alloc(3000, 2))
-    const pooled = await reader.readPooled(5000, pool)
-    expect(pooled.data).toHaveLength(5000)
-    expect(pooled.data[2999]).toBe(1)
-    expect(pooled.data[3000]).toBe(2)
-    pooled.release()
-    await reader.skip(900)
-    expect(reader.pending).toBe(100)
-    const pending = reader.read(200)
-    stream.end()
-    await expect(pending).rejects.toBeInstanceOf(StreamClosedError)
-    await expect(reader.read(1)).resolves.toHaveLength(1)
-  })
-
-  it('reuses pooled buffers by size class', () => {
-    const pool = new BufferPool(1 << 20)
-    const buffer = pool.take(5000)
-    expect(buffer.length).toBe(8192 + 64)
-    // A header plus a power-of-two payload stays in the payload's class.
-    expect(pool.take(4096 + 28).length).toBe(4096 + 64)
-    pool.give(buffer)
-    expect(pool.take(8000)).toBe(buffer)
-    const big = pool.take(2 << 20)
-    pool.give(big)
-    // Bigger than the idle limit: not kept, so a new buffer comes back.
-    expect(pool.take(2 << 20) === big).toBe(false)
   })
 })
