@@ -261,3 +261,22 @@ export async function allocation(
     await disk.close()
   }
 }
+
+/**
+ * A 4 MiB overlay `ov.add-cow` over a 3 MiB sparse `base.raw` in `dir` (patterned data at 0 and
+ * just past 2 MiB), with 100,000 guest bytes written at 500,000: the scene stream and rebase start from.
+ */
+export async function patternedOverlayScene(dir: string, library: Library): Promise<string> {
+  await makeSparseRaw(join(dir, 'base.raw'), 3 * 1024 * 1024, [
+    [0, pattern(1024 * 1024, 1)],
+    [2 * 1024 * 1024 + 5, pattern(300_000, 2)],
+  ])
+  const overlay = await makeOverlay(library, {
+    overlay: join(dir, 'ov.add-cow'),
+    backing: 'base.raw',
+    backingFormat: 'raw',
+    size: 4 * 1024 * 1024,
+  })
+  await writeGuest(overlay, [[500_000, pattern(100_000, 3)]])
+  return overlay
+}

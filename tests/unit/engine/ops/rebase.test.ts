@@ -12,10 +12,9 @@ import { tempDir } from '../../../helpers/tools'
 import {
   guestView,
   libraryIn,
-  makeOverlay,
   makeSparseRaw,
   pattern,
-  writeGuest,
+  patternedOverlayScene,
 } from '../../../helpers/images'
 
 const MiB = 1024 * 1024
@@ -29,20 +28,7 @@ beforeEach(async () => {
 })
 afterEach(() => cleanup())
 
-async function scene(): Promise<string> {
-  await makeSparseRaw(join(dir, 'base.raw'), 3 * MiB, [
-    [0, pattern(MiB, 1)],
-    [2 * MiB + 5, pattern(300_000, 2)],
-  ])
-  const overlay = await makeOverlay(library, {
-    overlay: join(dir, 'ov.add-cow'),
-    backing: 'base.raw',
-    backingFormat: 'raw',
-    size: 4 * MiB,
-  })
-  await writeGuest(overlay, [[500_000, pattern(100_000, 3)]])
-  return overlay
-}
+const scene = (): Promise<string> => patternedOverlayScene(dir, library)
 
 describe('rebase', () => {
   it('safe mode keeps the guest view and copies only the clusters that differ', async () => {

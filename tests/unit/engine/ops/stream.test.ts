@@ -15,6 +15,7 @@ import {
   makeOverlay,
   makeSparseRaw,
   pattern,
+  patternedOverlayScene,
   writeGuest,
 } from '../../../helpers/images'
 
@@ -29,20 +30,7 @@ beforeEach(async () => {
 })
 afterEach(() => cleanup())
 
-async function scene(): Promise<string> {
-  await makeSparseRaw(join(dir, 'base.raw'), 3 * MiB, [
-    [0, pattern(MiB, 1)],
-    [2 * MiB + 5, pattern(300_000, 2)],
-  ])
-  const overlay = await makeOverlay(library, {
-    overlay: join(dir, 'ov.add-cow'),
-    backing: 'base.raw',
-    backingFormat: 'raw',
-    size: 4 * MiB,
-  })
-  await writeGuest(overlay, [[500_000, pattern(100_000, 3)]])
-  return overlay
-}
+const scene = (): Promise<string> => patternedOverlayScene(dir, library)
 
 describe('stream', () => {
   it('makes the image file a complete raw disk and sets ALL_ALLOCATED', async () => {
