@@ -3,7 +3,12 @@ import type { Disk, FormatDriver, OpenOptions } from '../../disk'
 import { EngineError } from '../../errors'
 import { BlockFile } from '../../file'
 import { judgeName, withoutRealPath } from '../../names'
-import { BitmapOverlayDisk, loadBitmap, type BitmapOverlayLayout } from '../common/bitmap-overlay'
+import {
+  assertBitmapFits,
+  BitmapOverlayDisk,
+  loadBitmap,
+  type BitmapOverlayLayout,
+} from '../common/bitmap-overlay'
 import { unrecordedBackingFormat } from '../common/unrecorded-format'
 import { imageFormatIssue } from '../add-cow/header'
 import {
@@ -152,6 +157,9 @@ export async function openDraft(
       }
     }
     names.push(withoutRealPath(imageVerdict))
+    if (header.allAllocated) {
+      assertBitmapFits(path, header.bitmapOffset, Math.ceil(units / 8), metaLength, 'allocation')
+    }
     const bitmap = await loadBitmap(
       meta,
       path,

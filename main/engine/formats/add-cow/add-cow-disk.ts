@@ -153,22 +153,24 @@ export class AddCowDisk implements Disk {
         }
       }
 
+      if (!allAllocated && shape.bitmapBytes > MAX_BITMAP_BYTES) {
+        throw new EngineError(
+          'SIZE_LIMIT',
+          `${path} needs a ${shape.bitmapBytes}-byte bitmap for its ${virtualSize}-byte image file; the limit is ${MAX_BITMAP_BYTES}.`,
+          { path, field: 'virtual size', value: virtualSize },
+        )
+      }
+      // A bound every reader checks, with ALL_ALLOCATED set too (FORMATS.md): a file cut short
+      // of its bitmap is damaged even when the bitmap is not consulted.
+      if (metaLength < header.headerSize + shape.bitmapBytes) {
+        throw new EngineError(
+          'CORRUPT_IMAGE',
+          `${path} is ${metaLength} bytes long, too short for the bitmap of its ${virtualSize}-byte image file (needs ${header.headerSize + shape.bitmapBytes}).`,
+          { path, field: 'file length', value: metaLength },
+        )
+      }
       let bitmap: ClusterBitmap | null = null
       if (!allAllocated) {
-        if (shape.bitmapBytes > MAX_BITMAP_BYTES) {
-          throw new EngineError(
-            'SIZE_LIMIT',
-            `${path} needs a ${shape.bitmapBytes}-byte bitmap for its ${virtualSize}-byte image file; the limit is ${MAX_BITMAP_BYTES}.`,
-            { path, field: 'virtual size', value: virtualSize },
-          )
-        }
-        if (metaLength < header.headerSize + shape.bitmapBytes) {
-          throw new EngineError(
-            'CORRUPT_IMAGE',
-            `${path} is ${metaLength} bytes long, too short for the bitmap of its ${virtualSize}-byte image file (needs ${header.headerSize + shape.bitmapBytes}).`,
-            { path, field: 'file length', value: metaLength },
-          )
-        }
         const bytes = Buffer.alloc(shape.bitmapBytes)
         await meta.readAt(bytes, header.headerSize)
         bitmap = new ClusterBitmap(bytes, shape.clusters)

@@ -271,6 +271,27 @@ export class BitmapOverlayDisk implements Disk {
   }
 }
 
+/**
+ * Throw CORRUPT_IMAGE unless a file of `fileLength` bytes holds a `bytes`-byte bitmap at
+ * `offset`: a bound every reader checks, also when a flag (ALL_ALLOCATED) says the bitmap need
+ * not be read.
+ */
+export function assertBitmapFits(
+  path: string,
+  offset: number,
+  bytes: number,
+  fileLength: number,
+  what: string,
+): void {
+  if (offset + bytes > fileLength) {
+    throw new EngineError(
+      'CORRUPT_IMAGE',
+      `${path} is ${fileLength} bytes long, too short for its ${bytes}-byte ${what} bitmap at offset ${offset}.`,
+      { path, field: 'file length', value: fileLength },
+    )
+  }
+}
+
 /** Read a bitmap of `units` bits at `offset` of `file`, checking its size and the file's length. */
 export async function loadBitmap(
   file: BlockFile,
@@ -288,13 +309,7 @@ export async function loadBitmap(
       { path, field: 'bitmap size', value: bytes },
     )
   }
-  if (offset + bytes > fileLength) {
-    throw new EngineError(
-      'CORRUPT_IMAGE',
-      `${path} is ${fileLength} bytes long, too short for its ${bytes}-byte ${what} bitmap at offset ${offset}.`,
-      { path, field: 'file length', value: fileLength },
-    )
-  }
+  assertBitmapFits(path, offset, bytes, fileLength, what)
   const data = Buffer.alloc(bytes)
   await file.readAt(data, offset)
   return new ClusterBitmap(data, units)

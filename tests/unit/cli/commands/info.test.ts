@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises'
+import { truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openImage } from '../../../../main/engine/open'
@@ -147,5 +147,26 @@ describe('addcow info', () => {
       'cluster_bits 0',
       join(root, 'bad.add-cow'),
     )
+  })
+})
+
+describe('a flattened add-cow file cut to its header (issue 13)', () => {
+  it('is refused by info, map and compare, naming the file length', async () => {
+    expect((await run(['create', '-s', '1M', 'flat.add-cow'])).code).toBe(0)
+    await pattern(join(root, 'other.raw'), 1024 * 1024, 0)
+    await truncate(join(root, 'flat.add-cow'), 65536)
+    // compare's exit code for an error is 2, as qemu-img compare's.
+    for (const [exit, command, ...args] of [
+      [1, 'info', 'flat.add-cow'],
+      [1, 'map', 'flat.add-cow'],
+      [2, 'compare', 'flat.add-cow', 'other.raw'],
+    ] as const) {
+      expectFailure(
+        await run([command, ...args]),
+        exit,
+        command,
+        'flat.add-cow is 65536 bytes long, too short for the bitmap',
+      )
+    }
   })
 })

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { makePolicy } from '../../../../main/engine/names'
 import type { Library } from '../../../../main/engine/library'
 import { checkExitCode, checkImage, type CheckReport } from '../../../../main/engine/ops/check'
+import { createOverlay } from '../../../../main/engine/ops/create'
 import { rebaseOverlay } from '../../../../main/engine/ops/rebase'
 import {
   readHeaderFile as readAddCowHeader,
@@ -121,6 +122,26 @@ describe('check finds every problem, with the offending value', () => {
     expect(report['corruptions-fixed']).toBe(2)
     const bytes = await readFile(overlay)
     expect([bytes[4000], bytes[4001], bytes[65]]).toEqual([0, 0, 0])
+  })
+
+  it('finds an ALL_ALLOCATED add-cow file cut to its header (corruption), and fixes its length', async () => {
+    const flat = join(dir, 'flat.add-cow')
+    await createOverlay({ overlay: flat, size: 4 * MiB, clusterSize: 65536 })
+    await writeGuest(flat, [[100_000, pattern(200_000, 3)]])
+    const view = await guestView(flat)
+    await truncate(flat, 65536)
+    let report = await checkImage(flat, { library })
+    expect(report.problems[0]).toMatchObject({
+      code: 'metadata-file-too-short',
+      severity: 'corruption',
+      value: 65536,
+      expected: 131072,
+    })
+    expect(checkExitCode(report)).toBe(2)
+    report = await checkImage(flat, { library, repair: 'all' })
+    expect(checkExitCode(report)).toBe(0)
+    expect((await stat(flat)).size).toBe(131072)
+    expect((await guestView(flat)).equals(view)).toBe(true)
   })
 
   it('finds an add-cow file too short (corruption) and too long (leak), and fixes its length', async () => {

@@ -242,6 +242,30 @@ describe('earlier add-cow drafts', () => {
     expect(await probeFormat(join(dir, 'v18.add-cow'))).toBe('add-cow-v18')
   })
 
+  it('a V18 file with ALL_ALLOCATED cut to its header is refused: the bitmap bound holds without the bitmap', async () => {
+    await writeFile(join(dir, 'disk.raw'), Buffer.alloc(8192))
+    // 512-byte clusters are V18 only.
+    const file = buildV18({
+      clusterBits: 9,
+      size: 8192,
+      image: 'disk.raw',
+      allocated: new Set(),
+      allAllocated: true,
+    })
+    await writeFile(join(dir, 'v18.add-cow'), file.subarray(0, 4096))
+    expect(await probeFormat(join(dir, 'v18.add-cow'))).toBe('add-cow-v18')
+    await expectError(
+      openImage(join(dir, 'v18.add-cow'), { readOnly: true }),
+      'CORRUPT_IMAGE',
+      /is 4096 bytes long, too short for its 2-byte allocation bitmap at offset 4096\./,
+    )
+    // Whole, it opens and reads its image file.
+    await writeFile(join(dir, 'v18.add-cow'), file)
+    const disk = await openImage(join(dir, 'v18.add-cow'), { readOnly: true })
+    expect(disk.isAllAllocated?.()).toBe(true)
+    await disk.close()
+  })
+
   it('a cancelled upgrade leaves the draft, its view and the folder as they were', async () => {
     const fixture = FIXTURES[2]!
     const { path, expected, draft } = await writeFixture(fixture)

@@ -137,6 +137,19 @@ describe('damaged headers', () => {
     expect(error.field).toBe('file length')
   })
 
+  it('an ALL_ALLOCATED add-cow file cut to its header: the bitmap bound holds when the bitmap is not read', async () => {
+    const overlay = join(root, 'flat.add-cow')
+    await createOverlay({ overlay, size: 4096 * 8 * 4096 + 1, clusterSize: 4096 })
+    const disk = (await openImage(overlay)) as AddCowDisk
+    expect(disk.isAllAllocated()).toBe(true)
+    await disk.close()
+    await truncate(overlay, 4096)
+    const error = await refuses(overlay, 'CORRUPT_IMAGE')
+    expect(error.field).toBe('file length')
+    expect(error.value).toBe(4096)
+    expect(error.message).toContain('too short for the bitmap')
+  })
+
   it('an image format other than raw', async () => {
     const overlay = await healthy()
     await patchFile(overlay, 60, Buffer.from('qcow2\0'))
@@ -446,7 +459,8 @@ describe('sizes this engine cannot address', () => {
         compatibleFeatures: 0n,
       })
       await expectEngineError(openImage(join(shm, 'big.add-cow')), 'CORRUPT_IMAGE')
-      // With ALL_ALLOCATED no bitmap is needed.
+      // With ALL_ALLOCATED the bitmap is never read (nor allocated), but the file must still be
+      // long enough to hold it: a bound every reader checks (issue 13).
       await writeAddCow({
         path: join(shm, 'big.add-cow'),
         imageName: 'big.raw',
@@ -454,6 +468,8 @@ describe('sizes this engine cannot address', () => {
         clusterBits: 16,
         compatibleFeatures: FEATURE_ALL_ALLOCATED,
       })
+      await expectEngineError(openImage(join(shm, 'big.add-cow')), 'CORRUPT_IMAGE')
+      await truncate(join(shm, 'big.add-cow'), 65536 + 2 ** 33) // sparse on tmpfs
       const disk = (await openImage(join(shm, 'big.add-cow'))) as AddCowDisk
       try {
         expect(disk.size).toBe(2 ** 52)
