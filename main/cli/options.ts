@@ -138,7 +138,7 @@ export const QEMU_USAGE = `  --via nbd|native|raw  nbd: through the NBD export (
   -m, --memory SIZE    guest memory, e.g. 2G or 512 (MiB) (default 2048)
   --cpus N             virtual CPUs (default 2)
   --machine TYPE       machine type (default q35 on x86)
-  --accel auto|kvm|tcg accelerator (default auto: KVM when /dev/kvm is usable)
+  --accel auto|kvm|tcg accelerator (default auto: KVM when a test guest runs on it)
   --network user|none  user-mode NAT networking (default) or none
   --display D          QEMU's -display value (default: QEMU's choice)
   --interface virtio|ide  the guest's disk controller (default virtio)

@@ -34,6 +34,8 @@ export interface QemuMachineOptions {
   machine?: string
   /** Accelerator, already resolved (see resolveAccelerator); default tcg. */
   accel?: 'kvm' | 'tcg'
+  /** Why this accelerator (resolveAccelerator's reason), shown in the explanation. */
+  accelReason?: string
   /** Memory in MiB (default 2048). */
   memoryMiB?: number
   /** Virtual CPUs (default 2). */
@@ -207,8 +209,10 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
       args: ['-accel', accel],
       explanation:
         accel === 'kvm'
-          ? 'hardware virtualisation through /dev/kvm'
-          : 'software emulation (TCG): slower, works without /dev/kvm',
+          ? `hardware virtualisation through /dev/kvm${options.accelReason !== undefined ? ` (${options.accelReason})` : ''}`
+          : options.accelReason !== undefined
+            ? `software emulation (TCG), slower: ${options.accelReason}`
+            : 'software emulation (TCG): slower, works without /dev/kvm',
     },
   ]
   if (accel === 'kvm')

@@ -1,7 +1,8 @@
 /**
  * QEMU integration: command lines for the three ways to run an overlay, discovery of installed
- * emulators, a QMP client and the launcher (README.md in this folder).
+ * emulators, the accelerator probe, a QMP client and the launcher (README.md in this folder).
  */
+export * from './accelerator'
 export * from './binaries'
 export * from './command'
 export * from './launcher'

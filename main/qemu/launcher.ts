@@ -11,7 +11,8 @@ import { openImage } from '../engine/open'
 import { findDriver } from '../engine/registry'
 import type { NbdLogEvent } from '../nbd/export-types'
 import { startExport, type ExportHandle } from '../nbd/start-export'
-import { findQemuBinary, hostArch, kvmUsable } from './binaries'
+import { resolveAccelerator, type AcceleratorChoice } from './accelerator'
+import { findQemuBinary, hostArch } from './binaries'
 import {
   buildQemuCommand,
   vmName,
@@ -64,6 +65,8 @@ export interface LaunchOptions {
  */
 export interface VmHandle extends EventEmitter {
   readonly command: QemuCommand
+  /** The accelerator QEMU runs with, and why (KVM only when a test guest ran on it). */
+  readonly accelerator: AcceleratorChoice
   readonly pid: number
   /** The NBD URI QEMU uses (--via nbd), else null. */
   readonly exportUri: string | null
@@ -75,15 +78,6 @@ export interface VmHandle extends EventEmitter {
   writeConsole(data: string | Buffer): void
   /** Power down (QMP system_powerdown), quit after the timeout, kill as a last resort. */
   stop(options?: { timeoutMs?: number }): Promise<VmExit>
-}
-
-/** Resolve 'auto' to KVM when it is usable for the host's architecture, else TCG. */
-export async function resolveAccelerator(
-  accel: 'auto' | 'kvm' | 'tcg' = 'auto',
-  arch: string = hostArch(),
-): Promise<'kvm' | 'tcg'> {
-  if (accel !== 'auto') return accel
-  return arch === hostArch() && (await kvmUsable()) ? 'kvm' : 'tcg'
 }
 
 /**
@@ -141,6 +135,7 @@ class RunningVm extends EventEmitter implements VmHandle {
 
   constructor(
     readonly command: QemuCommand,
+    readonly accelerator: AcceleratorChoice,
     private readonly child: ChildProcess,
     readonly exportUri: string | null,
     private readonly stopTimeoutMs: number,
@@ -237,7 +232,6 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
   const via = options.via ?? 'nbd'
   const machine = options.machine ?? {}
   const arch = machine.arch ?? hostArch()
-  const accel = await resolveAccelerator(machine.accel ?? 'auto', arch)
   let binary = machine.binary
   if (binary === undefined) {
     const found = await findQemuBinary(arch)
@@ -253,6 +247,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
     }
     binary = found.path
   }
+  const accelerator = await resolveAccelerator(machine.accel ?? 'auto', arch, { binary })
   throwIfAborted(options.signal, 'launch')
 
   const runDir = await mkdtemp(join(tmpdir(), 'addcow-vm-'))
@@ -301,7 +296,8 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       ...machine,
       arch,
       binary,
-      accel,
+      accel: accelerator.accel,
+      accelReason: accelerator.reason,
       disk,
       name: machine.name ?? vmName(options.image),
       readOnly: options.readOnly ?? false,
@@ -329,6 +325,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
     })
     const vm = new RunningVm(
       command,
+      accelerator,
       child,
       exported?.uri ?? null,
       options.stopTimeoutMs ?? 30_000,

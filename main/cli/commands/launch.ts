@@ -99,6 +99,9 @@ Arguments after -- are appended to the QEMU command line as given.`,
       const forward = (chunk: Buffer): void => vm.writeConsole(chunk)
       if (input?.isTTY) input.on('data', forward)
       context.stderr.write(
+        `addcow launch: accelerator ${vm.accelerator.accel}: ${vm.accelerator.reason}.\n`,
+      )
+      context.stderr.write(
         `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
       )
       const stopOnCancel = untilCancelled(context.signal).then(() => {

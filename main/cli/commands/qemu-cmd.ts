@@ -3,7 +3,8 @@ import { openImage } from '../../engine/open'
 import { defaultSocketPath } from '../../nbd/default-socket'
 import { hostArch } from '../../qemu/binaries'
 import { buildQemuCommand, vmName, type QemuDiskSource } from '../../qemu/command'
-import { diskSourceFor, resolveAccelerator } from '../../qemu/launcher'
+import { resolveAccelerator } from '../../qemu/accelerator'
+import { diskSourceFor } from '../../qemu/launcher'
 import { defineCommand } from '../command'
 import { diskChecks } from '../drift-guard'
 import {
@@ -98,9 +99,15 @@ Arguments after -- are appended to the QEMU command line as given.`,
       await disk.close()
     }
     const arch = hostArch()
+    const accelerator = await resolveAccelerator(
+      options.machine.accel ?? 'auto',
+      arch,
+      options.machine.binary !== undefined ? { binary: options.machine.binary } : {},
+    )
     const command = buildQemuCommand({
       ...options.machine,
-      accel: await resolveAccelerator(options.machine.accel ?? 'auto', arch),
+      accel: accelerator.accel,
+      accelReason: accelerator.reason,
       arch,
       disk: source,
       name: vmName(image),

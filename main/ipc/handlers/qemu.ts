@@ -5,7 +5,8 @@ import { openImage } from '../../engine/open'
 import { defaultSocketPath } from '../../nbd/default-socket'
 import { hostArch } from '../../qemu/binaries'
 import { buildQemuCommand, type QemuDiskSource } from '../../qemu/command'
-import { diskSourceFor, launchVm, resolveAccelerator, type VmHandle } from '../../qemu/launcher'
+import { resolveAccelerator } from '../../qemu/accelerator'
+import { diskSourceFor, launchVm, type VmHandle } from '../../qemu/launcher'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
 import { driftGuard, stopSession } from '../sessions'
@@ -57,9 +58,11 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
         await disk.close()
       }
       const arch = hostArch()
+      const accelerator = await resolveAccelerator('auto', arch)
       const command = buildQemuCommand({
         arch,
-        accel: await resolveAccelerator('auto', arch),
+        accel: accelerator.accel,
+        accelReason: accelerator.reason,
         disk: source,
         readOnly,
         ...(memoryMiB !== undefined ? { memoryMiB } : {}),
