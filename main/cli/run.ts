@@ -9,7 +9,8 @@ import {
   type OutputStream,
 } from './command'
 import { COMMANDS } from './commands/index'
-import { parseCommandArgs, splitExtraArgs } from './options'
+import { argvWantsJson, foldOutputOption, parseCommandArgs, splitExtraArgs } from './options'
+import { closestMatch } from './suggest'
 
 /**
  * What one run of `addcow` is given. The binary (main.ts) passes the process's own; tests pass
@@ -63,7 +64,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     const topic = name === 'help' ? rest[0] : undefined
     const command = COMMANDS.find((candidate) => candidate.name === topic)
     if (topic !== undefined && !command) {
-      io.stderr.write(`addcow: unknown command '${topic}'.\n`)
+      io.stderr.write(`addcow: unknown command '${topic}'.${commandHint(topic)}\n`)
       return 1
     }
     io.stdout.write(command ? `Usage: ${command.usage}\n` : help())
@@ -75,7 +76,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   }
   const command = COMMANDS.find((candidate) => candidate.name === name)
   if (!command) {
-    io.stderr.write(`addcow: unknown command '${name}'. Run 'addcow help' for the list.\n`)
+    io.stderr.write(
+      `addcow: unknown command '${name}'.${commandHint(name)} Run 'addcow help' for the list.\n`,
+    )
     return 1
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -86,6 +89,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   try {
     return await runCommand(command, rest, context)
   } catch (error) {
+    if (argvWantsJson(rest)) io.stdout.write(JSON.stringify(jsonError(error), null, 4) + '\n')
     if (isEngineError(error)) {
       io.stderr.write(`addcow ${name}: ${error.message}\n`)
     } else {
@@ -94,6 +98,40 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       )
     }
     return command.errorExitCode ?? 1
+  }
+}
+
+/** " Did you mean 'x'?" when `name` looks like a typo of a command, else nothing. */
+function commandHint(name: string): string {
+  const match = closestMatch(
+    name,
+    COMMANDS.map((command) => command.name),
+  )
+  return match ? ` Did you mean '${match}'?` : ''
+}
+
+/**
+ * An error as the JSON object printed on stdout under `--json`: the stable code, the sentence,
+ * and where known the file, field and value at fault. A bug is INTERNAL.
+ */
+export function jsonError(error: unknown): { error: Record<string, unknown> } {
+  if (!isEngineError(error)) {
+    return {
+      error: {
+        code: 'INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+      },
+    }
+  }
+  return {
+    error: {
+      code: error.code,
+      message: error.message,
+      ...(error.path !== undefined ? { path: error.path } : {}),
+      ...(error.field !== undefined ? { field: error.field } : {}),
+      ...(error.offset !== undefined ? { offset: error.offset } : {}),
+      ...(error.value !== undefined ? { value: error.value } : {}),
+    },
   }
 }
 
@@ -110,6 +148,9 @@ async function runCommand(
     command.options,
     command.positionals,
   )
+  if ('output' in command.options && 'json' in command.options) {
+    foldOutputOption(values as { json?: boolean; output?: string })
+  }
   return command.run({ values, positionals, extra }, context)
 }
 

@@ -110,11 +110,10 @@ Exit status, as qemu-img check: 0 clean (after -r: now consistent), 1 could not 
   positionals: { min: 1, max: 1, names: 'one IMAGE' },
   async run({ values, positionals }, context) {
     if (values.r !== undefined && values.r !== 'leaks' && values.r !== 'all') {
-      throw new EngineError(
-        'BAD_ARGUMENT',
-        `addcow check: -r takes 'leaks' or 'all', not '${values.r}'.`,
-        { field: '-r', value: values.r },
-      )
+      throw new EngineError('BAD_ARGUMENT', `-r takes 'leaks' or 'all', not '${values.r}'.`, {
+        field: '-r',
+        value: values.r,
+      })
     }
     const bar = progressBar(context.stderr, 'Checking', !values.json)
     const report = await checkImage(positionals[0]!, {
