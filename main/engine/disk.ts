@@ -252,6 +252,16 @@ export interface CreateImageOptions extends OperationOptions {
   clusterSize?: number
 }
 
+/** What a driver's {@link FormatDriver.convertInto} needs. */
+export interface ConvertIntoOptions extends OperationOptions {
+  /** Absolute path of the new image; an existing file there is replaced only when complete. */
+  path: string
+  /** The open disk whose guest view (with its whole chain) the new image holds. */
+  source: Disk
+  /** Cluster size in bytes, where the format has clusters (default: the format's). */
+  clusterSize?: number
+}
+
 /** What a driver created: for the operation to report, trust and record. */
 export interface CreatedImage {
   path: string
@@ -279,6 +289,12 @@ export interface FormatDriver {
   open(path: string, options: OpenOptions): Promise<Disk>
   /** Make a new image; an error or a cancel leaves nothing behind. */
   create?(options: CreateImageOptions): Promise<CreatedImage>
+  /**
+   * Write a new standalone image (no backing file) at `options.path` with the guest view of
+   * `options.source`, atomically: the file takes its name only when complete, and an error or
+   * a cancel leaves nothing behind (`addcow convert`).
+   */
+  convertInto?(options: ConvertIntoOptions): Promise<void>
   /**
    * Check the file at `path` for damage (and repair it at `context.repair`), without opening
    * its chain: the check operation adds the chain and drift, and the report.

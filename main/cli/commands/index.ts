@@ -3,6 +3,7 @@ import { amendCommand } from './amend'
 import { checkCommand } from './check'
 import { commitCommand } from './commit'
 import { compareCommand } from './compare'
+import { convertCommand } from './convert'
 import { createCommand } from './create'
 import { infoCommand } from './info'
 import { launchCommand } from './launch'
@@ -26,6 +27,7 @@ export const COMMANDS: readonly Command[] = [
   commitCommand,
   streamCommand,
   rebaseCommand,
+  convertCommand,
   amendCommand,
   serveCommand,
   qemuCmdCommand,

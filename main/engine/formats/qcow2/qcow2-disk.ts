@@ -1,3 +1,4 @@
+import { writeQcow2Image } from './write-image'
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type {
   BackingLink,
@@ -746,4 +747,5 @@ export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
   probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: (path, options) => Qcow2Disk.open(path, options),
+  convertInto: writeQcow2Image,
 }
