@@ -262,6 +262,27 @@ export interface ConvertIntoOptions extends OperationOptions {
   clusterSize?: number
 }
 
+/** What a driver's {@link FormatDriver.measure} is given. */
+export interface MeasureInput {
+  /** Virtual size of the new image. */
+  size: number
+  /** Cluster size of the new image (default: the format's). */
+  clusterSize?: number
+  /**
+   * The bytes of guest data the new image would hold, counted in whole units of `granularity`
+   * (every unit with a non-zero extent counts whole); 0 when measuring a size alone.
+   */
+  dataBytes(granularity: number): Promise<number>
+}
+
+/** What `addcow measure` reports, as qemu-img measure does. */
+export interface MeasureResult {
+  /** Bytes a new image with the measured contents needs. */
+  required: number
+  /** Bytes the new image needs once every cluster is written. */
+  'fully-allocated': number
+}
+
 /** What a driver created: for the operation to report, trust and record. */
 export interface CreatedImage {
   path: string
@@ -295,6 +316,8 @@ export interface FormatDriver {
    * a cancel leaves nothing behind (`addcow convert`).
    */
   convertInto?(options: ConvertIntoOptions): Promise<void>
+  /** File sizes a new image of this format needs for the given contents (`addcow measure`). */
+  measure?(input: MeasureInput): Promise<MeasureResult>
   /**
    * Check the file at `path` for damage (and repair it at `context.repair`), without opening
    * its chain: the check operation adds the chain and drift, and the report.

@@ -8,6 +8,7 @@ import { createCommand } from './create'
 import { infoCommand } from './info'
 import { launchCommand } from './launch'
 import { mapCommand } from './map'
+import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
 import { rebaseCommand } from './rebase'
 import { serveCommand } from './serve'
@@ -28,6 +29,7 @@ export const COMMANDS: readonly Command[] = [
   streamCommand,
   rebaseCommand,
   convertCommand,
+  measureCommand,
   amendCommand,
   serveCommand,
   qemuCmdCommand,

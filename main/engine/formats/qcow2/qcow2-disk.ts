@@ -1,4 +1,4 @@
-import { writeQcow2Image } from './write-image'
+import { measureQcow2, writeQcow2Image } from './write-image'
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type {
   BackingLink,
@@ -748,4 +748,5 @@ export const qcow2Driver: FormatDriver = {
   probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: (path, options) => Qcow2Disk.open(path, options),
   convertInto: writeQcow2Image,
+  measure: measureQcow2,
 }

@@ -1,4 +1,4 @@
-import type { ConvertIntoOptions } from '../../disk'
+import type { ConvertIntoOptions, MeasureInput, MeasureResult } from '../../disk'
 import { EngineError } from '../../errors'
 import type { BlockFile } from '../../file'
 import { replaceFile } from '../../fs'
@@ -178,4 +178,28 @@ async function writeRefcounts(
   // The header extensions end at once (type 0, length 0): the rest of the cluster is zero.
   await file.writeAt(header, 0)
   await file.truncate(total * clusterSize)
+}
+
+/**
+ * The sizes `qemu-img measure -O qcow2` reports, by its rules (block/qcow2.c, qcow2_co_measure
+ * and qcow2_calc_prealloc_size): a fully allocated file holds the header cluster, L2 tables for
+ * every cluster, the L1 table, the refcount structures and every data cluster; `required`
+ * counts only the data clusters the contents use, but keeps all that metadata. Both are upper
+ * bounds of what {@link writeQcow2Image} writes.
+ */
+export async function measureQcow2(input: MeasureInput): Promise<MeasureResult> {
+  const clusterSize = input.clusterSize ?? 65536
+  planQcow2(input.size, clusterSize, 'the measured image')
+  const aligned = Math.ceil(input.size / clusterSize) * clusterSize
+  const l2Entries = clusterSize / ENTRY_BYTES
+  let meta = clusterSize
+  const l2Count = Math.ceil(aligned / clusterSize / l2Entries) * l2Entries
+  meta += l2Count * ENTRY_BYTES
+  const l1Count = Math.ceil((l2Count * ENTRY_BYTES) / clusterSize / l2Entries) * l2Entries
+  meta += l1Count * ENTRY_BYTES
+  const { blocks, table } = refcountClusters((meta + aligned) / clusterSize, clusterSize)
+  meta += (blocks + table) * clusterSize
+  const fullyAllocated = meta + aligned
+  const data = await input.dataBytes(clusterSize)
+  return { required: fullyAllocated - aligned + data, 'fully-allocated': fullyAllocated }
 }

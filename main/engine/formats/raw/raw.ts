@@ -302,4 +302,6 @@ export const rawDriver: FormatDriver = {
   open: (path: string, options: OpenOptions) => RawDisk.open(path, options.readOnly),
   create: createRaw,
   convertInto: convertIntoRaw,
+  // A raw file is as long as its virtual size, whatever it holds (qemu-img measure -O raw).
+  measure: (input) => Promise.resolve({ required: input.size, 'fully-allocated': input.size }),
 }
