@@ -142,6 +142,15 @@ async function runCommand(
   context: CommandContext,
 ): Promise<number> {
   const { own, extra } = command.passThrough ? splitExtraArgs(argv) : { own: argv, extra: [] }
+  const last = own[own.length - 1]
+  if (
+    command.negativeLastArgument &&
+    last !== undefined &&
+    /^-\d/.test(last) &&
+    !own.includes('--')
+  ) {
+    own.splice(own.length - 1, 0, '--')
+  }
   const { values, positionals } = parseCommandArgs(
     command.name,
     own,

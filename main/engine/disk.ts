@@ -152,6 +152,12 @@ export interface Disk {
    */
   growAndClose?(size: number): Promise<void>
   /**
+   * Shrink the virtual size to `size` bytes (never grows) and close the disk (`resize
+   * --shrink`). The caller checked that only zeros are cut off; a crash midway leaves at worst
+   * what `check -r` repairs.
+   */
+  shrinkAndClose?(size: number): Promise<void>
+  /**
    * Metadata a rollback must put back besides the data and the allocation (add-cow: the
    * compatible features), as text to keep in a journal; see {@link FormatDriver.restoreState}.
    */
@@ -176,6 +182,7 @@ const ABILITY_TEXT: Record<DiskAbility, string> = {
   setAllAllocated: 'record that it no longer reads its backing file',
   clearAllAllocatedAndClose: 'read its backing file again once flattened',
   growAndClose: 'grow',
+  shrinkAndClose: 'shrink',
   savedState: 'save its metadata for a rollback',
 }
 

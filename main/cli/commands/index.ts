@@ -11,6 +11,7 @@ import { mapCommand } from './map'
 import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
 import { rebaseCommand } from './rebase'
+import { resizeCommand } from './resize'
 import { serveCommand } from './serve'
 import { streamCommand } from './stream'
 import { webCommand } from './web'
@@ -30,6 +31,7 @@ export const COMMANDS: readonly Command[] = [
   rebaseCommand,
   convertCommand,
   measureCommand,
+  resizeCommand,
   amendCommand,
   serveCommand,
   qemuCmdCommand,

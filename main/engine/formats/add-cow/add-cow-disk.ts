@@ -340,6 +340,51 @@ export class AddCowDisk implements Disk {
     await growFile(this.path, metaLength)
   }
 
+  /**
+   * Shrink the virtual size to `size` bytes and close. The caller made sure nothing but zeros
+   * is cut off. Crash-safe order: the image file is cut first (its length is the virtual size,
+   * so the disk is now the smaller one, and bits past its last cluster are ignored on read, as
+   * FORMATS.md requires); then those bits are cleared and the add-cow file is cut to the new
+   * bitmap's length, and synced. A crash between the two leaves stray bits and a long add-cow
+   * file, which `check -r` repairs.
+   */
+  async shrinkAndClose(size: number): Promise<void> {
+    this.assertWritable()
+    const { headerSize, clusterBits } = this.header
+    const shrink = size < this.size
+    const imagePath = this.image.path
+    await this.close()
+    if (!shrink) return
+    const image = await BlockFile.open(imagePath, true)
+    try {
+      await image.truncate(size)
+      await image.sync()
+    } finally {
+      await image.close()
+    }
+    const metaLength = geometry(clusterBits, size).fileLength
+    const clusters = Math.ceil(size / 2 ** clusterBits)
+    const meta = await BlockFile.open(this.path, true)
+    try {
+      await meta.truncate(metaLength)
+      let from = headerSize + Math.floor(clusters / 8)
+      if (clusters % 8 !== 0) {
+        const byte = Buffer.alloc(1)
+        await meta.readAt(byte, from)
+        byte[0]! &= (1 << clusters % 8) - 1
+        await meta.writeAt(byte, from)
+        from++
+      }
+      const zeros = Buffer.alloc(Math.min(1024 * 1024, Math.max(0, metaLength - from)))
+      for (let at = from; at < metaLength; at += zeros.length) {
+        await meta.writeAt(zeros.subarray(0, Math.min(zeros.length, metaLength - at)), at)
+      }
+      await meta.sync()
+    } finally {
+      await meta.close()
+    }
+  }
+
   /** The compatible features, for a rollback to put back (see the driver's restoreState). */
   savedState(): string {
     return `0x${this.header.compatibleFeatures.toString(16)}`

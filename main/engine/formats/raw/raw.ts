@@ -221,6 +221,19 @@ export class RawDisk implements Disk {
     if (grow) await growFile(this.path, size)
   }
 
+  /** Cut the file to `size` bytes (never grows), sync it, and close. */
+  async shrinkAndClose(size: number): Promise<void> {
+    this.assertWritable()
+    try {
+      if (size < this.size) {
+        await this.file.truncate(size)
+        await this.file.sync()
+      }
+    } finally {
+      await this.close()
+    }
+  }
+
   /** Sync (when writable) and close; the file is closed even when the sync fails. */
   async close(): Promise<void> {
     try {
