@@ -342,6 +342,11 @@ export interface FormatDriver {
   setBacking?(path: string, backing: BackingLink | null, signal?: AbortSignal): Promise<void>
   /** Put back metadata saved by {@link Disk.savedState} into the closed file at `path`. */
   restoreState?(path: string, state: string): Promise<void>
+  /**
+   * File name endings this format's images usually have ('.add-cow'): a file so named that no
+   * driver recognises is reported as such instead of silently read as raw.
+   */
+  readonly extensions?: readonly string[]
   /** QEMU's own name for the format, when `--via native` may hand the file to QEMU's driver. */
   readonly qemuFormat?: string
   /**

@@ -10,12 +10,23 @@ import {
   policyFrom,
 } from '../options'
 
+/**
+ * The on-disk size: with a separate data (image) file, the sum says that it adds both files and
+ * shows each (qemu-img's "disk size" is one file's).
+ */
+function diskSize(info: ImageInfo): string {
+  const data = info['data-file-actual-size']
+  if (data === undefined) return formatSize(info['actual-size'])
+  const own = info['actual-size'] - data
+  return `${formatSize(info['actual-size'])} (both files: ${formatSize(own)} add-cow file + ${formatSize(data)} image file)`
+}
+
 function describe(info: ImageInfo): string {
   const lines = [
     `image: ${info.filename}`,
     `file format: ${info.format}`,
     `virtual size: ${formatSize(info['virtual-size'])} (${info['virtual-size']} bytes)`,
-    `disk size: ${formatSize(info['actual-size'])}`,
+    `disk size: ${diskSize(info)}`,
   ]
   if (info['cluster-size'] !== undefined) lines.push(`cluster_size: ${info['cluster-size']}`)
   const names = new Map((info.names ?? []).map((name) => [name.stored, name]))

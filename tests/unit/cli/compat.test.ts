@@ -150,3 +150,38 @@ describe('create -b with a relative name from another folder', () => {
     )
   })
 })
+
+describe('info: what the files are', () => {
+  it('a file named .add-cow without the add-cow header is shown as raw, with a warning saying so', async () => {
+    await writeFile(join(root, 'fake.add-cow'), Buffer.alloc(65536, 0x20))
+    const text = await run(['info', 'fake.add-cow'])
+    expect(text.code, text.stderr).toBe(0)
+    expect(text.stdout).toContain('file format: raw')
+    expect(text.stdout).toContain(
+      `warning: ${join(root, 'fake.add-cow')} is named like an add-cow image but has no add-cow header (its first bytes are 20 20 20 20 20 20 20 20); it is read as raw.`,
+    )
+    const json = JSON.parse((await run(['info', '--json', 'fake.add-cow'])).stdout) as {
+      warnings?: string[]
+    }
+    expect(json.warnings?.[0]).toMatch(/has no add-cow header/)
+    // Given the format, or named otherwise, a raw file is just raw.
+    expect((await run(['info', '-f', 'raw', 'fake.add-cow'])).stdout).not.toContain('warning')
+    await writeFile(join(root, 'disk.img'), Buffer.alloc(65536, 0x20))
+    expect((await run(['info', 'disk.img'])).stdout).not.toContain('warning')
+  })
+
+  it("an overlay's disk size says it adds both files, and shows each", async () => {
+    await overlayOnBase()
+    await writeFile(join(root, 'vm.raw'), Buffer.alloc(1024 * 1024, 3))
+    const text = await run(['info', 'vm.add-cow'])
+    const info = JSON.parse((await run(['info', '--json', 'vm.add-cow'])).stdout) as Record<
+      string,
+      number
+    >
+    const own = info['actual-size']! - info['data-file-actual-size']!
+    expect(own).toBeGreaterThan(0)
+    expect(text.stdout).toMatch(
+      /\ndisk size: [\d.]+ \w+ \(both files: [\d.]+ \w+ add-cow file \+ 1 MiB image file\)\n/,
+    )
+  })
+})

@@ -824,6 +824,7 @@ async function statLength(path: string): Promise<number> {
 
 /** The add-cow driver, current layout ("ACOW"). */
 export const addCowDriver: FormatDriver = {
+  extensions: ['.add-cow', '.addcow'],
   name: 'add-cow',
   probe(head) {
     if (head.length < 4) return 0

@@ -745,6 +745,7 @@ function assertWritable(path: string, header: Qcow2Header): void {
 /** The qcow2 driver (versions 2 and 3). */
 export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
+  extensions: ['.qcow2', '.qcow'],
   probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: (path, options) => Qcow2Disk.open(path, options),
   convertInto: writeQcow2Image,
