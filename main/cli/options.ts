@@ -127,6 +127,10 @@ export function suggestOption(spelled: string, table: OptionTable): string | und
  */
 export const JSON_OPTION = { json: { type: 'boolean' }, output: { type: 'string' } } as const
 
+/** Usage text for the `--output` half of {@link JSON_OPTION}. */
+export const OUTPUT_USAGE =
+  "  --output=json|human  qemu-img's spelling: json is --json, human the text (default)"
+
 /**
  * Fold qemu-img's `--output=json|human` into `--json` (in place), or refuse another value.
  * The runner calls it for every command whose table has {@link JSON_OPTION}.

@@ -9,6 +9,7 @@ import {
   type OutputStream,
 } from './command'
 import { COMMANDS } from './commands/index'
+import { topHelp } from './docs'
 import { argvWantsJson, foldOutputOption, parseCommandArgs, splitExtraArgs } from './options'
 import { closestMatch } from './suggest'
 
@@ -36,17 +37,7 @@ export interface CliIo {
 }
 
 function help(): string {
-  const width = Math.max(...COMMANDS.map((command) => command.name.length))
-  return [
-    'addcow: copy-on-write overlays of VM disk images in the add-cow format',
-    '',
-    'Usage: addcow COMMAND [options] ...',
-    '',
-    ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
-    '',
-    "Run 'addcow help COMMAND' for a command's options.",
-    '',
-  ].join('\n')
+  return topHelp(COMMANDS)
 }
 
 /**

@@ -9,6 +9,7 @@ import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -88,6 +89,7 @@ export const checkCommand = defineCommand({
   usage: `addcow check [--json] [-r leaks|all] [-f FMT] [-U] [--accept-base] IMAGE
 
   --json          the report as JSON (docs/operations.md gives its schema)
+${OUTPUT_USAGE}
   -r leaks        repair leaks only: reclaim data left in unallocated clusters, cut an
                   add-cow file that is too long
   -r all          also repair corruptions that are safe to repair: header padding, a short

@@ -3,6 +3,7 @@ import { amendCommand } from './amend'
 import { checkCommand } from './check'
 import { commitCommand } from './commit'
 import { compareCommand } from './compare'
+import { completionCommand, manCommand } from './completion'
 import { convertCommand } from './convert'
 import { createCommand } from './create'
 import { infoCommand } from './info'
@@ -37,4 +38,6 @@ export const COMMANDS: readonly Command[] = [
   qemuCmdCommand,
   launchCommand,
   webCommand,
+  completionCommand,
+  manCommand,
 ]

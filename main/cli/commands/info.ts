@@ -5,6 +5,7 @@ import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -64,6 +65,7 @@ export const infoCommand = defineCommand({
   usage: `addcow info [--json] [--backing-chain] [-f FMT] IMAGE
 
   --json            qemu-img's JSON keys (an array with --backing-chain)
+${OUTPUT_USAGE}
   --backing-chain   describe every layer below IMAGE too
   -f FMT            format of IMAGE (default: probed)
 ${NAME_POLICY_USAGE}

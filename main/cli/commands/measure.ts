@@ -5,6 +5,7 @@ import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -20,6 +21,7 @@ export const measureCommand = defineCommand({
   -o cluster_size=SIZE  qcow2 cluster size (default 64K)
   --size SIZE           measure an empty image of SIZE instead of IMAGE's contents
   --json                {"required": N, "fully-allocated": N} (qemu-img's keys)
+${OUTPUT_USAGE}
   -f FMT                format of IMAGE (default: probed)
 ${NAME_POLICY_USAGE}
 
