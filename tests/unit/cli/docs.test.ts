@@ -108,8 +108,24 @@ describe('completions', () => {
         }
       }
       if (hasTool(shell)) {
-        const parsed = spawnSync(shell, ['-n'], { input: result.stdout, encoding: 'utf8' })
+        const file = join(root, `addcow.${shell}`)
+        await writeFile(file, result.stdout)
+        const parsed = spawnSync(shell, ['-n', file], { encoding: 'utf8' })
         expect(parsed.status, parsed.stderr).toBe(0)
+        if (shell === 'fish') {
+          // fish completes a command line on request: the generated choices, options, commands.
+          const complete = (line: string) =>
+            spawnSync('fish', ['--no-config', '-c', `source ${file}; complete -C '${line}'`], {
+              cwd: root,
+              encoding: 'utf8',
+            })
+              .stdout.split('\n')
+              .map((entry) => entry.split('\t')[0])
+              .filter((entry) => entry !== '')
+          expect(complete('addcow convert -O ')).toEqual(['qcow2', 'raw'])
+          expect(complete('addcow conv')).toEqual(['convert'])
+          expect(complete('addcow check --js')).toEqual(['--json'])
+        }
       }
       expect((await run(['completion', 'tcsh'])).stderr).toContain(
         "'tcsh' is not one of bash, zsh, fish",
