@@ -28,13 +28,13 @@ export async function forEachGuestWindow(
     unit,
     Math.floor((options.windowBytes ?? GUEST_WINDOW_BYTES) / unit) * unit,
   )
-  const buffer = Buffer.alloc(windowBytes)
-  for (let start = 0; start < source.size; start += windowBytes) {
+  // Two buffers: the next window is read while the writer handles the current one.
+  const buffers = [Buffer.alloc(windowBytes), Buffer.alloc(windowBytes)]
+  const load = async (start: number, buffer: Buffer) => {
     throwIfAborted(options.signal, options.operation)
     const length = Math.min(windowBytes, source.size - start)
     const extents = await source.blockStatus(start, length)
-    const units = Math.ceil(length / unit)
-    const zeroUnits = new Uint8Array(units).fill(1)
+    const zeroUnits = new Uint8Array(Math.ceil(length / unit)).fill(1)
     let anyData = false
     for (const extent of extents) {
       if (extent.zero) continue
@@ -49,13 +49,29 @@ export async function forEachGuestWindow(
       data.fill(0, length)
       await source.readInto(data.subarray(0, length), start)
     }
-    await visit({ start, length, data, knownZero: (index) => zeroUnits[index] === 1 })
-    options.onProgress?.(start + length, source.size)
+    return { start, length, data, knownZero: (index: number) => zeroUnits[index] === 1 }
+  }
+  let next: ReturnType<typeof load> | null = source.size > 0 ? load(0, buffers[0]!) : null
+  for (let index = 0; next; index++) {
+    const window = await next
+    const following = window.start + windowBytes
+    next = following < source.size ? load(following, buffers[(index + 1) % 2]!) : null
+    // A failed read ahead is reported when its turn comes, not while this window is written.
+    next?.catch(() => undefined)
+    await visit(window)
+    options.onProgress?.(window.start + window.length, source.size)
   }
 }
 
+/** Zeros to compare against (memcmp in Buffer.equals, not a byte loop). */
+const ZEROS = Buffer.alloc(1024 * 1024)
+
 /** Whether `data` holds only zero bytes. */
 export function isAllZero(data: Uint8Array): boolean {
-  for (let index = 0; index < data.length; index++) if (data[index] !== 0) return false
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  for (let at = 0; at < bytes.length; at += ZEROS.length) {
+    const piece = bytes.subarray(at, at + ZEROS.length)
+    if (!piece.equals(ZEROS.subarray(0, piece.length))) return false
+  }
   return true
 }

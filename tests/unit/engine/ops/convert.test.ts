@@ -135,3 +135,46 @@ describe('resize', () => {
     expect((await guestView(overlay)).equals(Buffer.concat([before, Buffer.alloc(1)]))).toBe(true)
   })
 })
+
+describe('forEachGuestWindow (the read side of convert)', () => {
+  it('visits every window in order with the guest data, reading ahead, and skips zero windows unread', async () => {
+    const { forEachGuestWindow } =
+      await import('../../../../main/engine/formats/common/guest-windows')
+    const { openImage } = await import('../../../../main/engine/open')
+    const overlay = await patternedOverlayScene(dir, library)
+    const view = await guestView(overlay)
+    const disk = await openImage(overlay, { readOnly: true })
+    try {
+      const seen: { start: number; length: number; data: boolean }[] = []
+      const copy = Buffer.alloc(view.length)
+      await forEachGuestWindow(
+        disk,
+        { unit: 65536, windowBytes: 3 * 65536 + 100, operation: 'convert' },
+        async ({ start, length, data, knownZero }) => {
+          seen.push({ start, length, data: data !== null })
+          if (data) data.copy(copy, start, 0, length)
+          for (let unit = 0; unit * 65536 < length; unit++) {
+            const piece = view.subarray(
+              start + unit * 65536,
+              start + Math.min(length, (unit + 1) * 65536),
+            )
+            if (knownZero(unit)) expect(piece.every((byte) => byte === 0)).toBe(true)
+          }
+          // The writer's turn takes a while: the next window is read meanwhile.
+          await new Promise((resolve) => setImmediate(resolve))
+        },
+      )
+      expect(seen.map((window) => window.start)).toEqual(
+        Array.from({ length: Math.ceil((4 * MiB) / (3 * 65536)) }, (_, index) => index * 3 * 65536),
+      )
+      expect(seen.reduce((sum, window) => sum + window.length, 0)).toBe(4 * MiB)
+      expect(copy.equals(view)).toBe(true)
+      // [3 MiB, 4 MiB) reads zeros everywhere (the base ends at 3 MiB): those windows are never read.
+      expect(seen.filter((window) => window.start >= 3 * MiB).every((window) => !window.data)).toBe(
+        true,
+      )
+    } finally {
+      await disk.close()
+    }
+  })
+})
