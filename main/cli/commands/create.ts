@@ -87,12 +87,19 @@ export function parseCreateOptions(texts: readonly string[]): Partial<Record<Cre
   return result
 }
 
-/** One setting given several ways (-b and -o backing_file=, -s and a trailing SIZE): all must agree. */
-function agree(what: string, ...given: [string, string | undefined][]): string | undefined {
+/**
+ * One setting given several ways (-b and -o backing_file=, -s and a trailing SIZE): all must
+ * agree, compared by `same` (sizes by their bytes: 2G and 2048M agree).
+ */
+function agree(
+  what: string,
+  given: [string, string | undefined][],
+  same: (a: string, b: string) => boolean = (a, b) => a === b,
+): string | undefined {
   const present = given.filter((entry): entry is [string, string] => entry[1] !== undefined)
   const first = present[0]
   for (const other of present.slice(1)) {
-    if (other[1] !== first![1]) {
+    if (!same(other[1], first![1])) {
       throw new EngineError(
         'BAD_ARGUMENT',
         `The ${what} is given twice: ${first![0]} '${first![1]}' and ${other[0]} '${other[1]}'.`,
@@ -101,6 +108,11 @@ function agree(what: string, ...given: [string, string | undefined][]): string |
     }
   }
   return first?.[1]
+}
+
+/** Whether two size texts name the same number of bytes. */
+function sameSize(what: string): (a: string, b: string) => boolean {
+  return (a, b) => parseSize(a, what) === parseSize(b, what)
 }
 
 /** `addcow create`: a new add-cow overlay and its image file; the library trusts its names. */
@@ -152,27 +164,34 @@ ${NAME_POLICY_USAGE}`,
         { field: '-f', value: values.f },
       )
     }
-    const backingName = agree(
-      'backing file',
+    const backingName = agree('backing file', [
       ['-b', values.b],
       ['-o backing_file', keys.backing_file],
-    )
-    const backingFormat = agree(
-      'backing format',
+    ])
+    const backingFormat = agree('backing format', [
       ['-F', values.F],
       ['-o backing_fmt', keys.backing_fmt],
-    )
-    const imageName = agree('image file', ['-i', values.i], ['-o image_file', keys.image_file])
+    ])
+    const imageName = agree('image file', [
+      ['-i', values.i],
+      ['-o image_file', keys.image_file],
+    ])
     const clusterText = agree(
       'cluster size',
-      ['-c', values.c],
-      ['-o cluster_size', keys.cluster_size],
+      [
+        ['-c', values.c],
+        ['-o cluster_size', keys.cluster_size],
+      ],
+      sameSize('cluster size'),
     )
     const sizeText = agree(
       'size',
-      ['-s', values.s],
-      ['-o size', keys.size],
-      ['the trailing SIZE', positionals[1]],
+      [
+        ['-s', values.s],
+        ['-o size', keys.size],
+        ['the trailing SIZE', positionals[1]],
+      ],
+      sameSize('size'),
     )
     const result = await createOverlay({
       overlay: positionals[0]!,
