@@ -328,16 +328,47 @@ export class AddCowDisk implements Disk {
     await this.close()
   }
 
-  /** Grow the image file to `size` and the add-cow file to its bitmap, then close. */
+  /**
+   * Grow the add-cow file to the bitmap of `size`, then the image file to `size` (the virtual
+   * size), then close. In that order a crash between the two leaves a longer add-cow file (a
+   * leak `check -r leaks` cuts), never an image file the bitmap does not cover. A size whose
+   * bitmap would pass {@link MAX_BITMAP_BYTES} (which no open would accept) is refused before
+   * anything changes.
+   */
   async growAndClose(size: number): Promise<void> {
     this.assertWritable()
-    const metaLength = geometry(this.header.clusterBits, size).fileLength
+    const shape = geometry(this.header.clusterBits, size)
+    // The bound every open checks (a flattened overlay never reads its bitmap).
+    if (!this.allAllocated && shape.bitmapBytes > MAX_BITMAP_BYTES) {
+      throw new EngineError(
+        'SIZE_LIMIT',
+        `Size ${size} needs a ${shape.bitmapBytes}-byte bitmap at ${this.clusterSize}-byte clusters in ${this.path}; the limit is ${MAX_BITMAP_BYTES}.`,
+        { path: this.path, field: 'size', value: size },
+      )
+    }
     const image = this.image
     const grow = size > this.size
     await this.close()
     if (!grow) return
-    await growFile(image.path, size)
-    await growFile(this.path, metaLength)
+    const oldLength = this.metaLength
+    await growFile(this.path, shape.fileLength)
+    try {
+      await growFile(image.path, size)
+    } catch (error) {
+      // The image file could not grow (a file system's size limit): give the add-cow file its
+      // old length back, so nothing changed.
+      await BlockFile.open(this.path, true)
+        .then(async (meta) => {
+          try {
+            await meta.truncate(oldLength)
+            await meta.sync()
+          } finally {
+            await meta.close()
+          }
+        })
+        .catch(() => undefined)
+      throw error
+    }
   }
 
   /**
@@ -371,7 +402,7 @@ export class AddCowDisk implements Disk {
       if (clusters % 8 !== 0) {
         const byte = Buffer.alloc(1)
         await meta.readAt(byte, from)
-        byte[0]! &= (1 << clusters % 8) - 1
+        byte[0]! &= (1 << (clusters % 8)) - 1
         await meta.writeAt(byte, from)
         from++
       }

@@ -136,6 +136,44 @@ describe('resize', () => {
   })
 })
 
+describe('resize limits', () => {
+  it('refuses a size whose bitmap no open would accept, before changing any file', async () => {
+    const { makeOverlay } = await import('../../../helpers/images')
+    const { stat } = await import('node:fs/promises')
+    await writeFile(join(dir, 'base.raw'), Buffer.alloc(4096, 1))
+    const overlay = await makeOverlay(library, {
+      overlay: join(dir, 'small.add-cow'),
+      backing: 'base.raw',
+      size: MiB,
+      clusterSize: 4096,
+    })
+    // 4 KiB clusters: 512 MiB of bitmap covers 16 TiB.
+    await expect(
+      resizeImage({ path: overlay, size: { absolute: 17 * 1024 ** 4 } }),
+    ).rejects.toMatchObject({ code: 'SIZE_LIMIT' })
+    expect((await stat(join(dir, 'small.raw'))).size).toBe(MiB)
+    expect((await stat(overlay)).size).toBe(8192)
+    // Without a backing file (ALL_ALLOCATED) the bitmap is never read, so only the file
+    // system's limit applies; when the image file cannot grow, the add-cow file keeps its length.
+    const flat = await makeOverlay(library, {
+      overlay: join(dir, 'flat.add-cow'),
+      size: MiB,
+      clusterSize: 4096,
+    })
+    const grown = await resizeImage({ path: flat, size: { absolute: 17 * 1024 ** 4 } }).catch(
+      (error: unknown) => error,
+    )
+    if (grown instanceof Error) {
+      expect(grown).toMatchObject({ code: 'SIZE_LIMIT' })
+      expect((await stat(flat)).size).toBe(8192)
+      expect((await stat(join(dir, 'flat.raw'))).size).toBe(MiB)
+    } else {
+      // A file system that takes 17 TiB files (XFS, btrfs): the resize simply happened.
+      expect((await stat(join(dir, 'flat.raw'))).size).toBe(17 * 1024 ** 4)
+    }
+  })
+})
+
 describe('forEachGuestWindow (the read side of convert)', () => {
   it('visits every window in order with the guest data, reading ahead, and skips zero windows unread', async () => {
     const { forEachGuestWindow } =
