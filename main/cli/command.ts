@@ -42,6 +42,11 @@ export interface CommandSpec<Options extends OptionTable> {
   positionals: PositionalCount
   /** Arguments after `--` are not parsed but handed over as `extra` (qemu-cmd, launch). */
   passThrough?: boolean
+  /**
+   * The last argument may be a negative number (`resize IMAGE -1G`, as qemu-img resize): it is
+   * taken as a positional, not as an option.
+   */
+  negativeLastArgument?: boolean
   /** Exit code for errors (default 1; `compare` uses 2 as qemu-img does). */
   errorExitCode?: number
   run(args: CommandArgs<Options>, context: CommandContext): Promise<number>

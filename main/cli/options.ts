@@ -4,6 +4,7 @@ import type { Library } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
 import { parseSize } from '../engine/units'
 import type { QemuVia } from '../qemu/command'
+import { closestMatch } from './suggest'
 
 // Option parsing for every command, and the options several commands share. A command declares
 // its options as a table (node:util parseArgs' configuration); the runner parses argv with it.
@@ -41,7 +42,13 @@ export function parseCommandArgs<Options extends OptionTable>(
     // runCli prefixes "addcow COMMAND: "; keep parseArgs' first sentence ("Unknown option '-x'").
     const text = error instanceof Error ? error.message : String(error)
     const message = (text.split('. ')[0] ?? text).replace(/\.?$/, '')
-    throw new EngineError('BAD_ARGUMENT', `${message}. Try 'addcow help ${command}'.`)
+    const unknown = /^Unknown option '([^']+)'/.exec(message)?.[1]
+    const hint = unknown !== undefined ? suggestOption(unknown, options) : undefined
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `${message}${hint ? `; did you mean '${hint}'?` : '.'} Try 'addcow help ${command}'.`,
+      { field: 'option', value: unknown ?? text },
+    )
   }
   if (parsed.positionals.length < positionals.min || parsed.positionals.length > positionals.max) {
     const count = parsed.positionals.length
@@ -59,8 +66,107 @@ export function splitExtraArgs(argv: string[]): { own: string[]; extra: string[]
   return at < 0 ? { own: argv, extra: [] } : { own: argv.slice(0, at), extra: argv.slice(at + 1) }
 }
 
-/** `--json`: machine-readable output (qemu-img's key names where it has the same idea). */
-export const JSON_OPTION = { json: { type: 'boolean' } } as const
+/**
+ * Spellings other tools use (qemu-img, qemu-io, GNU habits) for an option we spell differently:
+ * an unknown option listed here points to ours when the command has it.
+ */
+const OPTION_ALIASES: Record<string, string> = {
+  '--size': 's',
+  '--cluster-size': 'c',
+  '--cluster_size': 'c',
+  '--backing': 'b',
+  '--backing-file': 'b',
+  '--backing_file': 'b',
+  '--backing-format': 'F',
+  '--backing_fmt': 'F',
+  '--image-file': 'i',
+  '--image_file': 'i',
+  '--format': 'f',
+  '--output-format': 'O',
+  '--target-format': 'O',
+  '--repair': 'r',
+  '--progress': 'p',
+  '--force-share': 'U',
+  '--unsafe': 'u',
+  '--readonly': 'read-only',
+  '-j': 'json',
+  '-r': 'read-only',
+}
+
+/** How the user spells option `name` of a table: `-x` when it has a short letter, else `--name`. */
+export function optionSpelling(name: string, table: OptionTable): string {
+  const short = table[name]?.short
+  return short ? `-${short}` : `--${name}`
+}
+
+/**
+ * The option of `table` an unknown `spelled` option most likely meant: another tool's
+ * spelling of it ({@link OPTION_ALIASES}), or a typo of one of its names.
+ */
+export function suggestOption(spelled: string, table: OptionTable): string | undefined {
+  const alias = OPTION_ALIASES[spelled.split('=')[0]!]
+  if (alias !== undefined && alias in table) return optionSpelling(alias, table)
+  const spellings = Object.keys(table).flatMap((name) => {
+    const short = table[name]?.short
+    return short && short !== name ? [`--${name}`, `-${short}`] : [optionSpelling(name, table)]
+  })
+  if (/^-[^-]$/.test(spelled)) {
+    // A short letter in the wrong case (-F for -f) is the only typo a single letter can have.
+    return spellings.find((candidate) => candidate.toLowerCase() === spelled.toLowerCase())
+  }
+  const match = closestMatch(
+    spelled.split('=')[0]!,
+    spellings.filter((candidate) => candidate.startsWith('--')),
+  )
+  return match
+}
+
+/**
+ * `--json`: machine-readable output (qemu-img's key names where it has the same idea);
+ * qemu-img's `--output=json` (or `--output json`, `--output=human`) is accepted beside it.
+ */
+export const JSON_OPTION = { json: { type: 'boolean' }, output: { type: 'string' } } as const
+
+/** Usage text for the `--output` half of {@link JSON_OPTION}. */
+export const OUTPUT_USAGE =
+  "  --output=json|human  qemu-img's spelling: json is --json, human the text (default)"
+
+/**
+ * Fold qemu-img's `--output=json|human` into `--json` (in place), or refuse another value.
+ * The runner calls it for every command whose table has {@link JSON_OPTION}.
+ */
+export function foldOutputOption(values: { json?: boolean; output?: string }): void {
+  if (values.output === undefined) return
+  if (values.output === 'json') values.json = true
+  else if (values.output !== 'human') {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `--output takes 'json' or 'human', not '${values.output}'.`,
+      { field: 'output', value: values.output },
+    )
+  } else if (values.json) {
+    throw new EngineError('BAD_ARGUMENT', '--json and --output=human contradict each other.', {
+      field: 'output',
+      value: values.output,
+    })
+  }
+  delete values.output
+}
+
+/**
+ * Whether an argv asks for JSON output (`--json`, `--output=json`, `--output json`): errors are
+ * then printed as a JSON object too, even when the argv does not parse.
+ */
+export function argvWantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--')
+  const own = end < 0 ? argv : argv.slice(0, end)
+  return own.some(
+    (arg, index) =>
+      arg === '--json' ||
+      arg === '--output=json' ||
+      (arg === '--output' && own[index + 1] === 'json'),
+  )
+}
 
 /** `-f FMT`: the image's format, instead of probing it. */
 export const FORMAT_OPTION = { f: { type: 'string', short: 'f' } } as const

@@ -9,7 +9,9 @@ import {
   type OutputStream,
 } from './command'
 import { COMMANDS } from './commands/index'
-import { parseCommandArgs, splitExtraArgs } from './options'
+import { topHelp } from './docs'
+import { argvWantsJson, foldOutputOption, parseCommandArgs, splitExtraArgs } from './options'
+import { closestMatch } from './suggest'
 
 /**
  * What one run of `addcow` is given. The binary (main.ts) passes the process's own; tests pass
@@ -35,17 +37,7 @@ export interface CliIo {
 }
 
 function help(): string {
-  const width = Math.max(...COMMANDS.map((command) => command.name.length))
-  return [
-    'addcow: copy-on-write overlays of VM disk images in the add-cow format',
-    '',
-    'Usage: addcow COMMAND [options] ...',
-    '',
-    ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
-    '',
-    "Run 'addcow help COMMAND' for a command's options.",
-    '',
-  ].join('\n')
+  return topHelp(COMMANDS)
 }
 
 /**
@@ -63,7 +55,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     const topic = name === 'help' ? rest[0] : undefined
     const command = COMMANDS.find((candidate) => candidate.name === topic)
     if (topic !== undefined && !command) {
-      io.stderr.write(`addcow: unknown command '${topic}'.\n`)
+      io.stderr.write(`addcow: unknown command '${topic}'.${commandHint(topic)}\n`)
       return 1
     }
     io.stdout.write(command ? `Usage: ${command.usage}\n` : help())
@@ -75,7 +67,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   }
   const command = COMMANDS.find((candidate) => candidate.name === name)
   if (!command) {
-    io.stderr.write(`addcow: unknown command '${name}'. Run 'addcow help' for the list.\n`)
+    io.stderr.write(
+      `addcow: unknown command '${name}'.${commandHint(name)} Run 'addcow help' for the list.\n`,
+    )
     return 1
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -86,6 +80,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   try {
     return await runCommand(command, rest, context)
   } catch (error) {
+    if (argvWantsJson(rest)) io.stdout.write(JSON.stringify(jsonError(error), null, 4) + '\n')
     if (isEngineError(error)) {
       io.stderr.write(`addcow ${name}: ${error.message}\n`)
     } else {
@@ -97,6 +92,40 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
+/** " Did you mean 'x'?" when `name` looks like a typo of a command, else nothing. */
+function commandHint(name: string): string {
+  const match = closestMatch(
+    name,
+    COMMANDS.map((command) => command.name),
+  )
+  return match ? ` Did you mean '${match}'?` : ''
+}
+
+/**
+ * An error as the JSON object printed on stdout under `--json`: the stable code, the sentence,
+ * and where known the file, field and value at fault. A bug is INTERNAL.
+ */
+export function jsonError(error: unknown): { error: Record<string, unknown> } {
+  if (!isEngineError(error)) {
+    return {
+      error: {
+        code: 'INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+      },
+    }
+  }
+  return {
+    error: {
+      code: error.code,
+      message: error.message,
+      ...(error.path !== undefined ? { path: error.path } : {}),
+      ...(error.field !== undefined ? { field: error.field } : {}),
+      ...(error.offset !== undefined ? { offset: error.offset } : {}),
+      ...(error.value !== undefined ? { value: error.value } : {}),
+    },
+  }
+}
+
 /** Parse `argv` with the command's option table and run it. */
 async function runCommand(
   command: Command,
@@ -104,12 +133,24 @@ async function runCommand(
   context: CommandContext,
 ): Promise<number> {
   const { own, extra } = command.passThrough ? splitExtraArgs(argv) : { own: argv, extra: [] }
+  const last = own[own.length - 1]
+  if (
+    command.negativeLastArgument &&
+    last !== undefined &&
+    /^-\d/.test(last) &&
+    !own.includes('--')
+  ) {
+    own.splice(own.length - 1, 0, '--')
+  }
   const { values, positionals } = parseCommandArgs(
     command.name,
     own,
     command.options,
     command.positionals,
   )
+  if ('output' in command.options && 'json' in command.options) {
+    foldOutputOption(values as { json?: boolean; output?: string })
+  }
   return command.run({ values, positionals, extra }, context)
 }
 

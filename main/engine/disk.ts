@@ -152,6 +152,12 @@ export interface Disk {
    */
   growAndClose?(size: number): Promise<void>
   /**
+   * Shrink the virtual size to `size` bytes (never grows) and close the disk (`resize
+   * --shrink`). The caller checked that only zeros are cut off; a crash midway leaves at worst
+   * what `check -r` repairs.
+   */
+  shrinkAndClose?(size: number): Promise<void>
+  /**
    * Metadata a rollback must put back besides the data and the allocation (add-cow: the
    * compatible features), as text to keep in a journal; see {@link FormatDriver.restoreState}.
    */
@@ -176,6 +182,7 @@ const ABILITY_TEXT: Record<DiskAbility, string> = {
   setAllAllocated: 'record that it no longer reads its backing file',
   clearAllAllocatedAndClose: 'read its backing file again once flattened',
   growAndClose: 'grow',
+  shrinkAndClose: 'shrink',
   savedState: 'save its metadata for a rollback',
 }
 
@@ -252,6 +259,37 @@ export interface CreateImageOptions extends OperationOptions {
   clusterSize?: number
 }
 
+/** What a driver's {@link FormatDriver.convertInto} needs. */
+export interface ConvertIntoOptions extends OperationOptions {
+  /** Absolute path of the new image; an existing file there is replaced only when complete. */
+  path: string
+  /** The open disk whose guest view (with its whole chain) the new image holds. */
+  source: Disk
+  /** Cluster size in bytes, where the format has clusters (default: the format's). */
+  clusterSize?: number
+}
+
+/** What a driver's {@link FormatDriver.measure} is given. */
+export interface MeasureInput {
+  /** Virtual size of the new image. */
+  size: number
+  /** Cluster size of the new image (default: the format's). */
+  clusterSize?: number
+  /**
+   * The bytes of guest data the new image would hold, counted in whole units of `granularity`
+   * (every unit with a non-zero extent counts whole); 0 when measuring a size alone.
+   */
+  dataBytes(granularity: number): Promise<number>
+}
+
+/** What `addcow measure` reports, as qemu-img measure does. */
+export interface MeasureResult {
+  /** Bytes a new image with the measured contents needs. */
+  required: number
+  /** Bytes the new image needs once every cluster is written. */
+  'fully-allocated': number
+}
+
 /** What a driver created: for the operation to report, trust and record. */
 export interface CreatedImage {
   path: string
@@ -280,6 +318,14 @@ export interface FormatDriver {
   /** Make a new image; an error or a cancel leaves nothing behind. */
   create?(options: CreateImageOptions): Promise<CreatedImage>
   /**
+   * Write a new standalone image (no backing file) at `options.path` with the guest view of
+   * `options.source`, atomically: the file takes its name only when complete, and an error or
+   * a cancel leaves nothing behind (`addcow convert`).
+   */
+  convertInto?(options: ConvertIntoOptions): Promise<void>
+  /** File sizes a new image of this format needs for the given contents (`addcow measure`). */
+  measure?(input: MeasureInput): Promise<MeasureResult>
+  /**
    * Check the file at `path` for damage (and repair it at `context.repair`), without opening
    * its chain: the check operation adds the chain and drift, and the report.
    */
@@ -296,6 +342,11 @@ export interface FormatDriver {
   setBacking?(path: string, backing: BackingLink | null, signal?: AbortSignal): Promise<void>
   /** Put back metadata saved by {@link Disk.savedState} into the closed file at `path`. */
   restoreState?(path: string, state: string): Promise<void>
+  /**
+   * File name endings this format's images usually have ('.add-cow'): a file so named that no
+   * driver recognises is reported as such instead of silently read as raw.
+   */
+  readonly extensions?: readonly string[]
   /** QEMU's own name for the format, when `--via native` may hand the file to QEMU's driver. */
   readonly qemuFormat?: string
   /**

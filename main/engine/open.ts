@@ -1,6 +1,6 @@
 import { open as openFile, realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import type { Disk, FormatDriver, OpenOptions } from './disk'
+import type { Disk, FormatDriver, OpenOptions, WriteOptions } from './disk'
 import { EngineError, isEngineError, wrapIoError } from './errors'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from './names'
 import { getDriver, listDrivers, probeDriver } from './registry'
@@ -42,6 +42,79 @@ export async function probeFormat(path: string): Promise<string> {
   return probeDriver(head, length).name
 }
 
+/**
+ * What probing `path` found, for the user: null when a driver recognised the file; otherwise a
+ * sentence saying it is read as raw, and, when its name ends the way another format's images
+ * do ('.add-cow'), that it has no header of that format (showing its first bytes).
+ */
+export async function probeNote(
+  path: string,
+): Promise<{ message: string; namedLike: string | null } | null> {
+  const absolute = resolve(path)
+  const { head, length } = await readHead(absolute)
+  if (listDrivers().some((driver) => driver.probe(head, length) > 0)) return null
+  const named = listDrivers().find((driver) =>
+    (driver.extensions ?? []).some((ending) => absolute.toLowerCase().endsWith(ending)),
+  )
+  const first = [...head.subarray(0, 8)].map((byte) => byte.toString(16).padStart(2, '0')).join(' ')
+  if (named) {
+    return {
+      message: `${absolute} is named like ${article(named.name)} ${named.name} image but has no ${named.name} header (its first bytes are ${first || 'none: it is empty'}); it is read as raw.`,
+      namedLike: named.name,
+    }
+  }
+  return {
+    message: `${absolute} has no header of a known format; it is read as raw.`,
+    namedLike: null,
+  }
+}
+
+/** 'an' before a vowel sound (add-cow, raw is not), else 'a'. */
+function article(word: string): string {
+  return /^[aeio]/i.test(word) ? 'an' : 'a'
+}
+
+/**
+ * Guard the first sector of a disk whose format was probed as raw, as QEMU does for a probed
+ * raw image: a write there that would make the file look like another format (an image header
+ * the next probe would believe) is refused with PERMISSION_DENIED, so a guest cannot turn its
+ * disk into, say, an add-cow file naming a host file as its base. Giving the format (`-f raw`)
+ * lifts the guard.
+ */
+export function guardProbedFirstSector(disk: Disk): Disk {
+  const guarded = async (
+    offset: number,
+    data: Uint8Array,
+    options?: WriteOptions,
+  ): Promise<void> => {
+    if (offset < PROBED_SECTOR) {
+      const sector = await disk.read(0, Math.min(PROBE_BYTES, disk.size))
+      sector.set(data.subarray(0, Math.max(0, sector.length - offset)), offset)
+      const claimed = listDrivers().find((driver) => driver.probe(sector, disk.size) > 0)
+      if (claimed) {
+        throw new EngineError(
+          'PERMISSION_DENIED',
+          `Refusing a write at offset ${offset} of ${disk.path}: its format was probed as raw, and the write would make it look like ${article(claimed.name)} ${claimed.name} image. Give the format (-f raw) to allow it.`,
+          { path: disk.path, offset, field: 'first sector' },
+        )
+      }
+    }
+    return disk.write(offset, data, options)
+  }
+  return new Proxy(disk, {
+    get(target, property) {
+      if (property === 'write') return guarded
+      const value: unknown = Reflect.get(target, property, target)
+      return typeof value === 'function'
+        ? (value as (...args: unknown[]) => unknown).bind(target)
+        : value
+    },
+  })
+}
+
+/** The bytes of a probed raw image that the first-sector guard watches (QEMU's BLOCK_PROBE_BUF_SIZE is 512). */
+const PROBED_SECTOR = 512
+
 async function assertRegularFile(path: string): Promise<void> {
   let info
   try {
@@ -54,7 +127,11 @@ async function assertRegularFile(path: string): Promise<void> {
   }
 }
 
-async function verifyRecordedFormat(driver: FormatDriver, path: string, namingFile: string): Promise<void> {
+async function verifyRecordedFormat(
+  driver: FormatDriver,
+  path: string,
+  namingFile: string,
+): Promise<void> {
   if (driver.name === 'raw') return
   const { head, length } = await readHead(path)
   if (driver.probe(head, length) === 0) {
@@ -84,7 +161,10 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   const policy = options.policy ?? STRICT_POLICY
   const lenient = options.lenient ?? false
   const top = await realpath(absolute)
-  return driver.open(absolute, makeOpenOptions(new Set([top]), 0, options.readOnly ?? false, policy, lenient))
+  return driver.open(
+    absolute,
+    makeOpenOptions(new Set([top]), 0, options.readOnly ?? false, policy, lenient),
+  )
 }
 
 function makeOpenOptions(
@@ -139,7 +219,10 @@ function makeOpenOptions(
       const below = new Set(visited)
       below.add(verdict.realPath)
       // Bases are always opened read-only; commit reopens the one it writes.
-      const disk = await driver.open(verdict.resolved, makeOpenOptions(below, depth + 1, true, policy, lenient))
+      const disk = await driver.open(
+        verdict.resolved,
+        makeOpenOptions(below, depth + 1, true, policy, lenient),
+      )
       for (const path of below) visited.add(path)
       return disk
     },

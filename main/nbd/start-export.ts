@@ -1,7 +1,7 @@
 import type { Disk } from '../engine/disk'
 import { throwIfAborted } from '../engine/errors'
 import type { NamePolicy } from '../engine/names'
-import { openImage } from '../engine/open'
+import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
 import { lockDiskChain } from '../engine/ops/chain-lock'
 import type { NbdLimits, NbdLogEvent } from './export-types'
 import { NbdServer, type NbdListenTarget } from './server'
@@ -40,6 +40,8 @@ export interface ExportHandle {
   readonly disk: Disk
   readonly server: NbdServer
   readonly tls: boolean
+  /** What the user should know about the export (a probed raw image and its guarded first sector). */
+  readonly warnings: readonly string[]
   /** Stop serving (requests in flight finish), flush and close the disk and its chain. Idempotent. */
   stop(): Promise<void>
 }
@@ -52,11 +54,20 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
   const tlsKeys =
     options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
   throwIfAborted(options.signal, 'export')
-  const disk = await openImage(options.image, {
+  // A probed raw image is served as QEMU serves one: with a warning, and its first sector
+  // guarded against writes that would make it look like another format.
+  const note = options.format === undefined ? await probeNote(options.image) : null
+  const warnings = note
+    ? [
+        `${note.message} Its format was probed: writes that would put another format's header in its first sector are refused; give the format (-f raw) to allow them.`,
+      ]
+    : []
+  const opened = await openImage(options.image, {
     readOnly: options.readOnly ?? false,
     ...(options.format ? { format: options.format } : {}),
     ...(options.policy ? { policy: options.policy } : {}),
   })
+  const disk = note && !opened.readOnly ? guardProbedFirstSector(opened) : opened
   let server: NbdServer | null = null
   let unlock: (() => Promise<void>) | null = null
   try {
@@ -89,6 +100,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       disk,
       server,
       tls: tlsKeys !== null,
+      warnings,
       stop() {
         stopping ??= (async () => {
           let failure: unknown = null

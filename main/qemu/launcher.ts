@@ -271,6 +271,10 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       })
+      // A probed raw image: say that its first sector is guarded, as `addcow serve` does.
+      for (const warning of exported.warnings) {
+        options.onLog?.({ level: 'warn', connection: 0, message: warning })
+      }
       disk = {
         via: 'nbd',
         socket: join(runDir, 'nbd.sock'),

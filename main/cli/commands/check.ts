@@ -9,6 +9,7 @@ import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -88,6 +89,7 @@ export const checkCommand = defineCommand({
   usage: `addcow check [--json] [-r leaks|all] [-f FMT] [-U] [--accept-base] IMAGE
 
   --json          the report as JSON (docs/operations.md gives its schema)
+${OUTPUT_USAGE}
   -r leaks        repair leaks only: reclaim data left in unallocated clusters, cut an
                   add-cow file that is too long
   -r all          also repair corruptions that are safe to repair: header padding, a short
@@ -110,11 +112,10 @@ Exit status, as qemu-img check: 0 clean (after -r: now consistent), 1 could not 
   positionals: { min: 1, max: 1, names: 'one IMAGE' },
   async run({ values, positionals }, context) {
     if (values.r !== undefined && values.r !== 'leaks' && values.r !== 'all') {
-      throw new EngineError(
-        'BAD_ARGUMENT',
-        `addcow check: -r takes 'leaks' or 'all', not '${values.r}'.`,
-        { field: '-r', value: values.r },
-      )
+      throw new EngineError('BAD_ARGUMENT', `-r takes 'leaks' or 'all', not '${values.r}'.`, {
+        field: '-r',
+        value: values.r,
+      })
     }
     const bar = progressBar(context.stderr, 'Checking', !values.json)
     const report = await checkImage(positionals[0]!, {

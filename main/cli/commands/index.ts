@@ -3,12 +3,16 @@ import { amendCommand } from './amend'
 import { checkCommand } from './check'
 import { commitCommand } from './commit'
 import { compareCommand } from './compare'
+import { completionCommand, manCommand } from './completion'
+import { convertCommand } from './convert'
 import { createCommand } from './create'
 import { infoCommand } from './info'
 import { launchCommand } from './launch'
 import { mapCommand } from './map'
+import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
 import { rebaseCommand } from './rebase'
+import { resizeCommand } from './resize'
 import { serveCommand } from './serve'
 import { streamCommand } from './stream'
 import { webCommand } from './web'
@@ -26,9 +30,14 @@ export const COMMANDS: readonly Command[] = [
   commitCommand,
   streamCommand,
   rebaseCommand,
+  convertCommand,
+  measureCommand,
+  resizeCommand,
   amendCommand,
   serveCommand,
   qemuCmdCommand,
   launchCommand,
   webCommand,
+  completionCommand,
+  manCommand,
 ]

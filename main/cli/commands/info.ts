@@ -5,17 +5,29 @@ import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
 } from '../options'
+
+/**
+ * The on-disk size: with a separate data (image) file, the sum says that it adds both files and
+ * shows each (qemu-img's "disk size" is one file's).
+ */
+function diskSize(info: ImageInfo): string {
+  const data = info['data-file-actual-size']
+  if (data === undefined) return formatSize(info['actual-size'])
+  const own = info['actual-size'] - data
+  return `${formatSize(info['actual-size'])} (both files: ${formatSize(own)} add-cow file + ${formatSize(data)} image file)`
+}
 
 function describe(info: ImageInfo): string {
   const lines = [
     `image: ${info.filename}`,
     `file format: ${info.format}`,
     `virtual size: ${formatSize(info['virtual-size'])} (${info['virtual-size']} bytes)`,
-    `disk size: ${formatSize(info['actual-size'])}`,
+    `disk size: ${diskSize(info)}`,
   ]
   if (info['cluster-size'] !== undefined) lines.push(`cluster_size: ${info['cluster-size']}`)
   const names = new Map((info.names ?? []).map((name) => [name.stored, name]))
@@ -53,6 +65,7 @@ export const infoCommand = defineCommand({
   usage: `addcow info [--json] [--backing-chain] [-f FMT] IMAGE
 
   --json            qemu-img's JSON keys (an array with --backing-chain)
+${OUTPUT_USAGE}
   --backing-chain   describe every layer below IMAGE too
   -f FMT            format of IMAGE (default: probed)
 ${NAME_POLICY_USAGE}

@@ -5,6 +5,7 @@ import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -17,6 +18,7 @@ export const mapCommand = defineCommand({
   usage: `addcow map [--json] [-f FMT] IMAGE
 
   --json   qemu-img map's shape: [{start, length, depth, present, zero, data}]
+${OUTPUT_USAGE}
   -f FMT   format of IMAGE (default: probed)
 ${NAME_POLICY_USAGE}`,
   options: { ...JSON_OPTION, ...FORMAT_OPTION, ...NAME_POLICY_OPTIONS },

@@ -11,6 +11,7 @@ import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   NBD_PORT,
@@ -28,6 +29,7 @@ export const qemuCmdCommand = defineCommand({
   usage: `addcow qemu-cmd [--via nbd|native|raw] [--json] IMAGE [-- EXTRA_QEMU_ARGS...]
 
   --json               print {via, binary, args, command, explained, prerequisite}
+${OUTPUT_USAGE}
   --socket PATH        (nbd) the export's Unix socket (default: the one addcow serve
                        uses for IMAGE)
   --host H --port N    (nbd) the export's TCP address instead

@@ -111,6 +111,8 @@ everything before it exits.`,
       ...(maxConnections !== undefined ? { maxConnections } : {}),
     })
     context.stdout.write(`${handle.uri}\n`)
+    for (const warning of handle.warnings)
+      context.stderr.write(`addcow serve: warning: ${warning}\n`)
     const mode = handle.disk.readOnly || values['read-only'] ? 'read-only' : 'read-write'
     context.stderr.write(
       `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,

@@ -1,6 +1,6 @@
-import { resolve } from 'node:path'
+import { dirname, isAbsolute, relative, resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
-import { EngineError } from '../errors'
+import { EngineError, isEngineError } from '../errors'
 import { pathExists, realPath } from '../fs'
 import { createAddCow, planAddCow } from '../formats/add-cow/create'
 import type { BaseFingerprint } from '../library'
@@ -43,6 +43,43 @@ export interface CreateOverlayResult {
   baseFingerprint: BaseFingerprint | null
 }
 
+/** Open the base the user named (its format probed unless given), read-only with its chain. */
+async function openBase(backingPath: string, options: CreateOverlayOptions) {
+  const format = options.backingFormat ?? (await probeFormat(backingPath))
+  return openImage(backingPath, {
+    format,
+    readOnly: true,
+    ...(options.policy ? { policy: options.policy } : {}),
+  })
+}
+
+/**
+ * A missing base named by a relative name: say that the name is resolved from the overlay's
+ * folder (as it is stored and read later), not from the working directory, and when the
+ * working directory has that file, the name that reaches it from the overlay's folder.
+ */
+async function explainBaseNotFound(
+  error: unknown,
+  overlay: string,
+  name: string,
+  backingPath: string,
+): Promise<unknown> {
+  if (!isEngineError(error, 'NOT_FOUND') || error.path !== backingPath || isAbsolute(name)) {
+    return error
+  }
+  const folder = dirname(overlay)
+  if (folder === process.cwd()) return error
+  const fromHere = resolve(name)
+  const advice = (await pathExists(fromHere))
+    ? ` To use ${fromHere}, name it '${relative(folder, fromHere)}' (or give its absolute path).`
+    : ''
+  return new EngineError(
+    'NOT_FOUND',
+    `Cannot open the backing file ${backingPath}: no such file. A relative backing name is resolved from the overlay's folder (${folder}), not from the working directory.${advice}`,
+    { path: backingPath, field: 'backing', value: name, cause: error },
+  )
+}
+
 /**
  * `create`: a new add-cow overlay (and its image file when missing), on the base the user named.
  *
@@ -75,12 +112,10 @@ export async function createOverlay(options: CreateOverlayOptions): Promise<Crea
       })
     }
     const backingPath = resolveName(overlay, options.backing)
-    const backingFormat = options.backingFormat ?? (await probeFormat(backingPath))
-    const base = await openImage(backingPath, {
-      format: backingFormat,
-      readOnly: true,
-      ...(options.policy ? { policy: options.policy } : {}),
+    const base = await openBase(backingPath, options).catch(async (error: unknown) => {
+      throw await explainBaseNotFound(error, overlay, options.backing!, backingPath)
     })
+    const backingFormat = base.format
     const baseSize = base.size
     try {
       baseFingerprint = await fingerprintBase('', base, options)

@@ -44,6 +44,19 @@ describe('the addcow binary', () => {
     expect(missing.stderr).toContain(join(root, 'gone.raw'))
   })
 
+  it('check --json on a missing file: a JSON error on stdout, the sentence on stderr, exit 1; the bundled man page and completion', async () => {
+    const result = await spawned(['check', '--output=json', 'missing.add-cow'])
+    expect(result.code).toBe(1)
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      error: { code: 'NOT_FOUND', path: join(root, 'missing.add-cow') },
+    })
+    expect(result.stderr).toMatch(/^addcow check: .*missing\.add-cow.*\n$/)
+    const man = await spawned(['man'])
+    expect(man).toEqual(await runAddcow(['man'], { cwd: root, dataDir }))
+    expect(man.stdout).toMatch(/^\.TH ADDCOW 1/)
+    expect((await spawned(['completion', 'bash'])).stdout).toContain('complete -o filenames')
+  })
+
   it('serve stops on SIGTERM: it flushes the image and exits 0', async () => {
     const overlay = await overlayOnBase()
     const socket = join(root, 'vm.sock')

@@ -328,16 +328,92 @@ export class AddCowDisk implements Disk {
     await this.close()
   }
 
-  /** Grow the image file to `size` and the add-cow file to its bitmap, then close. */
+  /**
+   * Grow the add-cow file to the bitmap of `size`, then the image file to `size` (the virtual
+   * size), then close. In that order a crash between the two leaves a longer add-cow file (a
+   * leak `check -r leaks` cuts), never an image file the bitmap does not cover. A size whose
+   * bitmap would pass {@link MAX_BITMAP_BYTES} (which no open would accept) is refused before
+   * anything changes.
+   */
   async growAndClose(size: number): Promise<void> {
     this.assertWritable()
-    const metaLength = geometry(this.header.clusterBits, size).fileLength
+    const shape = geometry(this.header.clusterBits, size)
+    // The bound every open checks (a flattened overlay never reads its bitmap).
+    if (!this.allAllocated && shape.bitmapBytes > MAX_BITMAP_BYTES) {
+      throw new EngineError(
+        'SIZE_LIMIT',
+        `Size ${size} needs a ${shape.bitmapBytes}-byte bitmap at ${this.clusterSize}-byte clusters in ${this.path}; the limit is ${MAX_BITMAP_BYTES}.`,
+        { path: this.path, field: 'size', value: size },
+      )
+    }
     const image = this.image
     const grow = size > this.size
     await this.close()
     if (!grow) return
-    await growFile(image.path, size)
-    await growFile(this.path, metaLength)
+    const oldLength = this.metaLength
+    await growFile(this.path, shape.fileLength)
+    try {
+      await growFile(image.path, size)
+    } catch (error) {
+      // The image file could not grow (a file system's size limit): give the add-cow file its
+      // old length back, so nothing changed.
+      await BlockFile.open(this.path, true)
+        .then(async (meta) => {
+          try {
+            await meta.truncate(oldLength)
+            await meta.sync()
+          } finally {
+            await meta.close()
+          }
+        })
+        .catch(() => undefined)
+      throw error
+    }
+  }
+
+  /**
+   * Shrink the virtual size to `size` bytes and close. The caller made sure nothing but zeros
+   * is cut off. Crash-safe order: the image file is cut first (its length is the virtual size,
+   * so the disk is now the smaller one, and bits past its last cluster are ignored on read, as
+   * FORMATS.md requires); then those bits are cleared and the add-cow file is cut to the new
+   * bitmap's length, and synced. A crash between the two leaves stray bits and a long add-cow
+   * file, which `check -r` repairs.
+   */
+  async shrinkAndClose(size: number): Promise<void> {
+    this.assertWritable()
+    const { headerSize, clusterBits } = this.header
+    const shrink = size < this.size
+    const imagePath = this.image.path
+    await this.close()
+    if (!shrink) return
+    const image = await BlockFile.open(imagePath, true)
+    try {
+      await image.truncate(size)
+      await image.sync()
+    } finally {
+      await image.close()
+    }
+    const metaLength = geometry(clusterBits, size).fileLength
+    const clusters = Math.ceil(size / 2 ** clusterBits)
+    const meta = await BlockFile.open(this.path, true)
+    try {
+      await meta.truncate(metaLength)
+      let from = headerSize + Math.floor(clusters / 8)
+      if (clusters % 8 !== 0) {
+        const byte = Buffer.alloc(1)
+        await meta.readAt(byte, from)
+        byte[0]! &= (1 << (clusters % 8)) - 1
+        await meta.writeAt(byte, from)
+        from++
+      }
+      const zeros = Buffer.alloc(Math.min(1024 * 1024, Math.max(0, metaLength - from)))
+      for (let at = from; at < metaLength; at += zeros.length) {
+        await meta.writeAt(zeros.subarray(0, Math.min(zeros.length, metaLength - at)), at)
+      }
+      await meta.sync()
+    } finally {
+      await meta.close()
+    }
   }
 
   /** The compatible features, for a rollback to put back (see the driver's restoreState). */
@@ -779,6 +855,7 @@ async function statLength(path: string): Promise<number> {
 
 /** The add-cow driver, current layout ("ACOW"). */
 export const addCowDriver: FormatDriver = {
+  extensions: ['.add-cow', '.addcow'],
   name: 'add-cow',
   probe(head) {
     if (head.length < 4) return 0

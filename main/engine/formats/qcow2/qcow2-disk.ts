@@ -1,3 +1,4 @@
+import { measureQcow2, writeQcow2Image } from './write-image'
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type {
   BackingLink,
@@ -744,6 +745,9 @@ function assertWritable(path: string, header: Qcow2Header): void {
 /** The qcow2 driver (versions 2 and 3). */
 export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
+  extensions: ['.qcow2', '.qcow'],
   probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: (path, options) => Qcow2Disk.open(path, options),
+  convertInto: writeQcow2Image,
+  measure: measureQcow2,
 }

@@ -1,6 +1,7 @@
 import type { ImageInfo } from '../../../../shared/image-types'
 import { resolve } from 'node:path'
 import type {
+  ConvertIntoOptions,
   BlockExtent,
   CreatedImage,
   CreateImageOptions,
@@ -15,6 +16,7 @@ import { checkRange, pushExtent, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { growFile, replaceFile } from '../../fs'
 import { native } from '../../native/index'
+import { forEachGuestWindow, isAllZero } from '../common/guest-windows'
 import { dataExtentsIn, firstDataExtent, punchOrZero } from '../common/sparse'
 
 const ZERO_CHUNK = 1024 * 1024
@@ -219,6 +221,19 @@ export class RawDisk implements Disk {
     if (grow) await growFile(this.path, size)
   }
 
+  /** Cut the file to `size` bytes (never grows), sync it, and close. */
+  async shrinkAndClose(size: number): Promise<void> {
+    this.assertWritable()
+    try {
+      if (size < this.size) {
+        await this.file.truncate(size)
+        await this.file.sync()
+      }
+    } finally {
+      await this.close()
+    }
+  }
+
   /** Sync (when writable) and close; the file is closed even when the sync fails. */
   async close(): Promise<void> {
     try {
@@ -250,10 +265,56 @@ async function createRaw(options: CreateImageOptions): Promise<CreatedImage> {
   return { path, size, files: [path], created: [path], clusterSize: null }
 }
 
+/** Bytes per piece convert looks at: an all-zero piece stays a hole in the new raw file. */
+const SPARSE_PIECE = 64 * 1024
+
+/**
+ * A new raw file with the guest view of `options.source` (`addcow convert -O raw`): sized to
+ * the virtual size, data written where it is not zero, zeros left as holes; atomic.
+ */
+async function convertIntoRaw(options: ConvertIntoOptions): Promise<void> {
+  const source = options.source
+  await replaceFile(
+    options.path,
+    async (file) => {
+      await file.truncate(source.size)
+      await forEachGuestWindow(
+        source,
+        { ...options, unit: SPARSE_PIECE, operation: 'convert' },
+        async ({ start, length, data, knownZero }) => {
+          if (!data) return
+          let runStart = -1
+          const flush = async (end: number): Promise<void> => {
+            if (runStart < 0) return
+            await file.writeAt(data.subarray(runStart, Math.min(end, length)), start + runStart)
+            runStart = -1
+          }
+          for (let offset = 0; offset < length; offset += SPARSE_PIECE) {
+            const piece = data.subarray(offset, offset + SPARSE_PIECE)
+            const zero = knownZero(offset / SPARSE_PIECE) || isAllZero(piece)
+            if (zero) await flush(offset)
+            else if (runStart < 0) runStart = offset
+          }
+          await flush(length)
+        },
+      )
+    },
+    {
+      tag: 'convert',
+      doing: 'write',
+      operation: 'convert',
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  )
+}
+
 /** The raw driver. */
 export const rawDriver: FormatDriver = {
   name: 'raw',
   probe: () => 0,
   open: (path: string, options: OpenOptions) => RawDisk.open(path, options.readOnly),
   create: createRaw,
+  convertInto: convertIntoRaw,
+  // A raw file is as long as its virtual size, whatever it holds (qemu-img measure -O raw).
+  measure: (input) => Promise.resolve({ required: input.size, 'fully-allocated': input.size }),
 }

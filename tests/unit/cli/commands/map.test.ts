@@ -74,10 +74,10 @@ describe('addcow map', () => {
     expectFailure(await run(['map']), 1, 'map', 'Expected one IMAGE')
     expectFailure(await run(['map', 'a', 'b']), 1, 'map', 'got 2 arguments')
     expectFailure(
-      await run(['map', '--output=json', 'vm.add-cow']),
+      await run(['map', '--outptu=json', 'vm.add-cow']),
       1,
       'map',
-      "Unknown option '--output'",
+      "Unknown option '--outptu'; did you mean '--output'?",
     )
   })
 })
