@@ -1,8 +1,8 @@
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type { Disk, FormatDriver, OpenOptions } from '../../disk'
-import { EngineError } from '../../errors'
+import { bounded, EngineError, quote } from '../../errors'
 import { BlockFile } from '../../file'
-import { judgeName, withoutRealPath } from '../../names'
+import { assertFollowable, judgeName, withoutRealPath } from '../../names'
 import {
   assertBitmapFits,
   BitmapOverlayDisk,
@@ -113,6 +113,9 @@ export async function openDraft(
     ]
     const names: NameResolution[] = []
     const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
+    // A draft has no inspection view without its image file: a refused one (a device, a FIFO,
+    // the file itself) is an error here even on a lenient open, and is never opened.
+    assertFollowable(path, 'image file', imageVerdict)
     const image = await BlockFile.open(imageVerdict.resolved, false)
     opened.push(image)
     const imageLength = await image.length()
@@ -145,12 +148,12 @@ export async function openDraft(
       if (verdict.reason !== 'missing' && verdict.realPath === imageVerdict.realPath) {
         throw new EngineError(
           'SAME_FILE',
-          `The image file '${header.imageName}' and the backing file '${name}' of ${path} are the same file (${imageVerdict.realPath}).`,
+          `The image file ${quote(header.imageName)} and the backing file ${quote(name)} of ${path} are the same file (${bounded(imageVerdict.realPath)}).`,
           { path, field: 'image name', value: header.imageName },
         )
       }
       if (!verdict.followed)
-        warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
+        warnings.push(`the name ${quote(name)} would not be followed (${verdict.reason})`)
       if (backingFormat !== null && (!header.allAllocated || options.lenient)) {
         backing = await options.openBacking(path, name, backingFormat)
         if (backing) opened.push(backing)
