@@ -150,17 +150,29 @@ describe('the library file', () => {
     expect(second.images.map((image) => image.path)).toEqual([join(dir, 'disk.raw')])
   })
 
-  it('tolerates a file of the wrong shape', async () => {
+  it('tolerates a file of the wrong shape: names the entry, keeps a copy, lists the rest', async () => {
     const core = testCore(join(dir, 'wrong-shape'))
     await core.library.update(() => undefined)
     await writeFile(
       core.library.file,
-      JSON.stringify({ version: 1, images: [{ path: 7 }], trusted: [] }),
+      JSON.stringify({
+        version: 1,
+        images: [{ path: 7 }, { path: join(dir, 'disk.raw'), addedAt: 'x' }],
+        trusted: [],
+        fingerprints: 'wrong',
+      }),
     )
     const listing = valueOf(await core.dispatcher.dispatch('library:list-images', {}, TRUSTED)) as {
+      images: { path: string; error: unknown }[]
       warning: string | null
     }
-    expect(listing.warning).toContain('was corrupt')
+    expect(listing.warning).toContain(`The library file ${core.library.file} has 2 entries`)
+    expect(listing.warning).toContain('images[0].path is a number (7), not a non-empty string')
+    expect(listing.warning).toContain('fingerprints is a string, not a list')
+    expect(listing.warning).toMatch(/kept in .*library\.json\.bad-/)
+    expect(listing.images.map((image) => [image.path, image.error])).toEqual([
+      [join(dir, 'disk.raw'), null],
+    ])
   })
 
   it('survives a crash in the middle of a write: a stray temporary file and a stale lock', async () => {
