@@ -2,6 +2,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { Library, readLibraryData } from '../../../main/engine/library'
+import { runAddcow } from '../../helpers/cli'
 import { tempDir } from '../../helpers/tools'
 
 // A library file with fields of the wrong type (issue 13 item 6): what is wrong is named (file,
@@ -155,5 +156,22 @@ describe('Library.load on a file with unreadable entries', () => {
     expect(library.lastWarning).toMatch(
       /was corrupt; it was moved to .+ and a new one started \(it is not JSON: .+\)\.$/,
     )
+  })
+})
+
+describe('the CLI on a damaged library file', () => {
+  it('runs the command and prints the warning once on stderr', async () => {
+    const dataDir = join(root, 'data')
+    await runAddcow(['create', '-s', '1M', join(root, 'a.add-cow')], { dataDir })
+    const file = join(dataDir, 'library.json')
+    const data = JSON.parse(await readFile(file, 'utf8')) as { images: unknown[] }
+    data.images.push({ path: false })
+    await writeFile(file, JSON.stringify(data))
+    const result = await runAddcow(['info', join(root, 'a.add-cow')], { dataDir })
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('file format: add-cow')
+    const warnings = result.stderr.split('\n').filter((line) => line.startsWith('addcow: warning:'))
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toContain('images[1].path is a boolean (false), not a non-empty string')
   })
 })
