@@ -12,10 +12,12 @@ import {
   allocation,
   guestView,
   libraryIn,
+  makeOverlay,
   makeSparseRaw,
   pattern,
   patternedOverlayScene,
   restoreSparse,
+  writeGuest,
 } from '../../../helpers/images'
 import { seededRandom } from '../../../helpers/numbers'
 import { PowerCut } from '../../../helpers/power-cut'
@@ -112,6 +114,29 @@ async function cutEverywhere(name: string, scenario: Scenario): Promise<void> {
   expect(cutMidway).toBeGreaterThan(0)
 }
 
+/** ov.add-cow over mid.add-cow over base.raw, each layer with data of its own. */
+async function twoLayerScene(): Promise<string[]> {
+  await makeSparseRaw(join(dir, 'base.raw'), 2 * MiB, [[0, pattern(MiB, 1)]])
+  const mid = await makeOverlay(library, {
+    overlay: join(dir, 'mid.add-cow'),
+    backing: 'base.raw',
+    backingFormat: 'raw',
+    clusterSize: 65536,
+  })
+  await writeGuest(mid, [[300_000, pattern(200_000, 2)]])
+  const overlay = await makeOverlay(library, {
+    overlay: join(dir, 'ov.add-cow'),
+    backing: 'mid.add-cow',
+    backingFormat: 'add-cow',
+    clusterSize: 65536,
+  })
+  await writeGuest(overlay, [
+    [100_000, pattern(70_000, 3)],
+    [MiB + 4096, pattern(300_000, 4)],
+  ])
+  return [join(dir, 'base.raw'), mid, join(dir, 'mid.raw'), overlay, join(dir, 'ov.raw')]
+}
+
 describe('a power cut across', () => {
   it('commit (raw base, overlay emptied)', async () => {
     await cutEverywhere('commit', {
@@ -124,6 +149,28 @@ describe('a power cut across', () => {
       finished: async (view) => {
         const base = await readFile(join(dir, 'base.raw'))
         expect(base.equals(view.subarray(0, base.length))).toBe(true)
+      },
+    })
+  }, 300_000)
+
+  it('commit into an add-cow base (its image file and bitmap)', async () => {
+    await cutEverywhere('commit into add-cow', {
+      prepare: twoLayerScene,
+      operation: () =>
+        commitOverlay({ overlay: join(dir, 'ov.add-cow'), library, acceptBase: true }),
+      finished: async (view) => {
+        expect((await guestView(join(dir, 'mid.add-cow'))).equals(view)).toBe(true)
+      },
+    })
+  }, 300_000)
+
+  it('stream over a two-layer chain (copied through the disks, not the kernel)', async () => {
+    await cutEverywhere('stream over add-cow', {
+      prepare: twoLayerScene,
+      operation: () =>
+        streamOverlay({ overlay: join(dir, 'ov.add-cow'), library, acceptBase: true }),
+      finished: async (view) => {
+        expect((await readFile(join(dir, 'ov.raw'))).equals(view)).toBe(true)
       },
     })
   }, 300_000)
