@@ -24,11 +24,11 @@ import { tempDir } from '../../../helpers/tools'
 // Every outcome must be a success or an EngineError with a stable code that names a file;
 // never another exception, a hang or a huge allocation. The counts are printed.
 //
-// MUTATION_SEED and MUTANTS (per format) change the run; a failure prints the seed and the
-// mutant's index, and the same seed makes the same mutants.
+// MUTATION_SEED and MUTANTS (per format; 300 by default, 2700 mutants a run) change the run; a
+// failure prints the seed and the mutant's index, and the same seed makes the same mutants.
 
 const SEED = Number(process.env.MUTATION_SEED ?? 1313)
-const MUTANTS = Number(process.env.MUTANTS ?? 500)
+const MUTANTS = Number(process.env.MUTANTS ?? 300)
 /** No single mutant may take longer than this: a hang guard, not a speed assertion. */
 const HANG_MS = 20_000
 /** The most memory outside the JS heap (Buffers) the run may hold at any point. */

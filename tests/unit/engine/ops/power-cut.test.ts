@@ -33,7 +33,7 @@ import { tempDir } from '../../../helpers/tools'
 // not tracked: they count as durable as soon as they are written.
 
 const SEED = Number(process.env.POWER_CUT_SEED ?? 1313)
-const ROUNDS = Number(process.env.POWER_CUT_ROUNDS ?? 20)
+const ROUNDS = Number(process.env.POWER_CUT_ROUNDS ?? 16)
 const MiB = 1024 * 1024
 
 let dir: string
