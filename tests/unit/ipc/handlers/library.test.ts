@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { ResponseOf } from '../../../../shared/ipc/contract'
 import { createOverlay } from '../../../../main/engine/ops/create'
+import { writeAddCow } from '../../../helpers/images'
 import { call, core, dir, patternFile, testCore, TRUSTED, useIpcFolder, valueOf } from '../helpers'
 
 // The library:* channels (main/ipc/handlers/library.ts): the name policy as the app applies it
@@ -117,6 +118,37 @@ describe('the name policy through the IPC', () => {
     expect(await status()).toBe('changed')
     await appendFile(base, Buffer.alloc(512))
     expect(await status()).toBe('changed')
+  })
+})
+
+describe('images whose image file is the add-cow file itself or its base (issue 13)', () => {
+  it('are listed with their names and why the base is not followed, not as errors', async () => {
+    await mkdir(join(dir, 'same'))
+    await patternFile(join(dir, 'same', 'same.raw'), 8192)
+    await writeAddCow({
+      path: join(dir, 'same', 'same.add-cow'),
+      imageName: 'same.raw',
+      backingName: 'same.raw',
+      size: 8192,
+      clusterBits: 12,
+    })
+    await writeAddCow({
+      path: join(dir, 'same', 'self.add-cow'),
+      imageName: 'self.add-cow',
+      size: 8192,
+      clusterBits: 12,
+    })
+    const paths = [join(dir, 'same', 'same.add-cow'), join(dir, 'same', 'self.add-cow')]
+    await core.library.addImages(paths)
+    const listing = valueOf(
+      await core.dispatcher.dispatch('library:list-images', {}, TRUSTED),
+    ) as ResponseOf<'library:list-images'>
+    const [same, self] = paths.map((path) => listing.images.find((image) => image.path === path))
+    expect(same?.error).toBeNull()
+    expect(same?.base).toMatchObject({ status: 'refused', reason: 'same-file' })
+    expect(self?.error).toBeNull()
+    expect(self?.base.status).toBe('none')
+    await core.library.removeImages(paths)
   })
 })
 
