@@ -330,7 +330,7 @@ export class Library {
     const prefix = `${basename(this.file)}.bad-`
     const bytes = Buffer.from(text, 'utf8')
     const existing = (await readdir(folder).catch(() => [] as string[]))
-      .filter((name) => name.startsWith(prefix))
+      .filter((name) => name.startsWith(prefix) && !name.includes('.tmp-'))
       .sort()
       .reverse()
       .slice(0, MAX_BAD_COPIES_COMPARED)
@@ -342,10 +342,15 @@ export class Library {
     }
     const stamp = new Date().toISOString().replace(/[:.]/g, '-')
     const copy = join(folder, `${prefix}${stamp}`)
+    // Written under a temporary name and renamed, so a copy is never seen half-written (another
+    // process compares the copies it finds with the file it read).
+    const temporary = `${copy}.tmp-${process.pid}`
     try {
-      await writeFile(copy, bytes, { flag: 'wx', mode: 0o600 })
+      await writeFile(temporary, bytes, { mode: 0o600 })
+      await rename(temporary, copy)
       return copy
     } catch {
+      await rm(temporary, { force: true }).catch(() => undefined)
       return null
     }
   }
