@@ -143,18 +143,26 @@ export async function openDraft(
         warnings,
         'Upgrade the file with addcow amend --upgrade after checking the base, or rebase it.',
       )
-      const verdict = await judgeName(path, name, backingFormat, options.policy)
-      names.push(withoutRealPath(verdict))
+      let verdict = await judgeName(path, name, backingFormat, options.policy)
       if (verdict.reason !== 'missing' && verdict.realPath === imageVerdict.realPath) {
-        throw new EngineError(
-          'SAME_FILE',
-          `The image file ${quote(header.imageName)} and the backing file ${quote(name)} of ${path} are the same file (${bounded(imageVerdict.realPath)}).`,
-          { path, field: 'image name', value: header.imageName },
-        )
+        if (!options.lenient) {
+          throw new EngineError(
+            'SAME_FILE',
+            `The image file ${quote(header.imageName)} and the backing file ${quote(name)} of ${path} are the same file (${bounded(imageVerdict.realPath)}).`,
+            { path, field: 'image name', value: header.imageName },
+          )
+        }
+        // Inspection: the image file is read; the base, the same file, is shown and not followed.
+        verdict = { ...verdict, followed: false, reason: 'same-file' }
       }
+      names.push(withoutRealPath(verdict))
       if (!verdict.followed)
         warnings.push(`the name ${quote(name)} would not be followed (${verdict.reason})`)
-      if (backingFormat !== null && (!header.allAllocated || options.lenient)) {
+      if (
+        verdict.reason !== 'same-file' &&
+        backingFormat !== null &&
+        (!header.allAllocated || options.lenient)
+      ) {
         backing = await options.openBacking(path, name, backingFormat)
         if (backing) opened.push(backing)
       }
