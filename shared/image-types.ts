@@ -56,6 +56,8 @@ export type NameVerdictReason =
   | 'not-regular-file'
   | 'missing'
   | 'loop'
+  | 'self'
+  | 'same-file'
 
 /** `addcow info` for one chain member; key names follow qemu-img's JSON where it has them. */
 export interface ImageInfo {

@@ -89,6 +89,13 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       )
     }
     return command.errorExitCode ?? 1
+  } finally {
+    // A damaged library file was read (and copied aside): say so once, whatever the command.
+    const warning = context.library.lastWarning
+    if (warning) {
+      context.library.lastWarning = null
+      io.stderr.write(`addcow: warning: ${warning}\n`)
+    }
   }
 }
 

@@ -163,6 +163,28 @@ export function setFileObserver(next: FileObserver | null): FileObserver | null 
 }
 
 /**
+ * Run `change`, a native call that changes bytes of the file at `path` from `position` without
+ * a write call (copy_file_range, a punched hole), in view of the installed {@link FileObserver}
+ * as a write of the bytes it leaves there, which `contents` gives. Without an observer (always,
+ * in production) this is `change()`; with one, a power-cut model sees every change of a file,
+ * and does not drop data the kernel had.
+ */
+export async function observeNativeWrite<T>(
+  path: string,
+  position: number,
+  contents: () => Promise<Uint8Array>,
+  change: () => Promise<T>,
+): Promise<T> {
+  const watcher = observer
+  if (!watcher) return change()
+  const event: FileEvent = { kind: 'write', path, position, data: await contents() }
+  watcher.before?.(event)
+  const result = await change()
+  watcher.after?.(event)
+  return result
+}
+
+/**
  * Positional I/O on one open file, with the path kept for error messages.
  *
  * Reads past the end of the file return zeros (a short file behaves like a sparse one); every

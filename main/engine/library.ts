@@ -1,7 +1,7 @@
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { EngineError, wrapIoError } from './errors'
+import { basename, dirname, join, resolve } from 'node:path'
+import { bounded, EngineError, quote, wrapIoError } from './errors'
 import { replaceFile } from './fs'
 import { makePolicy, type NamePolicy } from './names'
 
@@ -63,6 +63,26 @@ export interface LibraryData {
   fingerprints?: BaseFingerprint[]
 }
 
+/** Unreadable entries a library warning names one by one; the rest are counted. */
+const MAX_PROBLEMS_NAMED = 5
+/** Earlier copies of a damaged library file compared with the current one before a new copy. */
+const MAX_BAD_COPIES_COMPARED = 20
+
+/** The warning for a library file with unreadable entries: each named, and where the copy is. */
+function describeProblems(file: string, problems: LibraryProblem[], copy: string | null): string {
+  const named = problems
+    .slice(0, MAX_PROBLEMS_NAMED)
+    .map((problem) => `${problem.where} ${problem.what}`)
+  if (problems.length > MAX_PROBLEMS_NAMED)
+    named.push(`and ${problems.length - MAX_PROBLEMS_NAMED} more`)
+  const count = problems.length === 1 ? '1 entry' : `${problems.length} entries`
+  const kept =
+    copy === null
+      ? 'A copy of the file could not be written: fix or back up the file before the library is next saved, which leaves these entries out.'
+      : `The file as read is kept in ${copy}; the next save of the library leaves these entries out of ${file}, and that copy keeps them.`
+  return `The library file ${file} has ${count} that cannot be read, left out: ${named.join('; ')}. ${kept}`
+}
+
 /** Most recent files kept. */
 const MAX_RECENT = 20
 /** A lock file older than this is taken to be left by a crashed process. */
@@ -89,18 +109,138 @@ export function defaultDataDir(): string {
   return join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), name)
 }
 
-function isLibraryData(value: unknown): value is LibraryData {
-  if (typeof value !== 'object' || value === null) return false
-  const data = value as Partial<LibraryData>
-  return (
-    data.version === 1 &&
-    Array.isArray(data.images) &&
-    data.images.every((image) => typeof image?.path === 'string') &&
-    Array.isArray(data.trusted) &&
-    data.trusted.every((pair) => typeof pair?.from === 'string' && typeof pair?.to === 'string') &&
-    (data.recent === undefined ||
-      (Array.isArray(data.recent) && data.recent.every((entry) => typeof entry === 'string')))
-  )
+/** How a JSON value reads in a message: "a number", "null", "a list"... */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'a list'
+  if (typeof value === 'object') return 'an object'
+  if (typeof value === 'string') return 'a string'
+  if (typeof value === 'number') return 'a number'
+  if (typeof value === 'boolean') return 'a boolean'
+  return typeof value
+}
+
+/**
+ * The first field of `entry` that does not have its expected kind, as `[field, expected]`, or
+ * null when every field does. `fields` maps a field name to a test and the words for it.
+ */
+function badField(
+  entry: unknown,
+  fields: Record<string, [(value: unknown) => boolean, string]>,
+): [string | null, string, unknown] | null {
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+    return [null, 'an object', entry]
+  for (const [field, [test, expected]] of Object.entries(fields)) {
+    const value = (entry as Record<string, unknown>)[field]
+    if (!test(value)) return [field, expected, value]
+  }
+  return null
+}
+
+const TEXT: [(value: unknown) => boolean, string] = [isText, 'a string']
+const PATH: [(value: unknown) => boolean, string] = [
+  (value) => isText(value) && value !== '',
+  'a non-empty string',
+]
+
+const IMAGE_FIELDS = { path: PATH, addedAt: TEXT }
+const TRUSTED_FIELDS = {
+  from: PATH,
+  to: PATH,
+  reason: [
+    (value: unknown) => value === 'created' || value === 'approved',
+    "'created' or 'approved'",
+  ],
+  at: TEXT,
+} satisfies Record<string, [(value: unknown) => boolean, string]>
+const RECENT_FIELDS = { '': PATH }
+const FINGERPRINT_FIELDS = {
+  version: [(value: unknown) => value === 1, '1'],
+  overlay: PATH,
+  base: PATH,
+  format: TEXT,
+  size: [Number.isSafeInteger, 'a whole number'],
+  files: [
+    (value: unknown) =>
+      Array.isArray(value) &&
+      value.length <= 16 &&
+      value.every(
+        (file: Partial<BaseFingerprint['files'][number]> | null) =>
+          typeof file?.path === 'string' &&
+          Number.isSafeInteger(file.length) &&
+          typeof file.mtimeMs === 'number',
+      ),
+    'a list of at most 16 {path, length, mtimeMs}',
+  ],
+  sampleSize: [Number.isSafeInteger, 'a whole number'],
+  samples: [Number.isSafeInteger, 'a whole number'],
+  sha256: TEXT,
+} satisfies Record<string, [(value: unknown) => boolean, string]>
+
+/** One entry (or list) of a library file that could not be read, and why. */
+export interface LibraryProblem {
+  /** Where, as a JSON path: `images[3].path`, `trusted`. */
+  where: string
+  /** What is wrong, in words: "is a number, not a string". */
+  what: string
+}
+
+/**
+ * Read a parsed library file list by list and entry by entry: every entry that can be read is
+ * kept; each one that cannot is left out and named in `problems` (list, index, field). Fields
+ * this version does not know (written by a newer version) are kept as they are. Null when the
+ * file is not a version-1 library at all.
+ */
+export function readLibraryData(
+  parsed: unknown,
+): { data: LibraryData; problems: LibraryProblem[] } | null {
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null
+  const raw = parsed as Record<string, unknown>
+  if (raw.version !== 1) return null
+  const problems: LibraryProblem[] = []
+  const list = <T>(
+    name: string,
+    fields: Record<string, [(value: unknown) => boolean, string]>,
+    optional: boolean,
+  ): T[] | undefined => {
+    const value = raw[name]
+    if (value === undefined && optional) return undefined
+    if (!Array.isArray(value)) {
+      problems.push({ where: name, what: `is ${kindOf(value)}, not a list` })
+      return []
+    }
+    const kept: T[] = []
+    for (const [index, entry] of (value as unknown[]).entries()) {
+      // A list of plain strings has one unnamed field: the entry itself.
+      const bad = '' in fields ? badField({ '': entry }, fields) : badField(entry, fields)
+      if (!bad) {
+        kept.push(entry as T)
+        continue
+      }
+      const [field, expected, found] = bad
+      const where =
+        field === null || field === '' ? `${name}[${index}]` : `${name}[${index}].${field}`
+      const shown =
+        typeof found === 'string' || typeof found === 'number' || typeof found === 'boolean'
+          ? ` (${typeof found === 'string' ? quote(found) : String(found)})`
+          : ''
+      problems.push({
+        where,
+        what: `is ${found === undefined ? 'missing' : kindOf(found)}${shown}, not ${expected}`,
+      })
+    }
+    return kept
+  }
+  const data: LibraryData = {
+    ...(raw as Partial<LibraryData>),
+    version: 1,
+    images: list<LibraryImage>('images', IMAGE_FIELDS, false)!,
+    trusted: list<TrustedPair>('trusted', TRUSTED_FIELDS, false)!,
+    recent: list<string>('recent', RECENT_FIELDS, true) ?? [],
+  }
+  const fingerprints = list<BaseFingerprint>('fingerprints', FINGERPRINT_FIELDS, true)
+  if (fingerprints) data.fingerprints = fingerprints
+  return { data, problems }
 }
 
 function isText(value: unknown): value is string {
@@ -134,15 +274,24 @@ export function isBaseFingerprint(value: unknown): value is BaseFingerprint {
  *
  * Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves the old file.
  * Writers take a lock file, so the CLI and the app can update it at once without losing
- * entries. A corrupt file is moved aside (kept for the user) and the library starts empty.
+ * entries. A file that is not a library at all is moved aside (kept for the user) and the
+ * library starts empty; a file with some unreadable entries is copied aside and the rest is used
+ * (see {@link Library.load}).
  */
 export class Library {
-  /** Set when the last load found a corrupt file and moved it aside. */
+  /** Set when a load found a corrupt file or unreadable entries; the reader clears it. */
   lastWarning: string | null = null
 
   constructor(readonly file: string = join(defaultDataDir(), 'library.json')) {}
 
-  /** Read the library; a missing file is an empty library, a corrupt one is moved aside. */
+  /**
+   * Read the library; a missing file is an empty library. A file that is not JSON (or not a
+   * version-1 library) is moved aside and a new library starts. A file with entries that cannot
+   * be read (a field of the wrong type) keeps working: the readable entries are returned, a copy
+   * of the file is kept beside it (`library.json.bad-TIMESTAMP`, one per distinct content), and
+   * {@link lastWarning} names each unreadable entry and the copy. The next save leaves the
+   * unreadable entries out of the library file; the copy keeps them.
+   */
   async load(): Promise<LibraryData> {
     let text: string
     try {
@@ -151,16 +300,59 @@ export class Library {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyLibrary()
       throw wrapIoError(error, this.file, 'read the library')
     }
+    let read: ReturnType<typeof readLibraryData> = null
+    let reason = 'it is not a version-1 library'
     try {
-      const parsed: unknown = JSON.parse(text)
-      if (isLibraryData(parsed)) return { ...parsed, recent: parsed.recent ?? [] }
-    } catch {
-      // fall through to the corrupt case
+      read = readLibraryData(JSON.parse(text))
+    } catch (error) {
+      reason = `it is not JSON: ${bounded(error instanceof Error ? error.message : String(error))}`
     }
-    const aside = `${this.file}.corrupt-${Date.now()}`
-    await rename(this.file, aside).catch(() => undefined)
-    this.lastWarning = `The library file ${this.file} was corrupt; it was moved to ${aside} and a new one started.`
-    return emptyLibrary()
+    if (!read) {
+      const aside = `${this.file}.corrupt-${Date.now()}`
+      await rename(this.file, aside).catch(() => undefined)
+      this.lastWarning = `The library file ${this.file} was corrupt; it was moved to ${aside} and a new one started (${reason}).`
+      return emptyLibrary()
+    }
+    if (read.problems.length > 0) {
+      const copy = await this.keepCopy(text)
+      this.lastWarning = describeProblems(this.file, read.problems, copy)
+    }
+    return read.data
+  }
+
+  /**
+   * Keep `text` (the library file as read) beside it, once per distinct content: an existing
+   * `library.json.bad-*` with the same bytes is reused, so loading a damaged file again and
+   * again does not fill the folder. Returns the copy's path, or null if it could not be written.
+   */
+  private async keepCopy(text: string): Promise<string | null> {
+    const folder = dirname(this.file)
+    const prefix = `${basename(this.file)}.bad-`
+    const bytes = Buffer.from(text, 'utf8')
+    const existing = (await readdir(folder).catch(() => [] as string[]))
+      .filter((name) => name.startsWith(prefix) && !name.includes('.tmp-'))
+      .sort()
+      .reverse()
+      .slice(0, MAX_BAD_COPIES_COMPARED)
+    for (const name of existing) {
+      const path = join(folder, name)
+      const info = await stat(path).catch(() => null)
+      if (info?.size !== bytes.length) continue
+      if ((await readFile(path).catch(() => null))?.equals(bytes)) return path
+    }
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+    const copy = join(folder, `${prefix}${stamp}`)
+    // Written under a temporary name and renamed, so a copy is never seen half-written (another
+    // process compares the copies it finds with the file it read).
+    const temporary = `${copy}.tmp-${process.pid}`
+    try {
+      await writeFile(temporary, bytes, { mode: 0o600 })
+      await rename(temporary, copy)
+      return copy
+    } catch {
+      await rm(temporary, { force: true }).catch(() => undefined)
+      return null
+    }
   }
 
   /** Apply `change` to the current content under the lock, and write the result atomically. */

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises'
 import { dirname, isAbsolute, normalize, relative, resolve, sep } from 'node:path'
 import type { NameResolution, NameVerdictReason } from '../../shared/image-types'
-import { EngineError } from './errors'
+import { bounded, EngineError, quote } from './errors'
 import { realPath } from './fs'
 
 /**
@@ -116,6 +116,8 @@ const REFUSAL_TEXT: Record<NameVerdictReason, string> = {
   'not-regular-file': 'it is not a regular file',
   missing: 'the file does not exist',
   loop: 'it would make the chain loop',
+  self: 'it is the file that names it',
+  'same-file': 'it is the same file as another layer of the chain (its base)',
 }
 
 /** A verdict as images report it: without the real path, which is only for loop checks. */
@@ -140,7 +142,7 @@ export function assertFollowable(
         : 'REFUSED_NAME'
   throw new EngineError(
     code,
-    `Refusing to open the ${role} '${verdict.stored}' (${verdict.resolved}) named by ${namingFile}: ${REFUSAL_TEXT[verdict.reason]}.`,
+    `Refusing to open the ${role} ${quote(verdict.stored)} (${bounded(verdict.resolved)}) named by ${namingFile}: ${REFUSAL_TEXT[verdict.reason]}.`,
     { path: namingFile, field: role, value: verdict.stored },
   )
 }

@@ -1,7 +1,7 @@
 import { open as openFile, realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Disk, FormatDriver, OpenOptions, WriteOptions } from './disk'
-import { EngineError, isEngineError, wrapIoError } from './errors'
+import { bounded, EngineError, isEngineError, quote, wrapIoError } from './errors'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from './names'
 import { getDriver, listDrivers, probeDriver } from './registry'
 
@@ -138,7 +138,7 @@ async function verifyRecordedFormat(
     const actual = probeDriver(head, length).name
     throw new EngineError(
       'FORMAT_MISMATCH',
-      `${namingFile} records ${path} as ${driver.name}, but it is not a ${driver.name} file (it looks like ${actual}).`,
+      `${namingFile} records ${bounded(path)} as ${driver.name}, but it is not a ${driver.name} file (it looks like ${actual}).`,
       { path, field: 'format', value: driver.name },
     )
   }
@@ -183,10 +183,15 @@ function makeOpenOptions(
     async judgeDataFile(namingFile, storedName, format) {
       const verdict = await judgeName(namingFile, storedName, format, policy)
       if (!verdict.followed && !lenient) assertFollowable(namingFile, 'image file', verdict)
-      if (visited.has(verdict.realPath)) {
+      if (verdict.followed && visited.has(verdict.realPath)) {
+        // Inspection shows the name and why it is not followed, as for every refused name.
+        if (lenient) {
+          const self = verdict.realPath === (await realpath(resolve(namingFile)))
+          return { ...verdict, followed: false, reason: self ? 'self' : 'same-file' }
+        }
         throw new EngineError(
           'SAME_FILE',
-          `The image file '${storedName}' of ${namingFile} is already used by the chain (${verdict.realPath}).`,
+          `The image file ${quote(storedName)} of ${namingFile} is already used by the chain (${bounded(verdict.realPath)}).`,
           { path: namingFile, field: 'image name', value: storedName },
         )
       }
@@ -203,7 +208,7 @@ function makeOpenOptions(
         if (lenient) return null
         throw new EngineError(
           'CHAIN_LOOP',
-          `The backing file '${storedName}' of ${namingFile} is already part of the chain (${verdict.realPath}); the chain loops.`,
+          `The backing file ${quote(storedName)} of ${namingFile} is already part of the chain (${bounded(verdict.realPath)}); the chain loops.`,
           { path: namingFile, field: 'backing name', value: storedName },
         )
       }
@@ -240,7 +245,7 @@ function recordedDriver(namingFile: string, storedName: string, format: string):
       .join(', ')
     throw new EngineError(
       'UNSUPPORTED_FORMAT',
-      `${namingFile} records its backing file '${storedName}' in format '${format}', which is not supported; known formats: ${known}.`,
+      `${namingFile} records its backing file ${quote(storedName)} in format ${quote(format)}, which is not supported; known formats: ${known}.`,
       { path: namingFile, field: 'backing format', value: format },
     )
   }

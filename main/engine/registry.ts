@@ -1,5 +1,5 @@
 import type { FormatDriver } from './disk'
-import { EngineError } from './errors'
+import { EngineError, quote } from './errors'
 import { addCowDriver } from './formats/add-cow/add-cow-disk'
 import { rawDriver } from './formats/raw/raw'
 import { qcow2Driver } from './formats/qcow2/qcow2-disk'
@@ -45,7 +45,7 @@ export function getDriver(format: string, where?: string): FormatDriver {
     const known = [...drivers.keys()].join(', ')
     throw new EngineError(
       'UNSUPPORTED_FORMAT',
-      `Format '${format}'${where ? ` (${where})` : ''} is not supported; known formats: ${known}.`,
+      `Format ${quote(format)}${where ? ` (${where})` : ''} is not supported; known formats: ${known}.`,
       { field: 'format', value: format, ...(where ? { path: where } : {}) },
     )
   }

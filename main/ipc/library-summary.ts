@@ -26,7 +26,12 @@ function baseOf(top: ImageInfo, layers: ImageInfo[]): ImageSummary['base'] {
   const reason = verdict?.reason ?? null
   if (verdict?.reason === 'missing') return { status: 'missing', stored, path, reason }
   if (!verdict?.followed) return { status: 'refused', stored, path, reason }
-  if (layers.length < 2) return { status: 'refused', stored, path, reason: 'loop' }
+  if (layers.length < 2) {
+    // Not opened although followable: the chain already holds it, as its own image file
+    // ('same-file': the image file is the base) or lower down (a loop).
+    const same = top.names?.some((name) => name.reason === 'same-file') ?? false
+    return { status: 'refused', stored, path, reason: same ? 'same-file' : 'loop' }
+  }
   return { status: 'ok', stored, path, reason }
 }
 

@@ -1,3 +1,4 @@
+import { quote } from '../engine/errors'
 import { decodeUtf8 } from '../engine/struct'
 import { ProtocolViolation } from './errors'
 import type { ConnectionHost, ResolvedExport } from './export-types'
@@ -255,10 +256,11 @@ export class Handshake {
       selected = await this.host.resolveExport(name)
     } catch (error) {
       throw new ProtocolViolation(
-        `export '${name}' cannot be opened: ${error instanceof Error ? error.message : String(error)}`,
+        `export ${quote(name)} cannot be opened: ${error instanceof Error ? error.message : String(error)}`,
       )
     }
-    if (!selected) throw new ProtocolViolation(`the client asked for the unknown export '${name}'`)
+    if (!selected)
+      throw new ProtocolViolation(`the client asked for the unknown export ${quote(name)}`)
     await this.channel.write(
       encodeExportNameReply(selected.disk.size, this.transmissionFlags(selected), this.noZeroes),
     )
@@ -308,12 +310,12 @@ export class Handshake {
       await this.replyError(
         option,
         REPLY.ERR_UNKNOWN,
-        `Export '${name}' is not available: ${error instanceof Error ? error.message : String(error)}`,
+        `Export ${quote(name)} is not available: ${error instanceof Error ? error.message : String(error)}`,
       )
       return null
     }
     if (!selected)
-      await this.replyError(option, REPLY.ERR_UNKNOWN, `There is no export named '${name}'.`)
+      await this.replyError(option, REPLY.ERR_UNKNOWN, `There is no export named ${quote(name)}.`)
     return selected
   }
 
@@ -377,7 +379,8 @@ export class Handshake {
     if (cursor.remaining !== 0)
       throw new InvalidOption(`${cursor.remaining} bytes follow the last query.`)
     for (const query of queries) {
-      if (!query.includes(':')) throw new InvalidOption(`The query '${query}' has no namespace.`)
+      if (!query.includes(':'))
+        throw new InvalidOption(`The query ${quote(query)} has no namespace.`)
     }
     const selected = await this.exportOrRefuse(option, name)
     if (!selected) return

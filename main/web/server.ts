@@ -10,7 +10,7 @@ import {
   WireRequestSchema,
 } from '../../shared/ipc/wire'
 import type { WireServerMessage } from '../../shared/ipc/wire'
-import { EngineError } from '../engine/errors'
+import { EngineError, quote } from '../engine/errors'
 import type { Library } from '../engine/library'
 import {
   createIpcCore,
@@ -210,7 +210,9 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     if (url.pathname !== WEBSOCKET_PATH) return refuseUpgrade(socket, 404, 'Not Found')
     if (!hostAllowed(request)) return refuseUpgrade(socket, 421, 'Misdirected Request')
     if (!originAllowed(request)) {
-      core.log.warn(`refused a WebSocket from the foreign origin '${request.headers.origin ?? ''}'`)
+      core.log.warn(
+        `refused a WebSocket from the foreign origin ${quote(request.headers.origin ?? '')}`,
+      )
       return refuseUpgrade(socket, 403, 'Forbidden')
     }
     if (

@@ -78,6 +78,8 @@ const NameVerdictReasonSchema = z.enum([
   'not-regular-file',
   'missing',
   'loop',
+  'self',
+  'same-file',
 ])
 const _nameVerdictReason: Same<z.infer<typeof NameVerdictReasonSchema>, NameVerdictReason> = true
 

@@ -35,7 +35,9 @@ export function fail<T = never>(
 /** Reduce any value to the JSON primitive an {@link IpcError} may carry. */
 export function errorValue(value: unknown): IpcError['value'] {
   if (value === null || value === undefined) return null
-  if (typeof value === 'string' || typeof value === 'boolean') return value
+  if (typeof value === 'boolean') return value
+  // A value read from a hostile file can be megabytes long: keep what a person can read.
+  if (typeof value === 'string') return value.length > 500 ? `${value.slice(0, 500)}…` : value
   if (typeof value === 'number') return Number.isFinite(value) ? value : String(value)
   if (typeof value === 'bigint') return value.toString()
   try {

@@ -1,4 +1,5 @@
 import type { ImageInfo } from '../../../shared/image-types'
+import { bounded } from '../../engine/errors'
 import { imageInfo } from '../../engine/ops/info'
 import { formatSize } from '../../engine/units'
 import { defineCommand } from '../command'
@@ -35,7 +36,7 @@ function describe(info: ImageInfo): string {
     const verdict = names.get(info['backing-filename'])
     const note = verdict && !verdict.followed ? `; NOT FOLLOWED: ${verdict.reason}` : ''
     lines.push(
-      `backing file: ${info['backing-filename']} (actual path: ${info['full-backing-filename']}${note})`,
+      `backing file: ${bounded(info['backing-filename'])} (actual path: ${bounded(info['full-backing-filename'] ?? '')}${note})`,
       `backing file format: ${info['backing-filename-format']}`,
     )
   }
@@ -43,7 +44,7 @@ function describe(info: ImageInfo): string {
     const verdict = names.get(info['data-file'])
     const note = verdict && !verdict.followed ? `; NOT FOLLOWED: ${verdict.reason}` : ''
     lines.push(
-      `image file: ${info['data-file']} (actual path: ${info['full-data-file']}${note})`,
+      `image file: ${bounded(info['data-file'])} (actual path: ${bounded(info['full-data-file'] ?? '')}${note})`,
       `image file format: ${info['data-file-format']}`,
     )
   }

@@ -317,7 +317,11 @@ async function commitLocked(
     )
   } finally {
     // Punching never outlives this function's caller: on failure, wait for what started.
-    if (punches.length > 0) tail.emptying = combinePunches(punches)
+    if (punches.length > 0) {
+      tail.emptying = combinePunches(punches)
+      // Awaited once the job has closed (commitOverlay); not an unhandled rejection meanwhile.
+      tail.emptying.catch(() => undefined)
+    }
   }
   if (!phased) {
     await syncBase()
@@ -549,6 +553,10 @@ async function emptyRange(
       await image.close()
     }
   })()
+  // The punching is awaited only when the walk ends (combinePunches, or the job's tail); a
+  // failure before then must not be an unhandled rejection, which ends the process. Whoever
+  // awaits it still gets the error.
+  punching.catch(() => undefined)
   return { punching }
 }
 

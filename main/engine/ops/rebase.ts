@@ -5,7 +5,7 @@ import {
   type FormatDriver,
   type OperationOptions,
 } from '../disk'
-import { EngineError } from '../errors'
+import { EngineError, quote } from '../errors'
 import { readBelow } from '../extents'
 import { pathExists, realPath } from '../fs'
 import type { Library } from '../library'
@@ -116,7 +116,7 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
     ) {
       throw new EngineError(
         'REFUSED_NAME',
-        `The new base '${options.backing}' of ${overlayPath} cannot be used: ${verdict.reason} names are never followed.`,
+        `The new base ${quote(options.backing)} of ${overlayPath} cannot be used: ${verdict.reason} names are never followed.`,
         {
           path: overlayPath,
           field: 'backing name',

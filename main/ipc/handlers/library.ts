@@ -1,4 +1,4 @@
-import { EngineError } from '../../engine/errors'
+import { EngineError, quote } from '../../engine/errors'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
 import { realPath } from '../../engine/fs'
@@ -45,7 +45,7 @@ export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> 
         if (verdict.reason !== 'outside-folder') {
           throw new EngineError(
             'REFUSED_NAME',
-            `The name '${stored}' in ${layer.filename} cannot be approved: it is refused as ${verdict.reason}, whatever the library trusts.`,
+            `The name ${quote(stored)} in ${layer.filename} cannot be approved: it is refused as ${verdict.reason}, whatever the library trusts.`,
             { path: layer.filename, field: 'stored', value: stored },
           )
         }
@@ -55,7 +55,7 @@ export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> 
       }
       throw new EngineError(
         'NOT_FOUND',
-        `No layer of the chain of ${image} stores the name '${stored}'.`,
+        `No layer of the chain of ${image} stores the name ${quote(stored)}.`,
         { path: image, field: 'stored', value: stored },
       )
     },

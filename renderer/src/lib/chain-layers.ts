@@ -17,6 +17,8 @@ export const REASON_WORDS: Record<NameVerdictReason, string> = {
   'not-regular-file': 'it is not a regular file',
   missing: 'the file does not exist',
   loop: 'it leads back into the chain',
+  self: 'it is the file that names it',
+  'same-file': 'it is the same file as another layer of the chain',
 }
 
 /** One stored name of a layer, explained. */

@@ -1,13 +1,15 @@
 import { defineStore } from 'pinia'
 import { ref } from 'vue'
 import type { ImageSummary } from '../../../shared/ipc/contract'
-import { useClient } from '../api'
+import { errorMessage, useClient } from '../api'
 
 /** The library of known images, reloaded whenever main says it changed. */
 export const useLibraryStore = defineStore('library', () => {
   const client = useClient()
   const images = ref<ImageSummary[]>([])
   const warning = ref<string | null>(null)
+  /** Why the last load failed (the list shown is then the one before), or null. */
+  const error = ref<string | null>(null)
   const loading = ref(false)
   const loaded = ref(false)
 
@@ -17,7 +19,11 @@ export const useLibraryStore = defineStore('library', () => {
       const listing = await client.call('library:list-images', {})
       images.value = listing.images
       if (listing.warning) warning.value = listing.warning
+      error.value = null
       loaded.value = true
+    } catch (failure) {
+      error.value = errorMessage(failure)
+      throw failure
     } finally {
       loading.value = false
     }
@@ -39,5 +45,5 @@ export const useLibraryStore = defineStore('library', () => {
     void load().catch(() => undefined)
   })
 
-  return { images, warning, loading, loaded, load, add, remove, approveName }
+  return { images, warning, error, loading, loaded, load, add, remove, approveName }
 })

@@ -1,8 +1,8 @@
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
 import type { Disk, FormatDriver, OpenOptions } from '../../disk'
-import { EngineError } from '../../errors'
+import { bounded, EngineError, quote } from '../../errors'
 import { BlockFile } from '../../file'
-import { judgeName, withoutRealPath } from '../../names'
+import { assertFollowable, judgeName, withoutRealPath } from '../../names'
 import {
   assertBitmapFits,
   BitmapOverlayDisk,
@@ -113,6 +113,9 @@ export async function openDraft(
     ]
     const names: NameResolution[] = []
     const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
+    // A draft has no inspection view without its image file: a refused one (a device, a FIFO,
+    // the file itself) is an error here even on a lenient open, and is never opened.
+    assertFollowable(path, 'image file', imageVerdict)
     const image = await BlockFile.open(imageVerdict.resolved, false)
     opened.push(image)
     const imageLength = await image.length()
@@ -140,18 +143,26 @@ export async function openDraft(
         warnings,
         'Upgrade the file with addcow amend --upgrade after checking the base, or rebase it.',
       )
-      const verdict = await judgeName(path, name, backingFormat, options.policy)
-      names.push(withoutRealPath(verdict))
+      let verdict = await judgeName(path, name, backingFormat, options.policy)
       if (verdict.reason !== 'missing' && verdict.realPath === imageVerdict.realPath) {
-        throw new EngineError(
-          'SAME_FILE',
-          `The image file '${header.imageName}' and the backing file '${name}' of ${path} are the same file (${imageVerdict.realPath}).`,
-          { path, field: 'image name', value: header.imageName },
-        )
+        if (!options.lenient) {
+          throw new EngineError(
+            'SAME_FILE',
+            `The image file ${quote(header.imageName)} and the backing file ${quote(name)} of ${path} are the same file (${bounded(imageVerdict.realPath)}).`,
+            { path, field: 'image name', value: header.imageName },
+          )
+        }
+        // Inspection: the image file is read; the base, the same file, is shown and not followed.
+        verdict = { ...verdict, followed: false, reason: 'same-file' }
       }
+      names.push(withoutRealPath(verdict))
       if (!verdict.followed)
-        warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
-      if (backingFormat !== null && (!header.allAllocated || options.lenient)) {
+        warnings.push(`the name ${quote(name)} would not be followed (${verdict.reason})`)
+      if (
+        verdict.reason !== 'same-file' &&
+        backingFormat !== null &&
+        (!header.allAllocated || options.lenient)
+      ) {
         backing = await options.openBacking(path, name, backingFormat)
         if (backing) opened.push(backing)
       }

@@ -1,4 +1,4 @@
-import { EngineError } from '../../errors'
+import { bounded, EngineError, quote, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, safeNumber, u32, u64 } from '../../struct'
 import { parseHeader, type HeaderRules } from '../add-cow/header'
 
@@ -89,7 +89,7 @@ function corrupt(
 ): EngineError {
   return new EngineError(
     'CORRUPT_HEADER',
-    `${layout} ${field} ${String(value)} in ${path} is invalid: ${rule}.`,
+    `${layout} ${field} ${bounded(String(value), SAFETY_LIMIT)} in ${path} is invalid: ${rule}.`,
     {
       path,
       field,
@@ -115,7 +115,7 @@ function decodeName(path: string, layout: string, field: string, raw: Uint8Array
   if (text === null)
     throw corrupt(path, layout, field, `(${raw.length} bytes)`, 'it is not valid UTF-8')
   if (text.includes('\0'))
-    throw corrupt(path, layout, field, JSON.stringify(text), 'it contains a NUL byte')
+    throw corrupt(path, layout, field, quote(text, '"'), 'it contains a NUL byte')
   return text
 }
 
@@ -136,7 +136,7 @@ function decodePadded(
       path,
       layout,
       field,
-      JSON.stringify(Buffer.from(raw.subarray(0, end)).toString('latin1')),
+      quote(Buffer.from(raw.subarray(0, end)).toString('latin1'), '"'),
       'bytes after its NUL are not zero',
     )
   }
@@ -146,7 +146,7 @@ function decodePadded(
 function decodeFormat(path: string, layout: string, field: string, raw: Uint8Array): string {
   const text = decodePadded(path, layout, field, raw, false)
   if (!/^[\x21-\x7e]*$/.test(text))
-    throw corrupt(path, layout, field, JSON.stringify(text), 'it is not printable ASCII')
+    throw corrupt(path, layout, field, quote(text, '"'), 'it is not printable ASCII')
   return text
 }
 

@@ -1,4 +1,4 @@
-import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
+import type { ImageInfo, NameResolution, NameVerdictReason } from '../../../../shared/image-types'
 import type {
   AllocationVisitor,
   BackingLink,
@@ -10,7 +10,7 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { stat } from 'node:fs/promises'
-import { EngineError, wrapIoError } from '../../errors'
+import { bounded, EngineError, quote, wrapIoError } from '../../errors'
 import { assertFollowable, judgeName, withoutRealPath } from '../../names'
 import { checkRange, overlayStatus, readBelow, readInPieces, runLimited } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
@@ -44,6 +44,13 @@ export { MAX_BITMAP_BYTES } from './header'
 
 /** Pieces of one request that may be in flight at once. */
 const IO_PARALLELISM = 8
+
+/** Refusals of an image file that is still a regular file, whose length info can show. */
+const MEASURABLE_REASONS: ReadonlySet<NameVerdictReason> = new Set([
+  'outside-folder',
+  'self',
+  'same-file',
+])
 /**
  * Largest piece of a read issued as one call: longer runs are split so that the copies out of
  * the page cache spread over the thread pool (tests/bench/read-sequential.ts).
@@ -111,7 +118,28 @@ export class AddCowDisk implements Disk {
       const unsupported = imageFormatIssue(path, header.imageFormat)
       if (unsupported?.error) throw unsupported.error
       const names: NameResolution[] = []
-      const imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
+      let imageVerdict = await options.judgeDataFile(path, header.imageName, header.imageFormat)
+      // The backing name is judged before the image file is opened: an image file that is the
+      // base itself is refused (SAME_FILE), or, on an inspection open, shown and not followed.
+      const backingVerdict =
+        header.backingName !== null && header.backingFormat !== null
+          ? await judgeName(path, header.backingName, header.backingFormat, options.policy)
+          : null
+      if (
+        backingVerdict &&
+        backingVerdict.reason !== 'missing' &&
+        imageVerdict.reason !== 'missing' &&
+        backingVerdict.realPath === imageVerdict.realPath
+      ) {
+        if (!options.lenient) {
+          throw new EngineError(
+            'SAME_FILE',
+            `The image file ${quote(header.imageName)} and the backing file ${quote(backingVerdict.stored)} of ${path} are the same file (${bounded(imageVerdict.realPath)}).`,
+            { path, field: 'image name', value: header.imageName },
+          )
+        }
+        imageVerdict = { ...imageVerdict, followed: false, reason: 'same-file' }
+      }
       names.push(withoutRealPath(imageVerdict))
       let image: BlockFile | null = null
       let virtualSize: number
@@ -121,32 +149,18 @@ export class AddCowDisk implements Disk {
         virtualSize = await image.length()
       } else {
         // Lenient (inspection) open only: the refused image file is never opened; a regular file
-        // outside the folder is measured with stat so info can still show the geometry.
-        virtualSize =
-          imageVerdict.reason === 'outside-folder' ? await statLength(imageVerdict.resolved) : 0
+        // (outside the folder, or one the chain already uses) is measured with stat so info can
+        // still show the geometry.
+        virtualSize = MEASURABLE_REASONS.has(imageVerdict.reason)
+          ? await statLength(imageVerdict.resolved)
+          : 0
       }
       const allAllocated = (header.compatibleFeatures & FEATURE_ALL_ALLOCATED) !== 0n
       const shape = geometry(header.clusterBits, virtualSize)
 
       let backing: Disk | null = null
-      if (header.backingName !== null && header.backingFormat !== null) {
-        const backingVerdict = await judgeName(
-          path,
-          header.backingName,
-          header.backingFormat,
-          options.policy,
-        )
+      if (backingVerdict && header.backingName !== null && header.backingFormat !== null) {
         names.unshift(withoutRealPath(backingVerdict))
-        if (
-          backingVerdict.reason !== 'missing' &&
-          backingVerdict.realPath === imageVerdict.realPath
-        ) {
-          throw new EngineError(
-            'SAME_FILE',
-            `The image file '${header.imageName}' and the backing file '${header.backingName}' of ${path} are the same file (${imageVerdict.realPath}).`,
-            { path, field: 'image name', value: header.imageName },
-          )
-        }
         if (!allAllocated || options.lenient) {
           backing = await options.openBacking(path, header.backingName, header.backingFormat)
           if (backing) opened.push(backing)
@@ -814,7 +828,7 @@ export class AddCowDisk implements Disk {
     }
     for (const name of this.names) {
       if (!name.followed)
-        warnings.push(`the name '${name.stored}' would not be followed (${name.reason})`)
+        warnings.push(`the name ${quote(name.stored)} would not be followed (${name.reason})`)
     }
     if (warnings.length > 0) info.warnings = warnings
     return info

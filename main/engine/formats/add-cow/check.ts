@@ -5,7 +5,7 @@ import type {
   FormatCheck,
   RepairLevel,
 } from '../../check-report'
-import { throwIfAborted } from '../../errors'
+import { bounded, quote, throwIfAborted } from '../../errors'
 import { BlockFile } from '../../file'
 import { realPath } from '../../fs'
 import { nativeStatus } from '../../native/index'
@@ -81,7 +81,7 @@ class Checker {
       severity: 'corruption',
       field,
       value,
-      message: `${field} ${value} in ${this.path} is invalid: ${rule}.`,
+      message: `${field} ${typeof value === 'string' ? quote(value) : value} in ${this.path} is invalid: ${rule}.`,
       ...extra,
     })
   }
@@ -425,7 +425,7 @@ export async function checkAddCow(path: string, context: CheckContext): Promise<
           severity: 'error',
           field: 'image name',
           value: names.image,
-          message: `The image file '${names.image}' (${verdict.resolved}) of ${path} cannot be checked: ${verdict.reason === 'missing' ? 'it does not exist' : `the name is refused (${verdict.reason}); pass --allow-name if you trust it`}.`,
+          message: `The image file ${quote(names.image)} (${bounded(verdict.resolved)}) of ${path} cannot be checked: ${verdict.reason === 'missing' ? 'it does not exist' : `the name is refused (${verdict.reason}); pass --allow-name if you trust it`}.`,
         })
       } else if (verdict.realPath === (await realPath(path))) {
         checker.corrupt(

@@ -1,4 +1,4 @@
-import { EngineError } from '../../errors'
+import { bounded, EngineError, quote, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, u32, u64 } from '../../struct'
 
 /**
@@ -167,10 +167,10 @@ export function inspectHeader(
       severity: 'corruption',
       field,
       value,
-      message: `${field} ${value} in ${path} is invalid: ${rule}.`,
+      message: `${field} ${bounded(String(value), SAFETY_LIMIT)} in ${path} is invalid: ${rule}.`,
       error: new EngineError(
         'CORRUPT_HEADER',
-        `${field} ${String(errorValue ?? value)} in ${path} is invalid: ${rule}.`,
+        `${field} ${bounded(String(errorValue ?? value), SAFETY_LIMIT)} in ${path} is invalid: ${rule}.`,
         { path, field, value: errorValue ?? value },
       ),
       ...rest,
@@ -346,7 +346,7 @@ export function inspectHeader(
         `${label} name`,
         `(${length} bytes at ${offset})`,
         text === null ? 'it is not valid UTF-8' : 'it contains a NUL byte',
-        { offset, errorValue: text === null ? `(${length} bytes)` : JSON.stringify(text) },
+        { offset, errorValue: text === null ? `(${length} bytes)` : quote(text, '"') },
       )
       namesBroken = true
       return { range: [offset, length], text: null }
@@ -388,15 +388,9 @@ export function inspectHeader(
           ? { bytes: text, rule: 'it is not printable ASCII' }
           : null
     if (broken) {
-      invalid(
-        code,
-        label,
-        JSON.stringify(Buffer.from(broken.bytes).toString('latin1')),
-        broken.rule,
-        {
-          offset: field.offset,
-        },
-      )
+      invalid(code, label, quote(Buffer.from(broken.bytes).toString('latin1'), '"'), broken.rule, {
+        offset: field.offset,
+      })
       return null
     }
     const dirty: number[] = []
@@ -429,7 +423,7 @@ export function inspectHeader(
     invalid(
       'backing-format',
       'backing format',
-      JSON.stringify(backingFormat),
+      quote(backingFormat, '"'),
       'it must be empty when there is no backing file',
       {
         offset: FIELDS.backingFormat.offset,
@@ -524,7 +518,7 @@ export function parseHeader(
  */
 export function imageFormatIssue(path: string, imageFormat: string): HeaderIssue | null {
   if (imageFormat === '' || imageFormat === 'raw') return null
-  const message = `Image format '${imageFormat}' in ${path} is not supported; add-cow image files are raw.`
+  const message = `Image format ${quote(imageFormat)} in ${path} is not supported; add-cow image files are raw.`
   return {
     code: 'image-format',
     severity: 'error',
@@ -544,7 +538,7 @@ function encodeFormat(path: string, field: string, text: string): Uint8Array {
   if (!/^[\x21-\x7e]*$/.test(text) || text.length > 15) {
     throw new EngineError(
       'BAD_ARGUMENT',
-      `${field} ${JSON.stringify(text)} for ${path} must be printable ASCII of at most 15 characters.`,
+      `${field} ${quote(text, '"')} for ${path} must be printable ASCII of at most 15 characters.`,
       { path, field, value: text },
     )
   }

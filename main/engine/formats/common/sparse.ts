@@ -1,5 +1,5 @@
 import { EngineError, wrapIoError } from '../../errors'
-import { zeroes, type BlockFile } from '../../file'
+import { observeNativeWrite, zeroes, type BlockFile } from '../../file'
 import { native } from '../../native/index'
 
 /** Bytes written per request when zeros must be written instead of punching a hole. */
@@ -28,7 +28,12 @@ export async function punchOrZero(
   const addon = native()
   if (addon?.features.punchHole) {
     try {
-      await addon.punchHoleAsync(file.fd, offset, length)
+      await observeNativeWrite(
+        file.path,
+        offset,
+        () => Promise.resolve(Buffer.alloc(length)),
+        () => addon.punchHoleAsync(file.fd, offset, length),
+      )
       return 'punched'
     } catch (error) {
       if (!UNSUPPORTED.has(errnoOf(error))) {
@@ -139,7 +144,16 @@ export async function copyRange(
   const addon = native()
   if (addon?.features.copyFileRange) {
     try {
-      done = await addon.copyFileRange(source.fd, sourceOffset, target.fd, targetOffset, length)
+      done = await observeNativeWrite(
+        target.path,
+        targetOffset,
+        async () => {
+          const contents = Buffer.alloc(length)
+          await source.readAt(contents, sourceOffset)
+          return contents
+        },
+        () => addon.copyFileRange(source.fd, sourceOffset, target.fd, targetOffset, length),
+      )
     } catch (error) {
       if (!UNSUPPORTED.has(errnoOf(error))) {
         throw wrapIoError(

@@ -1,5 +1,5 @@
 import type { OpenOptions } from '../../disk'
-import { EngineError } from '../../errors'
+import { EngineError, quote } from '../../errors'
 import { BlockFile } from '../../file'
 import { judgeName } from '../../names'
 
@@ -58,7 +58,7 @@ export async function unrecordedBackingFormat(
   }
   const guess = recognizeImageMagic(head)
   if (guess === null) return 'raw'
-  const message = `${namingFile} does not record the format of its backing file '${storedName}', which starts like a ${guess} image; refusing to guess (a raw disk can hold any header)`
+  const message = `${namingFile} does not record the format of its backing file ${quote(storedName)}, which starts like a ${guess} image; refusing to guess (a raw disk can hold any header)`
   if (options.lenient) {
     warnings.push(`${message}; the backing file was not opened`)
     return null

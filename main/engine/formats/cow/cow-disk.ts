@@ -9,7 +9,7 @@ import type {
   FormatDriver,
   OpenOptions,
 } from '../../disk'
-import { EngineError, wrapIoError } from '../../errors'
+import { EngineError, quote, wrapIoError } from '../../errors'
 import { BlockFile } from '../../file'
 import { replaceFile } from '../../fs'
 import { judgeName, resolveName, withoutRealPath } from '../../names'
@@ -85,7 +85,7 @@ export async function openCow(path: string, options: OpenOptions): Promise<Bitma
       const verdict = await judgeName(path, name, format, options.policy)
       names.push(withoutRealPath(verdict))
       if (!verdict.followed)
-        warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
+        warnings.push(`the name ${quote(name)} would not be followed (${verdict.reason})`)
       if (format !== null) backing = await options.openBacking(path, name, format)
       backingLink = { name, format }
       if (verdict.reason !== 'missing') {

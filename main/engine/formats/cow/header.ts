@@ -1,4 +1,4 @@
-import { EngineError } from '../../errors'
+import { bounded, EngineError, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, i32, safeNumber, u32, u64 } from '../../struct'
 
 /**
@@ -78,7 +78,7 @@ export interface CowHeader {
 function corrupt(path: string, field: string, value: unknown, rule: string): EngineError {
   return new EngineError(
     'CORRUPT_HEADER',
-    `cow ${field} ${String(value)} in ${path} is invalid: ${rule}.`,
+    `cow ${field} ${bounded(String(value), SAFETY_LIMIT)} in ${path} is invalid: ${rule}.`,
     {
       path,
       field,

@@ -1,4 +1,4 @@
-import { EngineError } from '../../errors'
+import { bounded, EngineError, quote, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, safeNumber, u32, u64, type FieldSpec } from '../../struct'
 
 /**
@@ -149,7 +149,7 @@ function u8(name: string, offset: number): FieldSpec<number> {
 function corruptHeader(path: string, field: string, value: unknown, rule: string): EngineError {
   return new EngineError(
     'CORRUPT_HEADER',
-    `qcow2 ${field} ${String(value)} in ${path} is invalid: ${rule}.`,
+    `qcow2 ${field} ${bounded(String(value), SAFETY_LIMIT)} in ${path} is invalid: ${rule}.`,
     {
       path,
       field,
@@ -198,7 +198,7 @@ function decodeText(path: string, field: string, raw: Uint8Array): string {
   if (text === null)
     throw corruptHeader(path, field, `(${raw.length} bytes)`, 'it is not valid UTF-8')
   if (text.includes('\0'))
-    throw corruptHeader(path, field, JSON.stringify(text), 'it contains a NUL byte')
+    throw corruptHeader(path, field, quote(text, '"'), 'it contains a NUL byte')
   return text
 }
 
@@ -344,7 +344,7 @@ export function parseQcow2Header(data: Uint8Array, path: string, fileLength: num
         throw corruptHeader(
           path,
           'backing format',
-          JSON.stringify(backingFormat),
+          quote(backingFormat, '"'),
           'it is not printable ASCII',
         )
       }

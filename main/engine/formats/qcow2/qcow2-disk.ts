@@ -9,7 +9,7 @@ import type {
   OpenOptions,
   WriteOptions,
 } from '../../disk'
-import { EngineError } from '../../errors'
+import { EngineError, quote } from '../../errors'
 import {
   checkRange,
   pushExtent,
@@ -141,16 +141,16 @@ export class Qcow2Disk implements Disk {
             name,
             options,
             warnings,
-            `Record it with: qemu-img rebase -u -b '${name}' -F FORMAT '${path}'.`,
+            `Record it with: qemu-img rebase -u -b ${quote(name)} -F FORMAT '${path}'.`,
           ))
         if (header.backingFormat === null && format !== null) {
-          warnings.push(`the backing format is not recorded; '${name}' is opened as ${format}`)
+          warnings.push(`the backing format is not recorded; ${quote(name)} is opened as ${format}`)
         }
         const verdict = await judgeName(path, name, format, options.policy)
         names.push(withoutRealPath(verdict))
         if (format !== null) backing = await options.openBacking(path, name, format)
         if (!verdict.followed)
-          warnings.push(`the name '${name}' would not be followed (${verdict.reason})`)
+          warnings.push(`the name ${quote(name)} would not be followed (${verdict.reason})`)
       }
       const refcounts = options.readOnly
         ? null

@@ -2,6 +2,7 @@ import { truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openImage } from '../../../../main/engine/open'
+import { writeAddCow } from '../../../helpers/images'
 import { tempDir } from '../../../helpers/tools'
 import { cleanups, expectFailure, pattern, root, run, useFolders } from '../helpers'
 
@@ -167,6 +168,65 @@ describe('a flattened add-cow file cut to its header (issue 13)', () => {
         command,
         'flat.add-cow is 65536 bytes long, too short for the bitmap',
       )
+    }
+  })
+})
+
+describe('an image file that is the add-cow file itself, or its base (issue 13)', () => {
+  it('info exits 0 and shows the names and why they are not followed; check and map refuse', async () => {
+    await pattern(join(root, 'same.raw'), 8192, 1)
+    await writeAddCow({
+      path: join(root, 'same.add-cow'),
+      imageName: 'same.raw',
+      backingName: 'same.raw',
+      size: 8192,
+      clusterBits: 12,
+    })
+    await writeAddCow({
+      path: join(root, 'self.add-cow'),
+      imageName: 'self.add-cow',
+      size: 8192,
+      clusterBits: 12,
+    })
+
+    const same = await run(['info', 'same.add-cow'])
+    expect(same.code).toBe(0)
+    expect(same.stderr).toBe('')
+    expect(same.stdout).toContain(
+      `image file: same.raw (actual path: ${join(root, 'same.raw')}; NOT FOLLOWED: same-file)`,
+    )
+    const sameJson = JSON.parse((await run(['info', '--json', 'same.add-cow'])).stdout) as {
+      names: { stored: string; followed: boolean; reason: string }[]
+    }
+    expect(sameJson.names.map((name) => [name.stored, name.followed, name.reason])).toEqual([
+      ['same.raw', true, 'inside-folder'],
+      ['same.raw', false, 'same-file'],
+    ])
+
+    const self = await run(['info', '--json', 'self.add-cow'])
+    expect(self.code).toBe(0)
+    const selfJson = JSON.parse(self.stdout) as {
+      'virtual-size': number
+      names: { stored: string; followed: boolean; reason: string }[]
+    }
+    expect(selfJson.names).toEqual([
+      {
+        stored: 'self.add-cow',
+        resolved: join(root, 'self.add-cow'),
+        format: 'raw',
+        followed: false,
+        reason: 'self',
+      },
+    ])
+    // Measured with stat, never opened as an image file.
+    expect(selfJson['virtual-size']).toBe(8192)
+
+    // check still reports both as errors; map and compare still refuse them.
+    for (const file of ['same.add-cow', 'self.add-cow']) {
+      const checked = await run(['check', file])
+      expect(checked.code).toBe(2)
+      expect(checked.stdout).toContain('[same-file]')
+      expectFailure(await run(['map', file]), 1, 'map', join(root, file))
     }
   })
 })

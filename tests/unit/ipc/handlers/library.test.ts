@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { ResponseOf } from '../../../../shared/ipc/contract'
 import { createOverlay } from '../../../../main/engine/ops/create'
+import { writeAddCow } from '../../../helpers/images'
 import { call, core, dir, patternFile, testCore, TRUSTED, useIpcFolder, valueOf } from '../helpers'
 
 // The library:* channels (main/ipc/handlers/library.ts): the name policy as the app applies it
@@ -120,6 +121,37 @@ describe('the name policy through the IPC', () => {
   })
 })
 
+describe('images whose image file is the add-cow file itself or its base (issue 13)', () => {
+  it('are listed with their names and why the base is not followed, not as errors', async () => {
+    await mkdir(join(dir, 'same'))
+    await patternFile(join(dir, 'same', 'same.raw'), 8192)
+    await writeAddCow({
+      path: join(dir, 'same', 'same.add-cow'),
+      imageName: 'same.raw',
+      backingName: 'same.raw',
+      size: 8192,
+      clusterBits: 12,
+    })
+    await writeAddCow({
+      path: join(dir, 'same', 'self.add-cow'),
+      imageName: 'self.add-cow',
+      size: 8192,
+      clusterBits: 12,
+    })
+    const paths = [join(dir, 'same', 'same.add-cow'), join(dir, 'same', 'self.add-cow')]
+    await core.library.addImages(paths)
+    const listing = valueOf(
+      await core.dispatcher.dispatch('library:list-images', {}, TRUSTED),
+    ) as ResponseOf<'library:list-images'>
+    const [same, self] = paths.map((path) => listing.images.find((image) => image.path === path))
+    expect(same?.error).toBeNull()
+    expect(same?.base).toMatchObject({ status: 'refused', reason: 'same-file' })
+    expect(self?.error).toBeNull()
+    expect(self?.base.status).toBe('none')
+    await core.library.removeImages(paths)
+  })
+})
+
 describe('the library file', () => {
   it('moves a corrupt file aside, says so once, and starts a new library', async () => {
     const data = join(dir, 'corrupt')
@@ -150,17 +182,29 @@ describe('the library file', () => {
     expect(second.images.map((image) => image.path)).toEqual([join(dir, 'disk.raw')])
   })
 
-  it('tolerates a file of the wrong shape', async () => {
+  it('tolerates a file of the wrong shape: names the entry, keeps a copy, lists the rest', async () => {
     const core = testCore(join(dir, 'wrong-shape'))
     await core.library.update(() => undefined)
     await writeFile(
       core.library.file,
-      JSON.stringify({ version: 1, images: [{ path: 7 }], trusted: [] }),
+      JSON.stringify({
+        version: 1,
+        images: [{ path: 7 }, { path: join(dir, 'disk.raw'), addedAt: 'x' }],
+        trusted: [],
+        fingerprints: 'wrong',
+      }),
     )
     const listing = valueOf(await core.dispatcher.dispatch('library:list-images', {}, TRUSTED)) as {
+      images: { path: string; error: unknown }[]
       warning: string | null
     }
-    expect(listing.warning).toContain('was corrupt')
+    expect(listing.warning).toContain(`The library file ${core.library.file} has 2 entries`)
+    expect(listing.warning).toContain('images[0].path is a number (7), not a non-empty string')
+    expect(listing.warning).toContain('fingerprints is a string, not a list')
+    expect(listing.warning).toMatch(/kept in .*library\.json\.bad-/)
+    expect(listing.images.map((image) => [image.path, image.error])).toEqual([
+      [join(dir, 'disk.raw'), null],
+    ])
   })
 
   it('survives a crash in the middle of a write: a stray temporary file and a stale lock', async () => {

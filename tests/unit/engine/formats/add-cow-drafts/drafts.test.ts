@@ -512,3 +512,30 @@ describe('earlier add-cow drafts', () => {
     })
   })
 })
+
+describe('a draft whose image file is its base (issue 13 item 5)', () => {
+  it('is refused by the strict open and shown by info, the base not followed', async () => {
+    await writeFile(join(dir, 'same.raw'), pattern(65536, 4))
+    await writeFile(
+      join(dir, 'same.add-cow'),
+      buildV12({
+        size: 65536,
+        backing: 'same.raw',
+        backingFormat: 'raw',
+        image: 'same.raw',
+        allocated: new Set(),
+      }),
+    )
+    await expectError(
+      openImage(join(dir, 'same.add-cow'), { readOnly: true }),
+      'SAME_FILE',
+      /are the same file/,
+    )
+    const [info] = await imageInfo(join(dir, 'same.add-cow'), { backingChain: true })
+    expect(info?.names?.map((name) => [name.stored, name.followed, name.reason])).toEqual([
+      ['same.raw', false, 'same-file'],
+      ['same.raw', true, 'inside-folder'],
+    ])
+    expect(info?.warnings).toContain("the name 'same.raw' would not be followed (same-file)")
+  })
+})

@@ -284,3 +284,51 @@ describe('user-mode Linux COW version 3', () => {
     }
   })
 })
+
+describe('a cow file cut short (issue 13: too short for its tables)', () => {
+  it.each([
+    ['QEMU v2', 1056],
+    ['UML v3', 4128],
+  ])(
+    '%s: refused until its bitmap fits; a cut in the data reads zeros, as QEMU does',
+    async (label, header) => {
+      const data = pattern(SIZE, 3)
+      const whole =
+        label === 'QEMU v2'
+          ? buildQemuCow({ size: SIZE, data, allocated: ALLOCATED })
+          : buildUmlCow({
+              size: SIZE,
+              backing: 'base.raw',
+              alignment: 512,
+              data,
+              allocated: ALLOCATED,
+            })
+      await writeFile(join(dir, 'base.raw'), Buffer.alloc(SIZE))
+      const bitmapEnd = (label === 'QEMU v2' ? header : 4608) + Math.ceil(Math.ceil(SIZE / 512) / 8)
+      for (const cut of [100, header - 1, header, bitmapEnd - 1, bitmapEnd, whole.length - 1]) {
+        await writeFile(join(dir, 'cut.cow'), whole.subarray(0, cut))
+        if (cut < bitmapEnd) {
+          await expectError(
+            openImage(join(dir, 'cut.cow'), { readOnly: true }),
+            cut < header ? 'CORRUPT_HEADER' : 'CORRUPT_IMAGE',
+            new RegExp(join(dir, 'cut.cow')),
+          )
+          continue
+        }
+        const disk = await openImage(join(dir, 'cut.cow'), { readOnly: true })
+        try {
+          expect(disk.size).toBe(SIZE)
+          const view = await disk.read(0, SIZE)
+          // The last allocated sector lost its last byte; everything else is intact.
+          const expected = expectedView(SIZE, 512, ALLOCATED, data, Buffer.alloc(SIZE))
+          if (cut === whole.length - 1) expected[SIZE - 1] = 0
+          if (cut === bitmapEnd)
+            for (const sector of ALLOCATED) expected.fill(0, sector * 512, sector * 512 + 512)
+          expect(view.equals(expected)).toBe(true)
+        } finally {
+          await disk.close()
+        }
+      }
+    },
+  )
+})

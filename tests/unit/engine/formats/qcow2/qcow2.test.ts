@@ -3,11 +3,12 @@ import { join } from 'node:path'
 import { deflateRawSync } from 'node:zlib'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 
+import { isEngineError, type EngineError } from '../../../../../main/engine/errors'
 import { zstdFrameLength } from '../../../../../main/engine/formats/qcow2/compression'
 import { parseQcow2Header } from '../../../../../main/engine/formats/qcow2/header'
 import { imageInfo } from '../../../../../main/engine/ops/info'
 import { openImage, probeFormat } from '../../../../../main/engine/open'
-import { expectError } from '../../../../helpers/errors'
+import { expectEngineErrorSync, expectError } from '../../../../helpers/errors'
 import { tempDir } from '../../../../helpers/tools'
 import { buildQcow2, type Qcow2Layout } from '../../../../helpers/format-builders'
 import { pattern } from '../../../../helpers/images'
@@ -419,5 +420,85 @@ describe('qcow2 built by hand from the spec', () => {
         /not a qcow2 file: magic 0x12345678/,
       )
     })
+  })
+})
+
+describe('a qcow2 file cut short (issue 13: too short for its tables)', () => {
+  // Clusters of the built image: 0 header, 1 refcount table, 2 refcount block, 3 L1, 4 L2,
+  // 5 data, 6 compressed data (at 6 * CLUSTER + 1000). Cut anywhere, a table that no longer
+  // fits is refused on open, a data cluster past the end on read; never zeros read as data.
+  it('refuses every cut that removes a table, and every read of a cluster past the end', async () => {
+    const layout = image()
+    const whole = layout.file
+    const cuts = [
+      50,
+      104,
+      CLUSTER,
+      CLUSTER + 8,
+      2 * CLUSTER - 1,
+      2 * CLUSTER,
+      2 * CLUSTER + 100,
+      3 * CLUSTER - 1,
+      3 * CLUSTER,
+      3 * CLUSTER + 7,
+      3 * CLUSTER + 8,
+      4 * CLUSTER,
+      5 * CLUSTER - 1,
+      5 * CLUSTER,
+      5 * CLUSTER + 1,
+      6 * CLUSTER,
+      layout.compressedOffset,
+      layout.compressedOffset + 1,
+      whole.length,
+    ]
+    const outcomes: string[] = []
+    for (const cut of cuts) {
+      let disk
+      try {
+        disk = await open(whole.subarray(0, cut))
+      } catch (error) {
+        expect(isEngineError(error), String(error)).toBe(true)
+        const failure = error as EngineError
+        // The header cluster (extensions included) is CORRUPT_HEADER; a table, CORRUPT_IMAGE.
+        expect(failure.code, failure.message).toBe(
+          cut < CLUSTER ? 'CORRUPT_HEADER' : 'CORRUPT_IMAGE',
+        )
+        expect(failure.message).toContain(join(dir, 'image.qcow2'))
+        outcomes.push(`${cut}: open refused`)
+        // The header, refcount table and block and the L1 table are checked on open.
+        expect(cut).toBeLessThan(3 * CLUSTER + 8)
+        continue
+      }
+      try {
+        expect(cut).toBeGreaterThanOrEqual(3 * CLUSTER + 8)
+        const read = async (cluster: number): Promise<string> =>
+          disk.read(cluster * CLUSTER, CLUSTER).then(
+            (data) => (data.equals(cluster === 0 ? DATA : COMPRESSED) ? 'ok' : 'WRONG'),
+            (error: unknown) =>
+              expectEngineErrorSync(() => {
+                throw error
+              }, 'CORRUPT_IMAGE').field ?? 'no field',
+          )
+        const data = await read(0)
+        const compressed = await read(2)
+        // A data cluster that starts past the end is refused; one cut in its middle reads its
+        // missing part as zeros, as QEMU reads a short file.
+        // An L2 table past the end is refused when a read needs it (as QEMU does).
+        if (cut < 5 * CLUSTER) {
+          expect([data, compressed]).toEqual(Array(2).fill('L2 table offset (L1 index 0)'))
+          outcomes.push(`${cut}: read refused`)
+          continue
+        }
+        if (cut <= 5 * CLUSTER) expect(data).toBe('data cluster offset (guest offset 0)')
+        if (cut >= 6 * CLUSTER) expect(data).toBe('ok')
+        if (cut <= layout.compressedOffset)
+          expect(compressed).toBe('compressed cluster offset (guest offset 131072)')
+        if (cut === whole.length) expect(compressed).toBe('ok')
+        outcomes.push(`${cut}: data ${data}, compressed ${compressed}`)
+      } finally {
+        await disk.close()
+      }
+    }
+    console.log(`qcow2 cut short: ${outcomes.join('; ')}`)
   })
 })

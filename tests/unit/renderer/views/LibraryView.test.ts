@@ -1,0 +1,77 @@
+// @vitest-environment jsdom
+import { mount } from '@vue/test-utils'
+import { NDialogProvider, NMessageProvider } from 'naive-ui'
+import { createPinia, setActivePinia } from 'pinia'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { defineComponent, h } from 'vue'
+import { createMemoryHistory, createRouter } from 'vue-router'
+import type { IpcError } from '../../../../shared/ipc/result'
+import { useLibraryStore } from '../../../../renderer/src/stores/library'
+import LibraryView from '../../../../renderer/src/views/LibraryView.vue'
+import { stubMatchMedia } from '../helpers/dom'
+import { installFakeMain, settle, type FakeMain } from '../helpers/fake-main'
+
+// The Library over a fake main when the library file is damaged (issue 13 item 6): a warning
+// banner above the entries main could read, and, when the list cannot be loaded at all, an
+// error banner instead of an empty table saying "No Data".
+
+let main: FakeMain
+let listing: () => unknown
+
+beforeAll(() => {
+  stubMatchMedia()
+  main = installFakeMain()
+  main.handle('libraryListImages', () => listing())
+})
+
+afterEach(() => {
+  document.body.innerHTML = ''
+})
+
+async function open() {
+  const pinia = createPinia()
+  setActivePinia(pinia)
+  const router = createRouter({
+    history: createMemoryHistory(),
+    routes: [{ path: '/library', name: 'library', component: LibraryView }],
+  })
+  await router.push('/library')
+  const Shell = defineComponent(
+    () => () => h(NMessageProvider, null, () => h(NDialogProvider, null, () => h(LibraryView))),
+  )
+  const wrapper = mount(Shell, { global: { plugins: [pinia, router] }, attachTo: document.body })
+  await useLibraryStore()
+    .load()
+    .catch(() => undefined)
+  await settle()
+  return wrapper
+}
+
+describe('LibraryView on a damaged library file', () => {
+  it('shows the warning over the entries that could be read', async () => {
+    listing = () => ({
+      images: [],
+      warning:
+        'The library file /d/library.json has 1 entry that cannot be read, left out: images[0].path is a number (7), not a non-empty string.',
+    })
+    const wrapper = await open()
+    const alerts = wrapper.findAll('[role="alert"]')
+    expect(alerts.map((alert) => alert.text()).join('\n')).toContain(
+      'images[0].path is a number (7)',
+    )
+  })
+
+  it('shows why the list could not be loaded, not an empty table', async () => {
+    listing = () => {
+      const error: IpcError = {
+        code: 'INTERNAL',
+        message: 'Internal error in library:list-images: boom',
+      }
+      throw error
+    }
+    const wrapper = await open()
+    expect(wrapper.text()).toContain('The library could not be read')
+    expect(wrapper.text()).toContain('boom')
+    expect(wrapper.text()).not.toContain('No Data')
+  })
+})
