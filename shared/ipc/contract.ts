@@ -260,11 +260,19 @@ export const CheckReportSchema = z.object({
   repairs: z.array(z.string()),
 })
 
-/** An image that uses a given base (engine/ops/blast-radius.ts, DependentImage). */
+/**
+ * An image whose guest view a commit into a base (or its rollback) changes, or might
+ * (engine/ops/blast-radius.ts, DependentImage): `reads` through the base, transitively, or
+ * `unknown` (could not be checked: `problem` says why).
+ */
 export const DependentImageSchema = z.object({
   path: z.string(),
-  format: z.enum(['add-cow', 'qcow2', 'cow']),
-  backingName: z.string(),
+  format: z.string().nullable(),
+  backingName: z.string().nullable(),
+  dependsHow: z.enum(['reads', 'unknown']),
+  /** This image, then each image it reads through, down to the base. */
+  through: z.array(z.string()),
+  problem: z.string().nullable(),
 })
 
 /** How QEMU should run: the same choices as `addcow qemu-cmd` and `addcow launch`. */
@@ -433,11 +441,13 @@ export const CONTRACT = {
     }),
   ),
   [CHANNELS.imageGetBlastRadius]: call(
-    "The other images a commit of this overlay would change: every image on the overlay's base.",
+    'The other images a commit of this overlay would change: every image that reads through its base, transitively (stopping at fully allocated layers), and those that could not be checked.',
     z.strictObject({ overlay: AbsolutePathSchema }),
     z.object({
+      overlay: z.string(),
       base: z.string(),
       dependents: z.array(DependentImageSchema),
+      unchecked: z.array(DependentImageSchema),
       searched: z.array(z.string()),
       truncated: z.array(z.string()),
     }),
@@ -492,6 +502,8 @@ export const CONTRACT = {
       overlay: AbsolutePathSchema,
       keep: z.boolean().default(false),
       force: z.boolean().default(false),
+      /** Do not count images that could not be checked as affected (the user vouches). */
+      ignoreUnchecked: z.boolean().default(false),
       acceptBase: z.boolean().default(false),
       undo: AbsolutePathSchema.optional(),
     }),
@@ -504,6 +516,7 @@ export const CONTRACT = {
       emptied: z.boolean(),
       emptiedBy: z.enum(['punched', 'zeroed']).nullable(),
       dependents: z.array(DependentImageSchema),
+      unchecked: z.array(DependentImageSchema),
       undo: z.string().nullable(),
       resumed: z.boolean(),
       grewBase: z.tuple([ByteCountSchema, ByteCountSchema]).nullable(),
@@ -515,6 +528,7 @@ export const CONTRACT = {
     z.strictObject({
       journal: AbsolutePathSchema,
       force: z.boolean().default(false),
+      ignoreUnchecked: z.boolean().default(false),
     }),
     z.object({
       base: z.string(),
@@ -522,6 +536,8 @@ export const CONTRACT = {
       restoredBytes: ByteCountSchema,
       overlayClusters: CountSchema,
       alreadyDone: z.boolean(),
+      dependents: z.array(DependentImageSchema),
+      unchecked: z.array(DependentImageSchema),
     }),
   ),
   [CHANNELS.operationsStreamOverlay]: job(

@@ -155,7 +155,14 @@ describe('the plan readers', () => {
     imageGetAllocation: ALLOCATION,
     imageGetBlastRadius: RADIUS,
   } = CHANNELS
-  const radius = { base: '/images/base.raw', dependents: [], searched: [], truncated: [] }
+  const radius = {
+    overlay: '/images/vm.add-cow',
+    base: '/images/base.raw',
+    dependents: [],
+    unchecked: [],
+    searched: [],
+    truncated: [],
+  }
 
   it('reads a commit plan and its blast radius together', async () => {
     const fake = client({
