@@ -66,6 +66,12 @@ export interface BuildGraphInput {
   signal?: AbortSignal
   /** The name policy that judges images' data-file names (default: the library's). */
   policy?: NamePolicy
+  /**
+   * Search no folder: only the library's images, `extra` (files) and the bases they name,
+   * transitively. Enough for "what is below this image" (loops, rebase), not for "who stands
+   * on it".
+   */
+  chainsOnly?: boolean
 }
 
 function edgeOf(node: InspectedImage): EdgeKind | null {
@@ -161,6 +167,7 @@ export async function buildGraph(input: BuildGraphInput): Promise<ChainGraph> {
       folders.add(dirname(await realPath(absolute)))
     }
   }
+  if (input.chainsOnly) folders.clear()
   const truncated: string[] = []
   const queue: string[] = [...seeds]
   for (const folder of folders) {
