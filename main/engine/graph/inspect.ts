@@ -5,6 +5,7 @@ import { EngineError, isEngineError } from '../errors'
 import { realPath } from '../fs'
 import { recognizeImageMagic } from '../formats/common/unrecorded-format'
 import { assertFollowable, judgeName, type NamePolicy } from '../names'
+import { isUndoJournalHead } from '../ops/undo-journal'
 import { probeDriver } from '../registry'
 import { MAX_NAME, storedBackingName } from './header-names'
 
@@ -192,6 +193,8 @@ export async function inspectImage(
   } catch (error) {
     return { ...node, ...describe(error, real), parentProblem: 'unreadable' }
   }
+  // A commit's undo journal often lies beside the images; it is no image.
+  if (isUndoJournalHead(head.head)) return null
   const driver = probeDriver(head.head, head.length)
   if (driver.name === 'raw') {
     const magic = recognizeImageMagic(head.head)

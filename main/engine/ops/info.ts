@@ -1,23 +1,62 @@
 import type { ImageInfo } from '../../../shared/image-types'
+import { realPath } from '../fs'
+import { buildGraph, loopBelow } from '../graph'
+import { STRICT_POLICY } from '../names'
 import { chainOf, openImage, type OpenImageOptions } from '../open'
 
 /**
  * `info`: describe an image and, with `backingChain`, every layer below it.
  *
  * Opens leniently: a name the policy refuses, or a missing file, is shown with its verdict and
- * never followed, so info is safe on any downloaded image.
+ * never followed, so info is safe on any downloaded image. A loop in the stored names (also one
+ * through a flattened layer, which the open never follows) is shown, never followed: a warning
+ * on the top layer names the cycle, and the name that closes it has the verdict `loop`.
  */
 export async function imageInfo(
   path: string,
   options: OpenImageOptions & { backingChain?: boolean } = {},
 ): Promise<ImageInfo[]> {
   const disk = await openImage(path, { ...options, readOnly: true, lenient: true })
+  let infos: ImageInfo[]
   try {
     const layers = options.backingChain ? chainOf(disk) : [disk]
-    const infos: ImageInfo[] = []
+    infos = []
     for (const layer of layers) infos.push(await layer.info())
-    return infos
   } finally {
     await disk.close()
+  }
+  await markLoop(infos, options)
+  return infos
+}
+
+/** Add the loop below the top layer, if any, to what info shows. */
+async function markLoop(infos: ImageInfo[], options: OpenImageOptions): Promise<void> {
+  const top = infos[0]
+  if (!top || top['backing-filename'] === undefined) return
+  const real = await realPath(top.filename)
+  const graph = await buildGraph({
+    library: null,
+    extra: [real],
+    chainsOnly: true,
+    policy: options.policy ?? STRICT_POLICY,
+  })
+  const loop = loopBelow(graph, real)
+  if (!loop) return
+  const cycle = [...loop, loop[0]!].join(' → ')
+  top.warnings = [
+    ...(top.warnings ?? []),
+    `the backing chain loops: ${cycle}; it is not followed around the loop`,
+  ]
+  const shown = await Promise.all(infos.map((info) => realPath(info.filename)))
+  for (const [index, info] of infos.entries()) {
+    const target = info['full-backing-filename']
+    if (target === undefined) continue
+    const targetReal = await realPath(target)
+    if (!shown.slice(0, index + 1).includes(targetReal)) continue
+    info.names = (info.names ?? []).map((name) =>
+      name.stored === info['backing-filename']
+        ? { ...name, followed: false, reason: 'loop' }
+        : name,
+    )
   }
 }

@@ -21,7 +21,7 @@ async function write(path: string, offset: number, value: number): Promise<void>
 }
 
 /** base.raw ← s (the commit), a ← b (reading through a), f (flattened sibling). */
-async function scene(): Promise<Record<string, string>> {
+async function scene(): Promise<{ base: string; s: string; a: string; b: string; f: string }> {
   await pattern(join(root, 'base.raw'), 4 * CLUSTER, 1)
   for (const [name, base] of [
     ['s', 'base.raw'],

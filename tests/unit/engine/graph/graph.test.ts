@@ -45,7 +45,15 @@ async function overlay(name: string, backing: string, folder = dir): Promise<str
 }
 
 /** base.raw ← s, a; a ← b ← c; base.raw ← f (flattened) ← g. */
-async function forest(): Promise<Record<string, string>> {
+async function forest(): Promise<{
+  base: string
+  s: string
+  a: string
+  b: string
+  c: string
+  f: string
+  g: string
+}> {
   const base = join(dir, 'base.raw')
   await makeRaw(base, SIZE, 1)
   const s = await overlay('s.add-cow', 'base.raw')

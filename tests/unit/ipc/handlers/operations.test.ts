@@ -195,6 +195,8 @@ describe('operations:rollback-commit', () => {
       restoredBytes: 65536,
       overlayClusters: 1,
       alreadyDone: false,
+      dependents: [],
+      unchecked: [],
     })
     expect((await readFile(base)).equals(original)).toBe(true)
     expect((await guestBytes(overlay, MIB, 65536)).equals(Buffer.alloc(65536, 0x77))).toBe(true)
