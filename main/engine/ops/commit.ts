@@ -1,5 +1,4 @@
 import { stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
 import {
   assertAbilities,
   wholeViewFile,
