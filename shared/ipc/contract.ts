@@ -177,6 +177,11 @@ export const ImageSummarySchema = z.object({
   chainLength: z.number().int().min(0),
   /** Library images whose backing file is this image. */
   dependents: z.array(z.string()),
+  /**
+   * The loop of stored base names this image is part of (this image first, each naming the
+   * next as its base; flattened layers included), or null: a chain that never ends.
+   */
+  loop: z.array(z.string()).nullable().default(null),
   /** Set when the image could not be read (missing, corrupt, unsupported). */
   error: IpcErrorSchema.nullable(),
 })

@@ -121,6 +121,7 @@ describe('imageSuits', () => {
     base: { status: base, stored: null, path: null, reason: null },
     chainLength: 1,
     dependents: [],
+    loop: null,
     error: null,
   })
 

@@ -135,6 +135,7 @@ describe('CommitView', () => {
       overlay: OVERLAY,
       keep: false,
       force: true,
+      ignoreUnchecked: false,
       acceptBase: false,
       undo: proposed,
     })
