@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs'
 import { readdir, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { throwIfAborted } from '../errors'
@@ -214,6 +215,19 @@ export async function buildGraph(input: BuildGraphInput): Promise<ChainGraph> {
   return { nodes, loops, searched: [...folders], truncated, nodeLimitHit }
 }
 
+/**
+ * The graph's key for `path`: itself when the graph holds it, else its real path (symbolic
+ * links resolved), else the path made absolute (a missing file). Nodes are keyed by real path.
+ */
+export function nodeKey(graph: ChainGraph, path: string): string {
+  if (graph.nodes.has(path)) return path
+  try {
+    return realpathSync(path)
+  } catch {
+    return resolve(path)
+  }
+}
+
 /** The children of each parent path. */
 function childrenIndex(graph: ChainGraph): Map<string, GraphNode[]> {
   const children = new Map<string, GraphNode[]>()
@@ -244,9 +258,11 @@ export function ancestorsOf(graph: ChainGraph, path: string): string[] {
  * fully allocated layers. Images that could not be ruled out come with `dependsHow: 'unknown'`:
  * a child that could not be read, everything that stands on such a child, and every image whose
  * header could not be read or names no file (it may name anything). `path` itself and the chain
- * below it are never listed. Sorted by path.
+ * below it are never listed. Sorted by path. `asked` may be any spelling of the path (it is
+ * resolved to the graph's key, its real path).
  */
-export function dependentsOf(graph: ChainGraph, path: string): GraphDependent[] {
+export function dependentsOf(graph: ChainGraph, asked: string): GraphDependent[] {
+  const path = nodeKey(graph, asked)
   const children = childrenIndex(graph)
   const found = new Map<string, GraphDependent>()
   const below = new Set(ancestorsOf(graph, path))

@@ -308,3 +308,15 @@ describe('dependentsOf and the commit blast radius', () => {
     expect(rolled.restoredBytes).toBeGreaterThan(0)
   })
 })
+
+describe('nodeKey', () => {
+  it('answers for any spelling of a path: relative, through a symbolic link', async () => {
+    const { base, a, s } = await forest()
+    await symlink(base, join(dir, 'link-to-base.raw'))
+    const graph = await buildGraph({ library })
+    const viaLink = dependentsOf(graph, join(dir, 'link-to-base.raw'))
+    expect(viaLink.map((node) => node.path)).toContain(a)
+    expect(viaLink.map((node) => node.path)).toContain(s)
+    expect(dependentsOf(graph, join(dir, '.', 'base.raw')).length).toBe(viaLink.length)
+  })
+})
