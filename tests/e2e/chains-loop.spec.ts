@@ -92,3 +92,18 @@ test('the Chains view draws a loop of base names in red, and no member as a root
   await page.screenshot(shot('chain-loop-dark'))
   await page.emulateMedia({ colorScheme: 'light' })
 })
+
+test('the Check screen reports the loop as a corruption, with the cycle', async ({ page }) => {
+  const x = join(folder, 'x.add-cow')
+  const y = join(folder, 'y.addcow')
+  await page.goto(app.url)
+  await expect(page.getByRole('heading', { name: 'Library' })).toBeVisible()
+  await page.goto(`${app.origin}/#/check?image=${encodeURIComponent(y)}`)
+  await expect(page.getByRole('heading', { name: 'Check', exact: true })).toBeVisible()
+  const result = page.getByRole('status', { name: 'Check result' })
+  await expect(result).toContainText('1 corruption')
+  const corruptions = page.getByRole('region', { name: 'Corruptions: 1' })
+  const loop = corruptions.getByRole('row').filter({ hasText: 'Chain loop' })
+  await expect(loop).toContainText(`${y} → ${x} → ${y}`)
+  await page.screenshot(shot('check-loop'))
+})
