@@ -107,3 +107,37 @@ test('the Check screen reports the loop as a corruption, with the cycle', async 
   await expect(loop).toContainText(`${y} → ${x} → ${y}`)
   await page.screenshot(shot('check-loop'))
 })
+
+test('the rebase wizard refuses, in unsafe mode too, a new base built on the overlay', async ({
+  page,
+}) => {
+  // A fresh pair (the first one is looped already): p ← q, q flattened; p onto q would loop.
+  const p = join(folder, 'p.add-cow')
+  const q = join(folder, 'q.add-cow')
+  await runAddcow(['create', '-b', 'base.raw', '-F', 'raw', p], app.dataDir)
+  await runAddcow(['create', '-b', 'p.add-cow', '-F', 'add-cow', q], app.dataDir)
+  await runAddcow(['stream', q], app.dataDir)
+  await page.goto(app.url)
+  await expect(page.getByRole('heading', { name: 'Library' })).toBeVisible()
+  await page.goto(`${app.origin}/#/rebase?image=${encodeURIComponent(p)}`)
+  await expect(page.getByRole('heading', { name: 'Rebase', exact: true })).toBeVisible()
+  const next = page.getByRole('button', { name: 'Next' })
+  const step = page.getByRole('region', { name: 'New base' })
+  await step.getByRole('button', { name: 'Browse for the new base' }).click()
+  const browser = page.getByRole('dialog', { name: 'File browser' })
+  await browser.getByRole('textbox', { name: 'Folder path' }).fill(folder)
+  await browser.getByRole('textbox', { name: 'Folder path' }).press('Enter')
+  await browser.getByRole('button', { name: /^File q\.add-cow/ }).dblclick()
+  await expect(browser).toBeHidden()
+  await step.getByText('add-cow', { exact: true }).click()
+  await next.click()
+  await page.getByRole('region', { name: 'Mode' }).getByText('Unsafe').click()
+  await next.click()
+  await page.getByRole('button', { name: 'Rebase', exact: true }).click()
+  const alert = page.getByRole('alert').filter({ hasText: 'the chain would loop' })
+  await expect(alert).toContainText(`${p} → ${q} → ${p}`)
+  await page.screenshot(shot('rebase-loop-refused'))
+  // Nothing was written: p still names its base.
+  const { stdout } = await runAddcow(['info', '--json', p], app.dataDir)
+  expect(JSON.parse(stdout)).toMatchObject({ 'backing-filename': 'base.raw' })
+})
