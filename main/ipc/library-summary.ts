@@ -162,11 +162,12 @@ export async function summarizeLibrary(
       )
       .map((other) => other.summary.path)
   }
+  // Loops are extra information: a failure to look for them never hides the library.
   await markLoops(
     library,
     results.map((result) => result.summary),
     realPaths,
-  )
+  ).catch((error: unknown) => log.error('Looking for loops of base names failed', error))
   return { images: results.map((result) => result.summary), warning }
 }
 
