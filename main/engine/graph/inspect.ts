@@ -181,7 +181,9 @@ export async function inspectImage(
   try {
     info = await stat(real)
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+    // A symbolic link that leads nowhere (or around in circles) names no file at all.
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') {
       return { ...node, state: 'missing', problem: `${real} does not exist.` }
     }
     return { ...node, ...describe(error, real), parentProblem: 'unreadable' }

@@ -138,6 +138,7 @@ describe('buildGraph', () => {
     await addCowDriver.setBacking!(json, { name: 'json:{"file":"/etc/shadow"}', format: 'raw' })
     await mkdir(join(dir, 'a-folder'))
     await symlink(join(dir, 'nowhere'), join(dir, 'dangling'))
+    await symlink(join(dir, 'round'), join(dir, 'round'))
     const graph = await buildGraph({ library })
 
     expect(graph.nodes.get(short)).toMatchObject({
@@ -169,6 +170,7 @@ describe('buildGraph', () => {
     })
     expect(graph.nodes.has(join(dir, 'a-folder'))).toBe(false)
     expect(graph.nodes.has(join(dir, 'dangling'))).toBe(false)
+    expect(graph.nodes.has(join(dir, 'round'))).toBe(false)
 
     // Unknowns are always listed by name, never dropped.
     const dependents = dependentsOf(graph, base)
