@@ -139,6 +139,9 @@ async function checkNameLoop(
   const loop = loopBelow(graph, real)
   if (!loop) return
   const cycle = [...loop, loop[0]!].join(' → ')
+  // The open may have hit the same loop (when no layer of it is flattened): report it once,
+  // with the whole cycle.
+  checker.problems = checker.problems.filter((problem) => problem.code !== 'chain-loop')
   checker.problems.push({
     repair: null,
     code: 'chain-loop',
@@ -202,9 +205,7 @@ export async function checkImage(path: string, options: CheckOptions = {}): Prom
         },
       })
       if (result.readsBacking) await checkChain(absolute, chain, options)
-      if (!chain.problems.some((problem) => problem.code === 'chain-loop')) {
-        await checkNameLoop(absolute, chain, options)
-      }
+      await checkNameLoop(absolute, chain, options)
       return result
     },
   )

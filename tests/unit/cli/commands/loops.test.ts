@@ -58,6 +58,20 @@ describe('loops', () => {
     }
   })
 
+  it('check names the whole cycle once when no layer of the loop is flattened', async () => {
+    await pattern(join(root, 'base.raw'), 4 * 65536, 1)
+    expect((await run(['create', '-b', 'base.raw', 'p.add-cow'])).code).toBe(0)
+    expect((await run(['create', '-b', 'p.add-cow', '-F', 'add-cow', 'q.add-cow'])).code).toBe(0)
+    const [p, q] = [join(root, 'p.add-cow'), join(root, 'q.add-cow')]
+    await addCowDriver.setBacking!(p, { name: 'q.add-cow', format: 'add-cow' })
+    const result = await run(['check', '--json', 'p.add-cow'])
+    expect(result.code, result.stderr).toBe(2)
+    const report = JSON.parse(result.stdout) as { problems: { code: string; value: string }[] }
+    const loops = report.problems.filter((problem) => problem.code === 'chain-loop')
+    expect(loops).toHaveLength(1)
+    expect(loops[0]!.value).toBe(`${p} → ${q} → ${p}`)
+  })
+
   it('info shows the loop and does not follow it forever', async () => {
     const { x, y } = await scene()
     await closeLoop(x)
