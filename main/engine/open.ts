@@ -54,11 +54,7 @@ async function assertRegularFile(path: string): Promise<void> {
   }
 }
 
-async function verifyRecordedFormat(
-  driver: FormatDriver,
-  path: string,
-  namingFile: string,
-): Promise<void> {
+async function verifyRecordedFormat(driver: FormatDriver, path: string, namingFile: string): Promise<void> {
   if (driver.name === 'raw') return
   const { head, length } = await readHead(path)
   if (driver.probe(head, length) === 0) {
@@ -88,10 +84,7 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   const policy = options.policy ?? STRICT_POLICY
   const lenient = options.lenient ?? false
   const top = await realpath(absolute)
-  return driver.open(
-    absolute,
-    makeOpenOptions(new Set([top]), 0, options.readOnly ?? false, policy, lenient),
-  )
+  return driver.open(absolute, makeOpenOptions(new Set([top]), 0, options.readOnly ?? false, policy, lenient))
 }
 
 function makeOpenOptions(
@@ -146,10 +139,7 @@ function makeOpenOptions(
       const below = new Set(visited)
       below.add(verdict.realPath)
       // Bases are always opened read-only; commit reopens the one it writes.
-      const disk = await driver.open(
-        verdict.resolved,
-        makeOpenOptions(below, depth + 1, true, policy, lenient),
-      )
+      const disk = await driver.open(verdict.resolved, makeOpenOptions(below, depth + 1, true, policy, lenient))
       for (const path of below) visited.add(path)
       return disk
     },
