@@ -181,7 +181,7 @@ async function markLoops(
   summaries: ImageSummary[],
   realPaths: string[],
 ): Promise<void> {
-  const graph = await buildGraph({ library, chainsOnly: true })
+  const graph = await buildGraph({ library, chainsOnly: true, namesOnly: true })
   if (graph.loops.length === 0) return
   const libraryPath = new Map(realPaths.map((real, index) => [real, summaries[index]!.path]))
   for (const [index, summary] of summaries.entries()) {

@@ -73,16 +73,22 @@ export interface BuildGraphInput {
    * on it".
    */
   chainsOnly?: boolean
+  /**
+   * Read stored names only, from headers where the format can (no bitmap is read): enough for
+   * loops and what lies below an image, never for a blast radius. Every edge with a base is then
+   * `unknown`.
+   */
+  namesOnly?: boolean
 }
 
-function edgeOf(node: InspectedImage): EdgeKind | null {
+function edgeOf(node: InspectedImage, namesOnly: boolean): EdgeKind | null {
   if (node.backingName === null) {
     // An image whose header could not be read may name any base.
     return node.parentProblem === 'unreadable' || node.parentProblem === 'unparseable'
       ? 'unknown'
       : null
   }
-  if (node.state !== 'ok' || node.parent === null) return 'unknown'
+  if (node.state !== 'ok' || node.parent === null || namesOnly) return 'unknown'
   if (node.fullyAllocated === true) return 'not-read'
   return 'reads'
 }
@@ -187,12 +193,12 @@ export async function buildGraph(input: BuildGraphInput): Promise<ChainGraph> {
       return
     }
     claimed.add(real)
-    const found = await inspectImage(real, policy)
+    const found = await inspectImage(real, policy, { namesOnly: input.namesOnly ?? false })
     // A file named only in a folder listing that vanished or is not a file is not a node.
     if (found === null || (found.state === 'missing' && !libraryPaths.has(real))) return
     nodes.set(real, {
       ...found,
-      edge: edgeOf(found),
+      edge: edgeOf(found, input.namesOnly ?? false),
       fingerprint: fingerprints.get(real) ?? null,
       inLibrary: libraryPaths.has(real),
       loop: null,

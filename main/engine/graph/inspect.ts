@@ -158,11 +158,14 @@ async function resolveParent(
  * where it leads, and whether it reads that base at all. Never throws for what the file holds:
  * a file that cannot be read or parsed comes back with a state and a problem sentence (and,
  * when its header still names a base, that name). Returns null for what is not an image
- * candidate at all (a folder, a socket, a dangling link found in a folder).
+ * candidate at all (a folder, a socket, a dangling link found in a folder). With `namesOnly`,
+ * a format that can read its links from the header alone is not opened: the name is read, the
+ * allocation is not (`fullyAllocated` null).
  */
 export async function inspectImage(
   path: string,
   policy: NamePolicy,
+  options: { namesOnly?: boolean } = {},
 ): Promise<InspectedImage | null> {
   const real = await realPath(path)
   const node: InspectedImage = {
@@ -211,6 +214,21 @@ export async function inspectImage(
     return { ...node, format: 'raw', fullyAllocated: true }
   }
   node.format = driver.name
+  if (options.namesOnly && driver.readLinks) {
+    // The header alone: the stored name, not the allocation (fullyAllocated stays unknown).
+    try {
+      const { backing } = await driver.readLinks(real)
+      if (backing === null) return node
+      return {
+        ...node,
+        backingName: backing.name,
+        backingFormat: backing.format,
+        ...(await resolveParent(real, backing, policy)),
+      }
+    } catch {
+      // a damaged header: the full inspection below says why, and finds what it can
+    }
+  }
   let disk: Disk
   try {
     disk = await driver.open(real, layerOnly(real, policy))

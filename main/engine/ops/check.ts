@@ -133,6 +133,7 @@ async function checkNameLoop(
     library: null,
     extra: [real],
     chainsOnly: true,
+    namesOnly: true,
     policy: options.policy ?? STRICT_POLICY,
     ...(options.signal ? { signal: options.signal } : {}),
   })

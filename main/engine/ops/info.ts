@@ -38,6 +38,7 @@ async function markLoop(infos: ImageInfo[], options: OpenImageOptions): Promise<
     library: null,
     extra: [real],
     chainsOnly: true,
+    namesOnly: true,
     policy: options.policy ?? STRICT_POLICY,
   })
   const loop = loopBelow(graph, real)

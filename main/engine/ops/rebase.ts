@@ -231,6 +231,7 @@ async function refuseLoop(
     library: null,
     extra: [newReal],
     chainsOnly: true,
+    namesOnly: true,
     policy,
     ...(signal ? { signal } : {}),
   })

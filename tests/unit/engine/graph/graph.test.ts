@@ -200,6 +200,21 @@ describe('buildGraph', () => {
     expect(paths(dependentsOf(graph, x))).toEqual([])
   })
 
+  it('finds the same loop from headers alone (namesOnly), where no edge claims to know reads', async () => {
+    const base = join(dir, 'base.raw')
+    await makeRaw(base, SIZE, 1)
+    const x = await overlay('x.add-cow', 'base.raw')
+    const y = await overlay('y.add-cow', 'x.add-cow')
+    await streamOverlay({ overlay: y, library })
+    await addCowDriver.setBacking!(x, { name: 'y.add-cow', format: 'add-cow' })
+    const graph = await buildGraph({ library: null, extra: [x], chainsOnly: true, namesOnly: true })
+    expect(loopBelow(graph, x)).toEqual([x, y])
+    expect(graph.nodes.get(y)).toMatchObject({ parent: x, fullyAllocated: null, edge: 'unknown' })
+    // Only the chain below x was inspected: no folder was listed.
+    expect(graph.searched).toEqual([])
+    expect(graph.nodes.has(base)).toBe(false)
+  })
+
   it('names the cycle a new base would close', async () => {
     const base = join(dir, 'base.raw')
     await makeRaw(base, SIZE, 1)
