@@ -4,6 +4,7 @@ import type { ImageInfo } from '../../shared/image-types'
 import type { ImageSummary } from '../../shared/ipc/contract'
 import { EngineError } from '../engine/errors'
 import { realPath } from '../engine/fs'
+import { buildGraph } from '../engine/graph'
 import {
   isBaseFingerprint,
   type BaseFingerprint,
@@ -100,6 +101,7 @@ async function summarize(
     base: { status: 'none', stored: null, path: null, reason: null },
     chainLength: 0,
     dependents: [],
+    loop: null,
     error: null,
   }
   try {
@@ -165,7 +167,32 @@ export async function summarizeLibrary(
       )
       .map((other) => other.summary.path)
   }
+  // Loops are extra information: a failure to look for them never hides the library.
+  await markLoops(
+    library,
+    results.map((result) => result.summary),
+    realPaths,
+  ).catch((error: unknown) => log.error('Looking for loops of base names failed', error))
   return { images: results.map((result) => result.summary), warning }
+}
+
+/**
+ * Set each summary's `loop`: the cycle of stored names it is part of, from the dependency graph
+ * (which follows names through flattened layers, where opening a chain stops). Members are named
+ * by their library path where they are library images, by real path otherwise.
+ */
+async function markLoops(
+  library: Library,
+  summaries: ImageSummary[],
+  realPaths: string[],
+): Promise<void> {
+  const graph = await buildGraph({ library, chainsOnly: true, namesOnly: true })
+  if (graph.loops.length === 0) return
+  const libraryPath = new Map(realPaths.map((real, index) => [real, summaries[index]!.path]))
+  for (const [index, summary] of summaries.entries()) {
+    const loop = graph.nodes.get(realPaths[index]!)?.loop
+    if (loop) summary.loop = loop.map((member) => libraryPath.get(member) ?? member)
+  }
 }
 
 /** Check that `path` is a regular file that opens as an image, before it joins the library. */

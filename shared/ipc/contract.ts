@@ -179,6 +179,11 @@ export const ImageSummarySchema = z.object({
   chainLength: z.number().int().min(0),
   /** Library images whose backing file is this image. */
   dependents: z.array(z.string()),
+  /**
+   * The loop of stored base names this image is part of (this image first, each naming the
+   * next as its base; flattened layers included), or null: a chain that never ends.
+   */
+  loop: z.array(z.string()).nullable().default(null),
   /** Set when the image could not be read (missing, corrupt, unsupported). */
   error: IpcErrorSchema.nullable(),
 })
@@ -262,11 +267,19 @@ export const CheckReportSchema = z.object({
   repairs: z.array(z.string()),
 })
 
-/** An image that uses a given base (engine/ops/blast-radius.ts, DependentImage). */
+/**
+ * An image whose guest view a commit into a base (or its rollback) changes, or might
+ * (engine/ops/blast-radius.ts, DependentImage): `reads` through the base, transitively, or
+ * `unknown` (could not be checked: `problem` says why).
+ */
 export const DependentImageSchema = z.object({
   path: z.string(),
-  format: z.enum(['add-cow', 'qcow2', 'cow']),
-  backingName: z.string(),
+  format: z.string().nullable(),
+  backingName: z.string().nullable(),
+  dependsHow: z.enum(['reads', 'unknown']),
+  /** This image, then each image it reads through, down to the base. */
+  through: z.array(z.string()),
+  problem: z.string().nullable(),
 })
 
 /** How QEMU should run: the same choices as `addcow qemu-cmd` and `addcow launch`. */
@@ -435,11 +448,13 @@ export const CONTRACT = {
     }),
   ),
   [CHANNELS.imageGetBlastRadius]: call(
-    "The other images a commit of this overlay would change: every image on the overlay's base.",
+    'The other images a commit of this overlay would change: every image that reads through its base, transitively (stopping at fully allocated layers), and those that could not be checked.',
     z.strictObject({ overlay: AbsolutePathSchema }),
     z.object({
+      overlay: z.string(),
       base: z.string(),
       dependents: z.array(DependentImageSchema),
+      unchecked: z.array(DependentImageSchema),
       searched: z.array(z.string()),
       truncated: z.array(z.string()),
     }),
@@ -494,6 +509,8 @@ export const CONTRACT = {
       overlay: AbsolutePathSchema,
       keep: z.boolean().default(false),
       force: z.boolean().default(false),
+      /** Do not count images that could not be checked as affected (the user vouches). */
+      ignoreUnchecked: z.boolean().default(false),
       acceptBase: z.boolean().default(false),
       undo: AbsolutePathSchema.optional(),
     }),
@@ -506,6 +523,7 @@ export const CONTRACT = {
       emptied: z.boolean(),
       emptiedBy: z.enum(['punched', 'zeroed']).nullable(),
       dependents: z.array(DependentImageSchema),
+      unchecked: z.array(DependentImageSchema),
       undo: z.string().nullable(),
       resumed: z.boolean(),
       grewBase: z.tuple([ByteCountSchema, ByteCountSchema]).nullable(),
@@ -517,6 +535,7 @@ export const CONTRACT = {
     z.strictObject({
       journal: AbsolutePathSchema,
       force: z.boolean().default(false),
+      ignoreUnchecked: z.boolean().default(false),
     }),
     z.object({
       base: z.string(),
@@ -524,6 +543,8 @@ export const CONTRACT = {
       restoredBytes: ByteCountSchema,
       overlayClusters: CountSchema,
       alreadyDone: z.boolean(),
+      dependents: z.array(DependentImageSchema),
+      unchecked: z.array(DependentImageSchema),
     }),
   ),
   [CHANNELS.operationsStreamOverlay]: job(

@@ -41,8 +41,8 @@ test('the commit wizard shows what it writes and who shares the base, then commi
   await page.getByRole('button', { name: 'Next' }).click()
 
   // Step 2: the other overlay on the base; Next waits for the confirmation.
-  const others = page.getByRole('region', { name: 'Other images on this base' })
-  await expect(others).toContainText('1 other image uses this base')
+  const others = page.getByRole('region', { name: 'Other images that read through this base' })
+  await expect(others).toContainText('1 other image reads through this base')
   await expect(others.getByRole('row').filter({ hasText: 'theirs.add-cow' })).toContainText(
     'add-cow',
   )
@@ -121,7 +121,9 @@ test('a journaled commit is rolled back: the base is as it was and the overlay h
     '128 KiB of a 16 MiB disk',
   )
   await next.click()
-  await expect(page.getByRole('region', { name: 'Other images on this base' })).toBeVisible()
+  await expect(
+    page.getByRole('region', { name: 'Other images that read through this base' }),
+  ).toBeVisible()
   await next.click()
   const undo = await page
     .getByRole('region', { name: 'Options' })

@@ -1,141 +1,166 @@
-import { open, readdir } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
 import type { OperationOptions } from '../disk'
-import { throwIfAborted } from '../errors'
+import { EngineError } from '../errors'
 import { realPath } from '../fs'
-import { ADD_COW_MAGIC, FIELDS } from '../formats/add-cow/header'
+import { buildGraph, dependentsOf, type GraphDependent } from '../graph'
 import type { Library } from '../library'
-import { resolveName } from '../names'
+import { assertFollowable, judgeName, type NamePolicy } from '../names'
+import { openImage } from '../open'
 
-/** Folder entries looked at per folder; a bigger folder is searched only this far. */
-const MAX_FOLDER_ENTRIES = 20_000
-/** Longest backing name read from a header. */
-const MAX_NAME = 4096
-
-/** An image found to use a given base as its backing file. */
+/** An image whose guest view a commit (or its rollback) would change, or might. */
 export interface DependentImage {
   path: string
-  format: 'add-cow' | 'qcow2' | 'cow'
-  /** The backing name as the image stores it. */
-  backingName: string
+  /** Its format, or null when it could not be told. */
+  format: string | null
+  /** The backing name as the image stores it (null when its header could not be read). */
+  backingName: string | null
+  /** `reads`: it reads through the base; `unknown`: it could not be checked. */
+  dependsHow: 'reads' | 'unknown'
+  /** The chain from this image down to the base (real paths, this image first). */
+  through: string[]
+  /** Why it could not be checked (a sentence), for `unknown`. */
+  problem: string | null
 }
 
-/** What {@link findDependents} found, and whether it could look everywhere it meant to. */
+/** What a commit into a base would change: the images to confirm, before anything is written. */
 export interface BlastRadius {
+  overlay: string
   base: string
+  /** Images that read through the base, transitively, stopping at fully allocated layers. */
   dependents: DependentImage[]
-  /** Folders searched (the base's, the committing overlay's, and every library image's). */
+  /** Images that could not be checked; treated as affected unless the user says otherwise. */
+  unchecked: DependentImage[]
+  /** Folders searched (the base's, the overlay's, every library image's). */
   searched: string[]
-  /** Folders cut short at {@link MAX_FOLDER_ENTRIES} entries. */
+  /** Folders cut short, and a note when the graph stopped at its node limit. */
   truncated: string[]
 }
 
-async function readAt(
-  handle: Awaited<ReturnType<typeof open>>,
-  length: number,
-  position: number,
-): Promise<Buffer> {
-  const buffer = Buffer.alloc(length)
-  const { bytesRead } = await handle.read(buffer, 0, length, position)
-  return buffer.subarray(0, bytesRead)
-}
-
-/**
- * The backing name `path` stores, if it is an add-cow, qcow2 or QEMU cow file; null otherwise.
- * Reads only the header bytes that locate the name; any oddity means "not a dependent".
- */
-export async function storedBackingName(
-  path: string,
-): Promise<{ format: DependentImage['format']; name: string } | null> {
-  let handle
-  try {
-    handle = await open(path, 'r')
-    if (!(await handle.stat()).isFile()) return null
-    const head = await readAt(handle, 76, 0)
-    if (head.length < 8) return null
-    if (head.length >= 76 && FIELDS.magic.get(head) === ADD_COW_MAGIC) {
-      const offset = FIELDS.backingNameOffset.get(head)
-      const length = FIELDS.backingNameLength.get(head)
-      if (offset === 0 || length === 0 || length > MAX_NAME) return null
-      const name = (await readAt(handle, length, offset)).toString('utf8')
-      return name.length > 0 ? { format: 'add-cow', name } : null
-    }
-    if (head.readUInt32BE(0) === 0x514649fb) {
-      // qcow2: backing_file_offset (u64) at 8, backing_file_size (u32) at 16, big-endian.
-      if (head.length < 20) return null
-      const offset = Number(head.readBigUInt64BE(8))
-      const length = head.readUInt32BE(16)
-      if (offset === 0 || length === 0 || length > MAX_NAME || !Number.isSafeInteger(offset))
-        return null
-      const name = (await readAt(handle, length, offset)).toString('utf8')
-      return name.length > 0 ? { format: 'qcow2', name } : null
-    }
-    if (head.readUInt32BE(0) === 0x4f4f4f4d && head.readUInt32BE(4) === 2) {
-      // QEMU cow v2: a 1024-byte NUL-terminated backing name at 8.
-      const raw = await readAt(handle, 1024, 8)
-      const end = raw.indexOf(0)
-      const name = raw.subarray(0, end === -1 ? raw.length : end).toString('utf8')
-      return name.length > 0 ? { format: 'cow', name } : null
-    }
-    return null
-  } catch {
-    return null
-  } finally {
-    await handle?.close().catch(() => undefined)
+function toDependent(node: GraphDependent): DependentImage {
+  return {
+    path: node.path,
+    format: node.format,
+    backingName: node.backingName,
+    dependsHow: node.dependsHow,
+    through: node.through,
+    problem:
+      node.dependsHow === 'reads'
+        ? null
+        : (node.problem ??
+          (node.parentProblem === 'refused-name'
+            ? `its backing name '${node.backingName ?? ''}' names no file this tool can check`
+            : `it stands on ${node.through[1] ?? 'an image'}, which could not be checked`)),
   }
 }
 
 /**
- * Find the images that use `base` as their backing file: every add-cow, qcow2 and cow file in
- * the base's folder, in the extra `folders`, in the folders of the library's images, and the
- * library's images themselves. `exclude` (real paths) are left out, such as the overlay being
- * committed. These are the overlays whose guest view a commit into `base` would change.
+ * The blast radius of writing `overlay`'s clusters into `base` (both paths; real paths are
+ * used): every image whose guest view changes, from the dependency graph (engine/graph). The
+ * overlay itself and what stands on it are left out: their guest view does not change, since
+ * the base gets exactly the overlay's data there. Rollback rewrites the same base, so it asks
+ * the same question.
  */
-export async function findDependents(
-  base: string,
-  options: OperationOptions & { library?: Library; folders?: string[]; exclude?: string[] } = {},
+export async function commitBlastRadius(
+  options: OperationOptions & {
+    overlay: string
+    base: string
+    library: Library | null
+    policy?: NamePolicy
+  },
 ): Promise<BlastRadius> {
-  const target = await realPath(base)
-  const exclude = new Set(await Promise.all((options.exclude ?? []).map(realPath)))
-  const candidates = new Set<string>()
-  const folders = new Set<string>([
-    dirname(target),
-    ...(options.folders ?? []).map((folder) => resolve(folder)),
-  ])
-  const library = options.library ? await options.library.load() : null
-  for (const image of library?.images ?? []) {
-    candidates.add(image.path)
-    folders.add(dirname(image.path))
+  const overlay = await realPath(options.overlay)
+  const base = await realPath(options.base)
+  const graph = await buildGraph({
+    library: options.library,
+    extra: [overlay, base],
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
+  })
+  const affected = dependentsOf(graph, base).filter(
+    (node) => node.path !== overlay && !node.through.includes(overlay),
+  )
+  return {
+    overlay,
+    base,
+    dependents: affected.filter((node) => node.dependsHow === 'reads').map(toDependent),
+    unchecked: affected.filter((node) => node.dependsHow === 'unknown').map(toDependent),
+    searched: graph.searched,
+    truncated: [
+      ...graph.truncated,
+      ...(graph.nodeLimitHit ? [`(stopped after ${graph.nodes.size} images)`] : []),
+    ],
   }
-  const truncated: string[] = []
-  for (const folder of folders) {
-    throwIfAborted(options.signal, 'search for overlays')
-    let entries
-    try {
-      entries = await readdir(folder, { withFileTypes: true })
-    } catch {
-      continue
+}
+
+/**
+ * The blast radius of committing `overlay` into its base, without writing anything: what
+ * `addcow commit --dry-run` prints and the commit wizard shows. The base is the file the
+ * overlay's stored name leads to, judged by the name policy as the commit itself would.
+ */
+export async function planCommit(
+  options: OperationOptions & { overlay: string; library: Library; policy?: NamePolicy },
+): Promise<BlastRadius> {
+  const policy = options.policy ?? (await options.library.policy())
+  const disk = await openImage(options.overlay, { readOnly: true, policy })
+  let base: string
+  try {
+    const link = disk.backingLink?.() ?? null
+    if (link === null) {
+      throw new EngineError(
+        'BAD_ARGUMENT',
+        `${disk.path} has no backing file, so a commit has nowhere to go.`,
+        { path: disk.path, field: 'backing name' },
+      )
     }
-    if (entries.length > MAX_FOLDER_ENTRIES) truncated.push(folder)
-    for (const entry of entries.slice(0, MAX_FOLDER_ENTRIES)) {
-      if (entry.isFile() || entry.isSymbolicLink()) candidates.add(join(folder, entry.name))
+    if (disk.backing) {
+      base = disk.backing.path
+    } else {
+      // A flattened overlay does not open its base: judge the name as the commit does.
+      const verdict = await judgeName(disk.path, link.name, link.format, policy)
+      assertFollowable(disk.path, 'backing file', verdict)
+      base = verdict.resolved
     }
+  } finally {
+    await disk.close()
   }
-  const dependents: DependentImage[] = []
-  const seen = new Set<string>()
-  let done = 0
-  for (const candidate of candidates) {
-    throwIfAborted(options.signal, 'search for overlays')
-    options.onProgress?.(++done, candidates.size)
-    const real = await realPath(candidate)
-    if (real === target || exclude.has(real) || seen.has(real)) continue
-    seen.add(real)
-    const stored = await storedBackingName(real)
-    if (!stored || stored.name.startsWith('json:')) continue
-    if ((await realPath(resolveName(real, stored.name))) === target) {
-      dependents.push({ path: real, format: stored.format, backingName: stored.name })
-    }
+  return commitBlastRadius({ ...options, base, policy })
+}
+
+/**
+ * The CONFIRMATION_REQUIRED error for a non-empty radius, or null when nothing else changes
+ * (unchecked images count unless `ignoreUnchecked`). `doing`: "Committing X into Y".
+ */
+export function blastRadiusRefusal(
+  radius: BlastRadius,
+  doing: string,
+  ignoreUnchecked: boolean,
+): EngineError | null {
+  const unchecked = ignoreUnchecked ? [] : radius.unchecked
+  if (radius.dependents.length === 0 && unchecked.length === 0) return null
+  const list = (images: DependentImage[]): string =>
+    images
+      .slice(0, 5)
+      .map((image) =>
+        image.through.length > 2 ? `${image.path} (through ${image.through[1]})` : image.path,
+      )
+      .join(', ') + (images.length > 5 ? ', …' : '')
+  const parts: string[] = []
+  if (radius.dependents.length > 0) {
+    parts.push(
+      `would change the guest view of ${radius.dependents.length} other image(s) that read through ${radius.base}: ${list(radius.dependents)}`,
+    )
   }
-  dependents.sort((a, b) => a.path.localeCompare(b.path))
-  return { base: target, dependents, searched: [...folders], truncated }
+  if (unchecked.length > 0) {
+    parts.push(
+      `might change that of ${unchecked.length} image(s) that could not be checked: ${list(unchecked)}`,
+    )
+  }
+  const hint =
+    unchecked.length > 0
+      ? 'pass --force to go ahead anyway, or --ignore-unchecked if the images that could not be checked do not use this base'
+      : 'pass --force to go ahead anyway'
+  return new EngineError('CONFIRMATION_REQUIRED', `${doing} ${parts.join(', and ')}; ${hint}.`, {
+    path: radius.base,
+    field: 'dependents',
+    value: [...radius.dependents, ...unchecked].map((image) => image.path),
+  })
 }

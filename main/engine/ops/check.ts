@@ -2,6 +2,8 @@ import { resolve } from 'node:path'
 import type { CheckProblem, CheckReport, CheckSeverity, RepairLevel } from '../check-report'
 import type { OperationOptions } from '../disk'
 import { isEngineError } from '../errors'
+import { realPath } from '../fs'
+import { buildGraph, loopBelow } from '../graph'
 import type { Library } from '../library'
 import { STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage, probeFormat } from '../open'
@@ -116,6 +118,42 @@ async function checkChain(
   }
 }
 
+/**
+ * Find a loop in the stored names below the image, as the dependency graph follows them: also
+ * through flattened layers, which never open their base (so opening the chain cannot see it),
+ * and also when the image itself is flattened. A loop is corruption: the chain never ends.
+ */
+async function checkNameLoop(
+  path: string,
+  checker: ChainFindings,
+  options: CheckOptions,
+): Promise<void> {
+  const real = await realPath(path)
+  const graph = await buildGraph({
+    library: null,
+    extra: [real],
+    chainsOnly: true,
+    namesOnly: true,
+    policy: options.policy ?? STRICT_POLICY,
+    ...(options.signal ? { signal: options.signal } : {}),
+  })
+  const loop = loopBelow(graph, real)
+  if (!loop) return
+  const cycle = [...loop, loop[0]!].join(' → ')
+  // The open may have hit the same loop (when no layer of it is flattened): report it once,
+  // with the whole cycle.
+  checker.problems = checker.problems.filter((problem) => problem.code !== 'chain-loop')
+  checker.problems.push({
+    repair: null,
+    code: 'chain-loop',
+    severity: 'corruption',
+    field: 'backing name',
+    value: cycle,
+    message: `The backing chain of ${real} loops: ${cycle} (each names the next as its base; a flattened layer does not read its base, but still names it). Point one of them at another base with rebase.`,
+    repaired: false,
+  })
+}
+
 function weight(problem: CheckProblem): number {
   return problem.code === 'leaked-clusters' ? (problem.count ?? 1) : 1
 }
@@ -168,6 +206,7 @@ export async function checkImage(path: string, options: CheckOptions = {}): Prom
         },
       })
       if (result.readsBacking) await checkChain(absolute, chain, options)
+      await checkNameLoop(absolute, chain, options)
       return result
     },
   )

@@ -1,5 +1,4 @@
 import { stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
 import {
   assertAbilities,
   wholeViewFile,
@@ -17,7 +16,7 @@ import type { Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
 import { getDriver } from '../registry'
-import { findDependents, type DependentImage } from './blast-radius'
+import { blastRadiusRefusal, commitBlastRadius, type DependentImage } from './blast-radius'
 import { fingerprintBase, fingerprintChanges, recordBaseFingerprint } from './drift'
 import { fileLocks, runJob, runOverlayJob, WINDOW_BYTES, type OverlayJob } from './job'
 import { UndoJournal, type UndoHeader } from './undo-journal'
@@ -50,8 +49,10 @@ export interface CommitOptions extends OperationOptions {
   overlay: string
   /** Keep the overlay's contents afterwards (qemu-img commit -d); the overlay stays read-only. */
   keep?: boolean
-  /** Commit even though other images use the same base (their guest view changes). */
+  /** Commit even though other images read through the base (their guest view changes). */
   force?: boolean
+  /** Do not count the images that could not be checked as affected (the user vouches). */
+  ignoreUnchecked?: boolean
   /** Commit even though the base changed since its fingerprint was recorded. */
   acceptBase?: boolean
   /** Save the base bytes the commit overwrites in this undo journal (resumes an existing one). */
@@ -72,8 +73,10 @@ export interface CommitResult {
   emptied: boolean
   /** How the overlay's image file was emptied: holes punched, or zeros written. */
   emptiedBy: 'punched' | 'zeroed' | null
-  /** Other images on the same base (non-empty only with `force`). */
+  /** Other images whose guest view changed (non-empty only with `force`). */
   dependents: DependentImage[]
+  /** Images that could not be checked (non-empty only with `force` or `ignoreUnchecked`). */
+  unchecked: DependentImage[]
   undo: string | null
   /** The undo journal existed already: this run resumed an interrupted commit. */
   resumed: boolean
@@ -85,8 +88,13 @@ export interface CommitResult {
 /** Options of {@link rollbackCommit}. */
 export interface RollbackOptions extends OperationOptions {
   journal: string
-  /** Roll back even though the base changed after the commit, or the overlay is gone. */
+  /**
+   * Roll back even though the base changed after the commit, the overlay is gone, or other
+   * images read through the base (their guest view changes back).
+   */
   force?: boolean
+  /** Do not count the images that could not be checked as affected (the user vouches). */
+  ignoreUnchecked?: boolean
   library: Library
   policy?: NamePolicy
 }
@@ -99,6 +107,9 @@ export interface RollbackResult {
   restoredBytes: number
   overlayClusters: number
   alreadyDone: boolean
+  /** The other images whose guest view the rollback changed (the commit's blast radius). */
+  dependents: DependentImage[]
+  unchecked: DependentImage[]
 }
 
 /**
@@ -172,6 +183,7 @@ interface CommitPlan {
   baseFormat: string
   overlayPath: string
   dependents: DependentImage[]
+  unchecked: DependentImage[]
 }
 
 /** The commit's body, after the job's preamble opened and checked the overlay. */
@@ -195,24 +207,29 @@ async function commitBody(
   try {
     const basePath = await realPath(base.path)
     const overlayPath = await realPath(disk.path)
-    const radius = await findDependents(basePath, {
+    const radius = await commitBlastRadius({
+      overlay: overlayPath,
+      base: basePath,
       library: options.library,
-      folders: [dirname(overlayPath)],
-      exclude: [overlayPath],
+      ...(options.policy ? { policy: options.policy } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     })
-    if (radius.dependents.length > 0 && !options.force) {
-      const names = radius.dependents.map((entry) => entry.path)
-      throw new EngineError(
-        'CONFIRMATION_REQUIRED',
-        `Committing ${overlayPath} into ${basePath} would change the guest view of ${names.length} other image(s) that use it as their base: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}; pass --force to commit anyway.`,
-        { path: basePath, field: 'dependents', value: names },
-      )
-    }
+    const refusal = blastRadiusRefusal(
+      radius,
+      `Committing ${overlayPath} into ${basePath}`,
+      options.ignoreUnchecked ?? false,
+    )
+    if (refusal && !options.force) throw refusal
     // The overlay exclusively (shared with keep), the base exclusively, its chain shared.
     await job.lockChain(below ? [] : [base], [base])
     tail.release = job.handOverLocks()
-    plan = { basePath, baseFormat: base.format, overlayPath, dependents: radius.dependents }
+    plan = {
+      basePath,
+      baseFormat: base.format,
+      overlayPath,
+      dependents: radius.dependents,
+      unchecked: radius.unchecked,
+    }
   } finally {
     if (!below) await base.close().catch(() => undefined)
   }
@@ -349,6 +366,7 @@ async function commitLocked(
     emptied: !options.keep,
     emptiedBy: null,
     dependents: plan.dependents,
+    unchecked: plan.unchecked,
     undo: journal?.path ?? null,
     resumed,
     grewBase,
@@ -584,6 +602,8 @@ export async function rollbackCommit(options: RollbackOptions): Promise<Rollback
       restoredBytes: 0,
       overlayClusters: 0,
       alreadyDone: false,
+      dependents: [],
+      unchecked: [],
     }
     if (journal.state === 'rolled-back') return { ...result, alreadyDone: true }
     const overlayExists = await stat(header.overlay).then(
@@ -617,6 +637,22 @@ export async function rollbackCommit(options: RollbackOptions): Promise<Rollback
             await base.close()
           }
         }
+        // The base is rewritten: the images that read through it see it change back.
+        const radius = await commitBlastRadius({
+          overlay: header.overlay,
+          base: header.base,
+          library: options.library,
+          ...(options.policy ? { policy: options.policy } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+        })
+        const refusal = blastRadiusRefusal(
+          radius,
+          `Rolling back the commit of ${header.overlay} into ${header.base}`,
+          options.ignoreUnchecked ?? false,
+        )
+        if (refusal && !options.force) throw refusal
+        result.dependents = radius.dependents
+        result.unchecked = options.ignoreUnchecked ? [] : radius.unchecked
         if (journal.state === 'copied') {
           if (!overlayExists && !options.force) {
             throw new EngineError(

@@ -1,16 +1,11 @@
-import {
-  layerFiles,
-  type Disk,
-  type DiskAbility,
-  type FormatDriver,
-  type OperationOptions,
-} from '../disk'
+import { type Disk, type DiskAbility, type FormatDriver, type OperationOptions } from '../disk'
 import { EngineError, quote } from '../errors'
 import { readBelow } from '../extents'
 import { pathExists, realPath } from '../fs'
+import { buildGraph, cycleThrough, loopBelow } from '../graph'
 import type { Library } from '../library'
 import { judgeName, resolveName, STRICT_POLICY, type NamePolicy } from '../names'
-import { chainOf, openImage, probeFormat } from '../open'
+import { openImage, probeFormat } from '../open'
 import { getDriver } from '../registry'
 import { fingerprintBase } from './drift'
 import { fileLocks, runJob, runOverlayJob, type OverlayJob } from './job'
@@ -165,29 +160,13 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
   }
   const link = detach ? null : { name: options.backing, format: newFormat }
   const policy = options.policy ?? STRICT_POLICY
+  if (newPath) await refuseLoop(overlayPath, newPath, options.backing, policy, options.signal)
   // The user named the new base: its own chain still follows the policy.
   const newBase =
     newPath && newFormat && !(options.unsafe && !(await pathExists(newPath)))
       ? await openImage(newPath, { format: newFormat, readOnly: true, policy })
       : null
   try {
-    if (newBase) {
-      for (const layer of chainOf(newBase)) {
-        for (const file of layerFiles(layer)) {
-          if ((await realPath(file)) === overlayPath) {
-            throw new EngineError(
-              'CHAIN_LOOP',
-              `The new base ${newPath} of ${overlayPath} is built on the overlay itself; the chain would loop.`,
-              {
-                path: overlayPath,
-                field: 'backing name',
-                value: options.backing,
-              },
-            )
-          }
-        }
-      }
-    }
     if (options.unsafe) {
       await runJob('rebase', options, async (job) => {
         const files = [
@@ -227,6 +206,50 @@ export async function rebaseOverlay(options: RebaseOptions): Promise<RebaseResul
     return result
   } finally {
     await newBase?.close().catch(() => undefined)
+  }
+}
+
+/** The path names in a cycle, for a message: a → b → a. */
+function cycleText(cycle: string[]): string {
+  return cycle.join(' → ')
+}
+
+/**
+ * Refuse a new base whose chain of stored names (through flattened layers too, which never
+ * read their base but still name it) contains the overlay, or loops by itself: the rebase
+ * would leave a chain that never ends. Asks the dependency graph, following names only.
+ */
+async function refuseLoop(
+  overlayPath: string,
+  newPath: string,
+  stored: string,
+  policy: NamePolicy,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const newReal = await realPath(newPath)
+  const graph = await buildGraph({
+    library: null,
+    extra: [newReal],
+    chainsOnly: true,
+    namesOnly: true,
+    policy,
+    ...(signal ? { signal } : {}),
+  })
+  const cycle = cycleThrough(graph, overlayPath, newReal)
+  if (cycle) {
+    throw new EngineError(
+      'CHAIN_LOOP',
+      `The new base ${newPath} of ${overlayPath} is built on the overlay itself; the chain would loop: ${cycleText(cycle)}.`,
+      { path: overlayPath, field: 'backing name', value: stored },
+    )
+  }
+  const loop = loopBelow(graph, newReal)
+  if (loop) {
+    throw new EngineError(
+      'CHAIN_LOOP',
+      `The chain below the new base ${newPath} loops (${cycleText([...loop, loop[0]!])}); it cannot be a base.`,
+      { path: overlayPath, field: 'backing name', value: stored },
+    )
   }
 }
 

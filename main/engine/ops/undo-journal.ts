@@ -74,6 +74,14 @@ export interface UndoDataRecord {
 }
 
 const MAGIC = Buffer.from('ACOWUNDO', 'ascii')
+
+/**
+ * Whether `head` (a file's first bytes) starts an undo journal. Its magic begins like add-cow's
+ * ("ACOW"), so the dependency graph asks this before taking a journal for a damaged image.
+ */
+export function isUndoJournalHead(head: Uint8Array): boolean {
+  return head.length >= MAGIC.length && MAGIC.equals(head.subarray(0, MAGIC.length))
+}
 const HEADER_SIZE = 4096
 const RECORD_MAGIC = 0x43455255 // "UREC"
 const RECORD_HEAD = 32

@@ -1,7 +1,5 @@
-import { dirname } from 'node:path'
-import { EngineError } from '../../engine/errors'
 import { openImage } from '../../engine/open'
-import { findDependents } from '../../engine/ops/blast-radius'
+import { planCommit } from '../../engine/ops/blast-radius'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
 import { allocationBuckets, mapRange } from '../image-queries'
@@ -38,22 +36,7 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
       }
     },
 
-    'image:get-blast-radius': async ({ overlay }) => {
-      const disk = await openImage(overlay, { readOnly: true, policy: await library.policy() })
-      let base: string
-      try {
-        if (!disk.backing) {
-          throw new EngineError(
-            'BAD_ARGUMENT',
-            `${overlay} has no backing file, so a commit has nowhere to go.`,
-            { path: overlay, field: 'backing' },
-          )
-        }
-        base = disk.backing.path
-      } finally {
-        await disk.close()
-      }
-      return findDependents(base, { library, folders: [dirname(overlay)], exclude: [overlay] })
-    },
+    'image:get-blast-radius': async ({ overlay }) =>
+      planCommit({ overlay, library, policy: await library.policy() }),
   }
 }

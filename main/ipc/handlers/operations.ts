@@ -91,11 +91,12 @@ export function operationHandlers(services: IpcServices): AreaHandlers<'operatio
     'operations:commit-overlay': {
       unit: 'bytes',
       title: ({ overlay }) => `Commit ${basename(overlay)} into its base`,
-      async run({ overlay, keep, force, acceptBase, undo }, job) {
+      async run({ overlay, keep, force, ignoreUnchecked, acceptBase, undo }, job) {
         const result = await commitOverlay({
           overlay,
           keep,
           force,
+          ignoreUnchecked,
           acceptBase,
           ...(undo !== undefined ? { undo } : {}),
           library,
@@ -111,10 +112,11 @@ export function operationHandlers(services: IpcServices): AreaHandlers<'operatio
     'operations:rollback-commit': {
       unit: 'bytes',
       title: ({ journal }) => `Roll back the commit in ${basename(journal)}`,
-      async run({ journal, force }, job) {
+      async run({ journal, force, ignoreUnchecked }, job) {
         const result = await rollbackCommit({
           journal,
           force,
+          ignoreUnchecked,
           library,
           policy: await policy(),
           signal: job.signal,

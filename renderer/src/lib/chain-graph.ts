@@ -10,8 +10,11 @@ import type { LegendItem } from './legend'
  * has at most one base, so the graph is a forest and a tidy-tree layout never crosses edges.
  */
 
-/** The state of a link from an overlay to its base (the library summary's base status). */
-export type LinkStatus = 'ok' | 'missing' | 'refused' | 'changed'
+/**
+ * The state of a link from an overlay to its base (the library summary's base status), or
+ * `loop` for a link of a loop of base names.
+ */
+export type LinkStatus = 'ok' | 'missing' | 'refused' | 'changed' | 'loop'
 
 /** Which of the theme's colours draws a link. */
 export type LinkTone = 'line' | 'warning' | 'error'
@@ -24,6 +27,7 @@ export const LINK_STYLES: Readonly<
   changed: { tone: 'warning', dash: '6 4', label: 'base changed' },
   refused: { tone: 'warning', dash: '2 4', label: 'untrusted base' },
   missing: { tone: 'error', dash: '6 4', label: 'base missing' },
+  loop: { tone: 'error', label: 'base names loop' },
 }
 
 /** The dash of a node outside the library (a base the library does not hold), or missing. */
@@ -64,6 +68,13 @@ export interface ChainNode {
   base: string | null
   /** How the link to the base stands. */
   link: LinkStatus | null
+  /**
+   * The loop of base names this image is part of (this image first), or null. One member of a
+   * loop is laid out in the first column, but it is no root: its base is {@link loopBase}.
+   */
+  loop: string[] | null
+  /** The base of a loop member laid out in the first column (its link is drawn back to it). */
+  loopBase: string | null
   overlays: string[]
   /** Column (0 for images without a base in the graph) and position, in pixels. */
   level: number
@@ -132,6 +143,8 @@ export function buildChainGraph(
       error: image.error?.message ?? null,
       base: null,
       link: null,
+      loop: image.loop,
+      loopBase: null,
       overlays: [],
       level: 0,
       x: 0,
@@ -163,6 +176,8 @@ export function buildChainGraph(
         error: null,
         base: null,
         link: null,
+        loop: null,
+        loopBase: null,
         overlays: [],
         level: 0,
         x: 0,
@@ -178,10 +193,15 @@ export function buildChainGraph(
     const node = nodes.get(overlay)!
     const status = statusOf.get(overlay)
     node.base = base
-    node.link = status === undefined || status === 'none' ? 'ok' : status
+    node.link = node.loop?.includes(base)
+      ? 'loop'
+      : status === undefined || status === 'none'
+        ? 'ok'
+        : status
     nodes.get(base)!.overlays.push(overlay)
   }
-  // Break any loop (two images naming each other): the first one met becomes a root.
+  // Lay a loop (images naming each other) out as a chain: the first member met goes to the
+  // first column, its link drawn back to its base; it stays marked as a loop member.
   for (const node of nodes.values()) {
     const seen = new Set<string>([node.id])
     let current = node.base
@@ -190,6 +210,8 @@ export function buildChainGraph(
         const looped = nodes.get(current)!
         const parent = looped.base === null ? null : nodes.get(looped.base)
         if (parent) parent.overlays = parent.overlays.filter((id) => id !== looped.id)
+        looped.loopBase = looped.base
+        looped.loop ??= [looped.id]
         looped.base = null
         break
       }
@@ -222,6 +244,25 @@ export function buildChainGraph(
   for (const root of roots.sort(order)) place(root, 0)
 
   const edges: ChainEdge[] = []
+  let loopDepth = 0
+  for (const node of nodes.values()) {
+    const back = node.loopBase === null ? undefined : nodes.get(node.loopBase)
+    if (!back) continue
+    // Below the nodes, from the base's bottom back to the first member's bottom.
+    const x1 = back.x + geometry.nodeWidth / 2
+    const y1 = back.y + geometry.nodeHeight
+    const x2 = node.x + geometry.nodeWidth / 2
+    const y2 = node.y + geometry.nodeHeight
+    const low = Math.max(y1, y2) + LOOP_DROP
+    loopDepth = Math.max(loopDepth, LOOP_DROP)
+    edges.push({
+      id: `${node.id}→${back.id}`,
+      overlay: node.id,
+      base: back.id,
+      status: 'loop',
+      path: `M ${x1} ${y1} C ${x1} ${low}, ${x2} ${low}, ${x2} ${y2}`,
+    })
+  }
   for (const node of nodes.values()) {
     if (node.base === null || node.link === null) continue
     const base = nodes.get(node.base)!
@@ -244,19 +285,27 @@ export function buildChainGraph(
     edges,
     width:
       nodes.size === 0 ? 0 : 2 * geometry.margin + (deepest + 1) * columnWidth - geometry.columnGap,
-    height: nodes.size === 0 ? 0 : 2 * geometry.margin + nextRow * rowHeight - geometry.rowGap,
+    height:
+      nodes.size === 0
+        ? 0
+        : 2 * geometry.margin + nextRow * rowHeight - geometry.rowGap + loopDepth,
   }
 }
+
+/** How far below the nodes a loop's closing link bends, in pixels. */
+const LOOP_DROP = 36
 
 const LINK_WORDS: Record<LinkStatus, string> = {
   ok: 'base found',
   missing: 'base missing',
   refused: 'base not followed (untrusted)',
   changed: 'base changed since the overlay was made',
+  loop: 'the base names loop back to this image',
 }
 
 /** The short state shown on a node, or null when all is well. */
 export function nodeBadge(node: ChainNode): { text: string; tone: 'error' | 'warning' } | null {
+  if (node.loop !== null) return { text: 'Loop', tone: 'error' }
   if (node.error !== null) return { text: 'Unreadable', tone: 'error' }
   if (node.missing) return { text: 'Missing', tone: 'error' }
   if (node.link === 'missing') return { text: 'Base missing', tone: 'error' }
@@ -277,9 +326,15 @@ export function nodeDetail(node: ChainNode): string {
 export function nodeLabel(graph: ChainGraph, node: ChainNode): string {
   const parts = [node.name, nodeDetail(node)]
   if (node.error !== null) parts.push(node.error)
+  const nameOf = (id: string): string => graph.nodes.find((other) => other.id === id)?.name ?? id
+  if (node.loop !== null) {
+    const cycle = [...node.loop, node.loop[0]!].map(nameOf).join(' → ')
+    parts.push(`in a loop of base names: ${cycle}; its chain never ends`)
+  }
   if (node.base !== null && node.link !== null) {
-    const base = graph.nodes.find((other) => other.id === node.base)
-    parts.push(`overlay on ${base?.name ?? node.base}, ${LINK_WORDS[node.link]}`)
+    parts.push(`overlay on ${nameOf(node.base)}, ${LINK_WORDS[node.link]}`)
+  } else if (node.loopBase !== null) {
+    parts.push(`overlay on ${nameOf(node.loopBase)}, ${LINK_WORDS.loop}`)
   } else if (node.kind === 'image') {
     parts.push('no base')
   }
@@ -298,7 +353,7 @@ export type GraphDirection = 'left' | 'right' | 'up' | 'down'
 export function neighbour(graph: ChainGraph, id: string, direction: GraphDirection): string | null {
   const node = graph.nodes.find((candidate) => candidate.id === id)
   if (!node) return null
-  if (direction === 'left') return node.base
+  if (direction === 'left') return node.base ?? node.loopBase
   if (direction === 'right') {
     if (node.overlays.length === 0) return null
     return node.overlays[Math.floor((node.overlays.length - 1) / 2)] ?? null

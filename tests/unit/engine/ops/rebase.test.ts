@@ -6,12 +6,15 @@ import { encodeHeader } from '../../../../main/engine/formats/add-cow/header'
 import type { Library } from '../../../../main/engine/library'
 import { checkExitCode, checkImage } from '../../../../main/engine/ops/check'
 import { rebaseOverlay } from '../../../../main/engine/ops/rebase'
+import { streamOverlay } from '../../../../main/engine/ops/stream'
+import { addCowDriver } from '../../../../main/engine/formats/add-cow/add-cow-disk'
 import { readHeaderFile as readAddCowHeader } from '../../../../main/engine/formats/add-cow/edit'
 
 import { tempDir } from '../../../helpers/tools'
 import {
   guestView,
   libraryIn,
+  makeOverlay,
   makeSparseRaw,
   pattern,
   patternedOverlayScene,
@@ -91,5 +94,79 @@ describe('rebase', () => {
       library,
     }).catch((caught: unknown) => caught)
     expect(isEngineError(error, 'SAME_FILE')).toBe(true)
+  })
+
+  describe.each([
+    ['safe', false],
+    ['unsafe (-u)', true],
+  ])('%s mode refuses a new base whose chain contains the overlay', (_mode, unsafe) => {
+    it('through a flattened child (x → y → x), naming the cycle, and leaves x as it was', async () => {
+      const x = await scene()
+      const y = await makeOverlay(library, {
+        overlay: join(dir, 'y.add-cow'),
+        backing: 'ov.add-cow',
+        backingFormat: 'add-cow',
+      })
+      await streamOverlay({ overlay: y, library })
+      const before = await readFile(x)
+      const error = await rebaseOverlay({
+        overlay: x,
+        backing: 'y.add-cow',
+        backingFormat: 'add-cow',
+        unsafe,
+        library,
+      }).catch((caught: unknown) => caught)
+      expect(isEngineError(error, 'CHAIN_LOOP')).toBe(true)
+      expect((error as Error).message).toContain(`${x} → ${y} → ${x}`)
+      expect((await readFile(x)).equals(before)).toBe(true)
+    })
+
+    it('deeper down (x → z → y → x), and a new base whose own chain loops', async () => {
+      const x = await scene()
+      const y = await makeOverlay(library, {
+        overlay: join(dir, 'y.add-cow'),
+        backing: 'ov.add-cow',
+        backingFormat: 'add-cow',
+      })
+      const z = await makeOverlay(library, {
+        overlay: join(dir, 'z.add-cow'),
+        backing: 'y.add-cow',
+        backingFormat: 'add-cow',
+      })
+      const error = await rebaseOverlay({
+        overlay: x,
+        backing: 'z.add-cow',
+        backingFormat: 'add-cow',
+        unsafe,
+        library,
+      }).catch((caught: unknown) => caught)
+      expect(isEngineError(error, 'CHAIN_LOOP')).toBe(true)
+      expect((error as Error).message).toContain(`${x} → ${z} → ${y} → ${x}`)
+
+      // p ↔ q already loop (by a name rewrite): neither may become x's base.
+      await makeSparseRaw(join(dir, 'pbase.raw'), 3 * MiB, [])
+      const p = await makeOverlay(library, {
+        overlay: join(dir, 'p.add-cow'),
+        backing: 'pbase.raw',
+        backingFormat: 'raw',
+      })
+      const q = await makeOverlay(library, {
+        overlay: join(dir, 'q.add-cow'),
+        backing: 'p.add-cow',
+        backingFormat: 'add-cow',
+      })
+      await streamOverlay({ overlay: q, library })
+      await addCowDriver.setBacking!(p, { name: 'q.add-cow', format: 'add-cow' })
+      const looped = await rebaseOverlay({
+        overlay: x,
+        backing: 'q.add-cow',
+        backingFormat: 'add-cow',
+        unsafe,
+        library,
+      }).catch((caught: unknown) => caught)
+      expect(isEngineError(looped, 'CHAIN_LOOP')).toBe(true)
+      expect((looped as Error).message).toContain('loops')
+      expect((looped as Error).message).toContain(q)
+    })
   })
 })

@@ -152,6 +152,38 @@ describe('images whose image file is the add-cow file itself or its base (issue 
   })
 })
 
+describe('loops in the library summary', () => {
+  it('marks each member of a loop of base names, also through a flattened layer', async () => {
+    await mkdir(join(dir, 'loop'))
+    await patternFile(join(dir, 'loop', 'base.raw'), 2 * MIB)
+    const x = join(dir, 'loop', 'x.add-cow')
+    const y = join(dir, 'loop', 'y.add-cow')
+    const z = join(dir, 'loop', 'z.add-cow')
+    for (const [overlay, backing] of [
+      [x, 'base.raw'],
+      [y, 'x.add-cow'],
+      [z, 'base.raw'],
+    ] as const) {
+      const { job } = (await core.dispatcher
+        .dispatch('operations:create-overlay', { overlay, backing }, TRUSTED)
+        .then(valueOf)) as ResponseOf<'operations:create-overlay'>
+      await core.jobs.settled(job.id)
+    }
+    const { job } = await call(core, 'operations:stream-overlay', { overlay: y })
+    await core.jobs.settled(job.id)
+    // Close the loop as only a raw name rewrite can: x names y.
+    const { addCowDriver } = await import('../../../../main/engine/formats/add-cow/add-cow-disk')
+    await addCowDriver.setBacking!(x, { name: 'y.add-cow', format: 'add-cow' })
+    const listing = valueOf(
+      await core.dispatcher.dispatch('library:list-images', {}, TRUSTED),
+    ) as ResponseOf<'library:list-images'>
+    const loopOf = (path: string) => listing.images.find((image) => image.path === path)?.loop
+    expect(loopOf(x)).toEqual([x, y])
+    expect(loopOf(y)).toEqual([y, x])
+    expect(loopOf(z)).toBeNull()
+  })
+})
+
 describe('the library file', () => {
   it('moves a corrupt file aside, says so once, and starts a new library', async () => {
     const data = join(dir, 'corrupt')

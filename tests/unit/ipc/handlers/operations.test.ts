@@ -132,6 +132,33 @@ describe('operations', () => {
   })
 })
 
+describe('operations:rebase-overlay and loops', () => {
+  it.each([false, true])(
+    'refuses (unsafe: %s) a new base built on the overlay through a flattened child, naming the cycle',
+    async (unsafe) => {
+      const folder = unsafe ? 'loop-unsafe' : 'loop-safe'
+      await mkdir(join(dir, folder))
+      await patternFile(join(dir, folder, 'base.raw'), 2 * MIB, 3)
+      const x = await overlayOn(folder, 'x.add-cow')
+      const y = join(dir, folder, 'y.add-cow')
+      await createOverlay({ overlay: y, backing: 'x.add-cow', backingFormat: 'add-cow' })
+      const { job: flatten } = await call(core, 'operations:stream-overlay', { overlay: y })
+      await runJob(flatten)
+      const before = await readFile(x)
+      const { job } = await call(core, 'operations:rebase-overlay', {
+        overlay: x,
+        backing: 'y.add-cow',
+        backingFormat: 'add-cow',
+        unsafe,
+      })
+      const error = await failure(job)
+      expect(error?.code).toBe('CHAIN_LOOP')
+      expect(error?.message).toContain(`${x} → ${y} → ${x}`)
+      expect((await readFile(x)).equals(before)).toBe(true)
+    },
+  )
+})
+
 describe('operations:rollback-commit validation', () => {
   it('refuses a malformed request as BAD_REQUEST naming the field, before starting a job', async () => {
     const before = core.jobs.list().length
@@ -195,6 +222,8 @@ describe('operations:rollback-commit', () => {
       restoredBytes: 65536,
       overlayClusters: 1,
       alreadyDone: false,
+      dependents: [],
+      unchecked: [],
     })
     expect((await readFile(base)).equals(original)).toBe(true)
     expect((await guestBytes(overlay, MIB, 65536)).equals(Buffer.alloc(65536, 0x77))).toBe(true)

@@ -20,6 +20,7 @@ export function summary(path: string, overrides: Partial<ImageSummary> = {}): Im
     base: { status: 'none', stored: null, path: null, reason: null },
     chainLength: 1,
     dependents: [],
+    loop: null,
     error: null,
     ...overrides,
   }

@@ -155,6 +155,43 @@ describe('buildChainGraph', () => {
     expect(graph.height).toBeGreaterThan(0)
   })
 
+  it('draws a loop of base names in red, every member marked, none shown as a root', () => {
+    // x names y, y (flattened) names x: the library summary says both are in the loop.
+    const graph = buildChainGraph([
+      image('/l/base.raw', { format: 'raw' }),
+      image('/l/x.add-cow', {
+        base: on('/l/y.add-cow'),
+        dependents: ['/l/y.add-cow'],
+        loop: ['/l/x.add-cow', '/l/y.add-cow'],
+      }),
+      image('/l/y.add-cow', {
+        base: on('/l/x.add-cow'),
+        dependents: ['/l/x.add-cow'],
+        loop: ['/l/y.add-cow', '/l/x.add-cow'],
+      }),
+    ])
+    const x = node(graph, '/l/x.add-cow')
+    const y = node(graph, '/l/y.add-cow')
+    for (const member of [x, y]) {
+      expect(nodeBadge(member)).toEqual({ text: 'Loop', tone: 'error' })
+      expect(nodeLabel(graph, member)).toContain('in a loop of base names')
+      expect(nodeLabel(graph, member)).not.toContain('no base')
+    }
+    expect(nodeLabel(graph, x)).toContain('x.add-cow → y.add-cow → x.add-cow')
+    // Both links of the loop are drawn, as loop links (the closing one bends below the nodes).
+    const loopEdges = graph.edges.filter((edge) => edge.status === 'loop')
+    expect(loopEdges.map((edge) => `${edge.overlay}→${edge.base}`).sort()).toEqual([
+      '/l/x.add-cow→/l/y.add-cow',
+      '/l/y.add-cow→/l/x.add-cow',
+    ])
+    const first = [x, y].find((member) => member.base === null)!
+    expect(first.loopBase).not.toBeNull()
+    expect(neighbour(graph, first.id, 'left')).toBe(first.loopBase)
+    // The plain base beside them is still a plain root.
+    expect(nodeBadge(node(graph, '/l/base.raw'))).toBeNull()
+    expect(nodeLabel(graph, node(graph, '/l/base.raw'))).toContain('no base')
+  })
+
   it('is empty for an empty library', () => {
     expect(buildChainGraph([])).toEqual({ nodes: [], edges: [], width: 0, height: 0 })
   })

@@ -23,15 +23,18 @@ describe('chainLegend', () => {
       'base changed',
       'untrusted base',
       'base missing',
+      'base names loop',
       'not in the library',
     ])
-    for (const item of legend.slice(0, 4)) {
+    for (const item of legend.slice(0, 5)) {
       const style = LINK_STYLES[item.key as keyof typeof LINK_STYLES]
       expect(item.swatch).toEqual({ shape: 'line', color: COLORS[style.tone], dash: style.dash })
     }
     // Changed and untrusted bases are told apart by their dash, not by colour alone.
     expect(legend[1]!.swatch).not.toEqual(legend[2]!.swatch)
-    expect(legend[4]!.swatch).toEqual({ shape: 'box', color: COLORS.line, dash: OUTSIDE_DASH })
+    // So are a missing base and a loop, both red.
+    expect(legend[3]!.swatch).not.toEqual(legend[4]!.swatch)
+    expect(legend[5]!.swatch).toEqual({ shape: 'box', color: COLORS.line, dash: OUTSIDE_DASH })
   })
 })
 

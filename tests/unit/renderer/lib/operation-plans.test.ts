@@ -121,6 +121,7 @@ describe('imageSuits', () => {
     base: { status: base, stored: null, path: null, reason: null },
     chainLength: 1,
     dependents: [],
+    loop: null,
     error: null,
   })
 
@@ -155,7 +156,14 @@ describe('the plan readers', () => {
     imageGetAllocation: ALLOCATION,
     imageGetBlastRadius: RADIUS,
   } = CHANNELS
-  const radius = { base: '/images/base.raw', dependents: [], searched: [], truncated: [] }
+  const radius = {
+    overlay: '/images/vm.add-cow',
+    base: '/images/base.raw',
+    dependents: [],
+    unchecked: [],
+    searched: [],
+    truncated: [],
+  }
 
   it('reads a commit plan and its blast radius together', async () => {
     const fake = client({

@@ -13,7 +13,14 @@ import { MIB } from '../helpers/fixtures'
 // what it did, "Roll back this commit", and another image joining the base meanwhile.
 
 const OVERLAY = '/vm/mine.add-cow'
-const THEIRS = { path: '/vm/theirs.add-cow', format: 'add-cow', backingName: 'base.raw' }
+const THEIRS = {
+  path: '/vm/theirs.add-cow',
+  format: 'add-cow',
+  backingName: 'base.raw',
+  dependsHow: 'reads' as const,
+  through: ['/vm/theirs.add-cow', '/vm/base.raw'],
+  problem: null,
+}
 
 let main: FakeMain
 let dependents = [THEIRS]
@@ -50,8 +57,10 @@ beforeAll(() => {
     totals: { present: [131072, 16 * MIB - 131072], zero: 0 },
   }))
   main.handle('imageGetBlastRadius', () => ({
+    overlay: OVERLAY,
     base: '/vm/base.raw',
     dependents,
+    unchecked: [],
     searched: ['/vm'],
     truncated: [],
   }))
@@ -98,8 +107,8 @@ describe('CommitView', () => {
     expect(wrapper.text()).toContain('128 KiB of a 16 MiB disk')
     await button(wrapper, 'Next').trigger('click')
 
-    expect(region(wrapper)).toBe('Other images on this base')
-    expect(wrapper.text()).toContain('1 other image uses this base')
+    expect(region(wrapper)).toBe('Other images that read through this base')
+    expect(wrapper.text()).toContain('1 other image reads through this base')
     expect(button(wrapper, 'Next').attributes('disabled')).toBeDefined()
     await wrapper.get('[role="checkbox"]').trigger('click')
     expect(button(wrapper, 'Next').attributes('disabled')).toBeUndefined()
@@ -126,6 +135,7 @@ describe('CommitView', () => {
       overlay: OVERLAY,
       keep: false,
       force: true,
+      ignoreUnchecked: false,
       acceptBase: false,
       undo: proposed,
     })
@@ -138,6 +148,7 @@ describe('CommitView', () => {
       emptied: true,
       emptiedBy: 'punched',
       dependents: [THEIRS],
+      unchecked: [],
       undo: proposed,
       resumed: false,
       grewBase: null,
@@ -165,6 +176,8 @@ describe('CommitView', () => {
       restoredBytes: 131072,
       overlayClusters: 2,
       alreadyDone: false,
+      dependents: [],
+      unchecked: [],
     })
     await settle()
     expect(wrapper.get('[role="status"][aria-label="Rollback result"]').text()).toContain(
@@ -190,8 +203,8 @@ describe('CommitView', () => {
     })
     await settle()
     expect(main.calls.filter((call) => call.key === 'imageGetBlastRadius').length).toBe(asked + 1)
-    expect(region(wrapper)).toBe('Other images on this base')
-    expect(wrapper.text()).toContain('2 other images use this base')
+    expect(region(wrapper)).toBe('Other images that read through this base')
+    expect(wrapper.text()).toContain('2 other images read through this base')
     expect(button(wrapper, 'Next').attributes('disabled')).toBeDefined()
   })
 
@@ -199,7 +212,7 @@ describe('CommitView', () => {
     dependents = []
     const wrapper = await open()
     await button(wrapper, 'Next').trigger('click')
-    expect(wrapper.text()).toContain('No other image uses this base')
+    expect(wrapper.text()).toContain('No other image reads through this base')
     await button(wrapper, 'Next').trigger('click')
     await button(wrapper, 'Next').trigger('click')
     expect(button(wrapper, 'Commit into the base').attributes('disabled')).toBeUndefined()
