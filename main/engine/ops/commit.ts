@@ -418,7 +418,11 @@ async function commitLocked(
           job.throwIfCancelled()
           await syncBase()
           const phaseStart = Math.floor((end - 1) / phaseClusters) * phaseClusters
-          punches.push((await emptyRange(copyFrom, phaseStart, end)).punching)
+          const { punching } = await emptyRange(copyFrom, phaseStart, end)
+          // Handled here so that a failure while later phases copy is not an unhandled
+          // rejection; combinePunches still reports it.
+          punching.catch(() => undefined)
+          punches.push(punching)
         },
       },
       async (runs) => {
