@@ -136,7 +136,7 @@ export const ChainLayerSchema = z.object({
 export const BaseStatusSchema = z.enum([
   /** The image has no backing file. */
   'none',
-  /** The backing file was found and the name policy follows it. */
+  /** The backing file was found, the name policy follows it, and it matches its fingerprint. */
   'ok',
   /** The backing file does not exist. */
   'missing',
@@ -144,6 +144,10 @@ export const BaseStatusSchema = z.enum([
   'refused',
   /** The backing file changed since the overlay was made (where the format records it). */
   'changed',
+  /** The backing file is found and followed, but no fingerprint of it was recorded here. */
+  'unverified',
+  /** The overlay is fully allocated (flattened): its base is never read. */
+  'not-read',
 ])
 
 /** One image of the library, with what the library view shows about it. */
