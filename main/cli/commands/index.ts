@@ -6,6 +6,7 @@ import { compareCommand } from './compare'
 import { createCommand } from './create'
 import { infoCommand } from './info'
 import { launchCommand } from './launch'
+import { locateCommand } from './locate'
 import { mapCommand } from './map'
 import { qemuCmdCommand } from './qemu-cmd'
 import { rebaseCommand } from './rebase'
@@ -26,6 +27,7 @@ export const COMMANDS: readonly Command[] = [
   commitCommand,
   streamCommand,
   rebaseCommand,
+  locateCommand,
   amendCommand,
   serveCommand,
   qemuCmdCommand,
