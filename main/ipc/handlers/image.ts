@@ -1,6 +1,8 @@
 import { dirname } from 'node:path'
 import { EngineError } from '../../engine/errors'
 import { openImage } from '../../engine/open'
+import { realPath } from '../../engine/fs'
+import { baseState } from '../../engine/ops/base-state'
 import { findDependents } from '../../engine/ops/blast-radius'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
@@ -55,5 +57,12 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
       }
       return findDependents(base, { library, folders: [dirname(overlay)], exclude: [overlay] })
     },
+
+    'image:get-base-state': async ({ path }) =>
+      baseState(path, { library, policy: await library.policy(), deep: true }),
+
+    'image:get-commit-state': async ({ overlay }) => ({
+      commit: await library.interruptedCommit(await realPath(overlay)),
+    }),
   }
 }
