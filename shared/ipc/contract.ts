@@ -426,7 +426,7 @@ export const CONTRACT = {
     z.object({ overlay: z.string(), base: z.string(), recordedAt: z.string() }),
   ),
   [CHANNELS.libraryDeleteFiles]: call(
-    "Delete an image's own files (add-cow file and image file) and drop it from the library; FORBIDDEN while other images read through it. dryRun only lists.",
+    "Delete an image's own files (add-cow file and image file) and drop it from the library; HAS_DEPENDENTS while other images read through it. dryRun only lists.",
     z.strictObject({ path: AbsolutePathSchema, dryRun: z.boolean().default(false) }),
     z.object({
       image: z.string(),

@@ -19,7 +19,7 @@ export interface DeleteResult {
 
 /**
  * Delete an image's own files (an add-cow file together with its image file; never a base it
- * stands on) and remove it from the library. Refused (FORBIDDEN, naming them) while another
+ * stands on) and remove it from the library. Refused (HAS_DEPENDENTS, naming them) while another
  * image reads through one of these files, or might (it could not be read); an image that names
  * it but never reads it (fully allocated) is listed, not a reason to refuse. The files are
  * locked exclusively first (BUSY while served or running), and the add-cow file goes first, so
@@ -53,7 +53,7 @@ export async function deleteImageFiles(options: {
         `${dependent.path} (${dependent.how === 'reads' ? 'reads through it' : 'could not be checked'})`,
     )
     throw new EngineError(
-      'FORBIDDEN',
+      'HAS_DEPENDENTS',
       `Refusing to delete ${image}: ${blocking.length} other image(s) use it as their base: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}. Delete or flatten them first.`,
       { path: image, field: 'dependents', value: blocking.map((dependent) => dependent.path) },
     )

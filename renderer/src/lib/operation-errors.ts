@@ -52,6 +52,8 @@ const ADVICE: Partial<Record<ErrorCode, string>> = {
   WOULD_SHRINK: 'Pick a size at least as large as the current one.',
   CONFIRMATION_REQUIRED:
     'Look at the images listed, then confirm that they may change before you go on.',
+  HAS_DEPENDENTS:
+    'Delete, flatten or rebase the images listed first; a flattened image no longer reads its base.',
   NOT_CAPABLE: 'Choose another way to do it (the sentence above says which).',
   INTERNAL:
     'This is a bug in AddCow Studio: the details are in its log. Try again, and report it if it happens again.',

@@ -89,14 +89,14 @@ describe('delete files', () => {
       backingFormat: 'add-cow',
     })
     const error = await deleteImageFiles({ path: overlay, library }).catch((e: unknown) => e)
-    expect(isEngineError(error, 'FORBIDDEN')).toBe(true)
+    expect(isEngineError(error, 'HAS_DEPENDENTS')).toBe(true)
     expect((error as Error).message).toContain(`${child} (reads through it)`)
     await access(overlay)
     await access(join(dir, 'ov.raw'))
 
     // Its base is refused too: the overlay reads through it.
     expect(
-      isEngineError(await deleteImageFiles({ path: base, library }).catch((e) => e), 'FORBIDDEN'),
+      isEngineError(await deleteImageFiles({ path: base, library }).catch((e) => e), 'HAS_DEPENDENTS'),
     ).toBe(true)
 
     const dry = await deleteImageFiles({ path: child, library, dryRun: true })
