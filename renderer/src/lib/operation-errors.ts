@@ -30,7 +30,7 @@ const ADVICE: Partial<Record<ErrorCode, string>> = {
   IO_ERROR: 'Check the disk and the connection to AddCow Studio, then try again.',
   BUSY: 'Another program uses the file (a running VM, qemu-nbd, qemu-img or an NBD export of this app): stop it, then try again.',
   ABORTED:
-    'The operation was cancelled and the files were left consistent; start it again to resume.',
+    'The operation was cancelled at a safe point (every file is valid); start it again to resume.',
   UNSUPPORTED_FORMAT: 'Pick an add-cow overlay: this operation does not apply to this format.',
   UNSUPPORTED_FEATURE: 'Open the image with a newer version of AddCow Studio.',
   BAD_MAGIC: 'Pick the add-cow file of the overlay, not another file.',
