@@ -67,6 +67,31 @@ test('base states, Record now, Locate, Remove with Undo and a refused then allow
   await page.emulateMedia({ colorScheme: 'light' })
   await page.setViewportSize({ width: 1280, height: 800 })
 
+  // The same states, from the same engine function, in Check, Launch and Chains.
+  const screen = async (route: string, image: string): Promise<void> => {
+    await page.goto(`${webApp.origin}/#/${route}?image=${encodeURIComponent(image)}`)
+  }
+  await screen('check', foreign)
+  await expect(page.getByRole('group', { name: 'Base' })).toContainText('Unverified')
+  await expect(
+    page
+      .getByRole('group', { name: 'Base' })
+      .getByRole('button', { name: 'Record the base of foreign.add-cow now' }),
+  ).toBeVisible()
+  await screenshot(page, 'check-base-unverified')
+  await screen('launch', moved)
+  await expect(page.getByRole('group', { name: 'Base' })).toContainText('Base missing')
+  await screenshot(page, 'launch-base-missing')
+  await screen('chain', foreign)
+  await expect(page.getByRole('group', { name: 'Base' })).toContainText('Unverified')
+  await expect(
+    page.getByRole('button', {
+      name: /^foreign\.add-cow, .*base unverified \(no fingerprint recorded\)/,
+    }),
+  ).toContainText('Unverified')
+  await screenshot(page, 'chains-base-unverified')
+  await page.goto(webApp.url)
+
   // Record now: asked first, then the base matches.
   await rowOf('foreign.add-cow')
     .getByRole('button', { name: 'Record the base of foreign.add-cow now' })
