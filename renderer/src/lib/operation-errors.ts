@@ -24,7 +24,7 @@ const ADVICE: Partial<Record<ErrorCode, string>> = {
   NOT_FOUND:
     'Check that the file still exists at that path, or pick the image again from the library.',
   MISSING_FILE:
-    'Put the missing file back where the image expects it, or rebase the overlay onto the file where it is now.',
+    'Put the missing file back where the image expects it, or use Locate… on the base (Library, Check, Launch) to point the overlay at the file where it is now.',
   ALREADY_EXISTS: 'Choose another file name, or remove the existing file first.',
   PERMISSION_DENIED: 'Give your user write access to the file or its folder, then try again.',
   IO_ERROR: 'Check the disk and the connection to AddCow Studio, then try again.',
