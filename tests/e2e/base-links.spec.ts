@@ -54,7 +54,8 @@ test('base states, Record now, Locate, Remove with Undo and a refused then allow
   const added = await requestFromPage(page, 'library:add-images', { paths: [foreign] })
   expect(added.ok).toBe(true)
   const rowOf = (name: string) =>
-    page.getByRole('row', { name: new RegExp(`^${name.replace(/[.]/g, '\\.')} `) })
+    // The name, then its folder (other specs on this server use the same file names).
+    page.getByRole('row', { name: new RegExp(`^${name.replace(/[.]/g, '\\.')} \\S*/links `) })
   await expect(rowOf('mine.add-cow')).toContainText('Base matches')
   await expect(rowOf('foreign.add-cow')).toContainText('Unverified')
   await expect(rowOf('foreign.add-cow')).not.toContainText('Base matches')
@@ -133,9 +134,8 @@ test('base states, Record now, Locate, Remove with Undo and a refused then allow
   )
 
   // Delete… refuses while child.add-cow reads through mine.add-cow, naming it.
-  await rowOf('mine.add-cow')
-    .getByRole('button', { name: 'Delete the files of mine.add-cow' })
-    .click()
+  await rowOf('mine.add-cow').getByRole('button', { name: 'Remove or delete mine.add-cow' }).click()
+  await page.getByText('Delete files…', { exact: true }).click()
   const refusal = page.getByRole('dialog').filter({ hasText: 'mine.add-cow cannot be deleted' })
   await expect(refusal).toContainText(`${child} (reads through it)`)
   await screenshot(page, 'library-delete-refused')
@@ -145,8 +145,9 @@ test('base states, Record now, Locate, Remove with Undo and a refused then allow
 
   // The child has no dependents: both its files go, its base stays.
   await rowOf('child.add-cow')
-    .getByRole('button', { name: 'Delete the files of child.add-cow' })
+    .getByRole('button', { name: 'Remove or delete child.add-cow' })
     .click()
+  await page.getByText('Delete files…', { exact: true }).click()
   const confirm = page.getByRole('dialog').filter({ hasText: 'Delete the files of child.add-cow?' })
   await expect(confirm).toContainText(child)
   await expect(confirm).toContainText(join(dir, 'child.raw'))
@@ -160,8 +161,9 @@ test('base states, Record now, Locate, Remove with Undo and a refused then allow
 
   // Remove from the library, then Undo: the row comes back, the files never moved.
   await rowOf('foreign.add-cow')
-    .getByRole('button', { name: 'Remove foreign.add-cow from the library' })
+    .getByRole('button', { name: 'Remove or delete foreign.add-cow' })
     .click()
+  await page.getByText('Remove from the library', { exact: true }).click()
   await expect(rowOf('foreign.add-cow')).toHaveCount(0)
   await page.getByRole('button', { name: 'Undo the removal of foreign.add-cow' }).click()
   await expect(rowOf('foreign.add-cow')).toContainText('Base matches')

@@ -106,7 +106,7 @@ test('a cancelled commit says what the base holds, then resumes to the expected 
 
   // Its own commit does not flag the overlay "Base changed": the Library says it matches.
   await page.getByRole('link', { name: 'Library' }).click()
-  const row = page.getByRole('row').filter({ hasText: 'mine.add-cow' })
+  const row = page.getByRole('row', { name: /^mine\.add-cow \S*\/stop-resume / })
   await expect(row).toContainText('Base matches')
   await expect(row).not.toContainText('Base changed')
   await page.goBack()
