@@ -37,6 +37,8 @@ export const ERROR_CODES = [
   'WOULD_SHRINK',
   'CONFIRMATION_REQUIRED',
   'NOT_CAPABLE',
+  /** Other images read through this one (Delete files refuses). */
+  'HAS_DEPENDENTS',
   'INTERNAL',
 ] as const
 

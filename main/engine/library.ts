@@ -61,6 +61,8 @@ export interface LibraryData {
   recent: string[]
   /** Base fingerprints by overlay (added by issue 3; absent in older files). */
   fingerprints?: BaseFingerprint[]
+  /** Commits that stopped part way (issue 12; absent in older files), one per overlay. */
+  interruptedCommits?: InterruptedCommit[]
 }
 
 /** Unreadable entries a library warning names one by one; the rest are counted. */
@@ -82,6 +84,33 @@ function describeProblems(file: string, problems: LibraryProblem[], copy: string
       : `The file as read is kept in ${copy}; the next save of the library leaves these entries out of ${file}, and that copy keeps them.`
   return `The library file ${file} has ${count} that cannot be read, left out: ${named.join('; ')}. ${kept}`
 }
+
+/**
+ * A commit that stopped part way (cancelled, or an error): what the base holds now. Kept in the
+ * library so that the CLI and the app can say so, and offer Resume and Roll back, until the
+ * commit is finished or rolled back. The overlay's guest view is unchanged by a partial commit.
+ */
+export interface InterruptedCommit {
+  /** Real paths of the overlay and of the base it was being committed into. */
+  overlay: string
+  base: string
+  /** The undo journal of the commit, when it had one (then it can be rolled back). */
+  journal: string | null
+  /** Guest bytes of the overlay already copied into the base, and the first of their ranges. */
+  bytesCommitted: number
+  ranges: [number, number][]
+  /** Bytes of the overlay the whole commit would copy. */
+  bytesTotal: number
+  /** Other images that read through the base, so now see part of the commit. */
+  dependents: string[]
+  /** Why it stopped: the error's code and message. */
+  code: string
+  message: string
+  at: string
+}
+
+/** Ranges of an interrupted commit kept in the library (the rest are summed in the bytes). */
+export const MAX_INTERRUPTED_RANGES = 64
 
 /** Most recent files kept. */
 const MAX_RECENT = 20
@@ -461,6 +490,33 @@ export class Library {
         (entry) => isBaseFingerprint(entry) && entry.overlay !== fingerprint.overlay,
       )
       data.fingerprints = [...kept, fingerprint]
+    })
+  }
+
+  /** The interrupted commit of `overlay` (a real path), or null. */
+  async interruptedCommit(overlay: string): Promise<InterruptedCommit | null> {
+    const data = await this.load()
+    return (data.interruptedCommits ?? []).find((entry) => entry?.overlay === overlay) ?? null
+  }
+
+  /** Record (or replace) the interrupted commit of `commit.overlay`. */
+  async recordInterruptedCommit(commit: InterruptedCommit): Promise<void> {
+    await this.update((data) => {
+      const kept = (data.interruptedCommits ?? []).filter(
+        (entry) => entry?.overlay !== commit.overlay,
+      )
+      data.interruptedCommits = [...kept, commit]
+    })
+  }
+
+  /** Forget the interrupted commit of `overlay` (finished or rolled back); no-op without one. */
+  async clearInterruptedCommit(overlay: string): Promise<void> {
+    const data = await this.load()
+    if (!(data.interruptedCommits ?? []).some((entry) => entry?.overlay === overlay)) return
+    await this.update((next) => {
+      next.interruptedCommits = (next.interruptedCommits ?? []).filter(
+        (entry) => entry?.overlay !== overlay,
+      )
     })
   }
 

@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises'
+import { baseStateFromInfo } from '../engine/ops/base-state'
 import { basename } from 'node:path'
 import type { ImageInfo } from '../../shared/image-types'
 import type { ImageSummary } from '../../shared/ipc/contract'
@@ -18,23 +19,6 @@ import type { Logger } from './logger'
 
 /** Images summarized at once (each opens its chain's files). */
 const PARALLEL = 4
-
-function baseOf(top: ImageInfo, layers: ImageInfo[]): ImageSummary['base'] {
-  const stored = top['backing-filename']
-  if (stored === undefined) return { status: 'none', stored: null, path: null, reason: null }
-  const verdict = top.names?.find((name) => name.stored === stored)
-  const path = verdict?.resolved ?? top['full-backing-filename'] ?? null
-  const reason = verdict?.reason ?? null
-  if (verdict?.reason === 'missing') return { status: 'missing', stored, path, reason }
-  if (!verdict?.followed) return { status: 'refused', stored, path, reason }
-  if (layers.length < 2) {
-    // Not opened although followable: the chain already holds it, as its own image file
-    // ('same-file': the image file is the base) or lower down (a loop).
-    const same = top.names?.some((name) => name.reason === 'same-file') ?? false
-    return { status: 'refused', stored, path, reason: same ? 'same-file' : 'loop' }
-  }
-  return { status: 'ok', stored, path, reason }
-}
 
 /** The image's own files with their disk usage: for add-cow, the add-cow file and its image file. */
 function filesOf(top: ImageInfo): ImageSummary['files'] {
@@ -59,21 +43,6 @@ function allocatedPercent(top: ImageInfo): number | null {
   const allocated = top['allocated-clusters']
   if (total === undefined || allocated === undefined) return null
   return total === 0 ? 100 : Math.min(100, (allocated / total) * 100)
-}
-
-/**
- * Whether the base changed since its fingerprint was recorded, judged on what is cheap to see:
- * its real path, virtual size, and every file's length and modification time. (The sampled
- * content hash is left to check, serve, launch and commit, which read the base anyway.)
- */
-async function baseChanged(recorded: BaseFingerprint, base: ImageInfo): Promise<boolean> {
-  if (recorded.size !== base['virtual-size']) return true
-  if (recorded.base !== (await realPath(base.filename))) return true
-  for (const file of recorded.files) {
-    const info = await stat(file.path).catch(() => null)
-    if (!info || info.size !== file.length || info.mtimeMs !== file.mtimeMs) return true
-  }
-  return false
 }
 
 interface Summarized {
@@ -117,13 +86,12 @@ async function summarize(
     summary.files = filesOf(top)
     summary.clusterSize = top['cluster-size'] ?? null
     summary.allocatedPercent = allocatedPercent(top)
-    summary.base = baseOf(top, layers)
+    const recorded = fingerprints.get(await realPath(image.path)) ?? null
+    const { status, stored, path, reason } = await baseStateFromInfo(layers, recorded)
+    summary.base = { status, stored, path, reason }
     summary.chainLength = layers.length
-    const below = summary.base.status === 'ok' ? layers[1] : undefined
-    const recorded = fingerprints.get(await realPath(image.path))
-    if (below && recorded && !top['all-allocated'] && (await baseChanged(recorded, below))) {
-      summary.base.status = 'changed'
-    }
+    const followed = ['ok', 'unverified', 'changed', 'not-read'].includes(status)
+    const below = followed ? layers[1] : undefined
     return { summary, backingRealPath: below ? await realPath(below.filename) : null }
   } catch (error) {
     summary.error = toIpcError(error, log, `the library summary of ${image.path}`)

@@ -138,7 +138,7 @@ export const ChainLayerSchema = z.object({
 export const BaseStatusSchema = z.enum([
   /** The image has no backing file. */
   'none',
-  /** The backing file was found and the name policy follows it. */
+  /** The backing file was found, the name policy follows it, and it matches its fingerprint. */
   'ok',
   /** The backing file does not exist. */
   'missing',
@@ -146,7 +146,38 @@ export const BaseStatusSchema = z.enum([
   'refused',
   /** The backing file changed since the overlay was made (where the format records it). */
   'changed',
+  /** The backing file is found and followed, but no fingerprint of it was recorded here. */
+  'unverified',
+  /** The overlay is fully allocated (flattened): its base is never read. */
+  'not-read',
 ])
+
+/** An image's base as every view shows it (engine/ops/base-state.ts, BaseState). */
+export const BaseStateSchema = z.object({
+  status: BaseStatusSchema,
+  stored: z.string().nullable(),
+  path: z.string().nullable(),
+  reason: NameVerdictReasonSchema.nullable(),
+  /** With `changed`: one phrase per difference. */
+  changes: z.array(z.string()),
+})
+
+/** A commit that stopped part way (engine/library.ts, InterruptedCommit). */
+export const InterruptedCommitSchema = z.object({
+  overlay: z.string(),
+  base: z.string(),
+  journal: z.string().nullable(),
+  bytesCommitted: ByteCountSchema,
+  ranges: z.array(z.tuple([ByteCountSchema, ByteCountSchema])),
+  bytesTotal: ByteCountSchema,
+  dependents: z.array(z.string()),
+  code: z.string(),
+  message: z.string(),
+  at: z.string(),
+})
+
+/** An interrupted commit as the app shows it. */
+export type InterruptedCommitView = z.infer<typeof InterruptedCommitSchema>
 
 /** One image of the library, with what the library view shows about it. */
 export const ImageSummarySchema = z.object({
@@ -404,6 +435,41 @@ export const CONTRACT = {
     z.strictObject({ image: AbsolutePathSchema, stored: NameSchema }),
     z.object({ from: z.string(), to: z.string(), alreadyFollowed: z.boolean() }),
   ),
+  [CHANNELS.libraryRecordFingerprint]: call(
+    "Record the current fingerprint of an overlay's base (the user vouches for it: Record now).",
+    z.strictObject({ path: AbsolutePathSchema }),
+    z.object({ overlay: z.string(), base: z.string(), recordedAt: z.string() }),
+  ),
+  [CHANNELS.libraryDeleteFiles]: call(
+    "Delete an image's own files (add-cow file and image file) and drop it from the library; HAS_DEPENDENTS while other images read through it. dryRun only lists.",
+    z.strictObject({ path: AbsolutePathSchema, dryRun: z.boolean().default(false) }),
+    z.object({
+      image: z.string(),
+      files: z.array(z.string()),
+      dependents: z.array(
+        z.object({ path: z.string(), how: z.enum(['reads', 'not-read', 'unknown']) }),
+      ),
+      deleted: z.boolean(),
+    }),
+  ),
+  [CHANNELS.libraryLocateBase]: call(
+    'Point an overlay whose base moved at the file the user found (`addcow locate`): size and recorded fingerprint checked, BASE_CHANGED unless force.',
+    z.strictObject({
+      overlay: AbsolutePathSchema,
+      base: AbsolutePathSchema,
+      force: z.boolean().default(false),
+    }),
+    z.object({
+      overlay: z.string(),
+      base: z.string(),
+      format: z.string(),
+      stored: z.string(),
+      relative: z.boolean(),
+      expectedSize: ByteCountSchema,
+      size: ByteCountSchema,
+      fingerprint: z.enum(['matched', 'not-recorded', 'differs']),
+    }),
+  ),
   [CHANNELS.imageGetInfo]: call(
     'What `addcow info` shows: every layer with backingChain (default), never following a refused name.',
     z.strictObject({ path: AbsolutePathSchema, backingChain: z.boolean().default(true) }),
@@ -458,6 +524,16 @@ export const CONTRACT = {
       searched: z.array(z.string()),
       truncated: z.array(z.string()),
     }),
+  ),
+  [CHANNELS.imageGetBaseState]: call(
+    "Where the image's base stands, its sampled content compared too (the state Check and Launch show).",
+    z.strictObject({ path: AbsolutePathSchema }),
+    BaseStateSchema,
+  ),
+  [CHANNELS.imageGetCommitState]: call(
+    'The commit of this overlay that stopped part way, if any: what the base holds, who sees it, the journal.',
+    z.strictObject({ overlay: AbsolutePathSchema }),
+    z.object({ commit: InterruptedCommitSchema.nullable() }),
   ),
   [CHANNELS.operationsCreateOverlay]: job(
     'Create an add-cow overlay (and its image file); it joins the library and its names are trusted.',

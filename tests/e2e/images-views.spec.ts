@@ -186,7 +186,7 @@ test('the library shows each file, the base and the overlays on it', async ({ pa
   const overlayRow = page.getByRole('row').filter({ hasText: 'golden-overlay.add-cow' })
   await expect(overlayRow).toContainText('add-cow file')
   await expect(overlayRow).toContainText('image file')
-  await expect(overlayRow).toContainText('Base found')
+  await expect(overlayRow).toContainText('Base matches')
   await expect(overlayRow).toContainText(join(folder, 'golden.img'))
   const baseRow = page
     .getByRole('row')
@@ -225,7 +225,7 @@ test('the chain browser draws shared bases, and missing or changed files stand o
   })
   await expect(golden).toBeVisible()
   const overlayNode = graph.getByRole('button', {
-    name: /^golden-overlay\.add-cow, add-cow · 32 MiB, overlay on golden\.img, base found/,
+    name: /^golden-overlay\.add-cow, add-cow · 32 MiB, overlay on golden\.img, base matches its fingerprint/,
   })
   await expect(overlayNode).toBeVisible()
   await expect(graph.getByRole('button', { name: /^gone\.img, file not found/ })).toBeVisible()

@@ -5,6 +5,7 @@ import { formatSize } from '../../engine/units'
 import { defineCommand, type OutputStream } from '../command'
 import {
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -62,6 +63,7 @@ export const commitCommand = defineCommand({
   --dry-run       print the images whose guest view the commit would change, and write
                   nothing (qemu-img has no such option)
   --json          print the result (or, with --dry-run, the list) as JSON
+${OUTPUT_USAGE}
   --undo FILE     save the base bytes the commit overwrites in FILE (a new file, or the
                   journal of the same interrupted commit), so it can be rolled back
   --rollback FILE put the base back as it was before the commit journaled in FILE, and give

@@ -8,6 +8,7 @@ import { convertCommand } from './convert'
 import { createCommand } from './create'
 import { infoCommand } from './info'
 import { launchCommand } from './launch'
+import { locateCommand } from './locate'
 import { mapCommand } from './map'
 import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
@@ -33,6 +34,7 @@ export const COMMANDS: readonly Command[] = [
   convertCommand,
   measureCommand,
   resizeCommand,
+  locateCommand,
   amendCommand,
   serveCommand,
   qemuCmdCommand,

@@ -7,12 +7,13 @@ import {
   type DiskAbility,
   type OperationOptions,
 } from '../disk'
-import { EngineError, throwIfAborted } from '../errors'
+import { EngineError, isEngineError, throwIfAborted } from '../errors'
 import { runLimited } from '../extents'
 import { BlockFile } from '../file'
+import { formatSize } from '../units'
 import { realPath } from '../fs'
 import { canListDataExtents, copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
-import type { Library } from '../library'
+import { MAX_INTERRUPTED_RANGES, type InterruptedCommit, type Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
 import { getDriver } from '../registry'
@@ -129,7 +130,7 @@ export interface RollbackResult {
  * files as an uninterrupted run.
  */
 export async function commitOverlay(options: CommitOptions): Promise<CommitResult> {
-  const tail: CommitTail = { emptying: null, release: null }
+  const tail: CommitTail = { emptying: null, release: null, partial: null }
   try {
     const result = await runOverlayJob(
       'commit',
@@ -162,9 +163,12 @@ export async function commitOverlay(options: CommitOptions): Promise<CommitResul
       }
     }
     const [emptiedBy] = await Promise.all([tail.emptying ?? Promise.resolve(null), record()])
+    await options.library.clearInterruptedCommit(result.overlay)
     const { overlayFormat: _format, ...committed } = result
     void _format
     return { ...committed, emptiedBy }
+  } catch (error) {
+    throw await commitStopped(error, options, tail)
   } finally {
     await tail.emptying?.catch(() => undefined)
     await tail.release?.()
@@ -175,6 +179,103 @@ export async function commitOverlay(options: CommitOptions): Promise<CommitResul
 interface CommitTail {
   emptying: Promise<'punched' | 'zeroed'> | null
   release: (() => Promise<void>) | null
+  /** What the commit may have written into the base so far (null until it opened it to write). */
+  partial: PartialCommit | null
+}
+
+/** The base bytes a commit may have written so far: every run it started to copy. */
+interface PartialCommit {
+  overlay: string
+  overlayFormat: string
+  base: string
+  journal: string | null
+  dependents: string[]
+  /** The base was grown (its length changed even before any copy). */
+  grew: boolean
+  bytesTotal: number
+  /** Guest byte ranges started (an earlier run's too, from its journal), not merged. */
+  ranges: [number, number][]
+}
+
+/** `ranges` sorted and merged, with the bytes they cover. */
+function mergeRanges(ranges: readonly [number, number][]): {
+  merged: [number, number][]
+  bytes: number
+} {
+  const merged: [number, number][] = []
+  for (const [start, end] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const last = merged[merged.length - 1]
+    if (last && start <= last[1]) last[1] = Math.max(last[1], end)
+    else merged.push([start, end])
+  }
+  return { merged, bytes: merged.reduce((sum, [start, end]) => sum + end - start, 0) }
+}
+
+/**
+ * The error a commit that stopped part way throws: the same code, and a message that says what
+ * the base holds now, that the overlay reads the same, who else sees part of the commit, and
+ * how to resume or roll back. The overlay's base fingerprint is recorded again (its own commit
+ * changed the base, not someone else), and the library keeps the state for the app.
+ */
+async function commitStopped(
+  error: unknown,
+  options: CommitOptions,
+  tail: CommitTail,
+): Promise<unknown> {
+  const partial = tail.partial
+  if (!partial || (partial.ranges.length === 0 && !partial.grew)) return error
+  const { merged, bytes } = mergeRanges(partial.ranges)
+  await tail.emptying?.catch(() => undefined)
+  const disk = await openImage(partial.overlay, {
+    readOnly: true,
+    format: partial.overlayFormat,
+    ...(options.policy ? { policy: options.policy } : {}),
+  }).catch(() => null)
+  if (disk) {
+    await recordBaseFingerprint(disk, options.library).catch(() => null)
+    await disk.close().catch(() => undefined)
+  }
+  const cancelled = isEngineError(error, 'ABORTED')
+  const reason = error instanceof Error ? error.message : String(error)
+  const record: InterruptedCommit = {
+    overlay: partial.overlay,
+    base: partial.base,
+    journal: partial.journal,
+    bytesCommitted: bytes,
+    bytesTotal: partial.bytesTotal,
+    ranges: merged.slice(0, MAX_INTERRUPTED_RANGES),
+    dependents: partial.dependents,
+    code: isEngineError(error) ? error.code : 'INTERNAL',
+    message: reason,
+    at: new Date().toISOString(),
+  }
+  await options.library.recordInterruptedCommit(record).catch(() => undefined)
+  return new EngineError(
+    isEngineError(error) ? error.code : 'IO_ERROR',
+    `${describeInterruptedCommit(record, cancelled)}`,
+    { path: partial.overlay, field: 'interrupted commit', value: partial.base, cause: error },
+  )
+}
+
+/** The sentences that say where an interrupted commit stands and what the user can do. */
+export function describeInterruptedCommit(commit: InterruptedCommit, cancelled: boolean): string {
+  const shown = commit.ranges
+    .slice(0, 3)
+    .map(([start, end]) => `${formatSize(start)}–${formatSize(end)}`)
+  const more = commit.ranges.length > 3 ? `, and ${commit.ranges.length - 3} more` : ''
+  const others =
+    commit.dependents.length === 0
+      ? 'no other image reads through the base'
+      : `${commit.dependents.length} other image(s) that read through the base now see part of the commit: ${commit.dependents.slice(0, 5).join(', ')}${commit.dependents.length > 5 ? ', …' : ''}`
+  const next = commit.journal
+    ? `run the same commit again with --undo ${commit.journal} to resume, or 'addcow commit --rollback ${commit.journal}' to put the base back`
+    : 'run the same commit again to resume (there is no undo journal, so it cannot be rolled back)'
+  return [
+    `The commit of ${commit.overlay} into ${commit.base} ${cancelled ? 'was cancelled' : `stopped (${commit.message})`} after ${formatSize(commit.bytesCommitted)} of ${formatSize(commit.bytesTotal)}.`,
+    `The base now holds the overlay's data at ${shown.join(', ')}${more}; the rest of the base is unchanged.`,
+    `The overlay still reads the same; ${others}.`,
+    `To finish: ${next}.`,
+  ].join(' ')
 }
 
 /** What commit found about the base before it locked anything. */
@@ -277,8 +378,24 @@ async function commitLocked(
     resumed = opened.resumed
   }
 
+  const partial: PartialCommit = {
+    overlay: overlayPath,
+    overlayFormat: overlay.format,
+    base: basePath,
+    journal: journal?.path ?? null,
+    dependents: plan.dependents.map((entry) => entry.path),
+    grew: false,
+    bytesTotal: Math.min(
+      overlay.allocationCount().allocated * overlay.allocationUnit,
+      overlay.size,
+    ),
+    ranges: journal ? journal.committed.intervals.map(([start, end]) => [start, end]) : [],
+  }
+  tail.partial = partial
+
   let grewBase: [number, number] | null = null
   if (overlay.size > target.size) {
+    partial.grew = true
     if (!target.growAndClose) {
       throw new EngineError(
         'NOT_CAPABLE',
@@ -318,11 +435,16 @@ async function commitLocked(
           job.throwIfCancelled()
           await syncBase()
           const phaseStart = Math.floor((end - 1) / phaseClusters) * phaseClusters
-          punches.push((await emptyRange(copyFrom, phaseStart, end)).punching)
+          const { punching } = await emptyRange(copyFrom, phaseStart, end)
+          // Handled here so that a failure while later phases copy is not an unhandled
+          // rejection; combinePunches still reports it.
+          punching.catch(() => undefined)
+          punches.push(punching)
         },
       },
       async (runs) => {
         if (journal) await journalRuns(journal, writer, runs)
+        for (const { start, end } of runs) partial.ranges.push([start, end])
         await runLimited(
           runs.map(({ start, end }) => async () => {
             if (file) await copyIntoRaw(copyFrom, file, start, end)
@@ -668,6 +790,7 @@ export async function rollbackCommit(options: RollbackOptions): Promise<Rollback
       }
       result.restoredBytes = await restoreBase(journal, options)
       await journal.setState({ state: 'rolled-back', at: new Date().toISOString() })
+      await options.library.clearInterruptedCommit(header.overlay)
       if (overlayExists) {
         const disk = await openImage(header.overlay, {
           readOnly: true,

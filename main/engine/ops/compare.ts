@@ -15,7 +15,9 @@ export interface CompareResult {
 
 function firstMismatch(a: Uint8Array, b: Uint8Array): number {
   const length = Math.min(a.length, b.length)
-  if (Buffer.from(a.buffer, a.byteOffset, length).equals(Buffer.from(b.buffer, b.byteOffset, length))) {
+  if (
+    Buffer.from(a.buffer, a.byteOffset, length).equals(Buffer.from(b.buffer, b.byteOffset, length))
+  ) {
     return -1
   }
   for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i
@@ -37,7 +39,11 @@ async function isZeroRange(disk: Disk, offset: number, length: number): Promise<
  * differ, the larger disk's tail must read as zeros for the two to be the same. Ranges both
  * sides report as zero are skipped without reading.
  */
-export async function compareDisks(a: Disk, b: Disk, options: OperationOptions = {}): Promise<CompareResult> {
+export async function compareDisks(
+  a: Disk,
+  b: Disk,
+  options: OperationOptions = {},
+): Promise<CompareResult> {
   const common = Math.min(a.size, b.size)
   const total = Math.max(a.size, b.size)
   const bufferA = Buffer.allocUnsafe(STEP)

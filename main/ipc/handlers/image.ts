@@ -1,4 +1,6 @@
 import { openImage } from '../../engine/open'
+import { realPath } from '../../engine/fs'
+import { baseState } from '../../engine/ops/base-state'
 import { planCommit } from '../../engine/ops/blast-radius'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
@@ -38,5 +40,12 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
 
     'image:get-blast-radius': async ({ overlay }) =>
       planCommit({ overlay, library, policy: await library.policy() }),
+
+    'image:get-base-state': async ({ path }) =>
+      baseState(path, { library, policy: await library.policy(), deep: true }),
+
+    'image:get-commit-state': async ({ overlay }) => ({
+      commit: await library.interruptedCommit(await realPath(overlay)),
+    }),
   }
 }

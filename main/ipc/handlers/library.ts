@@ -1,5 +1,9 @@
 import { EngineError, quote } from '../../engine/errors'
+import { openImage } from '../../engine/open'
+import { deleteImageFiles } from '../../engine/ops/delete'
+import { recordBaseFingerprint } from '../../engine/ops/drift'
 import { imageInfo } from '../../engine/ops/info'
+import { locateBase } from '../../engine/ops/locate'
 import type { AreaHandlers } from '../handler-table'
 import { realPath } from '../../engine/fs'
 import { assertOpensAsImage, summarizeLibrary } from '../library-summary'
@@ -58,6 +62,44 @@ export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> 
         `No layer of the chain of ${image} stores the name ${quote(stored)}.`,
         { path: image, field: 'stored', value: stored },
       )
+    },
+
+    'library:record-fingerprint': async ({ path }) => {
+      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
+      let recorded
+      try {
+        recorded = await recordBaseFingerprint(disk, library)
+      } finally {
+        await disk.close()
+      }
+      if (!recorded) {
+        throw new EngineError('BAD_ARGUMENT', `${path} has no base to fingerprint.`, { path })
+      }
+      bus.emit('library:changed', { reason: 'modified', paths: [path] })
+      return { overlay: recorded.overlay, base: recorded.base, recordedAt: recorded.recordedAt }
+    },
+
+    'library:delete-files': async ({ path, dryRun }) => {
+      const result = await deleteImageFiles({
+        path,
+        library,
+        policy: await library.policy(),
+        dryRun,
+      })
+      if (result.deleted) bus.emit('library:changed', { reason: 'removed', paths: [path] })
+      return result
+    },
+
+    'library:locate-base': async ({ overlay, base, force }) => {
+      const result = await locateBase({
+        overlay,
+        base,
+        force,
+        library,
+        policy: await library.policy(),
+      })
+      bus.emit('library:changed', { reason: 'modified', paths: [overlay] })
+      return result
     },
   }
 }

@@ -14,7 +14,14 @@ import type { LegendItem } from './legend'
  * The state of a link from an overlay to its base (the library summary's base status), or
  * `loop` for a link of a loop of base names.
  */
-export type LinkStatus = 'ok' | 'missing' | 'refused' | 'changed' | 'loop'
+export type LinkStatus =
+  | 'ok'
+  | 'missing'
+  | 'refused'
+  | 'changed'
+  | 'unverified'
+  | 'not-read'
+  | 'loop'
 
 /** Which of the theme's colours draws a link. */
 export type LinkTone = 'line' | 'warning' | 'error'
@@ -23,8 +30,10 @@ export type LinkTone = 'line' | 'warning' | 'error'
 export const LINK_STYLES: Readonly<
   Record<LinkStatus, { tone: LinkTone; dash?: string; label: string }>
 > = {
-  ok: { tone: 'line', label: 'base found' },
-  changed: { tone: 'warning', dash: '6 4', label: 'base changed' },
+  ok: { tone: 'line', label: 'base matches' },
+  unverified: { tone: 'warning', label: 'base unverified' },
+  'not-read': { tone: 'line', dash: '1 4', label: 'base not read (flattened)' },
+  changed: { tone: 'error', dash: '10 3 2 3', label: 'base changed' },
   refused: { tone: 'warning', dash: '2 4', label: 'untrusted base' },
   missing: { tone: 'error', dash: '6 4', label: 'base missing' },
   loop: { tone: 'error', label: 'base names loop' },
@@ -296,7 +305,9 @@ export function buildChainGraph(
 const LOOP_DROP = 36
 
 const LINK_WORDS: Record<LinkStatus, string> = {
-  ok: 'base found',
+  ok: 'base matches its fingerprint',
+  unverified: 'base unverified (no fingerprint recorded)',
+  'not-read': 'base not read (flattened)',
   missing: 'base missing',
   refused: 'base not followed (untrusted)',
   changed: 'base changed since the overlay was made',
@@ -309,7 +320,8 @@ export function nodeBadge(node: ChainNode): { text: string; tone: 'error' | 'war
   if (node.error !== null) return { text: 'Unreadable', tone: 'error' }
   if (node.missing) return { text: 'Missing', tone: 'error' }
   if (node.link === 'missing') return { text: 'Base missing', tone: 'error' }
-  if (node.link === 'changed') return { text: 'Base changed', tone: 'warning' }
+  if (node.link === 'changed') return { text: 'Base changed', tone: 'error' }
+  if (node.link === 'unverified') return { text: 'Unverified', tone: 'warning' }
   if (node.link === 'refused') return { text: 'Untrusted base', tone: 'warning' }
   return null
 }

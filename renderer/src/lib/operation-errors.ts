@@ -24,13 +24,13 @@ const ADVICE: Partial<Record<ErrorCode, string>> = {
   NOT_FOUND:
     'Check that the file still exists at that path, or pick the image again from the library.',
   MISSING_FILE:
-    'Put the missing file back where the image expects it, or rebase the overlay onto the file where it is now.',
+    'Put the missing file back where the image expects it, or use Locate… on the base (Library, Check, Launch) to point the overlay at the file where it is now.',
   ALREADY_EXISTS: 'Choose another file name, or remove the existing file first.',
   PERMISSION_DENIED: 'Give your user write access to the file or its folder, then try again.',
   IO_ERROR: 'Check the disk and the connection to AddCow Studio, then try again.',
   BUSY: 'Another program uses the file (a running VM, qemu-nbd, qemu-img or an NBD export of this app): stop it, then try again.',
   ABORTED:
-    'The operation was cancelled and the files were left consistent; start it again to resume.',
+    'The operation was cancelled at a safe point (every file is valid); start it again to resume.',
   UNSUPPORTED_FORMAT: 'Pick an add-cow overlay: this operation does not apply to this format.',
   UNSUPPORTED_FEATURE: 'Open the image with a newer version of AddCow Studio.',
   BAD_MAGIC: 'Pick the add-cow file of the overlay, not another file.',
@@ -52,6 +52,8 @@ const ADVICE: Partial<Record<ErrorCode, string>> = {
   WOULD_SHRINK: 'Pick a size at least as large as the current one.',
   CONFIRMATION_REQUIRED:
     'Look at the images listed, then confirm that they may change before you go on.',
+  HAS_DEPENDENTS:
+    'Delete, flatten or rebase the images listed first; a flattened image no longer reads its base.',
   NOT_CAPABLE: 'Choose another way to do it (the sentence above says which).',
   INTERNAL:
     'This is a bug in AddCow Studio: the details are in its log. Try again, and report it if it happens again.',

@@ -1,6 +1,6 @@
 import { defineStore } from 'pinia'
 import { ref } from 'vue'
-import type { ImageSummary } from '../../../shared/ipc/contract'
+import type { ImageSummary, ResponseOf } from '../../../shared/ipc/contract'
 import { errorMessage, useClient } from '../api'
 
 /** The library of known images, reloaded whenever main says it changed. */
@@ -41,9 +41,44 @@ export const useLibraryStore = defineStore('library', () => {
     await client.call('library:approve-name', { image, stored })
   }
 
+  /** Record the base's current fingerprint for `overlay` (the user vouches for the base). */
+  async function recordFingerprint(overlay: string): Promise<void> {
+    await client.call('library:record-fingerprint', { path: overlay })
+  }
+
+  /** Point `overlay` at its moved base `base`, after main checks size and fingerprint. */
+  async function locateBase(
+    overlay: string,
+    base: string,
+    force = false,
+  ): Promise<ResponseOf<'library:locate-base'>> {
+    return client.call('library:locate-base', { overlay, base, force })
+  }
+
+  /** What deleting `path` would remove and who depends on it (dryRun), or delete it. */
+  async function deleteFiles(
+    path: string,
+    dryRun: boolean,
+  ): Promise<ResponseOf<'library:delete-files'>> {
+    return client.call('library:delete-files', { path, dryRun })
+  }
+
   client.on('library:changed', () => {
     void load().catch(() => undefined)
   })
 
-  return { images, warning, error, loading, loaded, load, add, remove, approveName }
+  return {
+    images,
+    warning,
+    error,
+    loading,
+    loaded,
+    load,
+    add,
+    remove,
+    approveName,
+    recordFingerprint,
+    locateBase,
+    deleteFiles,
+  }
 })

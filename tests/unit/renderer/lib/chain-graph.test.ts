@@ -86,7 +86,7 @@ describe('buildChainGraph', () => {
     })
     expect(nodeBadge(node(graph, '/y/stale.add-cow'))).toEqual({
       text: 'Base changed',
-      tone: 'warning',
+      tone: 'error',
     })
     expect(nodeBadge(node(graph, '/z/broken.add-cow'))).toEqual({
       text: 'Unreadable',
@@ -204,7 +204,7 @@ describe('labels and keys', () => {
       'golden.img, raw · 16 MiB, no base, 2 overlays',
     )
     expect(nodeLabel(graph, node(graph, '/vm/a.add-cow'))).toBe(
-      'a.add-cow, add-cow · 16 MiB, overlay on golden.img, base found, 1 overlay',
+      'a.add-cow, add-cow · 16 MiB, overlay on golden.img, base matches its fingerprint, 1 overlay',
     )
     expect(nodeLabel(graph, node(graph, '/x/gone.img'))).toBe('gone.img, file not found, 1 overlay')
     expect(nodeLabel(graph, node(graph, '/y/stale.add-cow'))).toContain(

@@ -19,22 +19,24 @@ describe('chainLegend', () => {
   it('draws each kind of link as the graph draws it, then a base outside the library', () => {
     const legend = chainLegend(COLORS)
     expect(legend.map((item) => item.label)).toEqual([
-      'base found',
+      'base matches',
+      'base unverified',
+      'base not read (flattened)',
       'base changed',
       'untrusted base',
       'base missing',
       'base names loop',
       'not in the library',
     ])
-    for (const item of legend.slice(0, 5)) {
+    for (const item of legend.slice(0, 7)) {
       const style = LINK_STYLES[item.key as keyof typeof LINK_STYLES]
       expect(item.swatch).toEqual({ shape: 'line', color: COLORS[style.tone], dash: style.dash })
     }
-    // Changed and untrusted bases are told apart by their dash, not by colour alone.
-    expect(legend[1]!.swatch).not.toEqual(legend[2]!.swatch)
-    // So are a missing base and a loop, both red.
-    expect(legend[3]!.swatch).not.toEqual(legend[4]!.swatch)
-    expect(legend[5]!.swatch).toEqual({ shape: 'box', color: COLORS.line, dash: OUTSIDE_DASH })
+    // Every kind of link is told apart by its colour or its dash (issue 12: an unverified
+    // base never looks like a matching one, nor like an untrusted one; a loop is red and solid).
+    const swatches = legend.slice(0, 7).map((item) => JSON.stringify(item.swatch))
+    expect(new Set(swatches).size).toBe(7)
+    expect(legend[7]!.swatch).toEqual({ shape: 'box', color: COLORS.line, dash: OUTSIDE_DASH })
   })
 })
 
