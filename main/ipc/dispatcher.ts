@@ -93,8 +93,19 @@ export class IpcDispatcher {
     context: CallContext,
   ): ReturnType<JobManager['start']> {
     const handler = this.options.handlers[channel as keyof Handlers] as unknown as ErasedJobHandler
-    return this.options.jobs.start(channel, handler.title(request), handler.unit, (job) =>
-      handler.run(request, job, context),
+    return this.options.jobs.start(
+      channel,
+      handler.title(request),
+      handler.unit,
+      (job) => handler.run(request, job, context),
+      imageOfRequest(request),
     )
   }
+}
+
+/** The image a job's request acts on: its `path` or `overlay` (image jobs name it so). */
+function imageOfRequest(request: unknown): string | undefined {
+  if (typeof request !== 'object' || request === null) return undefined
+  const { path, overlay } = request as { path?: unknown; overlay?: unknown }
+  return typeof path === 'string' ? path : typeof overlay === 'string' ? overlay : undefined
 }

@@ -207,6 +207,8 @@ export const JobInfoSchema = z.object({
   /** What a long-lived job is doing now (the NBD URI it serves, the VM's pid...). */
   detail: z.string().nullable(),
   error: IpcErrorSchema.nullable(),
+  /** The image the job acts on (its request's `path`), for a link to it; absent when none. */
+  image: z.string().optional(),
 })
 
 /** The immediate reply of every job channel: the job, started. */
