@@ -103,9 +103,10 @@ export class IpcDispatcher {
   }
 }
 
-/** The image a job's request acts on: its `path` or `overlay` (image jobs name it so). */
+/** The image a job's request acts on: its `path`, `overlay` or (compare) `a`. */
 function imageOfRequest(request: unknown): string | undefined {
   if (typeof request !== 'object' || request === null) return undefined
-  const { path, overlay } = request as { path?: unknown; overlay?: unknown }
-  return typeof path === 'string' ? path : typeof overlay === 'string' ? overlay : undefined
+  const fields = request as { path?: unknown; overlay?: unknown; a?: unknown }
+  const image = [fields.path, fields.overlay, fields.a].find((value) => typeof value === 'string')
+  return typeof image === 'string' ? image : undefined
 }

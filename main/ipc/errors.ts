@@ -9,7 +9,10 @@ import type { Logger } from './logger'
  * engine writes, and the app's words for it.
  */
 const APP_WORDING: readonly [RegExp, string][] = [
-  [/\s*\(pass --accept-base if the change is intended\)/g, ' (if the change is intended, accept it in Check)'],
+  [
+    /\s*\(pass --accept-base if the change is intended\)/g,
+    ' (if the change is intended, accept it in Check)',
+  ],
   [/; pass --force to commit anyway\./g, '; confirm in Commit to commit anyway.'],
   [/\s*\(pass --force to roll back anyway\)/g, ' (confirm the rollback to go on anyway)'],
   [

@@ -103,7 +103,10 @@ export async function listFolder(
  * opened read-only through the engine, under the library's name policy; one that cannot be
  * read marks nothing.
  */
-async function markImageFiles(entries: FolderEntry[], policy: NamePolicy | undefined): Promise<void> {
+async function markImageFiles(
+  entries: FolderEntry[],
+  policy: NamePolicy | undefined,
+): Promise<void> {
   const byPath = new Map(entries.map((entry) => [entry.path, entry]))
   const overlays = entries
     .filter((entry) => entry.kind === 'file' && entry.name.endsWith('.add-cow'))

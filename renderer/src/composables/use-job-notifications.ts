@@ -33,7 +33,9 @@ export function useJobNotifications(): void {
       content: detail,
       duration: 10_000,
       keepAliveOnHover: true,
-      action: route ? () => h(RouterLink, { to: route }, { default: () => 'Show the image' }) : undefined,
+      action: route
+        ? () => h(RouterLink, { to: route }, { default: () => 'Show the image' })
+        : undefined,
     })
     if (app.info?.shell === 'electron' && typeof Notification !== 'undefined') {
       try {

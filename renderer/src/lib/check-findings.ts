@@ -100,11 +100,15 @@ export function plainBaseChange(text: string): string {
       DATE_FORMAT.format(new Date(iso)),
     )
     .replace(/sampled content sha256 [0-9a-f]+… → [0-9a-f]+…/g, 'its content differs')
-    .replace(/size (\d+) → (\d+) bytes/g, (_, from: string, to: string) =>
-      `size ${formatBytes(Number(from))} → ${formatBytes(Number(to))}`,
+    .replace(
+      /size (\d+) → (\d+) bytes/g,
+      (_, from: string, to: string) =>
+        `size ${formatBytes(Number(from))} → ${formatBytes(Number(to))}`,
     )
-    .replace(/ length (\d+) → (\d+)/g, (_, from: string, to: string) =>
-      ` length ${formatBytes(Number(from))} → ${formatBytes(Number(to))}`,
+    .replace(
+      / length (\d+) → (\d+)/g,
+      (_, from: string, to: string) =>
+        ` length ${formatBytes(Number(from))} → ${formatBytes(Number(to))}`,
     )
     .replace(/ modified /g, ' last modified ')
     .replace(/ since its fingerprint was recorded/g, ' since the overlay was made')
@@ -153,7 +157,8 @@ const BYTE_VALUES: ReadonlySet<string> = new Set([
 ])
 
 function valueText(problem: CheckProblem, value: string | number): string {
-  if (typeof value === 'string') return BASE_FINDINGS.has(problem.code) ? plainBaseChange(value) : value
+  if (typeof value === 'string')
+    return BASE_FINDINGS.has(problem.code) ? plainBaseChange(value) : value
   return BYTE_VALUES.has(problem.code) ? bytesText(value) : formatCount(value)
 }
 
@@ -233,13 +238,7 @@ export function repairLevels(report: CheckReport): RepairLevel[] {
 
 /** The overall verdict of a report. */
 export type CheckVerdict =
-  | 'clean'
-  | 'warnings'
-  | 'base-changed'
-  | 'leaks'
-  | 'corrupt'
-  | 'incomplete'
-  | 'unsupported'
+  'clean' | 'warnings' | 'base-changed' | 'leaks' | 'corrupt' | 'incomplete' | 'unsupported'
 
 /** `1 corruption`, `2 corruptions`. */
 export function count(amount: number, word: string, plural = `${word}s`): string {
@@ -270,9 +269,7 @@ export function checkVerdict(
       verdict: 'corrupt',
       sentence: `${name} has ${count(corruptions, 'corruption')}${report.leaks > 0 ? ` and ${count(report.leaks, 'leaked cluster')}` : ''}.`,
     }
-  if (
-    report.problems.some((problem) => BASE_FINDINGS.has(problem.code) && !problem.repaired)
-  )
+  if (report.problems.some((problem) => BASE_FINDINGS.has(problem.code) && !problem.repaired))
     return {
       verdict: 'base-changed',
       sentence: `The base of ${name} changed since the overlay was made; the overlay's own files are not damaged.`,

@@ -1,6 +1,6 @@
 import { defineStore } from 'pinia'
 import { ref } from 'vue'
-import type { ImageSummary } from '../../../shared/ipc/contract'
+import type { ImageSummary, ResponseOf } from '../../../shared/ipc/contract'
 import { useClient } from '../api'
 
 /** The library of known images, reloaded whenever main says it changed. */
@@ -23,8 +23,9 @@ export const useLibraryStore = defineStore('library', () => {
     }
   }
 
-  async function add(paths: string[]): Promise<void> {
-    await client.call('library:add-images', { paths })
+  /** Add images: those that open are added, the others come back in `failed` with why. */
+  async function add(paths: string[]): Promise<ResponseOf<'library:add-images'>> {
+    return client.call('library:add-images', { paths })
   }
 
   async function remove(path: string): Promise<void> {

@@ -231,7 +231,11 @@ describe('adding several images at once', () => {
       [join(dir, 'base.raw'), join(dir, 'disk.raw')].sort(),
     )
     // All of them failing is still an error, naming the file.
-    const none = await core.dispatcher.dispatch('library:add-images', { paths: [unreadable] }, TRUSTED)
+    const none = await core.dispatcher.dispatch(
+      'library:add-images',
+      { paths: [unreadable] },
+      TRUSTED,
+    )
     expect(none).toMatchObject({ ok: false, error: { path: unreadable } })
   })
 })

@@ -92,7 +92,7 @@ describe('a changed base and bits past the end, in plain words', () => {
     field: 'base fingerprint',
     value: '/b.raw modified 2026-12-01T10:00:00.000Z → 2026-12-05T09:30:00.000Z',
     message:
-      'The base /b.raw of /x.add-cow changed since its fingerprint was recorded (size 67108864 → 104923136 bytes; sampled content sha256 0123456789ab… → ba9876543210…); the overlay\'s guest view may be corrupt.',
+      "The base /b.raw of /x.add-cow changed since its fingerprint was recorded (size 67108864 → 104923136 bytes; sampled content sha256 0123456789ab… → ba9876543210…); the overlay's guest view may be corrupt.",
   })
   const BEYOND = problem({
     code: 'image-file-too-short',

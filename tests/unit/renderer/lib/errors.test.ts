@@ -59,7 +59,10 @@ describe('permission errors and the word "base"', () => {
 
   it('says "base" where the engine says "backing file"', () => {
     expect(
-      describeIpcError({ code: 'MISSING_FILE', message: 'The backing file /b.raw of /o is missing.' }),
+      describeIpcError({
+        code: 'MISSING_FILE',
+        message: 'The backing file /b.raw of /o is missing.',
+      }),
     ).toMatch(/^The base \/b\.raw of \/o is missing\./)
   })
 })
