@@ -61,6 +61,8 @@ export function useListboxKeys(options: {
 
   function onKeydown(event: KeyboardEvent): void {
     const page = options.page ?? 10
+    // A key that types nothing (an arrow, Home, Enter…) ends the search.
+    if (event.key.length !== 1) typed = ''
     const handled = ((): boolean => {
       switch (event.key) {
         case 'ArrowDown':

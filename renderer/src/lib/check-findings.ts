@@ -125,7 +125,8 @@ export function findingMessage(problem: CheckProblem): string {
     return `The bitmap marks clusters past the end of the disk (${disk}) as written. The guest never sees past its disk's end, so nothing it can read is affected; the repair clears those bits.`
   }
   if (problem.code === 'stray-bits') {
-    return `The bitmap's last byte has bits set for clusters past the end of the disk. The guest cannot read those clusters; the repair clears the bits.`
+    const which = /bits for clusters .+? past the last cluster \d+ are set/.exec(problem.message)
+    return `The bitmap marks clusters past the end of the disk as written${which ? `: ${which[0]}` : ''}. The guest never reads there; the repair clears those bits.`
   }
   if (BASE_FINDINGS.has(problem.code)) return plainWords(plainBaseChange(problem.message))
   return plainWords(problem.message)

@@ -5,7 +5,8 @@ import { formatDuration } from '../composables/use-format'
 /** How long a job ran (or has run so far, given the time now). */
 export function jobDuration(job: JobInfo, now: number = Date.now()): string {
   const end = job.finishedAt ?? now
-  return formatDuration(Math.max(0, end - job.startedAt) / 1000)
+  const ms = Math.max(0, end - job.startedAt)
+  return ms < 1000 ? 'under 1 s' : formatDuration(ms / 1000)
 }
 
 /** Where the image a job acted on is shown (its chain), or null for a job on no one image. */
