@@ -21,8 +21,10 @@ function listbox() {
       ctrlKey: false,
       metaKey: false,
       altKey: false,
-      preventDefault: () => (prevented = true),
-    } as KeyboardEvent)
+      preventDefault: () => {
+        prevented = true
+      },
+    } as unknown as KeyboardEvent)
     return prevented
   }
   return { keys, focused, spaced, press }
