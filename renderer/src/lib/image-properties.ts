@@ -10,16 +10,16 @@ export interface PropertyRow {
 }
 
 const NAME_REASONS: Record<string, string> = {
-  'inside-folder': 'followed (in the folder of the file that names it)',
-  'trusted-in-library': 'followed (trusted in the library)',
-  'allowed-by-user': 'followed (allowed for this run)',
-  'outside-folder': 'not followed: outside the folder and not trusted',
-  protocol: 'never followed: a protocol name',
-  json: 'never followed: a json: name',
-  device: 'never followed: a device',
-  'not-regular-file': 'never followed: not a regular file',
-  missing: 'missing',
-  loop: 'never followed: it loops back',
+  'inside-folder': 'in the folder of the file that names it',
+  'trusted-in-library': 'trusted in the library',
+  'allowed-by-user': 'allowed for this run',
+  'outside-folder': 'outside the folder, and not trusted',
+  protocol: 'a protocol name, never followed',
+  json: 'a json: name, never followed',
+  device: 'a device, never followed',
+  'not-regular-file': 'not a regular file, never followed',
+  missing: 'the file is missing',
+  loop: 'it loops back, never followed',
 }
 
 function bytesRow(label: string, bytes: number | undefined): PropertyRow[] {
@@ -69,8 +69,8 @@ export function propertyRows(layer: ImageInfo): PropertyRow[] {
     rows.push({ label: 'Image file as stored', value: layer['data-file'] })
   for (const name of layer.names ?? []) {
     rows.push({
-      label: `“${name.stored}” resolves to`,
-      value: `${name.resolved} — ${NAME_REASONS[name.reason] ?? name.reason}`,
+      label: name.followed ? 'Name followed' : 'Name not followed',
+      value: `${name.stored} → ${name.resolved} (${NAME_REASONS[name.reason] ?? name.reason})`,
     })
   }
   for (const warning of layer.warnings ?? [])
