@@ -79,7 +79,7 @@ test('check finds a stray bit and a leak, previews the repair, repairs both', as
   const changed = page.getByRole('region', { name: 'What the repair changed' })
   await expect(changed).toContainText('Kept a copy of the header and bitmap')
   await expect(changed).toContainText('Cleared the bits past the last cluster 258')
-  await expect(changed).toContainText('Punched holes over 65536 leaked bytes in 1 cluster(s)')
+  await expect(changed).toContainText('Punched holes over 65,536 leaked bytes in 1 cluster(s)')
   await expect(changed.getByRole('table')).toContainText('Stray bits')
   await expect(result).toContainText('No problems found in damaged.add-cow.')
   await expect(page.getByRole('region', { name: 'Corruptions: 1' })).toHaveCount(0)

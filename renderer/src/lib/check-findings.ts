@@ -132,6 +132,25 @@ export function findingMessage(problem: CheckProblem): string {
   return plainWords(problem.message)
 }
 
+/**
+ * A line of what a repair did, in the app's words: byte counts with the locale's grouping
+ * ("65,536 leaked bytes"), "base" for "backing file".
+ */
+export function repairLine(line: string): string {
+  const group = (digits: string): string => formatCount(Number(digits))
+  return plainWords(
+    line
+      .replace(
+        /\bfrom (\d{4,}) to (\d{4,}) bytes\b/g,
+        (_, from: string, to: string) => `from ${group(from)} to ${group(to)} bytes`,
+      )
+      .replace(
+        /\b(\d{4,})((?: leaked)? bytes)\b/g,
+        (_, digits: string, rest: string) => `${group(digits)}${rest}`,
+      ),
+  )
+}
+
 /** The field at fault, in the app's words ("base", not "backing file"). */
 export function findingField(problem: CheckProblem): string {
   return problem.field === undefined ? '—' : plainWords(problem.field)

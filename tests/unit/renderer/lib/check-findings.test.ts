@@ -6,6 +6,7 @@ import {
   findingTitle,
   findingValue,
   groupFindings,
+  repairLine,
   previewRepair,
   repairLevels,
   type CheckProblem,
@@ -127,6 +128,15 @@ describe('a changed base and bits past the end, in plain words', () => {
         dateStyle: 'medium',
         timeStyle: 'short',
       }),
+    )
+  })
+
+  it('groups the digits of byte counts in what a repair did', () => {
+    expect(repairLine('Punched holes over 65536 leaked bytes in 1 cluster(s) of /x.raw.')).toBe(
+      `Punched holes over ${(65536).toLocaleString()} leaked bytes in 1 cluster(s) of /x.raw.`,
+    )
+    expect(repairLine('Extended /x.add-cow from 65536 to 65664 bytes.')).toBe(
+      `Extended /x.add-cow from ${(65536).toLocaleString()} to ${(65664).toLocaleString()} bytes.`,
     )
   })
 
