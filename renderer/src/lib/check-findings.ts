@@ -129,12 +129,12 @@ export function findingMessage(problem: CheckProblem): string {
     return `The bitmap marks clusters past the end of the disk as written${which ? `: ${which[0]}` : ''}. The guest never reads there; the repair clears those bits.`
   }
   if (BASE_FINDINGS.has(problem.code)) return plainWords(plainBaseChange(problem.message))
-  return plainWords(problem.message)
+  return repairLine(problem.message)
 }
 
 /**
- * A line of what a repair did, in the app's words: byte counts with the locale's grouping
- * ("65,536 leaked bytes"), "base" for "backing file".
+ * A line of what check found or a repair did, in the app's words: byte counts with the
+ * locale's grouping ("65,536 leaked bytes"), "base" for "backing file".
  */
 export function repairLine(line: string): string {
   const group = (digits: string): string => formatCount(Number(digits))
