@@ -46,12 +46,11 @@ async function mountShell() {
   })
   await router.push('/')
   const pinia = createPinia()
-  const wrapper = mount(
-    defineComponent({
-      render: () => h(NNotificationProvider, null, { default: () => h(Listener) }),
-    }),
-    { global: { plugins: [pinia, router] }, attachTo: document.body },
-  )
+  const wrapper = mount(NNotificationProvider, {
+    slots: { default: () => h(Listener) },
+    global: { plugins: [pinia, router] },
+    attachTo: document.body,
+  })
   await settle()
   return { wrapper, pinia }
 }
