@@ -268,3 +268,24 @@ test('Compare says whether two images show the same disk, and where they first d
   await expect(job).toContainText(/took (under 1 s|\d+ s)/)
   await expect(job.getByRole('link', { name: 'golden.img' })).toBeVisible()
 })
+
+test('the library searches, filters and sorts, from the keyboard too', async ({ page }) => {
+  await openApp(page)
+  const rows = page.getByRole('table', { name: 'Images in the library' }).getByRole('row')
+  await page.getByRole('searchbox', { name: 'Search the library' }).fill('dev')
+  await expect(page.getByRole('status').filter({ hasText: /^1 of \d+ images$/ })).toBeVisible()
+  await expect(rows.filter({ hasText: 'golden.img' })).toHaveCount(0)
+  await page.getByRole('searchbox', { name: 'Search the library' }).fill('')
+  // Sort by name, Z to A, with the keyboard: the select opens on Enter and takes arrows.
+  const sort = page.getByRole('combobox', { name: 'Sort' })
+  await sort.focus()
+  await page.keyboard.press('Enter')
+  await expect(sort).toHaveAttribute('aria-expanded', 'true')
+  await page.getByText('Name, Z to A', { exact: true }).click()
+  const names = async (): Promise<string[]> =>
+    (await page.locator('.image-name').allTextContents()).map((text) => text.trim())
+  await expect.poll(names).toEqual([...(await names())].sort().reverse())
+  await page.getByRole('combobox', { name: 'Show' }).click()
+  await page.getByText('Bases (used by an overlay)', { exact: true }).click()
+  await expect.poll(names).toEqual(['golden.img'])
+})

@@ -62,6 +62,34 @@ export function compareNames(a: ImageSummary, b: ImageSummary): number {
   return NAME_ORDER.compare(a.name, b.name)
 }
 
+/** How the library's rows are sorted: a column key and a direction. */
+export interface LibrarySort {
+  key: string
+  order: 'ascend' | 'descend'
+}
+
+/** The sorts the toolbar offers (the same as clicking the column headers), as select options. */
+export const LIBRARY_SORTS: { value: string; label: string }[] = [
+  { value: '', label: 'Library order' },
+  { value: 'name:ascend', label: 'Name, A to Z' },
+  { value: 'name:descend', label: 'Name, Z to A' },
+  { value: 'virtualSize:descend', label: 'Size, largest first' },
+  { value: 'virtualSize:ascend', label: 'Size, smallest first' },
+  { value: 'allocatedPercent:descend', label: 'Written here, most first' },
+  { value: 'dependents:descend', label: 'Overlays, most first' },
+]
+
+/** A toolbar sort value (`name:ascend`) as a sort, or null for the library's order. */
+export function parseSort(value: string): LibrarySort | null {
+  const [key, order] = value.split(':')
+  return key && (order === 'ascend' || order === 'descend') ? { key, order } : null
+}
+
+/** A sort as a toolbar value. */
+export function sortValue(sort: LibrarySort | null): string {
+  return sort ? `${sort.key}:${sort.order}` : ''
+}
+
 /** Compare two nullable numbers, unknown values last. */
 export function compareNumbers(a: number | null, b: number | null): number {
   if (a === b) return 0

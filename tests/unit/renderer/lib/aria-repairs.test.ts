@@ -22,3 +22,20 @@ describe('repairAriaGaps', () => {
     observer.disconnect()
   })
 })
+
+describe('a select without a text field', () => {
+  it('becomes a named combobox, expanded while open', async () => {
+    document.body.innerHTML = `
+      <div class="n-select" aria-label="Sort"><div class="n-base-selection"><div class="n-base-selection-label" tabindex="0"></div></div></div>`
+    const observer = repairAriaGaps(document)
+    const box = document.querySelector<HTMLElement>('.n-base-selection-label')!
+    expect(box.getAttribute('role')).toBe('combobox')
+    expect(box.getAttribute('aria-label')).toBe('Sort')
+    expect(box.getAttribute('aria-expanded')).toBe('false')
+    expect(document.querySelector('.n-select')?.hasAttribute('aria-label')).toBe(false)
+    document.querySelector('.n-base-selection')!.classList.add('n-base-selection--active')
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(box.getAttribute('aria-expanded')).toBe('true')
+    observer.disconnect()
+  })
+})

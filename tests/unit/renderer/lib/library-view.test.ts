@@ -5,6 +5,8 @@ import {
   compareNumbers,
   filterImages,
   needsAttention,
+  parseSort,
+  sortValue,
 } from '../../../../renderer/src/lib/library-view'
 
 // The library's search, filter and sort (renderer/src/lib/library-view.ts).
@@ -66,5 +68,15 @@ describe('sorting', () => {
       'disk10.img',
     ])
     expect([3, null, 1].sort(compareNumbers)).toEqual([1, 3, null])
+  })
+})
+
+describe('the toolbar sort', () => {
+  it('reads and writes the same sort as the column headers', () => {
+    expect(parseSort('name:descend')).toEqual({ key: 'name', order: 'descend' })
+    expect(parseSort('')).toBeNull()
+    expect(parseSort('name:sideways')).toBeNull()
+    expect(sortValue({ key: 'virtualSize', order: 'ascend' })).toBe('virtualSize:ascend')
+    expect(sortValue(null)).toBe('')
   })
 })
