@@ -1,6 +1,7 @@
 import {
   BrowserWindow,
   dialog,
+  shell,
   webContents,
   type OpenDialogOptions,
   type SaveDialogOptions,
@@ -44,6 +45,9 @@ export function createNativeDialogs(): NativeDialogs {
         ? await dialog.showSaveDialog(parent, options)
         : await dialog.showSaveDialog(options)
       return result.canceled || !result.filePath ? null : result.filePath
+    },
+    showItemInFolder(path) {
+      shell.showItemInFolder(path)
     },
   }
 }

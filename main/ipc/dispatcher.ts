@@ -93,8 +93,20 @@ export class IpcDispatcher {
     context: CallContext,
   ): ReturnType<JobManager['start']> {
     const handler = this.options.handlers[channel as keyof Handlers] as unknown as ErasedJobHandler
-    return this.options.jobs.start(channel, handler.title(request), handler.unit, (job) =>
-      handler.run(request, job, context),
+    return this.options.jobs.start(
+      channel,
+      handler.title(request),
+      handler.unit,
+      (job) => handler.run(request, job, context),
+      imageOfRequest(request),
     )
   }
+}
+
+/** The image a job's request acts on: its `path`, `overlay` or (compare) `a`. */
+function imageOfRequest(request: unknown): string | undefined {
+  if (typeof request !== 'object' || request === null) return undefined
+  const fields = request as { path?: unknown; overlay?: unknown; a?: unknown }
+  const image = [fields.path, fields.overlay, fields.a].find((value) => typeof value === 'string')
+  return typeof image === 'string' ? image : undefined
 }

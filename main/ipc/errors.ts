@@ -4,6 +4,34 @@ import { errorValue, type IpcError } from '../../shared/ipc/result'
 import type { Logger } from './logger'
 
 /**
+ * The engine's sentences end with the CLI's advice ("pass --accept-base …"); the app has no
+ * flags, so its users get the app's way of doing the same. Each entry is one sentence part the
+ * engine writes, and the app's words for it.
+ */
+const APP_WORDING: readonly [RegExp, string][] = [
+  [
+    /\s*\(pass --accept-base if the change is intended\)/g,
+    ' (if the change is intended, accept it in Check)',
+  ],
+  [/; pass --force to commit anyway\./g, '; confirm in Commit to commit anyway.'],
+  [/\s*\(pass --force to roll back anyway\)/g, ' (confirm the rollback to go on anyway)'],
+  [
+    /; pass --allow-name with that path \(or approve it in the app\) if you trust this image/g,
+    '; trust it from the Library if you trust this image',
+  ],
+  [/; pass --allow-name if you trust it/g, '; trust it from the Library if you trust this image'],
+  [/run qemu-img check -r all( first)?/g, 'let qemu-img check repair it$1'],
+  [/\s*\(qemu-img check -r all repairs them\)/g, ' (qemu-img check can repair them)'],
+]
+
+/** An engine sentence in the app's words: no CLI flags (see {@link APP_WORDING}). */
+export function appWording(message: string): string {
+  let text = message
+  for (const [pattern, replacement] of APP_WORDING) text = text.replace(pattern, replacement)
+  return text
+}
+
+/**
  * Turn anything a handler threw into an {@link IpcError}.
  *
  * An EngineError keeps its stable code, its sentence and the file, field and value at fault.
@@ -12,7 +40,7 @@ import type { Logger } from './logger'
  */
 export function toIpcError(error: unknown, log: Logger, where: string): IpcError {
   if (isEngineError(error)) {
-    const result: IpcError = { code: error.code, message: error.message }
+    const result: IpcError = { code: error.code, message: appWording(error.message) }
     if (error.path !== undefined) result.path = error.path
     if (error.field !== undefined) result.field = error.field
     if (error.value !== undefined) result.value = errorValue(error.value)

@@ -91,6 +91,7 @@ export class JobManager {
     title: string,
     unit: 'bytes' | 'steps',
     run: (job: JobRun) => Promise<T>,
+    image?: string,
   ): JobInfo {
     if (this.runningCount >= this.maxRunning) {
       throw new EngineError(
@@ -117,6 +118,7 @@ export class JobManager {
         progress: { done: 0, total: 0, unit, fraction: 0, bytesPerSecond: null, secondsLeft: null },
         detail: null,
         error: null,
+        ...(image === undefined ? {} : { image }),
       },
       controller,
       settled: Promise.resolve(),

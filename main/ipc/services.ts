@@ -28,6 +28,8 @@ export interface NativeDialogs {
     request: ParsedRequestOf<'fs:show-save-dialog'>,
     sender: RequestSender,
   ): Promise<string | null>
+  /** Open the system's file manager on the folder of `path`, with the file selected. */
+  showItemInFolder(path: string): void
 }
 
 /** The services the handlers use. */

@@ -1,12 +1,13 @@
 import type { RouteRecordRaw } from 'vue-router'
 import CheckView from './views/CheckView.vue'
 import CommitView from './views/CommitView.vue'
+import CompareView from './views/CompareView.vue'
 import FlattenView from './views/FlattenView.vue'
 import LaunchView from './views/LaunchView.vue'
 import RebaseView from './views/RebaseView.vue'
 
 /**
- * Screens for operations on an image: check, commit, flatten, rebase, launch.
+ * Screens for operations on an image: check, compare, commit, flatten, rebase, launch.
  * `meta.nav` puts a route in the side menu, ordered by `meta.navOrder`.
  * Each takes the image it acts on as `?image=/abs/path` and offers a picker without it.
  */
@@ -16,6 +17,12 @@ export const OPERATION_ROUTES: RouteRecordRaw[] = [
     name: 'check',
     component: CheckView,
     meta: { title: 'Check', nav: true, navOrder: 50 },
+  },
+  {
+    path: '/compare',
+    name: 'compare',
+    component: CompareView,
+    meta: { title: 'Compare', nav: true, navOrder: 51 },
   },
   {
     path: '/commit',

@@ -39,6 +39,7 @@ export const CHANNELS = {
   fsListRoots: 'fs:list-roots',
   fsShowOpenDialog: 'fs:show-open-dialog',
   fsShowSaveDialog: 'fs:show-save-dialog',
+  fsShowInFolder: 'fs:show-in-folder',
   jobsListJobs: 'jobs:list-jobs',
   jobsCancelJob: 'jobs:cancel-job',
   jobsClearFinished: 'jobs:clear-finished',

@@ -245,6 +245,8 @@ export const JobInfoSchema = z.object({
   /** What a long-lived job is doing now (the NBD URI it serves, the VM's pid...). */
   detail: z.string().nullable(),
   error: IpcErrorSchema.nullable(),
+  /** The image the job acts on (its request's `path`), for a link to it; absent when none. */
+  image: z.string().optional(),
 })
 
 /** The immediate reply of every job channel: the job, started. */
@@ -416,9 +418,12 @@ export const CONTRACT = {
     z.object({ images: z.array(ImageSummarySchema), warning: z.string().nullable() }),
   ),
   [CHANNELS.libraryAddImages]: call(
-    'Add images to the library (each must open as an image) and to the recent list.',
+    'Add images to the library (each must open as an image) and to the recent list: those that open are added, the others are listed in `failed` with why (all failing is an error).',
     z.strictObject({ paths: z.array(AbsolutePathSchema).min(1).max(100) }),
-    z.object({ added: z.array(z.string()) }),
+    z.object({
+      added: z.array(z.string()),
+      failed: z.array(z.object({ path: z.string(), error: IpcErrorSchema })),
+    }),
   ),
   [CHANNELS.libraryRemoveImages]: call(
     'Remove images from the library; their files are untouched.',
@@ -705,6 +710,8 @@ export const CONTRACT = {
           link: z.boolean(),
           size: ByteCountSchema.nullable(),
           modifiedAt: z.number().nullable(),
+          /** Set on the image file of an add-cow overlay in the same folder: the overlay's name. */
+          imageFileOf: z.string().optional(),
         }),
       ),
       truncated: z.boolean(),
@@ -737,6 +744,11 @@ export const CONTRACT = {
       filters: z.array(FileFilterSchema).max(16).optional(),
     }),
     z.object({ path: z.string().nullable() }),
+  ),
+  [CHANNELS.fsShowInFolder]: call(
+    "Show a file in the system's file manager (Electron); `shown: false` where there is none (the browser mode shows the path).",
+    z.strictObject({ path: AbsolutePathSchema }),
+    z.object({ shown: z.boolean() }),
   ),
   [CHANNELS.jobsListJobs]: call(
     'Every running job and the most recent finished ones, oldest first.',

@@ -1,4 +1,4 @@
-import { open, readFile } from 'node:fs/promises'
+import { open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect, test } from './fixtures'
 import { addcow, folder, openScreen, qemuIo, rawImage, run, screenshot } from './operations-helpers'
@@ -71,16 +71,27 @@ test('check finds a stray bit and a leak, previews the repair, repairs both', as
   // The files are untouched by the check and the preview.
   expect((await readFile(overlay))[LAST_BITMAP_BYTE]).toBe(0x80)
 
+  // Repair asks first, and says a copy of what it rewrites is kept.
   await repair.getByRole('button', { name: 'Repair 2 findings' }).click()
+  const confirm = page.getByRole('dialog').filter({ hasText: 'Repair 2 findings?' })
+  await expect(confirm).toContainText('keeps a copy of them in a file next to the image')
+  await confirm.getByRole('button', { name: 'Repair', exact: true }).click()
   const changed = page.getByRole('region', { name: 'What the repair changed' })
+  await expect(changed).toContainText('Kept a copy of the header and bitmap')
   await expect(changed).toContainText('Cleared the bits past the last cluster 258')
-  await expect(changed).toContainText('Punched holes over 65536 leaked bytes in 1 cluster(s)')
+  await expect(changed).toContainText('Punched holes over 65,536 leaked bytes in 1 cluster(s)')
   await expect(changed.getByRole('table')).toContainText('Stray bits')
   await expect(result).toContainText('No problems found in damaged.add-cow.')
   await expect(page.getByRole('region', { name: 'Corruptions: 1' })).toHaveCount(0)
 
   // The CLI agrees: clean, the bit is cleared, the leaked data is gone from the image file.
   expect((await readFile(overlay))[LAST_BITMAP_BYTE]).toBe(0)
+  // The copy holds the bytes as they were: the stray bit still set.
+  const kept = (await readdir(dir)).filter((name) =>
+    name.startsWith('damaged.add-cow.before-repair-'),
+  )
+  expect(kept).toHaveLength(1)
+  expect((await readFile(join(dir, kept[0]!)))[LAST_BITMAP_BYTE]).toBe(0x80)
   const { stdout } = await run(process.execPath, [ADDCOW_BIN, 'check', '--json', overlay], {
     env: { ...process.env, ADDCOW_DATA_DIR: webApp.dataDir },
   })

@@ -169,7 +169,7 @@ test('a journaled commit is rolled back: the base is as it was and the overlay h
   const browser = page.getByRole('dialog', { name: 'File browser' })
   await browser.getByRole('textbox', { name: 'Folder path' }).fill(dir)
   await browser.getByRole('textbox', { name: 'Folder path' }).press('Enter')
-  await browser.getByRole('button', { name: /^File earlier\.undo,/ }).dblclick()
+  await browser.getByRole('option', { name: /^File earlier\.undo,/ }).dblclick()
   await expect(browser).toBeHidden()
   await expect(panel.getByRole('textbox', { name: 'Undo journal to roll back' })).toHaveValue(
     earlier,

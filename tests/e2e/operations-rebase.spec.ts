@@ -45,7 +45,7 @@ test('the rebase wizard points an overlay at a new base without changing its gue
   const browser = page.getByRole('dialog', { name: 'File browser' })
   await browser.getByRole('textbox', { name: 'Folder path' }).fill(dir)
   await browser.getByRole('textbox', { name: 'Folder path' }).press('Enter')
-  await browser.getByRole('button', { name: 'File new.raw, 8 MiB' }).dblclick()
+  await browser.getByRole('option', { name: 'File new.raw, 8 MiB' }).dblclick()
   await expect(browser).toBeHidden()
   await step.getByText('raw', { exact: true }).click()
   await expect(step).toContainText('Stored in the overlay as new.raw (relative to its folder).')

@@ -3,11 +3,15 @@ import { homedir, tmpdir } from 'node:os'
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path'
 import type { ResponseOf } from '../../../shared/ipc/contract'
 import { EngineError, wrapIoError } from '../../engine/errors'
+import type { NamePolicy } from '../../engine/names'
+import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
 
 /** Most entries one listing returns (a folder with more is cut, and says so). */
 export const MAX_FOLDER_ENTRIES = 5000
+/** Most overlays of one folder whose image file is looked up (each is opened read-only). */
+export const MAX_OVERLAYS_INSPECTED = 64
 /** Entries examined at once. */
 const PARALLEL_STATS = 32
 
@@ -43,7 +47,11 @@ async function describe(folder: string, name: string): Promise<FolderEntry> {
  * List a folder of main's file system for the in-app file browser: folders first, then files,
  * by name. Refuses relative paths (IPC has no working directory) and non-folders.
  */
-export async function listFolder(path: string, showHidden: boolean): Promise<FolderListing> {
+export async function listFolder(
+  path: string,
+  showHidden: boolean,
+  policy?: NamePolicy,
+): Promise<FolderListing> {
   if (!isAbsolute(path)) {
     throw new EngineError('BAD_REQUEST', `The folder '${path}' is not an absolute path.`, {
       field: 'path',
@@ -84,8 +92,37 @@ export async function listFolder(path: string, showHidden: boolean): Promise<Fol
   const rank = (entry: FolderEntry): number =>
     entry.kind === 'folder' ? 0 : entry.kind === 'file' ? 1 : 2
   entries.sort((a, b) => rank(a) - rank(b) || collator.compare(a.name, b.name))
+  await markImageFiles(entries, policy)
   const parent = dirname(folder)
   return { path: folder, parent: parent === folder ? null : parent, entries, truncated }
+}
+
+/**
+ * Mark the image files of the folder's add-cow overlays (named `*.add-cow`, the name create
+ * gives), so the file browser does not offer them as disks of their own. Each overlay is
+ * opened read-only through the engine, under the library's name policy; one that cannot be
+ * read marks nothing.
+ */
+async function markImageFiles(
+  entries: FolderEntry[],
+  policy: NamePolicy | undefined,
+): Promise<void> {
+  const byPath = new Map(entries.map((entry) => [entry.path, entry]))
+  const overlays = entries
+    .filter((entry) => entry.kind === 'file' && entry.name.endsWith('.add-cow'))
+    .slice(0, MAX_OVERLAYS_INSPECTED)
+  await Promise.all(
+    overlays.map(async (overlay) => {
+      try {
+        const [info] = await imageInfo(overlay.path, policy ? { policy } : {})
+        const image = info?.['full-data-file']
+        const entry = image === undefined ? undefined : byPath.get(resolve(image))
+        if (entry && entry !== overlay) entry.imageFileOf = overlay.name
+      } catch {
+        // Not readable as an image: nothing to mark.
+      }
+    }),
+  )
 }
 
 /** Where the in-app file browser starts. */
@@ -125,7 +162,8 @@ function noDialogs(): never {
  */
 export function fsHandlers(services: IpcServices): AreaHandlers<'fs'> {
   return {
-    'fs:list-folder': ({ path, showHidden }) => listFolder(path, showHidden),
+    'fs:list-folder': async ({ path, showHidden }) =>
+      listFolder(path, showHidden, await services.library.policy()),
 
     'fs:list-roots': () => listRoots(),
 
@@ -137,6 +175,18 @@ export function fsHandlers(services: IpcServices): AreaHandlers<'fs'> {
     'fs:show-save-dialog': async (request, { sender }) => {
       if (!services.dialogs) noDialogs()
       return { path: await services.dialogs.saveFile(request, sender) }
+    },
+
+    // Only an existing file is shown (the file manager would open elsewhere, or nowhere).
+    'fs:show-in-folder': async ({ path }) => {
+      try {
+        await stat(path)
+      } catch (error) {
+        throw wrapIoError(error, path, 'show')
+      }
+      if (!services.dialogs) return { shown: false }
+      services.dialogs.showItemInFolder(path)
+      return { shown: true }
     },
   }
 }

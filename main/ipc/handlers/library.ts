@@ -4,6 +4,8 @@ import { deleteImageFiles } from '../../engine/ops/delete'
 import { recordBaseFingerprint } from '../../engine/ops/drift'
 import { imageInfo } from '../../engine/ops/info'
 import { locateBase } from '../../engine/ops/locate'
+import type { IpcError } from '../../../shared/ipc/result'
+import { toIpcError } from '../errors'
 import type { AreaHandlers } from '../handler-table'
 import { realPath } from '../../engine/fs'
 import { assertOpensAsImage, summarizeLibrary } from '../library-summary'
@@ -20,12 +22,25 @@ export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> 
   return {
     'library:list-images': () => summarizeLibrary(library, log),
 
+    // One unreadable file does not keep the others out: they are added, it is reported.
     'library:add-images': async ({ paths }) => {
       const policy = await library.policy()
-      for (const path of paths) await assertOpensAsImage(path, policy)
-      await library.addImages(paths)
-      bus.emit('library:changed', { reason: 'added', paths })
-      return { added: paths }
+      const added: string[] = []
+      const failed: { path: string; error: IpcError }[] = []
+      let firstError: unknown = null
+      for (const path of paths) {
+        try {
+          await assertOpensAsImage(path, policy)
+          added.push(path)
+        } catch (error) {
+          firstError ??= error
+          failed.push({ path, error: toIpcError(error, log, 'library:add-images') })
+        }
+      }
+      if (added.length === 0) throw firstError
+      await library.addImages(added)
+      bus.emit('library:changed', { reason: 'added', paths: added })
+      return { added, failed }
     },
 
     'library:remove-images': async ({ paths }) => {

@@ -6,6 +6,7 @@ import { compareDisks } from '../../engine/ops/compare'
 import { createOverlay } from '../../engine/ops/create'
 import { rebaseOverlay } from '../../engine/ops/rebase'
 import { streamOverlay } from '../../engine/ops/stream'
+import { appWording } from '../errors'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
 
@@ -84,7 +85,14 @@ export function operationHandlers(services: IpcServices): AreaHandlers<'operatio
           onProgress: job.progress,
         })
         if (report.repairs.length > 0) changed([path])
-        return { report, exitCode: checkExitCode(report) }
+        const worded = {
+          ...report,
+          problems: report.problems.map((problem) => ({
+            ...problem,
+            message: appWording(problem.message),
+          })),
+        }
+        return { report: worded, exitCode: checkExitCode(report) }
       },
     },
 

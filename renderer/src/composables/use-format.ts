@@ -54,3 +54,29 @@ export function folderOf(path: string): string {
   if (index <= 0) return path.slice(0, index + 1) || path
   return path.slice(0, index)
 }
+
+const COUNT_FORMAT = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 })
+
+/** A whole number with the user's locale grouping: `16 777 216`, `16,777,216`. */
+export function formatCount(value: number): string {
+  return COUNT_FORMAT.format(value)
+}
+
+/** The exact byte count, for a tooltip beside {@link formatBytes}: `67,108,864 bytes`. */
+export function formatBytesExact(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined) return ''
+  return `${formatCount(bytes)} ${bytes === 1 ? 'byte' : 'bytes'}`
+}
+
+/**
+ * A share in percent for people: one decimal, `<0.1%` for a small share that is not zero
+ * (a few clusters written on a large disk), `>99.9%` for one just short of all.
+ */
+export function formatPercent(percent: number): string {
+  if (percent <= 0) return '0%'
+  if (percent < 0.1) return '<0.1%'
+  if (percent >= 100) return '100%'
+  if (percent > 99.9) return '>99.9%'
+  const rounded = Math.round(percent * 10) / 10
+  return `${Number.isInteger(rounded) ? rounded.toFixed(0) : rounded.toFixed(1)}%`
+}

@@ -1,5 +1,5 @@
 import type { ResponseOf } from '../../../shared/ipc/contract'
-import { formatBytes } from '../composables/use-format'
+import { formatBytes, formatCount } from '../composables/use-format'
 
 /**
  * The allocation map's logic, kept free of Vue and of the DOM so it can be tested on its own:
@@ -401,7 +401,7 @@ export function allocationCaption(allocation: Allocation, clusterSize: number | 
 
 /** `1 cluster`, `16,384 clusters`. */
 export function clustersText(count: number): string {
-  return `${count.toLocaleString('en')} ${count === 1 ? 'cluster' : 'clusters'}`
+  return `${formatCount(count)} ${count === 1 ? 'cluster' : 'clusters'}`
 }
 
 function alignDown(value: number, unit: number): number {

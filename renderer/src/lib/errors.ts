@@ -10,7 +10,6 @@ import type { IpcError } from '../../../shared/ipc/result'
 const ADVICE: Partial<Record<ErrorCode, string>> = {
   NOT_FOUND: 'Check the path, or put the file back where it was.',
   MISSING_FILE: 'Put the missing file back, or rebase the overlay onto another base.',
-  PERMISSION_DENIED: 'Check the permissions of the file and of its folder.',
   ALREADY_EXISTS: 'Choose another name, or move the existing file away first.',
   BUSY: 'Wait for the other operation on this file to finish, then try again.',
   IO_ERROR: 'Check the disk and try again.',
@@ -26,6 +25,26 @@ const ADVICE: Partial<Record<ErrorCode, string>> = {
   WOULD_SHRINK: 'Give a size at least as large as the existing file.',
   SIZE_LIMIT: 'Choose a smaller size or larger clusters.',
   SAME_FILE: 'Choose different files.',
+}
+
+/**
+ * Permission advice names what is missing: the engine says "Cannot open X", "Cannot read X"
+ * or "Cannot list X" when reading was refused, and "Cannot open for writing X", "Cannot write
+ * X" or "Cannot create X" when writing was.
+ */
+function permissionAdvice(message: string): string {
+  return /Cannot (open for writing|write|create|rename|remove|delete|truncate)\b/i.test(message)
+    ? 'You need permission to write this file (and its folder); check its owner and permissions.'
+    : 'You need permission to read this file (and to open its folder); check its owner and permissions.'
+}
+
+/** The app says "base" for what the engine and QEMU call the "backing file". */
+export function plainWords(text: string): string {
+  return text
+    .replace(/\bbacking files\b/g, 'bases')
+    .replace(/\bbacking file\b/g, 'base')
+    .replace(/\bBacking files\b/g, 'Bases')
+    .replace(/\bBacking file\b/g, 'Base')
 }
 
 function asIpcError(error: unknown): IpcError | null {
@@ -53,7 +72,7 @@ export function describeError(error: unknown): string {
 
 /** {@link describeError} for an error as it crossed IPC. */
 export function describeIpcError(error: IpcError): string {
-  const parts = [sentence(error.message)]
+  const parts = [plainWords(sentence(error.message))]
   if (error.path && !error.message.includes(error.path)) parts.push(`File: ${error.path}.`)
   if (
     error.field &&
@@ -63,7 +82,8 @@ export function describeIpcError(error: IpcError): string {
   ) {
     parts.push(`${error.field}: ${String(error.value)}.`)
   }
-  const advice = ADVICE[error.code]
+  const advice =
+    error.code === 'PERMISSION_DENIED' ? permissionAdvice(error.message) : ADVICE[error.code]
   if (advice) parts.push(advice)
   return parts.join(' ')
 }

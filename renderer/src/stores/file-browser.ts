@@ -7,10 +7,21 @@ export interface FileBrowserRequest {
   title: string
   /** Open mode: allow several files. */
   multiple: boolean
-  /** Folder to start in (default: home). */
+  /** Folder to start in (default: the last one shown, else the library's, else home). */
   folder?: string
   /** Save mode: the proposed file name. */
   fileName?: string
+}
+
+/** Where the last folder is kept. */
+export const LAST_FOLDER_KEY = 'addcow.file-browser.last-folder'
+
+function readLastFolder(): string | null {
+  try {
+    return window.localStorage.getItem(LAST_FOLDER_KEY)
+  } catch {
+    return null
+  }
 }
 
 /**
@@ -19,6 +30,17 @@ export interface FileBrowserRequest {
  */
 export const useFileBrowserStore = defineStore('file-browser', () => {
   const request = ref<FileBrowserRequest | null>(null)
+  /** The folder the browser showed last (kept between sessions), where it opens next. */
+  const lastFolder = ref<string | null>(readLastFolder())
+
+  function remember(folder: string): void {
+    lastFolder.value = folder
+    try {
+      window.localStorage.setItem(LAST_FOLDER_KEY, folder)
+    } catch {
+      // Storage refused: remembered for this session only.
+    }
+  }
   let answer: ((paths: string[] | null) => void) | null = null
 
   function ask(next: FileBrowserRequest): Promise<string[] | null> {
@@ -36,5 +58,5 @@ export const useFileBrowserStore = defineStore('file-browser', () => {
     resolve?.(paths)
   }
 
-  return { request, ask, finish }
+  return { request, lastFolder, ask, finish, remember }
 })

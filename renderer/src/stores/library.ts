@@ -29,8 +29,9 @@ export const useLibraryStore = defineStore('library', () => {
     }
   }
 
-  async function add(paths: string[]): Promise<void> {
-    await client.call('library:add-images', { paths })
+  /** Add images: those that open are added, the others come back in `failed` with why. */
+  async function add(paths: string[]): Promise<ResponseOf<'library:add-images'>> {
+    return client.call('library:add-images', { paths })
   }
 
   async function remove(path: string): Promise<void> {

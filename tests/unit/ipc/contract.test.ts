@@ -110,6 +110,7 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'fs:list-roots': () => ({}),
   'fs:show-open-dialog': ({ dir }) => ({ title: 'Pick an image', defaultPath: dir }),
   'fs:show-save-dialog': () => ({ title: 'Save' }),
+  'fs:show-in-folder': ({ base }) => ({ path: base }),
   'jobs:list-jobs': () => ({}),
   'jobs:cancel-job': ({ core }) => ({ jobId: core.jobs.list()[0]?.id ?? 'none' }),
   'jobs:clear-finished': () => ({}),
@@ -128,6 +129,9 @@ function answeringDialogs(picked: string): NativeDialogs & { asked: string[] } {
     saveFile: async (request) => {
       asked.push(`save:${request.title ?? ''}`)
       return picked
+    },
+    showItemInFolder: (path) => {
+      asked.push(`show:${path}`)
     },
   }
 }
@@ -313,7 +317,7 @@ describe('every handler on real files', () => {
     for (const { event, payload } of core.events) {
       expect(EVENT_CONTRACT[event].safeParse(payload).success, event).toBe(true)
     }
-    expect(dialogs.asked).toEqual(['open:Pick an image', 'save:Save'])
+    expect(dialogs.asked).toEqual(['open:Pick an image', 'save:Save', `show:${fixture.base}`])
   })
 
   it('summarizes the library: formats, sizes, allocation, bases and dependents', async () => {

@@ -1,3 +1,4 @@
+import { open, unlink, type FileHandle } from 'node:fs/promises'
 import type {
   CheckContext,
   CheckProblem,
@@ -5,7 +6,7 @@ import type {
   FormatCheck,
   RepairLevel,
 } from '../../check-report'
-import { bounded, quote, throwIfAborted } from '../../errors'
+import { bounded, quote, throwIfAborted, wrapIoError } from '../../errors'
 import { BlockFile } from '../../file'
 import { realPath } from '../../fs'
 import { nativeStatus } from '../../native/index'
@@ -295,6 +296,61 @@ function merge(offsets: number[]): [number, number][] {
   return runs
 }
 
+/** Findings whose repair rewrites the add-cow file's header or bitmap (or its length). */
+const METADATA_REPAIRS = new Set([
+  'header-padding',
+  'metadata-file-too-short',
+  'metadata-file-too-long',
+  'stray-bits',
+  'image-file-too-short',
+  'all-allocated-inconsistent',
+  'all-allocated-missing',
+])
+
+/** `20261205-213012`: a local time stamp for a file name. */
+function fileStamp(date: Date): string {
+  const two = (value: number): string => String(value).padStart(2, '0')
+  return `${date.getFullYear()}${two(date.getMonth() + 1)}${two(date.getDate())}-${two(date.getHours())}${two(date.getMinutes())}${two(date.getSeconds())}`
+}
+
+/**
+ * Before a repair rewrites the header or the bitmap, copy the add-cow file's bytes it may
+ * rewrite (the header and the bitmap area, up to the length check reads) to a new file beside
+ * it, `NAME.before-repair-STAMP`, so the user can put them back. The copy is written and
+ * flushed before the first repair write; a copy that cannot be made stops the repair.
+ * Returns the copy's path.
+ */
+async function keepMetadataCopy(findings: Findings, path: string): Promise<string> {
+  const length = Math.min(findings.metaLength, findings.headerSize + MAX_BITMAP_BYTES)
+  const stamp = fileStamp(new Date())
+  let target = `${path}.before-repair-${stamp}`
+  let handle: FileHandle | null = null
+  for (let attempt = 2; handle === null; attempt++) {
+    try {
+      handle = await open(target, 'wx', 0o600)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 100)
+        throw wrapIoError(error, target, 'create the copy of the header and bitmap at')
+      target = `${path}.before-repair-${stamp}-${attempt}`
+    }
+  }
+  try {
+    const chunk = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(1, length)))
+    for (let position = 0; position < length; position += chunk.length) {
+      const piece = chunk.subarray(0, Math.min(chunk.length, length - position))
+      await findings.meta.readAt(piece, position)
+      await handle.write(piece, 0, piece.length, position)
+    }
+    await handle.sync()
+  } catch (error) {
+    await handle.close().catch(() => undefined)
+    await unlink(target).catch(() => undefined)
+    throw wrapIoError(error, target, 'write the copy of the header and bitmap to')
+  }
+  await handle.close()
+  return target
+}
+
 /** Apply the repairs at `level` (never touching the base); returns what changed. */
 async function repair(checker: Checker, findings: Findings, level: RepairLevel): Promise<string[]> {
   const done: string[] = []
@@ -304,6 +360,13 @@ async function repair(checker: Checker, findings: Findings, level: RepairLevel):
   const problems = (code: string): CheckProblem[] =>
     checker.problems.filter((problem) => problem.code === code && wanted(problem))
   const mark = (list: CheckProblem[]): void => list.forEach((problem) => (problem.repaired = true))
+
+  if (checker.problems.some((problem) => wanted(problem) && METADATA_REPAIRS.has(problem.code))) {
+    const copy = await keepMetadataCopy(findings, checker.path)
+    done.push(
+      `Kept a copy of the header and bitmap of ${checker.path} as they were before the repair: ${copy}.`,
+    )
+  }
 
   const padding = problems('header-padding')
   if (padding.length > 0) {

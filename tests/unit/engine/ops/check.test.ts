@@ -185,6 +185,21 @@ describe('check finds every problem, with the offending value', () => {
     expect((await readFile(overlay))[65536 + 7]).toBe(0)
   })
 
+  it('keeps a copy of the header and bitmap before a repair rewrites them, and names it', async () => {
+    await truncate(join(dir, 'ov.raw'), 4 * MiB - 3 * 65536)
+    await poke(overlay, 65536 + 7, [0xe0])
+    const before = await readFile(overlay)
+    const report = await checkImage(overlay, { library, repair: 'all' })
+    const kept = report.repairs.find((line) => line.startsWith('Kept a copy'))
+    const copy = /: (\/\S+\.before-repair-[0-9-]+)\.$/.exec(kept ?? '')?.[1]
+    expect(copy, report.repairs.join('\n')).toBeDefined()
+    expect((await readFile(copy!)).equals(before)).toBe(true)
+    expect((await readFile(overlay)).equals(before)).toBe(false)
+    // A leaks-only repair rewrites no header or bitmap byte, so it keeps no copy.
+    const clean = await checkImage(overlay, { library, repair: 'leaks' })
+    expect(clean.repairs.some((line) => line.startsWith('Kept a copy'))).toBe(false)
+  })
+
   it('finds an image file shorter than the bitmap implies', async () => {
     await poke(overlay, 65536 + 7, [0x80])
     await truncate(join(dir, 'ov.raw'), 2 * MiB)

@@ -290,3 +290,62 @@ describe('the library file', () => {
     ).toEqual([])
   })
 })
+
+describe('adding several images at once', () => {
+  it('adds the images that open and reports the one that does not', async () => {
+    // A folder where a file was expected: it cannot be opened as an image.
+    const unreadable = join(dir, 'a-folder.add-cow')
+    await mkdir(unreadable)
+    const core = testCore(join(dir, 'partial-add'))
+    const answer = await call(core, 'library:add-images', {
+      paths: [join(dir, 'disk.raw'), unreadable, join(dir, 'base.raw')],
+    })
+    expect(answer.added).toEqual([join(dir, 'disk.raw'), join(dir, 'base.raw')])
+    expect(answer.failed).toHaveLength(1)
+    expect(answer.failed[0]).toMatchObject({ path: unreadable, error: { path: unreadable } })
+    expect((await core.library.load()).images.map((image) => image.path).sort()).toEqual(
+      [join(dir, 'base.raw'), join(dir, 'disk.raw')].sort(),
+    )
+    // All of them failing is still an error, naming the file.
+    const none = await core.dispatcher.dispatch(
+      'library:add-images',
+      { paths: [unreadable] },
+      TRUSTED,
+    )
+    expect(none).toMatchObject({ ok: false, error: { path: unreadable } })
+  })
+})
+
+describe('fs:show-in-folder', () => {
+  it('says the browser mode cannot show a folder, and refuses a file that does not exist', async () => {
+    const core = testCore(join(dir, 'show-in-folder'))
+    expect(await call(core, 'fs:show-in-folder', { path: join(dir, 'disk.raw') })).toEqual({
+      shown: false,
+    })
+    const missing = await core.dispatcher.dispatch(
+      'fs:show-in-folder',
+      { path: join(dir, 'gone.raw') },
+      TRUSTED,
+    )
+    expect(missing).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
+  })
+})
+
+describe('fs:list-folder', () => {
+  it("marks an overlay's image file with the overlay's name, and nothing else", async () => {
+    const folder = join(dir, 'listing')
+    await mkdir(folder)
+    await patternFile(join(folder, 'golden.raw'), MIB)
+    await createOverlay({
+      overlay: join(folder, 'dev.add-cow'),
+      backing: 'golden.raw',
+      backingFormat: 'raw',
+    })
+    const core = testCore(join(dir, 'listing-data'))
+    const listing = await call(core, 'fs:list-folder', { path: folder })
+    const marks = Object.fromEntries(
+      listing.entries.map((entry) => [entry.name, entry.imageFileOf ?? null]),
+    )
+    expect(marks).toEqual({ 'dev.add-cow': null, 'dev.raw': 'dev.add-cow', 'golden.raw': null })
+  })
+})

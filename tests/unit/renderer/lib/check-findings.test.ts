@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import {
   checkVerdict,
+  findingMessage,
   findingOffset,
   findingTitle,
   findingValue,
   groupFindings,
+  repairLine,
   previewRepair,
   repairLevels,
   type CheckProblem,
@@ -81,6 +83,69 @@ describe('groupFindings', () => {
       ['warning', 'Warnings', 1],
     ])
     expect(groupFindings([])).toEqual([])
+  })
+})
+
+describe('a changed base and bits past the end, in plain words', () => {
+  const CHANGED = problem({
+    code: 'base-changed',
+    severity: 'corruption',
+    field: 'base fingerprint',
+    value: '/b.raw modified 2026-12-01T10:00:00.000Z → 2026-12-05T09:30:00.000Z',
+    message:
+      "The base /b.raw of /x.add-cow changed since its fingerprint was recorded (size 67108864 → 104923136 bytes; sampled content sha256 0123456789ab… → ba9876543210…); the overlay's guest view may be corrupt.",
+  })
+  const BEYOND = problem({
+    code: 'image-file-too-short',
+    severity: 'corruption',
+    field: 'bitmap',
+    value: 67108864,
+    expected: 104923136,
+    repair: 'all',
+    message: 'Bits … data written past its end is lost.',
+  })
+
+  it('files a changed base apart from the corruptions, and the verdict says the files are sound', () => {
+    const groups = groupFindings([CHANGED, STRAY])
+    expect(groups.map((group) => [group.severity, group.problems.map((p) => p.code)])).toEqual([
+      ['base', ['base-changed']],
+      ['corruption', ['stray-bits']],
+    ])
+    const only = checkVerdict(report([CHANGED], { corruptions: 1 }))
+    expect(only.verdict).toBe('base-changed')
+    expect(checkVerdict(report([CHANGED, STRAY], { corruptions: 2 })).sentence).toBe(
+      '/x.add-cow has 1 corruption.',
+    )
+  })
+
+  it('shows local dates, sizes and no hashes for a changed base', () => {
+    const text = findingMessage(CHANGED)
+    expect(text).not.toMatch(/\d{4}-\d{2}-\d{2}T|sha256|[0-9a-f]{12}|67108864/)
+    expect(text).toContain('64 MiB → 100 MiB')
+    expect(text).toContain('its content differs')
+    expect(findingValue(CHANGED)).toContain(
+      new Date('2026-12-05T09:30:00.000Z').toLocaleString(undefined, {
+        dateStyle: 'medium',
+        timeStyle: 'short',
+      }),
+    )
+  })
+
+  it('groups the digits of byte counts in what a repair did', () => {
+    expect(repairLine('Punched holes over 65536 leaked bytes in 1 cluster(s) of /x.raw.')).toBe(
+      `Punched holes over ${(65536).toLocaleString()} leaked bytes in 1 cluster(s) of /x.raw.`,
+    )
+    expect(repairLine('Extended /x.add-cow from 65536 to 65664 bytes.')).toBe(
+      `Extended /x.add-cow from ${(65536).toLocaleString()} to ${(65664).toLocaleString()} bytes.`,
+    )
+  })
+
+  it('says what the repair of bits past the end does instead of announcing lost data', () => {
+    expect(findingMessage(BEYOND)).toContain('the repair clears those bits')
+    expect(findingMessage(BEYOND)).not.toContain('lost')
+    expect(findingValue(BEYOND)).toBe(
+      `64 MiB (${(67108864).toLocaleString()} bytes) (expected 100 MiB (${(104923136).toLocaleString()} bytes))`,
+    )
   })
 })
 

@@ -40,3 +40,29 @@ describe('describeError', () => {
     expect(describeIpcError({ code: 'INTERNAL', message: 'Boom!' })).toBe('Boom!')
   })
 })
+
+describe('permission errors and the word "base"', () => {
+  it('asks for read access when reading was refused, write access when writing was', () => {
+    const read = describeIpcError({
+      code: 'PERMISSION_DENIED',
+      message: 'Cannot open /x/base.raw: permission denied.',
+      path: '/x/base.raw',
+    })
+    expect(read).toContain('permission to read')
+    const write = describeIpcError({
+      code: 'PERMISSION_DENIED',
+      message: 'Cannot open for writing /x/ov.add-cow: permission denied.',
+      path: '/x/ov.add-cow',
+    })
+    expect(write).toContain('permission to write')
+  })
+
+  it('says "base" where the engine says "backing file"', () => {
+    expect(
+      describeIpcError({
+        code: 'MISSING_FILE',
+        message: 'The backing file /b.raw of /o is missing.',
+      }),
+    ).toMatch(/^The base \/b\.raw of \/o is missing\./)
+  })
+})
