@@ -16,6 +16,7 @@ export const CHANNELS = {
   imageGetInfo: 'image:get-info',
   imageGetMap: 'image:get-map',
   imageGetAllocation: 'image:get-allocation',
+  imageFindWritten: 'image:find-written',
   imageGetBlastRadius: 'image:get-blast-radius',
   operationsCreateOverlay: 'operations:create-overlay',
   operationsCompareImages: 'operations:compare-images',

@@ -4,7 +4,7 @@ import { openImage } from '../../engine/open'
 import { findDependents } from '../../engine/ops/blast-radius'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
-import { allocationBuckets, mapRange } from '../image-queries'
+import { allocationBuckets, findWritten, mapRange } from '../image-queries'
 import type { IpcServices } from '../services'
 
 /**
@@ -33,6 +33,15 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
       const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
       try {
         return await allocationBuckets(disk, buckets, offset, length)
+      } finally {
+        await disk.close()
+      }
+    },
+
+    'image:find-written': async ({ path, offset }) => {
+      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
+      try {
+        return await findWritten(disk, offset)
       } finally {
         await disk.close()
       }
