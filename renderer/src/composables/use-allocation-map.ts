@@ -1,9 +1,13 @@
 import { computed, ref, watch, type Ref } from 'vue'
 import type { ImageInfo } from '../../../shared/image-types'
 import { useClient } from '../api'
+import { formatBytes } from './use-format'
 import {
+  clustersText,
+  clustersIn,
   isWholeDisk,
   planRequest,
+  viewAround,
   zoomIn,
   zoomOut,
   type Allocation,
@@ -33,6 +37,10 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   const problem = ref<string | null>(null)
   /** How long main took to answer the last request, in milliseconds. */
   const requestMilliseconds = ref<number | null>(null)
+  /** The written range the last "next written range" found, or null. */
+  const written = ref<{ start: number; end: number } | null>(null)
+  /** What the last "next written range" found, in words (for the live region). */
+  const writtenText = ref<string | null>(null)
   let ticket = 0
 
   const clusterSize = computed(() => info.value?.['cluster-size'] ?? null)
@@ -48,6 +56,8 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     allocation.value = null
     whole.value = null
     range.value = null
+    written.value = null
+    writtenText.value = null
     problem.value = null
     loading.value = true
     try {
@@ -112,6 +122,54 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     void loadAllocation()
   }
 
+  /**
+   * Show the next range the image itself holds (depth 0) after the last one found (or from the
+   * start of the view), wrapping to the start of the disk past the last: main finds it through
+   * the bitmap's summary, however far away it is.
+   */
+  async function jumpToNextWritten(): Promise<void> {
+    const path = image.value
+    const current = allocation.value
+    if (path === null || !current || loading.value) return
+    const from = written.value?.end ?? current.offset
+    loading.value = true
+    problem.value = null
+    const mine = ++ticket
+    try {
+      let answer = await client.call('image:find-written', { path, offset: from })
+      let wrapped = false
+      if (!answer.range && from > 0) {
+        answer = await client.call('image:find-written', { path, offset: 0 })
+        wrapped = true
+      }
+      if (mine !== ticket) return
+      const found = answer.range
+      written.value = found
+      if (!found) {
+        writtenText.value = 'Nothing is written in this image itself.'
+        loading.value = false
+        return
+      }
+      const size = found.end - found.start
+      writtenText.value =
+        `${wrapped ? 'Back at the start: w' : 'W'}ritten range ${formatBytes(found.start)} to ` +
+        `${formatBytes(found.end)} (${clusterSize.value ? clustersText(clustersIn(size, clusterSize.value)) : formatBytes(size)}).`
+      range.value = viewAround(
+        found.start,
+        { offset: current.offset, length: current.length },
+        current.virtualSize,
+        unit.value,
+        cells.value,
+      )
+      await loadAllocation()
+    } catch (error) {
+      if (mine === ticket) {
+        problem.value = `The next written range of ${path} could not be found. ${describeError(error)}`
+        loading.value = false
+      }
+    }
+  }
+
   function showWhole(): void {
     range.value = null
     void loadAllocation()
@@ -144,5 +202,8 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     zoomOutOnce,
     showWhole,
     refresh,
+    written,
+    writtenText,
+    jumpToNextWritten,
   }
 }
