@@ -382,4 +382,29 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   await page.screenshot(shot('allocation-map-zoomed'))
   await page.getByRole('button', { name: 'Whole disk' }).click()
   await expect(page.getByText(/^The whole disk \(1 TiB\)/)).toBeVisible()
+
+  // The base is a sparse 1 TiB file with 8 MiB of data (6 MiB of it not under the overlay's
+  // own clusters): the rest are holes, which read as zeros and are counted as such, not as the
+  // base's data (qemu-img map: zero, not data).
+  await expect(legend.getByRole('row', { name: 'Layer 1', exact: true })).toContainText(
+    '96 clusters · 6 MiB',
+  )
+  await expect(legend.getByRole('row', { name: 'Holes in layer 1 (read as zeros)' })).toContainText(
+    '16,777,071 clusters',
+  )
+
+  // "Next written" walks the image's own written ranges in order, then wraps to the first.
+  const next = page.getByRole('button', { name: 'Jump to the next written range' })
+  const found = page.locator('p.written')
+  for (const text of [
+    'Written range at 1 MiB (0x100000): 32 clusters, 2 MiB.',
+    'Written range at 300 GiB (0x4b00000000): 1 cluster, 64 KiB.',
+    'Written range at 768 GiB (0xc000000000): 16 clusters, 1 MiB.',
+    'Back at the start: written range at 1 MiB (0x100000): 32 clusters, 2 MiB.',
+  ]) {
+    await next.click()
+    await expect(found).toHaveText(text)
+    await expect(page.getByText(/one cell per cluster of 64 KiB/)).toBeVisible()
+  }
+  await page.screenshot(shot('allocation-map-next-written'))
 })

@@ -5,6 +5,7 @@ import { formatBytes } from './use-format'
 import {
   clustersText,
   clustersIn,
+  hexOffset,
   isWholeDisk,
   planRequest,
   viewAround,
@@ -151,9 +152,12 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
         return
       }
       const size = found.end - found.start
+      const count = clusterSize.value
+        ? `${clustersText(clustersIn(size, clusterSize.value))}, `
+        : ''
       writtenText.value =
-        `${wrapped ? 'Back at the start: w' : 'W'}ritten range ${formatBytes(found.start)} to ` +
-        `${formatBytes(found.end)} (${clusterSize.value ? clustersText(clustersIn(size, clusterSize.value)) : formatBytes(size)}).`
+        `${wrapped ? 'Back at the start: w' : 'W'}ritten range at ${formatBytes(found.start)} ` +
+        `(${hexOffset(found.start)}): ${count}${formatBytes(size)}.`
       range.value = viewAround(
         found.start,
         { offset: current.offset, length: current.length },

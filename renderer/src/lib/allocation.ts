@@ -350,7 +350,8 @@ export function legendOf(
       depth: -2 - layer.depth,
       label: `${layer.depth === 0 ? 'Holes in this image' : `Holes in layer ${layer.depth}`} (read as zeros)`,
       path: layer.path,
-      format: layer.format,
+      // The layer's line names its format already.
+      format: null,
       bytes,
       clusters: clustersIn(bytes, clusterSize),
       color: palette.unallocated,
