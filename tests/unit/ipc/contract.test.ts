@@ -222,6 +222,7 @@ describe('the contract', () => {
     const { core } = fixture
     const services: IpcServices = {
       library: core.library,
+      images: core.images,
       jobs: core.jobs,
       bus: core.bus,
       log: core.log,
