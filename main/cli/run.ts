@@ -8,7 +8,7 @@ import {
   type InputStream,
   type OutputStream,
 } from './command'
-import { COMMANDS } from './commands/index'
+import { COMMAND_LOADERS } from './commands/loaders'
 import { parseCommandArgs, splitExtraArgs } from './options'
 
 /**
@@ -34,14 +34,27 @@ export interface CliIo {
   library?: Library
 }
 
-function help(): string {
-  const width = Math.max(...COMMANDS.map((command) => command.name.length))
+/** Every command, in `addcow help`'s order (the whole table: for help and unlisted names). */
+async function allCommands(): Promise<readonly Command[]> {
+  return (await import('./commands/index')).COMMANDS
+}
+
+/** The command called `name`, loading only its own module where it has a loader. */
+async function findCommand(name: string | undefined): Promise<Command | undefined> {
+  if (name === undefined) return undefined
+  const load = Object.hasOwn(COMMAND_LOADERS, name) ? COMMAND_LOADERS[name] : undefined
+  if (load) return load()
+  return (await allCommands()).find((candidate) => candidate.name === name)
+}
+
+function help(commands: readonly Command[]): string {
+  const width = Math.max(...commands.map((command) => command.name.length))
   return [
     'addcow: copy-on-write overlays of VM disk images in the add-cow format',
     '',
     'Usage: addcow COMMAND [options] ...',
     '',
-    ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
+    ...commands.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
     '',
     "Run 'addcow help COMMAND' for a command's options.",
     '',
@@ -61,19 +74,19 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const [name, ...rest] = argv
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const topic = name === 'help' ? rest[0] : undefined
-    const command = COMMANDS.find((candidate) => candidate.name === topic)
+    const command = await findCommand(topic)
     if (topic !== undefined && !command) {
       io.stderr.write(`addcow: unknown command '${topic}'.\n`)
       return 1
     }
-    io.stdout.write(command ? `Usage: ${command.usage}\n` : help())
+    io.stdout.write(command ? `Usage: ${command.usage}\n` : help(await allCommands()))
     return name === undefined ? 1 : 0
   }
   if (name === '--version' || name === '-V') {
     io.stdout.write(`addcow ${cliVersion()}\n`)
     return 0
   }
-  const command = COMMANDS.find((candidate) => candidate.name === name)
+  const command = await findCommand(name)
   if (!command) {
     io.stderr.write(`addcow: unknown command '${name}'. Run 'addcow help' for the list.\n`)
     return 1

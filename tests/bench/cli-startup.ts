@@ -6,7 +6,8 @@
 // The image is a small add-cow overlay on a raw base (created once, outside the timing). Each
 // round runs both commands, alternating which goes first; prints the medians (of 10 rounds by
 // default), their ratio, `addcow --version` beside them, and the load average before and after.
-// Needs the built CLI (`npm run build:cli`).
+// Needs the built CLI (`npm run build:cli`). ADDCOW_BENCH_BEFORE=/path/to/other/addcow.mjs
+// times another build too (say, main's) in the same rounds, for a before/after in one run.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -17,6 +18,7 @@ import { median } from '../helpers/numbers'
 
 const RUNS = Number(process.argv[2] ?? 10)
 const cli = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
+const before = process.env.ADDCOW_BENCH_BEFORE
 
 function time(args: string[], env: NodeJS.ProcessEnv): number {
   const start = performance.now()
@@ -43,17 +45,19 @@ async function main(): Promise<void> {
     const node: number[] = []
     const info: number[] = []
     const version: number[] = []
+    const infoBefore: number[] = []
     // One warm-up round (page cache, compile cache), not counted.
     time(['-e', '0'], env)
     time([cli, 'info', overlay], env)
+    if (before) time([before, 'info', overlay], env)
     for (let round = 0; round < RUNS; round++) {
-      if (round % 2 === 0) {
-        node.push(time(['-e', '0'], env))
-        info.push(time([cli, 'info', overlay], env))
-      } else {
-        info.push(time([cli, 'info', overlay], env))
-        node.push(time(['-e', '0'], env))
-      }
+      const steps = [
+        () => node.push(time(['-e', '0'], env)),
+        () => info.push(time([cli, 'info', overlay], env)),
+        ...(before ? [() => infoBefore.push(time([before, 'info', overlay], env))] : []),
+      ]
+      if (round % 2 === 1) steps.reverse()
+      for (const step of steps) step()
       version.push(time([cli, '--version'], env))
     }
     const floor = median(node)
@@ -63,6 +67,12 @@ async function main(): Promise<void> {
         `node -e 0 ${floor.toFixed(0)} ms; ratio info / node ${(ours / floor).toFixed(2)} ` +
         `(target <= 1.30: ${ours / floor <= 1.3 ? 'met' : 'NOT met'}; median of ${RUNS})`,
     )
+    if (before) {
+      const old = median(infoBefore)
+      console.log(
+        `before (${before}): addcow info ${old.toFixed(0)} ms, ratio info / node ${(old / floor).toFixed(2)}`,
+      )
+    }
     console.log(`load after: ${load()}`)
   } finally {
     await rm(dir, { recursive: true, force: true })
