@@ -10,7 +10,7 @@
 // "open" is what clicking Map asks of main: image:get-info, then image:get-allocation of the
 // whole disk in CELLS bins; "zoom" asks for CELLS bins of an eighth of the range, three times
 // (each zoom centred on a written cluster). The renderer's drawing is measured by the e2e test
-// (AllocationMap's "Drawn in"), not here. Targets: open < 100 ms, each zoom < 50 ms, app check
+// (the view's "Shown N ms after asking"), not here. Targets: open < 100 ms, each zoom < 50 ms, app check
 // < 500 ms. Prints medians, the ratios to the CLI and to qemu-img, and the load average.
 // Everything lives in a temporary folder, deleted at the end. Needs `npm run build:cli`.
 import { execFileSync, spawnSync } from 'node:child_process'

@@ -38,6 +38,11 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   const problem = ref<string | null>(null)
   /** How long main took to answer the last request, in milliseconds. */
   const requestMilliseconds = ref<number | null>(null)
+  /**
+   * When the change on show was asked for (opening the image, a zoom, a jump), until the map
+   * draws it: the view turns it into "shown N ms after asking", the wait the user sees.
+   */
+  let askedAt: number | null = null
   /** The written range the last "next written range" found, or null. */
   const written = ref<{ start: number; end: number } | null>(null)
   /** What the last "next written range" found, in words (for the live region). */
@@ -52,6 +57,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   )
 
   async function loadInfo(path: string): Promise<void> {
+    askedAt = performance.now()
     const mine = ++ticket
     info.value = null
     allocation.value = null
@@ -107,6 +113,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     if (!current || loading.value) return
     const next = zoomIn(current, index, ZOOM_FACTOR, unit.value, cells.value)
     if (next.offset === current.offset && next.length === current.length) return
+    askedAt = performance.now()
     range.value = next
     void loadAllocation()
   }
@@ -114,6 +121,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   function zoomOutOnce(): void {
     const current = allocation.value
     if (!current || !zoomed.value || loading.value) return
+    askedAt = performance.now()
     range.value = zoomOut(
       { offset: current.offset, length: current.length },
       ZOOM_FACTOR,
@@ -133,6 +141,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     const current = allocation.value
     if (path === null || !current || loading.value) return
     const from = written.value?.end ?? current.offset
+    askedAt = performance.now()
     loading.value = true
     problem.value = null
     const mine = ++ticket
@@ -175,6 +184,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   }
 
   function showWhole(): void {
+    askedAt = performance.now()
     range.value = null
     void loadAllocation()
   }
@@ -188,6 +198,17 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
       range.value = kept
     }
     await loadAllocation()
+  }
+
+  /**
+   * Milliseconds from the last request of the user (open, zoom, jump) to now, once per
+   * request: the map calls it when it has drawn the answer (null for a mere redraw).
+   */
+  function takeShownMilliseconds(): number | null {
+    if (askedAt === null || loading.value || !allocation.value) return null
+    const elapsed = performance.now() - askedAt
+    askedAt = null
+    return elapsed
   }
 
   return {
@@ -209,5 +230,6 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     written,
     writtenText,
     jumpToNextWritten,
+    takeShownMilliseconds,
   }
 }
