@@ -422,4 +422,9 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   }
   console.log(`next written range: shown ${jumps.join(', ')} ms after each click`)
   await page.screenshot(shot('allocation-map-next-written'))
+  await page.setViewportSize({ width: 1024, height: 700 })
+  await page.emulateMedia({ colorScheme: 'dark' })
+  await page.screenshot(shot('allocation-map-next-written-1024-dark'))
+  await page.emulateMedia({ colorScheme: 'light' })
+  await page.setViewportSize({ width: 1280, height: 800 })
 })
