@@ -132,15 +132,21 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   }
 
   /**
-   * Show the next range the image itself holds (depth 0) after the last one found (or from the
-   * start of the view), wrapping to the start of the disk past the last: main finds it through
-   * the bitmap's summary, however far away it is.
+   * Show the next range the image itself holds (depth 0) after the last one found while it is
+   * on show (else from the start of the view), wrapping to the start of the disk past the last:
+   * main finds it through the bitmap's summary, however far away it is.
    */
   async function jumpToNextWritten(): Promise<void> {
     const path = image.value
     const current = allocation.value
     if (path === null || !current || loading.value) return
-    const from = written.value?.end ?? current.offset
+    // Go on after the range found last while it is still on show; from the view's start once
+    // the user has moved elsewhere.
+    const last = written.value
+    const from =
+      last && last.end > current.offset && last.start < current.offset + current.length
+        ? last.end
+        : current.offset
     askedAt = performance.now()
     loading.value = true
     problem.value = null
