@@ -252,10 +252,15 @@ describe('the allocation summary (counts per block of 2^9, 2^15 and 2^21 cluster
       bytes[cluster >>> 3] = bytes[cluster >>> 3]! | (1 << (cluster & 7))
       model.add(cluster)
     }
-    const bitmap = new ClusterBitmap(bytes, clusters)
-    expect(bitmap.countRange(0, clusters)).toBe(6)
-    expect(bitmap.countRange(10, 40_001)).toBe(naiveCount(model, 10, 40_001))
-    expect(bitmap.findNext(513, clusters, true)).toBe(40_000)
-    expect(bitmap.findNext(40_001, clusters, true)).toBe(69_999)
+    // Unaligned bytes (counted one by one) and an aligned copy (counted a word at a time).
+    for (const view of [bytes, Uint8Array.from(bytes)]) {
+      const bitmap = new ClusterBitmap(view, clusters)
+      expect(bitmap.allocatedCount).toBe(6)
+      expect(bitmap.countRange(0, clusters)).toBe(6)
+      expect(bitmap.countRange(10, 40_001)).toBe(naiveCount(model, 10, 40_001))
+      expect(bitmap.countRange(512, 40_000)).toBe(naiveCount(model, 512, 40_000))
+      expect(bitmap.findNext(513, clusters, true)).toBe(40_000)
+      expect(bitmap.findNext(40_001, clusters, true)).toBe(69_999)
+    }
   })
 })
