@@ -180,6 +180,7 @@ async function start(): Promise<void> {
       : await dialog.showMessageBox(options)
     if (response !== 0) return
     await core.jobs.cancelAll()
+    await core.images.closeAll()
     quitting = true
     app.quit()
   }

@@ -1,4 +1,10 @@
-import { runCli } from './run'
+import * as nodeModule from 'node:module'
+
+// V8's compile cache (Node >= 22.1; NODE_DISABLE_COMPILE_CACHE=1 turns it off): later starts
+// reuse the compiled code of the bundle instead of compiling it again. It must be on before the
+// rest loads, so the runner is imported after it.
+;(nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.()
+const { runCli } = await import('./run')
 
 // The `addcow` executable: wire the process to runCli (its argv, streams and environment) and
 // map the result to the exit code. SIGINT/SIGTERM abort the running command through its

@@ -8,7 +8,7 @@ import {
   type InputStream,
   type OutputStream,
 } from './command'
-import { COMMANDS } from './commands/index'
+import { COMMAND_LOADERS } from './commands/loaders'
 import { topHelp } from './docs'
 import { argvWantsJson, foldOutputOption, parseCommandArgs, splitExtraArgs } from './options'
 import { closestMatch } from './suggest'
@@ -36,8 +36,21 @@ export interface CliIo {
   library?: Library
 }
 
-function help(): string {
-  return topHelp(COMMANDS)
+/** Every command, in `addcow help`'s order (the whole table: for help and unlisted names). */
+async function allCommands(): Promise<readonly Command[]> {
+  return (await import('./commands/index')).COMMANDS
+}
+
+/** The command called `name`, loading only its own module where it has a loader. */
+async function findCommand(name: string | undefined): Promise<Command | undefined> {
+  if (name === undefined) return undefined
+  const load = Object.hasOwn(COMMAND_LOADERS, name) ? COMMAND_LOADERS[name] : undefined
+  if (load) return load()
+  return (await allCommands()).find((candidate) => candidate.name === name)
+}
+
+function help(commands: readonly Command[]): string {
+  return topHelp(commands)
 }
 
 /**
@@ -53,19 +66,19 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const [name, ...rest] = argv
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const topic = name === 'help' ? rest[0] : undefined
-    const command = COMMANDS.find((candidate) => candidate.name === topic)
+    const command = await findCommand(topic)
     if (topic !== undefined && !command) {
       io.stderr.write(`addcow: unknown command '${topic}'.${commandHint(topic)}\n`)
       return 1
     }
-    io.stdout.write(command ? `Usage: ${command.usage}\n` : help())
+    io.stdout.write(command ? `Usage: ${command.usage}\n` : help(await allCommands()))
     return name === undefined ? 1 : 0
   }
   if (name === '--version' || name === '-V') {
     io.stdout.write(`addcow ${cliVersion()}\n`)
     return 0
   }
-  const command = COMMANDS.find((candidate) => candidate.name === name)
+  const command = await findCommand(name)
   if (!command) {
     io.stderr.write(
       `addcow: unknown command '${name}'.${commandHint(name)} Run 'addcow help' for the list.\n`,
@@ -101,10 +114,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
 
 /** " Did you mean 'x'?" when `name` looks like a typo of a command, else nothing. */
 function commandHint(name: string): string {
-  const match = closestMatch(
-    name,
-    COMMANDS.map((command) => command.name),
-  )
+  // The loaders name every command (a unit test holds them to the table).
+  const match = closestMatch(name, Object.keys(COMMAND_LOADERS))
   return match ? ` Did you mean '${match}'?` : ''
 }
 

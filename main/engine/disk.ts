@@ -123,6 +123,17 @@ export interface Disk {
    * layer never reads its backing).
    */
   forEachAllocationRun?(first: number, end: number, visit: AllocationVisitor): void
+  /**
+   * How many units of [first, end) the layer holds itself, answered from a summary kept with
+   * its allocation (add-cow: the bitmap's counts per block), so it costs the same on a 1 TiB
+   * disk as on a small one. All of them when the layer never reads its backing.
+   */
+  countAllocated?(first: number, end: number): number
+  /**
+   * The first run of units the layer holds inside [first, end), as [start, stop) units, or
+   * null when it holds none there; found through the same summary as {@link countAllocated}.
+   */
+  nextAllocatedRun?(first: number, end: number): [number, number] | null
   /** Whether the layer never reads its backing file (add-cow's ALL_ALLOCATED). */
   isAllAllocated?(): boolean
   /**
@@ -176,6 +187,8 @@ const ABILITY_TEXT: Record<DiskAbility, string> = {
   dataFile: 'keep its data in a plain file at guest offsets',
   allocationCount: 'count the clusters it holds',
   forEachAllocationRun: 'tell which clusters it holds',
+  countAllocated: 'count the clusters it holds in a range',
+  nextAllocatedRun: 'find the next clusters it holds',
   isAllAllocated: 'tell whether it still reads its backing file',
   markAllocated: 'mark clusters as its own',
   markUnallocated: 'give clusters back to its backing file',

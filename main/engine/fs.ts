@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { link, lstat, open, realpath, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { EngineError, throwIfAborted, wrapIoError } from './errors'
@@ -93,6 +92,8 @@ export async function replaceFile(
 ): Promise<void> {
   const target = resolve(path)
   const folder = dirname(target)
+  // node:crypto loads on use: reading commands never replace a file.
+  const { randomBytes } = await import('node:crypto')
   const temporary = join(
     folder,
     `.${basename(target)}.${randomBytes(4).toString('hex')}.${options.tag ?? 'tmp'}`,

@@ -1,7 +1,7 @@
 import type { ResponseOf } from '../../shared/ipc/contract'
 import type { Disk } from '../engine/disk'
 import { chainOf } from '../engine/open'
-import { checkMapRange, forEachExtent, mapPage } from '../engine/ops/map'
+import { mapPage, nextWrittenRange, sumAllocation } from '../engine/ops/map'
 
 /** The chain's layers as the map channels name them. */
 export function layersOf(disk: Disk): { depth: number; path: string; format: string }[] {
@@ -28,9 +28,10 @@ export async function mapRange(
 
 /**
  * Sum the allocation of [offset, offset + length) (default: the whole disk) into `bucketCount`
- * equal buckets: for each, the bytes that come from each depth and the bytes no layer holds.
- * Costs one pass over the range's extents plus one step per bucket, whatever the disk's size,
- * so a canvas can draw a 1 TiB image, and a zoomed view asks for a finer sum of its range.
+ * equal buckets: for each, the bytes of data that come from each depth and the bytes that read
+ * as zeros (unallocated, or holes in a layer). The engine's {@link sumAllocation} asks an
+ * overlay's allocation summary once per bucket, so a canvas can draw a 1 TiB image, and a
+ * zoomed view asks for a finer sum of its range, at about the same cost.
  */
 export async function allocationBuckets(
   disk: Disk,
@@ -39,30 +40,24 @@ export async function allocationBuckets(
   length?: number,
 ): Promise<ResponseOf<'image:get-allocation'>> {
   const layers = layersOf(disk)
-  const depths = layers.length
   const span = length ?? disk.size - offset
-  checkMapRange(disk, offset, span)
-  const bucketSize = span === 0 ? 0 : Math.ceil(span / bucketCount)
-  const count = span === 0 ? 0 : Math.ceil(span / bucketSize)
-  const buckets = Array.from({ length: count }, () => ({
-    present: new Array<number>(depths).fill(0),
-    zero: 0,
-  }))
-  const totals = { present: new Array<number>(depths).fill(0), zero: 0 }
-  await forEachExtent(disk, offset, span, (extent) => {
-    const depth = Math.min(extent.depth, depths - 1)
-    let start = extent.offset
-    const extentEnd = extent.offset + extent.length
-    while (start < extentEnd) {
-      const index = Math.floor((start - offset) / bucketSize)
-      const stop = Math.min(extentEnd, offset + (index + 1) * bucketSize)
-      const bucket = buckets[index]!
-      if (extent.present) bucket.present[depth]! += stop - start
-      else bucket.zero += stop - start
-      start = stop
-    }
-    if (extent.present) totals.present[depth]! += extent.length
-    else totals.zero += extent.length
-  })
-  return { virtualSize: disk.size, offset, length: span, bucketSize, layers, buckets, totals }
+  const sums = await sumAllocation(disk, layers.length, bucketCount, offset, span)
+  return {
+    virtualSize: disk.size,
+    offset,
+    length: span,
+    bucketSize: sums.binSize,
+    layers,
+    buckets: sums.bins,
+    totals: sums.totals,
+  }
+}
+
+/** The next range of data the image itself holds at or after `offset` (the map's "next written"). */
+export async function findWritten(
+  disk: Disk,
+  offset: number,
+): Promise<ResponseOf<'image:find-written'>> {
+  const range = await nextWrittenRange(disk, offset)
+  return { virtualSize: disk.size, range: range ? { start: range[0], end: range[1] } : null }
 }

@@ -3,6 +3,7 @@ import { IpcDispatcher } from './dispatcher'
 import { EventBus } from './events'
 import type { Handlers } from './handler-table'
 import { createHandlers } from './handlers/index'
+import { ImageReaders } from './image-readers'
 import { JobManager, type JobClock } from './jobs'
 import { consoleLogger, type Logger } from './logger'
 import type { RequestSender } from './sender'
@@ -23,6 +24,8 @@ export interface IpcCore {
   bus: EventBus
   jobs: JobManager
   library: Library
+  /** The images the map channels keep open; closeAll() when the shell shuts down. */
+  images: ImageReaders
   handlers: Handlers
   log: Logger
 }
@@ -56,8 +59,10 @@ export function createIpcCore(options: IpcCoreOptions): IpcCore {
       ? { progressIntervalMs: options.progressIntervalMs }
       : {}),
   })
+  const images = new ImageReaders(library)
   const handlers = createHandlers({
     library,
+    images,
     jobs,
     bus,
     log,
@@ -72,5 +77,5 @@ export function createIpcCore(options: IpcCoreOptions): IpcCore {
     isTrustedSender: options.isTrustedSender,
     checkResponses: options.checkResponses ?? false,
   })
-  return { dispatcher, bus, jobs, library, handlers, log }
+  return { dispatcher, bus, jobs, library, images, handlers, log }
 }

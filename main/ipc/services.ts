@@ -1,6 +1,7 @@
 import type { ParsedRequestOf } from '../../shared/ipc/contract'
 import type { Library } from '../engine/library'
 import type { EventBus } from './events'
+import type { ImageReaders } from './image-readers'
 import type { JobManager } from './jobs'
 import type { Logger } from './logger'
 import type { RequestSender } from './sender'
@@ -35,6 +36,8 @@ export interface NativeDialogs {
 /** The services the handlers use. */
 export interface IpcServices {
   library: Library
+  /** The disks the map channels read: served ones, or read-only ones kept while unchanged. */
+  images: ImageReaders
   jobs: JobManager
   bus: EventBus
   log: Logger

@@ -297,6 +297,7 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
       unsubscribe()
       for (const ws of sockets) ws.close(1001, 'The server is stopping.')
       await core.jobs.cancelAll()
+      await core.images.closeAll()
       await new Promise<void>((resolve) => {
         wss.close(() => resolve())
       })

@@ -19,6 +19,7 @@ export const CHANNELS = {
   imageGetInfo: 'image:get-info',
   imageGetMap: 'image:get-map',
   imageGetAllocation: 'image:get-allocation',
+  imageFindWritten: 'image:find-written',
   imageGetBlastRadius: 'image:get-blast-radius',
   imageGetBaseState: 'image:get-base-state',
   imageGetCommitState: 'image:get-commit-state',

@@ -513,9 +513,27 @@ export const CONTRACT = {
       length: ByteCountSchema,
       bucketSize: ByteCountSchema,
       layers: z.array(ChainLayerSchema),
-      /** present[d] = bytes of the bucket that come from depth d; zero = bytes no layer holds. */
+      /**
+       * present[d] = bytes of data of the bucket that come from depth d; zero = bytes that read
+       * as zeros (no layer holds them, or a layer holds them as a hole, as qemu-img map's
+       * `"zero": true, "data": false`).
+       */
       buckets: z.array(z.object({ present: z.array(ByteCountSchema), zero: ByteCountSchema })),
-      totals: z.object({ present: z.array(ByteCountSchema), zero: ByteCountSchema }),
+      totals: z.object({
+        present: z.array(ByteCountSchema),
+        zero: ByteCountSchema,
+        /** holes[d] = bytes depth d holds as holes: they read as zeros and count in `zero`. */
+        holes: z.array(ByteCountSchema).optional(),
+      }),
+    }),
+  ),
+  [CHANNELS.imageFindWritten]: call(
+    'The next range of data the image itself holds (depth 0) at or after offset; null past the last.',
+    z.strictObject({ path: AbsolutePathSchema, offset: ByteCountSchema.default(0) }),
+    z.object({
+      virtualSize: ByteCountSchema,
+      /** [start, end) in bytes, or null when nothing is written from offset to the end. */
+      range: z.object({ start: ByteCountSchema, end: ByteCountSchema }).nullable(),
     }),
   ),
   [CHANNELS.imageGetBlastRadius]: call(

@@ -278,7 +278,9 @@ test('the allocation map shows a write made through NBD', async ({ page }) => {
   const legend = page.getByRole('table', { name: 'Legend and counts' })
   const own = legend.getByRole('row', { name: 'This image' })
   await expect(own).toContainText('0 clusters · 0 B')
-  await expect(legend.getByRole('row', { name: 'Layer 1' })).toContainText('golden.img')
+  await expect(legend.getByRole('row', { name: 'Layer 1', exact: true })).toContainText(
+    'golden.img',
+  )
   await expect(
     page.getByText('The whole disk (32 MiB) · 512 cells, one cell per cluster'),
   ).toBeVisible()
@@ -293,8 +295,15 @@ test('the allocation map shows a write made through NBD', async ({ page }) => {
   }
   await page.getByRole('button', { name: 'Refresh the allocation map' }).click()
   await expect(own).toContainText('16 clusters · 1 MiB')
-  // The base (a raw file: all of it, holes included) provides the rest.
-  await expect(legend.getByRole('row', { name: 'Layer 1' })).toContainText('496 clusters · 31 MiB')
+  // The base (a raw file) provides its data, 6 MiB less the 1 MiB the overlay now holds; its
+  // holes read as zeros and are counted as such, not as its data (as qemu-img map: zero, not
+  // data). This asserted '496 clusters · 31 MiB' (holes counted as data) before issue 15.
+  await expect(legend.getByRole('row', { name: 'Layer 1', exact: true })).toContainText(
+    '80 clusters · 5 MiB',
+  )
+  await expect(legend.getByRole('row', { name: 'Holes in layer 1 (read as zeros)' })).toContainText(
+    '416 clusters · 26 MiB',
+  )
 
   // Hover over the first cell: its offsets and what it holds.
   const map = page.getByRole('application', { name: /^Allocation map: 512 cells/ })
@@ -347,6 +356,8 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   const drawMs = await footnote.getAttribute('data-draw-ms')
   const fillMs = await page.getByRole('application').getAttribute('data-fill-ms')
   const requestMs = await footnote.getAttribute('data-request-ms')
+  await expect(footnote).toHaveAttribute('data-shown-ms', /\d/)
+  const shownMs = await footnote.getAttribute('data-shown-ms')
   // Redraws (moving the cursor redraws the map), each timed in the page with performance.now()
   // around the map's draw (canvas set-up and every fill), as the map reports it.
   const map = page.getByRole('application')
@@ -362,7 +373,8 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   const median = redraws[Math.floor(redraws.length / 2)]!
   console.log(
     `allocation map, 1 TiB at 64 KiB clusters (16,777,216 clusters): ${cells} cells; ` +
-      `main's aggregation + IPC ${requestMs} ms; first draw ${drawMs} ms ` +
+      `shown ${shownMs} ms after opening (info, then main's sums + IPC ${requestMs} ms, ` +
+      `first draw ${drawMs} ms) ` +
       `(fills ${fillMs} ms, the rest canvas set-up); ` +
       `redraw median ${median.toFixed(2)} ms (min ${redraws[0]!.toFixed(2)}, max ${redraws.at(-1)!.toFixed(2)})`,
   )
@@ -382,4 +394,37 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   await page.screenshot(shot('allocation-map-zoomed'))
   await page.getByRole('button', { name: 'Whole disk' }).click()
   await expect(page.getByText(/^The whole disk \(1 TiB\)/)).toBeVisible()
+
+  // The base is a sparse 1 TiB file with 8 MiB of data (6 MiB of it not under the overlay's
+  // own clusters): the rest are holes, which read as zeros and are counted as such, not as the
+  // base's data (qemu-img map: zero, not data).
+  await expect(legend.getByRole('row', { name: 'Layer 1', exact: true })).toContainText(
+    '96 clusters · 6 MiB',
+  )
+  await expect(legend.getByRole('row', { name: 'Holes in layer 1 (read as zeros)' })).toContainText(
+    '16,777,071 clusters',
+  )
+
+  // "Next written" walks the image's own written ranges in order, then wraps to the first.
+  const next = page.getByRole('button', { name: 'Jump to the next written range' })
+  const found = page.locator('p.written')
+  const jumps: number[] = []
+  for (const text of [
+    'Written range at 1 MiB (0x100000): 32 clusters, 2 MiB.',
+    'Written range at 300 GiB (0x4b00000000): 1 cluster, 64 KiB.',
+    'Written range at 768 GiB (0xc000000000): 16 clusters, 1 MiB.',
+    'Back at the start: written range at 1 MiB (0x100000): 32 clusters, 2 MiB.',
+  ]) {
+    await next.click()
+    await expect(found).toHaveText(text)
+    jumps.push(Number(await footnote.getAttribute('data-shown-ms')))
+    await expect(page.getByText(/one cell per cluster of 64 KiB/)).toBeVisible()
+  }
+  console.log(`next written range: shown ${jumps.join(', ')} ms after each click`)
+  await page.screenshot(shot('allocation-map-next-written'))
+  await page.setViewportSize({ width: 1024, height: 700 })
+  await page.emulateMedia({ colorScheme: 'dark' })
+  await page.screenshot(shot('allocation-map-next-written-1024-dark'))
+  await page.emulateMedia({ colorScheme: 'light' })
+  await page.setViewportSize({ width: 1280, height: 800 })
 })

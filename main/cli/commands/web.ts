@@ -8,7 +8,11 @@ import { cliVersion, defineCommand, untilCancelled } from '../command'
 /** The built renderer: out/renderer beside out/cli, or $ADDCOW_RENDERER_DIR. */
 function rendererDir(env: Readonly<Record<string, string | undefined>>): string {
   const override = env.ADDCOW_RENDERER_DIR
-  return override ? resolve(override) : fileURLToPath(new URL('../renderer/', import.meta.url))
+  if (override) return resolve(override)
+  // This module is out/cli/addcow.mjs's or, loaded on its own, a chunk in out/cli/chunks/.
+  const near = fileURLToPath(new URL('../renderer/', import.meta.url))
+  const far = fileURLToPath(new URL('../../renderer/', import.meta.url))
+  return existsSync(join(near, 'index.html')) || !existsSync(join(far, 'index.html')) ? near : far
 }
 
 function parseWebPort(text: string | undefined): number {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import { layerFiles, type Disk, type OperationOptions } from '../disk'
 import { EngineError, throwIfAborted, wrapIoError } from '../errors'
@@ -49,6 +48,8 @@ export async function fingerprintBase(
   const length = Math.min(FINGERPRINT_SAMPLE_SIZE, size)
   const samples =
     length === 0 ? 0 : Math.min(FINGERPRINT_SAMPLES, Math.ceil(size / FINGERPRINT_SAMPLE_SIZE))
+  // node:crypto loads on use: most runs of the CLI never fingerprint a base.
+  const { createHash } = await import('node:crypto')
   const hash = createHash('sha256')
   hash.update(`size ${size}\n`)
   const buffer = Buffer.allocUnsafe(length)

@@ -4,7 +4,7 @@ import { baseState } from '../../engine/ops/base-state'
 import { planCommit } from '../../engine/ops/blast-radius'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
-import { allocationBuckets, mapRange } from '../image-queries'
+import { allocationBuckets, findWritten, mapRange } from '../image-queries'
 import type { IpcServices } from '../services'
 
 /**
@@ -13,30 +13,21 @@ import type { IpcServices } from '../services'
  * images read through its base. Images open read-only with the library's name policy.
  */
 export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
-  const { library } = services
+  const { library, images } = services
 
   return {
     'image:get-info': async ({ path, backingChain }) => ({
       layers: await imageInfo(path, { backingChain, policy: await library.policy() }),
     }),
 
-    'image:get-map': async ({ path, offset, length, limit }) => {
-      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
-      try {
-        return await mapRange(disk, offset, length, limit)
-      } finally {
-        await disk.close()
-      }
-    },
+    'image:get-map': async ({ path, offset, length, limit }) =>
+      images.read(path, (disk) => mapRange(disk, offset, length, limit)),
 
-    'image:get-allocation': async ({ path, buckets, offset, length }) => {
-      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
-      try {
-        return await allocationBuckets(disk, buckets, offset, length)
-      } finally {
-        await disk.close()
-      }
-    },
+    'image:get-allocation': async ({ path, buckets, offset, length }) =>
+      images.read(path, (disk) => allocationBuckets(disk, buckets, offset, length)),
+
+    'image:find-written': async ({ path, offset }) =>
+      images.read(path, (disk) => findWritten(disk, offset)),
 
     'image:get-blast-radius': async ({ overlay }) =>
       planCommit({ overlay, library, policy: await library.policy() }),

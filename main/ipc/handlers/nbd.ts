@@ -12,7 +12,7 @@ import { driftGuard, stopSession, untilAborted } from '../sessions'
  * requests in flight finish, flushes and closes the image, and ends the job as done.
  */
 export function nbdHandlers(services: IpcServices): AreaHandlers<'nbd'> {
-  const { library, jobs } = services
+  const { library, jobs, images } = services
 
   return {
     'nbd:serve-image': {
@@ -39,10 +39,13 @@ export function nbdHandlers(services: IpcServices): AreaHandlers<'nbd'> {
           checks: [driftGuard(library, acceptBase, 'serve it')],
           signal: job.signal,
         })
+        // The map channels read this image through the export's disk while it is served.
+        const unserved = images.serving(handle.disk)
         try {
           job.describe(handle.uri)
           await untilAborted(job.signal)
         } finally {
+          unserved()
           await handle.stop()
         }
         return { uri: handle.uri }

@@ -299,7 +299,11 @@ export function bucketSpan(allocation: Allocation, index: number): { start: numb
   return { start, end }
 }
 
-/** One line of the legend: a depth (or -1 for unallocated) with its bytes and clusters. */
+/**
+ * One line of the legend: a depth with its bytes of data and clusters; -1 for the unallocated
+ * part, and -2 - d for the holes of depth d (bytes a layer holds that read as zeros, such as a
+ * sparse raw base's holes: qemu-img map's `"zero": true, "data": false`).
+ */
 export interface LegendEntry {
   depth: number
   label: string
@@ -315,7 +319,10 @@ export function clustersIn(bytes: number, clusterSize: number): number {
   return Math.round(bytes / Math.max(1, clusterSize))
 }
 
-/** The legend of an allocation: every layer of the chain, then the unallocated part. */
+/**
+ * The legend of an allocation: every layer of the chain with the data it provides, then the
+ * holes of each layer that has any (they read as zeros), then the unallocated part.
+ */
 export function legendOf(
   totals: Allocation['totals'],
   layers: Allocation['layers'],
@@ -334,13 +341,30 @@ export function legendOf(
       color: depthColor(palette, layer.depth),
     }
   })
+  let holes = 0
+  for (const layer of layers) {
+    const bytes = totals.holes?.[layer.depth] ?? 0
+    if (bytes === 0) continue
+    holes += bytes
+    entries.push({
+      depth: -2 - layer.depth,
+      label: `${layer.depth === 0 ? 'Holes in this image' : `Holes in layer ${layer.depth}`} (read as zeros)`,
+      path: layer.path,
+      // The layer's line names its format already.
+      format: null,
+      bytes,
+      clusters: clustersIn(bytes, clusterSize),
+      color: palette.unallocated,
+    })
+  }
+  const unallocated = Math.max(0, totals.zero - holes)
   entries.push({
     depth: -1,
     label: 'Unallocated (reads as zeros)',
     path: null,
     format: null,
-    bytes: totals.zero,
-    clusters: clustersIn(totals.zero, clusterSize),
+    bytes: unallocated,
+    clusters: clustersIn(unallocated, clusterSize),
     color: palette.unallocated,
   })
   return entries
@@ -467,6 +491,35 @@ export function zoomOut(
     clusterSize,
     length,
   )
+}
+
+/**
+ * The view that shows the written range starting at `start`: as long as the view on show when
+ * zoomed, else the shortest view (one cluster per cell); the range starts an eighth of the way
+ * in, so what comes before it shows too.
+ */
+export function viewAround(
+  start: number,
+  current: ViewRange,
+  virtualSize: number,
+  clusterSize: number,
+  cells: number,
+): ViewRange {
+  const minimum = Math.max(1, clusterSize) * Math.max(1, Math.min(cells, MAX_BUCKETS))
+  const length = isWholeDisk(current, virtualSize) ? minimum : Math.max(minimum, current.length)
+  return clampRange(
+    { offset: Math.round(start - length / 8), length },
+    virtualSize,
+    clusterSize,
+    Math.min(minimum, virtualSize),
+  )
+}
+
+/** The cell of `allocation` that holds byte `offset`, or null outside its range. */
+export function cellOf(allocation: Allocation, offset: number): number | null {
+  if (allocation.bucketSize === 0) return null
+  const index = Math.floor((offset - allocation.offset) / allocation.bucketSize)
+  return index >= 0 && index < allocation.buckets.length ? index : null
 }
 
 /** Whether a range covers the whole disk. */

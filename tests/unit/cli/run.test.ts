@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { COMMANDS } from '../../../main/cli/commands/index'
+import { COMMAND_LOADERS } from '../../../main/cli/commands/loaders'
 import { runAddcow } from '../../helpers/cli'
 import { dataDir, pattern, root, run, useFolders } from './helpers'
 
@@ -39,6 +41,15 @@ describe('addcow (no command), help and version', () => {
       "addcow: unknown command 'frobnicate'. Run 'addcow help' for the list.\n",
     )
     expect((await run(['help', 'frobnicate'])).code).toBe(1)
+  })
+})
+
+describe('command loading', () => {
+  it('has a loader for every command of the table, giving that command (start-up loads one)', async () => {
+    expect(Object.keys(COMMAND_LOADERS).sort()).toEqual(
+      COMMANDS.map((command) => command.name).sort(),
+    )
+    for (const command of COMMANDS) expect(await COMMAND_LOADERS[command.name]!()).toBe(command)
   })
 })
 

@@ -62,6 +62,7 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'image:get-info': ({ overlay }) => ({ path: overlay }),
   'image:get-map': ({ overlay }) => ({ path: overlay, limit: 2 }),
   'image:get-allocation': ({ overlay }) => ({ path: overlay, buckets: 16 }),
+  'image:find-written': ({ overlay }) => ({ path: overlay }),
   'operations:create-overlay': ({ dir, base }) => ({
     overlay: join(dir, 'made-by-ipc.add-cow'),
     backing: base,
@@ -235,6 +236,7 @@ describe('the contract', () => {
     const { core } = fixture
     const services: IpcServices = {
       library: core.library,
+      images: core.images,
       jobs: core.jobs,
       bus: core.bus,
       log: core.log,

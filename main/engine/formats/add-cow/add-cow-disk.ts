@@ -248,6 +248,23 @@ export class AddCowDisk implements Disk {
     this.bitmap.forEachRun(first, end, visit)
   }
 
+  countAllocated(first: number, end: number): number {
+    const stop = Math.min(end, this.geometry.clusters)
+    if (first >= stop) return 0
+    if (this.allAllocated || !this.bitmap) return stop - first
+    return this.bitmap.countRange(first, stop)
+  }
+
+  nextAllocatedRun(first: number, end: number): [number, number] | null {
+    const stop = Math.min(end, this.geometry.clusters)
+    if (first >= stop) return null
+    if (this.allAllocated || !this.bitmap) return [first, stop]
+    const start = this.bitmap.findNext(first, stop, true)
+    if (start < 0) return null
+    const after = this.bitmap.findNext(start, stop, false)
+    return [start, after < 0 ? stop : after]
+  }
+
   /**
    * Mark clusters [first, end) allocated after the caller wrote their whole data to the image
    * file itself (stream, rebase, undo). Sets ALL_ALLOCATED when the bitmap becomes full. Durable

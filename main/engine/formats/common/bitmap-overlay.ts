@@ -127,6 +127,22 @@ export class BitmapOverlayDisk implements Disk {
     else this.layout.bitmap.forEachRun(first, end, visit)
   }
 
+  countAllocated(first: number, end: number): number {
+    const stop = Math.min(end, this.totalUnits)
+    if (first >= stop) return 0
+    return this.layout.allAllocated ? stop - first : this.layout.bitmap.countRange(first, stop)
+  }
+
+  nextAllocatedRun(first: number, end: number): [number, number] | null {
+    const stop = Math.min(end, this.totalUnits)
+    if (first >= stop) return null
+    if (this.layout.allAllocated) return [first, stop]
+    const start = this.layout.bitmap.findNext(first, stop, true)
+    if (start < 0) return null
+    const after = this.layout.bitmap.findNext(start, stop, false)
+    return [start, after < 0 ? stop : after]
+  }
+
   private assertOpen(): void {
     if (this.closed)
       throw new EngineError('BAD_REQUEST', `${this.path} is closed.`, { path: this.path })

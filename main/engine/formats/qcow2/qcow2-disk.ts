@@ -21,7 +21,6 @@ import {
 import { BlockFile, zeroes } from '../../file'
 import { judgeName, withoutRealPath } from '../../names'
 import { unrecordedBackingFormat } from '../common/unrecorded-format'
-import { decompressCluster } from './compression'
 import {
   ALL_SUBCLUSTERS,
   readL1Entry,
@@ -373,6 +372,9 @@ export class Qcow2Disk implements Disk {
     const input = Buffer.alloc(length)
     await this.file.readAt(input, host)
     const output = Buffer.alloc(this.clusterSize)
+    // Loaded on the first compressed cluster: zlib and the zstd decoder cost every start-up of
+    // the CLI otherwise, and most images have no compressed cluster.
+    const { decompressCluster } = await import('./compression')
     decompressCluster(
       this.header.compressionType,
       input,

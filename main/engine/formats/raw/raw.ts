@@ -42,6 +42,12 @@ export class RawDisk implements Disk {
    * launched chain is locked against other writers.
    */
   private knownData: [number, number] | null = null
+  /**
+   * The last hole [start, end) found, or null: the same one-entry cache for a sparse file's
+   * holes (a sparse 1 TiB base is mostly one hole per extent, asked about once per map bin).
+   * Any write, zeroing or discard through this disk clears it.
+   */
+  private knownHole: [number, number] | null = null
 
   private constructor(
     private readonly file: BlockFile,
@@ -112,6 +118,7 @@ export class RawDisk implements Disk {
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.assertWritable()
     checkRange(this.path, this.size, offset, data.length)
+    this.knownHole = null
     await this.file.writeAt(data, offset)
     if (options?.fua) await this.file.datasync()
   }
@@ -119,6 +126,7 @@ export class RawDisk implements Disk {
   async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
     this.assertWritable()
     checkRange(this.path, this.size, offset, length)
+    this.knownHole = null
     if (this.capabilities.fastZero) {
       this.knownData = null
       await punchOrZero(this.file, offset, length)
@@ -136,6 +144,7 @@ export class RawDisk implements Disk {
     checkRange(this.path, this.size, offset, length)
     if (!this.capabilities.discard) return
     this.knownData = null
+    this.knownHole = null
     await punchOrZero(this.file, offset, length)
     this.knownData = null
   }
@@ -151,6 +160,9 @@ export class RawDisk implements Disk {
     const known = this.knownData
     if (known && offset >= known[0] && end <= known[1])
       return [{ offset, length, depth: 0, present: true, zero: false }]
+    const hole = this.knownHole
+    if (hole && offset >= hole[0] && end <= hole[1])
+      return [{ offset, length, depth: 0, present: true, zero: true }]
     if (this.capabilities.blockStatus) {
       // Probe the extent at `offset` to the end of the file: a range inside one data extent
       // (the common case: a dense base) needs nothing more, and the extent is kept.
@@ -159,8 +171,10 @@ export class RawDisk implements Disk {
         this.knownData = first
         return [{ offset, length, depth: 0, present: true, zero: false }]
       }
-      if (first === null || (first && first[0] >= end))
+      if (first === null || (first && first[0] >= end)) {
+        this.knownHole = [offset, first ? first[0] : this.size]
         return [{ offset, length, depth: 0, present: true, zero: true }]
+      }
     }
     const data = this.capabilities.blockStatus ? await dataExtentsIn(this.file, offset, end) : null
     if (!data) return [{ offset, length, depth: 0, present: true, zero: false }]

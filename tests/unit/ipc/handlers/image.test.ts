@@ -93,7 +93,11 @@ describe('image:get-allocation', () => {
       { present: [0, 0, MIB], zero: 0 },
       { present: [64 * KIB, 0, MIB - 64 * KIB], zero: 0 },
     ])
-    expect(result.totals).toEqual({ present: [128 * KIB, 128 * KIB, 4 * MIB - 256 * KIB], zero: 0 })
+    expect(result.totals).toEqual({
+      present: [128 * KIB, 128 * KIB, 4 * MIB - 256 * KIB],
+      zero: 0,
+      holes: [0, 0, 0],
+    })
   })
 
   it('sums a zoomed range into finer buckets, and refuses a range past the end', async () => {
@@ -112,7 +116,7 @@ describe('image:get-allocation', () => {
       { present: [0, 0, 64 * KIB], zero: 0 },
       { present: [0, 0, 64 * KIB], zero: 0 },
     ])
-    expect(result.totals).toEqual({ present: [64 * KIB, 0, 192 * KIB], zero: 0 })
+    expect(result.totals).toEqual({ present: [64 * KIB, 0, 192 * KIB], zero: 0, holes: [0, 0, 0] })
     const whole = valueOf(
       await core.dispatcher.dispatch('image:get-allocation', { path: top, buckets: 2 }, TRUSTED),
     ) as ResponseOf<'image:get-allocation'>
@@ -142,7 +146,7 @@ describe('image:get-allocation', () => {
       0,
     )
     expect(sum).toBe(1024 ** 4)
-    expect(result.totals).toEqual({ present: [1024 ** 4], zero: 0 })
+    expect(result.totals).toEqual({ present: [1024 ** 4], zero: 0, holes: [0] })
   })
 
   it('counts a 1 TiB overlay on a small base as mostly unallocated', async () => {
@@ -166,6 +170,7 @@ describe('image:get-allocation', () => {
     expect(result.totals).toEqual({
       present: [64 * KIB, 8 * MIB],
       zero: 1024 ** 4 - 8 * MIB - 64 * KIB,
+      holes: [0, 0],
     })
     expect(result.buckets[512]).toEqual({ present: [64 * KIB, 0], zero: 1024 ** 3 - 64 * KIB })
     expect(result.buckets[0]).toEqual({ present: [0, 8 * MIB], zero: 1024 ** 3 - 8 * MIB })

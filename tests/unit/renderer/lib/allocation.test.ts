@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import {
   bucketSpan,
   cellAt,
+  cellOf,
   cellOrigin,
   CELL_MIN,
   cellStripes,
@@ -19,6 +20,7 @@ import {
   MAX_BUCKETS,
   planRequest,
   stripeHeightsInto,
+  viewAround,
   zoomIn,
   zoomOut,
   type Allocation,
@@ -244,6 +246,26 @@ describe('drawing', () => {
 })
 
 describe('legend and spans', () => {
+  it("gives each layer's holes a line of their own, apart from the unallocated part", () => {
+    const allocation = terabyteAllocation()
+    // The base is a sparse 1 TiB raw file: what the overlay does not hold is the base's data
+    // (8 MiB) and its holes, which read as zeros.
+    const holes = TIB - 8 * MIB - MIB - 64 * KIB
+    const legend = legendOf(
+      { ...allocation.totals, holes: [0, holes] },
+      allocation.layers,
+      64 * KIB,
+      LIGHT_PALETTE,
+    )
+    expect(legend.map((entry) => [entry.depth, entry.label, entry.bytes])).toEqual([
+      [0, 'This image', 64 * KIB + MIB],
+      [1, 'Layer 1', 8 * MIB],
+      [-3, 'Holes in layer 1 (read as zeros)', holes],
+      [-1, 'Unallocated (reads as zeros)', 0],
+    ])
+    expect(legend[2]).toMatchObject({ path: '/vm/huge.img', color: LIGHT_PALETTE.unallocated })
+  })
+
   it('counts clusters per layer and the unallocated rest over 16M clusters', () => {
     const allocation = terabyteAllocation()
     const legend = legendOf(allocation.totals, allocation.layers, 64 * KIB, LIGHT_PALETTE)
@@ -323,5 +345,30 @@ describe('zooming', () => {
       offset: 12 * MIB,
       length: 4 * MIB,
     })
+  })
+})
+
+describe('the next written range', () => {
+  it('shows a found range at one cluster per cell from the whole disk, at the zoom on show otherwise', () => {
+    const whole = { offset: 0, length: TIB }
+    expect(viewAround(300 * GIB, whole, TIB, 64 * KIB, 2000)).toEqual({
+      offset: 300 * GIB - 250 * 64 * KIB,
+      length: 2000 * 64 * KIB,
+    })
+    const zoomed = { offset: 0, length: 16 * GIB }
+    expect(viewAround(768 * GIB, zoomed, TIB, 64 * KIB, 2000)).toEqual({
+      offset: 768 * GIB - 2 * GIB,
+      length: 16 * GIB,
+    })
+    // Near the end the view stays inside the disk; the range is still in it.
+    const last = viewAround(TIB - 64 * KIB, zoomed, TIB, 64 * KIB, 2000)
+    expect(last).toEqual({ offset: TIB - 16 * GIB, length: 16 * GIB })
+  })
+
+  it('finds the cell that holds an offset', () => {
+    const allocation = terabyteAllocation()
+    expect(cellOf(allocation, 300 * GIB)).toBe(Math.floor((300 * GIB) / (TIB / MAX_BUCKETS)))
+    expect(cellOf(allocation, TIB)).toBeNull()
+    expect(cellOf({ ...allocation, offset: GIB }, 0)).toBeNull()
   })
 })

@@ -162,3 +162,105 @@ describe('ClusterBitmap', () => {
     expect(bitmap.takeDirty().map((chunk) => chunk.offset)).toEqual([0])
   })
 })
+
+describe('the allocation summary (counts per block of 2^9, 2^15 and 2^21 clusters)', () => {
+  /** A bitmap of `clusters` bits with `set` ones, and the same bits as booleans. */
+  function bitmapOf(clusters: number, set: Iterable<number>): [ClusterBitmap, Set<number>] {
+    const bitmap = new ClusterBitmap(new Uint8Array(Math.ceil(clusters / 8)), clusters)
+    const model = new Set<number>()
+    for (const cluster of set) {
+      bitmap.setRange(cluster, cluster + 1)
+      model.add(cluster)
+    }
+    return [bitmap, model]
+  }
+
+  function naiveCount(model: Set<number>, first: number, end: number): number {
+    let count = 0
+    for (const cluster of model) if (cluster >= first && cluster < end) count++
+    return count
+  }
+
+  function naiveNext(model: Set<number>, first: number, end: number, value: boolean): number {
+    if (value) {
+      const inside = [...model].filter((cluster) => cluster >= first && cluster < end)
+      return inside.length > 0 ? Math.min(...inside) : -1
+    }
+    for (let cluster = first; cluster < end; cluster++) if (!model.has(cluster)) return cluster
+    return -1
+  }
+
+  it('counts and finds like a walk over the bits, across every level, after sets and clears', () => {
+    // 2^22 + 77 clusters: two whole top-level blocks and a ragged tail; bits placed near the
+    // block edges of every level, where off-by-one mistakes would show.
+    const clusters = 2 ** 22 + 77
+    const edges = [0, 1, 7, 8, 511, 512, 513, 32767, 32768, 2 ** 21 - 1, 2 ** 21, 2 ** 22 + 76]
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.oneof(fc.constantFrom(...edges), fc.nat(clusters - 1)), {
+          maxLength: 40,
+        }),
+        fc.uniqueArray(fc.nat(39), { maxLength: 10 }),
+        fc.array(
+          fc.tuple(
+            fc.oneof(fc.constantFrom(...edges), fc.nat(clusters)),
+            fc.oneof(fc.constantFrom(...edges), fc.nat(clusters)),
+          ),
+          { minLength: 1, maxLength: 8 },
+        ),
+        (set, cleared, ranges) => {
+          const [bitmap, model] = bitmapOf(clusters, set)
+          for (const index of cleared) {
+            const cluster = set[index]
+            if (cluster === undefined) continue
+            bitmap.clearRange(cluster, cluster + 1)
+            model.delete(cluster)
+          }
+          expect(bitmap.allocatedCount).toBe(model.size)
+          for (const [a, b] of ranges) {
+            const first = Math.min(a, b)
+            const end = Math.max(a, b)
+            expect(bitmap.countRange(first, end)).toBe(naiveCount(model, first, end))
+            expect(bitmap.findNext(first, end, true)).toBe(naiveNext(model, first, end, true))
+            expect(bitmap.findNext(first, end, false)).toBe(naiveNext(model, first, end, false))
+          }
+        },
+      ),
+      { numRuns: 60 },
+    )
+  })
+
+  it('finds the next clear bit past whole written blocks', () => {
+    const clusters = 2 ** 21 + 1000
+    const bitmap = new ClusterBitmap(new Uint8Array(Math.ceil(clusters / 8)), clusters)
+    bitmap.setRange(100, 2 ** 21 + 5)
+    expect(bitmap.findNext(100, clusters, false)).toBe(2 ** 21 + 5)
+    expect(bitmap.findNext(0, clusters, false)).toBe(0)
+    expect(bitmap.findNext(100, 2 ** 21 + 5, false)).toBe(-1)
+    expect(bitmap.countRange(0, clusters)).toBe(2 ** 21 + 5 - 100)
+    expect(bitmap.countRange(99, 101)).toBe(1)
+    bitmap.clearRange(2 ** 15, 2 ** 15 + 3)
+    expect(bitmap.findNext(100, clusters, false)).toBe(2 ** 15)
+    expect(bitmap.countRange(0, clusters)).toBe(2 ** 21 + 5 - 100 - 3)
+  })
+
+  it('is built from the bytes a bitmap is loaded with, at any alignment of the bytes', () => {
+    const clusters = 70_000
+    const bytes = new Uint8Array(Math.ceil(clusters / 8) + 1).subarray(1)
+    const model = new Set<number>()
+    for (const cluster of [0, 9, 511, 512, 40_000, 69_999]) {
+      bytes[cluster >>> 3] = bytes[cluster >>> 3]! | (1 << (cluster & 7))
+      model.add(cluster)
+    }
+    // Unaligned bytes (counted one by one) and an aligned copy (counted a word at a time).
+    for (const view of [bytes, Uint8Array.from(bytes)]) {
+      const bitmap = new ClusterBitmap(view, clusters)
+      expect(bitmap.allocatedCount).toBe(6)
+      expect(bitmap.countRange(0, clusters)).toBe(6)
+      expect(bitmap.countRange(10, 40_001)).toBe(naiveCount(model, 10, 40_001))
+      expect(bitmap.countRange(512, 40_000)).toBe(naiveCount(model, 512, 40_000))
+      expect(bitmap.findNext(513, clusters, true)).toBe(40_000)
+      expect(bitmap.findNext(40_001, clusters, true)).toBe(69_999)
+    }
+  })
+})
