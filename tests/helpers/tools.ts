@@ -51,3 +51,15 @@ export async function tempDir(prefix = 'addcow-test-'): Promise<{ path: string; 
   const path = await mkdtemp(join(tmpdir(), prefix))
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) }
 }
+
+/**
+ * A fresh temporary folder on a filesystem with a page cache (the system's temporary folder,
+ * not the in-memory one the unit run uses: see tests/setup/memory-tmpdir.ts), for the tests
+ * of the reads that copy from the page cache.
+ */
+export async function diskTempDir(
+  prefix = 'addcow-test-',
+): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const path = await mkdtemp(join(process.env.ADDCOW_TEST_DISK_TMPDIR || tmpdir(), prefix))
+  return { path, cleanup: () => rm(path, { recursive: true, force: true }) }
+}
