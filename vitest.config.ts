@@ -18,7 +18,7 @@ export default defineConfig({
           isolate: false,
           // Temporary files in memory where the system has it: see the file for why.
           globalSetup: ['tests/setup/memory-tmpdir.ts'],
-          setupFiles: ['tests/setup/byte-equality.ts'],
+          setupFiles: ['tests/setup/byte-equality.ts', 'tests/setup/unmount-components.ts'],
           testTimeout: 30_000,
           hookTimeout: 30_000,
         },
