@@ -8,7 +8,7 @@ import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import type { NbdLogEvent } from '../../../main/nbd/export-types'
 import { NbdServer, type NbdServerOptions } from '../../../main/nbd/server'
-import { tempDir } from '../../helpers/tools'
+import { tempDir } from '../tools'
 import { NbdTestClient } from './nbd-test-client'
 
 export const MIB = 1024 * 1024
