@@ -5,10 +5,10 @@ import { hostArch } from '../../qemu/binaries'
 import { buildQemuCommand, vmName, type QemuDiskSource } from '../../qemu/command'
 import { diskSourceFor, resolveAccelerator } from '../../qemu/launcher'
 import { defineCommand } from '../command'
-import { diskChecks } from '../drift-guard'
 import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
+  baseDriftCheck,
   JSON_OPTION,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
@@ -68,8 +68,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
     })
     let source: QemuDiskSource
     try {
-      for (const check of diskChecks(context, 'qemu-cmd', values['accept-base'] ?? false))
-        await check(disk)
+      await baseDriftCheck(context, 'qemu-cmd', values['accept-base'] ?? false)(disk)
       if (options.via === 'nbd') {
         const tcp = values.host !== undefined || values.port !== undefined
         source = {
