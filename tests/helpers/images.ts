@@ -1,5 +1,7 @@
 import { open, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { afterEach, beforeEach } from 'vitest'
+import type { Disk } from '../../main/engine/disk'
 import {
   encodeHeader,
   FEATURE_ALL_ALLOCATED,
@@ -11,6 +13,7 @@ import { dataExtentsIn } from '../../main/engine/formats/common/sparse'
 import { Library } from '../../main/engine/library'
 import { openImage } from '../../main/engine/open'
 import { createOverlay, type CreateOverlayOptions } from '../../main/engine/ops/create'
+import { tempDir } from './tools'
 
 /**
  * Image-building helpers for every engine test (and the interop tests that build images): byte
@@ -279,4 +282,50 @@ export async function patternedOverlayScene(dir: string, library: Library): Prom
   })
   await writeGuest(overlay, [[500_000, pattern(100_000, 3)]])
   return overlay
+}
+
+/** What {@link perTestFolder} gives a test: its folder, a library in it, disks it opened. */
+export interface TestFolder {
+  /** The current test's folder (fresh for each test). */
+  readonly dir: string
+  /** A library whose file is in {@link dir}. */
+  readonly library: Library
+  /** Open an image; it is closed after the test, before the folder is removed. */
+  opened(path: string, readOnly?: boolean): Promise<Disk>
+}
+
+/**
+ * A fresh temporary folder, with a library in it, for every test of the calling file: made
+ * before each test, removed after it with every disk opened through `opened`. Call it at the
+ * top of a test file; read its fields inside the tests.
+ */
+export function perTestFolder(prefix = 'addcow-test-'): TestFolder {
+  let current: { dir: string; library: Library; cleanup: () => Promise<void> } | null = null
+  const disks: Disk[] = []
+  beforeEach(async () => {
+    const made = await tempDir(prefix)
+    current = { dir: made.path, library: libraryIn(made.path), cleanup: made.cleanup }
+  })
+  afterEach(async () => {
+    for (const disk of disks.splice(0)) await disk.close().catch(() => undefined)
+    await current?.cleanup()
+    current = null
+  })
+  const now = (): NonNullable<typeof current> => {
+    if (!current) throw new Error('perTestFolder: read its fields inside a test')
+    return current
+  }
+  return {
+    get dir() {
+      return now().dir
+    },
+    get library() {
+      return now().library
+    },
+    async opened(path, readOnly = false) {
+      const disk = await openImage(path, { readOnly })
+      disks.push(disk)
+      return disk
+    },
+  }
 }

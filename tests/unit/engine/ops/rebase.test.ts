@@ -1,44 +1,34 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { isEngineError } from '../../../../main/engine/errors'
 import { encodeHeader } from '../../../../main/engine/formats/add-cow/header'
-import type { Library } from '../../../../main/engine/library'
 import { checkExitCode, checkImage } from '../../../../main/engine/ops/check'
 import { rebaseOverlay } from '../../../../main/engine/ops/rebase'
 import { readHeaderFile as readAddCowHeader } from '../../../../main/engine/formats/add-cow/edit'
 
-import { tempDir } from '../../../helpers/tools'
 import {
   guestView,
-  libraryIn,
   makeSparseRaw,
   pattern,
   patternedOverlayScene,
+  perTestFolder,
 } from '../../../helpers/images'
 
 const MiB = 1024 * 1024
-let dir: string
-let cleanup: () => Promise<void>
-let library: Library
+const folder = perTestFolder('addcow-rebase-')
 
-beforeEach(async () => {
-  ;({ path: dir, cleanup } = await tempDir('addcow-rebase-'))
-  library = libraryIn(dir)
-})
-afterEach(() => cleanup())
-
-const scene = (): Promise<string> => patternedOverlayScene(dir, library)
+const scene = (): Promise<string> => patternedOverlayScene(folder.dir, folder.library)
 
 describe('rebase', () => {
   it('safe mode keeps the guest view and copies only the clusters that differ', async () => {
     const overlay = await scene()
-    await makeSparseRaw(join(dir, 'new.raw'), 3 * MiB, [
+    await makeSparseRaw(join(folder.dir, 'new.raw'), 3 * MiB, [
       [0, pattern(MiB, 1)],
       [65536 * 2, pattern(10, 9)],
     ])
     const view = await guestView(overlay)
-    const result = await rebaseOverlay({ overlay, backing: 'new.raw', library })
+    const result = await rebaseOverlay({ overlay, backing: 'new.raw', library: folder.library })
     expect(result.newBackingFormat).toBe('raw')
     // Cluster 2 differs (10 bytes), and the old base's data at 2 MiB + 5 .. (5 clusters).
     expect(result.copiedClusters).toBe(1 + Math.ceil((2 * MiB + 5 + 300_000) / 65536) - 32)
@@ -49,19 +39,19 @@ describe('rebase', () => {
     expect((await readFile(overlay)).subarray(0, 65536).equals(encodeHeader(header, overlay))).toBe(
       true,
     )
-    expect(checkExitCode(await checkImage(overlay, { library }))).toBe(0)
+    expect(checkExitCode(await checkImage(overlay, { library: folder.library }))).toBe(0)
   })
 
   it('unsafe mode rewrites the name only, and the header stays byte-exact', async () => {
     const overlay = await scene()
-    await makeSparseRaw(join(dir, 'moved.raw'), 3 * MiB)
+    await makeSparseRaw(join(folder.dir, 'moved.raw'), 3 * MiB)
     const before = await readFile(overlay)
     const result = await rebaseOverlay({
       overlay,
       backing: 'moved.raw',
       backingFormat: 'raw',
       unsafe: true,
-      library,
+      library: folder.library,
     })
     expect(result.copiedClusters).toBe(0)
     const after = await readFile(overlay)
@@ -76,7 +66,7 @@ describe('rebase', () => {
   it("detaches with '' after copying every cluster that is not zero", async () => {
     const overlay = await scene()
     const view = await guestView(overlay)
-    await rebaseOverlay({ overlay, backing: '', library })
+    await rebaseOverlay({ overlay, backing: '', library: folder.library })
     const header = await readAddCowHeader(overlay)
     expect(header.backingName).toBeNull()
     expect((await guestView(overlay)).equals(view)).toBe(true)
@@ -88,7 +78,7 @@ describe('rebase', () => {
       overlay,
       backing: 'ov.raw',
       backingFormat: 'raw',
-      library,
+      library: folder.library,
     }).catch((caught: unknown) => caught)
     expect(isEngineError(error, 'SAME_FILE')).toBe(true)
   })
