@@ -29,13 +29,28 @@ export const CLUSTER_SIZES = [4096, 65536, 2 * 1024 * 1024] as const
 const PATTERN_PERIOD = 255 * 512
 const periods = new Map<number, Buffer>()
 
+/**
+ * ((7 * j) % 255) + 1 for j = 0 .. 254 + 511: every 512-byte block of a period is a piece of
+ * it, since within a block the pattern steps by 7 (mod 255).
+ */
+const RAMP = Buffer.from(Array.from({ length: 255 + 512 }, (_, j) => ((7 * j) % 255) + 1))
+
 /** One period of {@link pattern} for `seed`, cached. */
 function patternPeriod(seed: number): Buffer {
   let period = periods.get(seed)
   if (!period) {
     period = Buffer.allocUnsafe(PATTERN_PERIOD)
-    for (let at = 0; at < PATTERN_PERIOD; at++)
-      period[at] = ((seed * 73 + at * 7 + (at >>> 9) * 13) % 255) + 1
+    if (Number.isSafeInteger(seed * 73 + 7 * PATTERN_PERIOD) && seed >= 0) {
+      // Block b holds ((c + 7i) % 255) + 1 for i < 512, c = (seed * 73 + (7 * 512 + 13) * b)
+      // % 255: that is RAMP from k, where 7k = c (mod 255), k = 73c % 255 (7 * 73 = 511).
+      for (let block = 0; block < 255; block++) {
+        const k = (((seed * 73 + 3597 * block) % 255) * 73) % 255
+        RAMP.copy(period, block * 512, k, k + 512)
+      }
+    } else {
+      for (let at = 0; at < PATTERN_PERIOD; at++)
+        period[at] = ((seed * 73 + at * 7 + (at >>> 9) * 13) % 255) + 1
+    }
     periods.set(seed, period)
   }
   return period
