@@ -1,6 +1,7 @@
 import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { TestProject } from 'vitest/node'
 
 /**
  * Global setup of the unit project: put every temporary file of the run in memory.
@@ -9,7 +10,8 @@ import { join } from 'node:path'
  * waits for the device: with /tmp on disk that waiting was about half of the run. Durability
  * itself is checked by the power-cut model (tests/helpers/power-cut.ts), never by the device,
  * so the same calls on a RAM-backed folder test the same code. The tests read the folder from
- * `os.tmpdir()` (TMPDIR); the workers start after this runs and inherit it. Where there is no
+ * `os.tmpdir()` (TMPDIR), set for this project's workers only (they start after this runs; the
+ * interop project, run in the same process, keeps the system's folder). Where there is no
  * writable /dev/shm (macOS, Windows), or ADDCOW_TEST_TMPDIR names another folder, nothing
  * changes but that. The folder and anything a test left in it are removed at the end.
  *
@@ -18,7 +20,7 @@ import { join } from 'node:path'
  * `diskTempDir` (tests/helpers/tools.ts), which stays on the system's temporary folder, named
  * here in ADDCOW_TEST_DISK_TMPDIR.
  */
-export default function setup(): (() => void) | undefined {
+export default function setup(project: TestProject): (() => void) | undefined {
   const parent = process.env.ADDCOW_TEST_TMPDIR || '/dev/shm'
   try {
     if (!statSync(parent).isDirectory()) return undefined
@@ -27,13 +29,10 @@ export default function setup(): (() => void) | undefined {
     return undefined
   }
   const folder = mkdtempSync(join(parent, 'addcow-unit-'))
-  const previous = process.env.TMPDIR
-  process.env.ADDCOW_TEST_DISK_TMPDIR = tmpdir()
-  process.env.TMPDIR = folder
+  const env = (project.config.env ??= {})
+  env.ADDCOW_TEST_DISK_TMPDIR = tmpdir()
+  env.TMPDIR = folder
   return () => {
-    if (previous === undefined) delete process.env.TMPDIR
-    else process.env.TMPDIR = previous
-    delete process.env.ADDCOW_TEST_DISK_TMPDIR
     rmSync(folder, { recursive: true, force: true })
   }
 }
