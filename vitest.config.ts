@@ -16,6 +16,9 @@ export default defineConfig({
           // engine, and re-importing it per file was a third of the run. The tests keep no state
           // between files (observers and cwd are restored in afterEach), so nothing leaks.
           isolate: false,
+          // Temporary files in memory where the system has it: see the file for why.
+          globalSetup: ['tests/setup/memory-tmpdir.ts'],
+          setupFiles: ['tests/setup/byte-equality.ts', 'tests/setup/unmount-components.ts'],
           testTimeout: 30_000,
           hookTimeout: 30_000,
         },

@@ -1,9 +1,12 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EngineError } from '../engine/errors'
+import type { Disk } from '../engine/disk'
 import type { Library } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
+import { guardBaseDrift } from '../engine/ops/drift'
 import { parseSize } from '../engine/units'
 import type { QemuVia } from '../qemu/command'
+import type { CommandContext } from './command'
 import { closestMatch } from './suggest'
 
 // Option parsing for every command, and the options several commands share. A command declares
@@ -203,6 +206,32 @@ export const ACCEPT_BASE_OPTION = { 'accept-base': { type: 'boolean' } } as cons
 export const ACCEPT_BASE_USAGE =
   '  --accept-base        go on although the base changed since the overlay was made,\n' +
   '                       and record its current state as the expected one'
+
+const DOING = { serve: 'serve it', 'qemu-cmd': 'print a command line for it', launch: 'launch it' }
+
+/**
+ * The check serve, qemu-cmd and launch run on the opened image before anything uses it: the
+ * engine's drift guard ({@link guardBaseDrift}), with --accept-base, and a line on stderr that
+ * names the changes when a changed base is accepted.
+ */
+export function baseDriftCheck(
+  context: CommandContext,
+  command: keyof typeof DOING,
+  acceptBase: boolean,
+): (disk: Disk) => Promise<void> {
+  return async (disk) => {
+    await guardBaseDrift(disk, {
+      library: context.library,
+      acceptBase,
+      doing: DOING[command],
+      signal: context.signal,
+      onAccepted: (report) =>
+        context.stderr.write(
+          `addcow ${command}: accepting the changed base ${report.base} (${report.changes.join('; ')}).\n`,
+        ),
+    })
+  }
+}
 
 /** The IANA port for NBD. */
 export const NBD_PORT = 10809

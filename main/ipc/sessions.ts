@@ -1,35 +1,10 @@
 import type { Channel } from '../../shared/ipc/channels'
-import type { Disk } from '../engine/disk'
 import { EngineError } from '../engine/errors'
-import type { Library } from '../engine/library'
-import { assertBaseUnchanged, checkBaseDrift } from '../engine/ops/drift'
 import type { JobManager } from './jobs'
 
 // What the areas of long-lived sessions (nbd: exports, qemu: VMs) share. A session is a job
-// that runs until it is stopped; stopping it is cancelling its job.
-
-/**
- * The drift guard serve, qemu-cmd and launch share (`--accept-base` in the CLI): refuse a base
- * that changed since its fingerprint was recorded, unless `acceptBase`, which records its
- * current fingerprint.
- */
-export function driftGuard(
-  library: Library,
-  acceptBase: boolean,
-  doing: string,
-): (disk: Disk) => Promise<void> {
-  return async (disk) => {
-    const report = await checkBaseDrift(disk, library)
-    assertBaseUnchanged(report, { force: acceptBase, doing })
-    if (
-      acceptBase &&
-      report.current &&
-      (report.status === 'changed' || report.status === 'not-recorded')
-    ) {
-      await library.recordBaseFingerprint(report.current)
-    }
-  }
-}
+// that runs until it is stopped; stopping it is cancelling its job. The base drift guard both
+// run is the engine's (guardBaseDrift in engine/ops/drift.ts), as the CLI's is.
 
 /** Stop the job `jobId` if it is one of `channel`'s (NOT_FOUND otherwise). */
 export function stopSession(

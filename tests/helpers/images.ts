@@ -1,5 +1,7 @@
 import { open, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { afterEach, beforeEach } from 'vitest'
+import type { Disk } from '../../main/engine/disk'
 import {
   encodeHeader,
   FEATURE_ALL_ALLOCATED,
@@ -11,6 +13,7 @@ import { dataExtentsIn } from '../../main/engine/formats/common/sparse'
 import { Library } from '../../main/engine/library'
 import { openImage } from '../../main/engine/open'
 import { createOverlay, type CreateOverlayOptions } from '../../main/engine/ops/create'
+import { tempDir } from './tools'
 
 /**
  * Image-building helpers for every engine test (and the interop tests that build images): byte
@@ -26,13 +29,28 @@ export const CLUSTER_SIZES = [4096, 65536, 2 * 1024 * 1024] as const
 const PATTERN_PERIOD = 255 * 512
 const periods = new Map<number, Buffer>()
 
+/**
+ * ((7 * j) % 255) + 1 for j = 0 .. 254 + 511: every 512-byte block of a period is a piece of
+ * it, since within a block the pattern steps by 7 (mod 255).
+ */
+const RAMP = Buffer.from(Array.from({ length: 255 + 512 }, (_, j) => ((7 * j) % 255) + 1))
+
 /** One period of {@link pattern} for `seed`, cached. */
 function patternPeriod(seed: number): Buffer {
   let period = periods.get(seed)
   if (!period) {
     period = Buffer.allocUnsafe(PATTERN_PERIOD)
-    for (let at = 0; at < PATTERN_PERIOD; at++)
-      period[at] = ((seed * 73 + at * 7 + (at >>> 9) * 13) % 255) + 1
+    if (Number.isSafeInteger(seed * 73 + 7 * PATTERN_PERIOD) && seed >= 0) {
+      // Block b holds ((c + 7i) % 255) + 1 for i < 512, c = (seed * 73 + (7 * 512 + 13) * b)
+      // % 255: that is RAMP from k, where 7k = c (mod 255), k = 73c % 255 (7 * 73 = 511).
+      for (let block = 0; block < 255; block++) {
+        const k = (((seed * 73 + 3597 * block) % 255) * 73) % 255
+        RAMP.copy(period, block * 512, k, k + 512)
+      }
+    } else {
+      for (let at = 0; at < PATTERN_PERIOD; at++)
+        period[at] = ((seed * 73 + at * 7 + (at >>> 9) * 13) % 255) + 1
+    }
     periods.set(seed, period)
   }
   return period
@@ -279,4 +297,50 @@ export async function patternedOverlayScene(dir: string, library: Library): Prom
   })
   await writeGuest(overlay, [[500_000, pattern(100_000, 3)]])
   return overlay
+}
+
+/** What {@link perTestFolder} gives a test: its folder, a library in it, disks it opened. */
+export interface TestFolder {
+  /** The current test's folder (fresh for each test). */
+  readonly dir: string
+  /** A library whose file is in {@link dir}. */
+  readonly library: Library
+  /** Open an image; it is closed after the test, before the folder is removed. */
+  opened(path: string, readOnly?: boolean): Promise<Disk>
+}
+
+/**
+ * A fresh temporary folder, with a library in it, for every test of the calling file: made
+ * before each test, removed after it with every disk opened through `opened`. Call it at the
+ * top of a test file; read its fields inside the tests.
+ */
+export function perTestFolder(prefix = 'addcow-test-'): TestFolder {
+  let current: { dir: string; library: Library; cleanup: () => Promise<void> } | null = null
+  const disks: Disk[] = []
+  beforeEach(async () => {
+    const made = await tempDir(prefix)
+    current = { dir: made.path, library: libraryIn(made.path), cleanup: made.cleanup }
+  })
+  afterEach(async () => {
+    for (const disk of disks.splice(0)) await disk.close().catch(() => undefined)
+    await current?.cleanup()
+    current = null
+  })
+  const now = (): NonNullable<typeof current> => {
+    if (!current) throw new Error('perTestFolder: read its fields inside a test')
+    return current
+  }
+  return {
+    get dir() {
+      return now().dir
+    },
+    get library() {
+      return now().library
+    },
+    async opened(path, readOnly = false) {
+      const disk = await openImage(path, { readOnly })
+      disks.push(disk)
+      return disk
+    },
+  }
 }

@@ -3,10 +3,10 @@ import { resolve } from 'node:path'
 import { EngineError } from '../../engine/errors'
 import { launchVm } from '../../qemu/launcher'
 import { defineCommand, untilCancelled } from '../command'
-import { diskChecks } from '../drift-guard'
 import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
+  baseDriftCheck,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   policyFrom,
@@ -80,7 +80,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
         via: options.via,
         readOnly: options.readOnly,
         policy: await policyFrom(context, values),
-        checks: diskChecks(context, 'launch', values['accept-base'] ?? false),
+        checks: [baseDriftCheck(context, 'launch', values['accept-base'] ?? false)],
         machine: options.machine,
         headless: options.headless,
         extraArgs: extra,

@@ -6,10 +6,10 @@ import { buildQemuCommand, vmName, type QemuDiskSource } from '../../qemu/comman
 import { resolveAccelerator } from '../../qemu/accelerator'
 import { diskSourceFor } from '../../qemu/launcher'
 import { defineCommand } from '../command'
-import { diskChecks } from '../drift-guard'
 import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
+  baseDriftCheck,
   JSON_OPTION,
   OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
@@ -71,8 +71,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
     })
     let source: QemuDiskSource
     try {
-      for (const check of diskChecks(context, 'qemu-cmd', values['accept-base'] ?? false))
-        await check(disk)
+      await baseDriftCheck(context, 'qemu-cmd', values['accept-base'] ?? false)(disk)
       if (options.via === 'nbd') {
         const tcp = values.host !== undefined || values.port !== undefined
         source = {

@@ -4,10 +4,10 @@ import { defaultSocketPath } from '../../nbd/default-socket'
 import type { NbdListenTarget } from '../../nbd/server'
 import { startExport } from '../../nbd/start-export'
 import { defineCommand, untilCancelled, type CommandContext } from '../command'
-import { diskChecks } from '../drift-guard'
 import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
+  baseDriftCheck,
   FORMAT_OPTION,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
@@ -103,7 +103,7 @@ everything before it exits.`,
       policy: await policyFrom(context, values),
       exportName: values.export ?? '',
       listen: listenTarget(image, values),
-      checks: diskChecks(context, 'serve', values['accept-base'] ?? false),
+      checks: [baseDriftCheck(context, 'serve', values['accept-base'] ?? false)],
       onLog: log(context),
       signal: context.signal,
       ...(values.f ? { format: values.f } : {}),

@@ -5,8 +5,6 @@ import { realPath } from '../fs'
 import type { BaseFingerprint, DriftStatus, Library } from '../library'
 
 export type { DriftStatus } from '../library'
-import type { NamePolicy } from '../names'
-import { openImage } from '../open'
 
 /** Bytes per sample of the base's guest view. */
 export const FINGERPRINT_SAMPLE_SIZE = 64 * 1024
@@ -167,42 +165,39 @@ export async function recordBaseFingerprint(
   return fingerprint
 }
 
-/** Options of {@link verifyBaseFingerprint}. */
-export interface VerifyBaseOptions extends OperationOptions {
-  /** Go on despite a changed base (the CLI's --accept-base). */
-  force?: boolean
-  /** With `force`, record the base's current fingerprint so later runs accept it. */
-  accept?: boolean
+/** Options of {@link guardBaseDrift}. */
+export interface BaseDriftGuardOptions extends OperationOptions {
   library: Library
-  policy?: NamePolicy
-  format?: string
+  /**
+   * Go on although the base changed, and record its current fingerprint so later runs accept
+   * it (the CLI's --accept-base, the app's "go on with the base as it is now").
+   */
+  acceptBase: boolean
+  /** What a changed base stops, for the refusal: "serve it", "run it". */
+  doing: string
+  /** Called when a base that changed is accepted, before its new fingerprint is recorded. */
+  onAccepted?: (report: DriftReport) => void
 }
 
 /**
- * The drift guard for serve and launch: open `overlayPath` read-only, compare its base with
- * the recorded fingerprint, and throw BASE_CHANGED if it changed (unless `force`).
+ * The drift guard every front end (CLI and app: serve, qemu-cmd, launch) runs on an opened
+ * image before it serves or boots it: throw BASE_CHANGED when the base changed since its
+ * fingerprint was recorded, unless `acceptBase`, which records the base's current
+ * fingerprint (a base never recorded is recorded too).
  */
-export async function verifyBaseFingerprint(
-  overlayPath: string,
-  options: VerifyBaseOptions,
+export async function guardBaseDrift(
+  disk: Disk,
+  options: BaseDriftGuardOptions,
 ): Promise<DriftReport> {
-  const disk = await openImage(overlayPath, {
-    readOnly: true,
-    ...(options.policy ? { policy: options.policy } : {}),
-    ...(options.format ? { format: options.format } : {}),
-  })
-  try {
-    const report = await checkBaseDrift(disk, options.library, options)
-    assertBaseUnchanged(report, { force: options.force ?? false, doing: 'use it' })
-    if (
-      options.accept &&
-      report.current &&
-      (report.status === 'changed' || report.status === 'not-recorded')
-    ) {
-      await options.library.recordBaseFingerprint(report.current)
-    }
-    return report
-  } finally {
-    await disk.close()
+  const report = await checkBaseDrift(disk, options.library, options)
+  assertBaseUnchanged(report, { force: options.acceptBase, doing: options.doing })
+  if (
+    options.acceptBase &&
+    report.current &&
+    (report.status === 'changed' || report.status === 'not-recorded')
+  ) {
+    if (report.status === 'changed') options.onAccepted?.(report)
+    await options.library.recordBaseFingerprint(report.current)
   }
+  return report
 }

@@ -1,4 +1,3 @@
-import { openImage } from '../../engine/open'
 import { realPath } from '../../engine/fs'
 import { baseState } from '../../engine/ops/base-state'
 import { planCommit } from '../../engine/ops/blast-radius'

@@ -4,7 +4,8 @@ import { defaultSocketPath } from '../../nbd/default-socket'
 import { startExport } from '../../nbd/start-export'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
-import { driftGuard, stopSession, untilAborted } from '../sessions'
+import { stopSession, untilAborted } from '../sessions'
+import { guardBaseDrift } from '../../engine/ops/drift'
 
 /**
  * `nbd:*`: NBD exports (`addcow serve`) as long-lived jobs. An export's job runs until it is
@@ -36,7 +37,11 @@ export function nbdHandlers(services: IpcServices): AreaHandlers<'nbd'> {
             port !== undefined
               ? { host: '127.0.0.1', port }
               : { socket: socket ?? defaultSocketPath(path) },
-          checks: [driftGuard(library, acceptBase, 'serve it')],
+          checks: [
+            async (disk) => {
+              await guardBaseDrift(disk, { library, acceptBase, doing: 'serve it' })
+            },
+          ],
           signal: job.signal,
         })
         // The map channels read this image through the export's disk while it is served.

@@ -9,7 +9,8 @@ import { resolveAccelerator } from '../../qemu/accelerator'
 import { diskSourceFor, launchVm, type VmHandle } from '../../qemu/launcher'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
-import { driftGuard, stopSession } from '../sessions'
+import { stopSession } from '../sessions'
+import { guardBaseDrift } from '../../engine/ops/drift'
 
 /** Time a stopping VM gets to power down through ACPI before it is told to quit. */
 const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
@@ -49,7 +50,7 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
       const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
       let source: QemuDiskSource
       try {
-        await driftGuard(library, acceptBase, 'run it')(disk)
+        await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
         source =
           via === 'nbd'
             ? { via: 'nbd', exportName: '', image: disk.path, socket: defaultSocketPath(disk.path) }
@@ -91,7 +92,11 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
           via,
           readOnly,
           policy: await library.policy(),
-          checks: [driftGuard(library, acceptBase, 'run it')],
+          checks: [
+            async (disk) => {
+              await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
+            },
+          ],
           machine: {
             ...(memoryMiB !== undefined ? { memoryMiB } : {}),
             ...(cpus !== undefined ? { cpus } : {}),

@@ -5,9 +5,9 @@
 import { describe, expect, it } from 'vitest'
 import { seededRandom } from '../../helpers/numbers'
 import { requireTools } from '../../helpers/tools'
-import { eventually, serveOverlay } from '../../unit/nbd/fixtures'
-import { abandonMany } from '../../unit/nbd/hostile-clients'
-import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
+import { eventually, serveOverlay } from '../../helpers/nbd/fixtures'
+import { abandonMany } from '../../helpers/nbd/hostile-clients'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 import { attackSeed, qemuIoVerified } from './attack'
 
 const available = requireTools('qemu-io')

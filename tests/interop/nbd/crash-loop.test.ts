@@ -8,9 +8,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seededRandom } from '../../helpers/numbers'
 import { requireTools, tempDir } from '../../helpers/tools'
-import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
-import { Pipeline } from '../../unit/nbd/pipeline'
-import { BLOCK, WriteHistory } from '../../unit/nbd/write-history'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
+import { Pipeline } from '../../helpers/nbd/pipeline'
+import { BLOCK, WriteHistory } from '../../helpers/nbd/write-history'
 import { attackImage, attackSeed, MIB, serveChild, killChildren } from './attack'
 
 const available = requireTools('qemu-io')

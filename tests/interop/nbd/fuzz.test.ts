@@ -7,8 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seededRandom } from '../../helpers/numbers'
 import { requireTools, tempDir } from '../../helpers/tools'
-import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
-import { Pipeline, type WireRequest } from '../../unit/nbd/pipeline'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
+import { Pipeline, type WireRequest } from '../../helpers/nbd/pipeline'
 import { attackImage, attackSeed, MIB, serveChild, killChildren, qemuIoVerified } from './attack'
 
 const available = requireTools('qemu-io')

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seededRandom } from '../../helpers/numbers'
 import { requireTools, tempDir } from '../../helpers/tools'
-import { NbdTestClient } from '../../unit/nbd/nbd-test-client'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 import {
   attackImage,
   attackSeed,

@@ -9,16 +9,16 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlockFile, readFilePieces, useServerReads } from '../../../main/engine/file'
 import { native } from '../../../main/engine/native/index'
-import { tempDir } from '../../helpers/tools'
+import { diskTempDir } from '../../helpers/tools'
 import { pattern } from '../../helpers/images'
 
 const MIB = 1024 * 1024
 const addon = native()
 const readCached = addon?.features.readCached ? addon.readCached : undefined
 
-let folder: Awaited<ReturnType<typeof tempDir>>
+let folder: Awaited<ReturnType<typeof diskTempDir>>
 beforeAll(async () => {
-  folder = await tempDir()
+  folder = await diskTempDir()
 })
 afterAll(async () => {
   await folder.cleanup()

@@ -116,8 +116,9 @@ export async function finished(
 
 /** A raw file of `size` bytes whose byte at offset i is (i * 7 + seed) & 255 (never all zero). */
 export async function patternFile(path: string, size: number, seed = 1): Promise<Buffer> {
-  const data = Buffer.alloc(size)
-  for (let index = 0; index < size; index++) data[index] = (index * 7 + seed) & 255
+  // The bytes repeat every 256: one period, repeated.
+  const period = Buffer.from(Array.from({ length: 256 }, (_, index) => (index * 7 + seed) & 255))
+  const data = Buffer.alloc(size).fill(period)
   await writeFile(path, data)
   return data
 }

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest'
 import { DEFAULT_LIMITS } from '../../../main/nbd/export-types'
 import { COMMAND, COMMAND_FLAG } from '../../../main/nbd/protocol'
 import { seededRandom } from '../../helpers/numbers'
-import { attackSeed, basePattern, eventually, MIB, perTestServer } from './fixtures'
-import { abandonMany } from './hostile-clients'
-import type { NbdTestClient } from './nbd-test-client'
+import { attackSeed, basePattern, eventually, MIB, perTestServer } from '../../helpers/nbd/fixtures'
+import { abandonMany } from '../../helpers/nbd/hostile-clients'
+import type { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 
 const nbd = perTestServer()
 

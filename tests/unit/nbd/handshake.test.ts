@@ -9,8 +9,8 @@ import {
   REPLY,
   TRANSMISSION_FLAG,
 } from '../../../main/nbd/protocol'
-import { basePattern, MIB, OVERLAY_SIZE, perTestServer } from './fixtures'
-import { NbdTestClient } from './nbd-test-client'
+import { basePattern, MIB, OVERLAY_SIZE, perTestServer } from '../../helpers/nbd/fixtures'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 
 const nbd = perTestServer()
 

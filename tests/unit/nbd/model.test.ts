@@ -3,8 +3,14 @@
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { COMMAND, COMMAND_FLAG } from '../../../main/nbd/protocol'
-import { basePattern, BASE_SIZE, OVERLAY_SIZE, serveOverlay, type ServedImage } from './fixtures'
-import { NbdTestClient } from './nbd-test-client'
+import {
+  basePattern,
+  BASE_SIZE,
+  OVERLAY_SIZE,
+  serveOverlay,
+  type ServedImage,
+} from '../../helpers/nbd/fixtures'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 
 type Operation =
   | {

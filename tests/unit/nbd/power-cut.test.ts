@@ -14,10 +14,10 @@ import { NbdServer } from '../../../main/nbd/server'
 import { seededRandom } from '../../helpers/numbers'
 import { tempDir } from '../../helpers/tools'
 import { PowerCut } from '../../helpers/power-cut'
-import { attackSeed, basePattern } from './fixtures'
-import { NbdTestClient } from './nbd-test-client'
-import { Pipeline } from './pipeline'
-import { BLOCK, WriteHistory } from './write-history'
+import { attackSeed, basePattern } from '../../helpers/nbd/fixtures'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
+import { Pipeline } from '../../helpers/nbd/pipeline'
+import { BLOCK, WriteHistory } from '../../helpers/nbd/write-history'
 
 const BLOCKS = 96
 const SIZE = BLOCKS * BLOCK

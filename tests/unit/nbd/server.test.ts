@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openImage } from '../../../main/engine/open'
-import { basePattern, MIB, perTestServer } from './fixtures'
+import { basePattern, MIB, perTestServer } from '../../helpers/nbd/fixtures'
 
 const nbd = perTestServer()
 

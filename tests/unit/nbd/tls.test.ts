@@ -2,8 +2,8 @@ import { connect as tlsConnect } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { OPTION, REPLY } from '../../../main/nbd/protocol'
 import { isLoopbackHost, parsePskFile } from '../../../main/nbd/tls'
-import { basePattern, serveOverlay, type ServedImage } from './fixtures'
-import { NbdTestClient } from './nbd-test-client'
+import { basePattern, serveOverlay, type ServedImage } from '../../helpers/nbd/fixtures'
+import { NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 
 const KEY = Buffer.from('3d1c4f0e9a8b7c6d5e4f30211203f4e5', 'hex')
 

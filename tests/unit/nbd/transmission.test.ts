@@ -12,9 +12,15 @@ import {
   STATE,
   TRANSMISSION_FLAG,
 } from '../../../main/nbd/protocol'
-import { basePattern, BASE_SIZE, MIB, OVERLAY_SIZE, perTestServer } from './fixtures'
+import {
+  basePattern,
+  BASE_SIZE,
+  MIB,
+  OVERLAY_SIZE,
+  perTestServer,
+} from '../../helpers/nbd/fixtures'
 import { NbdServer } from '../../../main/nbd/server'
-import { MAGIC, NbdTestClient } from './nbd-test-client'
+import { MAGIC, NbdTestClient } from '../../helpers/nbd/nbd-test-client'
 
 const nbd = perTestServer()
 

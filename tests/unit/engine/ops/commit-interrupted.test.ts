@@ -4,7 +4,8 @@ import { isEngineError } from '../../../../main/engine/errors'
 import type { Library } from '../../../../main/engine/library'
 import { checkImage } from '../../../../main/engine/ops/check'
 import { commitOverlay, rollbackCommit } from '../../../../main/engine/ops/commit'
-import { verifyBaseFingerprint } from '../../../../main/engine/ops/drift'
+import { guardBaseDrift } from '../../../../main/engine/ops/drift'
+import { openImage } from '../../../../main/engine/open'
 import { tempDir } from '../../../helpers/tools'
 import {
   guestView,
@@ -86,7 +87,13 @@ describe('an interrupted commit', () => {
 
       // Its own commit does not make the overlay's base "changed": check and launch accept it.
       expect((await checkImage(overlay, { library }))['base-fingerprint']).toBe('unchanged')
-      expect((await verifyBaseFingerprint(overlay, { library })).status).toBe('unchanged')
+      const opened = await openImage(overlay, { readOnly: true, policy: await library.policy() })
+      try {
+        const guard = { library, acceptBase: false, doing: 'run it' }
+        expect((await guardBaseDrift(opened, guard)).status).toBe('unchanged')
+      } finally {
+        await opened.close()
+      }
 
       const record = await library.interruptedCommit(overlay)
       expect(record).toMatchObject({

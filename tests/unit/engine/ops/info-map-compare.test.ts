@@ -1,58 +1,41 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { Disk } from '../../../../main/engine/disk'
+import { describe, expect, it } from 'vitest'
 
-import { openImage } from '../../../../main/engine/open'
 import { compareDisks } from '../../../../main/engine/ops/compare'
 import { createOverlay } from '../../../../main/engine/ops/create'
 import { imageInfo } from '../../../../main/engine/ops/info'
 import { mapImage } from '../../../../main/engine/ops/map'
-import { tempDir } from '../../../helpers/tools'
-import { makeRaw, makeSparse, pattern } from '../../../helpers/images'
+import { makeRaw, makeSparse, pattern, perTestFolder } from '../../../helpers/images'
 import { expectEngineError } from '../../../helpers/errors'
 
-let root: string
-let cleanup: () => Promise<void>
-const disks: Disk[] = []
-
-beforeEach(async () => {
-  const made = await tempDir()
-  root = made.path
-  cleanup = made.cleanup
-})
-
-afterEach(async () => {
-  for (const disk of disks.splice(0)) await disk.close().catch(() => undefined)
-  await cleanup()
-})
-
-async function opened(path: string, readOnly = false): Promise<Disk> {
-  const disk = await openImage(path, { readOnly })
-  disks.push(disk)
-  return disk
-}
+const folder = perTestFolder()
+const opened = folder.opened.bind(folder)
 
 describe('imageInfo, mapImage and compareDisks', () => {
   it('describe a raw file', async () => {
-    await makeRaw(join(root, 'base.raw'), 12345, 1)
-    expect(await imageInfo(join(root, 'base.raw'), { backingChain: true })).toEqual([
+    await makeRaw(join(folder.dir, 'base.raw'), 12345, 1)
+    expect(await imageInfo(join(folder.dir, 'base.raw'), { backingChain: true })).toEqual([
       {
-        filename: join(root, 'base.raw'),
+        filename: join(folder.dir, 'base.raw'),
         format: 'raw',
         'virtual-size': 12345,
         'actual-size': expect.any(Number),
       },
     ])
-    const raw = await opened(join(root, 'base.raw'), true)
+    const raw = await opened(join(folder.dir, 'base.raw'), true)
     expect(await mapImage(raw)).toEqual([
       { start: 0, length: 12345, depth: 0, present: true, zero: false, data: true },
     ])
   })
 
   it('map an overlay without a base, and report progress', async () => {
-    await createOverlay({ overlay: join(root, 'solo.add-cow'), size: 8192, clusterSize: 4096 })
-    const disk = await opened(join(root, 'solo.add-cow'))
+    await createOverlay({
+      overlay: join(folder.dir, 'solo.add-cow'),
+      size: 8192,
+      clusterSize: 4096,
+    })
+    const disk = await opened(join(folder.dir, 'solo.add-cow'))
     const progress: number[] = []
     expect(await mapImage(disk, { onProgress: (done) => progress.push(done) })).toEqual([
       { start: 0, length: 8192, depth: 0, present: true, zero: false, data: true },
@@ -64,15 +47,15 @@ describe('imageInfo, mapImage and compareDisks', () => {
   })
 
   it('compare guest views, like qemu-img compare', async () => {
-    const base = await makeRaw(join(root, 'base.raw'), 5 * 1024 * 1024, 1)
+    const base = await makeRaw(join(folder.dir, 'base.raw'), 5 * 1024 * 1024, 1)
     await createOverlay({
-      overlay: join(root, 'ov.add-cow'),
+      overlay: join(folder.dir, 'ov.add-cow'),
       backing: 'base.raw',
       size: 6 * 1024 * 1024,
     })
-    await writeFile(join(root, 'copy.raw'), base)
-    const overlay = await opened(join(root, 'ov.add-cow'))
-    const copy = await opened(join(root, 'copy.raw'), true)
+    await writeFile(join(folder.dir, 'copy.raw'), base)
+    const overlay = await opened(join(folder.dir, 'ov.add-cow'))
+    const copy = await opened(join(folder.dir, 'copy.raw'), true)
     // The overlay is larger, and its extra part reads as zeros: identical.
     expect(await compareDisks(overlay, copy)).toEqual({
       identical: true,
@@ -106,15 +89,15 @@ describe('imageInfo, mapImage and compareDisks', () => {
   })
 
   it('skip ranges both sides know to be zero', async () => {
-    await createOverlay({ overlay: join(root, 'a.add-cow'), size: 64 * 1024 * 1024 })
-    await makeSparse(join(root, 'zero.raw'), 4096)
+    await createOverlay({ overlay: join(folder.dir, 'a.add-cow'), size: 64 * 1024 * 1024 })
+    await makeSparse(join(folder.dir, 'zero.raw'), 4096)
     await createOverlay({
-      overlay: join(root, 'b.add-cow'),
+      overlay: join(folder.dir, 'b.add-cow'),
       backing: 'zero.raw',
       size: 64 * 1024 * 1024,
     })
-    const a = await opened(join(root, 'a.add-cow'))
-    const b = await opened(join(root, 'b.add-cow'))
+    const a = await opened(join(folder.dir, 'a.add-cow'))
+    const b = await opened(join(folder.dir, 'b.add-cow'))
     expect((await compareDisks(a, b)).identical).toBe(true)
     await b.write(60 * 1024 * 1024, Buffer.from([1]))
     expect((await compareDisks(a, b)).firstDifference).toBe(60 * 1024 * 1024)

@@ -15,7 +15,7 @@ import {
 } from '../../../../../main/engine/native/index'
 import { openImage } from '../../../../../main/engine/open'
 import { createOverlay } from '../../../../../main/engine/ops/create'
-import { tempDir } from '../../../../helpers/tools'
+import { diskTempDir } from '../../../../helpers/tools'
 import { makeRaw, pattern } from '../../../../helpers/images'
 import { seededRandom as random } from '../../../../helpers/numbers'
 
@@ -57,10 +57,10 @@ const addon = native()
 describe.each([4096, 65536])(
   'add-cow reads, batched and portable, %i-byte clusters',
   (clusterSize) => {
-    let folder: Awaited<ReturnType<typeof tempDir>>
+    let folder: Awaited<ReturnType<typeof diskTempDir>>
 
     beforeAll(async () => {
-      folder = await tempDir()
+      folder = await diskTempDir()
     })
     afterAll(async () => {
       await folder.cleanup()

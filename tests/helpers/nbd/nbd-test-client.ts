@@ -48,9 +48,14 @@ export interface ReplyResult {
   chunks: Chunk[]
 }
 
-/** Byte-exact reading from a socket, independent of the server's reader. */
+/**
+ * Byte-exact reading from a socket, independent of the server's reader. The pieces that
+ * arrived are kept in a list and joined only when a read takes them: joining on every arrival
+ * copied a 32 MiB reply once per socket chunk.
+ */
 class Incoming {
-  private buffer = Buffer.alloc(0)
+  private pieces: Buffer[] = []
+  private available = 0
   private waiting: {
     size: number
     resolve: (data: Buffer) => void
@@ -60,7 +65,8 @@ class Incoming {
 
   constructor(socket: Socket) {
     socket.on('data', (chunk: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, chunk])
+      this.pieces.push(chunk)
+      this.available += chunk.length
       this.check()
     })
     const end = (): void => {
@@ -74,22 +80,32 @@ class Incoming {
     socket.on('error', () => undefined)
   }
 
+  /** The next `size` bytes, in a buffer of their own; the caller checked they arrived. */
+  private take(size: number): Buffer {
+    const data = Buffer.allocUnsafe(size)
+    let filled = 0
+    while (filled < size) {
+      const piece = this.pieces[0]!
+      const used = Math.min(piece.length, size - filled)
+      piece.copy(data, filled, 0, used)
+      filled += used
+      if (used === piece.length) this.pieces.shift()
+      else this.pieces[0] = piece.subarray(used)
+    }
+    this.available -= size
+    return data
+  }
+
   private check(): void {
     const waiter = this.waiting
-    if (waiter && this.buffer.length >= waiter.size) {
+    if (waiter && this.available >= waiter.size) {
       this.waiting = null
-      const data = this.buffer.subarray(0, waiter.size)
-      this.buffer = this.buffer.subarray(waiter.size)
-      waiter.resolve(Buffer.from(data))
+      waiter.resolve(this.take(waiter.size))
     }
   }
 
   read(size: number): Promise<Buffer> {
-    if (this.buffer.length >= size) {
-      const data = this.buffer.subarray(0, size)
-      this.buffer = this.buffer.subarray(size)
-      return Promise.resolve(Buffer.from(data))
-    }
+    if (this.available >= size) return Promise.resolve(this.take(size))
     if (this.ended) return Promise.reject(new Error('connection closed'))
     return new Promise((resolve, reject) => {
       this.waiting = { size, resolve, reject }

@@ -8,7 +8,7 @@ import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import type { NbdLogEvent } from '../../../main/nbd/export-types'
 import { NbdServer, type NbdServerOptions } from '../../../main/nbd/server'
-import { tempDir } from '../../helpers/tools'
+import { tempDir } from '../tools'
 import { NbdTestClient } from './nbd-test-client'
 
 export const MIB = 1024 * 1024
@@ -17,12 +17,23 @@ export const BASE_SIZE = 4 * MIB
 export const OVERLAY_SIZE = 8 * MIB
 export const CLUSTER = 64 * 1024
 
+/** {@link basePattern} repeats every 256 sectors: sector s + 256 holds what sector s holds. */
+const BASE_PATTERN_PERIOD = 256 * 512
+let basePeriod: Buffer | null = null
+
 /** The base's content: byte i of sector s is (s + i) & 0xff, so every sector differs. */
 export function basePattern(offset: number, length: number): Buffer {
+  if (!basePeriod) {
+    // Two periods, so that any phase can be copied in one piece.
+    basePeriod = Buffer.alloc(2 * BASE_PATTERN_PERIOD)
+    for (let at = 0; at < basePeriod.length; at++)
+      basePeriod[at] = (Math.floor(at / 512) + (at % 512)) & 0xff
+  }
   const data = Buffer.alloc(length)
-  for (let index = 0; index < length; index++) {
-    const at = offset + index
-    data[index] = (Math.floor(at / 512) + (at % 512)) & 0xff
+  const phase = offset % BASE_PATTERN_PERIOD
+  for (let done = 0; done < length; done += BASE_PATTERN_PERIOD) {
+    const piece = Math.min(BASE_PATTERN_PERIOD, length - done)
+    basePeriod.copy(data, done, phase, phase + piece)
   }
   return data
 }

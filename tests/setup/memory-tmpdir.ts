@@ -1,0 +1,38 @@
+import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { TestProject } from 'vitest/node'
+
+/**
+ * Global setup of the unit project: put every temporary file of the run in memory.
+ *
+ * The unit tests call fsync on every flush, as the engine does, and on a shared disk each call
+ * waits for the device: with /tmp on disk that waiting was about half of the run. Durability
+ * itself is checked by the power-cut model (tests/helpers/power-cut.ts), never by the device,
+ * so the same calls on a RAM-backed folder test the same code. The tests read the folder from
+ * `os.tmpdir()` (TMPDIR), set for this project's workers only (they start after this runs; the
+ * interop project, run in the same process, keeps the system's folder). Where there is no
+ * writable /dev/shm (macOS, Windows), or ADDCOW_TEST_TMPDIR names another folder, nothing
+ * changes but that. The folder and anything a test left in it are removed at the end.
+ *
+ * tmpfs has no page cache to miss, and it refuses preadv2(RWF_NOWAIT), so the native read fast
+ * path (readCached) always falls back there: the tests of that path take their folder from
+ * `diskTempDir` (tests/helpers/tools.ts), which stays on the system's temporary folder, named
+ * here in ADDCOW_TEST_DISK_TMPDIR.
+ */
+export default function setup(project: TestProject): (() => void) | undefined {
+  const parent = process.env.ADDCOW_TEST_TMPDIR || '/dev/shm'
+  try {
+    if (!statSync(parent).isDirectory()) return undefined
+    accessSync(parent, constants.W_OK)
+  } catch {
+    return undefined
+  }
+  const folder = mkdtempSync(join(parent, 'addcow-unit-'))
+  const env = (project.config.env ??= {})
+  env.ADDCOW_TEST_DISK_TMPDIR = tmpdir()
+  env.TMPDIR = folder
+  return () => {
+    rmSync(folder, { recursive: true, force: true })
+  }
+}
