@@ -688,8 +688,8 @@ export const CONTRACT = {
     z.object({ exit: VmExitSchema, command: z.string() }),
   ),
   [CHANNELS.qemuStopVm]: call(
-    'Power a launched VM down (ACPI, then quit, then kill); its job ends when QEMU has exited.',
-    JobIdRequestSchema,
+    'Power a launched VM down (ACPI, then quit, then kill), or with `force` pull the plug (QMP quit, then kill); its job ends when QEMU has exited.',
+    z.strictObject({ jobId: z.string().min(1).max(64), force: z.boolean().default(false) }),
     z.object({ stopping: z.boolean() }),
   ),
   [CHANNELS.qemuWriteConsole]: call(

@@ -86,15 +86,14 @@ Arguments after -- are appended to the QEMU command line as given.`,
         extraArgs: extra,
         stopTimeoutMs,
         signal: context.signal,
+        onConsole: (chunk) => (consoleFile ?? context.stdout).write(chunk),
+        onStderr: (chunk) => context.stderr.write(chunk),
         onLog: (event) => {
           if (event.level !== 'info')
             context.stderr.write(`addcow launch: export: ${event.message}\n`)
         },
         ...(options.format ? { format: options.format } : {}),
       })
-      const output = consoleFile ?? context.stdout
-      vm.on('console', (chunk: Buffer) => output.write(chunk))
-      vm.on('stderr', (chunk: Buffer) => context.stderr.write(chunk))
       const input = context.stdin
       const forward = (chunk: Buffer): void => vm.writeConsole(chunk)
       if (input?.isTTY) input.on('data', forward)

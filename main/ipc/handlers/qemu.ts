@@ -2,11 +2,18 @@ import { basename } from 'node:path'
 import { StringDecoder } from 'node:string_decoder'
 import { EngineError } from '../../engine/errors'
 import { openImage } from '../../engine/open'
-import { defaultSocketPath } from '../../nbd/default-socket'
-import { hostArch } from '../../qemu/binaries'
-import { buildQemuCommand, type QemuDiskSource } from '../../qemu/command'
+import { findQemuBinary, hostArch } from '../../qemu/binaries'
+import type { QemuDiskSource } from '../../qemu/command'
 import { resolveAccelerator } from '../../qemu/accelerator'
-import { diskSourceFor, launchVm, type VmHandle } from '../../qemu/launcher'
+import {
+  diskSourceFor,
+  launchCommand,
+  launchVm,
+  vmRunFolder,
+  type LaunchOptions,
+  type VmHandle,
+} from '../../qemu/launcher'
+import type { ParsedRequestOf } from '../../../shared/ipc/contract'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
 import { driftGuard, stopSession } from '../sessions'
@@ -33,6 +40,23 @@ function machineOptions(request: {
   }
 }
 
+/** The launch options of a qemu:get-command or qemu:launch-vm request (both run the same). */
+function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOptions {
+  const { path, via, memoryMiB, cpus, headless, readOnly, extraArgs } = request
+  return {
+    image: path,
+    via,
+    readOnly,
+    machine: {
+      ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+      ...(cpus !== undefined ? { cpus } : {}),
+      ...machineOptions(request),
+    },
+    headless,
+    ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
+  }
+}
+
 /**
  * `qemu:*`: the QEMU command line (`addcow qemu-cmd`) and VMs (`addcow launch`). A VM is a job
  * that runs until QEMU exits: its detail line carries QEMU's pid (and the NBD URI it boots
@@ -45,31 +69,27 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
 
   return {
     'qemu:get-command': async (request) => {
-      const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
+      const { path, via, acceptBase } = request
       const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
-      let source: QemuDiskSource
+      let source: QemuDiskSource | undefined
+      let image: string
       try {
         await driftGuard(library, acceptBase, 'run it')(disk)
-        source =
-          via === 'nbd'
-            ? { via: 'nbd', exportName: '', image: disk.path, socket: defaultSocketPath(disk.path) }
-            : diskSourceFor(disk, via)
+        if (via !== 'nbd') source = diskSourceFor(disk, via)
+        image = disk.path
       } finally {
         await disk.close()
       }
+      // The launch's own command: same binary, accelerator, run folder and sockets.
       const arch = hostArch()
-      const accelerator = await resolveAccelerator('auto', arch)
-      const command = buildQemuCommand({
+      const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
+      const command = launchCommand(launchOptions(request), {
+        binary,
         arch,
-        accel: accelerator.accel,
-        accelReason: accelerator.reason,
-        disk: source,
-        readOnly,
-        ...(memoryMiB !== undefined ? { memoryMiB } : {}),
-        ...(cpus !== undefined ? { cpus } : {}),
-        ...machineOptions(request),
-        ...(headless ? { display: 'none' } : {}),
-        ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
+        accelerator: await resolveAccelerator('auto', arch, { binary }),
+        image,
+        runFolder: vmRunFolder(path),
+        ...(source ? { disk: source } : {}),
       })
       return {
         via: command.via,
@@ -85,25 +105,6 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
       unit: 'steps',
       title: ({ path }) => `Run ${basename(path)} in QEMU`,
       async run(request, job) {
-        const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
-        const vm = await launchVm({
-          image: path,
-          via,
-          readOnly,
-          policy: await library.policy(),
-          checks: [driftGuard(library, acceptBase, 'run it')],
-          machine: {
-            ...(memoryMiB !== undefined ? { memoryMiB } : {}),
-            ...(cpus !== undefined ? { cpus } : {}),
-            ...machineOptions(request),
-          },
-          headless,
-          ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
-          stopTimeoutMs: services.vmStopTimeoutMs ?? DEFAULT_VM_STOP_TIMEOUT_MS,
-          signal: job.signal,
-        })
-        vms.set(job.id, vm)
-        job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
         const forward = (stream: 'serial' | 'stderr') => {
           const decoder = new StringDecoder('utf8')
           return (chunk: Buffer): void => {
@@ -111,8 +112,17 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
             if (text !== '') bus.emit('qemu:console-output', { sessionId: job.id, stream, text })
           }
         }
-        vm.on('console', forward('serial'))
-        vm.on('stderr', forward('stderr'))
+        const vm = await launchVm({
+          ...launchOptions(request),
+          onConsole: forward('serial'),
+          onStderr: forward('stderr'),
+          policy: await library.policy(),
+          checks: [driftGuard(library, request.acceptBase, 'run it')],
+          stopTimeoutMs: services.vmStopTimeoutMs ?? DEFAULT_VM_STOP_TIMEOUT_MS,
+          signal: job.signal,
+        })
+        vms.set(job.id, vm)
+        job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
         const onAbort = (): void => {
           void vm.stop().catch(() => undefined)
         }
@@ -130,7 +140,11 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
       },
     },
 
-    'qemu:stop-vm': async ({ jobId }) => stopSession(jobs, jobId, 'qemu:launch-vm'),
+    'qemu:stop-vm': async ({ jobId, force }) => {
+      const result = stopSession(jobs, jobId, 'qemu:launch-vm')
+      if (force) void vms.get(jobId)?.forceOff()
+      return result
+    },
 
     'qemu:write-console': async ({ jobId, text }) => {
       const vm = vms.get(jobId)
