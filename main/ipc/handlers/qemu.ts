@@ -3,6 +3,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { EngineError } from '../../engine/errors'
 import { openImage } from '../../engine/open'
 import { findQemuBinary, hostArch } from '../../qemu/binaries'
+import { probeQemuCapabilities } from '../../qemu/capabilities'
 import type { QemuDiskSource } from '../../qemu/command'
 import { resolveAccelerator } from '../../qemu/accelerator'
 import {
@@ -155,6 +156,75 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
         })
       vm.writeConsole(text)
       return { written: Buffer.byteLength(text) }
+    },
+    'qemu:get-capabilities': async () => {
+      const arch = hostArch()
+      const found = await findQemuBinary(arch)
+      const accelerator = await resolveAccelerator(
+        'auto',
+        arch,
+        found ? { binary: found.path } : {},
+      )
+      const none = { available: true, reason: null }
+      if (!found) {
+        const missing = {
+          available: false,
+          reason: `No qemu-system-${arch} is installed (Debian: apt-get install qemu-system-x86).`,
+        }
+        return {
+          binary: null,
+          version: null,
+          accelerator,
+          displays: { default: missing, gtk: missing, sdl: missing, vnc: missing, none },
+          defaultDisplay: 'none' as const,
+          machines: [],
+          nativeAddCow: missing,
+          uefiFirmware: [],
+        }
+      }
+      const capabilities = await probeQemuCapabilities(found.path)
+      const desktop = Boolean(process.env.DISPLAY || process.env.WAYLAND_DISPLAY)
+      const noDesktop =
+        'There is no desktop session where QEMU runs (no DISPLAY or WAYLAND_DISPLAY), so no window can open; use VNC or none.'
+      const windowOffer = (backend: 'gtk' | 'sdl') =>
+        !capabilities.displays.includes(backend)
+          ? {
+              available: false,
+              reason: `This QEMU has no ${backend.toUpperCase()} display (Debian: apt-get install qemu-system-gui).`,
+            }
+          : desktop
+            ? none
+            : { available: false, reason: noDesktop }
+      const gtk = windowOffer('gtk')
+      const sdl = windowOffer('sdl')
+      const window = gtk.available || sdl.available
+      return {
+        binary: found.path,
+        version: found.version,
+        accelerator,
+        displays: {
+          default: window
+            ? none
+            : { available: false, reason: gtk.reason ?? sdl.reason ?? noDesktop },
+          gtk,
+          sdl,
+          vnc: none,
+          none,
+        },
+        defaultDisplay: window ? ('default' as const) : ('none' as const),
+        machines: capabilities.machines,
+        nativeAddCow: capabilities.nativeAddCow
+          ? none
+          : {
+              available: false,
+              reason:
+                `${found.name} ${found.version ?? ''} has no add-cow driver ("Unknown driver 'add-cow'"); use the NBD export.`.replace(
+                  '  ',
+                  ' ',
+                ),
+            },
+        uefiFirmware: capabilities.uefiFirmware,
+      }
     },
   }
 }

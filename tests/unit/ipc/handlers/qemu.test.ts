@@ -74,6 +74,28 @@ describe('qemu:get-command machine options', () => {
   })
 })
 
+describe('qemu:get-capabilities', () => {
+  it('offers only what this QEMU and host can do, with the reason for the rest', async () => {
+    if (!requireTools('qemu-system-x86_64')) return
+    const capabilities = await call(core, 'qemu:get-capabilities', {})
+    expect(capabilities.binary).toMatch(/qemu-system-x86_64$/)
+    expect(capabilities.displays.none).toEqual({ available: true, reason: null })
+    const desktop = Boolean(process.env.DISPLAY || process.env.WAYLAND_DISPLAY)
+    if (!desktop) {
+      // Headless host (the browser mode's usual case): no window is offered, none is the default.
+      expect(capabilities.displays.default.available).toBe(false)
+      expect(capabilities.displays.default.reason).toMatch(/desktop|display/i)
+      expect(capabilities.defaultDisplay).toBe('none')
+    }
+    for (const offer of [capabilities.nativeAddCow, ...Object.values(capabilities.displays)]) {
+      expect(offer.available === (offer.reason === null)).toBe(true)
+    }
+    if (!capabilities.nativeAddCow.available)
+      expect(capabilities.nativeAddCow.reason).toMatch(/no add-cow driver/)
+    expect(capabilities.accelerator.reason.length).toBeGreaterThan(10)
+  })
+})
+
 describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
   it('boots QEMU on an overlay: the console arrives as events, the writes land in the overlay', async () => {
     if (!requireTools('qemu-system-x86_64')) return
