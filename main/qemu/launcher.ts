@@ -8,7 +8,8 @@ import { basename, join, resolve } from 'node:path'
 import { constants as osConstants } from 'node:os'
 import { wholeViewFile, type Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
-import type { NamePolicy } from '../engine/names'
+import { makePolicy, type NamePolicy } from '../engine/names'
+import { createOverlay } from '../engine/ops/create'
 import { openImage } from '../engine/open'
 import { findDriver } from '../engine/registry'
 import type { NbdLogEvent } from '../nbd/export-types'
@@ -53,6 +54,11 @@ export interface LaunchOptions {
   }
   /** No window: `-display none`. */
   headless?: boolean
+  /**
+   * Run without saving changes (--via nbd): the guest writes into a throw-away add-cow overlay
+   * on top of the image, in the run folder, deleted when QEMU exits. The image is not written.
+   */
+  discardChanges?: boolean
   extraArgs?: string[]
   /** Time system_powerdown gets before QMP quit (default 30 s). */
   stopTimeoutMs?: number
@@ -387,6 +393,12 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
   const accelerator = await resolveAccelerator(machine.accel ?? 'auto', arch, { binary })
   throwIfAborted(options.signal, 'launch')
 
+  if (options.discardChanges && via !== 'nbd')
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `Running without saving changes needs --via nbd (the throw-away overlay is served over NBD), not --via ${via}.`,
+      { field: 'via', value: via },
+    )
   const runFolder = options.runFolder ?? vmRunFolder(options.image)
   const sockets = vmSockets(runFolder)
   await prepareRunFolder(runFolder)
@@ -404,13 +416,47 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
     let image = options.image
     let disk: QemuDiskSource | undefined
     if (via === 'nbd') {
+      let served = options.image
+      let policy = options.policy
+      let checks = options.checks
+      if (options.discardChanges) {
+        // Check the image as a launch would, then put the throw-away overlay on it.
+        const opened = await openImage(options.image, {
+          readOnly: true,
+          ...(options.format ? { format: options.format } : {}),
+          ...(options.policy ? { policy: options.policy } : {}),
+        })
+        let format: string
+        try {
+          for (const check of options.checks ?? []) await check(opened)
+          image = opened.path
+          format = opened.format
+        } finally {
+          await opened.close()
+        }
+        served = join(runFolder, 'discard.add-cow')
+        const base = options.policy ?? makePolicy({})
+        policy = makePolicy({
+          allowAny: base.allowAny,
+          allowedPaths: [...base.allowedPaths, image, join(runFolder, 'discard.raw')],
+          isTrustedPair: base.isTrustedPair,
+        })
+        await createOverlay({
+          overlay: served,
+          backing: image,
+          backingFormat: format,
+          image: join(runFolder, 'discard.raw'),
+          policy,
+        })
+        checks = []
+      }
       exported = await startExport({
-        image: options.image,
+        image: served,
         readOnly: options.readOnly ?? false,
         listen: { socket: sockets.nbd },
-        ...(options.format ? { format: options.format } : {}),
-        ...(options.policy ? { policy: options.policy } : {}),
-        ...(options.checks ? { checks: options.checks } : {}),
+        ...(options.format && !options.discardChanges ? { format: options.format } : {}),
+        ...(policy ? { policy } : {}),
+        ...(checks ? { checks } : {}),
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       })
@@ -418,7 +464,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       for (const warning of exported.warnings) {
         options.onLog?.({ level: 'warn', connection: 0, message: warning })
       }
-      image = exported.disk.path
+      if (!options.discardChanges) image = exported.disk.path
     } else {
       const opened = await openImage(options.image, {
         readOnly: true,

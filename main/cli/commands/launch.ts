@@ -37,6 +37,8 @@ export const launchCommand = defineCommand({
   usage: `addcow launch [--headless] [--serial FILE] IMAGE [-- EXTRA_QEMU_ARGS...]
 
   --serial FILE        write the guest's serial console to FILE (default: this terminal)
+  --discard-changes    run without saving changes: the guest writes into a throw-away
+                       overlay, deleted when QEMU exits
   --stop-timeout SEC   on Ctrl-C: seconds the guest gets to power down before QEMU is
                        told to quit (default 30)
 ${QEMU_USAGE}
@@ -49,6 +51,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
   options: {
     serial: { type: 'string' },
     'stop-timeout': { type: 'string' },
+    'discard-changes': { type: 'boolean' },
     ...QEMU_OPTIONS,
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
@@ -82,6 +85,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
       headless: options.headless,
       extraArgs: extra,
       stopTimeoutMs,
+      discardChanges: values['discard-changes'] ?? false,
       ...(options.format ? { format: options.format } : {}),
       ...(values.serial !== undefined ? { serialFile: values.serial } : {}),
     })

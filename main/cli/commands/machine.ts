@@ -28,7 +28,7 @@ addcow machine save [options] NAME IMAGE [-- EXTRA_QEMU_ARGS...]
 addcow machine copy NAME NEW_NAME
 addcow machine rm NAME
 addcow machine cmd NAME         print the command line 'start' runs
-addcow machine start [--serial FILE] NAME
+addcow machine start [--serial FILE] [--discard-changes] NAME
 
 Saved machines live in the library file the app shares, so the app and the CLI start a
 machine the same way. 'save' replaces a machine of the same name only with --replace.
@@ -128,6 +128,7 @@ export const machineCommand = defineCommand({
     'read-only': { type: 'boolean' },
     replace: { type: 'boolean' },
     serial: { type: 'string' },
+    'discard-changes': { type: 'boolean' },
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
   },
@@ -268,6 +269,7 @@ export const machineCommand = defineCommand({
           ...(await machineLaunchOptions(machine)),
           policy: await policyFrom(context, values),
           checks: diskChecks(context, 'launch', values['accept-base'] ?? false),
+          discardChanges: values['discard-changes'] ?? false,
           ...(values.serial !== undefined ? { serialFile: values.serial } : {}),
         })
       }
