@@ -146,6 +146,7 @@ test('on this host the form offers only what works, the command shown is the one
   const vm = page.getByRole('region', { name: 'Virtual machine' })
   await vm.getByRole('button', { name: 'Launch' }).click()
   await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  await expect(vm).toContainText(/QEMU pid \d+/)
   const pid = Number(/QEMU pid (\d+)/.exec((await vm.textContent()) ?? '')?.[1])
   const executed = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').slice(0, -1)
   const quote = (arg: string): string =>
