@@ -15,6 +15,7 @@ import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
   JSON_OPTION,
+  OUTPUT_USAGE,
   NAME_POLICY_OPTIONS,
   NAME_POLICY_USAGE,
   parseMemory,
@@ -33,6 +34,12 @@ addcow machine start [--serial FILE] [--discard-changes] NAME
 Saved machines live in the library file the app shares, so the app and the CLI start a
 machine the same way. 'save' replaces a machine of the same name only with --replace.
 
+  --json               (list, show, cmd) print JSON
+${OUTPUT_USAGE}
+  --serial FILE        (start) write the guest's serial console to FILE
+  --discard-changes    (start) run without saving changes: a throw-away overlay on the
+                       image, deleted when QEMU exits
+
 save options:
   -m, --memory SIZE        guest memory (default 2048 MiB)
   --cpus N                 virtual CPUs (default 2)
@@ -40,7 +47,9 @@ save options:
   --firmware bios|uefi     firmware (default bios; uefi uses Debian's OVMF)
   --uefi-code PATH         the OVMF code image to use
   --cdrom ISO              boot from a CD-ROM image (the disk second)
-  --kernel K [--initrd I] [--append CMDLINE]   boot a kernel directly
+  --kernel K               boot a kernel directly
+  --initrd I               its initrd
+  --append CMDLINE         its command line
   --network user|none      user-mode NAT (default) or none
   --forward tcp:HOSTPORT:GUESTPORT   forward a host port (loopback) to the guest; repeatable
   --display none|vnc|gtk|sdl|default (default none)
