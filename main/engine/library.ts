@@ -1,4 +1,9 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import {
+  SavedMachineSchema,
+  type SavedMachine,
+  type SavedMachineInput,
+} from '../../shared/machine-types'
 import { homedir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { bounded, EngineError, quote, wrapIoError } from './errors'
@@ -63,6 +68,8 @@ export interface LibraryData {
   fingerprints?: BaseFingerprint[]
   /** Commits that stopped part way (issue 12; absent in older files), one per overlay. */
   interruptedCommits?: InterruptedCommit[]
+  /** Saved machines (added by issue 14; absent in older files). Checked on read. */
+  machines?: unknown[]
 }
 
 /** Unreadable entries a library warning names one by one; the rest are counted. */
@@ -439,6 +446,83 @@ export class Library {
       }
       await new Promise((done) => setTimeout(done, Math.min(5 + attempt * 5, 100)))
     }
+  }
+
+  /**
+   * The saved machines, by name. An entry the user broke by hand is left out (and left in the
+   * file): `machineProblems` names it.
+   */
+  async machines(): Promise<SavedMachine[]> {
+    const data = await this.load()
+    this.machineProblems = []
+    const machines: SavedMachine[] = []
+    for (const [index, entry] of (data.machines ?? []).entries()) {
+      const parsed = SavedMachineSchema.safeParse(entry)
+      if (parsed.success) machines.push(parsed.data)
+      else
+        this.machineProblems.push(
+          `machine ${index + 1} in ${this.file}: ${parsed.error.issues[0]?.path.join('.') ?? ''} ${parsed.error.issues[0]?.message ?? 'is not valid'}`,
+        )
+    }
+    return machines.sort((a, b) => a.name.localeCompare(b.name))
+  }
+
+  /** Why entries of `machines` were left out at the last {@link machines} call. */
+  machineProblems: string[] = []
+
+  /**
+   * Save a machine. `replace` false refuses an existing name (ALREADY_EXISTS); `previousName`
+   * renames (the old entry goes).
+   */
+  async saveMachine(
+    machine: SavedMachineInput,
+    options: { replace?: boolean; previousName?: string } = {},
+  ): Promise<SavedMachine> {
+    const saved = SavedMachineSchema.parse(machine)
+    await this.update((data) => {
+      const list = (data.machines ?? []).filter(
+        (entry) => (entry as { name?: unknown } | null)?.name !== options.previousName,
+      )
+      const existing = list.findIndex(
+        (entry) => (entry as { name?: unknown } | null)?.name === saved.name,
+      )
+      if (existing >= 0 && !options.replace) {
+        throw new EngineError(
+          'ALREADY_EXISTS',
+          `A machine named '${saved.name}' already exists in ${this.file}.`,
+          { field: 'name', value: saved.name },
+        )
+      }
+      if (existing >= 0) list[existing] = saved
+      else list.push(saved)
+      data.machines = list
+    })
+    return saved
+  }
+
+  /** Remove a machine by name (NOT_FOUND when there is none). */
+  async removeMachine(name: string): Promise<void> {
+    await this.update((data) => {
+      const list = data.machines ?? []
+      const kept = list.filter((entry) => (entry as { name?: unknown } | null)?.name !== name)
+      if (kept.length === list.length)
+        throw new EngineError('NOT_FOUND', `There is no machine named '${name}' in ${this.file}.`, {
+          field: 'name',
+          value: name,
+        })
+      data.machines = kept
+    })
+  }
+
+  /** One machine by name (NOT_FOUND when there is none). */
+  async machine(name: string): Promise<SavedMachine> {
+    const found = (await this.machines()).find((machine) => machine.name === name)
+    if (!found)
+      throw new EngineError('NOT_FOUND', `There is no machine named '${name}' in ${this.file}.`, {
+        field: 'name',
+        value: name,
+      })
+    return found
   }
 
   /** Record that `from` may follow the name that leads to `to` (real paths). */

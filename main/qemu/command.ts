@@ -24,6 +24,29 @@ export type QemuDiskSource =
   /** The raw image file of a flattened overlay (or a raw image). */
   | { via: 'raw'; path: string }
 
+/**
+ * What the guest boots: its disk (default), a CD-ROM image (first, the disk second), or a
+ * kernel with an optional initrd and command line (the disk then gets no boot index: QEMU gives
+ * boot index 0 to the kernel, and a second one fails with "The bootindex 0 has already been used").
+ */
+export type QemuBootSource =
+  | { kind: 'disk' }
+  | { kind: 'cdrom'; iso: string }
+  | { kind: 'kernel'; kernel: string; initrd?: string; cmdline?: string }
+
+/** Firmware: SeaBIOS (QEMU's default) or UEFI from an OVMF code image (read-only pflash). */
+export type QemuFirmware = { kind: 'bios' } | { kind: 'uefi'; code: string }
+
+/** Options in extra arguments that set the boot order themselves: the disk then gets none. */
+const BOOT_ORDER_OPTIONS = new Set(['-kernel', '-boot', '-cdrom'])
+
+/** Whether extra arguments choose what boots (a kernel, -boot, a CD-ROM, a bootindex=). */
+export function extraArgsSetBoot(extraArgs: readonly string[]): boolean {
+  return extraArgs.some(
+    (arg) => BOOT_ORDER_OPTIONS.has(arg.replace(/^--/, '-')) || /(^|,)bootindex=/.test(arg),
+  )
+}
+
 /** What the machine looks like; everything has a default. */
 export interface QemuMachineOptions {
   /** Executable to run (default `qemu-system-ARCH`, found on PATH at launch). */
@@ -54,8 +77,23 @@ export interface QemuMachineOptions {
   qmpSocket?: string
   /** VM name (window title, process name); default `addcow-<image name>`. */
   name?: string
+  /** What boots (default the disk). */
+  boot?: QemuBootSource
+  /** BIOS (default) or UEFI. */
+  firmware?: QemuFirmware
+  /** Host ports forwarded to the guest with user networking. */
+  portForwards?: PortForward[]
   /** Passed through at the end, as given. */
   extraArgs?: string[]
+}
+
+/** A host port forwarded to a guest port (user networking's hostfwd). */
+export interface PortForward {
+  protocol: 'tcp' | 'udp'
+  /** Host address to listen on (default 127.0.0.1: loopback only). */
+  hostAddress?: string
+  hostPort: number
+  guestPort: number
 }
 
 /** Options of {@link buildQemuCommand}. */
@@ -222,26 +260,84 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
     { args: ['-smp', String(cpus)], explanation: `${cpus} virtual CPU${cpus === 1 ? '' : 's'}` },
     ...diskArgs(options.disk, options.readOnly ?? false),
   )
+  const boot = options.boot ?? { kind: 'disk' }
+  const userBoot = extraArgsSetBoot(options.extraArgs ?? [])
+  // The disk's boot index: first, second after a CD-ROM, none after a kernel or when the
+  // extra arguments choose the boot order.
+  const diskIndex = userBoot || boot.kind === 'kernel' ? null : boot.kind === 'cdrom' ? 1 : 0
+  const bootText =
+    diskIndex === 0
+      ? ', the first boot device'
+      : diskIndex === 1
+        ? ', the second boot device (after the CD-ROM)'
+        : boot.kind === 'kernel'
+          ? ' (no boot index: QEMU boots the kernel)'
+          : ' (no boot index: the extra arguments choose what boots)'
+  const indexText = diskIndex === null ? '' : `,bootindex=${diskIndex}`
   groups.push(
     (options.diskInterface ?? 'virtio') === 'virtio'
       ? {
-          args: ['-device', `virtio-blk-pci,drive=${DISK_ID},bootindex=0`],
-          explanation: 'a virtio disk for the guest, the first boot device',
+          args: ['-device', `virtio-blk-pci,drive=${DISK_ID}${indexText}`],
+          explanation: `a virtio disk for the guest${bootText}`,
         }
       : {
-          args: ['-device', `ide-hd,drive=${DISK_ID},bootindex=0`],
-          explanation:
-            'an IDE disk for the guest (for guests without virtio drivers), the first boot device',
+          args: ['-device', `ide-hd,drive=${DISK_ID}${indexText}`],
+          explanation: `an IDE disk for the guest (for guests without virtio drivers)${bootText}`,
         },
   )
-  groups.push(
-    (options.network ?? 'user') === 'user'
-      ? {
-          args: ['-nic', 'user,model=virtio-net-pci'],
-          explanation: "user-mode networking: the guest reaches the host's network through NAT",
-        }
-      : { args: ['-nic', 'none'], explanation: 'no network card' },
-  )
+  if (boot.kind === 'cdrom') {
+    groups.push({
+      args: [
+        '-drive',
+        `file=${qemuOptionValue(boot.iso)},format=raw,media=cdrom,readonly=on,if=none,id=cd0`,
+        '-device',
+        `ide-cd,drive=cd0${userBoot ? '' : ',bootindex=0'}`,
+      ],
+      explanation: `the CD-ROM image ${boot.iso}${userBoot ? '' : ', the first boot device'}`,
+    })
+  } else if (boot.kind === 'kernel') {
+    const kernelArgs = ['-kernel', boot.kernel]
+    if (boot.initrd !== undefined) kernelArgs.push('-initrd', boot.initrd)
+    if (boot.cmdline !== undefined && boot.cmdline !== '') kernelArgs.push('-append', boot.cmdline)
+    groups.push({
+      args: kernelArgs,
+      explanation: `boot the kernel ${boot.kernel} directly${boot.initrd !== undefined ? ` with the initrd ${boot.initrd}` : ''}${boot.cmdline ? ' and its command line' : ''}`,
+    })
+  }
+  const firmware = options.firmware ?? { kind: 'bios' }
+  if (firmware.kind === 'uefi') {
+    groups.push({
+      args: [
+        '-drive',
+        `if=pflash,format=raw,unit=0,readonly=on,file=${qemuOptionValue(firmware.code)}`,
+      ],
+      explanation: `UEFI firmware: the OVMF code image ${firmware.code}, read-only (settings are not kept)`,
+    })
+  }
+  const network = options.network ?? 'user'
+  if (network === 'user') {
+    const forwards = (options.portForwards ?? []).map((forward) => {
+      positiveInteger(forward.hostPort, 'host port', 65535)
+      positiveInteger(forward.guestPort, 'guest port', 65535)
+      const address = forward.hostAddress ?? '127.0.0.1'
+      if (!/^[0-9A-Za-z.:-]*$/.test(address))
+        throw new EngineError('BAD_ARGUMENT', `The host address '${address}' is not an address.`, {
+          field: 'hostAddress',
+          value: address,
+        })
+      return `,hostfwd=${forward.protocol}:${address}:${forward.hostPort}-:${forward.guestPort}`
+    })
+    groups.push({
+      args: ['-nic', `user,model=virtio-net-pci${forwards.join('')}`],
+      explanation:
+        "user-mode networking: the guest reaches the host's network through NAT" +
+        (forwards.length > 0
+          ? `; host ${(options.portForwards ?? []).map((forward) => `${forward.protocol} ${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort} → guest ${forward.guestPort}`).join(', ')}`
+          : ''),
+    })
+  } else {
+    groups.push({ args: ['-nic', 'none'], explanation: 'no network card' })
+  }
   if (options.display !== undefined) {
     groups.push({
       args: ['-display', options.display],

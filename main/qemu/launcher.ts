@@ -1,17 +1,20 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { lstat, mkdir, rm } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { constants as osConstants } from 'node:os'
 import { wholeViewFile, type Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
-import type { NamePolicy } from '../engine/names'
+import { makePolicy, type NamePolicy } from '../engine/names'
+import { createOverlay } from '../engine/ops/create'
 import { openImage } from '../engine/open'
 import { findDriver } from '../engine/registry'
 import type { NbdLogEvent } from '../nbd/export-types'
 import { startExport, type ExportHandle } from '../nbd/start-export'
-import { resolveAccelerator, type AcceleratorChoice } from './accelerator'
+import { qemuMessage, resolveAccelerator, type AcceleratorChoice } from './accelerator'
 import { findQemuBinary, hostArch } from './binaries'
 import {
   buildQemuCommand,
@@ -51,10 +54,24 @@ export interface LaunchOptions {
   }
   /** No window: `-display none`. */
   headless?: boolean
+  /**
+   * Run without saving changes (--via nbd): the guest writes into a throw-away add-cow overlay
+   * on top of the image, in the run folder, deleted when QEMU exits. The image is not written.
+   */
+  discardChanges?: boolean
   extraArgs?: string[]
   /** Time system_powerdown gets before QMP quit (default 30 s). */
   stopTimeoutMs?: number
+  /**
+   * The private folder for the NBD and QMP sockets (default {@link vmRunFolder} of the image:
+   * the same path every time, so the command shown before the launch is the one that runs).
+   */
+  runFolder?: string
   onLog?: (event: NbdLogEvent) => void
+  /** The guest's serial output from the first byte (the 'console' event starts later). */
+  onConsole?: (chunk: Buffer) => void
+  /** QEMU's own messages from the first byte (the 'stderr' event starts later). */
+  onStderr?: (chunk: Buffer) => void
   signal?: AbortSignal
 }
 
@@ -78,6 +95,127 @@ export interface VmHandle extends EventEmitter {
   writeConsole(data: string | Buffer): void
   /** Power down (QMP system_powerdown), quit after the timeout, kill as a last resort. */
   stop(options?: { timeoutMs?: number }): Promise<VmExit>
+  /** Pull the plug: QMP quit (QEMU flushes its disks, the guest gets no say), then SIGKILL. */
+  forceOff(): Promise<VmExit>
+}
+
+/**
+ * The private folder of a VM launched on `image`: in $XDG_RUNTIME_DIR or the temporary folder,
+ * named after the image and a hash of its absolute path (like the default export socket), so
+ * the command shown before a launch names the sockets the launch will use.
+ */
+export function vmRunFolder(image: string): string {
+  const absolute = resolve(image)
+  const hash = createHash('sha256').update(absolute).digest('hex').slice(0, 12)
+  const stem = basename(absolute)
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 40)
+  return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `addcow-vm-${stem}-${hash}`)
+}
+
+/** The sockets a launched VM uses, inside its run folder. */
+export function vmSockets(runFolder: string): { nbd: string; qmp: string } {
+  return { nbd: join(runFolder, 'nbd.sock'), qmp: join(runFolder, 'qmp.sock') }
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = connect(path)
+    socket.once('connect', () => {
+      socket.destroy()
+      done(true)
+    })
+    socket.once('error', () => done(false))
+  })
+}
+
+/**
+ * Create the run folder with mode 0700. A folder left by a VM that is gone is emptied; one
+ * that is not ours (owner, mode, a symlink) or whose QMP socket still answers is refused.
+ */
+async function prepareRunFolder(folder: string): Promise<void> {
+  try {
+    await mkdir(folder, { mode: 0o700 })
+    return
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+  }
+  const info = await lstat(folder)
+  const uid = process.getuid?.() ?? info.uid
+  if (!info.isDirectory() || info.uid !== uid || (info.mode & 0o077) !== 0) {
+    throw new EngineError(
+      'FORBIDDEN',
+      `The VM folder ${folder} exists but is not a private folder of this user (mode ${(info.mode & 0o777).toString(8)}, owner ${info.uid}); remove it.`,
+      { path: folder },
+    )
+  }
+  if (await socketAnswers(vmSockets(folder).qmp)) {
+    throw new EngineError(
+      'BUSY',
+      `A VM already runs from ${folder} (its QMP socket answers); stop it first.`,
+      { path: folder },
+    )
+  }
+  await rm(folder, { recursive: true, force: true })
+  await mkdir(folder, { mode: 0o700 })
+}
+
+/** What {@link launchCommand} needs besides the launch options. */
+export interface LaunchCommandInputs {
+  binary: string
+  arch: string
+  accelerator: AcceleratorChoice
+  /** The image's resolved path (what the export serves). */
+  image: string
+  /** The disk for --via native or raw (from diskSourceFor); ignored for nbd. */
+  disk?: QemuDiskSource
+  runFolder: string
+}
+
+/**
+ * The exact command {@link launchVm} runs for these options: the IPC preview calls it with the
+ * same inputs, so the line on screen is the line executed (same sockets, same order).
+ */
+export function launchCommand(options: LaunchOptions, inputs: LaunchCommandInputs): QemuCommand {
+  const machine = options.machine ?? {}
+  const sockets = vmSockets(inputs.runFolder)
+  const via = options.via ?? 'nbd'
+  const disk: QemuDiskSource =
+    via === 'nbd'
+      ? { via: 'nbd', socket: sockets.nbd, exportName: '', image: inputs.image }
+      : inputs.disk!
+  return buildQemuCommand({
+    ...machine,
+    arch: inputs.arch,
+    binary: inputs.binary,
+    accel: inputs.accelerator.accel,
+    accelReason: inputs.accelerator.reason,
+    disk,
+    name: machine.name ?? vmName(options.image),
+    readOnly: options.readOnly ?? false,
+    serial: 'stdio',
+    qmpSocket: sockets.qmp,
+    ...(options.headless
+      ? { display: 'none' }
+      : machine.display !== undefined
+        ? { display: machine.display }
+        : {}),
+    ...(options.extraArgs && options.extraArgs.length > 0 ? { extraArgs: options.extraArgs } : {}),
+  })
+}
+
+/** The QEMU binary for an architecture, or NOT_FOUND. */
+export async function qemuBinaryFor(arch: string, binary?: string): Promise<string> {
+  if (binary !== undefined) return binary
+  const found = await findQemuBinary(arch)
+  if (!found) {
+    throw new EngineError(
+      'NOT_FOUND',
+      `No qemu-system-${arch} was found on PATH; install QEMU (Debian: apt-get install qemu-system-x86) or name one with --binary.`,
+      { field: 'binary', value: `qemu-system-${arch}` },
+    )
+  }
+  return found.path
 }
 
 /**
@@ -132,6 +270,9 @@ class RunningVm extends EventEmitter implements VmHandle {
   exited: Promise<VmExit>
   private exit: VmExit | null = null
   private stopping: Promise<VmExit> | null = null
+  private forcing: Promise<VmExit> | null = null
+  /** QEMU's first messages, for the error when it dies before running the guest. */
+  stderrText = ''
 
   constructor(
     readonly command: QemuCommand,
@@ -158,7 +299,10 @@ class RunningVm extends EventEmitter implements VmHandle {
       })
     })
     child.stdout?.on('data', (chunk: Buffer) => this.emit('console', chunk))
-    child.stderr?.on('data', (chunk: Buffer) => this.emit('stderr', chunk))
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (this.stderrText.length < 16 * 1024) this.stderrText += chunk.toString('utf8')
+      this.emit('stderr', chunk)
+    })
     child.stdin?.on('error', () => undefined)
   }
 
@@ -183,6 +327,19 @@ class RunningVm extends EventEmitter implements VmHandle {
   stop(options: { timeoutMs?: number } = {}): Promise<VmExit> {
     this.stopping ??= this.stopNow(options.timeoutMs ?? this.stopTimeoutMs)
     return this.stopping
+  }
+
+  forceOff(): Promise<VmExit> {
+    this.forcing ??= (async () => {
+      if (this.running) {
+        const qmp = this.qmp?.connected ? this.qmp : null
+        if (qmp) await qmp.execute('quit').catch(() => undefined)
+        else this.child.kill('SIGKILL')
+        if (!(await this.waitExit(3000))) this.child.kill('SIGKILL')
+      }
+      return this.exited
+    })()
+    return this.forcing
   }
 
   private async waitExit(timeoutMs: number): Promise<boolean> {
@@ -232,42 +389,74 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
   const via = options.via ?? 'nbd'
   const machine = options.machine ?? {}
   const arch = machine.arch ?? hostArch()
-  let binary = machine.binary
-  if (binary === undefined) {
-    const found = await findQemuBinary(arch)
-    if (!found) {
-      throw new EngineError(
-        'NOT_FOUND',
-        `No qemu-system-${arch} was found on PATH; install QEMU (Debian: apt-get install qemu-system-x86) or name one with --binary.`,
-        {
-          field: 'binary',
-          value: `qemu-system-${arch}`,
-        },
-      )
-    }
-    binary = found.path
-  }
+  const binary = await qemuBinaryFor(arch, machine.binary)
   const accelerator = await resolveAccelerator(machine.accel ?? 'auto', arch, { binary })
   throwIfAborted(options.signal, 'launch')
 
-  const runDir = await mkdtemp(join(tmpdir(), 'addcow-vm-'))
+  if (options.discardChanges && via !== 'nbd')
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `Running without saving changes needs --via nbd (the throw-away overlay is served over NBD), not --via ${via}.`,
+      { field: 'via', value: via },
+    )
+  const runFolder = options.runFolder ?? vmRunFolder(options.image)
+  const sockets = vmSockets(runFolder)
+  await prepareRunFolder(runFolder)
   let exported: ExportHandle | null = null
-  const cleanup = async (): Promise<void> => {
-    let failure: unknown = null
-    if (exported) await exported.stop().catch((error: unknown) => (failure = error))
-    await rm(runDir, { recursive: true, force: true }).catch(() => undefined)
-    if (failure) throw failure
-  }
+  // Once only: the VM's exit and a failed launch may both ask for it.
+  let cleaning: Promise<void> | null = null
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      let failure: unknown = null
+      if (exported) await exported.stop().catch((error: unknown) => (failure = error))
+      await rm(runFolder, { recursive: true, force: true }).catch(() => undefined)
+      if (failure) throw failure
+    })())
   try {
-    let disk: QemuDiskSource
+    let image = options.image
+    let disk: QemuDiskSource | undefined
     if (via === 'nbd') {
+      let served = options.image
+      let policy = options.policy
+      let checks = options.checks
+      if (options.discardChanges) {
+        // Check the image as a launch would, then put the throw-away overlay on it.
+        const opened = await openImage(options.image, {
+          readOnly: true,
+          ...(options.format ? { format: options.format } : {}),
+          ...(options.policy ? { policy: options.policy } : {}),
+        })
+        let format: string
+        try {
+          for (const check of options.checks ?? []) await check(opened)
+          image = opened.path
+          format = opened.format
+        } finally {
+          await opened.close()
+        }
+        served = join(runFolder, 'discard.add-cow')
+        const base = options.policy ?? makePolicy({})
+        policy = makePolicy({
+          allowAny: base.allowAny,
+          allowedPaths: [...base.allowedPaths, image, join(runFolder, 'discard.raw')],
+          isTrustedPair: base.isTrustedPair,
+        })
+        await createOverlay({
+          overlay: served,
+          backing: image,
+          backingFormat: format,
+          image: join(runFolder, 'discard.raw'),
+          policy,
+        })
+        checks = []
+      }
       exported = await startExport({
-        image: options.image,
+        image: served,
         readOnly: options.readOnly ?? false,
-        listen: { socket: join(runDir, 'nbd.sock') },
-        ...(options.format ? { format: options.format } : {}),
-        ...(options.policy ? { policy: options.policy } : {}),
-        ...(options.checks ? { checks: options.checks } : {}),
+        listen: { socket: sockets.nbd },
+        ...(options.format && !options.discardChanges ? { format: options.format } : {}),
+        ...(policy ? { policy } : {}),
+        ...(checks ? { checks } : {}),
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       })
@@ -275,12 +464,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       for (const warning of exported.warnings) {
         options.onLog?.({ level: 'warn', connection: 0, message: warning })
       }
-      disk = {
-        via: 'nbd',
-        socket: join(runDir, 'nbd.sock'),
-        exportName: '',
-        image: exported.disk.path,
-      }
+      if (!options.discardChanges) image = exported.disk.path
     } else {
       const opened = await openImage(options.image, {
         readOnly: true,
@@ -290,29 +474,19 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       try {
         for (const check of options.checks ?? []) await check(opened)
         disk = diskSourceFor(opened, via)
+        image = opened.path
       } finally {
         await opened.close()
       }
     }
     throwIfAborted(options.signal, 'launch')
-    const qmpSocket = join(runDir, 'qmp.sock')
-    const command = buildQemuCommand({
-      ...machine,
-      arch,
+    const command = launchCommand(options, {
       binary,
-      accel: accelerator.accel,
-      accelReason: accelerator.reason,
-      disk,
-      name: machine.name ?? vmName(options.image),
-      readOnly: options.readOnly ?? false,
-      serial: 'stdio',
-      qmpSocket,
-      ...(options.headless
-        ? { display: 'none' }
-        : machine.display !== undefined
-          ? { display: machine.display }
-          : {}),
-      ...(options.extraArgs ? { extraArgs: options.extraArgs } : {}),
+      arch,
+      accelerator,
+      image,
+      runFolder,
+      ...(disk ? { disk } : {}),
     })
     const child = spawn(command.binary, command.args, { stdio: ['pipe', 'pipe', 'pipe'] })
     await new Promise<void>((resolve, reject) => {
@@ -335,18 +509,51 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       options.stopTimeoutMs ?? 30_000,
       cleanup,
     )
-    // QMP is best effort: without it, stop() falls back to signals.
-    vm.qmpSettled = QmpClient.connect(qmpSocket, { timeoutMs: 30_000, alive: () => vm.running })
-      .then((client) => vm.attachQmp(client))
-      .catch((error: unknown) => {
-        if (vm.running)
-          vm.emit(
-            'stderr',
-            Buffer.from(
-              `addcow: no QMP connection: ${error instanceof Error ? error.message : String(error)}\n`,
-            ),
-          )
+    if (options.onConsole) vm.on('console', options.onConsole)
+    if (options.onStderr) vm.on('stderr', options.onStderr)
+    let qmpError: unknown = null
+    vm.qmpSettled = QmpClient.connect(sockets.qmp, {
+      timeoutMs: 30_000,
+      alive: () => vm.running,
+    })
+      .then(async (client) => {
+        vm.attachQmp(client)
+        // The greeting and qmp_capabilities are answered by QMP's own thread, before the
+        // machine is built; query-status is answered by the main loop, once the machine runs.
+        await client.execute('query-status')
       })
+      .catch((error: unknown) => {
+        qmpError = error
+      })
+    // "Started" means QEMU is up: query-status answered. QEMU that dies first never ran the
+    // guest, and its own message is the error.
+    let early = await Promise.race([vm.qmpSettled.then(() => null), vm.exited])
+    if (early === null && qmpError !== null) {
+      // QMP failed: most often QEMU is on its way out. Give its exit a moment to arrive.
+      let timer: NodeJS.Timeout | undefined
+      early = await Promise.race([
+        vm.exited,
+        new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 5000))),
+      ])
+      clearTimeout(timer)
+    }
+    if (early !== null || !vm.running) {
+      const exit = await vm.exited
+      const message = qemuMessage(vm.stderrText)
+      throw new EngineError(
+        'IO_ERROR',
+        `QEMU exited with status ${exit.status} before the guest ran${message !== '' ? `: ${message}` : ' (it printed nothing)'}.`,
+        { path: command.binary, value: exit.status },
+      )
+    }
+    if (qmpError !== null) {
+      vm.emit(
+        'stderr',
+        Buffer.from(
+          `addcow: QEMU runs, but its control socket did not answer (${qmpError instanceof Error ? qmpError.message : String(qmpError)}); Stop will use signals.\n`,
+        ),
+      )
+    }
     return vm
   } catch (error) {
     await cleanup().catch(() => undefined)

@@ -34,6 +34,7 @@ export const CHANNELS = {
   qemuLaunchVm: 'qemu:launch-vm',
   qemuStopVm: 'qemu:stop-vm',
   qemuWriteConsole: 'qemu:write-console',
+  qemuGetCapabilities: 'qemu:get-capabilities',
   nbdServeImage: 'nbd:serve-image',
   nbdStopExport: 'nbd:stop-export',
   fsListFolder: 'fs:list-folder',

@@ -352,6 +352,34 @@ export const QemuCommandSchema = z.object({
   prerequisite: z.object({ args: z.array(z.string()), explanation: z.string() }).nullable(),
 })
 
+/** A choice the launch form offers, whether this QEMU and host allow it, and why not. */
+const QemuOfferSchema = z.object({ available: z.boolean(), reason: z.string().nullable() })
+
+/** What this host's QEMU supports (main/qemu/capabilities.ts), for the launch form. */
+export const QemuCapabilitiesSchema = z.object({
+  /** The qemu-system binary for the host's architecture, or null when none is installed. */
+  binary: z.string().nullable(),
+  version: z.string().nullable(),
+  /** KVM only when a test guest ran on it; the reason says why not. */
+  accelerator: z.object({ accel: z.enum(['kvm', 'tcg']), reason: z.string() }),
+  displays: z.object({
+    default: QemuOfferSchema,
+    gtk: QemuOfferSchema,
+    sdl: QemuOfferSchema,
+    vnc: QemuOfferSchema,
+    none: QemuOfferSchema,
+  }),
+  /** The display the form starts with: a window when one can open, else none (headless). */
+  defaultDisplay: z.enum(['default', 'gtk', 'sdl', 'vnc', 'none']),
+  machines: z.array(
+    z.object({ name: z.string(), description: z.string(), isDefault: z.boolean() }),
+  ),
+  /** `--via native`: this QEMU has the add-cow driver. */
+  nativeAddCow: QemuOfferSchema,
+  /** OVMF code images found (Debian's ovmf package), best first. */
+  uefiFirmware: z.array(z.string()),
+})
+
 /** How a VM ended (main/qemu/launcher.ts, VmExit). */
 export const VmExitSchema = z.object({
   code: z.number().int().nullable(),
@@ -687,9 +715,14 @@ export const CONTRACT = {
     z.strictObject(QemuRequestFields),
     z.object({ exit: VmExitSchema, command: z.string() }),
   ),
+  [CHANNELS.qemuGetCapabilities]: call(
+    "What this host's QEMU supports: displays, machine types, the add-cow driver, UEFI, KVM.",
+    EmptyRequestSchema,
+    QemuCapabilitiesSchema,
+  ),
   [CHANNELS.qemuStopVm]: call(
-    'Power a launched VM down (ACPI, then quit, then kill); its job ends when QEMU has exited.',
-    JobIdRequestSchema,
+    'Power a launched VM down (ACPI, then quit, then kill), or with `force` pull the plug (QMP quit, then kill); its job ends when QEMU has exited.',
+    z.strictObject({ jobId: z.string().min(1).max(64), force: z.boolean().default(false) }),
     z.object({ stopping: z.boolean() }),
   ),
   [CHANNELS.qemuWriteConsole]: call(

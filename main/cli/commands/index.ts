@@ -9,6 +9,7 @@ import { createCommand } from './create'
 import { infoCommand } from './info'
 import { launchCommand } from './launch'
 import { locateCommand } from './locate'
+import { machineCommand } from './machine'
 import { mapCommand } from './map'
 import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
@@ -39,6 +40,7 @@ export const COMMANDS: readonly Command[] = [
   serveCommand,
   qemuCmdCommand,
   launchCommand,
+  machineCommand,
   webCommand,
   completionCommand,
   manCommand,

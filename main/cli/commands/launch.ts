@@ -1,8 +1,8 @@
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { resolve } from 'node:path'
 import { EngineError } from '../../engine/errors'
-import { launchVm } from '../../qemu/launcher'
-import { defineCommand, untilCancelled } from '../command'
+import { launchVm, type LaunchOptions } from '../../qemu/launcher'
+import { defineCommand, untilCancelled, type CommandContext } from '../command'
 import {
   ACCEPT_BASE_OPTION,
   ACCEPT_BASE_USAGE,
@@ -37,6 +37,8 @@ export const launchCommand = defineCommand({
   usage: `addcow launch [--headless] [--serial FILE] IMAGE [-- EXTRA_QEMU_ARGS...]
 
   --serial FILE        write the guest's serial console to FILE (default: this terminal)
+  --discard-changes    run without saving changes: the guest writes into a throw-away
+                       overlay, deleted when QEMU exits
   --stop-timeout SEC   on Ctrl-C: seconds the guest gets to power down before QEMU is
                        told to quit (default 30)
 ${QEMU_USAGE}
@@ -49,6 +51,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
   options: {
     serial: { type: 'string' },
     'stop-timeout': { type: 'string' },
+    'discard-changes': { type: 'boolean' },
     ...QEMU_OPTIONS,
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
@@ -72,55 +75,72 @@ Arguments after -- are appended to the QEMU command line as given.`,
       }
       stopTimeoutMs = seconds * 1000
     }
-    const consoleFile =
-      values.serial !== undefined ? await openConsoleFile(resolve(values.serial)) : null
-    try {
-      const vm = await launchVm({
-        image: positionals[0]!,
-        via: options.via,
-        readOnly: options.readOnly,
-        policy: await policyFrom(context, values),
-        checks: [baseDriftCheck(context, 'launch', values['accept-base'] ?? false)],
-        machine: options.machine,
-        headless: options.headless,
-        extraArgs: extra,
-        stopTimeoutMs,
-        signal: context.signal,
-        onLog: (event) => {
-          if (event.level !== 'info')
-            context.stderr.write(`addcow launch: export: ${event.message}\n`)
-        },
-        ...(options.format ? { format: options.format } : {}),
-      })
-      const output = consoleFile ?? context.stdout
-      vm.on('console', (chunk: Buffer) => output.write(chunk))
-      vm.on('stderr', (chunk: Buffer) => context.stderr.write(chunk))
-      const input = context.stdin
-      const forward = (chunk: Buffer): void => vm.writeConsole(chunk)
-      if (input?.isTTY) input.on('data', forward)
-      context.stderr.write(
-        `addcow launch: accelerator ${vm.accelerator.accel}: ${vm.accelerator.reason}.\n`,
-      )
-      context.stderr.write(
-        `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
-      )
-      const stopOnCancel = untilCancelled(context.signal).then(() => {
-        if (context.signal.aborted) {
-          context.stderr.write('addcow launch: powering the guest down.\n')
-          return vm.stop()
-        }
-        return undefined
-      })
-      void stopOnCancel
-      const exit = await vm.exited
-      if (input?.isTTY) {
-        input.off('data', forward)
-        input.pause()
-      }
-      if (exit.signal) context.stderr.write(`addcow launch: QEMU was killed by ${exit.signal}.\n`)
-      return exit.status
-    } finally {
-      if (consoleFile) await new Promise<void>((done) => consoleFile.end(() => done()))
-    }
+    return runLaunch(context, {
+      image: positionals[0]!,
+      via: options.via,
+      readOnly: options.readOnly,
+      policy: await policyFrom(context, values),
+      checks: [baseDriftCheck(context, 'launch', values['accept-base'] ?? false)],
+      machine: options.machine,
+      headless: options.headless,
+      extraArgs: extra,
+      stopTimeoutMs,
+      discardChanges: values['discard-changes'] ?? false,
+      ...(options.format ? { format: options.format } : {}),
+      ...(values.serial !== undefined ? { serialFile: values.serial } : {}),
+    })
   },
 })
+
+/**
+ * Run a VM until QEMU exits, as `addcow launch` does: the serial console on the terminal (or
+ * a file), QEMU's messages on stderr, Ctrl-C powers the guest down. Returns QEMU's status.
+ * `addcow machine start` runs saved machines through it.
+ */
+export async function runLaunch(
+  context: CommandContext,
+  options: Omit<LaunchOptions, 'signal' | 'onConsole' | 'onStderr' | 'onLog'> & {
+    serialFile?: string
+  },
+): Promise<number> {
+  const { serialFile, ...launch } = options
+  const consoleFile = serialFile !== undefined ? await openConsoleFile(resolve(serialFile)) : null
+  try {
+    const vm = await launchVm({
+      ...launch,
+      signal: context.signal,
+      onConsole: (chunk) => (consoleFile ?? context.stdout).write(chunk),
+      onStderr: (chunk) => context.stderr.write(chunk),
+      onLog: (event) => {
+        if (event.level !== 'info')
+          context.stderr.write(`addcow launch: export: ${event.message}\n`)
+      },
+    })
+    const input = context.stdin
+    const forward = (chunk: Buffer): void => vm.writeConsole(chunk)
+    if (input?.isTTY) input.on('data', forward)
+    context.stderr.write(
+      `addcow launch: accelerator ${vm.accelerator.accel}: ${vm.accelerator.reason}.\n`,
+    )
+    context.stderr.write(
+      `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
+    )
+    const stopOnCancel = untilCancelled(context.signal).then(() => {
+      if (context.signal.aborted) {
+        context.stderr.write('addcow launch: powering the guest down.\n')
+        return vm.stop()
+      }
+      return undefined
+    })
+    void stopOnCancel
+    const exit = await vm.exited
+    if (input?.isTTY) {
+      input.off('data', forward)
+      input.pause()
+    }
+    if (exit.signal) context.stderr.write(`addcow launch: QEMU was killed by ${exit.signal}.\n`)
+    return exit.status
+  } finally {
+    if (consoleFile) await new Promise<void>((done) => consoleFile.end(() => done()))
+  }
+}

@@ -23,6 +23,7 @@ export const COMMAND_LOADERS: Readonly<Record<string, () => Promise<Command>>> =
   serve: async () => (await import('./serve')).serveCommand,
   'qemu-cmd': async () => (await import('./qemu-cmd')).qemuCmdCommand,
   launch: async () => (await import('./launch')).launchCommand,
+  machine: async () => (await import('./machine')).machineCommand,
   web: async () => (await import('./web')).webCommand,
   completion: async () => (await import('./completion')).completionCommand,
   man: async () => (await import('./completion')).manCommand,

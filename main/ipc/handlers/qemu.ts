@@ -2,11 +2,19 @@ import { basename } from 'node:path'
 import { StringDecoder } from 'node:string_decoder'
 import { EngineError } from '../../engine/errors'
 import { openImage } from '../../engine/open'
-import { defaultSocketPath } from '../../nbd/default-socket'
-import { hostArch } from '../../qemu/binaries'
-import { buildQemuCommand, type QemuDiskSource } from '../../qemu/command'
+import { findQemuBinary, hostArch } from '../../qemu/binaries'
+import { probeQemuCapabilities } from '../../qemu/capabilities'
+import type { QemuDiskSource } from '../../qemu/command'
 import { resolveAccelerator } from '../../qemu/accelerator'
-import { diskSourceFor, launchVm, type VmHandle } from '../../qemu/launcher'
+import {
+  diskSourceFor,
+  launchCommand,
+  launchVm,
+  vmRunFolder,
+  type LaunchOptions,
+  type VmHandle,
+} from '../../qemu/launcher'
+import type { ParsedRequestOf } from '../../../shared/ipc/contract'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
 import { stopSession } from '../sessions'
@@ -34,6 +42,23 @@ function machineOptions(request: {
   }
 }
 
+/** The launch options of a qemu:get-command or qemu:launch-vm request (both run the same). */
+function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOptions {
+  const { path, via, memoryMiB, cpus, headless, readOnly, extraArgs } = request
+  return {
+    image: path,
+    via,
+    readOnly,
+    machine: {
+      ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+      ...(cpus !== undefined ? { cpus } : {}),
+      ...machineOptions(request),
+    },
+    headless,
+    ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
+  }
+}
+
 /**
  * `qemu:*`: the QEMU command line (`addcow qemu-cmd`) and VMs (`addcow launch`). A VM is a job
  * that runs until QEMU exits: its detail line carries QEMU's pid (and the NBD URI it boots
@@ -46,31 +71,27 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
 
   return {
     'qemu:get-command': async (request) => {
-      const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
+      const { path, via, acceptBase } = request
       const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
-      let source: QemuDiskSource
+      let source: QemuDiskSource | undefined
+      let image: string
       try {
         await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
-        source =
-          via === 'nbd'
-            ? { via: 'nbd', exportName: '', image: disk.path, socket: defaultSocketPath(disk.path) }
-            : diskSourceFor(disk, via)
+        if (via !== 'nbd') source = diskSourceFor(disk, via)
+        image = disk.path
       } finally {
         await disk.close()
       }
+      // The launch's own command: same binary, accelerator, run folder and sockets.
       const arch = hostArch()
-      const accelerator = await resolveAccelerator('auto', arch)
-      const command = buildQemuCommand({
+      const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
+      const command = launchCommand(launchOptions(request), {
+        binary,
         arch,
-        accel: accelerator.accel,
-        accelReason: accelerator.reason,
-        disk: source,
-        readOnly,
-        ...(memoryMiB !== undefined ? { memoryMiB } : {}),
-        ...(cpus !== undefined ? { cpus } : {}),
-        ...machineOptions(request),
-        ...(headless ? { display: 'none' } : {}),
-        ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
+        accelerator: await resolveAccelerator('auto', arch, { binary }),
+        image,
+        runFolder: vmRunFolder(path),
+        ...(source ? { disk: source } : {}),
       })
       return {
         via: command.via,
@@ -86,29 +107,6 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
       unit: 'steps',
       title: ({ path }) => `Run ${basename(path)} in QEMU`,
       async run(request, job) {
-        const { path, via, memoryMiB, cpus, headless, readOnly, acceptBase, extraArgs } = request
-        const vm = await launchVm({
-          image: path,
-          via,
-          readOnly,
-          policy: await library.policy(),
-          checks: [
-            async (disk) => {
-              await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
-            },
-          ],
-          machine: {
-            ...(memoryMiB !== undefined ? { memoryMiB } : {}),
-            ...(cpus !== undefined ? { cpus } : {}),
-            ...machineOptions(request),
-          },
-          headless,
-          ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
-          stopTimeoutMs: services.vmStopTimeoutMs ?? DEFAULT_VM_STOP_TIMEOUT_MS,
-          signal: job.signal,
-        })
-        vms.set(job.id, vm)
-        job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
         const forward = (stream: 'serial' | 'stderr') => {
           const decoder = new StringDecoder('utf8')
           return (chunk: Buffer): void => {
@@ -116,8 +114,25 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
             if (text !== '') bus.emit('qemu:console-output', { sessionId: job.id, stream, text })
           }
         }
-        vm.on('console', forward('serial'))
-        vm.on('stderr', forward('stderr'))
+        const vm = await launchVm({
+          ...launchOptions(request),
+          onConsole: forward('serial'),
+          onStderr: forward('stderr'),
+          policy: await library.policy(),
+          checks: [
+            async (disk) => {
+              await guardBaseDrift(disk, {
+                library,
+                acceptBase: request.acceptBase,
+                doing: 'run it',
+              })
+            },
+          ],
+          stopTimeoutMs: services.vmStopTimeoutMs ?? DEFAULT_VM_STOP_TIMEOUT_MS,
+          signal: job.signal,
+        })
+        vms.set(job.id, vm)
+        job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
         const onAbort = (): void => {
           void vm.stop().catch(() => undefined)
         }
@@ -135,7 +150,11 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
       },
     },
 
-    'qemu:stop-vm': async ({ jobId }) => stopSession(jobs, jobId, 'qemu:launch-vm'),
+    'qemu:stop-vm': async ({ jobId, force }) => {
+      const result = stopSession(jobs, jobId, 'qemu:launch-vm')
+      if (force) void vms.get(jobId)?.forceOff()
+      return result
+    },
 
     'qemu:write-console': async ({ jobId, text }) => {
       const vm = vms.get(jobId)
@@ -146,6 +165,75 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
         })
       vm.writeConsole(text)
       return { written: Buffer.byteLength(text) }
+    },
+    'qemu:get-capabilities': async () => {
+      const arch = hostArch()
+      const found = await findQemuBinary(arch)
+      const accelerator = await resolveAccelerator(
+        'auto',
+        arch,
+        found ? { binary: found.path } : {},
+      )
+      const none = { available: true, reason: null }
+      if (!found) {
+        const missing = {
+          available: false,
+          reason: `No qemu-system-${arch} is installed (Debian: apt-get install qemu-system-x86).`,
+        }
+        return {
+          binary: null,
+          version: null,
+          accelerator,
+          displays: { default: missing, gtk: missing, sdl: missing, vnc: missing, none },
+          defaultDisplay: 'none' as const,
+          machines: [],
+          nativeAddCow: missing,
+          uefiFirmware: [],
+        }
+      }
+      const capabilities = await probeQemuCapabilities(found.path)
+      const desktop = Boolean(process.env.DISPLAY || process.env.WAYLAND_DISPLAY)
+      const noDesktop =
+        'There is no desktop session where QEMU runs (no DISPLAY or WAYLAND_DISPLAY), so no window can open; use VNC or none.'
+      const windowOffer = (backend: 'gtk' | 'sdl') =>
+        !capabilities.displays.includes(backend)
+          ? {
+              available: false,
+              reason: `This QEMU has no ${backend.toUpperCase()} display (Debian: apt-get install qemu-system-gui).`,
+            }
+          : desktop
+            ? none
+            : { available: false, reason: noDesktop }
+      const gtk = windowOffer('gtk')
+      const sdl = windowOffer('sdl')
+      const window = gtk.available || sdl.available
+      return {
+        binary: found.path,
+        version: found.version,
+        accelerator,
+        displays: {
+          default: window
+            ? none
+            : { available: false, reason: gtk.reason ?? sdl.reason ?? noDesktop },
+          gtk,
+          sdl,
+          vnc: none,
+          none,
+        },
+        defaultDisplay: window ? ('default' as const) : ('none' as const),
+        machines: capabilities.machines,
+        nativeAddCow: capabilities.nativeAddCow
+          ? none
+          : {
+              available: false,
+              reason:
+                `${found.name} ${found.version ?? ''} has no add-cow driver ("Unknown driver 'add-cow'"); use the NBD export.`.replace(
+                  '  ',
+                  ' ',
+                ),
+            },
+        uefiFirmware: capabilities.uefiFirmware,
+      }
     },
   }
 }

@@ -103,10 +103,15 @@ export const useJobsStore = defineStore('jobs', () => {
     else await cancel(job.id)
   }
 
+  /** Pull the plug on a VM that does not react to Stop: QMP quit, then kill. */
+  async function forceOff(job: JobInfo): Promise<void> {
+    await client.call('qemu:stop-vm', { jobId: job.id, force: true })
+  }
+
   async function clearFinished(): Promise<void> {
     await client.call('jobs:clear-finished', {})
     await load()
   }
 
-  return { jobs, running, load, start, run, cancel, stop, clearFinished }
+  return { jobs, running, load, start, run, cancel, stop, forceOff, clearFinished }
 })

@@ -181,3 +181,88 @@ describe('qemu-cmd and launch options', () => {
     expect(() => qemuOptionsFrom({ accel: 'hvf' })).toThrow(/--accel/)
   })
 })
+
+describe('buildQemuCommand boot sources', () => {
+  const disk = { via: 'raw' as const, path: '/images/vm.raw' }
+  const deviceOf = (args: string[]): string[] =>
+    args.flatMap((arg, index) => (args[index - 1] === '-device' ? [arg] : []))
+
+  it('gives the disk no boot index when the extra arguments boot a kernel (QEMU gives it 0)', () => {
+    for (const extra of [
+      ['-kernel', '/k/vmlinuz', '-initrd', '/k/initrd'],
+      ['--kernel', '/k/vmlinuz'],
+      ['-boot', 'd'],
+      ['-cdrom', '/x.iso'],
+      ['-device', 'ide-cd,drive=cd9,bootindex=0'],
+    ]) {
+      const command = buildQemuCommand({ disk, extraArgs: extra })
+      expect(deviceOf(command.args)[0]).toBe('virtio-blk-pci,drive=disk0')
+      expect(command.args.slice(-extra.length)).toEqual(extra)
+    }
+    expect(deviceOf(buildQemuCommand({ disk }).args)[0]).toBe(
+      'virtio-blk-pci,drive=disk0,bootindex=0',
+    )
+    // A kernel argument to some other option does not count.
+    expect(
+      deviceOf(buildQemuCommand({ disk, extraArgs: ['-append', 'console=ttyS0'] }).args)[0],
+    ).toBe('virtio-blk-pci,drive=disk0,bootindex=0')
+  })
+
+  it('boots a kernel with its initrd and command line, the disk without a boot index', () => {
+    const command = buildQemuCommand({
+      disk,
+      diskInterface: 'ide',
+      boot: { kind: 'kernel', kernel: '/k/vmlinuz', initrd: '/k/initrd', cmdline: 'console=ttyS0' },
+    })
+    expect(deviceOf(command.args)).toEqual(['ide-hd,drive=disk0'])
+    const at = command.args.indexOf('-kernel')
+    expect(command.args.slice(at, at + 6)).toEqual([
+      '-kernel',
+      '/k/vmlinuz',
+      '-initrd',
+      '/k/initrd',
+      '-append',
+      'console=ttyS0',
+    ])
+  })
+
+  it('puts a CD-ROM first and the disk second, and UEFI as read-only pflash', () => {
+    const command = buildQemuCommand({
+      disk,
+      boot: { kind: 'cdrom', iso: '/iso/a,b.iso' },
+      firmware: { kind: 'uefi', code: '/usr/share/OVMF/OVMF_CODE_4M.fd' },
+    })
+    expect(deviceOf(command.args)).toEqual([
+      'virtio-blk-pci,drive=disk0,bootindex=1',
+      'ide-cd,drive=cd0,bootindex=0',
+    ])
+    expect(command.args).toContain(
+      'file=/iso/a,,b.iso,format=raw,media=cdrom,readonly=on,if=none,id=cd0',
+    )
+    expect(command.args).toContain(
+      'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd',
+    )
+  })
+
+  it('forwards host ports on loopback unless told, and refuses bad ports', () => {
+    const command = buildQemuCommand({
+      disk,
+      portForwards: [
+        { protocol: 'tcp', hostPort: 2222, guestPort: 22 },
+        { protocol: 'udp', hostAddress: '0.0.0.0', hostPort: 5353, guestPort: 53 },
+      ],
+    })
+    expect(command.args).toContain(
+      'user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53',
+    )
+    expect(() =>
+      buildQemuCommand({ disk, portForwards: [{ protocol: 'tcp', hostPort: 0, guestPort: 22 }] }),
+    ).toThrow(/host port 0/)
+    expect(() =>
+      buildQemuCommand({
+        disk,
+        portForwards: [{ protocol: 'tcp', hostAddress: 'a,b', hostPort: 1, guestPort: 22 }],
+      }),
+    ).toThrow(/a,b/)
+  })
+})

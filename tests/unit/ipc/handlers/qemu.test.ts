@@ -74,6 +74,28 @@ describe('qemu:get-command machine options', () => {
   })
 })
 
+describe('qemu:get-capabilities', () => {
+  it('offers only what this QEMU and host can do, with the reason for the rest', async () => {
+    if (!requireTools('qemu-system-x86_64')) return
+    const capabilities = await call(core, 'qemu:get-capabilities', {})
+    expect(capabilities.binary).toMatch(/qemu-system-x86_64$/)
+    expect(capabilities.displays.none).toEqual({ available: true, reason: null })
+    const desktop = Boolean(process.env.DISPLAY || process.env.WAYLAND_DISPLAY)
+    if (!desktop) {
+      // Headless host (the browser mode's usual case): no window is offered, none is the default.
+      expect(capabilities.displays.default.available).toBe(false)
+      expect(capabilities.displays.default.reason).toMatch(/desktop|display/i)
+      expect(capabilities.defaultDisplay).toBe('none')
+    }
+    for (const offer of [capabilities.nativeAddCow, ...Object.values(capabilities.displays)]) {
+      expect(offer.available === (offer.reason === null)).toBe(true)
+    }
+    if (!capabilities.nativeAddCow.available)
+      expect(capabilities.nativeAddCow.reason).toMatch(/no add-cow driver/)
+    expect(capabilities.accelerator.reason.length).toBeGreaterThan(10)
+  })
+})
+
 describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
   it('boots QEMU on an overlay: the console arrives as events, the writes land in the overlay', async () => {
     if (!requireTools('qemu-system-x86_64')) return
@@ -112,6 +134,58 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
         (extent) => extent.depth === 0 && extent.start <= MIB && extent.start + extent.length > MIB,
       ),
     ).toBeDefined()
+  })
+
+  it('runs the command it showed, byte for byte (/proc/PID/cmdline), and Force off ends it', async () => {
+    if (!requireTools('qemu-system-x86_64')) return
+    const request = {
+      path: overlay,
+      headless: true,
+      memoryMiB: 64,
+      network: 'none' as const,
+      // Paused: the guest does nothing, so only Force off (or the stop timeout) ends it.
+      extraArgs: ['-S'],
+    }
+    const shown = await call(core, 'qemu:get-command', request)
+    const { job } = await call(core, 'qemu:launch-vm', request)
+    let pid = 0
+    while (pid === 0) {
+      const info = (await call(core, 'jobs:list-jobs', {})).jobs.find(
+        (entry) => entry.id === job.id,
+      )
+      if (info?.state !== 'running') throw new Error(`the VM job ended: ${JSON.stringify(info)}`)
+      const match = /QEMU pid (\d+)/.exec(info.detail ?? '')
+      if (match) pid = Number(match[1])
+      else await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    const executed = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').slice(0, -1)
+    expect(executed).toEqual([shown.binary, ...shown.args])
+    expect(shown.args).toContain('-qmp')
+
+    expect(await call(core, 'qemu:stop-vm', { jobId: job.id, force: true })).toEqual({
+      stopping: true,
+    })
+    const outcome = await finished(core, job)
+    expect(outcome.event).toBe('jobs:done')
+    // QMP quit: QEMU exits by itself (status 0), not by a signal.
+    expect(
+      (outcome as { result: { exit: { status: number; signal: string | null } } }).result.exit,
+    ).toMatchObject({ status: 0, signal: null })
+  })
+
+  it("fails the launch with QEMU's own message when QEMU dies before the guest runs", async () => {
+    if (!requireTools('qemu-system-x86_64')) return
+    const { job } = await call(core, 'qemu:launch-vm', {
+      path: overlay,
+      headless: true,
+      memoryMiB: 64,
+      extraArgs: ['-device', 'no-such-device-model'],
+    })
+    const outcome = await finished(core, job)
+    expect(outcome.event).toBe('jobs:failed')
+    expect(outcome.job.error?.message).toMatch(
+      /^QEMU exited with status 1 before the guest ran: .*no-such-device-model/,
+    )
   })
 
   it('refuses to stop or type into a job that is not a VM', async () => {

@@ -1,0 +1,47 @@
+import type { SavedMachine } from '../../shared/machine-types'
+import { EngineError } from '../engine/errors'
+import { findUefiFirmware } from './capabilities'
+import type { LaunchOptions } from './launcher'
+
+/**
+ * The launch options of a saved machine: `addcow machine start`, `addcow launch --machine` and
+ * the app start it through this one function, so they run the same command line. UEFI without
+ * a chosen code image takes the first of Debian's ovmf paths found (NOT_FOUND if none).
+ */
+export async function machineLaunchOptions(
+  machine: SavedMachine,
+): Promise<Omit<LaunchOptions, 'policy' | 'checks' | 'signal'>> {
+  let firmware: { kind: 'bios' } | { kind: 'uefi'; code: string } = { kind: 'bios' }
+  if (machine.firmware === 'uefi') {
+    const code = machine.uefiCode ?? (await findUefiFirmware())[0]
+    if (code === undefined) {
+      throw new EngineError(
+        'NOT_FOUND',
+        `Machine '${machine.name}' boots with UEFI, but no OVMF firmware was found (Debian: apt-get install ovmf), and none is chosen.`,
+        { field: 'uefiCode' },
+      )
+    }
+    firmware = { kind: 'uefi', code }
+  }
+  return {
+    image: machine.disk,
+    via: machine.via,
+    readOnly: machine.readOnly,
+    machine: {
+      name: `addcow-${machine.name}`,
+      memoryMiB: machine.memoryMiB,
+      cpus: machine.cpus,
+      ...(machine.machine !== undefined ? { machine: machine.machine } : {}),
+      accel: machine.accel,
+      network: machine.network,
+      portForwards: machine.portForwards,
+      boot: machine.boot,
+      firmware,
+      ...(machine.display === 'none' || machine.display === 'default'
+        ? {}
+        : { display: machine.display === 'vnc' ? 'vnc=127.0.0.1:0' : machine.display }),
+    },
+    headless: machine.display === 'none',
+    extraArgs: machine.extraArgs,
+  }
+}

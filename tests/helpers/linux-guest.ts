@@ -1,0 +1,112 @@
+import { execFile } from 'node:child_process'
+import { chmod, copyFile, mkdir, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { hasTool } from './tools'
+
+// A real Linux guest for boot tests, made from Debian packages without installing anything:
+// the kernel from a linux-image .deb unpacked with dpkg-deb -x (the cloud kernel has virtio
+// as modules, so the modules the disk needs go into the initramfs), and an initramfs of
+// busybox-static whose /init runs a script the test gives, then powers off.
+
+const run = promisify(execFile)
+
+/** Where Debian keeps downloaded packages; ADDCOW_KERNEL_DEB names a .deb explicitly. */
+const APT_ARCHIVES = '/var/cache/apt/archives'
+/** The modules virtio-blk needs, in load order (modinfo -F depends). */
+const VIRTIO_MODULES = [
+  'drivers/virtio/virtio.ko',
+  'drivers/virtio/virtio_ring.ko',
+  'drivers/virtio/virtio_pci_legacy_dev.ko',
+  'drivers/virtio/virtio_pci_modern_dev.ko',
+  'drivers/virtio/virtio_pci.ko',
+  'drivers/block/virtio_blk.ko',
+]
+
+/** A bootable guest: the kernel and initramfs paths, and the line its /init prints last. */
+export interface LinuxGuest {
+  kernel: string
+  initrd: string
+  /** Printed on the serial console after the script ran (then the guest powers off). */
+  doneLine: string
+}
+
+/** The linux-image .deb to use, or null (with the reason) when there is none. */
+export async function findKernelPackage(): Promise<{ deb: string } | { missing: string }> {
+  if (process.env.ADDCOW_KERNEL_DEB) return { deb: process.env.ADDCOW_KERNEL_DEB }
+  let names: string[] = []
+  try {
+    names = await readdir(APT_ARCHIVES)
+  } catch {
+    // no apt cache
+  }
+  // A versioned kernel package (linux-image-6.1.0-53-cloud-amd64_...), not the meta package.
+  const deb = names
+    .filter((name) => /^linux-image-\d[^_]*-amd64_.*\.deb$/.test(name))
+    .sort()
+    .pop()
+  if (deb) return { deb: join(APT_ARCHIVES, deb) }
+  return {
+    missing: `no linux-image-*-amd64 .deb in ${APT_ARCHIVES} (apt-get download linux-image-cloud-amd64 there, or set ADDCOW_KERNEL_DEB)`,
+  }
+}
+
+/** The tools {@link buildLinuxGuest} needs. */
+export const LINUX_GUEST_TOOLS = ['dpkg-deb', 'busybox', 'cpio', 'gzip']
+
+/**
+ * Unpack the kernel and build an initramfs whose /init loads virtio-blk, runs `script` (busybox
+ * sh; the disk is /dev/vda), prints `doneLine` and powers off (-no-reboot makes QEMU exit 0).
+ */
+export async function buildLinuxGuest(
+  folder: string,
+  deb: string,
+  script: string,
+): Promise<LinuxGuest> {
+  for (const tool of LINUX_GUEST_TOOLS)
+    if (!hasTool(tool)) throw new Error(`${tool} is missing (apt-get install busybox-static cpio)`)
+  const unpacked = join(folder, 'kernel-package')
+  await run('dpkg-deb', ['-x', deb, unpacked])
+  const boot = await readdir(join(unpacked, 'boot'))
+  const vmlinuz = boot.find((name) => name.startsWith('vmlinuz-'))
+  if (!vmlinuz) throw new Error(`${deb} holds no boot/vmlinuz-*`)
+  const release = vmlinuz.slice('vmlinuz-'.length)
+  const modules = join(unpacked, 'lib', 'modules', release, 'kernel')
+
+  const root = join(folder, 'initramfs')
+  for (const sub of ['bin', 'proc', 'sys', 'dev', 'mnt', 'modules'])
+    await mkdir(join(root, sub), { recursive: true })
+  const { stdout: busyboxPath } = await run('sh', ['-c', 'command -v busybox'])
+  await copyFile(busyboxPath.trim(), join(root, 'bin', 'busybox'))
+  const loads: string[] = []
+  for (const module of VIRTIO_MODULES) {
+    const name = module.split('/').pop()!
+    await copyFile(join(modules, module), join(root, 'modules', name))
+    loads.push(`insmod /modules/${name}`)
+  }
+  const doneLine = 'ADDCOW-LINUX-GUEST-DONE'
+  await writeFile(
+    join(root, 'init'),
+    [
+      '#!/bin/busybox sh',
+      '/bin/busybox --install -s /bin',
+      'mount -t proc proc /proc',
+      'mount -t sysfs sys /sys',
+      'mount -t devtmpfs dev /dev',
+      ...loads,
+      'for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 1; done',
+      script,
+      'sync',
+      `echo ${doneLine}`,
+      'poweroff -f',
+      '',
+    ].join('\n'),
+  )
+  await chmod(join(root, 'init'), 0o755)
+  const initrd = join(folder, 'initrd.gz')
+  await run('sh', [
+    '-c',
+    `cd '${root}' && find . | cpio -o -H newc --quiet | gzip -1 > '${initrd}'`,
+  ])
+  return { kernel: join(unpacked, 'boot', vmlinuz), initrd, doneLine }
+}
