@@ -1,4 +1,4 @@
-import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { accessSync, constants, mkdtempSync, rmSync, statfsSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TestProject } from 'vitest/node'
@@ -20,11 +20,17 @@ import type { TestProject } from 'vitest/node'
  * `diskTempDir` (tests/helpers/tools.ts), which stays on the system's temporary folder, named
  * here in ADDCOW_TEST_DISK_TMPDIR.
  */
+/** Free space the in-memory folder must have, or the run stays on the system's folder. */
+const MIN_FREE_BYTES = 2 * 1024 ** 3
+
 export default function setup(project: TestProject): (() => void) | undefined {
   const parent = process.env.ADDCOW_TEST_TMPDIR || '/dev/shm'
   try {
     if (!statSync(parent).isDirectory()) return undefined
     accessSync(parent, constants.W_OK)
+    // A small /dev/shm (64 MiB in a default container) would fail tests with ENOSPC: keep /tmp.
+    const free = statfsSync(parent)
+    if (free.bavail * free.bsize < MIN_FREE_BYTES) return undefined
   } catch {
     return undefined
   }
