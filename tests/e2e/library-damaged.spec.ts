@@ -65,9 +65,11 @@ test('a library file with entries of the wrong type: warning banner, readable en
     await expect(banner).toContainText("reason is a string ('because')")
     await expect(banner).toContainText('fingerprints is a string, not a list')
     await expect(banner).toContainText('library.json.bad-')
-    await expect(page.getByRole('row').filter({ hasText: 'work.add-cow' })).toContainText(
-      'Base found',
-    )
+    // The base is found and followed; its fingerprint was in the unreadable list, so the
+    // state is Unverified (never Base matches), as engine/ops/base-state.ts defines it.
+    const row = page.getByRole('row').filter({ hasText: 'work.add-cow' })
+    await expect(row).toContainText('Unverified')
+    await expect(row).toContainText(join(folder, 'base.img'))
     await expect(page.getByText('No Data')).toHaveCount(0)
     await page.screenshot(shot(`library-damaged-${width}x${height}-${scheme}`))
   }
