@@ -70,6 +70,15 @@ test('a library file with entries of the wrong type: warning banner, readable en
     const row = page.getByRole('row').filter({ hasText: 'work.add-cow' })
     await expect(row).toContainText('Unverified')
     await expect(row).toContainText(join(folder, 'base.img'))
+    // Record now stays inside the Base cell (it wraps below the tag), over no other column.
+    const recordName = { name: 'Record the base of work.add-cow now' }
+    const recordBox = await row.getByRole('button', recordName).boundingBox()
+    const cellBox = await row
+      .getByRole('cell')
+      .filter({ has: page.getByRole('button', recordName) })
+      .boundingBox()
+    expect(recordBox && cellBox, 'Record now and its cell are shown').toBeTruthy()
+    expect(recordBox!.x + recordBox!.width).toBeLessThanOrEqual(cellBox!.x + cellBox!.width)
     await expect(page.getByText('No Data')).toHaveCount(0)
     await page.screenshot(shot(`library-damaged-${width}x${height}-${scheme}`))
   }
