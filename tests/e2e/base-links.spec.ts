@@ -21,7 +21,7 @@ async function pickInBrowser(page: Page, dir: string, file: RegExp): Promise<voi
   const browser = page.getByRole('dialog', { name: 'File browser' })
   await browser.getByRole('textbox', { name: 'Folder path' }).fill(dir)
   await browser.getByRole('textbox', { name: 'Folder path' }).press('Enter')
-  await browser.getByRole('button', { name: file }).dblclick()
+  await browser.getByRole('option', { name: file }).dblclick()
   await expect(browser).toBeHidden()
 }
 
@@ -73,18 +73,18 @@ test('base states, Record now, Locate, Remove with Undo and a refused then allow
     await page.goto(`${webApp.origin}/#/${route}?image=${encodeURIComponent(image)}`)
   }
   await screen('check', foreign)
-  await expect(page.getByRole('group', { name: 'Base' })).toContainText('Unverified')
+  await expect(page.getByRole('group', { name: 'Base', exact: true })).toContainText('Unverified')
   await expect(
     page
-      .getByRole('group', { name: 'Base' })
+      .getByRole('group', { name: 'Base', exact: true })
       .getByRole('button', { name: 'Record the base of foreign.add-cow now' }),
   ).toBeVisible()
   await screenshot(page, 'check-base-unverified')
   await screen('launch', moved)
-  await expect(page.getByRole('group', { name: 'Base' })).toContainText('Base missing')
+  await expect(page.getByRole('group', { name: 'Base', exact: true })).toContainText('Base missing')
   await screenshot(page, 'launch-base-missing')
   await screen('chain', foreign)
-  await expect(page.getByRole('group', { name: 'Base' })).toContainText('Unverified')
+  await expect(page.getByRole('group', { name: 'Base', exact: true })).toContainText('Unverified')
   await expect(
     page.getByRole('button', {
       name: /^foreign\.add-cow, .*base unverified \(no fingerprint recorded\)/,

@@ -3,7 +3,14 @@ import { mkdir, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Page } from '@playwright/test'
-import { ADDCOW_BIN, expect, SCREENSHOT_DIR, test } from './fixtures'
+import {
+  ADDCOW_BIN,
+  expect,
+  SCREENSHOT_DIR,
+  startWebApp,
+  test as shared,
+  type WebApp,
+} from './fixtures'
 
 const run = promisify(execFile)
 const SCREENSHOTS = SCREENSHOT_DIR
@@ -16,6 +23,23 @@ function shot(name: string): { path: string; animations: 'disabled' } {
 // qemu-img through the in-app file browser, creates an overlay through the create-overlay job,
 // and finds both in the library with the overlay's base matching its fingerprint. Screenshots of every screen go
 // to docs/screenshots/.
+
+/**
+ * This file starts on an empty library, so it has a server of its own instead of the one the
+ * worker shares with other specs (they leave images in its library; run in one worker, the
+ * first test here depended on the files' order). Another worker fixture means another worker.
+ */
+const test = shared.extend<object, { webApp: WebApp }>({
+  webApp: [
+    // eslint-disable-next-line no-empty-pattern
+    async ({}, use) => {
+      const { app, stop } = await startWebApp()
+      await use(app)
+      await stop()
+    },
+    { scope: 'worker' },
+  ],
+})
 
 test.describe.configure({ mode: 'serial' })
 
@@ -213,7 +237,9 @@ test('the jobs panel shows progress with a rate and the time left, and cancels a
   }
   await page.goto(webApp.url)
   await page.getByRole('link', { name: 'Jobs' }).click()
-  const started = (await requestFromPage(page, 'operations:compare-images', { a, b })) as { ok: boolean }
+  const started = (await requestFromPage(page, 'operations:compare-images', { a, b })) as {
+    ok: boolean
+  }
   expect(started.ok).toBe(true)
   const job = page.getByRole('listitem', { name: 'Compare big-a.raw with big-b.raw: Running' })
   await expect(job).toBeVisible()

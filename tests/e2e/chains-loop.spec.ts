@@ -127,7 +127,7 @@ test('the rebase wizard refuses, in unsafe mode too, a new base built on the ove
   const browser = page.getByRole('dialog', { name: 'File browser' })
   await browser.getByRole('textbox', { name: 'Folder path' }).fill(folder)
   await browser.getByRole('textbox', { name: 'Folder path' }).press('Enter')
-  await browser.getByRole('button', { name: /^File q\.add-cow/ }).dblclick()
+  await browser.getByRole('option', { name: /^File q\.add-cow/ }).dblclick()
   await expect(browser).toBeHidden()
   await step.getByText('add-cow', { exact: true }).click()
   await next.click()

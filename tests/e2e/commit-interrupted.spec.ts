@@ -66,7 +66,9 @@ async function cancelPartWay(page: Page, webApp: WebApp, overlay: string): Promi
     '512 MiB of a 1 GiB disk',
   )
   await next.click()
-  await expect(page.getByRole('region', { name: 'Other images on this base' })).toBeVisible()
+  await expect(
+    page.getByRole('region', { name: 'Other images that read through this base' }),
+  ).toBeVisible()
   await next.click()
   const undo = await page
     .getByRole('region', { name: 'Options' })

@@ -135,7 +135,7 @@ test('a keyboard user skips to the content, and the menu collapses at 1024 px an
   await expect(page.getByRole('link', { name: 'Chains' })).toHaveCount(0)
   const row = page.getByRole('row').filter({ hasText: 'golden-dev.add-cow' })
   await expect(
-    row.getByRole('button', { name: 'Remove golden-dev.add-cow from the library' }),
+    row.getByRole('button', { name: 'Remove or delete golden-dev.add-cow' }),
   ).toBeInViewport()
   const written = row.locator('.written-text')
   const box = await written.boundingBox()

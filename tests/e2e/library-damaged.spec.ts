@@ -65,9 +65,20 @@ test('a library file with entries of the wrong type: warning banner, readable en
     await expect(banner).toContainText("reason is a string ('because')")
     await expect(banner).toContainText('fingerprints is a string, not a list')
     await expect(banner).toContainText('library.json.bad-')
-    await expect(page.getByRole('row').filter({ hasText: 'work.add-cow' })).toContainText(
-      'Base found',
-    )
+    // The base is found and followed; its fingerprint was in the unreadable list, so the
+    // state is Unverified (never Base matches), as engine/ops/base-state.ts defines it.
+    const row = page.getByRole('row').filter({ hasText: 'work.add-cow' })
+    await expect(row).toContainText('Unverified')
+    await expect(row).toContainText(join(folder, 'base.img'))
+    // Record now stays inside the Base cell (it wraps below the tag), over no other column.
+    const recordName = { name: 'Record the base of work.add-cow now' }
+    const recordBox = await row.getByRole('button', recordName).boundingBox()
+    const cellBox = await row
+      .getByRole('cell')
+      .filter({ has: page.getByRole('button', recordName) })
+      .boundingBox()
+    expect(recordBox && cellBox, 'Record now and its cell are shown').toBeTruthy()
+    expect(recordBox!.x + recordBox!.width).toBeLessThanOrEqual(cellBox!.x + cellBox!.width)
     await expect(page.getByText('No Data')).toHaveCount(0)
     await page.screenshot(shot(`library-damaged-${width}x${height}-${scheme}`))
   }

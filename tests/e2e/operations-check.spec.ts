@@ -176,7 +176,7 @@ test('check of a 1 TiB overlay from the app: clean, and how long it took beside 
   const result = page.getByRole('status', { name: 'Check result' })
   await expect(result).toContainText('No problems found in big.add-cow.')
   const app = Date.now() - started
-  await expect(result).toContainText('17 of 16777216 clusters written in the overlay')
+  await expect(result).toContainText('17 of 16,777,216 clusters written in the overlay')
   const cliStarted = Date.now()
   await addcow(webApp, ['check', overlay])
   const cli = Date.now() - cliStarted
