@@ -63,6 +63,16 @@ test('the Chains view draws a loop of base names in red, and no member as a root
 }) => {
   await page.goto(app.url)
   await expect(page.getByRole('heading', { name: 'Library' })).toBeVisible()
+  // The Library shows each member of the loop as a Loop with its cycle, not as a base state.
+  const loops = page.getByLabel(/^Loop: The base names loop: /)
+  await expect(loops).toHaveCount(2)
+  await expect(loops.first()).toBeVisible()
+  await expect(
+    page.getByLabel('Loop: The base names loop: x.add-cow → y.addcow → x.add-cow.', {
+      exact: false,
+    }),
+  ).toHaveCount(1)
+  await page.screenshot(shot('library-loop'))
   await page.goto(`${app.origin}/#/chain`)
   await expect(page.getByRole('heading', { name: 'Chains' })).toBeVisible()
   const graph = page.getByRole('group', { name: 'Bases and overlays of the library' })

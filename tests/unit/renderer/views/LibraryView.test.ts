@@ -33,7 +33,13 @@ async function open() {
   setActivePinia(pinia)
   const router = createRouter({
     history: createMemoryHistory(),
-    routes: [{ path: '/library', name: 'library', component: LibraryView }],
+    routes: [
+      { path: '/library', name: 'library', component: LibraryView },
+      // Where a row's links lead (not followed here).
+      ...['chain', 'allocation', 'check', 'commit', 'flatten', 'rebase', 'launch', 'compare'].map(
+        (name) => ({ path: `/${name}`, name, component: LibraryView }),
+      ),
+    ],
   })
   await router.push('/library')
   const Shell = defineComponent(
@@ -73,5 +79,37 @@ describe('LibraryView on a damaged library file', () => {
     expect(wrapper.text()).toContain('The library could not be read')
     expect(wrapper.text()).toContain('boom')
     expect(wrapper.text()).not.toContain('No Data')
+  })
+
+  it('shows a member of a loop of base names as a Loop with its cycle, not a base state', async () => {
+    const member = (name: string, loop: string[] | null) => ({
+      path: `/vm/${name}`,
+      name,
+      addedAt: '2026-12-05T10:00:00.000Z',
+      format: 'add-cow',
+      virtualSize: 1024,
+      diskUsage: 1024,
+      files: [],
+      clusterSize: 65536,
+      allocatedPercent: 0,
+      base: { status: 'changed', stored: 'y.add-cow', path: '/vm/y.add-cow', reason: null },
+      chainLength: 2,
+      dependents: [],
+      error: null,
+      loop,
+    })
+    listing = () => ({
+      images: [member('x.add-cow', ['/vm/x.add-cow', '/vm/y.add-cow']), member('z.add-cow', null)],
+      warning: null,
+    })
+    const wrapper = await open()
+    const rows = wrapper.findAll('tr').filter((row) => row.text().includes('.add-cow'))
+    const x = rows.find((row) => row.text().includes('x.add-cow'))!
+    const z = rows.find((row) => row.text().includes('z.add-cow'))!
+    expect(x.text()).toContain('Loop')
+    expect(x.text()).not.toContain('Base changed')
+    expect(x.find('[title*="x.add-cow → y.add-cow → x.add-cow"]').exists()).toBe(true)
+    expect(z.text()).toContain('Base changed')
+    expect(z.text()).not.toContain('Loop')
   })
 })
