@@ -1,5 +1,6 @@
 import type { ImageInfo } from '../../../shared/image-types'
 import { bounded } from '../../engine/errors'
+import { realPath } from '../../engine/fs'
 import { imageInfo } from '../../engine/ops/info'
 import { formatSize } from '../../engine/units'
 import { defineCommand } from '../command'
@@ -90,6 +91,17 @@ info never follows a name the policy refuses: it shows it, and says why.`,
       context.stdout.write(JSON.stringify(output, null, 4) + '\n')
     } else {
       context.stdout.write(infos.map(describe).join('\n'))
+      // A commit of this overlay that stopped part way (issue 12): where it stands, until it is
+      // finished or rolled back.
+      const interrupted = await context.library.interruptedCommit(await realPath(positionals[0]!))
+      if (interrupted) {
+        // Loaded only here: commit's module is large, and info's start-up counts (issue 15).
+        const { describeInterruptedCommit } = await import('../../engine/ops/commit')
+        const cancelled = interrupted.code === 'ABORTED'
+        context.stdout.write(
+          `interrupted commit: ${describeInterruptedCommit(interrupted, cancelled)}\n`,
+        )
+      }
     }
     return 0
   },

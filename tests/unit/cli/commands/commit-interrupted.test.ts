@@ -44,6 +44,11 @@ describe('addcow commit, interrupted', () => {
     expect(stopped.stderr).toContain(`--rollback ${join(root, 'ov.undo')}`)
     expect((await run(['compare', 'base.raw', 'original.raw'])).code).toBe(1)
 
+    // info says so too, until the commit is finished or rolled back.
+    const during = await run(['info', 'ov.add-cow'])
+    expect(during.stdout).toContain('interrupted commit: The commit of')
+    expect(during.stdout).toContain('was cancelled after 4 MiB of 16 MiB')
+
     const check = await run(['check', '--json', 'ov.add-cow'])
     expect(JSON.parse(check.stdout)).toMatchObject({ 'base-fingerprint': 'unchanged' })
 
@@ -51,5 +56,6 @@ describe('addcow commit, interrupted', () => {
     expect(back.code, back.stderr).toBe(0)
     expect(back.stdout).toContain('Commit rolled back: 4 MiB of')
     expect((await run(['compare', 'base.raw', 'original.raw'])).code).toBe(0)
+    expect((await run(['info', 'ov.add-cow'])).stdout).not.toContain('interrupted commit')
   })
 })
