@@ -49,6 +49,11 @@ interface Summarized {
   summary: ImageSummary
   /** Real path of the backing file this image follows, for the dependents of that file. */
   backingRealPath: string | null
+  /**
+   * Whether the chain could hide a loop of base names: it stopped at a layer that names a base
+   * it did not open (flattened, or refused), or it could not be read at all.
+   */
+  stopsShort: boolean
 }
 
 async function summarize(
@@ -92,10 +97,11 @@ async function summarize(
     summary.chainLength = layers.length
     const followed = ['ok', 'unverified', 'changed', 'not-read'].includes(status)
     const below = followed ? layers[1] : undefined
-    return { summary, backingRealPath: below ? await realPath(below.filename) : null }
+    const stopsShort = layers[layers.length - 1]!['backing-filename'] !== undefined
+    return { summary, backingRealPath: below ? await realPath(below.filename) : null, stopsShort }
   } catch (error) {
     summary.error = toIpcError(error, log, `the library summary of ${image.path}`)
-    return { summary, backingRealPath: null }
+    return { summary, backingRealPath: null, stopsShort: true }
   }
 }
 
@@ -135,7 +141,11 @@ export async function summarizeLibrary(
       )
       .map((other) => other.summary.path)
   }
-  // Loops are extra information: a failure to look for them never hides the library.
+  // Loops are extra information: a failure to look for them never hides the library. Only a
+  // chain that stopped short can hide one, so a library of plain chains reads no header again.
+  if (!results.some((result) => result.stopsShort)) {
+    return { images: results.map((result) => result.summary), warning }
+  }
   await markLoops(
     library,
     results.map((result) => result.summary),

@@ -20,19 +20,27 @@ export async function imageInfo(
 ): Promise<ImageInfo[]> {
   const disk = await openImage(path, { ...options, readOnly: true, lenient: true })
   let infos: ImageInfo[]
+  let stopsShort: boolean
   try {
-    const layers = options.backingChain ? chainOf(disk) : [disk]
+    const chain = chainOf(disk)
+    const layers = options.backingChain ? chain : [disk]
     infos = []
     for (const layer of layers) infos.push(await layer.info())
-    // A file named like an image of some format but without its header is read as raw: say so.
-    const note = options.format === undefined ? await probeNote(path) : null
+    // A file named like an image of some format but without its header is read as raw: say so
+    // (only a probe that found no format reads as raw, so only then is the head read again).
+    const note =
+      options.format === undefined && disk.format === 'raw' ? await probeNote(path) : null
     if (note?.namedLike && infos[0]) {
       infos[0] = { ...infos[0], warnings: [note.message, ...(infos[0].warnings ?? [])] }
     }
+    // A loop can hide only where the open stopped at a layer that names a base it did not open
+    // (flattened, or a name refused); a chain that ends in a layer naming nothing has none.
+    const lowest = chain[chain.length - 1]!
+    stopsShort = lowest.backing === null && (lowest.backingLink?.() ?? null) !== null
   } finally {
     await disk.close()
   }
-  await markLoop(infos, options)
+  if (stopsShort) await markLoop(infos, options)
   return infos
 }
 
