@@ -232,8 +232,14 @@ export function readLibraryData(
 ): { data: LibraryData; problems: LibraryProblem[] } | null {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null
   const raw = parsed as Record<string, unknown>
-  if (raw.version !== 1) return null
   const problems: LibraryProblem[] = []
+  if (raw.version !== 1) {
+    // Another version number is another format (a newer app's): not read. A version field that
+    // is missing or of the wrong type, beside a list of images, is a damaged version-1 file: its
+    // entries are read like any other, and the field is named.
+    if (typeof raw.version === 'number' || !Array.isArray(raw.images)) return null
+    problems.push({ where: 'version', what: `is ${kindOf(raw.version)}, not 1` })
+  }
   const list = <T>(
     name: string,
     fields: Record<string, [(value: unknown) => boolean, string]>,

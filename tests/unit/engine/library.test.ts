@@ -71,6 +71,15 @@ describe('readLibraryData', () => {
     expect(readLibraryData({ version: 2, images: [], trusted: [] })).toBeNull()
     expect(readLibraryData([])).toBeNull()
     expect(readLibraryData('library')).toBeNull()
+    // A version field missing or of the wrong type beside a list of images: a damaged version-1
+    // file, read entry by entry with the field named.
+    const unversioned = readLibraryData({ images: [GOOD_IMAGE], trusted: [], recent: [] })
+    expect(unversioned?.data.images).toEqual([GOOD_IMAGE])
+    expect(unversioned?.problems).toEqual([{ where: 'version', what: 'is undefined, not 1' }])
+    expect(readLibraryData({ version: '1', images: [], trusted: [] })?.problems).toEqual([
+      { where: 'version', what: 'is a string, not 1' },
+    ])
+    expect(readLibraryData({ version: '1', trusted: [] })).toBeNull()
     // A missing list is a problem of that list, not of the file.
     expect(readLibraryData({ version: 1, trusted: [] })?.problems).toEqual([
       { where: 'images', what: 'is undefined, not a list' },
