@@ -96,6 +96,8 @@ test('a cancelled commit says what the base holds, then resumes to the expected 
   await expect(card).toContainText('The overlay still reads the same')
   await expect(card).toContainText('No other image reads through the base.')
   await expect(card).toContainText(undo)
+  // Resume is the one way on: the wizard's own run button would start the same commit again.
+  await expect(page.getByRole('button', { name: 'Commit into the base' })).toBeHidden()
   await screenshot(page, 'commit-interrupted')
   await page.emulateMedia({ colorScheme: 'dark' })
   await screenshot(page, 'commit-interrupted-dark')
