@@ -137,6 +137,13 @@ export async function replaceFile(
     }
   } catch (error) {
     await rm(temporary, { force: true })
+    // Only what the OS said is an I/O error; anything else thrown by `write` is a bug and
+    // surfaces as one (INTERNAL), not as "Cannot write" with a programming error's text.
+    if (
+      !(error instanceof EngineError) &&
+      typeof (error as NodeJS.ErrnoException)?.code !== 'string'
+    )
+      throw error
     throw wrapIoError(error, target, doing)
   }
   await syncFolder(folder)
