@@ -200,7 +200,7 @@ async function checkBitmap(
       expected: needs,
       count: beyond.length,
       repair: 'all',
-      message: `Bits for clusters from ${firstBeyondCluster} on are set in ${path}, but its image file is only ${checker.virtualSize} bytes (${shape.clusters} clusters): the image file is shorter than the bitmap implies (at least ${needs} bytes), and data written past its end is lost.`,
+      message: `Bits for clusters from ${firstBeyondCluster} on are set in ${path}, past the end of the disk: its image file is ${checker.virtualSize} bytes (${shape.clusters} clusters), shorter than the bitmap implies (at least ${needs} bytes). The image file was cut (a shrink that stopped part way, or another tool); the guest never reads past the disk's end, so what it sees is unchanged, and the repair only clears those bits.`,
     })
   }
   findings.bitmap = new ClusterBitmap(

@@ -206,6 +206,11 @@ describe('check finds every problem, with the offending value', () => {
     let report = await checkImage(overlay, { library })
     const problem = report.problems.find((entry) => entry.code === 'image-file-too-short')
     expect(problem).toMatchObject({ value: 2 * MiB, expected: 64 * 65536, severity: 'corruption' })
+    // It says what happened and what the repair does, without claiming data the guest can
+    // read was lost.
+    expect(problem?.message).toContain('past the end of the disk')
+    expect(problem?.message).toContain('the repair only clears those bits')
+    expect(problem?.message).not.toContain('is lost')
     report = await checkImage(overlay, { library, repair: 'all' })
     expect(checkExitCode(report)).toBe(0)
   })
