@@ -95,7 +95,9 @@ export type LiveStatus = z.infer<typeof liveStatusSchema>
 export const liveJobIdArgsSchema = z.strictObject({ id: z.string().min(1).max(64) })
 
 /** Arguments of `snapshot`: the new top's file name (default `<top>-snapN.add-cow` beside it). */
-export const liveSnapshotArgsSchema = z.strictObject({ name: z.string().min(1).max(4096).optional() })
+export const liveSnapshotArgsSchema = z.strictObject({
+  name: z.string().min(1).max(4096).optional(),
+})
 
 /** What `snapshot` answers. */
 export const liveSnapshotResultSchema = z.object({

@@ -1,9 +1,25 @@
+import { createHash } from 'node:crypto'
 import { lstat, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
+import { basename, resolve } from 'node:path'
 import { EngineError } from './errors'
 
 /** Longest Unix socket path the OS accepts (sun_path is 108 bytes on Linux, 104 on macOS). */
 export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103
+
+/**
+ * A short name for the per-image sockets and folders (the default NBD socket, the control
+ * socket, a VM's run folder): the image's file name (40 safe characters at most) and a hash of
+ * its absolute path, so two images never share one and paths stay under {@link MAX_SOCKET_PATH}.
+ */
+export function imageTag(image: string): string {
+  const absolute = resolve(image)
+  const hash = createHash('sha256').update(absolute).digest('hex').slice(0, 12)
+  const stem = basename(absolute)
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 40)
+  return `${stem}-${hash}`
+}
 
 /** BAD_ARGUMENT naming `path` when it is too long to bind (`what`: "socket", "control socket"). */
 export function assertSocketPathFits(path: string, what: string): void {

@@ -39,6 +39,11 @@ export interface StartExportOptions {
    * main/engine/live/README.md); none when absent.
    */
   controlSocket?: string
+  /**
+   * The control socket is a default, not the user's choice: when it cannot be had (another
+   * export of the same image listens there), say so through `onLog` and serve without one.
+   */
+  controlOptional?: boolean
   signal?: AbortSignal
 }
 
@@ -118,7 +123,15 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       ...(options.policy ? { policy: options.policy } : {}),
     }
     if (options.controlSocket !== undefined)
-      control = await startControlServer(options.controlSocket, target)
+      control = await startControlServer(options.controlSocket, target).catch((error: unknown) => {
+        if (!options.controlOptional) throw error
+        options.onLog?.({
+          level: 'warn',
+          connection: 0,
+          message: `no control socket (live snapshots are off): ${error instanceof Error ? error.message : String(error)}`,
+        })
+        return null
+      })
     const running = server
     const held = locks
     const controlling = control

@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto'
 import { chmod, lstat, mkdir } from 'node:fs/promises'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import {
   LIVE_CONTROL_MAX_LINE,
   liveReplySchema,
@@ -10,7 +9,7 @@ import {
   type LiveReply,
 } from '../../../shared/live-control'
 import { EngineError, quote, wrapIoError } from '../errors'
-import { assertSocketPathFits, clearStaleSocket } from '../unix-socket'
+import { assertSocketPathFits, clearStaleSocket, imageTag } from '../unix-socket'
 import './commands'
 import { errorOf } from './jobs'
 import { runLiveCommand, type LiveTarget } from './registry'
@@ -33,12 +32,7 @@ export function controlFolder(): string {
  * `addcow job --image IMAGE` finds it and two images never share one.
  */
 export function defaultControlPath(image: string): string {
-  const absolute = resolve(image)
-  const hash = createHash('sha256').update(absolute).digest('hex').slice(0, 12)
-  const stem = basename(absolute)
-    .replace(/[^A-Za-z0-9._-]/g, '_')
-    .slice(0, 40)
-  return join(controlFolder(), `${stem}-${hash}.control`)
+  return join(controlFolder(), `${imageTag(image)}.control`)
 }
 
 /**

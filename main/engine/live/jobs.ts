@@ -117,6 +117,8 @@ export class LiveJobTable {
   private finish(record: LiveJob, state: LiveJob['state']): void {
     record.state = state
     record.finishedAt = new Date().toISOString()
+    // What it was doing is over; the result or the error says how it ended.
+    delete record.detail
     this.forgetOldest()
   }
 

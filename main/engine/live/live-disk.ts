@@ -224,8 +224,7 @@ export class LiveDisk implements Disk {
     return this.top.allocationCount?.bind(this.top)
   }
   get forEachAllocationRun():
-    | ((first: number, end: number, visit: AllocationVisitor) => void)
-    | undefined {
+    ((first: number, end: number, visit: AllocationVisitor) => void) | undefined {
     return this.top.forEachAllocationRun?.bind(this.top)
   }
   get countAllocated(): ((first: number, end: number) => number) | undefined {

@@ -66,7 +66,8 @@ export class LiveLocks {
 
   /** Release every lock. */
   async release(): Promise<void> {
-    for (const lock of [...this.held.values()].reverse()) await lock.release().catch(() => undefined)
+    for (const lock of [...this.held.values()].reverse())
+      await lock.release().catch(() => undefined)
     this.held.clear()
   }
 }

@@ -42,7 +42,7 @@ export class RangeLock {
   /** Grant, in order, every waiter that overlaps neither a held range nor an earlier waiter. */
   private grantWaiting(): void {
     const blocked: Range[] = []
-    for (let index = 0; index < this.waiting.length; ) {
+    for (let index = 0; index < this.waiting.length;) {
       const waiter = this.waiting[index]!
       const free =
         !this.overlapsHeld(waiter.range) && !blocked.some((other) => overlaps(other, waiter.range))

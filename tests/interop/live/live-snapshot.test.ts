@@ -131,7 +131,9 @@ describe.skipIf(!haveTools)('live snapshot through the control socket', () => {
       join(folder, 'base.raw'),
     ])
     expect(status.swaps).toBe(4)
-    expect(status.jobs.filter((job) => job.kind === 'snapshot' && job.state === 'done')).toHaveLength(4)
+    expect(
+      status.jobs.filter((job) => job.kind === 'snapshot' && job.state === 'done'),
+    ).toHaveLength(4)
 
     // Every acknowledged write reads back through the export, on the same connection.
     expect(writer.mismatches(await writer.readBack())).toEqual([])

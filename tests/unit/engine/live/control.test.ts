@@ -124,6 +124,8 @@ describe('the control socket', () => {
       'FORBIDDEN',
     )
     expect(error.message).toContain(controlFolder())
-    expect(defaultControlPath('/images/disk.add-cow')).toMatch(/disk\.add-cow-[0-9a-f]{12}\.control$/)
+    expect(defaultControlPath('/images/disk.add-cow')).toMatch(
+      /disk\.add-cow-[0-9a-f]{12}\.control$/,
+    )
   })
 })

@@ -149,9 +149,7 @@ describe('LiveDisk', () => {
     await inside.promise
     let sameDone = false
     let otherDone = false
-    const same = live
-      .write(CLUSTER + 4096, Buffer.alloc(512, 0x22))
-      .then(() => (sameDone = true))
+    const same = live.write(CLUSTER + 4096, Buffer.alloc(512, 0x22)).then(() => (sameDone = true))
     const other = live.write(3 * CLUSTER, Buffer.alloc(512, 0x33)).then(() => (otherDone = true))
     await other
     await settle()
