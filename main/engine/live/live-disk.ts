@@ -15,6 +15,18 @@ import { RangeLock } from './range-lock'
 /** Smallest lock granule: a guest page, so 4 KiB writes to neighbouring pages run in parallel. */
 const MIN_GRANULE = 4096
 
+/** The phases of one quiesce, in milliseconds. */
+export interface QuiesceTimes {
+  /** Waiting for the requests in flight. */
+  drainMs: number
+  /** Flushing the top. */
+  flushMs: number
+  /** The caller's function (a snapshot: open, lock, swap, close). */
+  runMs: number
+  /** All of it: how long new requests were held. */
+  totalMs: number
+}
+
 /** Called after each guest write, zero write or discard, with the bytes it touched. */
 export type GuestWriteObserver = (offset: number, length: number) => void
 
@@ -54,6 +66,7 @@ export class LiveDisk implements Disk {
   private quiescing: Promise<unknown> = Promise.resolve()
   private insideQuiesce = false
   private swaps = 0
+  private held: QuiesceTimes | null = null
 
   constructor(disk: Disk) {
     this.top = disk
@@ -68,6 +81,11 @@ export class LiveDisk implements Disk {
   /** How many times the top was replaced since the export started. */
   get swapCount(): number {
     return this.swaps
+  }
+
+  /** How long the last quiesce held requests, by phase (what a pause is made of). */
+  get lastQuiesce(): QuiesceTimes | null {
+    return this.held
   }
 
   /** Requests in flight now (guest I/O and range-locked job bodies). */
@@ -112,15 +130,27 @@ export class LiveDisk implements Disk {
   private async quiesceNow<T>(fn: (current: Disk) => Promise<T>): Promise<T> {
     let open!: () => void
     this.gate = new Promise<void>((resolve) => (open = resolve))
+    const started = performance.now()
+    const times: QuiesceTimes = { drainMs: 0, flushMs: 0, runMs: 0, totalMs: 0 }
     try {
       if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve))
       this.drained = null
+      const drained = performance.now()
+      times.drainMs = drained - started
       if (!this.top.readOnly) await this.top.flush()
+      const flushed = performance.now()
+      times.flushMs = flushed - drained
       this.insideQuiesce = true
-      return await fn(this.top)
+      try {
+        return await fn(this.top)
+      } finally {
+        times.runMs = performance.now() - flushed
+      }
     } finally {
       this.insideQuiesce = false
       this.gate = null
+      times.totalMs = performance.now() - started
+      this.held = times
       open()
     }
   }
@@ -256,6 +286,9 @@ export class LiveDisk implements Disk {
   }
   get savedState(): (() => string) | undefined {
     return this.top.savedState?.bind(this.top)
+  }
+  get freeze(): (() => Promise<void>) | undefined {
+    return this.top.freeze?.bind(this.top)
   }
 
   /** Run one request on the top, counted in flight (held while a quiesce runs). */
