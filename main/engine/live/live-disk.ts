@@ -15,6 +15,15 @@ import { RangeLock } from './range-lock'
 /** Smallest lock granule: a guest page, so 4 KiB writes to neighbouring pages run in parallel. */
 const MIN_GRANULE = 4096
 
+/** How {@link LiveDisk.quiesce} quiesces. */
+export interface QuiesceOptions {
+  /**
+   * Flush the top once the requests in flight finished (default true). A live snapshot skips
+   * it and flushes the old top after the pause: the swap keeps it flushed with the new top.
+   */
+  flush?: boolean
+}
+
 /** The phases of one quiesce, in milliseconds. */
 export interface QuiesceTimes {
   /** Waiting for the requests in flight. */
@@ -67,6 +76,8 @@ export class LiveDisk implements Disk {
   private insideQuiesce = false
   private swaps = 0
   private held: QuiesceTimes | null = null
+  /** Old tops swapped out while still writable, flushed with the top until frozen. */
+  private readonly unsettled = new Set<Disk>()
 
   constructor(disk: Disk) {
     this.top = disk
@@ -121,13 +132,13 @@ export class LiveDisk implements Disk {
    * requests are held, not failed, however long `fn` takes; a throw from the flush or `fn`
    * still releases them and reaches the caller.
    */
-  quiesce<T>(fn: (current: Disk) => Promise<T>): Promise<T> {
-    const run = this.quiescing.then(() => this.quiesceNow(fn))
+  quiesce<T>(fn: (current: Disk) => Promise<T>, options: QuiesceOptions = {}): Promise<T> {
+    const run = this.quiescing.then(() => this.quiesceNow(fn, options.flush ?? true))
     this.quiescing = run.catch(() => undefined)
     return run
   }
 
-  private async quiesceNow<T>(fn: (current: Disk) => Promise<T>): Promise<T> {
+  private async quiesceNow<T>(fn: (current: Disk) => Promise<T>, flush: boolean): Promise<T> {
     let open!: () => void
     this.gate = new Promise<void>((resolve) => (open = resolve))
     const started = performance.now()
@@ -137,7 +148,7 @@ export class LiveDisk implements Disk {
       this.drained = null
       const drained = performance.now()
       times.drainMs = drained - started
-      if (!this.top.readOnly) await this.top.flush()
+      if (flush && !this.top.readOnly) await this.top.flush()
       const flushed = performance.now()
       times.flushMs = flushed - drained
       this.insideQuiesce = true
@@ -156,8 +167,11 @@ export class LiveDisk implements Disk {
   }
 
   /**
-   * Serve `next` from now on and return the old top (the caller closes it). Only inside
-   * {@link quiesce}: no request is in flight, so none straddles the two tops.
+   * Serve `next` from now on and return the old top (the caller closes or freezes it). Only
+   * inside {@link quiesce}: no request is in flight, so none straddles the two tops. An old
+   * top still writable (a quiesce without flush) is flushed by every flush of this disk until
+   * it is read-only (frozen) or closed, so a guest flush after the swap still covers the
+   * writes it made before it.
    */
   swap(next: Disk): Disk {
     if (!this.insideQuiesce)
@@ -170,6 +184,7 @@ export class LiveDisk implements Disk {
       )
     }
     const old = this.top
+    if (!old.readOnly) this.unsettled.add(old)
     this.top = next
     this.granule = lockGranule(next)
     this.swaps++
@@ -225,7 +240,18 @@ export class LiveDisk implements Disk {
   }
 
   flush(): Promise<void> {
-    return this.forward((disk) => disk.flush())
+    return this.forward(async (disk) => {
+      for (const old of this.unsettled) {
+        if (!old.readOnly) await old.flush()
+        if (old.readOnly) this.unsettled.delete(old)
+      }
+      await disk.flush()
+    })
+  }
+
+  /** Stop flushing `old` with the top (the caller closed it). */
+  settle(old: Disk): void {
+    this.unsettled.delete(old)
   }
 
   blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
@@ -237,8 +263,10 @@ export class LiveDisk implements Disk {
   }
 
   /** Close the top now served (and its chain); the export stopped sending requests. */
-  close(): Promise<void> {
-    return this.top.close()
+  async close(): Promise<void> {
+    for (const old of this.unsettled) await old.flush().catch(() => undefined)
+    this.unsettled.clear()
+    await this.top.close()
   }
 
   get files(): (() => string[]) | undefined {

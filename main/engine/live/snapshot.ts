@@ -88,25 +88,33 @@ export async function liveSnapshot(
       await locks.lockAdded(next)
     }
     throwIfAborted(options.signal, 'snapshot')
-    // Flush once while the guest goes on, so the flush inside the pause only has the writes
-    // of the last moments to sync (it was most of a snapshot's pause).
+    // Flush while the guest goes on, so that freezing the top after the pause (or, for a top
+    // that cannot freeze, the flush inside the pause) has only the last moments to sync.
     options.describe?.(`flushing ${basename(top.path)}`)
     await live.flush()
     options.describe?.(`switching the export to ${basename(overlay)}`)
-    await live.quiesce(async (current) => {
-      if (current !== top)
-        throw new EngineError('BUSY', `The export's top changed during the snapshot.`)
-      next ??= await open()
-      await locks.retarget(next)
-      try {
-        await top.freeze?.()
-      } catch (error) {
-        await locks.retarget(top).catch(() => undefined)
-        throw error
-      }
-      live.swap(next)
-      swapped = true
-    })
+    if (frozen) {
+      // The pause is the swap alone: the old top takes no write from then on, and the live
+      // disk flushes it with the new top until it is frozen, just after.
+      await live.quiesce(
+        async (current) => {
+          assertStillServed(current, top)
+          live.swap(next!)
+          swapped = true
+        },
+        { flush: false },
+      )
+    } else {
+      await live.quiesce(async (current) => {
+        assertStillServed(current, top)
+        next = await open()
+        await locks.retarget(next)
+        live.swap(next)
+        swapped = true
+        await top.close().catch(() => undefined)
+        live.settle(top)
+      })
+    }
   } catch (error) {
     if (!swapped) {
       await next?.close().catch(() => undefined)
@@ -116,10 +124,14 @@ export async function liveSnapshot(
     }
     throw error
   }
-  if (frozen) frozen.adopt()
-  // The reopened path: the new top has its own read-only handles on the frozen layer's files.
-  else await top.close().catch(() => undefined)
   const held = live.lastQuiesce!
+  if (frozen) {
+    frozen.adopt()
+    // Now durable and read-only on the same handle, then readable by others (locked shared).
+    options.describe?.(`freezing ${basename(top.path)}`)
+    await top.freeze!()
+    await locks.retarget(live.current)
+  }
   const tenths = (ms: number): number => Math.round(ms * 10) / 10
   return {
     top: overlay,
@@ -131,6 +143,14 @@ export async function liveSnapshot(
       switchMs: tenths(held.runMs),
     },
   }
+}
+
+/** BUSY when another live operation replaced the top since the snapshot began. */
+function assertStillServed(current: Disk, top: Disk): void {
+  if (current !== top)
+    throw new EngineError('BUSY', `The export's top changed during the snapshot of ${top.path}.`, {
+      path: top.path,
+    })
 }
 
 /**
