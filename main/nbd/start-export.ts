@@ -1,5 +1,5 @@
 import type { Disk } from '../engine/disk'
-import { throwIfAborted } from '../engine/errors'
+import { EngineError, throwIfAborted } from '../engine/errors'
 import type { NamePolicy } from '../engine/names'
 import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
 import { startControlServer, type ControlServer } from '../engine/live/control'
@@ -44,6 +44,11 @@ export interface StartExportOptions {
    * export of the same image listens there), say so through `onLog` and serve without one.
    */
   controlOptional?: boolean
+  /**
+   * Copy what clients read from below the top into it (issue 17 item 4): a slow or remote base
+   * warms the overlay. Needs a writable export.
+   */
+  copyOnRead?: boolean
   signal?: AbortSignal
 }
 
@@ -75,6 +80,13 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
   const tlsKeys =
     options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
   throwIfAborted(options.signal, 'export')
+  if (options.copyOnRead && options.readOnly) {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'Copy-on-read writes what it reads into the image; it cannot go with a read-only export.',
+      { field: 'copy-on-read' },
+    )
+  }
   // A probed raw image is served as QEMU serves one: with a warning, and its first sector
   // guarded against writes that would make it look like another format.
   const note = options.format === undefined ? await probeNote(options.image) : null
@@ -90,6 +102,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
   })
   const live = new LiveDisk(note && !opened.readOnly ? guardProbedFirstSector(opened) : opened)
   const disk: Disk = live
+  live.copyOnRead = options.copyOnRead ?? false
   let server: NbdServer | null = null
   let locks: LiveLocks | null = null
   let control: ControlServer | null = null
@@ -120,6 +133,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       locks,
       jobs: new LiveJobTable(),
       uri: server.uri(exportName),
+      copyOnRead: live.copyOnRead,
       ...(options.policy ? { policy: options.policy } : {}),
     }
     if (options.controlSocket !== undefined)

@@ -10,6 +10,7 @@ import type {
 import { EngineError } from '../errors'
 import type { BlockFile } from '../file'
 import { chainOf } from '../open'
+import { copyUp } from './copy-on-read'
 import { RangeLock } from './range-lock'
 
 /** Smallest lock granule: a guest page, so 4 KiB writes to neighbouring pages run in parallel. */
@@ -76,6 +77,11 @@ export class LiveDisk implements Disk {
   private insideQuiesce = false
   private swaps = 0
   private held: QuiesceTimes | null = null
+  /**
+   * Copy what reads find below the top into it (`serve --copy-on-read`): see copy-on-read.ts.
+   * A read answers only once its clusters were copied, as QEMU's copy-on-read does.
+   */
+  copyOnRead = false
   /** Old tops swapped out while still writable, flushed with the top until frozen. */
   private readonly unsettled = new Set<Disk>()
 
@@ -219,12 +225,20 @@ export class LiveDisk implements Disk {
     return () => this.observers.delete(observer)
   }
 
-  readInto(target: Uint8Array, offset: number): Promise<void> {
-    return this.forward((disk) => disk.readInto(target, offset))
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const top = await this.forward(async (disk) => {
+      await disk.readInto(target, offset)
+      return disk
+    })
+    // A copy that fails (a full disk) costs the warming, not the guest's read, which has its
+    // data: the clusters stay below and the next read tries again.
+    if (this.copyOnRead) await copyUp(this, top, offset, target.length).catch(() => undefined)
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.forward((disk) => disk.read(offset, length))
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length)
+    await this.readInto(buffer, offset)
+    return buffer
   }
 
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
