@@ -1,5 +1,6 @@
 import type { Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
+import type { Library } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
 import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
 import { startControlServer, type ControlServer } from '../engine/live/control'
@@ -49,6 +50,8 @@ export interface StartExportOptions {
    * warms the overlay. Needs a writable export.
    */
   copyOnRead?: boolean
+  /** Where live snapshots record their new tops (the CLI's and the app's library). */
+  library?: Library
   signal?: AbortSignal
 }
 
@@ -134,6 +137,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       jobs: new LiveJobTable(),
       uri: server.uri(exportName),
       copyOnRead: live.copyOnRead,
+      ...(options.library ? { library: options.library } : {}),
       ...(options.policy ? { policy: options.policy } : {}),
     }
     if (options.controlSocket !== undefined)

@@ -1,5 +1,6 @@
 import type { z } from 'zod'
 import { EngineError, quote } from '../errors'
+import type { Library } from '../library'
 import type { NamePolicy } from '../names'
 import type { LiveJobTable } from './jobs'
 import type { LiveDisk } from './live-disk'
@@ -20,6 +21,11 @@ export interface LiveTarget {
   uri?: string
   /** Whether reads copy what they find below the top into it (`serve --copy-on-read`). */
   copyOnRead?: boolean
+  /**
+   * The library a live snapshot records its new top in (as `addcow create` does: the image,
+   * its trusted names, the frozen layer's fingerprint for the drift guard).
+   */
+  library?: Library
 }
 
 /** A command's handler: arguments already checked by its schema; the value is the reply. */
