@@ -1,5 +1,6 @@
 import { EngineError } from '../../engine/errors'
 import { formatSize } from '../../engine/units'
+import { defaultControlPath } from '../../engine/live/control'
 import { defaultSocketPath } from '../../nbd/default-socket'
 import type { NbdListenTarget } from '../../nbd/server'
 import { startExport } from '../../nbd/start-export'
@@ -50,7 +51,8 @@ function log(
 export const serveCommand = defineCommand({
   name: 'serve',
   summary: "serve an image's guest view over NBD",
-  usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only] IMAGE
+  usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only]
+             [--copy-on-read] [--control-socket PATH] IMAGE
 
   --socket PATH        listen on a Unix socket (default: a per-image socket in
                        $XDG_RUNTIME_DIR or the temporary folder)
@@ -59,23 +61,31 @@ export const serveCommand = defineCommand({
   --port N             TCP port (default ${NBD_PORT}; 0 picks a free one)
   --export NAME        export name (default: empty, the default export)
   --read-only          refuse writes
+  --copy-on-read       copy what clients read from the base into the overlay, so a
+                       slow or remote base warms it (as QEMU's copy-on-read)
   --tls-psk-file FILE  require TLS with the pre-shared keys in FILE (identity:hexkey
                        lines, as qemu's keys.psk and nbdkit's --tls-psk)
   --max-connections N  clients served at once (default 64)
+  --control-socket PATH
+                       take live commands (addcow job: snapshot, status, cancel) on
+                       this Unix socket (default: a per-image socket in a private
+                       folder of $XDG_RUNTIME_DIR or the temporary folder)
   -f FMT               format of IMAGE (default: probed)
 ${ACCEPT_BASE_USAGE}
 ${NAME_POLICY_USAGE}
 
-Prints the NBD URI to connect to, then serves until SIGINT or SIGTERM, flushing
-everything before it exits.`,
+Prints the NBD URI to connect to and the control socket, then serves until SIGINT
+or SIGTERM, flushing everything before it exits.`,
   options: {
     socket: { type: 'string' },
     host: { type: 'string' },
     port: { type: 'string' },
     export: { type: 'string' },
     'read-only': { type: 'boolean' },
+    'copy-on-read': { type: 'boolean' },
     'tls-psk-file': { type: 'string' },
     'max-connections': { type: 'string' },
+    'control-socket': { type: 'string' },
     ...FORMAT_OPTION,
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
@@ -100,12 +110,16 @@ everything before it exits.`,
     const handle = await startExport({
       image,
       readOnly: values['read-only'] ?? false,
+      copyOnRead: values['copy-on-read'] ?? false,
+      library: context.library,
       policy: await policyFrom(context, values),
       exportName: values.export ?? '',
       listen: listenTarget(image, values),
       checks: [baseDriftCheck(context, 'serve', values['accept-base'] ?? false)],
       onLog: log(context),
       signal: context.signal,
+      controlSocket: values['control-socket'] ?? defaultControlPath(image),
+      controlOptional: values['control-socket'] === undefined,
       ...(values.f ? { format: values.f } : {}),
       ...(values['tls-psk-file'] ? { tlsPskFile: values['tls-psk-file'] } : {}),
       ...(maxConnections !== undefined ? { maxConnections } : {}),
@@ -115,11 +129,19 @@ everything before it exits.`,
       context.stderr.write(`addcow serve: warning: ${warning}\n`)
     const mode = handle.disk.readOnly || values['read-only'] ? 'read-only' : 'read-write'
     context.stderr.write(
-      `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
+      `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.live.copyOnRead ? ', copy-on-read' : ''}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
     )
+    if (handle.control)
+      context.stderr.write(
+        `addcow serve: live commands on ${handle.control.path} (addcow job status --control-socket ${handle.control.path}).\n`,
+      )
     await untilCancelled(context.signal)
     context.stderr.write('addcow serve: stopping; flushing the image.\n')
     await handle.stop()
+    if (handle.live.swapCount > 0)
+      context.stderr.write(
+        `addcow serve: live snapshots moved the top: serve ${handle.live.current.path} to go on from here.\n`,
+      )
     return 0
   },
 })
