@@ -1,5 +1,6 @@
 import type { Disk } from '../engine/disk'
 import { throwIfAborted } from '../engine/errors'
+import type { Library } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
 import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
 import { startControlServer, type ControlServer } from '../engine/live/control'
@@ -20,6 +21,8 @@ export interface StartExportOptions {
   format?: string
   readOnly?: boolean
   policy?: NamePolicy
+  /** The library live commands consult (a live commit's blast radius and fingerprints). */
+  library?: Library
   /** Export name ('' by default, so `nbd+unix:///?socket=...` works). */
   exportName?: string
   listen: NbdListenTarget
@@ -121,6 +124,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       jobs: new LiveJobTable(),
       uri: server.uri(exportName),
       ...(options.policy ? { policy: options.policy } : {}),
+      ...(options.library ? { library: options.library } : {}),
     }
     if (options.controlSocket !== undefined)
       control = await startControlServer(options.controlSocket, target).catch((error: unknown) => {

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { constants as osConstants } from 'node:os'
 import { wholeViewFile, type Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
+import type { Library } from '../engine/library'
 import { makePolicy, type NamePolicy } from '../engine/names'
 import { createOverlay } from '../engine/ops/create'
 import { openImage } from '../engine/open'
@@ -44,6 +45,8 @@ export interface LaunchOptions {
   via?: QemuVia
   readOnly?: boolean
   policy?: NamePolicy
+  /** The library live commands on the export consult (a live commit's blast radius). */
+  library?: Library
   /** Checks run on the opened image before QEMU starts (the drift guard). */
   checks?: ((disk: Disk) => Promise<void>)[]
   /** Machine options; `accel` 'auto' (default) picks KVM when /dev/kvm is usable. */
@@ -464,6 +467,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         listen: { socket: sockets.nbd },
         ...(options.format && !options.discardChanges ? { format: options.format } : {}),
         ...(policy ? { policy } : {}),
+        ...(options.library ? { library: options.library } : {}),
         ...(checks ? { checks } : {}),
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),

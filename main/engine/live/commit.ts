@@ -3,7 +3,6 @@ import { EngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
 import { ClusterBitmap } from '../formats/common/bitmap'
 import { realPath } from '../fs'
-import type { Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { chainOf, openImage } from '../open'
 import { blastRadiusRefusal, commitBlastRadius, type DependentImage } from '../ops/blast-radius'
@@ -12,7 +11,7 @@ import { recordBaseFingerprint } from '../ops/drift'
 import { walkAllocation, WINDOW_BYTES, type AllocationRun } from '../ops/job'
 import { assertStillServed } from './flatten'
 import { piecesOf, runsIn, Throttle, type Piece } from './live-copy'
-import type { LiveDisk } from './live-disk'
+import type { LiveTarget } from './registry'
 
 /**
  * Dirty bytes left after which an active commit stops chasing the guest and copies the rest
@@ -20,9 +19,9 @@ import type { LiveDisk } from './live-disk'
  */
 const CONVERGED_BYTES = 4 * 1024 * 1024
 /** Passes over the dirty clusters before the rest is copied with the guest held. */
-const MAX_PASSES = 8
+const MAX_PASSES = 5
 
-/** What the live commit needs besides the export. */
+/** How the live commit runs. */
 export interface LiveCommitOptions extends OperationOptions {
   /**
    * Depth in the served chain of the layer to commit into the layer below it: 0 (default) the
@@ -33,9 +32,6 @@ export interface LiveCommitOptions extends OperationOptions {
   force?: boolean
   /** Do not count the images that could not be checked as affected. */
   ignoreUnchecked?: boolean
-  library: Library
-  /** The name policy the export opened its chain with (layers are reopened with it). */
-  policy?: NamePolicy
   /** Bytes per second at most (null or absent: as fast as it goes). */
   rate?: number | null
 }
@@ -94,9 +90,10 @@ interface CommitTarget {
  * top is durably empty.
  */
 export async function liveCommit(
-  live: LiveDisk,
-  options: LiveCommitOptions,
+  target: LiveTarget,
+  options: LiveCommitOptions = {},
 ): Promise<LiveCommitResult> {
+  const { live } = target
   const depth = options.layer ?? 0
   const top = live.current
   const chain = chainOf(top)
@@ -117,13 +114,17 @@ export async function liveCommit(
     )
   }
   const overlay = layer as Overlay
-  const target = await openTarget(overlay, depth === 0, options)
+  const into = await openTarget(target, overlay, depth === 0, options)
   try {
     return depth === 0
-      ? await activeCommit(live, overlay, target, options)
-      : await commitBelowTop(live, overlay, target, options)
+      ? await activeCommit(target, overlay, into, options)
+      : await commitBelowTop(target, overlay, into, options)
+  } catch (error) {
+    // Back to the export's own locks (the base shared again), unless the chain changed.
+    if (live.current === top) await target.locks.retarget(top).catch(() => undefined)
+    throw error
   } finally {
-    await target.close()
+    await into.close()
   }
 }
 
@@ -132,6 +133,7 @@ export async function liveCommit(
  * (grown to the overlay's size when smaller, as offline commit does).
  */
 async function openTarget(
+  served: LiveTarget,
   overlay: Overlay,
   active: boolean,
   options: LiveCommitOptions,
@@ -143,7 +145,7 @@ async function openTarget(
       field: 'backing name',
     })
   }
-  const policy = options.policy ?? STRICT_POLICY
+  const policy = served.policy ?? STRICT_POLICY
   let basePath: string
   let baseFormat: string
   if (overlay.backing) {
@@ -160,7 +162,7 @@ async function openTarget(
   const radius = await commitBlastRadius({
     overlay: overlayPath,
     base: basePath,
-    library: options.library,
+    library: served.library ?? null,
     policy,
     ...(options.signal ? { signal: options.signal } : {}),
   })
@@ -179,6 +181,9 @@ async function openTarget(
         { path: basePath },
       )
     }
+    // The base exclusively (and the layer a commit below the top empties), as offline commit
+    // locks them: a reader elsewhere (a VM on another overlay of the base) is BUSY, not changed.
+    await served.locks.retarget(served.live.current, active ? [base] : [base, overlay])
     if (active && base.size > overlay.size) {
       // The export goes on with the base: its clients cannot see the disk grow.
       throw new EngineError(
@@ -241,11 +246,12 @@ function resultOf(
 
 /** Commit a layer below the served top: nobody writes it, so one pass, then one swap. */
 async function commitBelowTop(
-  live: LiveDisk,
+  served: LiveTarget,
   layer: Overlay,
   target: CommitTarget,
   options: LiveCommitOptions,
 ): Promise<LiveCommitResult> {
+  const live = served.live
   const top = live.current
   const result = resultOf(layer, target, false, top.path)
   const throttle = new Throttle(options.rate ?? null, 'live commit', options.signal)
@@ -278,18 +284,24 @@ async function commitBelowTop(
     await target.base.close()
   }
   throwIfAborted(options.signal, 'live commit')
-  const policy = options.policy ?? STRICT_POLICY
+  const policy = served.policy ?? STRICT_POLICY
   const { old, punching } = await live.quiesce(async (current) => {
     assertStillServed(current, top, 'live commit')
     // The served handle of the layer is read-only: empty it through one of its own.
     const { punching } = await emptyLayer(layer.path, layer.format, policy)
     // The served chain caches the layer's old bitmap: serve the chain opened again.
     const fresh = await openImage(current.path, { format: current.format, readOnly: false, policy })
+    try {
+      await served.locks.retarget(fresh)
+    } catch (error) {
+      await fresh.close().catch(() => undefined)
+      throw error
+    }
     return { old: live.swap(fresh), punching }
   })
   await old.close()
   await punching.catch(() => undefined)
-  await recordFingerprint(layer.path, layer.format, options)
+  await recordFingerprint(served, layer.path, layer.format)
   return result
 }
 
@@ -358,11 +370,12 @@ class DirtyClusters {
 
 /** Active commit: copy the served top into its base while the guest writes, then serve the base. */
 async function activeCommit(
-  live: LiveDisk,
+  served: LiveTarget,
   top: Overlay,
   target: CommitTarget,
   options: LiveCommitOptions,
 ): Promise<LiveCommitResult> {
+  const live = served.live
   const result = resultOf(top, target, true, target.basePath)
   const unit = top.allocationUnit
   const throttle = new Throttle(options.rate ?? null, 'live commit', options.signal)
@@ -410,7 +423,7 @@ async function activeCommit(
     }
     await target.sync()
     throwIfAborted(options.signal, 'live commit')
-    const policy = options.policy ?? STRICT_POLICY
+    const policy = served.policy ?? STRICT_POLICY
     const { old, punching } = await live.quiesce(async (current) => {
       assertStillServed(current, top, 'live commit')
       // The guest is held: the last dirty clusters, then the base made durable.
@@ -435,11 +448,14 @@ async function activeCommit(
           live.swap(await openImage(top.path, { format: top.format, readOnly: false, policy }))
           throw error
         }
+        await served.locks.retarget(target.base)
         live.swap(target.base)
         swapped = true
         return { old: null, punching }
       }
       const { punching } = await emptyRange(top, 0, top.allocationCount().total)
+      // The base becomes the top (exclusive, as it already is); the emptied top's locks go.
+      await served.locks.retarget(target.base)
       const old = live.swap(target.base)
       swapped = true
       return { old, punching }
@@ -452,25 +468,23 @@ async function activeCommit(
     // Once swapped, the base is the export's to close.
     if (!swapped) await target.base.close().catch(() => undefined)
   }
-  await recordFingerprint(top.path, top.format, options)
+  await recordFingerprint(served, top.path, top.format)
   options.onProgress?.(result.bytes, result.bytes)
   return result
 }
 
 /** Record the base's new fingerprint for the committed layer (its own commit changed it). */
-async function recordFingerprint(
-  path: string,
-  format: string,
-  options: LiveCommitOptions,
-): Promise<void> {
+async function recordFingerprint(served: LiveTarget, path: string, format: string): Promise<void> {
+  const library = served.library
+  if (!library) return
   const disk = await openImage(path, {
     format,
     readOnly: true,
-    ...(options.policy ? { policy: options.policy } : {}),
+    ...(served.policy ? { policy: served.policy } : {}),
   }).catch(() => null)
   if (!disk) return
   try {
-    await recordBaseFingerprint(disk, options.library).catch(() => null)
+    await recordBaseFingerprint(disk, library).catch(() => null)
   } finally {
     await disk.close()
   }

@@ -1,11 +1,10 @@
 import { assertAbilities, type Disk, type OperationOptions } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
-import type { NamePolicy } from '../names'
 import { openImage } from '../open'
 import { walkAllocation, WINDOW_BYTES } from '../ops/job'
 import { BelowCopier, STREAM_NEEDS } from '../ops/stream'
 import { piecesOf, runsIn, Throttle } from './live-copy'
-import type { LiveDisk } from './live-disk'
+import type { LiveTarget } from './registry'
 
 /**
  * Data copied between two flushes of the served top: each flush makes the clusters copied so
@@ -16,10 +15,8 @@ const FLUSH_BYTES = 64 * 1024 * 1024
 /** The served top as the live flatten uses it. */
 type Streamed = Disk & Required<Pick<Disk, (typeof STREAM_NEEDS)[number]>>
 
-/** What the live flatten needs besides the export. */
+/** How the live flatten runs. */
 export interface LiveFlattenOptions extends OperationOptions {
-  /** The name policy the export opened its chain with (the top is reopened with it). */
-  policy?: NamePolicy
   /** Bytes per second at most (null or absent: as fast as it goes). */
   rate?: number | null
 }
@@ -51,9 +48,10 @@ export interface LiveFlattenResult {
  * closed with its chain, so from then on the export reads only the image file.
  */
 export async function liveFlatten(
-  live: LiveDisk,
+  target: LiveTarget,
   options: LiveFlattenOptions = {},
 ): Promise<LiveFlattenResult> {
+  const { live } = target
   const top = live.current
   assertAbilities(top, STREAM_NEEDS, 'the live flatten')
   const overlay = top as Streamed
@@ -135,8 +133,15 @@ export async function liveFlatten(
     const flat = await openImage(top.path, {
       format: top.format,
       readOnly: false,
-      ...(options.policy ? { policy: options.policy } : {}),
+      ...(target.policy ? { policy: target.policy } : {}),
     })
+    try {
+      // The base leaves the chain: its locks go.
+      await target.locks.retarget(flat)
+    } catch (error) {
+      await flat.close().catch(() => undefined)
+      throw error
+    }
     return live.swap(flat)
   })
   // Nothing reaches the old handle any more: closing it closes the base.

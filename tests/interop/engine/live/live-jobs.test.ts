@@ -11,12 +11,13 @@ import { isEngineError } from '../../../../main/engine/errors'
 import { commitBlastRadius } from '../../../../main/engine/ops/blast-radius'
 import { liveCommit } from '../../../../main/engine/live/commit'
 import { liveFlatten } from '../../../../main/engine/live/flatten'
-import { LiveDisk } from '../../../../main/engine/live/live-disk'
-import type { Disk } from '../../../../main/engine/disk'
+import type { LiveDisk } from '../../../../main/engine/live/live-disk'
+import type { LiveTarget } from '../../../../main/engine/live/registry'
+import type { Library } from '../../../../main/engine/library'
+import { startExport } from '../../../../main/nbd/start-export'
 import { openImage } from '../../../../main/engine/open'
 import { checkImage } from '../../../../main/engine/ops/check'
 import { createOverlay } from '../../../../main/engine/ops/create'
-import { NbdServer } from '../../../../main/nbd/server'
 import { libraryIn, makeOverlay } from '../../../helpers/images'
 import { attackSeed, basePattern } from '../../../helpers/nbd/fixtures'
 import { VerifyingWriter } from '../../../helpers/nbd/verifying-writer'
@@ -43,27 +44,20 @@ function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-/** An export of `disk` through a LiveDisk on a Unix socket in `dir`. */
+/** `addcow serve`'s export of `image` (a LiveDisk, its locks, its jobs) on a socket in `dir`. */
 async function serveLive(
   dir: string,
-  disk: Disk,
+  image: string,
+  library: Library,
 ): Promise<{
   live: LiveDisk
+  target: LiveTarget
   socket: string
   stop(): Promise<void>
 }> {
-  const live = new LiveDisk(disk)
-  const server = new NbdServer({ exports: [{ name: '', disk: live, description: 'live test' }] })
   const socket = join(dir, 'nbd.sock')
-  await server.listen({ socket })
-  return {
-    live,
-    socket,
-    async stop() {
-      await server.close()
-      await live.close()
-    },
-  }
+  const handle = await startExport({ image, format: 'add-cow', listen: { socket }, library })
+  return { live: handle.live, target: handle.target, socket, stop: () => handle.stop() }
 }
 
 /** A folder with base.raw (basePattern) and an overlay on it, recorded in its own library. */
@@ -123,13 +117,13 @@ async function startWriter(socket: string, warmup = 200): Promise<VerifyingWrite
 
 describeTools('live flatten under a verifying writer', () => {
   it('streams the base in while the guest writes; every acknowledged write wins; the export ends on the image file alone', async () => {
-    const { dir, base, overlay } = await overlayOnBase('flatten')
+    const { dir, base, overlay, library } = await overlayOnBase('flatten')
     const baseHash = sha256(await readFile(base))
-    const served = await serveLive(dir, await openImage(overlay, { readOnly: false }))
+    const served = await serveLive(dir, overlay, library)
     const original = served.live.current
     const writer = await startWriter(served.socket)
     const progress: number[] = []
-    const result = await liveFlatten(served.live, {
+    const result = await liveFlatten(served.target, {
       rate: RATE,
       onProgress: (done) => progress.push(done),
     })
@@ -148,6 +142,8 @@ describeTools('live flatten under a verifying writer', () => {
     expect(served.live.current).not.toBe(original)
     expect(served.live.current.backing).toBeNull()
     expect(served.live.current.isAllAllocated?.()).toBe(true)
+    // The base left the chain: the export no longer locks it.
+    expect([...served.target.locks.modes().keys()]).not.toContain(base)
 
     const view = await writer.readAll()
     expect(writer.mismatches(view)).toEqual([])
@@ -163,12 +159,12 @@ describeTools('live flatten under a verifying writer', () => {
   })
 
   it('cancels at any point with what it copied still valid, and a second run finishes it', async () => {
-    const { dir, overlay } = await overlayOnBase('flatten-cancel')
-    const served = await serveLive(dir, await openImage(overlay, { readOnly: false }))
+    const { dir, overlay, library } = await overlayOnBase('flatten-cancel')
+    const served = await serveLive(dir, overlay, library)
     const writer = await startWriter(served.socket, 20)
     const cancel = new AbortController()
     let seen = 0
-    const stopped = await liveFlatten(served.live, {
+    const stopped = await liveFlatten(served.target, {
       rate: MIB,
       signal: cancel.signal,
       onProgress: (done) => {
@@ -188,7 +184,7 @@ describeTools('live flatten under a verifying writer', () => {
     expect(writer.mismatches(await writer.readAll())).toEqual([])
     writer.start()
 
-    const finished = await liveFlatten(served.live)
+    const finished = await liveFlatten(served.target)
     expect(finished.clusters).toBeLessThan(total)
     await writer.stop()
     expect(writer.wrong).toEqual([])
@@ -202,9 +198,9 @@ describeTools('live flatten under a verifying writer', () => {
 describeTools('live commit under a verifying writer', () => {
   it('active commit: copies the served top into its base while the guest writes, then serves the base', async () => {
     const { dir, base, overlay, library } = await overlayOnBase('active')
-    const served = await serveLive(dir, await openImage(overlay, { readOnly: false }))
+    const served = await serveLive(dir, overlay, library)
     const writer = await startWriter(served.socket)
-    const result = await liveCommit(served.live, { library, rate: RATE })
+    const result = await liveCommit(served.target, { rate: RATE })
     // The guest goes on, now on the base.
     const after = writer.counts.acked
     while (writer.counts.acked < after + 100) await new Promise((resolve) => setTimeout(resolve, 5))
@@ -217,6 +213,10 @@ describeTools('live commit under a verifying writer', () => {
     expect(result.base).toBe(base)
     expect(served.live.current.path).toBe(base)
     expect(served.live.current.readOnly).toBe(false)
+    // The base is the written top now (exclusive); the emptied overlay is no longer locked.
+    const modes = served.target.locks.modes()
+    expect(modes.get(base)).toBe('exclusive')
+    expect([...modes.keys()]).not.toContain(overlay)
     expect(writer.mismatches(await writer.readAll())).toEqual([])
     await writer.close()
     await served.stop()
@@ -251,10 +251,10 @@ describeTools('live commit under a verifying writer', () => {
       backing: 'top.add-cow',
       backingFormat: 'add-cow',
     })
-    const served = await serveLive(dir, await openImage(top, { readOnly: false }))
+    const served = await serveLive(dir, top, library)
     const writer = await startWriter(served.socket)
     const original = served.live.current
-    const result = await liveCommit(served.live, { library, layer: 1, rate: RATE })
+    const result = await liveCommit(served.target, { layer: 1, rate: RATE })
     await writer.stop()
     expect(writer.wrong).toEqual([])
     expect(result.active).toBe(false)
@@ -287,14 +287,14 @@ describeTools('live commit under a verifying writer', () => {
     const radius = await commitBlastRadius({ overlay, base, library })
     expect(radius.dependents.map((image) => image.path)).toContain(other)
     const baseHash = sha256(await readFile(base))
-    const served = await serveLive(dir, await openImage(overlay, { readOnly: false }))
+    const served = await serveLive(dir, overlay, library)
     await served.live.write(0, Buffer.alloc(CLUSTER, 7))
-    const refused = await liveCommit(served.live, { library }).catch((error: unknown) => error)
+    const refused = await liveCommit(served.target).catch((error: unknown) => error)
     expect(isEngineError(refused, 'CONFIRMATION_REQUIRED')).toBe(true)
     expect((refused as Error).message).toContain(other)
     expect(sha256(await readFile(base))).toBe(baseHash)
     expect(served.live.current.path).toBe(overlay)
-    const forced = await liveCommit(served.live, { library, force: true })
+    const forced = await liveCommit(served.target, { force: true })
     expect(forced.dependents.map((image) => image.path)).toContain(other)
     expect(served.live.current.path).toBe(base)
     await served.stop()
