@@ -383,6 +383,12 @@ async function activeCommit(
   // Called under the range lock of each guest write: a piece copied later sees the write done.
   const stopObserving = live.onGuestWrite((offset, length) => dirty.add(offset, length))
   let swapped = false
+  // The base changes under the top from now on, but never where the top reads it (the top
+  // holds every cluster copied, until it is emptied): the top's fingerprint of its base is
+  // dropped, so a restart after a crash mid-commit serves it again without --accept-base, and
+  // recorded again if the commit stops before the swap (as offline commit does).
+  const topPath = await realPath(top.path)
+  await served.library?.forgetBaseFingerprint(topPath)
   try {
     /** Copy the clusters of `piece` the top holds, with guest writes to them held meanwhile. */
     const copyPiece = async (piece: Piece): Promise<void> => {
@@ -463,12 +469,16 @@ async function activeCommit(
     result.passes++
     await old?.close()
     await punching.catch(() => undefined)
+  } catch (error) {
+    if (!swapped) await recordFingerprint(served, top.path, top.format)
+    throw error
   } finally {
     stopObserving()
     // Once swapped, the base is the export's to close.
     if (!swapped) await target.base.close().catch(() => undefined)
   }
-  await recordFingerprint(served, top.path, top.format)
+  // The guest now writes the base: the emptied top's view follows it, nothing to guard.
+  await served.library?.forgetBaseFingerprint(topPath).catch(() => undefined)
   options.onProgress?.(result.bytes, result.bytes)
   return result
 }

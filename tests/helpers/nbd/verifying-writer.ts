@@ -29,12 +29,13 @@ export class VerifyingWriter {
   readonly history: WriteHistory
   readonly counts: WriterCounts = { writes: 0, acked: 0, fua: 0, flushes: 0, reads: 0 }
   private running = false
+  private crashing = false
   private loop: Promise<void> | null = null
   private readonly random: () => number
 
   private constructor(
-    private readonly client: NbdTestClient,
-    private readonly pipeline: Pipeline,
+    private client: NbdTestClient,
+    private pipeline: Pipeline,
     readonly blocks: number,
     readonly baseBlocks: number,
     readonly seed: number,
@@ -85,6 +86,27 @@ export class VerifyingWriter {
     await this.pipeline.finished
   }
 
+  /**
+   * The server is about to be killed: requests failing from now on are expected, not wrong.
+   * Follow with {@link close}, then {@link reconnect} to the restarted server.
+   */
+  expectCrash(): void {
+    this.crashing = true
+  }
+
+  /**
+   * Connect to the restarted server, judge what survived the crash (every block holds its last
+   * durable write or one issued after it, never data that was never written) and go on from
+   * there. Returns how many blocks held a write that was acknowledged but not yet durable.
+   */
+  async reconnect(socket: string, when: string): Promise<number> {
+    this.client = await NbdTestClient.connect(socket)
+    await this.client.negotiate()
+    this.pipeline = new Pipeline(this.client, true)
+    this.crashing = false
+    return this.history.afterCrash(await this.readAll(), when)
+  }
+
   /** Send one request through this writer's connection. */
   send(request: Parameters<Pipeline['send']>[0]): ReturnType<Pipeline['send']> {
     return this.pipeline.send(request)
@@ -129,7 +151,9 @@ export class VerifyingWriter {
     const inFlight = new Set<Promise<void>>()
     const track = (work: Promise<void>): void => {
       const settled = work
-        .catch((error: unknown) => void this.wrong.push(`a request failed: ${String(error)}`))
+        .catch((error: unknown) => {
+          if (!this.crashing) this.wrong.push(`a request failed: ${String(error)}`)
+        })
         .finally(() => inFlight.delete(settled))
       inFlight.add(settled)
     }
@@ -150,8 +174,11 @@ export class VerifyingWriter {
           this.pipeline
             .send({ type: 1, flags: fua ? FUA : 0, offset: block * BLOCK, data })
             .then((reply) => {
-              if (reply.error !== 0)
-                return void this.wrong.push(`write ${id} failed: ${reply.error} ${reply.message}`)
+              if (reply.error !== 0) {
+                if (!this.crashing)
+                  this.wrong.push(`write ${id} failed: ${reply.error} ${reply.message}`)
+                return
+              }
               this.counts.acked++
               history.acknowledged(id, block, 1, fua)
             }),
