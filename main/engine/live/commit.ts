@@ -9,8 +9,7 @@ import { blastRadiusRefusal, commitBlastRadius, type DependentImage } from '../o
 import { COMMIT_NEEDS, copyIntoRaw, copyThroughDisk, emptyRange, type Overlay } from '../ops/commit'
 import { recordBaseFingerprint } from '../ops/drift'
 import { walkAllocation, WINDOW_BYTES, type AllocationRun } from '../ops/job'
-import { assertStillServed } from './flatten'
-import { piecesOf, runsIn, Throttle, type Piece } from './live-copy'
+import { assertStillServed, piecesOf, runsIn, Throttle, type Piece } from './live-copy'
 import type { LiveTarget } from './registry'
 
 /**

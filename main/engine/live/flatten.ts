@@ -3,7 +3,7 @@ import { EngineError, throwIfAborted } from '../errors'
 import { openImage } from '../open'
 import { walkAllocation, WINDOW_BYTES } from '../ops/job'
 import { BelowCopier, STREAM_NEEDS } from '../ops/stream'
-import { piecesOf, runsIn, Throttle } from './live-copy'
+import { assertStillServed, piecesOf, runsIn, Throttle } from './live-copy'
 import type { LiveTarget } from './registry'
 
 /**
@@ -147,17 +147,4 @@ export async function liveFlatten(
   // Nothing reaches the old handle any more: closing it closes the base.
   await old.close()
   return result
-}
-
-/**
- * Throw BUSY when the export no longer serves `top` (a live snapshot put a new top in its place
- * while the job ran): the job's copies belong to the top it started on.
- */
-export function assertStillServed(current: Disk, top: Disk, job: string): void {
-  if (current === top) return
-  throw new EngineError(
-    'BUSY',
-    `The export now serves ${current.path} instead of ${top.path} (a live snapshot was taken); the ${job} stopped; what it copied stays. Start it again on the new top.`,
-    { path: top.path, field: 'served top', value: current.path },
-  )
 }

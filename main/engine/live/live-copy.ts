@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import { LIVE_MIN_RATE } from '../../../shared/live-copy-jobs'
 import type { Disk } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
 import type { AllocationRun } from '../ops/job'
@@ -53,9 +54,6 @@ export function runsIn(
   return found
 }
 
-/** The smallest `--rate` accepted, in bytes per second (one 4 KiB cluster a second). */
-export const MIN_RATE = 4096
-
 /**
  * Paces a copy at `bytesPerSecond` at most (null: no limit), as QEMU's block jobs take a
  * `speed`: after each piece the job waits until the bytes copied so far fit the rate since it
@@ -70,10 +68,10 @@ export class Throttle {
     private readonly job: string,
     private readonly signal?: AbortSignal,
   ) {
-    if (bytesPerSecond !== null && !(bytesPerSecond >= MIN_RATE)) {
+    if (bytesPerSecond !== null && !(bytesPerSecond >= LIVE_MIN_RATE)) {
       throw new EngineError(
         'BAD_ARGUMENT',
-        `The rate ${bytesPerSecond} is below the smallest one, ${MIN_RATE} bytes per second.`,
+        `The rate ${bytesPerSecond} is below the smallest one, ${LIVE_MIN_RATE} bytes per second.`,
         { field: 'rate', value: bytesPerSecond },
       )
     }
@@ -97,4 +95,17 @@ export class Throttle {
     if (this.bytesPerSecond === null) return fallback
     return Math.min(fallback, Math.max(unit, Math.floor(this.bytesPerSecond / unit) * unit))
   }
+}
+
+/**
+ * Throw BUSY when the export no longer serves `top` (a live snapshot put a new top in its place
+ * while the job ran): the job's copies belong to the top it started on.
+ */
+export function assertStillServed(current: Disk, top: Disk, job: string): void {
+  if (current === top) return
+  throw new EngineError(
+    'BUSY',
+    `The export now serves ${current.path} instead of ${top.path} (a live snapshot was taken); the ${job} stopped; what it copied stays. Start it again on the new top.`,
+    { path: top.path, field: 'served top', value: current.path },
+  )
 }
