@@ -107,6 +107,9 @@ export const liveSnapshotResultSchema = z.object({
   frozen: z.string(),
   /** How long guest requests were held, in milliseconds. */
   pauseMs: z.number(),
+  /** What the pause was made of: waiting for requests in flight, flushing the frozen layer,
+   * switching to the new top (open, locks, swap). */
+  phases: z.object({ drainMs: z.number(), flushMs: z.number(), switchMs: z.number() }),
 })
 
 /** What `snapshot` answers. */

@@ -1,5 +1,5 @@
 import type { Disk } from '../engine/disk'
-import { throwIfAborted } from '../engine/errors'
+import { EngineError, throwIfAborted } from '../engine/errors'
 import type { Library } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
 import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
@@ -47,6 +47,11 @@ export interface StartExportOptions {
    * export of the same image listens there), say so through `onLog` and serve without one.
    */
   controlOptional?: boolean
+  /**
+   * Copy what clients read from below the top into it (issue 17 item 4): a slow or remote base
+   * warms the overlay. Needs a writable export.
+   */
+  copyOnRead?: boolean
   signal?: AbortSignal
 }
 
@@ -78,6 +83,13 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
   const tlsKeys =
     options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
   throwIfAborted(options.signal, 'export')
+  if (options.copyOnRead && options.readOnly) {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'Copy-on-read writes what it reads into the image; it cannot go with a read-only export.',
+      { field: 'copy-on-read' },
+    )
+  }
   // A probed raw image is served as QEMU serves one: with a warning, and its first sector
   // guarded against writes that would make it look like another format.
   const note = options.format === undefined ? await probeNote(options.image) : null
@@ -93,6 +105,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
   })
   const live = new LiveDisk(note && !opened.readOnly ? guardProbedFirstSector(opened) : opened)
   const disk: Disk = live
+  live.copyOnRead = options.copyOnRead ?? false
   let server: NbdServer | null = null
   let locks: LiveLocks | null = null
   let control: ControlServer | null = null
@@ -123,6 +136,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       locks,
       jobs: new LiveJobTable(),
       uri: server.uri(exportName),
+      copyOnRead: live.copyOnRead,
       ...(options.policy ? { policy: options.policy } : {}),
       ...(options.library ? { library: options.library } : {}),
     }

@@ -33,6 +33,10 @@ export class RandomWriter {
   private failure: Error | null = null
   private done: Promise<void> = Promise.resolve()
   private random: () => number
+  /** [sent, replied] of every acknowledged write (performance.now() ms), when `timed`. */
+  readonly timings: [number, number][] = []
+  /** Keep {@link timings} (the pause benchmark). */
+  timed = false
 
   private constructor(
     private readonly pipeline: Pipeline,
@@ -79,6 +83,15 @@ export class RandomWriter {
     await this.done
     if (this.failure) throw this.failure
     return { writes: this.writes, longestMs: this.longestMs }
+  }
+
+  /** The longest time a write that was in flight at some point of [from, to] waited, in ms. */
+  longestWaitDuring(from: number, to: number): number {
+    let longest = 0
+    for (const [sent, replied] of this.timings) {
+      if (sent <= to && replied >= from) longest = Math.max(longest, replied - sent)
+    }
+    return longest
   }
 
   /** What block `block` must hold. */
@@ -138,7 +151,9 @@ export class RandomWriter {
       } finally {
         this.busy.delete(block)
       }
-      this.longestMs = Math.max(this.longestMs, performance.now() - sent)
+      const replied = performance.now()
+      this.longestMs = Math.max(this.longestMs, replied - sent)
+      if (this.timed) this.timings.push([sent, replied])
       this.last.set(block, id)
       this.writes++
     }

@@ -52,7 +52,7 @@ export const serveCommand = defineCommand({
   name: 'serve',
   summary: "serve an image's guest view over NBD",
   usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only]
-             [--control-socket PATH] IMAGE
+             [--copy-on-read] [--control-socket PATH] IMAGE
 
   --socket PATH        listen on a Unix socket (default: a per-image socket in
                        $XDG_RUNTIME_DIR or the temporary folder)
@@ -61,6 +61,8 @@ export const serveCommand = defineCommand({
   --port N             TCP port (default ${NBD_PORT}; 0 picks a free one)
   --export NAME        export name (default: empty, the default export)
   --read-only          refuse writes
+  --copy-on-read       copy what clients read from the base into the overlay, so a
+                       slow or remote base warms it (as QEMU's copy-on-read)
   --tls-psk-file FILE  require TLS with the pre-shared keys in FILE (identity:hexkey
                        lines, as qemu's keys.psk and nbdkit's --tls-psk)
   --max-connections N  clients served at once (default 64)
@@ -80,6 +82,7 @@ or SIGTERM, flushing everything before it exits.`,
     port: { type: 'string' },
     export: { type: 'string' },
     'read-only': { type: 'boolean' },
+    'copy-on-read': { type: 'boolean' },
     'tls-psk-file': { type: 'string' },
     'max-connections': { type: 'string' },
     'control-socket': { type: 'string' },
@@ -107,6 +110,7 @@ or SIGTERM, flushing everything before it exits.`,
     const handle = await startExport({
       image,
       readOnly: values['read-only'] ?? false,
+      copyOnRead: values['copy-on-read'] ?? false,
       policy: await policyFrom(context, values),
       library: context.library,
       exportName: values.export ?? '',
@@ -125,7 +129,7 @@ or SIGTERM, flushing everything before it exits.`,
       context.stderr.write(`addcow serve: warning: ${warning}\n`)
     const mode = handle.disk.readOnly || values['read-only'] ? 'read-only' : 'read-write'
     context.stderr.write(
-      `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
+      `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.live.copyOnRead ? ', copy-on-read' : ''}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
     )
     if (handle.control)
       context.stderr.write(

@@ -299,6 +299,7 @@ async function commitBelowTop(
     return { old: live.swap(fresh), punching }
   })
   await old.close()
+  live.settle(old)
   await punching.catch(() => undefined)
   await recordFingerprint(served, layer.path, layer.format)
   return result
@@ -451,10 +452,12 @@ async function activeCommit(
         } catch (error) {
           // Serve the top again as it now stands (full or partly emptied: the same view).
           live.swap(await openImage(top.path, { format: top.format, readOnly: false, policy }))
+          live.settle(top)
           throw error
         }
         await served.locks.retarget(target.base)
         live.swap(target.base)
+        live.settle(top)
         swapped = true
         return { old: null, punching }
       }
@@ -466,7 +469,10 @@ async function activeCommit(
       return { old, punching }
     })
     result.passes++
-    await old?.close()
+    if (old) {
+      await old.close()
+      live.settle(old)
+    }
     await punching.catch(() => undefined)
   } catch (error) {
     if (!swapped) await recordFingerprint(served, top.path, top.format)

@@ -146,5 +146,7 @@ export async function liveFlatten(
   })
   // Nothing reaches the old handle any more: closing it closes the base.
   await old.close()
+  // Closed: the export's flushes no longer cover it.
+  live.settle(old)
   return result
 }

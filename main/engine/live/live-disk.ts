@@ -10,10 +10,32 @@ import type {
 import { EngineError } from '../errors'
 import type { BlockFile } from '../file'
 import { chainOf } from '../open'
+import { copyUp } from './copy-on-read'
 import { RangeLock } from './range-lock'
 
 /** Smallest lock granule: a guest page, so 4 KiB writes to neighbouring pages run in parallel. */
 const MIN_GRANULE = 4096
+
+/** How {@link LiveDisk.quiesce} quiesces. */
+export interface QuiesceOptions {
+  /**
+   * Flush the top once the requests in flight finished (default true). A live snapshot skips
+   * it and flushes the old top after the pause: the swap keeps it flushed with the new top.
+   */
+  flush?: boolean
+}
+
+/** The phases of one quiesce, in milliseconds. */
+export interface QuiesceTimes {
+  /** Waiting for the requests in flight. */
+  drainMs: number
+  /** Flushing the top. */
+  flushMs: number
+  /** The caller's function (a snapshot: open, lock, swap, close). */
+  runMs: number
+  /** All of it: how long new requests were held. */
+  totalMs: number
+}
 
 /** Called after each guest write, zero write or discard, with the bytes it touched. */
 export type GuestWriteObserver = (offset: number, length: number) => void
@@ -54,6 +76,14 @@ export class LiveDisk implements Disk {
   private quiescing: Promise<unknown> = Promise.resolve()
   private insideQuiesce = false
   private swaps = 0
+  private held: QuiesceTimes | null = null
+  /**
+   * Copy what reads find below the top into it (`serve --copy-on-read`): see copy-on-read.ts.
+   * A read answers only once its clusters were copied, as QEMU's copy-on-read does.
+   */
+  copyOnRead = false
+  /** Old tops swapped out while still writable, flushed with the top until frozen. */
+  private readonly unsettled = new Set<Disk>()
 
   constructor(disk: Disk) {
     this.top = disk
@@ -68,6 +98,11 @@ export class LiveDisk implements Disk {
   /** How many times the top was replaced since the export started. */
   get swapCount(): number {
     return this.swaps
+  }
+
+  /** How long the last quiesce held requests, by phase (what a pause is made of). */
+  get lastQuiesce(): QuiesceTimes | null {
+    return this.held
   }
 
   /** Requests in flight now (guest I/O and range-locked job bodies). */
@@ -103,31 +138,46 @@ export class LiveDisk implements Disk {
    * requests are held, not failed, however long `fn` takes; a throw from the flush or `fn`
    * still releases them and reaches the caller.
    */
-  quiesce<T>(fn: (current: Disk) => Promise<T>): Promise<T> {
-    const run = this.quiescing.then(() => this.quiesceNow(fn))
+  quiesce<T>(fn: (current: Disk) => Promise<T>, options: QuiesceOptions = {}): Promise<T> {
+    const run = this.quiescing.then(() => this.quiesceNow(fn, options.flush ?? true))
     this.quiescing = run.catch(() => undefined)
     return run
   }
 
-  private async quiesceNow<T>(fn: (current: Disk) => Promise<T>): Promise<T> {
+  private async quiesceNow<T>(fn: (current: Disk) => Promise<T>, flush: boolean): Promise<T> {
     let open!: () => void
     this.gate = new Promise<void>((resolve) => (open = resolve))
+    const started = performance.now()
+    const times: QuiesceTimes = { drainMs: 0, flushMs: 0, runMs: 0, totalMs: 0 }
     try {
       if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve))
       this.drained = null
-      if (!this.top.readOnly) await this.top.flush()
+      const drained = performance.now()
+      times.drainMs = drained - started
+      if (flush && !this.top.readOnly) await this.top.flush()
+      const flushed = performance.now()
+      times.flushMs = flushed - drained
       this.insideQuiesce = true
-      return await fn(this.top)
+      try {
+        return await fn(this.top)
+      } finally {
+        times.runMs = performance.now() - flushed
+      }
     } finally {
       this.insideQuiesce = false
       this.gate = null
+      times.totalMs = performance.now() - started
+      this.held = times
       open()
     }
   }
 
   /**
-   * Serve `next` from now on and return the old top (the caller closes it). Only inside
-   * {@link quiesce}: no request is in flight, so none straddles the two tops.
+   * Serve `next` from now on and return the old top (the caller closes or freezes it). Only
+   * inside {@link quiesce}: no request is in flight, so none straddles the two tops. An old
+   * top still writable (a quiesce without flush) is flushed by every flush of this disk until
+   * it is read-only (frozen) or closed, so a guest flush after the swap still covers the
+   * writes it made before it.
    */
   swap(next: Disk): Disk {
     if (!this.insideQuiesce)
@@ -140,6 +190,7 @@ export class LiveDisk implements Disk {
       )
     }
     const old = this.top
+    if (!old.readOnly) this.unsettled.add(old)
     this.top = next
     this.granule = lockGranule(next)
     this.swaps++
@@ -174,12 +225,20 @@ export class LiveDisk implements Disk {
     return () => this.observers.delete(observer)
   }
 
-  readInto(target: Uint8Array, offset: number): Promise<void> {
-    return this.forward((disk) => disk.readInto(target, offset))
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const top = await this.forward(async (disk) => {
+      await disk.readInto(target, offset)
+      return disk
+    })
+    // A copy that fails (a full disk) costs the warming, not the guest's read, which has its
+    // data: the clusters stay below and the next read tries again.
+    if (this.copyOnRead) await copyUp(this, top, offset, target.length).catch(() => undefined)
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.forward((disk) => disk.read(offset, length))
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length)
+    await this.readInto(buffer, offset)
+    return buffer
   }
 
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
@@ -195,7 +254,18 @@ export class LiveDisk implements Disk {
   }
 
   flush(): Promise<void> {
-    return this.forward((disk) => disk.flush())
+    return this.forward(async (disk) => {
+      for (const old of this.unsettled) {
+        if (!old.readOnly) await old.flush()
+        if (old.readOnly) this.unsettled.delete(old)
+      }
+      await disk.flush()
+    })
+  }
+
+  /** Stop flushing `old` with the top (the caller closed it). */
+  settle(old: Disk): void {
+    this.unsettled.delete(old)
   }
 
   blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
@@ -207,8 +277,10 @@ export class LiveDisk implements Disk {
   }
 
   /** Close the top now served (and its chain); the export stopped sending requests. */
-  close(): Promise<void> {
-    return this.top.close()
+  async close(): Promise<void> {
+    for (const old of this.unsettled) await old.flush().catch(() => undefined)
+    this.unsettled.clear()
+    await this.top.close()
   }
 
   get files(): (() => string[]) | undefined {
@@ -256,6 +328,9 @@ export class LiveDisk implements Disk {
   }
   get savedState(): (() => string) | undefined {
     return this.top.savedState?.bind(this.top)
+  }
+  get freeze(): (() => Promise<void>) | undefined {
+    return this.top.freeze?.bind(this.top)
   }
 
   /** Run one request on the top, counted in flight (held while a quiesce runs). */

@@ -37,11 +37,7 @@ export class LiveLocks {
    */
   async retarget(top: Disk, written: readonly Disk[] = []): Promise<void> {
     const wanted = await chainRequests(top, written)
-    const added = [...wanted].filter(([path]) => !this.held.has(path))
-    const { locks } = await lockFiles(
-      added.map(([path, mode]) => ({ path, mode })),
-      this.doing,
-    )
+    const locks = await this.lockMissing(wanted)
     const changed: [string, LockMode][] = []
     try {
       for (const [path, mode] of wanted) {
@@ -65,6 +61,26 @@ export class LiveLocks {
       this.held.delete(path)
       await lock.release().catch(() => undefined)
     }
+  }
+
+  /**
+   * Lock, in the mode the chain of `top` needs, the files of that chain not locked yet, and
+   * change nothing else: what a live snapshot does before its pause (the new top's files are
+   * nobody's yet), so that the {@link retarget} inside the pause only changes modes.
+   */
+  async lockAdded(top: Disk): Promise<void> {
+    for (const lock of await this.lockMissing(await chainRequests(top, [])))
+      this.held.set(lock.path, lock)
+  }
+
+  /** Lock the files of `wanted` not held yet (all or none); the caller records them. */
+  private async lockMissing(wanted: Map<string, LockMode>): Promise<FileLock[]> {
+    const missing = [...wanted].filter(([path]) => !this.held.has(path))
+    const { locks } = await lockFiles(
+      missing.map(([path, mode]) => ({ path, mode })),
+      this.doing,
+    )
+    return locks
   }
 
   /** Release every lock. */

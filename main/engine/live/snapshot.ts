@@ -4,8 +4,9 @@ import type { LiveSnapshotResult } from '../../../shared/live-control'
 import { EngineError, quote, throwIfAborted } from '../errors'
 import { pathExists } from '../fs'
 import { defaultImageName } from '../formats/add-cow/create'
+import type { Disk } from '../disk'
 import { makePolicy, STRICT_POLICY, type NamePolicy } from '../names'
-import { openImage } from '../open'
+import { openImage, overrideDisk } from '../open'
 import { createOverlay } from '../ops/create'
 import type { LiveTarget } from './registry'
 
@@ -28,19 +29,22 @@ export interface LiveSnapshotOptions {
  * A live snapshot (issue 17 item 1): freeze the top the export serves and put a new, empty
  * add-cow overlay on it, served from then on without the clients reconnecting.
  *
- * The overlay is created first, while the guest goes on writing (its size and base come from
- * the top's header, which a write never changes). Then one quiesce: requests are held, those in
- * flight finish, the top is flushed (its data and bitmap are now the frozen layer's, durable),
- * the new top is opened with its chain (the frozen layer read-only under it), the chain's locks
- * move (new top exclusive, frozen layer shared, so qemu-img and `addcow convert` may read it),
- * the top is swapped and the old handle closed; then the held requests go to the new top. A
- * failure before the swap removes the new files and leaves the export as it was.
+ * Everything that can happen while the guest writes happens before the pause: the overlay is
+ * created (its size and base come from the top's header, which a write never changes), opened
+ * with the served top itself as its backing disk (nothing below is reopened), its files
+ * locked, and the top flushed once. Then one quiesce: requests are held, those in flight
+ * finish, the top is flushed again (only the last moments' writes), the locks change mode (new
+ * top exclusive already, the frozen layer shared, so qemu-img and `addcow convert` may read
+ * it), the top is frozen (read-only from now on, same handle) and swapped; then the held
+ * requests go to the new top. A top whose format cannot freeze (raw) is reopened read-only
+ * under the new top inside the pause instead. A failure before the swap removes the new files
+ * and leaves the export as it was.
  */
 export async function liveSnapshot(
   target: LiveTarget,
   options: LiveSnapshotOptions = {},
 ): Promise<LiveSnapshotResult> {
-  const { live } = target
+  const { live, locks } = target
   const top = live.current
   if (top.readOnly) {
     throw new EngineError(
@@ -66,35 +70,99 @@ export async function liveSnapshot(
     ...(top.format === 'add-cow' ? { clusterSize: top.allocationUnit } : {}),
     ...(target.policy ? { policy: target.policy } : {}),
   })
-  try {
-    throwIfAborted(options.signal, 'snapshot')
-    const policy = trustingNewLinks(target.policy ?? STRICT_POLICY, image, top.path)
-    options.describe?.(`switching the export to ${basename(overlay)}`)
-    let pauseMs = 0
-    await live.quiesce(async (current) => {
-      const started = performance.now()
-      const next = await openImage(overlay, { format: 'add-cow', readOnly: false, policy })
-      try {
-        await target.locks.retarget(next)
-      } catch (error) {
-        await next.close().catch(() => undefined)
-        throw error
-      }
-      const old = live.swap(next)
-      pauseMs = performance.now() - started
-      // The frozen layer was flushed by the quiesce; its handle (and its chain) go now, the
-      // new top's chain has its own read-only handles on the same files.
-      await old.close().catch(() => undefined)
-      return current
+  const policy = trustingNewLinks(target.policy ?? STRICT_POLICY, image, top.path)
+  const open = (backingDisk?: Disk): Promise<Disk> =>
+    openImage(overlay, {
+      format: 'add-cow',
+      readOnly: false,
+      policy,
+      ...(backingDisk ? { backingDisk } : {}),
     })
-    return { top: overlay, frozen: top.path, pauseMs: Math.round(pauseMs * 10) / 10 }
+  // The served top under the new one, closed with it only once the snapshot took place.
+  const frozen = top.freeze ? closedOnlyWhenAdopted(top) : null
+  let next: Disk | null = null
+  let swapped = false
+  try {
+    if (frozen) {
+      next = await open(frozen.disk)
+      await locks.lockAdded(next)
+    }
+    throwIfAborted(options.signal, 'snapshot')
+    // Flush while the guest goes on, so that freezing the top after the pause (or, for a top
+    // that cannot freeze, the flush inside the pause) has only the last moments to sync.
+    options.describe?.(`flushing ${basename(top.path)}`)
+    await live.flush()
+    options.describe?.(`switching the export to ${basename(overlay)}`)
+    if (frozen) {
+      // The pause is the swap alone: the old top takes no write from then on, and the live
+      // disk flushes it with the new top until it is frozen, just after.
+      await live.quiesce(
+        async (current) => {
+          assertStillServed(current, top)
+          live.swap(next!)
+          swapped = true
+        },
+        { flush: false },
+      )
+    } else {
+      await live.quiesce(async (current) => {
+        assertStillServed(current, top)
+        next = await open()
+        await locks.retarget(next)
+        live.swap(next)
+        swapped = true
+        await top.close().catch(() => undefined)
+        live.settle(top)
+      })
+    }
   } catch (error) {
-    if (live.current.path !== overlay) {
+    if (!swapped) {
+      await next?.close().catch(() => undefined)
+      await locks.retarget(top).catch(() => undefined)
       await rm(overlay, { force: true }).catch(() => undefined)
       await rm(image, { force: true }).catch(() => undefined)
     }
     throw error
   }
+  const held = live.lastQuiesce!
+  if (frozen) {
+    frozen.adopt()
+    // Now durable and read-only on the same handle, then readable by others (locked shared).
+    options.describe?.(`freezing ${basename(top.path)}`)
+    await top.freeze!()
+    await locks.retarget(live.current)
+  }
+  const tenths = (ms: number): number => Math.round(ms * 10) / 10
+  return {
+    top: overlay,
+    frozen: top.path,
+    pauseMs: tenths(held.totalMs),
+    phases: {
+      drainMs: tenths(held.drainMs),
+      flushMs: tenths(held.flushMs),
+      switchMs: tenths(held.runMs),
+    },
+  }
+}
+
+/** BUSY when another live operation replaced the top since the snapshot began. */
+function assertStillServed(current: Disk, top: Disk): void {
+  if (current !== top)
+    throw new EngineError('BUSY', `The export's top changed during the snapshot of ${top.path}.`, {
+      path: top.path,
+    })
+}
+
+/**
+ * `disk` as a backing disk whose close() does nothing until {@link adopt}: a new top opened on
+ * it may be closed (a failed snapshot) without closing the disk the export still serves.
+ */
+function closedOnlyWhenAdopted(disk: Disk): { disk: Disk; adopt: () => void } {
+  let adopted = false
+  const wrapped = overrideDisk(disk, {
+    close: () => (adopted ? disk.close() : Promise.resolve()),
+  })
+  return { disk: wrapped, adopt: () => (adopted = true) }
 }
 
 /** The new top's absolute path: the name given (checked free), or the first free default. */

@@ -21,7 +21,7 @@ const MIB = 1024 * 1024
 const BASE_SIZE = 32 * MIB
 const SIZE = 64 * MIB
 const BLOCKS = SIZE / BLOCK
-const haveTools = requireTools('qemu-img')
+const haveTools = requireTools('qemu-img', 'qemu-io')
 const cleanups: (() => Promise<void>)[] = []
 
 afterEach(async () => {
@@ -184,19 +184,23 @@ describe.skipIf(!haveTools)('live snapshot through the control socket', () => {
     await writer.stop()
     const atSnapshot = await writer.readBack()
     // While it is the served top, its image file is locked for writing: qemu-img is refused.
-    const locked = await toolStatus('qemu-img', ['info', '-f', 'raw', join(folder, 'disk.raw')])
+    const readFrozen = (path: string) =>
+      toolStatus('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4k', path])
+    const locked = await readFrozen(join(folder, 'disk.raw'))
     expect(locked.code).not.toBe(0)
-    expect(locked.stderr).toMatch(/lock/i)
+    expect(locked.stdout + locked.stderr).toMatch(/Failed to get .*lock/)
     const { frozen } = (await sendControlRequest(control, 'snapshot')) as LiveSnapshotResult
     const later = await RandomWriter.connect(join(folder, 'nbd.sock'), BLOCKS, original, 7)
     cleanups.push(async () => later.close())
     later.start(8)
     await later.waitFor(100)
-    // The frozen layer's image file is no longer locked for writing: qemu-img opens it
-    // (without -U) while the export runs. Its own clusters are the guest's writes.
-    const frozenImage = frozen.replace(/\.add-cow$/, '.raw')
-    const direct = await toolStatus('qemu-img', ['info', '-f', 'raw', frozenImage])
-    expect(direct.code, direct.stderr).toBe(0)
+    // The frozen layer's files are locked shared now: qemu-io reads them (without -U, with
+    // QEMU's own lock check) while the export runs.
+    for (const path of [frozen, frozen.replace(/\.add-cow$/, '.raw')]) {
+      const direct = await readFrozen(path)
+      expect(direct.stdout + direct.stderr).not.toMatch(/lock/)
+      expect(direct.code, direct.stderr).toBe(0)
+    }
     // The whole chain under the snapshot, copied while the guest writes, is the guest view at
     // the snapshot: `addcow convert` of the frozen layer, and qemu-img's reading of that copy.
     const copy = join(folder, 'copy.raw')

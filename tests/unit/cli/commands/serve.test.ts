@@ -35,5 +35,9 @@ describe('addcow serve: arguments', () => {
     expect(notSocket.stderr).toMatch(
       /file\.txt exists and is not a socket; refusing to replace it\./,
     )
+    const copyReadOnly = await run(['serve', '--copy-on-read', '--read-only', image])
+    expect(copyReadOnly.stderr).toBe(
+      'addcow serve: Copy-on-read writes what it reads into the image; it cannot go with a read-only export.\n',
+    )
   })
 })

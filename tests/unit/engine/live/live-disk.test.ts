@@ -113,6 +113,25 @@ describe('LiveDisk', () => {
     expect(await disk.read(0, 4096)).toEqual(pattern(4 * MIB, 7).subarray(0, 4096))
   })
 
+  it('flushes an old top swapped out unflushed with every flush until it is frozen', async () => {
+    const { disk } = await overlayDisk()
+    const other = await overlayDisk()
+    const live = new LiveDisk(disk)
+    await live.write(2 * CLUSTER, Buffer.alloc(4096, 7))
+    await live.quiesce(async () => live.swap(other.disk), { flush: false })
+    // On disk, the old top's bitmap does not have the write yet.
+    const before = await openImage(disk.path, { readOnly: true })
+    expect(before.countAllocated!(0, 16)).toBe(0)
+    await before.close()
+    await live.flush()
+    const after = await openImage(disk.path, { readOnly: true })
+    expect(after.countAllocated!(0, 16)).toBe(1)
+    await after.close()
+    await disk.freeze!()
+    expect(disk.readOnly).toBe(true)
+    await expect(disk.write(0, Buffer.alloc(512))).rejects.toThrow(/read-only/)
+  })
+
   it('refuses a new top of another size', async () => {
     const { disk } = await overlayDisk()
     const live = new LiveDisk(disk)
