@@ -296,10 +296,12 @@ async function commitBelowTop(
       await fresh.close().catch(() => undefined)
       throw error
     }
-    return { old: live.swap(fresh), punching }
+    const old = live.swap(fresh)
+    // Flushed by the quiesce and closed below: the export's flushes need not cover it.
+    live.settle(old)
+    return { old, punching }
   })
   await old.close()
-  live.settle(old)
   await punching.catch(() => undefined)
   await recordFingerprint(served, layer.path, layer.format)
   return result
@@ -465,14 +467,12 @@ async function activeCommit(
       // The base becomes the top (exclusive, as it already is); the emptied top's locks go.
       await served.locks.retarget(target.base)
       const old = live.swap(target.base)
+      live.settle(old)
       swapped = true
       return { old, punching }
     })
     result.passes++
-    if (old) {
-      await old.close()
-      live.settle(old)
-    }
+    await old?.close()
     await punching.catch(() => undefined)
   } catch (error) {
     if (!swapped) await recordFingerprint(served, top.path, top.format)

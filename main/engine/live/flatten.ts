@@ -142,11 +142,12 @@ export async function liveFlatten(
       await flat.close().catch(() => undefined)
       throw error
     }
-    return live.swap(flat)
+    const old = live.swap(flat)
+    // Flushed by the quiesce and closed below: the export's flushes need not cover it.
+    live.settle(old)
+    return old
   })
   // Nothing reaches the old handle any more: closing it closes the base.
   await old.close()
-  // Closed: the export's flushes no longer cover it.
-  live.settle(old)
   return result
 }
