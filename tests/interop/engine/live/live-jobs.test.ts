@@ -11,6 +11,7 @@ import { isEngineError } from '../../../../main/engine/errors'
 import { commitBlastRadius } from '../../../../main/engine/ops/blast-radius'
 import { liveCommit } from '../../../../main/engine/live/commit'
 import { liveFlatten } from '../../../../main/engine/live/flatten'
+import { liveSnapshot } from '../../../../main/engine/live/snapshot'
 import type { LiveDisk } from '../../../../main/engine/live/live-disk'
 import type { LiveTarget } from '../../../../main/engine/live/registry'
 import type { Library } from '../../../../main/engine/library'
@@ -275,6 +276,37 @@ describeTools('live commit under a verifying writer', () => {
       await emptied.close()
     }
     for (const image of [middle, top]) {
+      const report = await checkImage(image)
+      expect(report.corruptions + report['check-errors'], image).toBe(0)
+    }
+  })
+
+  it('live merge: snapshot, then commit the frozen layer into the base while the guest writes on the new top', async () => {
+    const { dir, base, overlay, library } = await overlayOnBase('merge')
+    const served = await serveLive(dir, overlay, library)
+    const writer = await startWriter(served.socket)
+    const snapshot = await liveSnapshot(served.target)
+    expect(snapshot.frozen).toBe(overlay)
+    const frozenView = await openImage(overlay, { readOnly: true })
+    const frozenBytes = await frozenView.read(0, SIZE)
+    await frozenView.close()
+    const result = await liveCommit(served.target, { layer: 1, rate: RATE })
+    await writer.stop()
+    expect(writer.wrong).toEqual([])
+    expect(result.active).toBe(false)
+    expect(result.overlay).toBe(overlay)
+    expect(served.live.current.path).toBe(snapshot.top)
+    expect(writer.mismatches(await writer.readAll())).toEqual([])
+    // Then the new top flattens: the export ends on its image file alone.
+    await liveFlatten(served.target)
+    expect(served.live.current.backing).toBeNull()
+    expect(writer.mismatches(await writer.readAll())).toEqual([])
+    await writer.close()
+    await served.stop()
+    // The base holds what the frozen layer held at the snapshot; the frozen layer is empty.
+    await qemuImgSame(dir, base, frozenBytes)
+    await qemuImgSame(dir, snapshot.top.replace(/\.add-cow$/, '.raw'), expectedView(writer))
+    for (const image of [overlay, snapshot.top]) {
       const report = await checkImage(image)
       expect(report.corruptions + report['check-errors'], image).toBe(0)
     }
