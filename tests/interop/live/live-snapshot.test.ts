@@ -213,6 +213,37 @@ describe.skipIf(!haveTools)('live snapshot through the control socket', () => {
     await later.stop()
   }, 120_000)
 
+  it('snapshots a raw top by reopening it read-only under the new overlay', async () => {
+    const folder = await tempDir('addcow-live-raw-')
+    cleanups.push(folder.cleanup)
+    const raw = join(folder.path, 'disk.img')
+    await writeFile(raw, basePattern(0, BASE_SIZE))
+    const handle = await startExport({
+      image: raw,
+      format: 'raw',
+      listen: { socket: join(folder.path, 'nbd.sock') },
+      controlSocket: join(folder.path, 'ctl'),
+    })
+    cleanups.push(() => handle.stop())
+    const blocks = BASE_SIZE / BLOCK
+    const fromBase = (block: number): Buffer => basePattern(block * BLOCK, BLOCK)
+    const writer = await RandomWriter.connect(join(folder.path, 'nbd.sock'), blocks, fromBase, 3)
+    cleanups.push(async () => writer.close())
+    writer.start(16)
+    await writer.waitFor(200)
+    const result = (await sendControlRequest(
+      join(folder.path, 'ctl'),
+      'snapshot',
+    )) as LiveSnapshotResult
+    expect(result.top).toBe(join(folder.path, 'disk-snap1.add-cow'))
+    await writer.waitFor(200)
+    await writer.stop()
+    expect(writer.mismatches(await writer.readBack())).toEqual([])
+    expect(handle.live.current.backing!.readOnly).toBe(true)
+    await handle.stop()
+    expect(writer.mismatches(await engineView(result.top))).toEqual([])
+  }, 120_000)
+
   it('answers bad requests with errors naming what is wrong, and carries on', async () => {
     const { control } = await serve()
     const unknown = await expectEngineError(
