@@ -583,6 +583,19 @@ export class Library {
     })
   }
 
+  /**
+   * Forget the base fingerprint of `overlay` (a real path): after an active live commit the
+   * overlay is empty while the guest goes on writing its base, so any fingerprint would go stale
+   * at once, and an empty overlay has nothing a changed base could corrupt.
+   */
+  async forgetBaseFingerprint(overlay: string): Promise<void> {
+    await this.update((data) => {
+      data.fingerprints = (data.fingerprints ?? []).filter(
+        (entry) => !isBaseFingerprint(entry) || entry.overlay !== overlay,
+      )
+    })
+  }
+
   /** The interrupted commit of `overlay` (a real path), or null. */
   async interruptedCommit(overlay: string): Promise<InterruptedCommit | null> {
     const data = await this.load()

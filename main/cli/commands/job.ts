@@ -10,7 +10,10 @@ import { EngineError } from '../../engine/errors'
 import { defaultControlPath, sendControlRequest } from '../../engine/live/control'
 import { formatSize } from '../../engine/units'
 import { defineCommand, type CommandContext } from '../command'
-import { JSON_OPTION, OUTPUT_USAGE } from '../options'
+import { liveJobStartedSchema } from '../../../shared/live-copy-jobs'
+import { parseSize } from '../../engine/units'
+import { progressBar } from '../progress'
+import { JSON_OPTION, OUTPUT_USAGE, PROGRESS_OPTION } from '../options'
 
 const USAGE = `addcow job status [--json] [ID]      the export: its chain now, its URI, its jobs
                                       (with ID: that job)
@@ -18,6 +21,15 @@ addcow job list [--json]              the live jobs: running, and the last finis
 addcow job snapshot [--name FILE] [--json]
                                       freeze the served top and serve a new empty
                                       overlay on it (default <top>-snapN.add-cow)
+addcow job flatten [--rate SIZE] [--detach] [-p] [--json]
+                                      copy what the served top reads from its
+                                      chain into it while the guest writes; at the
+                                      end the export reads only its image file
+addcow job commit [--layer N] [--rate SIZE] [--force] [--ignore-unchecked]
+                  [--detach] [-p] [--json]
+                                      commit layer N of the served chain into the
+                                      layer below it (0, the default: the served
+                                      top itself; the export then serves its base)
 addcow job cancel ID                  stop a running live job
 
 Each talks to a running 'addcow serve' or 'addcow launch' through its control socket:
@@ -25,6 +37,12 @@ Each talks to a running 'addcow serve' or 'addcow launch' through its control so
   --control-socket PATH   the socket it printed at start
   --image IMAGE           the image it was started on (finds its default socket)
   --name FILE             (snapshot) the new top's file; relative to the working folder
+  --rate SIZE             (flatten, commit) bytes per second at most (e.g. 64M)
+  --layer N               (commit) depth of the layer to commit: 0 the top, 1 below it
+  --force                 (commit) go on although other images read through the base
+  --ignore-unchecked      (commit) do not count images that could not be checked
+  --detach                (flatten, commit) print the job's ID and return at once
+  -p                      (flatten, commit) show a progress bar while waiting
   --json                  print JSON
 ${OUTPUT_USAGE}`
 
@@ -37,9 +55,19 @@ export const jobCommand = defineCommand({
     'control-socket': { type: 'string' },
     image: { type: 'string' },
     name: { type: 'string' },
+    rate: { type: 'string' },
+    layer: { type: 'string' },
+    force: { type: 'boolean' },
+    'ignore-unchecked': { type: 'boolean' },
+    detach: { type: 'boolean' },
+    ...PROGRESS_OPTION,
     ...JSON_OPTION,
   },
-  positionals: { min: 1, max: 2, names: 'an action (status, list, snapshot, cancel) and its ID' },
+  positionals: {
+    min: 1,
+    max: 2,
+    names: 'an action (status, list, snapshot, flatten, commit, cancel) and its ID',
+  },
   async run({ values, positionals }, context) {
     const [action, id] = positionals
     const socket = controlSocketOf(values)
@@ -57,6 +85,7 @@ export const jobCommand = defineCommand({
       throw new EngineError('BAD_ARGUMENT', '--name goes with addcow job snapshot.', {
         field: 'name',
       })
+    assertCopyOptions(action ?? '', values)
     switch (action) {
       case 'status': {
         if (id !== undefined)
@@ -87,6 +116,22 @@ export const jobCommand = defineCommand({
             `The export now writes to ${top}.\n${frozen} is frozen (read-only; copy it with addcow convert or qemu-img). Guest requests were held ${pauseMs} ms.${warning ? `\nWarning: ${warning}` : ''}`,
         )
       }
+      case 'flatten':
+      case 'commit': {
+        takes(false)
+        const args = action === 'flatten' ? flattenArgs(values) : commitArgs(values)
+        const { id: started } = liveJobStartedSchema.parse(await ask(action, args))
+        if (values.detach) {
+          return print(
+            context,
+            values.json,
+            { id: started },
+            () => `Started ${started}; follow it with addcow job status ${started}.`,
+          )
+        }
+        const job = await followJob(socket, started, context, values.p ?? false)
+        return print(context, values.json, job, describeEnd)
+      }
       case 'cancel': {
         takes(true)
         const job = parseJob(await ask('job-cancel', { id }))
@@ -99,7 +144,7 @@ export const jobCommand = defineCommand({
       default:
         throw new EngineError(
           'BAD_ARGUMENT',
-          `addcow job takes status, list, snapshot or cancel, not '${action}'.`,
+          `addcow job takes status, list, snapshot, flatten, commit or cancel, not '${action}'.`,
           { field: 'action', value: action },
         )
     }
@@ -162,4 +207,117 @@ function describeStatus(status: LiveStatus): string {
       : []),
   )
   return lines.join('\n')
+}
+
+/** How often a waiting `job flatten|commit` asks how its job stands. */
+const FOLLOW_INTERVAL_MS = 250
+
+/** The options only the copy jobs take, refused with another action. */
+const COPY_OPTIONS = ['rate', 'layer', 'force', 'ignore-unchecked', 'detach', 'p'] as const
+
+/** Refuse a copy-job option given to another action, and a commit option given to flatten. */
+function assertCopyOptions(
+  action: string,
+  values: Partial<Record<(typeof COPY_OPTIONS)[number], unknown>>,
+): void {
+  for (const option of COPY_OPTIONS) {
+    if (values[option] === undefined) continue
+    const commitOnly = option === 'layer' || option === 'force' || option === 'ignore-unchecked'
+    const fits = action === 'commit' || (action === 'flatten' && !commitOnly)
+    if (fits) continue
+    const spelled = option === 'p' ? '-p' : `--${option}`
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `${spelled} goes with addcow job ${commitOnly ? 'commit' : 'flatten or commit'}.`,
+      { field: option },
+    )
+  }
+}
+
+/** `--rate SIZE` as bytes per second (a size with K, M, G suffixes). */
+function rateOf(values: { rate?: string }): { rate?: number } {
+  return values.rate === undefined ? {} : { rate: parseSize(values.rate, 'rate') }
+}
+
+function flattenArgs(values: { rate?: string }): Record<string, unknown> {
+  return rateOf(values)
+}
+
+function commitArgs(values: {
+  rate?: string
+  layer?: string
+  force?: boolean
+  'ignore-unchecked'?: boolean
+}): Record<string, unknown> {
+  let layer: number | undefined
+  if (values.layer !== undefined) {
+    layer = Number(values.layer)
+    if (!/^\d+$/.test(values.layer) || !Number.isSafeInteger(layer)) {
+      throw new EngineError(
+        'BAD_ARGUMENT',
+        `--layer '${values.layer}' is not a layer depth (0 the served top, 1 the layer below it, ...).`,
+        { field: 'layer', value: values.layer },
+      )
+    }
+  }
+  return {
+    ...rateOf(values),
+    ...(layer !== undefined ? { layer } : {}),
+    ...(values.force ? { force: true } : {}),
+    ...(values['ignore-unchecked'] ? { ignoreUnchecked: true } : {}),
+  }
+}
+
+/**
+ * Wait for the live job `id` to end, drawing its progress with -p; Ctrl-C asks the export to
+ * cancel it (what it copied stays) and goes on waiting for it to stop. A job that failed or was
+ * cancelled is an error with its code and message.
+ */
+async function followJob(
+  socket: string,
+  id: string,
+  context: CommandContext,
+  progress: boolean,
+): Promise<LiveJob> {
+  const bar = progressBar(context.stderr, id, progress)
+  let cancelSent = false
+  try {
+    for (;;) {
+      if (context.signal.aborted && !cancelSent) {
+        cancelSent = true
+        await sendControlRequest(socket, 'job-cancel', { id })
+      }
+      const job = liveJobSchema.parse(await sendControlRequest(socket, 'job-status', { id }))
+      if (job.total > 0) bar.update(job.done, job.total)
+      if (job.state === 'done') return job
+      if (job.state !== 'running') {
+        const error = job.error
+        throw new EngineError(
+          error?.code ?? 'INTERNAL',
+          error?.message ?? `The live job ${id} ended ${job.state}.`,
+          { field: 'job', value: id, ...(error?.path !== undefined ? { path: error.path } : {}) },
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, FOLLOW_INTERVAL_MS))
+    }
+  } finally {
+    bar.finish()
+  }
+}
+
+/** What a finished flatten or commit did, in a sentence or two. */
+function describeEnd(job: LiveJob): string {
+  const result = (job.result ?? {}) as Record<string, unknown>
+  if (job.kind === 'flatten') {
+    if (result.alreadyDone) return `${String(result.overlay)} was already flattened.`
+    return `${job.id} done: ${String(result.clusters)} cluster(s) copied from the chain into ${String(result.overlay)} (${formatSize(Number(result.copiedBytes))} of data, ${formatSize(Number(result.zeroBytes))} of zeros); ALL_ALLOCATED is set and the export reads only its image file.`
+  }
+  const others = Array.isArray(result.dependents) ? result.dependents.length : 0
+  return [
+    `${job.id} done: ${formatSize(Number(result.bytes))} of ${String(result.overlay)} committed into ${String(result.base)} in ${String(result.passes)} pass(es); ${String(result.overlay)} is empty now.`,
+    result.active
+      ? `The export now serves ${String(result.served)}.`
+      : `The export serves ${String(result.served)}, reading the same data.`,
+    ...(others > 0 ? [`${others} other image(s) that read through the base see the change.`] : []),
+  ].join('\n')
 }

@@ -71,3 +71,6 @@ export function assertNoJobRunning(target: LiveTarget, doing: string): void {
     { field: 'job', value: running[0]!.id },
   )
 }
+
+// More commands register themselves (README.md, "Adding a command").
+import './copy-commands'

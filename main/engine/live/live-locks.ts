@@ -1,5 +1,6 @@
 import type { Disk } from '../disk'
 import { chainLockRequests } from '../ops/chain-lock'
+import { layerLocks } from '../ops/job'
 import { changeLockMode, lockFiles, type FileLock, type LockMode } from '../ops/lock'
 
 /**
@@ -28,12 +29,14 @@ export class LiveLocks {
   }
 
   /**
-   * Hold exactly the locks the chain of `top` needs. New files are locked first (all or none);
+   * Hold exactly the locks the chain of `top` needs, and the files of the layers in `written`
+   * exclusively (a live commit's base and the layer it empties, while it runs). New files are
+   * locked first (all or none);
    * then modes change (a conflict there releases what this call took and throws); then files
    * that left the chain are released.
    */
-  async retarget(top: Disk): Promise<void> {
-    const wanted = await chainRequests(top)
+  async retarget(top: Disk, written: readonly Disk[] = []): Promise<void> {
+    const wanted = await chainRequests(top, written)
     const locks = await this.lockMissing(wanted)
     const changed: [string, LockMode][] = []
     try {
@@ -66,7 +69,7 @@ export class LiveLocks {
    * nobody's yet), so that the {@link retarget} inside the pause only changes modes.
    */
   async lockAdded(top: Disk): Promise<void> {
-    for (const lock of await this.lockMissing(await chainRequests(top)))
+    for (const lock of await this.lockMissing(await chainRequests(top, [])))
       this.held.set(lock.path, lock)
   }
 
@@ -88,9 +91,9 @@ export class LiveLocks {
   }
 }
 
-/** What the chain of `top` needs locked, by the one rule (top written: exclusive). */
-async function chainRequests(top: Disk): Promise<Map<string, LockMode>> {
-  const requests = await chainLockRequests(top)
+/** What the chain of `top` needs locked, by the one rule (top written: exclusive), and `written`. */
+async function chainRequests(top: Disk, written: readonly Disk[]): Promise<Map<string, LockMode>> {
+  const requests = [...(await chainLockRequests(top)), ...(await layerLocks(written, () => true))]
   const wanted = new Map<string, LockMode>()
   for (const { path, mode } of requests) {
     if (wanted.get(path) !== 'exclusive') wanted.set(path, mode)

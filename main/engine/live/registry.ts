@@ -17,6 +17,11 @@ export interface LiveTarget {
   jobs: LiveJobTable
   /** The name policy the chain was opened with (a reopened layer uses it too). */
   policy?: NamePolicy
+  /**
+   * The library of the serving process: a live commit asks it who else reads through the base
+   * (the blast radius) and records the base's new fingerprint there.
+   */
+  library?: Library
   /** The NBD URI clients connect to. */
   uri?: string
   /** Whether reads copy what they find below the top into it (`serve --copy-on-read`). */

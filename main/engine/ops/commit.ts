@@ -32,8 +32,8 @@ const COPY_PARALLELISM = 4
  */
 const EMPTYING_PHASES = 8
 
-/** What commit needs of the overlay's format. */
-const COMMIT_NEEDS: readonly DiskAbility[] = [
+/** What commit needs of the overlay's format (the live commit needs the same). */
+export const COMMIT_NEEDS: readonly DiskAbility[] = [
   'backingLink',
   'dataFile',
   'forEachAllocationRun',
@@ -42,7 +42,7 @@ const COMMIT_NEEDS: readonly DiskAbility[] = [
   'markUnallocated',
 ]
 /** The overlay as commit uses it. */
-type Overlay = Disk & Required<Pick<Disk, (typeof COMMIT_NEEDS)[number]>>
+export type Overlay = Disk & Required<Pick<Disk, (typeof COMMIT_NEEDS)[number]>>
 
 /** What `addcow commit` needs. */
 export interface CommitOptions extends OperationOptions {
@@ -616,7 +616,7 @@ async function journalRuns(
 }
 
 /** Copy overlay bytes [start, end) into a plain-file base: data extents in the kernel, holes punched. */
-async function copyIntoRaw(
+export async function copyIntoRaw(
   disk: Overlay,
   base: BlockFile,
   start: number,
@@ -638,7 +638,7 @@ async function copyIntoRaw(
 }
 
 /** Copy overlay bytes [start, end) into a base through its driver (add-cow and other formats). */
-async function copyThroughDisk(
+export async function copyThroughDisk(
   disk: Overlay,
   target: Disk,
   start: number,
@@ -664,7 +664,7 @@ async function copyThroughDisk(
  * punching may outlive the disk (the caller holds the locks until it ends). The punching is
  * returned inside an object so that awaiting this function does not wait for it.
  */
-async function emptyRange(
+export async function emptyRange(
   disk: Overlay,
   from: number,
   to: number,

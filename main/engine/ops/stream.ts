@@ -11,8 +11,8 @@ const COPY_BYTES = 16 * 1024 * 1024
 /** Data copied between two flushes (each flush makes the bits set so far durable). */
 const FLUSH_BYTES = 256 * 1024 * 1024
 
-/** What stream needs of an overlay's format. */
-const STREAM_NEEDS: readonly DiskAbility[] = [
+/** What stream needs of an overlay's format (the live flatten needs the same). */
+export const STREAM_NEEDS: readonly DiskAbility[] = [
   'dataFile',
   'forEachAllocationRun',
   'markAllocated',

@@ -145,7 +145,7 @@ describe('addcow job', () => {
     expect(unknown.stderr).toContain("There is no live job 'commit-3'.")
     const action = await job('freeze', '--control-socket', control)
     expect(action.stderr).toContain(
-      "addcow job takes status, list, snapshot or cancel, not 'freeze'.",
+      "addcow job takes status, list, snapshot, flatten, commit or cancel, not 'freeze'.",
     )
     const taken = await job('snapshot', '--name', 'base.raw', '--control-socket', control)
     expect(taken.stderr).toContain(`${join(dir, 'base.raw')} already exists`)
