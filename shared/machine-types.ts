@@ -8,7 +8,12 @@ export const MachineNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,
   message: 'is not a machine name (letters, digits, . _ -, at most 64)',
 })
 
-const PathSchema = z.string().min(1).max(4096).startsWith('/')
+const PathSchema = z
+  .string()
+  .min(1)
+  .max(4096)
+  .startsWith('/')
+  .refine((text) => !text.includes('\0'), { message: 'must not contain a NUL character' })
 
 /** What boots: the disk, a CD-ROM image (first), or a kernel with initrd and command line. */
 export const MachineBootSchema = z.discriminatedUnion('kind', [

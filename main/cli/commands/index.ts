@@ -14,6 +14,7 @@ import { mapCommand } from './map'
 import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
 import { rebaseCommand } from './rebase'
+import { resetCommand } from './reset'
 import { resizeCommand } from './resize'
 import { serveCommand } from './serve'
 import { streamCommand } from './stream'
@@ -32,6 +33,7 @@ export const COMMANDS: readonly Command[] = [
   commitCommand,
   streamCommand,
   rebaseCommand,
+  resetCommand,
   convertCommand,
   measureCommand,
   resizeCommand,

@@ -33,7 +33,7 @@ const COPY_PARALLELISM = 4
 const EMPTYING_PHASES = 8
 
 /** What commit needs of the overlay's format. */
-const COMMIT_NEEDS: readonly DiskAbility[] = [
+export const COMMIT_NEEDS: readonly DiskAbility[] = [
   'backingLink',
   'dataFile',
   'forEachAllocationRun',
@@ -42,7 +42,7 @@ const COMMIT_NEEDS: readonly DiskAbility[] = [
   'markUnallocated',
 ]
 /** The overlay as commit uses it. */
-type Overlay = Disk & Required<Pick<Disk, (typeof COMMIT_NEEDS)[number]>>
+export type Overlay = Disk & Required<Pick<Disk, (typeof COMMIT_NEEDS)[number]>>
 
 /** What `addcow commit` needs. */
 export interface CommitOptions extends OperationOptions {
@@ -664,7 +664,7 @@ async function copyThroughDisk(
  * punching may outlive the disk (the caller holds the locks until it ends). The punching is
  * returned inside an object so that awaiting this function does not wait for it.
  */
-async function emptyRange(
+export async function emptyRange(
   disk: Overlay,
   from: number,
   to: number,

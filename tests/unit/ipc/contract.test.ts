@@ -43,6 +43,7 @@ interface Fixture {
   streamed: string
   rebased: string
   located: string
+  reset: string
   core: ReturnType<typeof testCore>
 }
 
@@ -85,6 +86,7 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     backing: 'other.raw',
     backingFormat: 'raw',
   }),
+  'operations:reset-overlay': ({ reset }) => ({ overlay: reset }),
   'qemu:get-command': ({ overlay }) => ({ path: overlay, memoryMiB: 256, headless: true }),
   'qemu:launch-vm': ({ overlay }) => ({
     path: overlay,
@@ -93,6 +95,21 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     readOnly: true,
   }),
   'qemu:get-capabilities': () => ({}),
+  'machines:list-machines': () => ({}),
+  'machines:save-machine': ({ overlay }) => ({
+    machine: {
+      name: 'contract-vm',
+      disk: overlay,
+      memoryMiB: 64,
+      network: 'none',
+      display: 'none',
+      readOnly: true,
+    },
+  }),
+  'machines:copy-machine': () => ({ name: 'contract-vm', newName: 'contract-vm-copy' }),
+  'machines:remove-machine': () => ({ name: 'contract-vm-copy' }),
+  'machines:get-command': () => ({ name: 'contract-vm' }),
+  'machines:start-machine': () => ({ name: 'contract-vm' }),
   'qemu:stop-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
   }),
@@ -178,6 +195,7 @@ beforeAll(async () => {
     streamed: await own('stream'),
     rebased: await own('rebase'),
     located: await own('locate'),
+    reset: await own('reset'),
     core: testCore(join(dir, 'data'), { dialogs, vmStopTimeoutMs: 500 }),
   }
 })
@@ -209,7 +227,9 @@ describe('the contract', () => {
       'operations:rollback-commit',
       'operations:stream-overlay',
       'operations:rebase-overlay',
+      'operations:reset-overlay',
       'qemu:launch-vm',
+      'machines:start-machine',
       'nbd:serve-image',
     ])
   })
@@ -287,6 +307,10 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
     })
     expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
   },
+  'machines:start-machine': async (job) => {
+    expect(core().jobs.get(job.id)?.detail).toMatch(/^QEMU pid \d+/)
+    expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
+  },
   'nbd:serve-image': async (job) => {
     expect(core().jobs.get(job.id)?.detail).toMatch(/^nbd\+unix:/)
     expect(await answer('nbd:stop-export', { jobId: job.id })).toEqual({ stopping: true })
@@ -299,7 +323,12 @@ describe('every handler on real files', () => {
     const { core } = fixture
     const qemu = requireTools('qemu-system-x86_64')
     for (const channel of CHANNEL_NAMES) {
-      if (!qemu && channel.startsWith('qemu:') && channel !== 'qemu:get-command') continue
+      if (
+        !qemu &&
+        (channel.startsWith('qemu:') || channel === 'machines:start-machine') &&
+        channel !== 'qemu:get-command'
+      )
+        continue
       // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into afterwards.
       if (channel === 'qemu:write-console') continue
       const value = await answer(channel, VALID[channel](fixture))
