@@ -120,8 +120,7 @@ export class VmSessions {
   /** Stop a VM job (ACPI, then quit, then kill), or with `force` pull the plug. */
   stop(services: IpcServices, jobId: string, force: boolean): { stopping: boolean } {
     const channel = services.jobs.get(jobId)?.channel
-    const vmChannel: JobChannel =
-      VM_CHANNELS.find((known) => known === channel) ?? 'qemu:launch-vm'
+    const vmChannel: JobChannel = VM_CHANNELS.find((known) => known === channel) ?? 'qemu:launch-vm'
     const result = stopSession(services.jobs, jobId, vmChannel)
     if (force) void this.vms.get(jobId)?.forceOff()
     return result
