@@ -25,7 +25,8 @@ export const resetCommand = defineCommand({
   usage: `addcow reset [--yes] [--json] OVERLAY
 
   -y, --yes       do it; without it reset changes nothing, says what would be lost
-                  and exits 1 (with --json: the same report, dry-run true)
+                  and exits 1
+  --json          print what was (or would be) thrown away as JSON
 ${OUTPUT_USAGE}
 ${NAME_POLICY_USAGE}
 

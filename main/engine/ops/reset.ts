@@ -1,3 +1,4 @@
+import { dirname, resolve } from 'node:path'
 import { assertAbilities, type OperationOptions } from '../disk'
 import { EngineError } from '../errors'
 import type { NamePolicy } from '../names'
@@ -55,8 +56,8 @@ export async function resetOverlay(options: ResetOptions): Promise<ResetResult> 
 
 async function resetBody(job: OverlayJob, dryRun: boolean): Promise<ResetResult> {
   let overlay = job.disk as Overlay
-  const base = overlay.backing
-  if (!overlay.backingLink() || !base) {
+  const link = overlay.backingLink()
+  if (!link) {
     throw new EngineError(
       'NOT_CAPABLE',
       `${overlay.path} has no base to reset to: emptying it would leave a disk of zeros.`,
@@ -69,7 +70,8 @@ async function resetBody(job: OverlayJob, dryRun: boolean): Promise<ResetResult>
   const clusters = wasFlattened ? total : allocated
   const result: ResetResult = {
     overlay: overlay.path,
-    base: base.path,
+    // A flattened overlay does not open its base: its name, resolved as stored, until reopened.
+    base: overlay.backing?.path ?? resolve(dirname(overlay.path), link.name),
     image: overlay.dataFile().path,
     clusters,
     bytes: Math.min(clusters * overlay.allocationUnit, overlay.size),
@@ -83,6 +85,9 @@ async function resetBody(job: OverlayJob, dryRun: boolean): Promise<ResetResult>
     await overlay.clearAllAllocatedAndClose!()
     overlay = (await job.reopen()) as Overlay
     assertAbilities(overlay, COMMIT_NEEDS, 'reset')
+    // Reopened, it follows its base through the name policy (refused names fail the open).
+    await job.lockChain()
+    if (overlay.backing) result.base = overlay.backing.path
   }
   job.throwIfCancelled()
   const { punching } = await emptyRange(overlay, 0, total)

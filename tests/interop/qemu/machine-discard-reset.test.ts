@@ -154,5 +154,7 @@ describeQemu('a saved machine run from the app without saving changes, then rese
     expect(info['all-allocated']).not.toBe(true)
     expect(await allocated()).toBe(0)
     expect((await addcow(['check', overlay], { dataDir })).code).toBe(0)
+    const base = join(folder.path, 'base.raw')
+    expect((await addcow(['compare', overlay, base], { dataDir })).code).toBe(0)
   })
 })
