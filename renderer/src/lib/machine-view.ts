@@ -190,11 +190,11 @@ export function bootText(boot: MachineView['boot']): string {
 /** How the machine's display reads in the list. */
 export function displayText(display: MachineView['display']): string {
   return {
-    default: "a window (QEMU's choice)",
+    default: 'a window',
     gtk: 'GTK window',
     sdl: 'SDL window',
     vnc: 'VNC',
-    none: 'none (serial console)',
+    none: 'serial only',
   }[display]
 }
 
