@@ -173,6 +173,12 @@ export interface Disk {
    * compatible features), as text to keep in a journal; see {@link FormatDriver.restoreState}.
    */
   savedState?(): string
+  /**
+   * Flush, then refuse every write from now on (`readOnly` becomes true), keeping the open
+   * handle and what it holds in memory: a live snapshot turns the served top into the new
+   * top's backing layer this way, without reopening it.
+   */
+  freeze?(): Promise<void>
 }
 
 /** The name of an optional ability of {@link Disk}. */
@@ -197,6 +203,7 @@ const ABILITY_TEXT: Record<DiskAbility, string> = {
   growAndClose: 'grow',
   shrinkAndClose: 'shrink',
   savedState: 'save its metadata for a rollback',
+  freeze: 'become read-only while open',
 }
 
 /** The files of one chain layer: {@link Disk.files}, or the disk's own path. */

@@ -1,6 +1,12 @@
 import { open as openFile, realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import type { Disk, FormatDriver, OpenOptions, WriteOptions } from './disk'
+import {
+  layerFiles,
+  type Disk,
+  type FormatDriver,
+  type OpenOptions,
+  type WriteOptions,
+} from './disk'
 import { bounded, EngineError, isEngineError, quote, wrapIoError } from './errors'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from './names'
 import { getDriver, listDrivers, probeDriver } from './registry'
@@ -18,6 +24,12 @@ export interface OpenImageOptions {
   policy?: NamePolicy
   /** Inspect only: record refused or missing names instead of failing (see OpenOptions). */
   lenient?: boolean
+  /**
+   * An open disk to use as the top's backing file instead of opening the name the top stores
+   * (which must resolve to its file): a live snapshot puts its new top on the top it served,
+   * without reopening it. The name is still judged by the policy.
+   */
+  backingDisk?: Disk
 }
 
 /** Read the first bytes of `path` for probing. */
@@ -101,9 +113,17 @@ export function guardProbedFirstSector(disk: Disk): Disk {
     }
     return disk.write(offset, data, options)
   }
+  return overrideDisk(disk, { write: guarded })
+}
+
+/**
+ * `disk` with some of its members replaced by `overrides`: every other member is the disk's
+ * own (functions bound to it), so the result is the same disk to everyone but for those.
+ */
+export function overrideDisk(disk: Disk, overrides: Partial<Disk>): Disk {
   return new Proxy(disk, {
     get(target, property) {
-      if (property === 'write') return guarded
+      if (Object.hasOwn(overrides, property)) return overrides[property as keyof Disk]
       const value: unknown = Reflect.get(target, property, target)
       return typeof value === 'function'
         ? (value as (...args: unknown[]) => unknown).bind(target)
@@ -163,7 +183,14 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   const top = await realpath(absolute)
   return driver.open(
     absolute,
-    makeOpenOptions(new Set([top]), 0, options.readOnly ?? false, policy, lenient),
+    makeOpenOptions(
+      new Set([top]),
+      0,
+      options.readOnly ?? false,
+      policy,
+      lenient,
+      options.backingDisk,
+    ),
   )
 }
 
@@ -173,6 +200,7 @@ function makeOpenOptions(
   readOnly: boolean,
   policy: NamePolicy,
   lenient: boolean,
+  backingDisk?: Disk,
 ): OpenOptions {
   return {
     readOnly,
@@ -219,6 +247,7 @@ function makeOpenOptions(
           { path: namingFile, field: 'backing name', value: storedName },
         )
       }
+      if (backingDisk) return adoptBacking(backingDisk, verdict.realPath, namingFile, visited)
       const driver = recordedDriver(namingFile, storedName, backingFormat)
       await verifyRecordedFormat(driver, verdict.resolved, namingFile)
       const below = new Set(visited)
@@ -232,6 +261,28 @@ function makeOpenOptions(
       return disk
     },
   }
+}
+
+/**
+ * The open `disk` as the backing file `namingFile` names (at `realPath`): INTERNAL unless it is
+ * that file; its chain's files join `visited`, so a data file naming one of them is refused.
+ */
+async function adoptBacking(
+  disk: Disk,
+  realPath: string,
+  namingFile: string,
+  visited: Set<string>,
+): Promise<Disk> {
+  if ((await realpath(disk.path)) !== realPath) {
+    throw new EngineError(
+      'INTERNAL',
+      `${namingFile} names ${realPath} as its backing file, not the open ${disk.path}.`,
+      { path: namingFile, field: 'backing name' },
+    )
+  }
+  for (const layer of chainOf(disk))
+    for (const file of layerFiles(layer)) visited.add(await realpath(file))
+  return disk
 }
 
 /** The driver for a backing format an image records, or UNSUPPORTED_FORMAT naming that image. */

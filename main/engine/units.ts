@@ -20,18 +20,26 @@ const SUFFIXES: Record<string, number> = {
 export function parseSize(text: string, what = 'size'): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgtpeb]?)(?:i?b)?\s*$/i.exec(text)
   if (!match) {
-    throw new EngineError('BAD_ARGUMENT', `The ${what} '${text}' is not a size (use e.g. 64M, 2G).`, {
-      field: what,
-      value: text,
-    })
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `The ${what} '${text}' is not a size (use e.g. 64M, 2G).`,
+      {
+        field: what,
+        value: text,
+      },
+    )
   }
   const multiplier = SUFFIXES[(match[2] ?? '').toUpperCase()] ?? 1
   const value = Number(match[1]) * multiplier
   if (value > Number.MAX_SAFE_INTEGER) {
-    throw new EngineError('SIZE_LIMIT', `The ${what} '${text}' is more than this tool can address (2^53 - 1 bytes).`, {
-      field: what,
-      value: text,
-    })
+    throw new EngineError(
+      'SIZE_LIMIT',
+      `The ${what} '${text}' is more than this tool can address (2^53 - 1 bytes).`,
+      {
+        field: what,
+        value: text,
+      },
+    )
   }
   if (!Number.isSafeInteger(value)) {
     throw new EngineError('BAD_ARGUMENT', `The ${what} '${text}' is not a whole number of bytes.`, {
@@ -52,7 +60,8 @@ export function formatSize(bytes: number): string {
     unit++
   }
   if (unit === 0) return `${bytes} B`
-  const rounded = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)
+  const rounded =
+    value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)
   const trimmed = rounded.includes('.') ? rounded.replace(/\.?0+$/, '') : rounded
   return `${trimmed} ${units[unit]}`
 }

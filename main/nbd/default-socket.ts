@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
-import { basename, join, resolve } from 'node:path'
+import { join } from 'node:path'
+import { imageTag } from '../engine/unix-socket'
 
 /**
  * The Unix socket `addcow serve IMAGE` listens on when no address is given, and the one
@@ -9,11 +9,6 @@ import { basename, join, resolve } from 'node:path'
  * images never share a socket and the name stays well under the OS's socket path limit.
  */
 export function defaultSocketPath(image: string): string {
-  const absolute = resolve(image)
-  const hash = createHash('sha256').update(absolute).digest('hex').slice(0, 12)
-  const stem = basename(absolute)
-    .replace(/[^A-Za-z0-9._-]/g, '_')
-    .slice(0, 40)
   const folder = process.env.XDG_RUNTIME_DIR || tmpdir()
-  return join(folder, `addcow-${stem}-${hash}.sock`)
+  return join(folder, `addcow-${imageTag(image)}.sock`)
 }

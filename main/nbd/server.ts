@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events'
-import { chmod, lstat, rm } from 'node:fs/promises'
-import { connect, createServer, type Server, type Socket } from 'node:net'
+import { chmod, rm } from 'node:fs/promises'
+import { createServer, type Server, type Socket } from 'node:net'
 import { resolve } from 'node:path'
 import type { Disk } from '../engine/disk'
 import { EngineError, wrapIoError } from '../engine/errors'
 import { useServerReads } from '../engine/file'
+import { assertSocketPathFits, clearStaleSocket } from '../engine/unix-socket'
 import { BufferPool } from './buffer-pool'
 import { NbdConnection } from './connection'
 import {
@@ -17,9 +18,6 @@ import {
 } from './export-types'
 import { isLoopbackHost, type PskKeys } from './tls'
 import { nbdUri, type NbdAddress } from './uri'
-
-/** Longest Unix socket path the OS accepts (sun_path is 108 bytes on Linux, 104 on macOS). */
-const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103
 
 /** Where to listen: a Unix socket, or TCP (host defaults to 127.0.0.1; port 0 picks one). */
 export type NbdListenTarget = { socket: string } | { host?: string; port: number }
@@ -200,17 +198,8 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
     )
     if ('socket' in target) {
       const path = resolve(target.socket)
-      if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
-        throw new EngineError(
-          'BAD_ARGUMENT',
-          `The socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter one.`,
-          {
-            path,
-            field: 'socket',
-          },
-        )
-      }
-      await clearStaleSocket(path)
+      assertSocketPathFits(path, 'socket')
+      await clearStaleSocket(path, 'socket')
       await listenOn(server, path, () => server.listen(path))
       this.socketPath = path
       try {
@@ -307,36 +296,4 @@ function listenOn(server: Server, where: string, start: () => void): Promise<voi
     })
     start()
   })
-}
-
-/** Remove a Unix socket left by a dead server; refuse a live socket or any other file. */
-async function clearStaleSocket(path: string): Promise<void> {
-  let info
-  try {
-    info = await lstat(path)
-  } catch {
-    return
-  }
-  if (!info.isSocket()) {
-    throw new EngineError(
-      'ALREADY_EXISTS',
-      `${path} exists and is not a socket; refusing to replace it.`,
-      { path, field: 'socket' },
-    )
-  }
-  const live = await new Promise<boolean>((done) => {
-    const probe = connect(path)
-    probe.once('connect', () => {
-      probe.destroy()
-      done(true)
-    })
-    probe.once('error', () => done(false))
-  })
-  if (live) {
-    throw new EngineError('BUSY', `Another server is listening on ${path}.`, {
-      path,
-      field: 'socket',
-    })
-  }
-  await rm(path, { force: true })
 }

@@ -2,7 +2,11 @@ import type { Disk } from '../engine/disk'
 import { throwIfAborted } from '../engine/errors'
 import type { NamePolicy } from '../engine/names'
 import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
-import { lockDiskChain } from '../engine/ops/chain-lock'
+import { startControlServer, type ControlServer } from '../engine/live/control'
+import { LiveJobTable } from '../engine/live/jobs'
+import { LiveDisk } from '../engine/live/live-disk'
+import { LiveLocks } from '../engine/live/live-locks'
+import type { LiveTarget } from '../engine/live/registry'
 import type { NbdLimits, NbdLogEvent } from './export-types'
 import { NbdServer, type NbdListenTarget } from './server'
 import { readPskFile, type PskKeys } from './tls'
@@ -30,6 +34,16 @@ export interface StartExportOptions {
    * closes the disk and fails the start.
    */
   checks?: ((disk: Disk) => Promise<void>)[]
+  /**
+   * Listen for live commands (status, jobs, snapshot, ...) on this Unix socket (mode 0600; see
+   * main/engine/live/README.md); none when absent.
+   */
+  controlSocket?: string
+  /**
+   * The control socket is a default, not the user's choice: when it cannot be had (another
+   * export of the same image listens there), say so through `onLog` and serve without one.
+   */
+  controlOptional?: boolean
   signal?: AbortSignal
 }
 
@@ -37,7 +51,14 @@ export interface StartExportOptions {
 export interface ExportHandle {
   readonly uri: string
   readonly address: NbdAddress
+  /** The disk served: {@link live} (its top may change under a live operation). */
   readonly disk: Disk
+  /** What the export serves; live operations quiesce it and swap its top. */
+  readonly live: LiveDisk
+  /** What live operations work on: the live disk, the chain's locks, the jobs, the policy. */
+  readonly target: LiveTarget
+  /** The control socket, when one was asked for. */
+  readonly control: ControlServer | null
   readonly server: NbdServer
   readonly tls: boolean
   /** What the user should know about the export (a probed raw image and its guarded first sector). */
@@ -67,14 +88,16 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
     ...(options.format ? { format: options.format } : {}),
     ...(options.policy ? { policy: options.policy } : {}),
   })
-  const disk = note && !opened.readOnly ? guardProbedFirstSector(opened) : opened
+  const live = new LiveDisk(note && !opened.readOnly ? guardProbedFirstSector(opened) : opened)
+  const disk: Disk = live
   let server: NbdServer | null = null
-  let unlock: (() => Promise<void>) | null = null
+  let locks: LiveLocks | null = null
+  let control: ControlServer | null = null
   try {
     // Two writers on one overlay would corrupt its bitmap: hold the chain's files for as long
     // as the export runs (QEMU's lock bytes, so a VM or qemu-img on the same files is refused).
-    unlock = await lockDiskChain(disk, 'serve it')
-    for (const check of options.checks ?? []) await check(disk)
+    locks = await LiveLocks.lock(disk, 'serve it')
+    for (const check of options.checks ?? []) await check(live.current)
     throwIfAborted(options.signal, 'export')
     const exportName = options.exportName ?? ''
     server = new NbdServer({
@@ -92,30 +115,55 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
     })
     if (options.onLog) server.on('log', options.onLog)
     const address = await server.listen(options.listen)
+    const target: LiveTarget = {
+      live,
+      locks,
+      jobs: new LiveJobTable(),
+      uri: server.uri(exportName),
+      ...(options.policy ? { policy: options.policy } : {}),
+    }
+    if (options.controlSocket !== undefined)
+      control = await startControlServer(options.controlSocket, target).catch((error: unknown) => {
+        if (!options.controlOptional) throw error
+        options.onLog?.({
+          level: 'warn',
+          connection: 0,
+          message: `no control socket (live snapshots are off): ${error instanceof Error ? error.message : String(error)}`,
+        })
+        return null
+      })
     const running = server
+    const held = locks
+    const controlling = control
     let stopping: Promise<void> | null = null
     return {
-      uri: server.uri(exportName),
+      uri: target.uri!,
       address,
       disk,
+      live,
+      target,
+      control,
       server,
       tls: tlsKeys !== null,
       warnings,
       stop() {
         stopping ??= (async () => {
           let failure: unknown = null
+          await controlling?.close().catch(() => undefined)
+          await target.jobs.cancelAll()
           await running.close().catch((error: unknown) => (failure = error))
           await disk.close().catch((error: unknown) => (failure ??= error))
-          await unlock?.().catch((error: unknown) => (failure ??= error))
+          await held.release().catch((error: unknown) => (failure ??= error))
           if (failure) throw failure
         })()
         return stopping
       },
     }
   } catch (error) {
+    await control?.close().catch(() => undefined)
     await server?.close().catch(() => undefined)
     await disk.close().catch(() => undefined)
-    await unlock?.().catch(() => undefined)
+    await locks?.release().catch(() => undefined)
     throw error
   }
 }

@@ -1,17 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { createHash } from 'node:crypto'
 import { lstat, mkdir, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { basename, join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { constants as osConstants } from 'node:os'
 import { wholeViewFile, type Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
 import { makePolicy, type NamePolicy } from '../engine/names'
 import { createOverlay } from '../engine/ops/create'
 import { openImage } from '../engine/open'
+import { defaultControlPath } from '../engine/live/control'
+import type { LiveTarget } from '../engine/live/registry'
 import { findDriver } from '../engine/registry'
+import { imageTag } from '../engine/unix-socket'
 import type { NbdLogEvent } from '../nbd/export-types'
 import { startExport, type ExportHandle } from '../nbd/start-export'
 import { qemuMessage, resolveAccelerator, type AcceleratorChoice } from './accelerator'
@@ -68,6 +70,11 @@ export interface LaunchOptions {
    */
   runFolder?: string
   onLog?: (event: NbdLogEvent) => void
+  /**
+   * The control socket of the export (--via nbd) for live commands (`addcow job`); default: the
+   * image's {@link defaultControlPath}, skipped with a warning when taken.
+   */
+  controlSocket?: string
   /** The guest's serial output from the first byte (the 'console' event starts later). */
   onConsole?: (chunk: Buffer) => void
   /** QEMU's own messages from the first byte (the 'stderr' event starts later). */
@@ -87,6 +94,10 @@ export interface VmHandle extends EventEmitter {
   readonly pid: number
   /** The NBD URI QEMU uses (--via nbd), else null. */
   readonly exportUri: string | null
+  /** What live operations (snapshot, ...) work on (--via nbd), else null. */
+  readonly live: LiveTarget | null
+  /** The export's control socket, when it has one. */
+  readonly controlSocket: string | null
   /** Resolves once QEMU exited and everything was cleaned up. */
   readonly exited: Promise<VmExit>
   /** The QMP connection, once negotiated (null before, or if QEMU never offered it). */
@@ -105,12 +116,7 @@ export interface VmHandle extends EventEmitter {
  * the command shown before a launch names the sockets the launch will use.
  */
 export function vmRunFolder(image: string): string {
-  const absolute = resolve(image)
-  const hash = createHash('sha256').update(absolute).digest('hex').slice(0, 12)
-  const stem = basename(absolute)
-    .replace(/[^A-Za-z0-9._-]/g, '_')
-    .slice(0, 40)
-  return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `addcow-vm-${stem}-${hash}`)
+  return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `addcow-vm-${imageTag(image)}`)
 }
 
 /** The sockets a launched VM uses, inside its run folder. */
@@ -273,6 +279,8 @@ class RunningVm extends EventEmitter implements VmHandle {
   private forcing: Promise<VmExit> | null = null
   /** QEMU's first messages, for the error when it dies before running the guest. */
   stderrText = ''
+  live: LiveTarget | null = null
+  controlSocket: string | null = null
 
   constructor(
     readonly command: QemuCommand,
@@ -459,6 +467,8 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         ...(checks ? { checks } : {}),
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
+        controlSocket: options.controlSocket ?? defaultControlPath(options.image),
+        controlOptional: options.controlSocket === undefined,
       })
       // A probed raw image: say that its first sector is guarded, as `addcow serve` does.
       for (const warning of exported.warnings) {
@@ -509,6 +519,8 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       options.stopTimeoutMs ?? 30_000,
       cleanup,
     )
+    vm.live = exported?.target ?? null
+    vm.controlSocket = exported?.control?.path ?? null
     if (options.onConsole) vm.on('console', options.onConsole)
     if (options.onStderr) vm.on('stderr', options.onStderr)
     let qmpError: unknown = null

@@ -7,6 +7,7 @@ import { completionCommand, manCommand } from './completion'
 import { convertCommand } from './convert'
 import { createCommand } from './create'
 import { infoCommand } from './info'
+import { jobCommand } from './job'
 import { launchCommand } from './launch'
 import { locateCommand } from './locate'
 import { machineCommand } from './machine'
@@ -40,6 +41,7 @@ export const COMMANDS: readonly Command[] = [
   locateCommand,
   amendCommand,
   serveCommand,
+  jobCommand,
   qemuCmdCommand,
   launchCommand,
   machineCommand,

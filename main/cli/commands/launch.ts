@@ -41,6 +41,9 @@ export const launchCommand = defineCommand({
                        overlay, deleted when QEMU exits
   --stop-timeout SEC   on Ctrl-C: seconds the guest gets to power down before QEMU is
                        told to quit (default 30)
+  --control-socket PATH
+                       take live commands (addcow job: snapshot, status, cancel) on
+                       this Unix socket (default: the image's, as addcow serve)
 ${QEMU_USAGE}
 ${ACCEPT_BASE_USAGE}
 ${NAME_POLICY_USAGE}
@@ -52,6 +55,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
     serial: { type: 'string' },
     'stop-timeout': { type: 'string' },
     'discard-changes': { type: 'boolean' },
+    'control-socket': { type: 'string' },
     ...QEMU_OPTIONS,
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
@@ -88,6 +92,9 @@ Arguments after -- are appended to the QEMU command line as given.`,
       discardChanges: values['discard-changes'] ?? false,
       ...(options.format ? { format: options.format } : {}),
       ...(values.serial !== undefined ? { serialFile: values.serial } : {}),
+      ...(values['control-socket'] !== undefined
+        ? { controlSocket: values['control-socket'] }
+        : {}),
     })
   },
 })
@@ -125,6 +132,8 @@ export async function runLaunch(
     context.stderr.write(
       `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
     )
+    if (vm.controlSocket)
+      context.stderr.write(`addcow launch: live commands on ${vm.controlSocket} (addcow job).\n`)
     const stopOnCancel = untilCancelled(context.signal).then(() => {
       if (context.signal.aborted) {
         context.stderr.write('addcow launch: powering the guest down.\n')

@@ -22,6 +22,7 @@ export const COMMAND_LOADERS: Readonly<Record<string, () => Promise<Command>>> =
   resize: async () => (await import('./resize')).resizeCommand,
   amend: async () => (await import('./amend')).amendCommand,
   serve: async () => (await import('./serve')).serveCommand,
+  job: async () => (await import('./job')).jobCommand,
   'qemu-cmd': async () => (await import('./qemu-cmd')).qemuCmdCommand,
   launch: async () => (await import('./launch')).launchCommand,
   machine: async () => (await import('./machine')).machineCommand,

@@ -1,5 +1,6 @@
 import { EngineError } from '../../engine/errors'
 import { formatSize } from '../../engine/units'
+import { defaultControlPath } from '../../engine/live/control'
 import { defaultSocketPath } from '../../nbd/default-socket'
 import type { NbdListenTarget } from '../../nbd/server'
 import { startExport } from '../../nbd/start-export'
@@ -50,7 +51,8 @@ function log(
 export const serveCommand = defineCommand({
   name: 'serve',
   summary: "serve an image's guest view over NBD",
-  usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only] IMAGE
+  usage: `addcow serve [--socket PATH | --host H --port N] [--export NAME] [--read-only]
+             [--control-socket PATH] IMAGE
 
   --socket PATH        listen on a Unix socket (default: a per-image socket in
                        $XDG_RUNTIME_DIR or the temporary folder)
@@ -62,12 +64,16 @@ export const serveCommand = defineCommand({
   --tls-psk-file FILE  require TLS with the pre-shared keys in FILE (identity:hexkey
                        lines, as qemu's keys.psk and nbdkit's --tls-psk)
   --max-connections N  clients served at once (default 64)
+  --control-socket PATH
+                       take live commands (addcow job: snapshot, status, cancel) on
+                       this Unix socket (default: a per-image socket in a private
+                       folder of $XDG_RUNTIME_DIR or the temporary folder)
   -f FMT               format of IMAGE (default: probed)
 ${ACCEPT_BASE_USAGE}
 ${NAME_POLICY_USAGE}
 
-Prints the NBD URI to connect to, then serves until SIGINT or SIGTERM, flushing
-everything before it exits.`,
+Prints the NBD URI to connect to and the control socket, then serves until SIGINT
+or SIGTERM, flushing everything before it exits.`,
   options: {
     socket: { type: 'string' },
     host: { type: 'string' },
@@ -76,6 +82,7 @@ everything before it exits.`,
     'read-only': { type: 'boolean' },
     'tls-psk-file': { type: 'string' },
     'max-connections': { type: 'string' },
+    'control-socket': { type: 'string' },
     ...FORMAT_OPTION,
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
@@ -106,6 +113,8 @@ everything before it exits.`,
       checks: [baseDriftCheck(context, 'serve', values['accept-base'] ?? false)],
       onLog: log(context),
       signal: context.signal,
+      controlSocket: values['control-socket'] ?? defaultControlPath(image),
+      controlOptional: values['control-socket'] === undefined,
       ...(values.f ? { format: values.f } : {}),
       ...(values['tls-psk-file'] ? { tlsPskFile: values['tls-psk-file'] } : {}),
       ...(maxConnections !== undefined ? { maxConnections } : {}),
@@ -117,9 +126,17 @@ everything before it exits.`,
     context.stderr.write(
       `addcow serve: serving ${handle.disk.path} (${handle.disk.format}, ${formatSize(handle.disk.size)}, ${mode}${handle.tls ? ', TLS' : ''}); stop with Ctrl-C.\n`,
     )
+    if (handle.control)
+      context.stderr.write(
+        `addcow serve: live commands on ${handle.control.path} (addcow job status --control-socket ${handle.control.path}).\n`,
+      )
     await untilCancelled(context.signal)
     context.stderr.write('addcow serve: stopping; flushing the image.\n')
     await handle.stop()
+    if (handle.live.swapCount > 0)
+      context.stderr.write(
+        `addcow serve: live snapshots moved the top: serve ${handle.live.current.path} to go on from here.\n`,
+      )
     return 0
   },
 })

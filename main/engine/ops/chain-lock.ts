@@ -1,6 +1,6 @@
 import type { Disk } from '../disk'
 import { chainOf } from '../open'
-import { layerLocks } from './job'
+import { layerLocks, type LockRequest } from './job'
 import { lockFiles } from './lock'
 
 /**
@@ -12,7 +12,11 @@ import { lockFiles } from './lock'
  * function; a conflict is a BUSY error naming the file.
  */
 export async function lockDiskChain(disk: Disk, doing: string): Promise<() => Promise<void>> {
-  const requests = await layerLocks(chainOf(disk), (layer, depth) => depth === 0 && !layer.readOnly)
-  const { release } = await lockFiles(requests, doing)
+  const { release } = await lockFiles(await chainLockRequests(disk), doing)
   return release
+}
+
+/** What {@link lockDiskChain} locks for the chain of `top` (a live export keeps it in step). */
+export function chainLockRequests(top: Disk): Promise<LockRequest[]> {
+  return layerLocks(chainOf(top), (layer, depth) => depth === 0 && !layer.readOnly)
 }

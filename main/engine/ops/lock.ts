@@ -18,6 +18,12 @@ export interface FileLock {
   release(): Promise<void>
 }
 
+/** A lock of QEMU's bytes, whose mode can change while it is held ({@link changeLockMode}). */
+interface ModalFileLock extends FileLock {
+  mode: LockMode
+  setMode(mode: LockMode, doing: string): void
+}
+
 // QEMU's permission bits (block.h): consistent read, write, write unchanged, resize.
 const PERM_READ = 1
 const PERM_WRITE = 2
@@ -99,22 +105,13 @@ export async function lockFile(path: string, mode: LockMode, doing: string): Pro
   if (!addon?.features.lock) return lockWithFile(path, mode, doing)
   const file = await BlockFile.open(path, false)
   try {
-    const held = mode === 'exclusive' ? PERM_READ | PERM_WRITE | PERM_RESIZE : PERM_READ
-    const unshared = mode === 'exclusive' ? PERM_ALL : PERM_WRITE | PERM_RESIZE
-    let conflict: string | null
-    try {
-      conflict = addon.lock(file.fd, held, unshared)
-    } catch (error) {
-      throw wrapIoError(error, path, 'lock')
-    }
-    if (conflict !== null)
-      throw busy(path, `another process holds or forbids the "${conflict}" permission`, doing)
+    takeQemuLock(file.fd, path, mode, doing)
   } catch (error) {
     await file.close().catch(() => undefined)
     throw error
   }
   let released = false
-  return {
+  const lock: ModalFileLock = {
     path,
     mode,
     kind: addon.features.lockKind,
@@ -124,7 +121,58 @@ export async function lockFile(path: string, mode: LockMode, doing: string): Pro
       // Closing the file description drops its locks.
       await file.close()
     },
+    setMode(next, doing) {
+      // Drop this description's lock bytes and take the new ones in the same tick; if the new
+      // mode conflicts, the old one is taken back (it held a moment ago, so nobody conflicts).
+      addon.unlock(file.fd)
+      try {
+        takeQemuLock(file.fd, path, next, doing)
+        lock.mode = next
+      } catch (error) {
+        takeQemuLock(file.fd, path, lock.mode, doing)
+        throw error
+      }
+    },
   }
+  return lock
+}
+
+/** Take QEMU's lock bytes for `mode` on `fd`; BUSY naming `path` on a conflict. */
+function takeQemuLock(fd: number, path: string, mode: LockMode, doing: string): void {
+  const addon = native()!
+  const held = mode === 'exclusive' ? PERM_READ | PERM_WRITE | PERM_RESIZE : PERM_READ
+  const unshared = mode === 'exclusive' ? PERM_ALL : PERM_WRITE | PERM_RESIZE
+  let conflict: string | null
+  try {
+    conflict = addon.lock(fd, held, unshared)
+  } catch (error) {
+    throw wrapIoError(error, path, 'lock')
+  }
+  if (conflict !== null)
+    throw busy(path, `another process holds or forbids the "${conflict}" permission`, doing)
+}
+
+/**
+ * Change a held lock's mode (a live snapshot's frozen layer goes from exclusive to shared, a
+ * live commit's base the other way), keeping the file locked: QEMU's lock bytes are retaken on
+ * the same file description; the lock file of the fallback is taken or removed. Returns the lock
+ * to keep (the same object, or its replacement).
+ */
+export async function changeLockMode(
+  lock: FileLock,
+  mode: LockMode,
+  doing: string,
+): Promise<FileLock> {
+  if (lock.mode === mode) return lock
+  const modal = lock as Partial<ModalFileLock>
+  if (modal.setMode) {
+    modal.setMode(mode, doing)
+    return lock
+  }
+  // The lock-file fallback: a shared lock is no file, an exclusive one is the file.
+  const next = await lockWithFile(lock.path, mode, doing)
+  if (mode === 'shared') await lock.release()
+  return next
 }
 
 /** Lock several files (all or none); the result releases them all. */

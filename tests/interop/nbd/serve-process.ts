@@ -14,13 +14,13 @@ export interface ServeProcess {
 
 export function startServe(
   args: string[],
-  options: { dataDir: string; cwd?: string },
+  options: { dataDir: string; cwd?: string; env?: Record<string, string> },
 ): Promise<ServeProcess> {
   if (!existsSync(ADDCOW_BIN))
     throw new Error(`${ADDCOW_BIN} is missing: run npm run build:cli first`)
   const child = spawn(process.execPath, [ADDCOW_BIN, 'serve', ...args], {
     cwd: options.cwd,
-    env: { ...process.env, ADDCOW_DATA_DIR: options.dataDir },
+    env: { ...process.env, ADDCOW_DATA_DIR: options.dataDir, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''

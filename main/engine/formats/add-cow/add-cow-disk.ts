@@ -75,11 +75,12 @@ const ZERO_CHUNK = 1024 * 1024
  */
 export class AddCowDisk implements Disk {
   readonly format = 'add-cow'
-  readonly capabilities: DiskCapabilities
+  capabilities: DiskCapabilities
   private readonly locks = new Map<number, Promise<void>>()
   private flushing: Promise<void> = Promise.resolve()
   private headerDirty = false
   private closed = false
+  private frozen = false
 
   private constructor(
     readonly path: string,
@@ -209,7 +210,15 @@ export class AddCowDisk implements Disk {
   }
 
   get readOnly(): boolean {
-    return !this.meta.writable
+    return this.frozen || !this.meta.writable
+  }
+
+  async freeze(): Promise<void> {
+    this.assertOpen()
+    if (this.readOnly) return
+    await this.flush()
+    this.frozen = true
+    this.capabilities = { ...this.capabilities, write: false }
   }
 
   get allocationUnit(): number {

@@ -1,0 +1,135 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { addcow } from '../../helpers/cli'
+import { pattern } from '../../helpers/images'
+import { tempDir, tool } from '../../helpers/tools'
+import { startServe, type ServeProcess } from '../nbd/serve-process'
+
+// `addcow job` against a running `addcow serve` (the built binary, as a user runs both): the
+// control socket it prints, status, snapshot, list, cancel, and the messages of each mistake.
+
+const MiB = 1024 * 1024
+let dir: string
+let dataDir: string
+let cleanup: () => Promise<void>
+let served: ServeProcess | null = null
+
+beforeEach(async () => {
+  ;({ path: dir, cleanup } = await tempDir('addcow-job-'))
+  dataDir = join(dir, '.data')
+  await writeFile(join(dir, 'base.raw'), pattern(4 * MiB, 3))
+  await addcow(['create', '-b', 'base.raw', '-F', 'raw', 'vm.add-cow'], { dataDir, cwd: dir })
+})
+afterEach(async () => {
+  await served?.stop()
+  served = null
+  await cleanup()
+})
+
+/** `addcow job ...` in the test folder, with XDG_RUNTIME_DIR pointing into it. */
+function job(...args: string[]) {
+  return addcow(['job', ...args], { dataDir, cwd: dir, env: { XDG_RUNTIME_DIR: dir } })
+}
+
+describe('addcow job', () => {
+  it('snapshots a running serve through the control socket it printed', async () => {
+    const control = join(dir, 'vm.control')
+    served = await startServe(
+      ['--socket', join(dir, 'nbd.sock'), '--control-socket', control, 'vm.add-cow'],
+      { dataDir, cwd: dir },
+    )
+    await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 64k', served.uri])
+    expect(served.stderr()).toContain(`live commands on ${control}`)
+
+    const status = await job('status', '--control-socket', control)
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.stdout).toContain(
+      `Serving ${join(dir, 'vm.add-cow')} (add-cow, 4 MiB, read-write)`,
+    )
+    expect(status.stdout).toContain(`base ${join(dir, 'base.raw')}`)
+
+    const snapshot = await job('snapshot', '--control-socket', control, '--name', 'after.add-cow')
+    expect(snapshot.code, snapshot.stderr).toBe(0)
+    expect(snapshot.stdout).toContain(`The export now writes to ${join(dir, 'after.add-cow')}.`)
+    expect(snapshot.stdout).toContain(`${join(dir, 'vm.add-cow')} is frozen`)
+
+    // The client goes on through the same URI; its write lands in the new top.
+    await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0xa5 32k 4k', served.uri])
+    const read = await tool('qemu-io', [
+      '-f',
+      'raw',
+      '-c',
+      'read -P 0x5a 0 32k',
+      '-c',
+      'read -P 0xa5 32k 4k',
+      served.uri,
+    ])
+    expect(read).not.toContain('Pattern verification failed')
+
+    const json = JSON.parse((await job('status', '--json', '--control-socket', control)).stdout)
+    expect(json.chain).toEqual([
+      join(dir, 'after.add-cow'),
+      join(dir, 'vm.add-cow'),
+      join(dir, 'base.raw'),
+    ])
+    expect(json.swaps).toBe(1)
+    const list = await job('list', '--control-socket', control)
+    expect(list.stdout).toBe('snapshot-1  done\n')
+    const one = JSON.parse(
+      (await job('status', 'snapshot-1', '--json', '--control-socket', control)).stdout,
+    )
+    expect(one.result.top).toBe(join(dir, 'after.add-cow'))
+
+    expect(await served.stop()).toBe(0)
+    expect(served.stderr()).toContain(`serve ${join(dir, 'after.add-cow')} to go on from here`)
+    served = null
+    // Offline, the new top holds both writes over the frozen layer.
+    const after = await tool('qemu-io', [
+      '-f',
+      'raw',
+      '-r',
+      '-c',
+      'read -P 0xa5 32k 4k',
+      join(dir, 'after.raw'),
+    ])
+    expect(after).not.toContain('Pattern verification failed')
+  }, 60_000)
+
+  it('finds the default control socket of an image with --image', async () => {
+    served = await startServe(['--socket', join(dir, 'nbd.sock'), 'vm.add-cow'], {
+      dataDir,
+      cwd: dir,
+      env: { XDG_RUNTIME_DIR: dir },
+    })
+    const status = await job('status', '--image', 'vm.add-cow', '--json')
+    expect(status.code, status.stderr).toBe(0)
+    expect(JSON.parse(status.stdout).top).toBe(join(dir, 'vm.add-cow'))
+  }, 60_000)
+
+  it('says what is wrong: no export, no socket named, an unknown job or action', async () => {
+    const none = await job('status', '--control-socket', join(dir, 'none.control'))
+    expect(none.code).toBe(1)
+    expect(none.stderr).toContain(
+      `No running export listens on the control socket ${join(dir, 'none.control')}`,
+    )
+    const unnamed = await job('list')
+    expect(unnamed.stderr).toContain(
+      '--control-socket PATH (printed by addcow serve) or --image IMAGE',
+    )
+    const control = join(dir, 'vm.control')
+    served = await startServe(
+      ['--socket', join(dir, 'nbd.sock'), '--control-socket', control, 'vm.add-cow'],
+      { dataDir, cwd: dir },
+    )
+    const unknown = await job('cancel', 'commit-3', '--control-socket', control)
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toContain("There is no live job 'commit-3'.")
+    const action = await job('freeze', '--control-socket', control)
+    expect(action.stderr).toContain(
+      "addcow job takes status, list, snapshot or cancel, not 'freeze'.",
+    )
+    const taken = await job('snapshot', '--name', 'base.raw', '--control-socket', control)
+    expect(taken.stderr).toContain(`${join(dir, 'base.raw')} already exists`)
+  }, 60_000)
+})
