@@ -1,6 +1,8 @@
 import { StringDecoder } from 'node:string_decoder'
 import { EngineError } from '../engine/errors'
 import { openImage } from '../engine/open'
+import '../engine/live/commands'
+import { runLiveCommand } from '../engine/live/registry'
 import { guardBaseDrift } from '../engine/ops/drift'
 import { resolveAccelerator } from '../qemu/accelerator'
 import { findQemuBinary, hostArch } from '../qemu/binaries'
@@ -14,6 +16,7 @@ import {
   type VmHandle,
 } from '../qemu/launcher'
 import type { JobChannel, JobResultOf, ResponseOf } from '../../shared/ipc/contract'
+import { liveSnapshotResultSchema, type LiveSnapshotResult } from '../../shared/live-control'
 import type { JobRun } from './jobs'
 import type { IpcServices } from './services'
 import { stopSession } from './sessions'
@@ -115,6 +118,44 @@ export class VmSessions {
       job.signal.removeEventListener('abort', onAbort)
       this.vms.delete(job.id)
     }
+  }
+
+  /**
+   * A live snapshot of a VM job's disk: the `snapshot` command of the export's control socket
+   * (what `addcow job snapshot` sends to a CLI launch), run here on the export the VM uses. A
+   * saved machine's disk becomes the new top, as libvirt's external snapshots repoint the
+   * domain's disk: its next start goes on from what the guest wrote, not from the frozen layer.
+   */
+  async snapshot(
+    services: IpcServices,
+    jobId: string,
+    name: string | undefined,
+    job: JobRun,
+  ): Promise<LiveSnapshotResult> {
+    const vm = this.get(jobId)
+    if (!vm.live)
+      throw new EngineError(
+        'NOT_CAPABLE',
+        `The VM of job ${jobId} does not run through the app's NBD export (${vm.command.via}), so its disk cannot be snapshotted live.`,
+        { field: 'jobId', value: jobId },
+      )
+    job.progress(0, 1)
+    job.describe(`Freezing ${vm.live.live.current.path}`)
+    const result = liveSnapshotResultSchema.parse(
+      await runLiveCommand('snapshot', name !== undefined ? { name } : {}, vm.live),
+    )
+    // The new top joins the library, as an overlay the app created does.
+    await services.library.addImages([result.top])
+    services.bus.emit('library:changed', { reason: 'created', paths: [result.top] })
+    const machine = [...this.machineJobs].find(([, running]) => running === jobId)?.[0]
+    if (machine !== undefined) {
+      const saved = await services.library.machine(machine)
+      if (saved.disk === result.frozen)
+        await services.library.saveMachine({ ...saved, disk: result.top }, { replace: true })
+    }
+    job.progress(1, 1)
+    job.describe(`New top ${result.top}, guest paused ${result.pauseMs.toFixed(1)} ms`)
+    return result
   }
 
   /** Stop a VM job (ACPI, then quit, then kill), or with `force` pull the plug. */

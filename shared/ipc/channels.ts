@@ -36,6 +36,7 @@ export const CHANNELS = {
   qemuStopVm: 'qemu:stop-vm',
   qemuWriteConsole: 'qemu:write-console',
   qemuGetCapabilities: 'qemu:get-capabilities',
+  qemuSnapshotVm: 'qemu:snapshot-vm',
   machinesListMachines: 'machines:list-machines',
   machinesSaveMachine: 'machines:save-machine',
   machinesCopyMachine: 'machines:copy-machine',

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ERROR_CODES } from '../error-codes'
 import type { ImageInfo, MapExtent, NameResolution, NameVerdictReason } from '../image-types'
+import { liveSnapshotResultSchema } from '../live-control'
 import { MachineNameSchema, SavedMachineSchema } from '../machine-types'
 import {
   CHANNEL_NAMES,
@@ -754,6 +755,15 @@ export const CONTRACT = {
     "What this host's QEMU supports: displays, machine types, the add-cow driver, UEFI, KVM.",
     EmptyRequestSchema,
     QemuCapabilitiesSchema,
+  ),
+  [CHANNELS.qemuSnapshotVm]: job(
+    "Live snapshot of a running VM (issue 17): the top it writes is frozen and a new empty overlay served on it, the guest never stopped; the reply says the new top and the pause. NOT_CAPABLE unless the VM runs through the app's NBD export.",
+    z.strictObject({
+      jobId: z.string().min(1).max(64),
+      /** The new top's file (relative: beside the served top); default `<top>-snapN.add-cow`. */
+      name: NameSchema.optional(),
+    }),
+    liveSnapshotResultSchema,
   ),
   [CHANNELS.machinesListMachines]: call(
     'The saved machines of the library file (the ones `addcow machine list` shows), each with its running VM job; entries broken by hand are named in `problems`.',

@@ -23,6 +23,7 @@ test.describe.configure({ mode: 'serial' })
 
 let dir: string
 let overlay: string
+let halts: string
 
 /** What `addcow machine list --json` says: the machines of the shared library file. */
 async function cliMachines(webApp: WebApp): Promise<{ name: string; cpus: number }[]> {
@@ -75,8 +76,10 @@ test.beforeAll(async ({ webApp }) => {
   await addcow(webApp, ['create', '-b', 'base.raw', '-F', 'raw', overlay])
   // Exits through isa-debug-exit with status 33 once the boot sector wrote its sector.
   await addcow(webApp, ['machine', 'save', ...SMALL, 'exits', overlay, '--', ...EXIT_DEVICE])
-  // Halts after its line: runs until it is stopped.
-  await addcow(webApp, ['machine', 'save', ...SMALL, 'halts', overlay])
+  // Halts after its line: runs until it is stopped. Its own overlay: it is snapshotted live.
+  halts = join(dir, 'halts.add-cow')
+  await addcow(webApp, ['create', '-b', 'base.raw', '-F', 'raw', halts])
+  await addcow(webApp, ['machine', 'save', ...SMALL, 'halts', halts])
 })
 
 test('machines saved in the CLI and in the app are one list: new, edit, duplicate, delete', async ({
@@ -212,6 +215,25 @@ test('Start opens the running machine with its console; the list shows it runnin
   const commandLine = page.getByRole('region', { name: 'Command line' })
   await expect(commandLine.locator('code.binary')).toHaveText(executed[0]!)
   await expect(commandLine.getByRole('row').filter({ hasText: '-name addcow-halts' })).toBeVisible()
+  // A live snapshot: the guest goes on writing a new top; the machine's disk follows it.
+  await vm
+    .getByRole('group', { name: 'Live operations' })
+    .getByRole('button', { name: 'Snapshot' })
+    .click()
+  await expect(vm.getByRole('status').filter({ hasText: 'Snapshot taken' })).toContainText(
+    /the guest now writes halts-snap1\.add-cow; halts\.add-cow is frozen \(the guest waited [\d.]+ ms\)/,
+    { timeout: 30_000 },
+  )
+  const snap = join(dir, 'halts-snap1.add-cow')
+  await expect(page.getByRole('region', { name: 'Machine', exact: true })).toContainText(
+    'halts-snap1.add-cow',
+  )
+  expect(
+    JSON.parse((await addcow(webApp, ['machine', 'show', '--json', 'halts'])).stdout),
+  ).toMatchObject({
+    disk: snap,
+  })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
   for (const size of [
     { width: 1280, height: 800 },
     { width: 1024, height: 700 },
@@ -237,6 +259,13 @@ test('Start opens the running machine with its console; the list shows it runnin
   await expect(vm.getByRole('status', { name: /VM status: (Stopped|Exited)/ })).toBeVisible({
     timeout: 30_000,
   })
+  // The new top is an overlay on the frozen one, the boot sector's write in the frozen layer.
+  const info = JSON.parse((await addcow(webApp, ['info', '--json', snap])).stdout) as {
+    'backing-filename': string
+  }
+  expect(info['backing-filename']).toBe('halts.add-cow')
+  await addcow(webApp, ['check', snap])
+  await addcow(webApp, ['check', halts])
 })
 
 test('Run without saving changes leaves the overlay untouched; Reset to base empties it', async ({

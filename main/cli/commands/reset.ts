@@ -34,7 +34,8 @@ Empties the overlay as if it had just been created on its base: every cluster wr
 is given back to the base, and its image file's blocks are freed. The overlay keeps its names
 (base, image file, formats) and its files. qemu-img has no such command (its users re-create
 the overlay with 'qemu-img create -b'); the opposite, keeping the data after a commit, is
-'addcow commit -d'. Refused while the overlay is in use (served, or a VM runs on it).`,
+'addcow commit -d'. Refused while the overlay is in use (served, or a VM runs on it) and
+while other images use it as their base.`,
   options: {
     y: { type: 'boolean', short: 'y' },
     yes: { type: 'boolean' },
@@ -47,6 +48,7 @@ the overlay with 'qemu-img create -b'); the opposite, keeping the data after a c
     const result = await resetOverlay({
       overlay: positionals[0]!,
       policy: await policyFrom(context, values),
+      library: context.library,
       dryRun: !confirmed,
       signal: context.signal,
     })

@@ -1,6 +1,8 @@
 import { dirname, resolve } from 'node:path'
 import { assertAbilities, type OperationOptions } from '../disk'
+import { dependentsError, dependentsForDelete } from '../dependents'
 import { EngineError } from '../errors'
+import type { Library } from '../library'
 import type { NamePolicy } from '../names'
 import { COMMIT_NEEDS, emptyRange, type Overlay } from './commit'
 import { runOverlayJob, type OverlayJob } from './job'
@@ -10,6 +12,8 @@ export interface ResetOptions extends OperationOptions {
   /** The add-cow overlay to empty. */
   overlay: string
   policy?: NamePolicy
+  /** Where to look for the images that read through the overlay (beside its own folder). */
+  library?: Library
   /** Only say what would be lost: open the overlay read-only and change nothing. */
   dryRun?: boolean
 }
@@ -37,7 +41,8 @@ export interface ResetResult {
  * copy: every bit is cleared and made durable, then the image file's blocks are freed (a crash
  * in between leaves leaked bytes in unallocated clusters, never a wrong guest view). The
  * overlay is locked exclusively, so a served or running overlay (an export, QEMU, qemu-img)
- * is refused with BUSY. A flattened overlay first hands ALL_ALLOCATED over to a full bitmap.
+ * is refused with BUSY, and one other images read through (HAS_DEPENDENTS: their guest view
+ * would change). A flattened overlay first hands ALL_ALLOCATED over to a full bitmap.
  */
 export async function resetOverlay(options: ResetOptions): Promise<ResetResult> {
   const dryRun = options.dryRun ?? false
@@ -50,11 +55,15 @@ export async function resetOverlay(options: ResetOptions): Promise<ResetResult> 
       needs: dryRun ? COMMIT_NEEDS : [...COMMIT_NEEDS, 'clearAllAllocatedAndClose'],
       doing: 'reset it',
     },
-    (job) => resetBody(job, dryRun),
+    (job) => resetBody(job, dryRun, options.library ?? null),
   )
 }
 
-async function resetBody(job: OverlayJob, dryRun: boolean): Promise<ResetResult> {
+async function resetBody(
+  job: OverlayJob,
+  dryRun: boolean,
+  library: Library | null,
+): Promise<ResetResult> {
   let overlay = job.disk as Overlay
   const link = overlay.backingLink()
   if (!link) {
@@ -64,6 +73,12 @@ async function resetBody(job: OverlayJob, dryRun: boolean): Promise<ResetResult>
       { path: overlay.path, field: 'backing' },
     )
   }
+  // Images on this overlay (a live snapshot's new top, a clone) would see its data vanish.
+  const blocking = (await dependentsForDelete(overlay.path, library)).filter(
+    (dependent) => dependent.how !== 'not-read',
+  )
+  if (blocking.length > 0)
+    throw dependentsError(overlay.path, 'reset', blocking, 'Commit, flatten or delete them first.')
   await job.lockChain()
   const wasFlattened = overlay.isAllAllocated()
   const { allocated, total } = overlay.allocationCount()

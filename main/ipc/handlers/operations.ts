@@ -193,6 +193,7 @@ export function operationHandlers(services: IpcServices): AreaHandlers<'operatio
         const result = await resetOverlay({
           overlay,
           dryRun,
+          library,
           policy: await policy(),
           signal: job.signal,
         })

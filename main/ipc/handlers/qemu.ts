@@ -137,5 +137,11 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
         uefiFirmware: capabilities.uefiFirmware,
       }
     },
+
+    'qemu:snapshot-vm': {
+      unit: 'steps',
+      title: () => 'Live snapshot of a running VM',
+      run: ({ jobId, name }, job) => vms.snapshot(services, jobId, name, job),
+    },
   }
 }

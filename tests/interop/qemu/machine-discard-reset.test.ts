@@ -5,7 +5,7 @@
 // and changes nothing, it is refused while the overlay is served, and with --yes the map shows
 // nothing in the overlay, its names are kept, check is clean and the guest reads the base.
 import { createHash } from 'node:crypto'
-import { readFile, stat, writeFile } from 'node:fs/promises'
+import { readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -120,6 +120,15 @@ describeQemu('a saved machine run from the app without saving changes, then rese
       expect(await served.stop()).toBe(0)
     }
     expect(await allocated()).toBe(written)
+
+    // An overlay made on it would see its data vanish: refused, naming it.
+    const child = join(folder.path, 'child.add-cow')
+    expect((await addcow(['create', '-b', 'vm.add-cow', child], { dataDir })).code).toBe(0)
+    const used = await addcow(['reset', '--yes', overlay], { dataDir })
+    expect(used.code).not.toBe(0)
+    expect(used.stderr).toContain(`${child} (reads through it)`)
+    await rm(child)
+    await rm(join(folder.path, 'child.raw'))
 
     const done = await addcow(['reset', '--yes', overlay], { dataDir })
     expect(done.code, done.stderr).toBe(0)

@@ -95,6 +95,9 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     readOnly: true,
   }),
   'qemu:get-capabilities': () => ({}),
+  'qemu:snapshot-vm': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'machines:start-machine')?.id ?? 'none',
+  }),
   'machines:list-machines': () => ({}),
   'machines:save-machine': ({ overlay }) => ({
     machine: {
@@ -103,7 +106,6 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
       memoryMiB: 64,
       network: 'none',
       display: 'none',
-      readOnly: true,
     },
   }),
   'machines:copy-machine': () => ({ name: 'contract-vm', newName: 'contract-vm-copy' }),
@@ -229,6 +231,7 @@ describe('the contract', () => {
       'operations:rebase-overlay',
       'operations:reset-overlay',
       'qemu:launch-vm',
+      'qemu:snapshot-vm',
       'machines:start-machine',
       'nbd:serve-image',
     ])
@@ -309,6 +312,12 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
   },
   'machines:start-machine': async (job) => {
     expect(core().jobs.get(job.id)?.detail).toMatch(/^QEMU pid \d+/)
+    // A live snapshot of the machine's disk while it runs (the machine is not read-only).
+    const snapshot = (await answer('qemu:snapshot-vm', { jobId: job.id })) as { job: JobInfo }
+    const outcome = await finished(core(), snapshot.job)
+    expect(outcome.event, JSON.stringify(outcome.job.error)).toBe('jobs:done')
+    if (outcome.event === 'jobs:done')
+      expect(CONTRACT['qemu:snapshot-vm'].result.safeParse(outcome.result).success).toBe(true)
     expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
   },
   'nbd:serve-image': async (job) => {
@@ -330,7 +339,7 @@ describe('every handler on real files', () => {
       )
         continue
       // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into afterwards.
-      if (channel === 'qemu:write-console') continue
+      if (channel === 'qemu:write-console' || channel === 'qemu:snapshot-vm') continue
       const value = await answer(channel, VALID[channel](fixture))
       const spec: ChannelSpec = CONTRACT[channel]
       if (spec.kind === 'job') {
