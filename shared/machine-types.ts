@@ -8,7 +8,12 @@ export const MachineNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,
   message: 'is not a machine name (letters, digits, . _ -, at most 64)',
 })
 
-const PathSchema = z.string().min(1).max(4096).startsWith('/')
+const PathSchema = z
+  .string()
+  .min(1)
+  .max(4096)
+  .startsWith('/')
+  .refine((text) => !text.includes('\0'), { message: 'must not contain a NUL character' })
 
 /** What boots: the disk, a CD-ROM image (first), or a kernel with initrd and command line. */
 export const MachineBootSchema = z.discriminatedUnion('kind', [
@@ -32,6 +37,32 @@ export const PortForwardSchema = z.strictObject({
   hostPort: z.number().int().min(1).max(65535),
   guestPort: z.number().int().min(1).max(65535),
 })
+
+/** A host port forward. */
+export type PortForward = z.output<typeof PortForwardSchema>
+
+/**
+ * A port forward as `addcow machine save --forward` and the app's machine form spell it:
+ * `tcp:2222:22` or `udp:127.0.0.1:5353:53`; null when the text is not one (ports 1 to 65535).
+ */
+export function parsePortForward(text: string): PortForward | null {
+  const match = /^(tcp|udp):(?:([0-9A-Fa-f.:]+):)?(\d{1,5}):(\d{1,5})$/.exec(text)
+  if (!match) return null
+  const parsed = PortForwardSchema.safeParse({
+    protocol: match[1],
+    ...(match[2] !== undefined ? { hostAddress: match[2] } : {}),
+    hostPort: Number(match[3]),
+    guestPort: Number(match[4]),
+  })
+  return parsed.success ? parsed.data : null
+}
+
+/** The spelling {@link parsePortForward} reads. */
+export function portForwardText(forward: PortForward): string {
+  return [forward.protocol, forward.hostAddress, forward.hostPort, forward.guestPort]
+    .filter((part) => part !== undefined)
+    .join(':')
+}
 
 /** A saved machine (version 1 of its shape in the library file). */
 export const SavedMachineSchema = z.strictObject({

@@ -1,4 +1,5 @@
 import { buildGraph, dependentsOf, nodeKey } from './graph'
+import { EngineError } from './errors'
 import type { Library } from './library'
 
 /** How an image depends on the one being deleted. */
@@ -29,4 +30,26 @@ export async function dependentsForDelete(
     }
   }
   return found.sort((a, b) => a.path.localeCompare(b.path))
+}
+
+/**
+ * HAS_DEPENDENTS for an operation that would change what `image` holds under the images that
+ * read through it (`blocking`: the `reads` and `unknown` ones), naming the first five; what the
+ * user can do is `advice`.
+ */
+export function dependentsError(
+  image: string,
+  doing: string,
+  blocking: readonly { path: string; how: DependentHow }[],
+  advice: string,
+): EngineError {
+  const names = blocking.map(
+    (dependent) =>
+      `${dependent.path} (${dependent.how === 'reads' ? 'reads through it' : 'could not be checked'})`,
+  )
+  return new EngineError(
+    'HAS_DEPENDENTS',
+    `Refusing to ${doing} ${image}: ${blocking.length} other image(s) use it as their base: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}. ${advice}`,
+    { path: image, field: 'dependents', value: blocking.map((dependent) => dependent.path) },
+  )
 }

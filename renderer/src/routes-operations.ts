@@ -4,10 +4,12 @@ import CommitView from './views/CommitView.vue'
 import CompareView from './views/CompareView.vue'
 import FlattenView from './views/FlattenView.vue'
 import LaunchView from './views/LaunchView.vue'
+import MachinesView from './views/MachinesView.vue'
 import RebaseView from './views/RebaseView.vue'
 
 /**
- * Screens for operations on an image: check, compare, commit, flatten, rebase, launch.
+ * Screens for operations on an image: check, compare, commit, flatten, rebase, launch; and the
+ * saved machines, which launch runs by name (`/launch?machine=NAME`).
  * `meta.nav` puts a route in the side menu, ordered by `meta.navOrder`.
  * Each takes the image it acts on as `?image=/abs/path` and offers a picker without it.
  */
@@ -47,5 +49,11 @@ export const OPERATION_ROUTES: RouteRecordRaw[] = [
     name: 'launch',
     component: LaunchView,
     meta: { title: 'Launch', nav: true, navOrder: 58 },
+  },
+  {
+    path: '/machines',
+    name: 'machines',
+    component: MachinesView,
+    meta: { title: 'Machines', nav: true, navOrder: 59 },
   },
 ]

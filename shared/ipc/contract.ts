@@ -1,6 +1,8 @@
 import { z } from 'zod'
 import { ERROR_CODES } from '../error-codes'
 import type { ImageInfo, MapExtent, NameResolution, NameVerdictReason } from '../image-types'
+import { liveSnapshotResultSchema } from '../live-control'
+import { MachineNameSchema, SavedMachineSchema } from '../machine-types'
 import {
   CHANNEL_NAMES,
   CHANNELS,
@@ -331,6 +333,11 @@ const QemuRequestFields = {
   /** Go on although the base changed since the overlay was made, and record it as expected. */
   acceptBase: z.boolean().default(false),
   extraArgs: z.array(z.string().max(4096)).max(64).optional(),
+  /**
+   * Run without saving changes (via nbd): the guest writes into a throw-away overlay on top of
+   * the image, deleted when QEMU exits; the image is not written.
+   */
+  discardChanges: z.boolean().default(false),
   /** Machine type (`-machine`); default q35 on x86, virt on Arm and RISC-V. */
   machine: z
     .string()
@@ -385,6 +392,30 @@ export const VmExitSchema = z.object({
   code: z.number().int().nullable(),
   signal: z.string().nullable(),
   status: z.number().int(),
+})
+
+/** What a VM job (a launch or a saved machine's start) ends with. */
+const VmResultSchema = z.object({ exit: VmExitSchema, command: z.string() })
+
+/** A saved machine as the Machines screen lists it: the machine, and its VM job if it runs. */
+export const MachineViewSchema = SavedMachineSchema.extend({
+  /** The job of the VM this app runs from the machine, or null when it is stopped. */
+  runningJob: z.string().nullable(),
+})
+
+/** A saved machine as the Machines screen lists it. */
+export type MachineView = z.output<typeof MachineViewSchema>
+
+/** What a reset did, or would do (engine/ops/reset.ts, ResetResult). */
+export const ResetResultSchema = z.object({
+  overlay: z.string(),
+  base: z.string(),
+  image: z.string(),
+  clusters: CountSchema,
+  bytes: ByteCountSchema,
+  wasFlattened: z.boolean(),
+  emptiedBy: z.enum(['punched', 'zeroed']).nullable(),
+  dryRun: z.boolean(),
 })
 
 const JobIdRequestSchema = z.strictObject({ jobId: z.string().min(1).max(64) })
@@ -705,6 +736,11 @@ export const CONTRACT = {
       unsafe: z.boolean(),
     }),
   ),
+  [CHANNELS.operationsResetOverlay]: job(
+    'Reset an overlay to its base (`addcow reset`): every cluster it holds is thrown away, its names kept; BUSY while served. `dryRun` only says what would be lost.',
+    z.strictObject({ overlay: AbsolutePathSchema, dryRun: z.boolean().default(false) }),
+    ResetResultSchema,
+  ),
   [CHANNELS.qemuGetCommand]: call(
     'The QEMU command line for an image, each option explained (`addcow qemu-cmd`).',
     z.strictObject(QemuRequestFields),
@@ -713,12 +749,59 @@ export const CONTRACT = {
   [CHANNELS.qemuLaunchVm]: job(
     'Run QEMU on an image (`addcow launch`); its console arrives as qemu:console-output events; ends when QEMU exits.',
     z.strictObject(QemuRequestFields),
-    z.object({ exit: VmExitSchema, command: z.string() }),
+    VmResultSchema,
   ),
   [CHANNELS.qemuGetCapabilities]: call(
     "What this host's QEMU supports: displays, machine types, the add-cow driver, UEFI, KVM.",
     EmptyRequestSchema,
     QemuCapabilitiesSchema,
+  ),
+  [CHANNELS.qemuSnapshotVm]: job(
+    "Live snapshot of a running VM (issue 17): the top it writes is frozen and a new empty overlay served on it, the guest never stopped; the reply says the new top and the pause. NOT_CAPABLE unless the VM runs through the app's NBD export.",
+    z.strictObject({
+      jobId: z.string().min(1).max(64),
+      /** The new top's file (relative: beside the served top); default `<top>-snapN.add-cow`. */
+      name: NameSchema.optional(),
+    }),
+    liveSnapshotResultSchema,
+  ),
+  [CHANNELS.machinesListMachines]: call(
+    'The saved machines of the library file (the ones `addcow machine list` shows), each with its running VM job; entries broken by hand are named in `problems`.',
+    EmptyRequestSchema,
+    z.object({ machines: z.array(MachineViewSchema), problems: z.array(z.string()) }),
+  ),
+  [CHANNELS.machinesSaveMachine]: call(
+    'Save a machine (`addcow machine save`): ALREADY_EXISTS for a name in use unless `replace`; `previousName` renames.',
+    z.strictObject({
+      machine: SavedMachineSchema,
+      previousName: MachineNameSchema.optional(),
+      replace: z.boolean().default(false),
+    }),
+    z.object({ machine: SavedMachineSchema }),
+  ),
+  [CHANNELS.machinesCopyMachine]: call(
+    'Duplicate a machine under a new name (`addcow machine copy`).',
+    z.strictObject({ name: MachineNameSchema, newName: MachineNameSchema }),
+    z.object({ machine: SavedMachineSchema }),
+  ),
+  [CHANNELS.machinesRemoveMachine]: call(
+    'Remove a saved machine (`addcow machine rm`); its disk and files are untouched. BUSY while it runs.',
+    z.strictObject({ name: MachineNameSchema }),
+    z.object({ removed: z.string() }),
+  ),
+  [CHANNELS.machinesGetCommand]: call(
+    "The QEMU command line a machine's start runs (`addcow machine cmd`), each option explained.",
+    z.strictObject({ name: MachineNameSchema, acceptBase: z.boolean().default(false) }),
+    QemuCommandSchema,
+  ),
+  [CHANNELS.machinesStartMachine]: job(
+    'Start a saved machine (`addcow machine start`): a VM job like qemu:launch-vm, stopped with qemu:stop-vm.',
+    z.strictObject({
+      name: MachineNameSchema,
+      discardChanges: z.boolean().default(false),
+      acceptBase: z.boolean().default(false),
+    }),
+    VmResultSchema,
   ),
   [CHANNELS.qemuStopVm]: call(
     'Power a launched VM down (ACPI, then quit, then kill), or with `force` pull the plug (QMP quit, then kill); its job ends when QEMU has exited.',

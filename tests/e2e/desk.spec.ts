@@ -55,6 +55,7 @@ function screens(): { name: string; hash: string; heading: RegExp }[] {
     { name: 'flatten', hash: `#/flatten?image=${image}`, heading: /Flatten/ },
     { name: 'rebase', hash: `#/rebase?image=${image}`, heading: /Rebase/ },
     { name: 'launch', hash: `#/launch?image=${image}`, heading: /Launch/ },
+    { name: 'machines', hash: '#/machines', heading: /Machines/ },
     { name: 'jobs', hash: '#/jobs', heading: /Jobs/ },
   ]
 }

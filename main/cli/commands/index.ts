@@ -15,6 +15,7 @@ import { mapCommand } from './map'
 import { measureCommand } from './measure'
 import { qemuCmdCommand } from './qemu-cmd'
 import { rebaseCommand } from './rebase'
+import { resetCommand } from './reset'
 import { resizeCommand } from './resize'
 import { serveCommand } from './serve'
 import { streamCommand } from './stream'
@@ -33,6 +34,7 @@ export const COMMANDS: readonly Command[] = [
   commitCommand,
   streamCommand,
   rebaseCommand,
+  resetCommand,
   convertCommand,
   measureCommand,
   resizeCommand,

@@ -15,6 +15,7 @@ export const COMMAND_LOADERS: Readonly<Record<string, () => Promise<Command>>> =
   commit: async () => (await import('./commit')).commitCommand,
   stream: async () => (await import('./stream')).streamCommand,
   rebase: async () => (await import('./rebase')).rebaseCommand,
+  reset: async () => (await import('./reset')).resetCommand,
   locate: async () => (await import('./locate')).locateCommand,
   convert: async () => (await import('./convert')).convertCommand,
   measure: async () => (await import('./measure')).measureCommand,

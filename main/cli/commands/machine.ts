@@ -1,6 +1,8 @@
 import { resolve } from 'node:path'
 import {
+  parsePortForward,
   SavedMachineSchema,
+  type PortForward,
   type SavedMachine,
   type SavedMachineInput,
 } from '../../../shared/machine-types'
@@ -79,22 +81,15 @@ function oneOf<T extends string>(
 }
 
 /** `tcp:2222:22` or `udp:127.0.0.1:5353:53`. */
-function parseForward(
-  text: string,
-): SavedMachineInput['portForwards'] extends (infer T)[] | undefined ? T : never {
-  const match = /^(tcp|udp):(?:([0-9A-Fa-f.:]+):)?(\d{1,5}):(\d{1,5})$/.exec(text)
-  if (!match)
+function parseForward(text: string): PortForward {
+  const forward = parsePortForward(text)
+  if (!forward)
     throw new EngineError(
       'BAD_ARGUMENT',
       `--forward '${text}' is not PROTOCOL:HOSTPORT:GUESTPORT (e.g. tcp:2222:22).`,
       { field: 'forward', value: text },
     )
-  return {
-    protocol: match[1] as 'tcp' | 'udp',
-    ...(match[2] !== undefined ? { hostAddress: match[2] } : {}),
-    hostPort: Number(match[3]),
-    guestPort: Number(match[4]),
-  }
+  return forward
 }
 
 function describe(machine: SavedMachine): string {

@@ -1,5 +1,5 @@
 import { rm } from 'node:fs/promises'
-import { dependentsForDelete, type DependentHow } from '../dependents'
+import { dependentsError, dependentsForDelete, type DependentHow } from '../dependents'
 import { EngineError } from '../errors'
 import { realPath } from '../fs'
 import type { Library } from '../library'
@@ -47,17 +47,8 @@ export async function deleteImageFiles(options: {
   }
   const result: DeleteResult = { image, files, dependents, deleted: false }
   const blocking = dependents.filter((dependent) => dependent.how !== 'not-read')
-  if (blocking.length > 0 && !options.dryRun) {
-    const names = blocking.map(
-      (dependent) =>
-        `${dependent.path} (${dependent.how === 'reads' ? 'reads through it' : 'could not be checked'})`,
-    )
-    throw new EngineError(
-      'HAS_DEPENDENTS',
-      `Refusing to delete ${image}: ${blocking.length} other image(s) use it as their base: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}. Delete or flatten them first.`,
-      { path: image, field: 'dependents', value: blocking.map((dependent) => dependent.path) },
-    )
-  }
+  if (blocking.length > 0 && !options.dryRun)
+    throw dependentsError(image, 'delete', blocking, 'Delete or flatten them first.')
   if (options.dryRun) return result
   await runJob('delete', { doing: 'delete it' }, async (job) => {
     await job.lock(await fileLocks(files, 'exclusive'))

@@ -5,9 +5,11 @@ import { fsHandlers } from './fs'
 import { imageHandlers } from './image'
 import { jobHandlers } from './jobs'
 import { libraryHandlers } from './library'
+import { machineHandlers } from './machines'
 import { nbdHandlers } from './nbd'
 import { operationHandlers } from './operations'
 import { qemuHandlers } from './qemu'
+import { VmSessions } from '../vm-sessions'
 
 /**
  * The handler table over the real engine, one area per file: the handler of `area:verb-noun`
@@ -15,11 +17,14 @@ import { qemuHandlers } from './qemu'
  * missing, and each area's type admits only its own channels.
  */
 export function createHandlers(services: IpcServices): Handlers {
+  // The qemu and machines areas run VMs as jobs of one registry (stop and console for both).
+  const vms = new VmSessions()
   return {
     ...libraryHandlers(services),
     ...imageHandlers(services),
     ...operationHandlers(services),
-    ...qemuHandlers(services),
+    ...qemuHandlers(services, vms),
+    ...machineHandlers(services, vms),
     ...nbdHandlers(services),
     ...fsHandlers(services),
     ...jobHandlers(services),

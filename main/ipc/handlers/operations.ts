@@ -5,6 +5,7 @@ import { commitOverlay, rollbackCommit } from '../../engine/ops/commit'
 import { compareDisks } from '../../engine/ops/compare'
 import { createOverlay } from '../../engine/ops/create'
 import { rebaseOverlay } from '../../engine/ops/rebase'
+import { resetOverlay } from '../../engine/ops/reset'
 import { streamOverlay } from '../../engine/ops/stream'
 import { appWording } from '../errors'
 import type { AreaHandlers } from '../handler-table'
@@ -12,7 +13,7 @@ import type { IpcServices } from '../services'
 
 /**
  * `operations:*`: the engine's operations as jobs (progress, cancel, a final result): create,
- * compare, check (and repair), commit and its rollback, stream (flatten) and rebase. The same
+ * compare, check (and repair), commit and its rollback, stream (flatten), rebase and reset. The same
  * code as the CLI's commands, with the library's name policy and base fingerprints; what an
  * operation creates is trusted and joins the library, what it changes is announced as
  * `library:changed`.
@@ -182,6 +183,22 @@ export function operationHandlers(services: IpcServices): AreaHandlers<'operatio
           comparedBytes: result.comparedBytes,
           unsafe: result.unsafe,
         }
+      },
+    },
+
+    'operations:reset-overlay': {
+      unit: 'steps',
+      title: ({ overlay }) => `Reset ${basename(overlay)} to its base`,
+      async run({ overlay, dryRun }, job) {
+        const result = await resetOverlay({
+          overlay,
+          dryRun,
+          library,
+          policy: await policy(),
+          signal: job.signal,
+        })
+        if (!dryRun) changed([result.overlay])
+        return result
       },
     },
   }

@@ -1,27 +1,12 @@
 import { basename } from 'node:path'
-import { StringDecoder } from 'node:string_decoder'
-import { EngineError } from '../../engine/errors'
-import { openImage } from '../../engine/open'
 import { findQemuBinary, hostArch } from '../../qemu/binaries'
 import { probeQemuCapabilities } from '../../qemu/capabilities'
-import type { QemuDiskSource } from '../../qemu/command'
 import { resolveAccelerator } from '../../qemu/accelerator'
-import {
-  diskSourceFor,
-  launchCommand,
-  launchVm,
-  vmRunFolder,
-  type LaunchOptions,
-  type VmHandle,
-} from '../../qemu/launcher'
+import type { LaunchOptions } from '../../qemu/launcher'
 import type { ParsedRequestOf } from '../../../shared/ipc/contract'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
-import { stopSession } from '../sessions'
-import { guardBaseDrift } from '../../engine/ops/drift'
-
-/** Time a stopping VM gets to power down through ACPI before it is told to quit. */
-const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
+import { vmCommandFor, type VmSessions } from '../vm-sessions'
 
 /** QEMU's -display value for each display the app offers (VNC on loopback only). */
 const DISPLAY_VALUES = { gtk: 'gtk', sdl: 'sdl', vnc: 'vnc=127.0.0.1:0' } as const
@@ -44,11 +29,12 @@ function machineOptions(request: {
 
 /** The launch options of a qemu:get-command or qemu:launch-vm request (both run the same). */
 function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOptions {
-  const { path, via, memoryMiB, cpus, headless, readOnly, extraArgs } = request
+  const { path, via, memoryMiB, cpus, headless, readOnly, extraArgs, discardChanges } = request
   return {
     image: path,
     via,
     readOnly,
+    discardChanges,
     machine: {
       ...(memoryMiB !== undefined ? { memoryMiB } : {}),
       ...(cpus !== undefined ? { cpus } : {}),
@@ -65,105 +51,21 @@ function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOption
  * from), its serial console and QEMU's messages arrive as `qemu:console-output` events
  * (sessionId = job id), and stopping it powers the guest down and ends the job as done.
  */
-export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
-  const { library, bus, jobs } = services
-  const vms = new Map<string, VmHandle>()
-
+export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandlers<'qemu'> {
   return {
-    'qemu:get-command': async (request) => {
-      const { path, via, acceptBase } = request
-      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
-      let source: QemuDiskSource | undefined
-      let image: string
-      try {
-        await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
-        if (via !== 'nbd') source = diskSourceFor(disk, via)
-        image = disk.path
-      } finally {
-        await disk.close()
-      }
-      // The launch's own command: same binary, accelerator, run folder and sockets.
-      const arch = hostArch()
-      const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
-      const command = launchCommand(launchOptions(request), {
-        binary,
-        arch,
-        accelerator: await resolveAccelerator('auto', arch, { binary }),
-        image,
-        runFolder: vmRunFolder(path),
-        ...(source ? { disk: source } : {}),
-      })
-      return {
-        via: command.via,
-        binary: command.binary,
-        args: command.args,
-        explained: command.explained,
-        rendering: command.rendering,
-        prerequisite: command.prerequisite,
-      }
-    },
+    'qemu:get-command': (request) =>
+      vmCommandFor(services, launchOptions(request), request.acceptBase),
 
     'qemu:launch-vm': {
       unit: 'steps',
       title: ({ path }) => `Run ${basename(path)} in QEMU`,
-      async run(request, job) {
-        const forward = (stream: 'serial' | 'stderr') => {
-          const decoder = new StringDecoder('utf8')
-          return (chunk: Buffer): void => {
-            const text = decoder.write(chunk)
-            if (text !== '') bus.emit('qemu:console-output', { sessionId: job.id, stream, text })
-          }
-        }
-        const vm = await launchVm({
-          ...launchOptions(request),
-          onConsole: forward('serial'),
-          onStderr: forward('stderr'),
-          policy: await library.policy(),
-          checks: [
-            async (disk) => {
-              await guardBaseDrift(disk, {
-                library,
-                acceptBase: request.acceptBase,
-                doing: 'run it',
-              })
-            },
-          ],
-          stopTimeoutMs: services.vmStopTimeoutMs ?? DEFAULT_VM_STOP_TIMEOUT_MS,
-          signal: job.signal,
-        })
-        vms.set(job.id, vm)
-        job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
-        const onAbort = (): void => {
-          void vm.stop().catch(() => undefined)
-        }
-        job.signal.addEventListener('abort', onAbort, { once: true })
-        try {
-          const exit = await vm.exited
-          return {
-            exit: { code: exit.code, signal: exit.signal, status: exit.status },
-            command: vm.command.rendering,
-          }
-        } finally {
-          job.signal.removeEventListener('abort', onAbort)
-          vms.delete(job.id)
-        }
-      },
+      run: (request, job) => vms.run(services, job, launchOptions(request), request.acceptBase),
     },
 
-    'qemu:stop-vm': async ({ jobId, force }) => {
-      const result = stopSession(jobs, jobId, 'qemu:launch-vm')
-      if (force) void vms.get(jobId)?.forceOff()
-      return result
-    },
+    'qemu:stop-vm': async ({ jobId, force }) => vms.stop(services, jobId, force),
 
     'qemu:write-console': async ({ jobId, text }) => {
-      const vm = vms.get(jobId)
-      if (!vm)
-        throw new EngineError('NOT_FOUND', `There is no running VM for job ${jobId}.`, {
-          field: 'jobId',
-          value: jobId,
-        })
-      vm.writeConsole(text)
+      vms.get(jobId).writeConsole(text)
       return { written: Buffer.byteLength(text) }
     },
     'qemu:get-capabilities': async () => {
@@ -234,6 +136,12 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
             },
         uefiFirmware: capabilities.uefiFirmware,
       }
+    },
+
+    'qemu:snapshot-vm': {
+      unit: 'steps',
+      title: () => 'Live snapshot of a running VM',
+      run: ({ jobId, name }, job) => vms.snapshot(services, jobId, name, job),
     },
   }
 }

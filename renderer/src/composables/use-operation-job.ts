@@ -1,5 +1,6 @@
-import { computed, ref, shallowRef, type Ref } from 'vue'
+import { computed, ref, shallowRef, watch, type Ref } from 'vue'
 import type { JobChannel, JobInfo, JobResultOf, RequestOf } from '../../../shared/ipc/contract'
+import { IpcRequestError } from '../api'
 import { explainError, ipcErrorOf, type ExplainedError } from '../lib/operation-errors'
 import type { IpcError } from '../../../shared/ipc/result'
 import { useJobsStore } from '../stores/jobs'
@@ -52,12 +53,16 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     return error.value
   }
 
-  /** Run the job to its end; resolves with its result, or null when it failed or was cancelled. */
-  async function run(request: RequestOf<C>): Promise<JobResultOf<C> | null> {
+  /**
+   * Run the job to its end; resolves with its result, or null when it failed or was cancelled.
+   * `on` is the channel to start it on, when the screen runs one of several (a VM is a launch
+   * on an image or a saved machine's start).
+   */
+  async function run(request: RequestOf<C>, on: C = channel): Promise<JobResultOf<C> | null> {
     reset()
     phase.value = 'starting'
     try {
-      const started = await jobs.start(channel, request)
+      const started = await jobs.start(on, request)
       jobId.value = started.job.id
       phase.value = 'running'
       const value = await started.result
@@ -71,6 +76,28 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     }
   }
 
+  /**
+   * Follow a job started before this screen was opened (a VM that runs on): its phase and
+   * error as the jobs list reports them; its result is not kept (the start's reply had it).
+   */
+  function follow(id: string): void {
+    reset()
+    jobId.value = id
+    phase.value = 'running'
+    /** Take the job's end when it has ended; true once there is nothing more to follow. */
+    const settle = (current: JobInfo | null): boolean => {
+      if (jobId.value !== id) return true
+      if (!current || current.state === 'running' || current.state === 'cancelling') return false
+      phase.value = current.state
+      if (current.error) fail(new IpcRequestError(current.error, current.channel))
+      return true
+    }
+    if (settle(job.value)) return
+    const stop = watch(job, (current) => {
+      if (settle(current)) stop()
+    })
+  }
+
   /** Ask main to stop the job; it ends as cancelled with its files consistent. */
   async function cancel(): Promise<void> {
     if (jobId.value === null) return
@@ -81,7 +108,7 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     }
   }
 
-  return { job, jobId, phase, busy, cancelling, result, error, failure, run, cancel, reset }
+  return { job, jobId, phase, busy, cancelling, result, error, failure, run, follow, cancel, reset }
 }
 
 /** What {@link useOperationJob} returns: one job channel as a screen runs it. */

@@ -8,13 +8,16 @@ const SETTLE_MS = 250
 
 /**
  * The QEMU command line for an image and the launch form, as main builds it (`qemu:get-command`),
- * asked again a moment after the form stops changing. Only the answer to the latest question
- * is kept. A form that cannot become a request (an unclosed quote) is said in `formError`.
+ * or for a saved machine when `machine` names one (`machines:get-command`), asked again a
+ * moment after the form stops changing. Only the answer to the latest question is kept. A form
+ * that cannot become a request (an unclosed quote) is said in `formError`. `refresh` asks
+ * again at once (after the machine was edited).
  */
 export function useQemuCommand(
   image: Readonly<Ref<string | null>>,
   form: Readonly<Ref<LaunchForm>>,
   acceptBase: Readonly<Ref<boolean>>,
+  machine: Readonly<Ref<string | null>> = ref(null),
 ) {
   const client = useClient()
   const command = shallowRef<QemuCommand | null>(null)
@@ -23,25 +26,30 @@ export function useQemuCommand(
   const loading = ref(false)
   let sequence = 0
 
-  async function refresh(): Promise<void> {
-    const path = image.value
-    if (!path) {
-      command.value = null
-      return
-    }
+  /** Ask main for the command line of the saved machine `name`, or of the image and form. */
+  function ask(name: string | null, path: string | null): Promise<QemuCommand> | null {
+    if (name !== null)
+      return client.call('machines:get-command', { name, acceptBase: acceptBase.value })
+    if (!path) return null
     const built = launchRequest(path, form.value)
     if ('error' in built) {
       formError.value = built.error
-      return
+      return null
     }
+    return client.call('qemu:get-command', { ...built.request, acceptBase: acceptBase.value })
+  }
+
+  async function refresh(): Promise<void> {
     formError.value = null
     const mine = ++sequence
+    const asked = ask(machine.value, image.value)
+    if (asked === null) {
+      if (formError.value === null) command.value = null
+      return
+    }
     loading.value = true
     try {
-      const next = await client.call('qemu:get-command', {
-        ...built.request,
-        acceptBase: acceptBase.value,
-      })
+      const next = await asked
       if (mine !== sequence) return
       command.value = next
       error.value = null
@@ -56,7 +64,7 @@ export function useQemuCommand(
 
   let timer: ReturnType<typeof setTimeout> | undefined
   watch(
-    [image, form, acceptBase],
+    [image, form, acceptBase, machine],
     () => {
       clearTimeout(timer)
       timer = setTimeout(() => void refresh(), SETTLE_MS)
@@ -65,5 +73,5 @@ export function useQemuCommand(
   )
   onScopeDispose(() => clearTimeout(timer))
 
-  return { command, error, formError, loading }
+  return { command, error, formError, loading, refresh }
 }

@@ -97,7 +97,8 @@ export const useJobsStore = defineStore('jobs', () => {
 
   /** Stop a long-lived job (an NBD export or a VM): it shuts down cleanly and ends as done. */
   async function stop(job: JobInfo): Promise<void> {
-    if (job.channel === 'qemu:launch-vm') await client.call('qemu:stop-vm', { jobId: job.id })
+    if (job.channel === 'qemu:launch-vm' || job.channel === 'machines:start-machine')
+      await client.call('qemu:stop-vm', { jobId: job.id })
     else if (job.channel === 'nbd:serve-image')
       await client.call('nbd:stop-export', { jobId: job.id })
     else await cancel(job.id)

@@ -43,6 +43,7 @@ interface Fixture {
   streamed: string
   rebased: string
   located: string
+  reset: string
   core: ReturnType<typeof testCore>
 }
 
@@ -85,6 +86,7 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     backing: 'other.raw',
     backingFormat: 'raw',
   }),
+  'operations:reset-overlay': ({ reset }) => ({ overlay: reset }),
   'qemu:get-command': ({ overlay }) => ({ path: overlay, memoryMiB: 256, headless: true }),
   'qemu:launch-vm': ({ overlay }) => ({
     path: overlay,
@@ -93,6 +95,23 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     readOnly: true,
   }),
   'qemu:get-capabilities': () => ({}),
+  'qemu:snapshot-vm': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'machines:start-machine')?.id ?? 'none',
+  }),
+  'machines:list-machines': () => ({}),
+  'machines:save-machine': ({ overlay }) => ({
+    machine: {
+      name: 'contract-vm',
+      disk: overlay,
+      memoryMiB: 64,
+      network: 'none',
+      display: 'none',
+    },
+  }),
+  'machines:copy-machine': () => ({ name: 'contract-vm', newName: 'contract-vm-copy' }),
+  'machines:remove-machine': () => ({ name: 'contract-vm-copy' }),
+  'machines:get-command': () => ({ name: 'contract-vm' }),
+  'machines:start-machine': () => ({ name: 'contract-vm' }),
   'qemu:stop-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
   }),
@@ -178,6 +197,7 @@ beforeAll(async () => {
     streamed: await own('stream'),
     rebased: await own('rebase'),
     located: await own('locate'),
+    reset: await own('reset'),
     core: testCore(join(dir, 'data'), { dialogs, vmStopTimeoutMs: 500 }),
   }
 })
@@ -209,7 +229,10 @@ describe('the contract', () => {
       'operations:rollback-commit',
       'operations:stream-overlay',
       'operations:rebase-overlay',
+      'operations:reset-overlay',
       'qemu:launch-vm',
+      'qemu:snapshot-vm',
+      'machines:start-machine',
       'nbd:serve-image',
     ])
   })
@@ -287,6 +310,16 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
     })
     expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
   },
+  'machines:start-machine': async (job) => {
+    expect(core().jobs.get(job.id)?.detail).toMatch(/^QEMU pid \d+/)
+    // A live snapshot of the machine's disk while it runs (the machine is not read-only).
+    const snapshot = (await answer('qemu:snapshot-vm', { jobId: job.id })) as { job: JobInfo }
+    const outcome = await finished(core(), snapshot.job)
+    expect(outcome.event, JSON.stringify(outcome.job.error)).toBe('jobs:done')
+    if (outcome.event === 'jobs:done')
+      expect(CONTRACT['qemu:snapshot-vm'].result.safeParse(outcome.result).success).toBe(true)
+    expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
+  },
   'nbd:serve-image': async (job) => {
     expect(core().jobs.get(job.id)?.detail).toMatch(/^nbd\+unix:/)
     expect(await answer('nbd:stop-export', { jobId: job.id })).toEqual({ stopping: true })
@@ -299,9 +332,14 @@ describe('every handler on real files', () => {
     const { core } = fixture
     const qemu = requireTools('qemu-system-x86_64')
     for (const channel of CHANNEL_NAMES) {
-      if (!qemu && channel.startsWith('qemu:') && channel !== 'qemu:get-command') continue
+      if (
+        !qemu &&
+        (channel.startsWith('qemu:') || channel === 'machines:start-machine') &&
+        channel !== 'qemu:get-command'
+      )
+        continue
       // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into afterwards.
-      if (channel === 'qemu:write-console') continue
+      if (channel === 'qemu:write-console' || channel === 'qemu:snapshot-vm') continue
       const value = await answer(channel, VALID[channel](fixture))
       const spec: ChannelSpec = CONTRACT[channel]
       if (spec.kind === 'job') {

@@ -1,0 +1,212 @@
+import { StringDecoder } from 'node:string_decoder'
+import { EngineError } from '../engine/errors'
+import { openImage } from '../engine/open'
+import '../engine/live/commands'
+import { runLiveCommand } from '../engine/live/registry'
+import { guardBaseDrift } from '../engine/ops/drift'
+import { resolveAccelerator } from '../qemu/accelerator'
+import { findQemuBinary, hostArch } from '../qemu/binaries'
+import type { QemuDiskSource } from '../qemu/command'
+import {
+  diskSourceFor,
+  launchCommand,
+  launchVm,
+  vmRunFolder,
+  type LaunchOptions,
+  type VmHandle,
+} from '../qemu/launcher'
+import type { JobChannel, JobResultOf, ResponseOf } from '../../shared/ipc/contract'
+import { liveSnapshotResultSchema, type LiveSnapshotResult } from '../../shared/live-control'
+import type { JobRun } from './jobs'
+import type { IpcServices } from './services'
+import { stopSession } from './sessions'
+
+// What the qemu and machines areas share: a VM is a job (a launch on an image, or a saved
+// machine's start) that runs until QEMU exits, and both are stopped, typed into and described
+// the same way. The command line shown for either is built by the launch's own function
+// (launchCommand) with the same inputs, so it is the line that runs.
+
+/** Time a stopping VM gets to power down through ACPI before it is told to quit. */
+const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
+
+/** The job channels whose job is a running VM. */
+export const VM_CHANNELS = ['qemu:launch-vm', 'machines:start-machine'] as const
+
+/** The VMs of the running VM jobs, by job id, and the saved machine each one runs. */
+export class VmSessions {
+  private readonly vms = new Map<string, VmHandle>()
+  private readonly machineJobs = new Map<string, string>()
+
+  /** The VM of a job, or NOT_FOUND. */
+  get(jobId: string): VmHandle {
+    const vm = this.vms.get(jobId)
+    if (!vm)
+      throw new EngineError('NOT_FOUND', `There is no running VM for job ${jobId}.`, {
+        field: 'jobId',
+        value: jobId,
+      })
+    return vm
+  }
+
+  /** The job running the saved machine `name`, or null. */
+  jobOfMachine(name: string): string | null {
+    return this.machineJobs.get(name) ?? null
+  }
+
+  /** Say that `machine` runs in job `jobId` (until {@link VmSessions.run} ends). */
+  claimMachine(name: string, jobId: string): void {
+    const running = this.machineJobs.get(name)
+    if (running !== undefined)
+      throw new EngineError(
+        'BUSY',
+        `The machine '${name}' already runs (job ${running}); stop it first.`,
+        { field: 'name', value: name },
+      )
+    this.machineJobs.set(name, jobId)
+  }
+
+  /** Forget that a machine runs (its job ended). */
+  releaseMachine(name: string, jobId: string): void {
+    if (this.machineJobs.get(name) === jobId) this.machineJobs.delete(name)
+  }
+
+  /**
+   * Run a VM as the job `job`: QEMU's console and messages become `qemu:console-output`
+   * events, the job's detail line says QEMU's pid and NBD URI, cancelling the job stops the VM,
+   * and the job ends when QEMU exits. The name policy and the base drift guard are the app's.
+   */
+  async run(
+    services: IpcServices,
+    job: JobRun,
+    options: LaunchOptions,
+    acceptBase: boolean,
+  ): Promise<JobResultOf<'qemu:launch-vm'>> {
+    const { library, bus } = services
+    const forward = (stream: 'serial' | 'stderr') => {
+      const decoder = new StringDecoder('utf8')
+      return (chunk: Buffer): void => {
+        const text = decoder.write(chunk)
+        if (text !== '') bus.emit('qemu:console-output', { sessionId: job.id, stream, text })
+      }
+    }
+    const vm = await launchVm({
+      ...options,
+      onConsole: forward('serial'),
+      onStderr: forward('stderr'),
+      policy: await library.policy(),
+      checks: [
+        async (disk) => {
+          await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
+        },
+      ],
+      stopTimeoutMs: services.vmStopTimeoutMs ?? DEFAULT_VM_STOP_TIMEOUT_MS,
+      signal: job.signal,
+    })
+    this.vms.set(job.id, vm)
+    job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
+    const onAbort = (): void => {
+      void vm.stop().catch(() => undefined)
+    }
+    job.signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      const exit = await vm.exited
+      return {
+        exit: { code: exit.code, signal: exit.signal, status: exit.status },
+        command: vm.command.rendering,
+      }
+    } finally {
+      job.signal.removeEventListener('abort', onAbort)
+      this.vms.delete(job.id)
+    }
+  }
+
+  /**
+   * A live snapshot of a VM job's disk: the `snapshot` command of the export's control socket
+   * (what `addcow job snapshot` sends to a CLI launch), run here on the export the VM uses. A
+   * saved machine's disk becomes the new top, as libvirt's external snapshots repoint the
+   * domain's disk: its next start goes on from what the guest wrote, not from the frozen layer.
+   */
+  async snapshot(
+    services: IpcServices,
+    jobId: string,
+    name: string | undefined,
+    job: JobRun,
+  ): Promise<LiveSnapshotResult> {
+    const vm = this.get(jobId)
+    if (!vm.live)
+      throw new EngineError(
+        'NOT_CAPABLE',
+        `The VM of job ${jobId} does not run through the app's NBD export (${vm.command.via}), so its disk cannot be snapshotted live.`,
+        { field: 'jobId', value: jobId },
+      )
+    job.progress(0, 1)
+    job.describe(`Freezing ${vm.live.live.current.path}`)
+    const result = liveSnapshotResultSchema.parse(
+      await runLiveCommand('snapshot', name !== undefined ? { name } : {}, vm.live),
+    )
+    // The new top joins the library, as an overlay the app created does.
+    await services.library.addImages([result.top])
+    services.bus.emit('library:changed', { reason: 'created', paths: [result.top] })
+    const machine = [...this.machineJobs].find(([, running]) => running === jobId)?.[0]
+    if (machine !== undefined) {
+      const saved = await services.library.machine(machine)
+      if (saved.disk === result.frozen)
+        await services.library.saveMachine({ ...saved, disk: result.top }, { replace: true })
+    }
+    job.progress(1, 1)
+    job.describe(`New top ${result.top}, guest paused ${result.pauseMs.toFixed(1)} ms`)
+    return result
+  }
+
+  /** Stop a VM job (ACPI, then quit, then kill), or with `force` pull the plug. */
+  stop(services: IpcServices, jobId: string, force: boolean): { stopping: boolean } {
+    const channel = services.jobs.get(jobId)?.channel
+    const vmChannel: JobChannel = VM_CHANNELS.find((known) => known === channel) ?? 'qemu:launch-vm'
+    const result = stopSession(services.jobs, jobId, vmChannel)
+    if (force) void this.vms.get(jobId)?.forceOff()
+    return result
+  }
+}
+
+/**
+ * The command line a launch with `options` runs, as `qemu:get-command` and
+ * `machines:get-command` show it: the image opened as the launch opens it (name policy, drift
+ * guard, the disk source of --via native or raw), then the launch's own builder with the same
+ * binary, accelerator, run folder and sockets.
+ */
+export async function vmCommandFor(
+  services: IpcServices,
+  options: LaunchOptions,
+  acceptBase: boolean,
+): Promise<ResponseOf<'qemu:get-command'>> {
+  const { library } = services
+  const via = options.via ?? 'nbd'
+  const disk = await openImage(options.image, { readOnly: true, policy: await library.policy() })
+  let source: QemuDiskSource | undefined
+  let image: string
+  try {
+    await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
+    if (via !== 'nbd') source = diskSourceFor(disk, via)
+    image = disk.path
+  } finally {
+    await disk.close()
+  }
+  const arch = hostArch()
+  const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
+  const command = launchCommand(options, {
+    binary,
+    arch,
+    accelerator: await resolveAccelerator(options.machine?.accel ?? 'auto', arch, { binary }),
+    image,
+    runFolder: vmRunFolder(options.image),
+    ...(source ? { disk: source } : {}),
+  })
+  return {
+    via: command.via,
+    binary: command.binary,
+    args: command.args,
+    explained: command.explained,
+    rendering: command.rendering,
+    prerequisite: command.prerequisite,
+  }
+}
