@@ -15,7 +15,7 @@ import {
   type NbdLogEvent,
   type ResolvedExport,
 } from './export-types'
-import { isLoopbackHost, type PskKeys } from './tls'
+import { isLoopbackHost, type TlsCredentials } from './tls'
 import { nbdUri, type NbdAddress } from './uri'
 
 /** Longest Unix socket path the OS accepts (sun_path is 108 bytes on Linux, 104 on macOS). */
@@ -27,8 +27,8 @@ export type NbdListenTarget = { socket: string } | { host?: string; port: number
 /** How an {@link NbdServer} serves its exports. */
 export interface NbdServerOptions {
   exports: NbdExportOptions[]
-  /** Pre-shared keys; when given, every connection must start TLS (FORCEDTLS). */
-  tlsKeys?: PskKeys | null
+  /** Pre-shared keys or X.509 certificates; when given, every connection must start TLS (FORCEDTLS). */
+  tls?: TlsCredentials | null
   limits?: Partial<NbdLimits>
   /** Connections served at once; more are closed on arrival (default 64). */
   maxConnections?: number
@@ -42,7 +42,7 @@ interface ExportSlot {
 
 /**
  * An NBD server (the NBD project's doc/proto.md) over engine disks: fixed newstyle handshake,
- * structured replies, base:allocation, many clients at once, optional TLS with pre-shared keys.
+ * structured replies, base:allocation, many clients at once, optional TLS with pre-shared keys or X.509 certificates.
  *
  * Emits 'log' ({@link NbdLogEvent}) for protocol violations and I/O errors, and 'connection' /
  * 'disconnect' with the connection number. A broken or hostile client only ever loses its own
@@ -50,7 +50,7 @@ interface ExportSlot {
  */
 export class NbdServer extends EventEmitter implements ConnectionHost {
   readonly limits: NbdLimits
-  readonly tlsKeys: PskKeys | null
+  readonly tls: TlsCredentials | null
   readonly pool = new BufferPool()
   private readonly exports: ExportSlot[]
   private readonly maxConnections: number
@@ -86,7 +86,7 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
       resolved: null,
     }))
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.tlsKeys = options.tlsKeys ?? null
+    this.tls = options.tls ?? null
     this.maxConnections = options.maxConnections ?? 64
   }
 
@@ -229,10 +229,10 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
           { field: 'port', value: target.port },
         )
       }
-      if (!isLoopbackHost(host) && !this.tlsKeys) {
+      if (!isLoopbackHost(host) && !this.tls) {
         throw new EngineError(
           'FORBIDDEN',
-          `Refusing to serve on ${host} without TLS: anyone who can reach it could read and write the disk. Give a PSK file (--tls-psk-file) or bind 127.0.0.1.`,
+          `Refusing to serve on ${host} without TLS: anyone who can reach it could read and write the disk. Give a PSK file (--tls-psk-file) or certificates (--tls-creds), or bind 127.0.0.1.`,
           { field: 'host', value: host },
         )
       }
@@ -248,7 +248,7 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
   /** The NBD URI of an export at the listening address. */
   uri(exportName = this.exports[0]!.options.name): string {
     if (!this.address) throw new EngineError('BAD_REQUEST', 'The NBD server is not listening.')
-    return nbdUri(this.address, exportName, this.tlsKeys !== null)
+    return nbdUri(this.address, exportName, this.tls !== null)
   }
 
   /**

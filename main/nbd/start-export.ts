@@ -1,11 +1,11 @@
 import type { Disk } from '../engine/disk'
-import { throwIfAborted } from '../engine/errors'
+import { EngineError, throwIfAborted } from '../engine/errors'
 import type { NamePolicy } from '../engine/names'
 import { guardProbedFirstSector, openImage, probeNote } from '../engine/open'
 import { lockDiskChain } from '../engine/ops/chain-lock'
 import type { NbdLimits, NbdLogEvent } from './export-types'
 import { NbdServer, type NbdListenTarget } from './server'
-import { readPskFile, type PskKeys } from './tls'
+import { readPskFile, readX509Folder, type PskKeys, type TlsCredentials } from './tls'
 import type { NbdAddress } from './uri'
 
 /** What {@link startExport} serves and where. */
@@ -22,6 +22,8 @@ export interface StartExportOptions {
   /** Pre-shared keys, or a qemu/nbdkit PSK file to read them from; either makes TLS mandatory. */
   tlsKeys?: PskKeys
   tlsPskFile?: string
+  /** A tls-creds-x509 folder (ca-cert.pem, server-cert.pem, server-key.pem): TLS with X.509. */
+  tlsCertificates?: { folder: string; verifyClients?: boolean }
   maxConnections?: number
   limits?: Partial<NbdLimits>
   onLog?: (event: NbdLogEvent) => void
@@ -46,13 +48,31 @@ export interface ExportHandle {
   stop(): Promise<void>
 }
 
+/** The TLS the export requires: PSK or X.509, never both (null: none). */
+async function tlsCredentialsOf(options: StartExportOptions): Promise<TlsCredentials | null> {
+  const psk = options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
+  if (psk && options.tlsCertificates) {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'An export uses pre-shared keys or X.509 certificates for TLS, not both.',
+      { field: 'tls' },
+    )
+  }
+  if (psk) return { kind: 'psk', keys: psk }
+  if (options.tlsCertificates) {
+    return readX509Folder(options.tlsCertificates.folder, {
+      verifyClients: options.tlsCertificates.verifyClients ?? false,
+    })
+  }
+  return null
+}
+
 /**
  * Open an image's chain under the name policy and serve its guest view over NBD: the
  * engine-level entry point of `addcow serve`, `addcow launch` and the app's serve job.
  */
 export async function startExport(options: StartExportOptions): Promise<ExportHandle> {
-  const tlsKeys =
-    options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
+  const tlsCredentials = await tlsCredentialsOf(options)
   throwIfAborted(options.signal, 'export')
   // A probed raw image is served as QEMU serves one: with a warning, and its first sector
   // guarded against writes that would make it look like another format.
@@ -86,7 +106,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
           readOnly: options.readOnly ?? false,
         },
       ],
-      tlsKeys,
+      tls: tlsCredentials,
       ...(options.limits ? { limits: options.limits } : {}),
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
     })
@@ -99,7 +119,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       address,
       disk,
       server,
-      tls: tlsKeys !== null,
+      tls: tlsCredentials !== null,
       warnings,
       stop() {
         stopping ??= (async () => {

@@ -55,12 +55,18 @@ export const serveCommand = defineCommand({
   --socket PATH        listen on a Unix socket (default: a per-image socket in
                        $XDG_RUNTIME_DIR or the temporary folder)
   --host H             listen on TCP at H (default 127.0.0.1); a host other than
-                       loopback needs --tls-psk-file
+                       loopback needs --tls-psk-file or --tls-creds
   --port N             TCP port (default ${NBD_PORT}; 0 picks a free one)
   --export NAME        export name (default: empty, the default export)
   --read-only          refuse writes
   --tls-psk-file FILE  require TLS with the pre-shared keys in FILE (identity:hexkey
                        lines, as qemu's keys.psk and nbdkit's --tls-psk)
+  --tls-creds DIR      require TLS with X.509 certificates from DIR, laid out as
+                       QEMU's tls-creds-x509: ca-cert.pem, server-cert.pem,
+                       server-key.pem (QEMU on another host connects with
+                       -object tls-creds-x509,endpoint=client and the same CA)
+  --tls-verify-clients (with --tls-creds) clients must present a certificate
+                       signed by ca-cert.pem
   --max-connections N  clients served at once (default 64)
   -f FMT               format of IMAGE (default: probed)
 ${ACCEPT_BASE_USAGE}
@@ -75,6 +81,8 @@ everything before it exits.`,
     export: { type: 'string' },
     'read-only': { type: 'boolean' },
     'tls-psk-file': { type: 'string' },
+    'tls-creds': { type: 'string' },
+    'tls-verify-clients': { type: 'boolean' },
     'max-connections': { type: 'string' },
     ...FORMAT_OPTION,
     ...ACCEPT_BASE_OPTION,
@@ -97,6 +105,11 @@ everything before it exits.`,
         )
       }
     }
+    if (values['tls-verify-clients'] && values['tls-creds'] === undefined) {
+      throw new EngineError('BAD_ARGUMENT', '--tls-verify-clients goes with --tls-creds DIR.', {
+        field: 'tls-verify-clients',
+      })
+    }
     const handle = await startExport({
       image,
       readOnly: values['read-only'] ?? false,
@@ -108,6 +121,14 @@ everything before it exits.`,
       signal: context.signal,
       ...(values.f ? { format: values.f } : {}),
       ...(values['tls-psk-file'] ? { tlsPskFile: values['tls-psk-file'] } : {}),
+      ...(values['tls-creds'] !== undefined
+        ? {
+            tlsCertificates: {
+              folder: values['tls-creds'],
+              verifyClients: values['tls-verify-clients'] ?? false,
+            },
+          }
+        : {}),
       ...(maxConnections !== undefined ? { maxConnections } : {}),
     })
     context.stdout.write(`${handle.uri}\n`)
