@@ -31,6 +31,7 @@ export const CHANNELS = {
   operationsStreamOverlay: 'operations:stream-overlay',
   operationsRebaseOverlay: 'operations:rebase-overlay',
   qemuGetCommand: 'qemu:get-command',
+  qemuExportCommand: 'qemu:export-command',
   qemuLaunchVm: 'qemu:launch-vm',
   qemuStopVm: 'qemu:stop-vm',
   qemuWriteConsole: 'qemu:write-console',

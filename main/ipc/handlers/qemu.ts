@@ -4,11 +4,13 @@ import { EngineError } from '../../engine/errors'
 import { openImage } from '../../engine/open'
 import { findQemuBinary, hostArch } from '../../qemu/binaries'
 import { probeQemuCapabilities } from '../../qemu/capabilities'
-import type { QemuDiskSource } from '../../qemu/command'
+import { buildQemuCommand, type QemuDiskSource } from '../../qemu/command'
+import { exportScript } from '../../qemu/export-script'
+import { libvirtDomainXml } from '../../qemu/libvirt'
 import { resolveAccelerator } from '../../qemu/accelerator'
 import {
   diskSourceFor,
-  launchCommand,
+  launchCommandOptions,
   launchVm,
   vmRunFolder,
   type LaunchOptions,
@@ -69,30 +71,34 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
   const { library, bus, jobs } = services
   const vms = new Map<string, VmHandle>()
 
+  /** The launch's own command options: same binary, accelerator, run folder and sockets. */
+  async function commandOptionsOf(request: ParsedRequestOf<'qemu:get-command'>) {
+    const { path, via, acceptBase } = request
+    const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
+    let source: QemuDiskSource | undefined
+    let image: string
+    try {
+      await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
+      if (via !== 'nbd') source = diskSourceFor(disk, via)
+      image = disk.path
+    } finally {
+      await disk.close()
+    }
+    const arch = hostArch()
+    const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
+    return launchCommandOptions(launchOptions(request), {
+      binary,
+      arch,
+      accelerator: await resolveAccelerator('auto', arch, { binary }),
+      image,
+      runFolder: vmRunFolder(path),
+      ...(source ? { disk: source } : {}),
+    })
+  }
+
   return {
     'qemu:get-command': async (request) => {
-      const { path, via, acceptBase } = request
-      const disk = await openImage(path, { readOnly: true, policy: await library.policy() })
-      let source: QemuDiskSource | undefined
-      let image: string
-      try {
-        await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })
-        if (via !== 'nbd') source = diskSourceFor(disk, via)
-        image = disk.path
-      } finally {
-        await disk.close()
-      }
-      // The launch's own command: same binary, accelerator, run folder and sockets.
-      const arch = hostArch()
-      const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
-      const command = launchCommand(launchOptions(request), {
-        binary,
-        arch,
-        accelerator: await resolveAccelerator('auto', arch, { binary }),
-        image,
-        runFolder: vmRunFolder(path),
-        ...(source ? { disk: source } : {}),
-      })
+      const command = buildQemuCommand(await commandOptionsOf(request))
       return {
         via: command.via,
         binary: command.binary,
@@ -101,6 +107,20 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
         rendering: command.rendering,
         prerequisite: command.prerequisite,
       }
+    },
+
+    'qemu:export-command': async (request) => {
+      const { as, ...commandRequest } = request
+      const options = await commandOptionsOf(commandRequest)
+      const stem = basename(request.path).replace(/[^A-Za-z0-9._-]/g, '_')
+      if (as === 'libvirt')
+        return { text: libvirtDomainXml(options), fileName: `${stem}.libvirt.xml` }
+      const text = exportScript(buildQemuCommand(options), {
+        options,
+        runFolder: vmRunFolder(request.path),
+        title: `Boot ${request.path} in QEMU (exported by AddCow Studio).`,
+      })
+      return { text, fileName: `${stem}.sh` }
     },
 
     'qemu:launch-vm': {

@@ -92,6 +92,7 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     headless: true,
     readOnly: true,
   }),
+  'qemu:export-command': ({ overlay }) => ({ path: overlay, headless: true, as: 'libvirt' }),
   'qemu:get-capabilities': () => ({}),
   'qemu:stop-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
