@@ -65,8 +65,8 @@ export const serveCommand = defineCommand({
                        QEMU's tls-creds-x509: ca-cert.pem, server-cert.pem,
                        server-key.pem (QEMU on another host connects with
                        -object tls-creds-x509,endpoint=client and the same CA)
-  --tls-verify-clients (with --tls-creds) clients must present a certificate
-                       signed by ca-cert.pem
+  --tls-verify-clients clients must present a certificate signed by the
+                       ca-cert.pem of --tls-creds DIR
   --max-connections N  clients served at once (default 64)
   -f FMT               format of IMAGE (default: probed)
 ${ACCEPT_BASE_USAGE}
