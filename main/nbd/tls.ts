@@ -114,9 +114,12 @@ export async function readX509Folder(
   folder: string,
   options: { verifyClients?: boolean } = {},
 ): Promise<{ kind: 'x509' } & X509Credentials> {
-  const [ca, cert, key] = await Promise.all(
-    X509_SERVER_FILES.map((name) => readPemFile(join(folder, name))),
-  )
+  const [caFile, certFile, keyFile] = X509_SERVER_FILES
+  const [ca, cert, key] = await Promise.all([
+    readPemFile(join(folder, caFile)),
+    readPemFile(join(folder, certFile)),
+    readPemFile(join(folder, keyFile)),
+  ])
   let context: tls.SecureContext
   try {
     context = tls.createSecureContext({ ca, cert, key, minVersion: 'TLSv1.2' })
