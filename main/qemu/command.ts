@@ -16,8 +16,10 @@ export type QemuDiskSource =
       exportName: string
       /** TLS: a folder holding keys.psk and the identity to use from it, or X.509 certificates. */
       tls?: NbdClientTls
-      /** The image being served (only for the explanation). */
+      /** The image being served (for the explanation and the serve line). */
       image?: string
+      /** More options for the serve line, before the image (format, name policy). */
+      serveOptions?: string[]
     }
   /** The add-cow file itself, for a QEMU built with the add-cow driver. */
   | { via: 'native'; path: string }
@@ -428,7 +430,7 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
     if (options.readOnly) serveArgs.push('--read-only')
     if (disk.tls && 'x509Folder' in disk.tls) serveArgs.push('--tls-creds', disk.tls.x509Folder)
     else if (disk.tls) serveArgs.push('--tls-psk-file', `${disk.tls.pskFolder}/keys.psk`)
-    serveArgs.push(disk.image)
+    serveArgs.push(...(disk.serveOptions ?? []), disk.image)
     prerequisite = { args: serveArgs, explanation: 'start the export; it runs until Ctrl-C' }
   }
   const args = groups.flatMap((group) => group.args)

@@ -119,6 +119,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
               }
             : { socket: values.socket ?? defaultSocketPath(disk.path) }),
           ...(tls ? { tls } : {}),
+          serveOptions: serveOptionsOf(values),
         }
       } else {
         source = diskSourceFor(disk, options.via)
@@ -191,4 +192,20 @@ function clientTls(values: {
   if (values['tls-psk-dir'] !== undefined)
     return { pskFolder: values['tls-psk-dir'], username: values['tls-username'] ?? 'qemu' }
   return null
+}
+
+/**
+ * What the serve line must repeat so the export opens the image as this run did: its format
+ * and the names this run allowed (the library's trusted pairs apply to both by themselves).
+ */
+function serveOptionsOf(values: {
+  f?: string
+  'allow-name'?: string[]
+  'allow-any-name'?: boolean
+}): string[] {
+  return [
+    ...(values.f !== undefined ? ['-f', values.f] : []),
+    ...(values['allow-name'] ?? []).flatMap((path) => ['--allow-name', path]),
+    ...(values['allow-any-name'] ? ['--allow-any-name'] : []),
+  ]
 }

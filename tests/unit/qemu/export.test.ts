@@ -97,6 +97,25 @@ describe('X.509 TLS on the NBD disk', () => {
   })
 })
 
+describe('the serve line', () => {
+  it('repeats the format and the names this run allowed, before the image', () => {
+    const command = buildQemuCommand({
+      disk: { ...nbd, serveOptions: ['-f', 'add-cow', '--allow-name', '/bases/b.raw'] },
+    })
+    expect(command.prerequisite!.args).toEqual([
+      'addcow',
+      'serve',
+      '--socket',
+      '/run/vm/nbd.sock',
+      '-f',
+      'add-cow',
+      '--allow-name',
+      '/bases/b.raw',
+      '/vm/a.add-cow',
+    ])
+  })
+})
+
 describe('exportScript', () => {
   it('serves, waits for the URI, runs the argv quoted, and cleans up in a trap', () => {
     const options: QemuCommandOptions = { disk: nbd, extraArgs: ["it's", '$HOME'] }
