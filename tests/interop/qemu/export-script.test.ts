@@ -4,7 +4,7 @@
 // behind once QEMU exits.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -12,6 +12,7 @@ import { openImage } from '../../../main/engine/open'
 import { vmRunFolder } from '../../../main/qemu/launcher'
 import { QmpClient } from '../../../main/qemu/qmp'
 import { ADDCOW_BIN, addcow } from '../../helpers/cli'
+import { childrenOf, waitFor } from '../../helpers/processes'
 import { requireTools, tempDir } from '../../helpers/tools'
 
 const FIXTURES = fileURLToPath(new URL('../../fixtures/boot/', import.meta.url))
@@ -52,31 +53,6 @@ async function bootOverlay(name: string): Promise<string> {
   return overlay
 }
 
-/** The children of a process, by their command name (from /proc). */
-async function childrenOf(pid: number): Promise<{ pid: number; name: string }[]> {
-  const children: { pid: number; name: string }[] = []
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '')
-    // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
-    const close = stat.lastIndexOf(')')
-    const ppid = Number(stat.slice(close + 2).split(' ')[1])
-    if (ppid === pid)
-      children.push({ pid: Number(entry), name: stat.slice(stat.indexOf('(') + 1, close) })
-  }
-  return children
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null>, ms = 120_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const found = await probe()
-    if (found !== null) return found
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
 interface ScriptRun {
   child: ChildProcess
   output: () => string
@@ -110,14 +86,13 @@ async function bootWithScript(
   await writeFile(path, script)
   const run = runScript(path)
   try {
-    await waitFor('the boot sector', async () => (run.output().includes(BOOTED) ? true : null))
+    await waitFor('the boot sector', async () => run.output().includes(BOOTED))
     const children = await childrenOf(run.child.pid!)
     const qemu = children.find((child) => child.name.startsWith('qemu-system'))
     const serve = children.find((child) => child.name !== qemu?.name)
     expect(qemu, JSON.stringify(children)).toBeDefined()
     expect(serve, JSON.stringify(children)).toBeDefined()
-    const argv = (await readFile(`/proc/${qemu!.pid}/cmdline`, 'utf8')).split('\0').slice(0, -1)
-    expect(argv).toEqual(expectedArgv)
+    expect(qemu!.argv).toEqual(expectedArgv)
     const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 })
     await qmp.execute('quit').catch(() => undefined)
     qmp.close()
@@ -210,7 +185,7 @@ describeQemu('the exported shell script', () => {
     const interrupted = join(folder.path, 'interrupted.sh')
     await writeFile(interrupted, script.stdout)
     const running = runScript(interrupted)
-    await waitFor('the boot sector', async () => (running.output().includes(BOOTED) ? true : null))
+    await waitFor('the boot sector', async () => running.output().includes(BOOTED))
     const serve = (await childrenOf(running.child.pid!)).find(
       (child) => !child.name.startsWith('qemu-system'),
     )

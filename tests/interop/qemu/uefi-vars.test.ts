@@ -4,12 +4,13 @@
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { findUefiFirmware, uefiVarsTemplateFor } from '../../../main/qemu/capabilities'
 import { ADDCOW_BIN, addcow } from '../../helpers/cli'
+import { childrenOf, waitFor } from '../../helpers/processes'
 import { requireTools, tempDir } from '../../helpers/tools'
 
 const FIXTURES = fileURLToPath(new URL('../../fixtures/boot/', import.meta.url))
@@ -36,28 +37,6 @@ function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-async function waitFor(what: string, probe: () => Promise<boolean>, ms = 180_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-}
-
-/** QEMU, the child of `parent`: its pid and argv (from /proc). */
-async function qemuUnder(parent: number): Promise<{ pid: number; argv: string[] }> {
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    const text = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '')
-    const close = text.lastIndexOf(')')
-    if (Number(text.slice(close + 2).split(' ')[1]) !== parent) continue
-    if (!text.slice(text.indexOf('(') + 1, close).startsWith('qemu-system')) continue
-    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').slice(0, -1)
-    return { pid: Number(entry), argv }
-  }
-  throw new Error(`no QEMU runs under process ${parent}`)
-}
-
 /**
  * `addcow machine start NAME` until `ready` says the guest got far enough; then QEMU's argv is
  * read and QEMU is stopped with SIGTERM (it flushes its drives; the launcher holds the one QMP
@@ -81,8 +60,11 @@ async function startUntil(
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   try {
     await waitFor('QEMU to start', async () => /QEMU \d+ started/.test(stderr))
-    await waitFor('the guest', ready)
-    const qemu = await qemuUnder(child.pid!)
+    await waitFor('the guest', ready, 180_000)
+    const qemu = (await childrenOf(child.pid!)).find((found) =>
+      found.name.startsWith('qemu-system'),
+    )
+    if (!qemu) throw new Error(`no QEMU runs under process ${child.pid}`)
     process.kill(qemu.pid, 'SIGTERM')
     return { argv: qemu.argv, code: await exited, stderr }
   } finally {
