@@ -1,5 +1,6 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { cp, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import {
+  MachineNameSchema,
   SavedMachineSchema,
   type SavedMachine,
   type SavedMachineInput,
@@ -477,8 +478,23 @@ export class Library {
   machineProblems: string[] = []
 
   /**
+   * The folder of a saved machine's own files (its UEFI variable store), beside the library
+   * file: `machines/NAME`. The name is a MachineNameSchema name (no '/', never '.' or '..').
+   * It moves with a rename, is copied with {@link copyMachine} and deleted with the machine.
+   */
+  machineFolder(name: string): string {
+    if (!MachineNameSchema.safeParse(name).success) {
+      throw new EngineError('BAD_ARGUMENT', `${quote(name)} is not a machine name.`, {
+        field: 'name',
+        value: bounded(name),
+      })
+    }
+    return join(dirname(this.file), 'machines', name)
+  }
+
+  /**
    * Save a machine. `replace` false refuses an existing name (ALREADY_EXISTS); `previousName`
-   * renames (the old entry goes).
+   * renames (the old entry goes, its folder follows).
    */
   async saveMachine(
     machine: SavedMachineInput,
@@ -503,10 +519,34 @@ export class Library {
       else list.push(saved)
       data.machines = list
     })
+    if (options.previousName !== undefined && options.previousName !== saved.name)
+      await this.moveMachineFolder(options.previousName, saved.name)
     return saved
   }
 
-  /** Remove a machine by name (NOT_FOUND when there is none). */
+  private async moveMachineFolder(from: string, to: string): Promise<void> {
+    const target = this.machineFolder(to)
+    await rm(target, { recursive: true, force: true })
+    await rename(this.machineFolder(from), target).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw wrapIoError(error, this.machineFolder(from), 'rename')
+    })
+  }
+
+  /** Duplicate a machine under a new name, with a copy of its files (its UEFI settings). */
+  async copyMachine(name: string, newName: string): Promise<SavedMachine> {
+    const machine = await this.machine(name)
+    const saved = await this.saveMachine({ ...machine, name: newName })
+    await cp(this.machineFolder(name), this.machineFolder(newName), {
+      recursive: true,
+      errorOnExist: false,
+      force: true,
+    }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw wrapIoError(error, this.machineFolder(name), 'copy')
+    })
+    return saved
+  }
+
+  /** Remove a machine by name, and its folder (NOT_FOUND when there is none). */
   async removeMachine(name: string): Promise<void> {
     await this.update((data) => {
       const list = data.machines ?? []
@@ -518,6 +558,7 @@ export class Library {
         })
       data.machines = kept
     })
+    await rm(this.machineFolder(name), { recursive: true, force: true })
   }
 
   /** One machine by name (NOT_FOUND when there is none). */

@@ -6,10 +6,10 @@ import { runLiveCommand } from '../engine/live/registry'
 import { guardBaseDrift } from '../engine/ops/drift'
 import { resolveAccelerator } from '../qemu/accelerator'
 import { findQemuBinary, hostArch } from '../qemu/binaries'
-import type { QemuDiskSource } from '../qemu/command'
+import { buildQemuCommand, type QemuCommandOptions, type QemuDiskSource } from '../qemu/command'
 import {
   diskSourceFor,
-  launchCommand,
+  launchCommandOptions,
   launchVm,
   vmRunFolder,
   type LaunchOptions,
@@ -174,11 +174,11 @@ export class VmSessions {
  * guard, the disk source of --via native or raw), then the launch's own builder with the same
  * binary, accelerator, run folder and sockets.
  */
-export async function vmCommandFor(
+export async function vmCommandOptionsFor(
   services: IpcServices,
   options: LaunchOptions,
   acceptBase: boolean,
-): Promise<ResponseOf<'qemu:get-command'>> {
+): Promise<QemuCommandOptions> {
   const { library } = services
   const via = options.via ?? 'nbd'
   const disk = await openImage(options.image, { readOnly: true, policy: await library.policy() })
@@ -193,7 +193,7 @@ export async function vmCommandFor(
   }
   const arch = hostArch()
   const binary = (await findQemuBinary(arch))?.path ?? `qemu-system-${arch}`
-  const command = launchCommand(options, {
+  return launchCommandOptions(options, {
     binary,
     arch,
     accelerator: await resolveAccelerator(options.machine?.accel ?? 'auto', arch, { binary }),
@@ -201,6 +201,15 @@ export async function vmCommandFor(
     runFolder: vmRunFolder(options.image),
     ...(source ? { disk: source } : {}),
   })
+}
+
+/** {@link vmCommandOptionsFor}'s command line, as the renderer shows it. */
+export async function vmCommandFor(
+  services: IpcServices,
+  options: LaunchOptions,
+  acceptBase: boolean,
+): Promise<ResponseOf<'qemu:get-command'>> {
+  const command = buildQemuCommand(await vmCommandOptionsFor(services, options, acceptBase))
   return {
     via: command.via,
     binary: command.binary,

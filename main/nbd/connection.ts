@@ -4,7 +4,7 @@ import { isDisconnect, ProtocolViolation } from './errors'
 import type { ConnectionHost } from './export-types'
 import { Handshake, type HandshakeChannel } from './handshake'
 import { StreamClosedError, StreamReader } from './reader'
-import { startServerTls, type PskKeys } from './tls'
+import { startServerTls, type TlsCredentials } from './tls'
 import {
   Transmission,
   type Incoming,
@@ -175,9 +175,9 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     if (!this.socket.write(data)) await this.until(() => !this.socket.writableNeedDrain)
   }
 
-  async upgradeTls(keys: PskKeys): Promise<void> {
+  async upgradeTls(credentials: TlsCredentials): Promise<void> {
     const leftover = this.reader.detach()
-    const secure = await startServerTls(this.socket as Socket, keys, leftover)
+    const secure = await startServerTls(this.socket as Socket, credentials, leftover)
     this.socket = secure
     this.watch(secure)
     this.reader.attach(secure)

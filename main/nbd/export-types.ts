@@ -1,6 +1,6 @@
 import type { Disk } from '../engine/disk'
 import type { BufferPool } from './buffer-pool'
-import type { PskKeys } from './tls'
+import type { TlsCredentials } from './tls'
 
 /** One export a server offers: a name and the disk behind it. */
 export interface NbdExportOptions {
@@ -81,7 +81,7 @@ export interface NbdLogEvent {
 /** What a connection asks of its server. */
 export interface ConnectionHost {
   readonly limits: NbdLimits
-  readonly tlsKeys: PskKeys | null
+  readonly tls: TlsCredentials | null
   readonly shuttingDown: boolean
   /** Buffers shared by every connection for replies and payloads. */
   readonly pool: BufferPool

@@ -26,7 +26,7 @@ import {
   TRANSMISSION_FLAG,
 } from './protocol'
 import type { StreamReader } from './reader'
-import type { PskKeys } from './tls'
+import type { TlsCredentials } from './tls'
 
 /**
  * The handshake phase of proto.md ("Newstyle negotiation", "Option types"): the greeting, the
@@ -47,7 +47,7 @@ export interface HandshakeChannel {
   /** Send bytes to the client. */
   write(data: Buffer): Promise<void>
   /** Run TLS over the socket (after NBD_OPT_STARTTLS was acknowledged); the reader follows. */
-  upgradeTls(keys: PskKeys): Promise<void>
+  upgradeTls(credentials: TlsCredentials): Promise<void>
 }
 
 /** Metadata contexts selected by the last NBD_OPT_SET_META_CONTEXT, and for which export. */
@@ -140,7 +140,7 @@ export class Handshake {
     }
     const fixed = (clientFlags & CLIENT_FLAG.FIXED_NEWSTYLE) !== 0
     this.noZeroes = (clientFlags & CLIENT_FLAG.NO_ZEROES) !== 0
-    if (this.host.tlsKeys && !fixed) {
+    if (this.host.tls && !fixed) {
       throw new ProtocolViolation('the client does not speak fixed newstyle, which TLS needs')
     }
 
@@ -190,12 +190,7 @@ export class Handshake {
       await this.replyError(option, REPLY.ERR_SHUTDOWN, 'The server is shutting down.')
       return null
     }
-    if (
-      this.host.tlsKeys &&
-      !this.tlsActive &&
-      option !== OPTION.STARTTLS &&
-      option !== OPTION.ABORT
-    ) {
+    if (this.host.tls && !this.tlsActive && option !== OPTION.STARTTLS && option !== OPTION.ABORT) {
       if (option === OPTION.EXPORT_NAME)
         throw new ProtocolViolation('NBD_OPT_EXPORT_NAME before TLS on a TLS-only server')
       await this.replyError(
@@ -276,8 +271,8 @@ export class Handshake {
   }
 
   private async optionStartTls(data: Buffer): Promise<void> {
-    const keys = this.host.tlsKeys
-    if (!keys) {
+    const credentials = this.host.tls
+    if (!credentials) {
       await this.replyError(
         OPTION.STARTTLS,
         REPLY.ERR_POLICY,
@@ -289,7 +284,7 @@ export class Handshake {
     if (this.tlsActive) throw new InvalidOption('TLS is already active.')
     await this.reply(OPTION.STARTTLS, REPLY.ACK)
     try {
-      await this.channel.upgradeTls(keys)
+      await this.channel.upgradeTls(credentials)
     } catch (error) {
       throw new ProtocolViolation(
         `the TLS handshake failed: ${(error instanceof Error ? error.message : String(error)).replace(/\.$/, '')}`,

@@ -6,6 +6,14 @@ export * from './export-types'
 export * from './protocol'
 export { NbdServer, type NbdListenTarget, type NbdServerOptions } from './server'
 export { startExport, type ExportHandle, type StartExportOptions } from './start-export'
-export { isLoopbackHost, parsePskFile, readPskFile, type PskKeys } from './tls'
+export {
+  isLoopbackHost,
+  parsePskFile,
+  readPskFile,
+  readX509Folder,
+  type PskKeys,
+  type TlsCredentials,
+  type X509Credentials,
+} from './tls'
 export { nbdUri, type NbdAddress } from './uri'
 export { defaultSocketPath } from './default-socket'

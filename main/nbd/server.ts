@@ -16,7 +16,7 @@ import {
   type NbdLogEvent,
   type ResolvedExport,
 } from './export-types'
-import { isLoopbackHost, type PskKeys } from './tls'
+import { isLoopbackHost, type TlsCredentials } from './tls'
 import { nbdUri, type NbdAddress } from './uri'
 
 /** Where to listen: a Unix socket, or TCP (host defaults to 127.0.0.1; port 0 picks one). */
@@ -25,8 +25,8 @@ export type NbdListenTarget = { socket: string } | { host?: string; port: number
 /** How an {@link NbdServer} serves its exports. */
 export interface NbdServerOptions {
   exports: NbdExportOptions[]
-  /** Pre-shared keys; when given, every connection must start TLS (FORCEDTLS). */
-  tlsKeys?: PskKeys | null
+  /** Pre-shared keys or X.509 certificates; when given, every connection must start TLS (FORCEDTLS). */
+  tls?: TlsCredentials | null
   limits?: Partial<NbdLimits>
   /** Connections served at once; more are closed on arrival (default 64). */
   maxConnections?: number
@@ -40,7 +40,7 @@ interface ExportSlot {
 
 /**
  * An NBD server (the NBD project's doc/proto.md) over engine disks: fixed newstyle handshake,
- * structured replies, base:allocation, many clients at once, optional TLS with pre-shared keys.
+ * structured replies, base:allocation, many clients at once, optional TLS with pre-shared keys or X.509 certificates.
  *
  * Emits 'log' ({@link NbdLogEvent}) for protocol violations and I/O errors, and 'connection' /
  * 'disconnect' with the connection number. A broken or hostile client only ever loses its own
@@ -48,7 +48,7 @@ interface ExportSlot {
  */
 export class NbdServer extends EventEmitter implements ConnectionHost {
   readonly limits: NbdLimits
-  readonly tlsKeys: PskKeys | null
+  readonly tls: TlsCredentials | null
   readonly pool = new BufferPool()
   private readonly exports: ExportSlot[]
   private readonly maxConnections: number
@@ -84,7 +84,7 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
       resolved: null,
     }))
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.tlsKeys = options.tlsKeys ?? null
+    this.tls = options.tls ?? null
     this.maxConnections = options.maxConnections ?? 64
   }
 
@@ -218,10 +218,10 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
           { field: 'port', value: target.port },
         )
       }
-      if (!isLoopbackHost(host) && !this.tlsKeys) {
+      if (!isLoopbackHost(host) && !this.tls) {
         throw new EngineError(
           'FORBIDDEN',
-          `Refusing to serve on ${host} without TLS: anyone who can reach it could read and write the disk. Give a PSK file (--tls-psk-file) or bind 127.0.0.1.`,
+          `Refusing to serve on ${host} without TLS: anyone who can reach it could read and write the disk. Give a PSK file (--tls-psk-file) or certificates (--tls-creds), or bind 127.0.0.1.`,
           { field: 'host', value: host },
         )
       }
@@ -237,7 +237,7 @@ export class NbdServer extends EventEmitter implements ConnectionHost {
   /** The NBD URI of an export at the listening address. */
   uri(exportName = this.exports[0]!.options.name): string {
     if (!this.address) throw new EngineError('BAD_REQUEST', 'The NBD server is not listening.')
-    return nbdUri(this.address, exportName, this.tlsKeys !== null)
+    return nbdUri(this.address, exportName, this.tls !== null)
   }
 
   /**

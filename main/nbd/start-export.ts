@@ -10,7 +10,7 @@ import { LiveLocks } from '../engine/live/live-locks'
 import type { LiveTarget } from '../engine/live/registry'
 import type { NbdLimits, NbdLogEvent } from './export-types'
 import { NbdServer, type NbdListenTarget } from './server'
-import { readPskFile, type PskKeys } from './tls'
+import { readPskFile, readX509Folder, type PskKeys, type TlsCredentials } from './tls'
 import type { NbdAddress } from './uri'
 
 /** What {@link startExport} serves and where. */
@@ -29,6 +29,8 @@ export interface StartExportOptions {
   /** Pre-shared keys, or a qemu/nbdkit PSK file to read them from; either makes TLS mandatory. */
   tlsKeys?: PskKeys
   tlsPskFile?: string
+  /** A tls-creds-x509 folder (ca-cert.pem, server-cert.pem, server-key.pem): TLS with X.509. */
+  tlsCertificates?: { folder: string; verifyClients?: boolean }
   maxConnections?: number
   limits?: Partial<NbdLimits>
   onLog?: (event: NbdLogEvent) => void
@@ -77,13 +79,31 @@ export interface ExportHandle {
   stop(): Promise<void>
 }
 
+/** The TLS the export requires: PSK or X.509, never both (null: none). */
+async function tlsCredentialsOf(options: StartExportOptions): Promise<TlsCredentials | null> {
+  const psk = options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
+  if (psk && options.tlsCertificates) {
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'An export uses pre-shared keys or X.509 certificates for TLS, not both.',
+      { field: 'tls' },
+    )
+  }
+  if (psk) return { kind: 'psk', keys: psk }
+  if (options.tlsCertificates) {
+    return readX509Folder(options.tlsCertificates.folder, {
+      verifyClients: options.tlsCertificates.verifyClients ?? false,
+    })
+  }
+  return null
+}
+
 /**
  * Open an image's chain under the name policy and serve its guest view over NBD: the
  * engine-level entry point of `addcow serve`, `addcow launch` and the app's serve job.
  */
 export async function startExport(options: StartExportOptions): Promise<ExportHandle> {
-  const tlsKeys =
-    options.tlsKeys ?? (options.tlsPskFile ? await readPskFile(options.tlsPskFile) : null)
+  const tlsCredentials = await tlsCredentialsOf(options)
   throwIfAborted(options.signal, 'export')
   if (options.copyOnRead && options.readOnly) {
     throw new EngineError(
@@ -127,7 +147,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
           readOnly: options.readOnly ?? false,
         },
       ],
-      tlsKeys,
+      tls: tlsCredentials,
       ...(options.limits ? { limits: options.limits } : {}),
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
     })
@@ -141,7 +161,6 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       copyOnRead: live.copyOnRead,
       ...(options.library ? { library: options.library } : {}),
       ...(options.policy ? { policy: options.policy } : {}),
-      ...(options.library ? { library: options.library } : {}),
     }
     if (options.controlSocket !== undefined)
       control = await startControlServer(options.controlSocket, target).catch((error: unknown) => {
@@ -165,7 +184,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       target,
       control,
       server,
-      tls: tlsKeys !== null,
+      tls: tlsCredentials !== null,
       warnings,
       stop() {
         stopping ??= (async () => {

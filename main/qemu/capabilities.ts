@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process'
 import { access, constants } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
 
 /** A machine type QEMU offers (`-machine help`). */
 export interface QemuMachineType {
@@ -66,6 +67,18 @@ export function parseMachineHelp(text: string): QemuMachineType[] {
 export function parseFormatHelp(text: string): string[] {
   const match = /^Supported formats:(.*)$/m.exec(text)
   return match ? match[1]!.trim().split(/\s+/).filter(Boolean) : []
+}
+
+/**
+ * The variable store template that goes with an OVMF code image, by Debian's (and Fedora's)
+ * naming: OVMF_CODE_4M.fd → OVMF_VARS_4M.fd, the Secure Boot build with the store that has
+ * Microsoft's keys enrolled (OVMF_CODE_4M.secboot.fd → OVMF_VARS_4M.ms.fd). Null for an image
+ * with no _CODE in its name (a combined OVMF.fd keeps its variables in itself: no store).
+ */
+export function uefiVarsTemplateFor(code: string): string | null {
+  const name = basename(code)
+  if (!name.includes('_CODE')) return null
+  return join(dirname(code), name.replace('_CODE', '_VARS').replace(/\.secboot\.fd$/, '.ms.fd'))
 }
 
 /** Debian's OVMF code images present on this host. */

@@ -7,22 +7,31 @@ export type QemuVia = 'nbd' | 'native' | 'raw'
 
 /** The disk QEMU boots from. */
 export type QemuDiskSource =
-  /** Through `addcow serve`: a Unix socket, or TCP (with optional TLS-PSK credentials). */
+  /** Through `addcow serve`: a Unix socket, or TCP (with optional TLS: PSK or X.509). */
   | {
       via: 'nbd'
       socket?: string
       host?: string
       port?: number
       exportName: string
-      /** A folder holding keys.psk, and the identity to use from it. */
-      tls?: { pskFolder: string; username: string }
-      /** The image being served (only for the explanation). */
+      /** TLS: a folder holding keys.psk and the identity to use from it, or X.509 certificates. */
+      tls?: NbdClientTls
+      /** The image being served (for the explanation and the serve line). */
       image?: string
+      /** More options for the serve line, before the image (format, name policy). */
+      serveOptions?: string[]
     }
   /** The add-cow file itself, for a QEMU built with the add-cow driver. */
   | { via: 'native'; path: string }
   /** The raw image file of a flattened overlay (or a raw image). */
   | { via: 'raw'; path: string }
+
+/**
+ * TLS for an NBD disk, as QEMU's client objects take it: `tls-creds-psk` (a folder with
+ * keys.psk and an identity) or `tls-creds-x509` (a folder with ca-cert.pem, and client-cert.pem
+ * with client-key.pem when the export checks clients), the layout libvirt and QEMU share.
+ */
+export type NbdClientTls = { pskFolder: string; username: string } | { x509Folder: string }
 
 /**
  * What the guest boots: its disk (default), a CD-ROM image (first, the disk second), or a
@@ -34,8 +43,19 @@ export type QemuBootSource =
   | { kind: 'cdrom'; iso: string }
   | { kind: 'kernel'; kernel: string; initrd?: string; cmdline?: string }
 
-/** Firmware: SeaBIOS (QEMU's default) or UEFI from an OVMF code image (read-only pflash). */
-export type QemuFirmware = { kind: 'bios' } | { kind: 'uefi'; code: string }
+/**
+ * Firmware: SeaBIOS (QEMU's default) or UEFI from an OVMF code image (read-only pflash), with
+ * the machine's own variable store (a writable pflash, first copied from the template beside
+ * the code image) so UEFI settings and boot entries survive reboots; without one, they do not.
+ */
+export type QemuFirmware =
+  { kind: 'bios' } | { kind: 'uefi'; code: string; vars?: UefiVariableStore }
+
+/** A machine's UEFI variable store: its file, and the OVMF template it starts as a copy of. */
+export interface UefiVariableStore {
+  file: string
+  template: string
+}
 
 /** Options in extra arguments that set the boot order themselves: the disk then gets none. */
 const BOOT_ORDER_OPTIONS = new Set(['-kernel', '-boot', '-cdrom'])
@@ -165,6 +185,26 @@ function positiveInteger(value: number, what: string, max: number): number {
   return value
 }
 
+/** QEMU's client TLS object (id tls0) for an NBD disk. */
+function tlsObject(tls: NbdClientTls): ExplainedArgs {
+  if ('x509Folder' in tls) {
+    return {
+      args: [
+        '-object',
+        `tls-creds-x509,id=tls0,endpoint=client,dir=${qemuOptionValue(tls.x509Folder)}`,
+      ],
+      explanation: `TLS credentials: X.509, the export's certificate checked against ${tls.x509Folder}/ca-cert.pem (and client-cert.pem presented when there)`,
+    }
+  }
+  return {
+    args: [
+      '-object',
+      `tls-creds-psk,id=tls0,endpoint=client,dir=${qemuOptionValue(tls.pskFolder)},username=${qemuOptionValue(tls.username)}`,
+    ],
+    explanation: `TLS credentials: the pre-shared key of '${tls.username}' in ${tls.pskFolder}/keys.psk`,
+  }
+}
+
 function diskArgs(disk: QemuDiskSource, readOnly: boolean): ExplainedArgs[] {
   const groups: ExplainedArgs[] = []
   const ro = readOnly ? ',read-only=on' : ''
@@ -184,13 +224,7 @@ function diskArgs(disk: QemuDiskSource, readOnly: boolean): ExplainedArgs[] {
     }
     let tls = ''
     if (disk.tls) {
-      groups.push({
-        args: [
-          '-object',
-          `tls-creds-psk,id=tls0,endpoint=client,dir=${qemuOptionValue(disk.tls.pskFolder)},username=${qemuOptionValue(disk.tls.username)}`,
-        ],
-        explanation: `TLS credentials: the pre-shared key of '${disk.tls.username}' in ${disk.tls.pskFolder}/keys.psk`,
-      })
+      groups.push(tlsObject(disk.tls))
       tls = ',tls-creds=tls0'
     }
     const name = disk.exportName === '' ? '' : `,export=${qemuOptionValue(disk.exportName)}`
@@ -311,8 +345,14 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
         '-drive',
         `if=pflash,format=raw,unit=0,readonly=on,file=${qemuOptionValue(firmware.code)}`,
       ],
-      explanation: `UEFI firmware: the OVMF code image ${firmware.code}, read-only (settings are not kept)`,
+      explanation: `UEFI firmware: the OVMF code image ${firmware.code}, read-only${firmware.vars ? '' : ' (no variable store: settings are not kept)'}`,
     })
+    if (firmware.vars) {
+      groups.push({
+        args: ['-drive', `if=pflash,format=raw,unit=1,file=${qemuOptionValue(firmware.vars.file)}`],
+        explanation: `the UEFI variable store ${firmware.vars.file}, writable: boot entries and settings survive reboots (first a copy of ${firmware.vars.template})`,
+      })
+    }
   }
   const network = options.network ?? 'user'
   if (network === 'user') {
@@ -388,8 +428,9 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
     const serveArgs = ['addcow', 'serve', ...listen]
     if (disk.exportName !== '') serveArgs.push('--export', disk.exportName)
     if (options.readOnly) serveArgs.push('--read-only')
-    if (disk.tls) serveArgs.push('--tls-psk-file', `${disk.tls.pskFolder}/keys.psk`)
-    serveArgs.push(disk.image)
+    if (disk.tls && 'x509Folder' in disk.tls) serveArgs.push('--tls-creds', disk.tls.x509Folder)
+    else if (disk.tls) serveArgs.push('--tls-psk-file', `${disk.tls.pskFolder}/keys.psk`)
+    serveArgs.push(...(disk.serveOptions ?? []), disk.image)
     prerequisite = { args: serveArgs, explanation: 'start the export; it runs until Ctrl-C' }
   }
   const args = groups.flatMap((group) => group.args)
@@ -422,9 +463,25 @@ function render(
       `#   ${prerequisite.args.map(shellQuote).join(' ')}`,
     )
   }
-  lines.push(`${shellQuote(binary)} \\`)
+  lines.push(...commandLines(binary, groups))
+  lines.push('#', '# What each option does:')
+  const width = Math.min(
+    48,
+    Math.max(...groups.map((group) => group.args.map(shellQuote).join(' ').length)),
+  )
+  for (const group of groups) {
+    lines.push(`#   ${group.args.map(shellQuote).join(' ').padEnd(width)}  ${group.explanation}`)
+  }
+  return lines.join('\n') + '\n'
+}
+
+/**
+ * The command as shell lines: the binary, then one option per line (an argument starting with
+ * '-' opens a line, its values follow it), each quoted, continued with a backslash.
+ */
+export function commandLines(binary: string, groups: readonly ExplainedArgs[]): string[] {
+  const lines = [`${shellQuote(binary)} \\`]
   groups.forEach((group, index) => {
-    // One line per option: an argument starting with '-' opens a line, its values follow it.
     const options: string[][] = []
     for (const arg of group.args) {
       const current = options[options.length - 1]
@@ -436,13 +493,5 @@ function render(
       lines.push(`  ${option.map(shellQuote).join(' ')}${last ? '' : ' \\'}`)
     })
   })
-  lines.push('#', '# What each option does:')
-  const width = Math.min(
-    48,
-    Math.max(...groups.map((group) => group.args.map(shellQuote).join(' ').length)),
-  )
-  for (const group of groups) {
-    lines.push(`#   ${group.args.map(shellQuote).join(' ').padEnd(width)}  ${group.explanation}`)
-  }
-  return lines.join('\n') + '\n'
+  return lines
 }

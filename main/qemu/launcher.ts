@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { lstat, mkdir, rm } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { chmod, constants as fsConstants, copyFile, lstat, mkdir, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { constants as osConstants } from 'node:os'
 import { wholeViewFile, type Disk } from '../engine/disk'
 import { EngineError, throwIfAborted } from '../engine/errors'
@@ -19,13 +20,17 @@ import type { NbdLogEvent } from '../nbd/export-types'
 import { startExport, type ExportHandle } from '../nbd/start-export'
 import { qemuMessage, resolveAccelerator, type AcceleratorChoice } from './accelerator'
 import { findQemuBinary, hostArch } from './binaries'
+import { uefiVarsTemplateFor } from './capabilities'
 import {
   buildQemuCommand,
   vmName,
   type QemuCommand,
+  type QemuCommandOptions,
   type QemuDiskSource,
+  type QemuFirmware,
   type QemuMachineOptions,
   type QemuVia,
+  type UefiVariableStore,
 } from './command'
 import { QmpClient, type QmpEvent } from './qmp'
 
@@ -129,6 +134,42 @@ export function vmSockets(runFolder: string): { nbd: string; qmp: string } {
   return { nbd: join(runFolder, 'nbd.sock'), qmp: join(runFolder, 'qmp.sock') }
 }
 
+/** The file name of a UEFI variable store, in a saved machine's folder or a run folder. */
+export const UEFI_VARS_FILE = 'OVMF_VARS.fd'
+
+/**
+ * The firmware a launch runs with. UEFI without a variable store of its own (a launch that is
+ * not a saved machine) gets a throw-away one in the run folder: like everything else about an
+ * unsaved launch it lasts until QEMU exits, and it never lands beside the image, where it would
+ * outlive the launch with nobody to delete it (and look like a raw disk to the library scan).
+ */
+function launchFirmware(firmware: QemuFirmware | undefined, runFolder: string): QemuFirmware {
+  if (firmware?.kind !== 'uefi' || firmware.vars) return firmware ?? { kind: 'bios' }
+  const template = uefiVarsTemplateFor(firmware.code)
+  return template
+    ? { ...firmware, vars: { file: join(runFolder, UEFI_VARS_FILE), template } }
+    : firmware
+}
+
+/**
+ * Give a machine its UEFI variable store: a private copy of the OVMF template (mode 0600 in a
+ * 0700 folder), made once; an existing store is kept as the guest left it.
+ */
+export async function ensureUefiVariableStore(store: UefiVariableStore): Promise<void> {
+  await mkdir(dirname(store.file), { recursive: true, mode: 0o700 })
+  try {
+    await copyFile(store.template, store.file, fsConstants.COPYFILE_EXCL)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return
+    throw new EngineError(
+      'NOT_FOUND',
+      `Cannot make the UEFI variable store ${store.file} from the template ${store.template}: ${(error as Error).message}.`,
+      { path: store.template, field: 'uefiVars', cause: error },
+    )
+  }
+  await chmod(store.file, 0o600)
+}
+
 function socketAnswers(path: string): Promise<boolean> {
   return new Promise((done) => {
     const socket = connect(path)
@@ -188,6 +229,17 @@ export interface LaunchCommandInputs {
  * same inputs, so the line on screen is the line executed (same sockets, same order).
  */
 export function launchCommand(options: LaunchOptions, inputs: LaunchCommandInputs): QemuCommand {
+  return buildQemuCommand(launchCommandOptions(options, inputs))
+}
+
+/**
+ * The builder's options behind {@link launchCommand}: what the shell script and the libvirt
+ * domain of a launch are made from, so they describe the same machine as the line shown.
+ */
+export function launchCommandOptions(
+  options: LaunchOptions,
+  inputs: LaunchCommandInputs,
+): QemuCommandOptions {
   const machine = options.machine ?? {}
   const sockets = vmSockets(inputs.runFolder)
   const via = options.via ?? 'nbd'
@@ -195,8 +247,9 @@ export function launchCommand(options: LaunchOptions, inputs: LaunchCommandInput
     via === 'nbd'
       ? { via: 'nbd', socket: sockets.nbd, exportName: '', image: inputs.image }
       : inputs.disk!
-  return buildQemuCommand({
+  return {
     ...machine,
+    firmware: launchFirmware(machine.firmware, inputs.runFolder),
     arch: inputs.arch,
     binary: inputs.binary,
     accel: inputs.accelerator.accel,
@@ -212,7 +265,7 @@ export function launchCommand(options: LaunchOptions, inputs: LaunchCommandInput
         ? { display: machine.display }
         : {}),
     ...(options.extraArgs && options.extraArgs.length > 0 ? { extraArgs: options.extraArgs } : {}),
-  })
+  }
 }
 
 /** The QEMU binary for an architecture, or NOT_FOUND. */
@@ -506,6 +559,8 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       runFolder,
       ...(disk ? { disk } : {}),
     })
+    const firmware = launchFirmware(options.machine?.firmware, runFolder)
+    if (firmware.kind === 'uefi' && firmware.vars) await ensureUefiVariableStore(firmware.vars)
     const child = spawn(command.binary, command.args, { stdio: ['pipe', 'pipe', 'pipe'] })
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', () => resolve())

@@ -1,17 +1,22 @@
+import { join } from 'node:path'
 import type { SavedMachine } from '../../shared/machine-types'
 import { EngineError } from '../engine/errors'
-import { findUefiFirmware } from './capabilities'
-import type { LaunchOptions } from './launcher'
+import { findUefiFirmware, uefiVarsTemplateFor } from './capabilities'
+import type { QemuFirmware } from './command'
+import { UEFI_VARS_FILE, type LaunchOptions } from './launcher'
 
 /**
  * The launch options of a saved machine: `addcow machine start`, `addcow launch --machine` and
  * the app start it through this one function, so they run the same command line. UEFI without
- * a chosen code image takes the first of Debian's ovmf paths found (NOT_FOUND if none).
+ * a chosen code image takes the first of Debian's ovmf paths found (NOT_FOUND if none), and the
+ * machine's own variable store lives in `machineFolder` (Library.machineFolder: deleted and
+ * renamed with the machine), so boot entries and settings survive reboots.
  */
 export async function machineLaunchOptions(
   machine: SavedMachine,
+  machineFolder: string,
 ): Promise<Omit<LaunchOptions, 'policy' | 'checks' | 'signal'>> {
-  let firmware: { kind: 'bios' } | { kind: 'uefi'; code: string } = { kind: 'bios' }
+  let firmware: QemuFirmware = { kind: 'bios' }
   if (machine.firmware === 'uefi') {
     const code = machine.uefiCode ?? (await findUefiFirmware())[0]
     if (code === undefined) {
@@ -21,7 +26,12 @@ export async function machineLaunchOptions(
         { field: 'uefiCode' },
       )
     }
-    firmware = { kind: 'uefi', code }
+    const template = uefiVarsTemplateFor(code)
+    firmware = {
+      kind: 'uefi',
+      code,
+      ...(template ? { vars: { file: join(machineFolder, UEFI_VARS_FILE), template } } : {}),
+    }
   }
   return {
     image: machine.disk,

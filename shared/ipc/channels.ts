@@ -32,6 +32,7 @@ export const CHANNELS = {
   operationsRebaseOverlay: 'operations:rebase-overlay',
   operationsResetOverlay: 'operations:reset-overlay',
   qemuGetCommand: 'qemu:get-command',
+  qemuExportCommand: 'qemu:export-command',
   qemuLaunchVm: 'qemu:launch-vm',
   qemuStopVm: 'qemu:stop-vm',
   qemuWriteConsole: 'qemu:write-console',

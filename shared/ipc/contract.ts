@@ -746,6 +746,11 @@ export const CONTRACT = {
     z.strictObject(QemuRequestFields),
     QemuCommandSchema,
   ),
+  [CHANNELS.qemuExportCommand]: call(
+    'The same machine as a POSIX sh script that starts the export and QEMU, or as a libvirt domain (`addcow qemu-cmd --script|--libvirt`).',
+    z.strictObject({ ...QemuRequestFields, as: z.enum(['script', 'libvirt']) }),
+    z.object({ text: z.string(), fileName: z.string() }),
+  ),
   [CHANNELS.qemuLaunchVm]: job(
     'Run QEMU on an image (`addcow launch`); its console arrives as qemu:console-output events; ends when QEMU exits.',
     z.strictObject(QemuRequestFields),

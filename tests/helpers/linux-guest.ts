@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { chmod, copyFile, mkdir, readdir, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { hasTool } from './tools'
@@ -55,6 +55,31 @@ export async function findKernelPackage(): Promise<{ deb: string } | { missing: 
 export const LINUX_GUEST_TOOLS = ['dpkg-deb', 'busybox', 'cpio', 'gzip']
 
 /**
+ * The modules in an order insmod accepts: each after those its `depends=` (in .modinfo) names.
+ * Kernels differ (in 6.1.0-57 virtio.ko needs virtio_ring.ko, earlier builds the reverse).
+ */
+async function dependencyOrder(folder: string, modules: readonly string[]): Promise<string[]> {
+  const nameOf = (module: string): string => module.split('/').pop()!.replace(/\.ko$/, '')
+  const depends = new Map<string, string[]>()
+  for (const module of modules) {
+    const text = (await readFile(join(folder, module))).toString('latin1')
+    const found = /depends=([^\0]*)\0/.exec(text)?.[1] ?? ''
+    depends.set(nameOf(module), found.split(',').filter(Boolean))
+  }
+  const ordered: string[] = []
+  const visit = (module: string): void => {
+    if (ordered.includes(module)) return
+    for (const dependency of depends.get(nameOf(module)) ?? []) {
+      const next = modules.find((candidate) => nameOf(candidate) === dependency)
+      if (next) visit(next)
+    }
+    ordered.push(module)
+  }
+  modules.forEach(visit)
+  return ordered
+}
+
+/**
  * Unpack the kernel and build an initramfs whose /init loads virtio-blk, runs `script` (busybox
  * sh; the disk is /dev/vda), prints `doneLine` and powers off (-no-reboot makes QEMU exit 0).
  */
@@ -79,7 +104,7 @@ export async function buildLinuxGuest(
   const { stdout: busyboxPath } = await run('sh', ['-c', 'command -v busybox'])
   await copyFile(busyboxPath.trim(), join(root, 'bin', 'busybox'))
   const loads: string[] = []
-  for (const module of VIRTIO_MODULES) {
+  for (const module of await dependencyOrder(modules, VIRTIO_MODULES)) {
     const name = module.split('/').pop()!
     await copyFile(join(modules, module), join(root, 'modules', name))
     loads.push(`insmod /modules/${name}`)

@@ -9,7 +9,10 @@ import {
 import { EngineError } from '../../engine/errors'
 import { hostArch } from '../../qemu/binaries'
 import { resolveAccelerator } from '../../qemu/accelerator'
-import { launchCommand, qemuBinaryFor, vmRunFolder } from '../../qemu/launcher'
+import { buildQemuCommand } from '../../qemu/command'
+import { exportScript } from '../../qemu/export-script'
+import { launchCommandOptions, qemuBinaryFor, vmRunFolder } from '../../qemu/launcher'
+import { libvirtDomainXml } from '../../qemu/libvirt'
 import { machineLaunchOptions } from '../../qemu/machines'
 import { defineCommand } from '../command'
 import {
@@ -30,13 +33,19 @@ addcow machine show [--json] NAME
 addcow machine save [options] NAME IMAGE [-- EXTRA_QEMU_ARGS...]
 addcow machine copy NAME NEW_NAME
 addcow machine rm NAME
-addcow machine cmd NAME         print the command line 'start' runs
+addcow machine cmd [--json|--script|--libvirt] NAME
+                                print the command line 'start' runs
 addcow machine start [--serial FILE] [--discard-changes] NAME
 
 Saved machines live in the library file the app shares, so the app and the CLI start a
 machine the same way. 'save' replaces a machine of the same name only with --replace.
+A UEFI machine keeps its variable store (boot entries, settings) in the data folder,
+machines/NAME/OVMF_VARS.fd; 'copy' copies it and 'rm' deletes it.
 
   --json               (list, show, cmd) print JSON
+  --script             (cmd) print a POSIX sh script that starts the export, runs
+                       the command line and stops the export when QEMU exits
+  --libvirt            (cmd) print the machine as a libvirt domain (XML)
 ${OUTPUT_USAGE}
   --serial FILE        (start) write the guest's serial console to FILE
   --discard-changes    (start) run without saving changes: a throw-away overlay on the
@@ -133,6 +142,8 @@ export const machineCommand = defineCommand({
     replace: { type: 'boolean' },
     serial: { type: 'string' },
     'discard-changes': { type: 'boolean' },
+    script: { type: 'boolean' },
+    libvirt: { type: 'boolean' },
     ...ACCEPT_BASE_OPTION,
     ...NAME_POLICY_OPTIONS,
   },
@@ -174,8 +185,7 @@ export const machineCommand = defineCommand({
       }
       case 'copy': {
         needs(2, 'NAME NEW_NAME')
-        const machine = await library.machine(first!)
-        await library.saveMachine({ ...machine, name: second! })
+        await library.copyMachine(first!, second!)
         context.stdout.write(`Copied machine '${first}' to '${second}'.\n`)
         return 0
       }
@@ -248,21 +258,37 @@ export const machineCommand = defineCommand({
       }
       case 'cmd': {
         needs(1, 'one NAME')
+        if ([values.json, values.script, values.libvirt].filter(Boolean).length > 1) {
+          throw new EngineError(
+            'BAD_ARGUMENT',
+            'addcow machine cmd prints one of --json, --script or --libvirt, not several.',
+          )
+        }
         const machine = await library.machine(first!)
-        const options = await machineLaunchOptions(machine)
+        const options = await machineLaunchOptions(machine, library.machineFolder(machine.name))
         const arch = hostArch()
         const binary = await qemuBinaryFor(arch)
-        const command = launchCommand(options, {
+        const runFolder = vmRunFolder(machine.disk)
+        const commandOptions = launchCommandOptions(options, {
           binary,
           arch,
           accelerator: await resolveAccelerator(machine.accel, arch, { binary }),
           image: machine.disk,
-          runFolder: vmRunFolder(machine.disk),
+          runFolder,
         })
+        const command = buildQemuCommand(commandOptions)
         context.stdout.write(
-          values.json
-            ? JSON.stringify({ binary: command.binary, args: command.args }, null, 4) + '\n'
-            : command.rendering,
+          values.script
+            ? exportScript(command, {
+                options: commandOptions,
+                runFolder,
+                title: `Start the saved machine '${machine.name}' (addcow machine cmd --script).`,
+              })
+            : values.libvirt
+              ? libvirtDomainXml(commandOptions)
+              : values.json
+                ? JSON.stringify({ binary: command.binary, args: command.args }, null, 4) + '\n'
+                : command.rendering,
         )
         return 0
       }
@@ -270,7 +296,7 @@ export const machineCommand = defineCommand({
         needs(1, 'one NAME')
         const machine = await library.machine(first!)
         return runLaunch(context, {
-          ...(await machineLaunchOptions(machine)),
+          ...(await machineLaunchOptions(machine, library.machineFolder(machine.name))),
           policy: await policyFrom(context, values),
           checks: [baseDriftCheck(context, 'launch', values['accept-base'] ?? false)],
           discardChanges: values['discard-changes'] ?? false,

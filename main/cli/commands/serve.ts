@@ -57,7 +57,7 @@ export const serveCommand = defineCommand({
   --socket PATH        listen on a Unix socket (default: a per-image socket in
                        $XDG_RUNTIME_DIR or the temporary folder)
   --host H             listen on TCP at H (default 127.0.0.1); a host other than
-                       loopback needs --tls-psk-file
+                       loopback needs --tls-psk-file or --tls-creds
   --port N             TCP port (default ${NBD_PORT}; 0 picks a free one)
   --export NAME        export name (default: empty, the default export)
   --read-only          refuse writes
@@ -65,6 +65,12 @@ export const serveCommand = defineCommand({
                        slow or remote base warms it (as QEMU's copy-on-read)
   --tls-psk-file FILE  require TLS with the pre-shared keys in FILE (identity:hexkey
                        lines, as qemu's keys.psk and nbdkit's --tls-psk)
+  --tls-creds DIR      require TLS with X.509 certificates from DIR, laid out as
+                       QEMU's tls-creds-x509: ca-cert.pem, server-cert.pem,
+                       server-key.pem (QEMU on another host connects with
+                       -object tls-creds-x509,endpoint=client and the same CA)
+  --tls-verify-clients clients must present a certificate signed by the
+                       ca-cert.pem of --tls-creds DIR
   --max-connections N  clients served at once (default 64)
   --control-socket PATH
                        take live commands (addcow job: snapshot, status, cancel) on
@@ -84,6 +90,8 @@ or SIGTERM, flushing everything before it exits.`,
     'read-only': { type: 'boolean' },
     'copy-on-read': { type: 'boolean' },
     'tls-psk-file': { type: 'string' },
+    'tls-creds': { type: 'string' },
+    'tls-verify-clients': { type: 'boolean' },
     'max-connections': { type: 'string' },
     'control-socket': { type: 'string' },
     ...FORMAT_OPTION,
@@ -107,6 +115,11 @@ or SIGTERM, flushing everything before it exits.`,
         )
       }
     }
+    if (values['tls-verify-clients'] && values['tls-creds'] === undefined) {
+      throw new EngineError('BAD_ARGUMENT', '--tls-verify-clients goes with --tls-creds DIR.', {
+        field: 'tls-verify-clients',
+      })
+    }
     const handle = await startExport({
       image,
       readOnly: values['read-only'] ?? false,
@@ -123,6 +136,14 @@ or SIGTERM, flushing everything before it exits.`,
       controlOptional: values['control-socket'] === undefined,
       ...(values.f ? { format: values.f } : {}),
       ...(values['tls-psk-file'] ? { tlsPskFile: values['tls-psk-file'] } : {}),
+      ...(values['tls-creds'] !== undefined
+        ? {
+            tlsCertificates: {
+              folder: values['tls-creds'],
+              verifyClients: values['tls-verify-clients'] ?? false,
+            },
+          }
+        : {}),
       ...(maxConnections !== undefined ? { maxConnections } : {}),
     })
     context.stdout.write(`${handle.uri}\n`)

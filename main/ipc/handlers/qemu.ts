@@ -1,12 +1,15 @@
 import { basename } from 'node:path'
 import { findQemuBinary, hostArch } from '../../qemu/binaries'
 import { probeQemuCapabilities } from '../../qemu/capabilities'
+import { buildQemuCommand } from '../../qemu/command'
+import { exportScript } from '../../qemu/export-script'
+import { libvirtDomainXml } from '../../qemu/libvirt'
 import { resolveAccelerator } from '../../qemu/accelerator'
-import type { LaunchOptions } from '../../qemu/launcher'
+import { vmRunFolder, type LaunchOptions } from '../../qemu/launcher'
 import type { ParsedRequestOf } from '../../../shared/ipc/contract'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
-import { vmCommandFor, type VmSessions } from '../vm-sessions'
+import { vmCommandFor, vmCommandOptionsFor, type VmSessions } from '../vm-sessions'
 
 /** QEMU's -display value for each display the app offers (VNC on loopback only). */
 const DISPLAY_VALUES = { gtk: 'gtk', sdl: 'sdl', vnc: 'vnc=127.0.0.1:0' } as const
@@ -55,6 +58,24 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
   return {
     'qemu:get-command': (request) =>
       vmCommandFor(services, launchOptions(request), request.acceptBase),
+
+    'qemu:export-command': async (request) => {
+      const { as, ...commandRequest } = request
+      const options = await vmCommandOptionsFor(
+        services,
+        launchOptions(commandRequest),
+        commandRequest.acceptBase,
+      )
+      const stem = basename(request.path).replace(/[^A-Za-z0-9._-]/g, '_')
+      if (as === 'libvirt')
+        return { text: libvirtDomainXml(options), fileName: `${stem}.libvirt.xml` }
+      const text = exportScript(buildQemuCommand(options), {
+        options,
+        runFolder: vmRunFolder(request.path),
+        title: `Boot ${request.path} in QEMU (exported by AddCow Studio).`,
+      })
+      return { text, fileName: `${stem}.sh` }
+    },
 
     'qemu:launch-vm': {
       unit: 'steps',

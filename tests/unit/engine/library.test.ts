@@ -1,4 +1,5 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { Library, readLibraryData } from '../../../main/engine/library'
@@ -182,5 +183,43 @@ describe('the CLI on a damaged library file', () => {
     const warnings = result.stderr.split('\n').filter((line) => line.startsWith('addcow: warning:'))
     expect(warnings).toHaveLength(1)
     expect(warnings[0]).toContain('images[1].path is a boolean (false), not a non-empty string')
+  })
+})
+
+describe("a saved machine's folder (its UEFI variable store)", () => {
+  const machine = { name: 'vm', disk: '/images/a.add-cow' }
+
+  it('lives beside the library file, moves with a rename, is copied and deleted with the machine', async () => {
+    const library = new Library(join(root, 'library.json'))
+    await library.saveMachine(machine)
+    const folder = library.machineFolder('vm')
+    expect(folder).toBe(join(root, 'machines', 'vm'))
+    await mkdir(folder, { recursive: true })
+    await writeFile(join(folder, 'OVMF_VARS.fd'), 'settings')
+
+    await library.saveMachine({ ...machine, name: 'renamed' }, { previousName: 'vm' })
+    expect(existsSync(folder)).toBe(false)
+    expect(await readFile(join(root, 'machines', 'renamed', 'OVMF_VARS.fd'), 'utf8')).toBe(
+      'settings',
+    )
+
+    await library.copyMachine('renamed', 'twin')
+    expect(await readFile(join(root, 'machines', 'twin', 'OVMF_VARS.fd'), 'utf8')).toBe('settings')
+    expect((await library.machine('twin')).disk).toBe(machine.disk)
+
+    await library.removeMachine('renamed')
+    expect(existsSync(join(root, 'machines', 'renamed'))).toBe(false)
+    expect(existsSync(join(root, 'machines', 'twin', 'OVMF_VARS.fd'))).toBe(true)
+    // A machine that never had files copies and goes without complaint.
+    await library.saveMachine({ ...machine, name: 'plain' })
+    await library.copyMachine('plain', 'plain-2')
+    await library.removeMachine('plain')
+  })
+
+  it('refuses a name that could leave the machines folder', () => {
+    const library = new Library(join(root, 'library.json'))
+    for (const name of ['..', '../x', 'a/b', '']) {
+      expect(() => library.machineFolder(name)).toThrow(/is not a machine name/)
+    }
   })
 })

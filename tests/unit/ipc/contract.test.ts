@@ -94,6 +94,7 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     headless: true,
     readOnly: true,
   }),
+  'qemu:export-command': ({ overlay }) => ({ path: overlay, headless: true, as: 'libvirt' }),
   'qemu:get-capabilities': () => ({}),
   'qemu:snapshot-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'machines:start-machine')?.id ?? 'none',

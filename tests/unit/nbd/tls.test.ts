@@ -36,7 +36,9 @@ async function startTls(
 
 describe('NBD TLS (pre-shared keys)', () => {
   it('requires STARTTLS first, then serves over TLS', async () => {
-    served = await serveOverlay({ server: { tlsKeys: new Map([['alice', KEY]]) } })
+    served = await serveOverlay({
+      server: { tls: { kind: 'psk', keys: new Map([['alice', KEY]]) } },
+    })
     const client = await NbdTestClient.connect(served.socket)
     await client.greeting()
     client.sendClientFlags(1)
@@ -52,7 +54,9 @@ describe('NBD TLS (pre-shared keys)', () => {
   })
 
   it('closes a client that enters transmission with NBD_OPT_EXPORT_NAME before TLS', async () => {
-    served = await serveOverlay({ server: { tlsKeys: new Map([['alice', KEY]]) } })
+    served = await serveOverlay({
+      server: { tls: { kind: 'psk', keys: new Map([['alice', KEY]]) } },
+    })
     const client = await NbdTestClient.connect(served.socket)
     await client.greeting()
     client.sendClientFlags(1)
@@ -61,7 +65,9 @@ describe('NBD TLS (pre-shared keys)', () => {
   })
 
   it('drops a client with the wrong key and keeps serving', async () => {
-    served = await serveOverlay({ server: { tlsKeys: new Map([['alice', KEY]]) } })
+    served = await serveOverlay({
+      server: { tls: { kind: 'psk', keys: new Map([['alice', KEY]]) } },
+    })
     const client = await NbdTestClient.connect(served.socket)
     await client.greeting()
     client.sendClientFlags(1)

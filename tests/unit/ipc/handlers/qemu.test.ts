@@ -202,3 +202,31 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
     ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
   })
 })
+
+describe('qemu:export-command', () => {
+  it('exports the command on screen as a shell script and as a libvirt domain on the same socket', async () => {
+    const request = { path: overlay, memoryMiB: 128, headless: true, extraArgs: ['-no-reboot'] }
+    const command = await call(core, 'qemu:get-command', request)
+    const script = await call(core, 'qemu:export-command', { ...request, as: 'script' })
+    expect(script.fileName).toBe('vm.add-cow.sh')
+    expect(script.text).toMatch(/^#!\/bin\/sh\n/)
+    // The script runs exactly the argv shown, and serves on the socket QEMU is pointed at.
+    const socket = command.prerequisite!.args[3]!
+    expect(script.text).toContain(`"$ADDCOW" serve --socket ${socket} ${overlay} >"$ready" &`)
+    expect(script.text).toContain(`  -m 128 \\\n`)
+    expect(script.text).toContain(`  -no-reboot\nexit $?\n`)
+    const xml = await call(core, 'qemu:export-command', { ...request, as: 'libvirt' })
+    expect(xml.fileName).toBe('vm.add-cow.libvirt.xml')
+    expect(xml.text).toContain(`<host transport='unix' socket='${socket}'/>`)
+    expect(xml.text).toContain("<memory unit='MiB'>128</memory>")
+  })
+
+  it('refuses an unknown export kind before any file is opened', async () => {
+    const result = await core.dispatcher.dispatch(
+      'qemu:export-command',
+      { path: overlay, as: 'vmx' },
+      TRUSTED,
+    )
+    expect(result).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } })
+  })
+})
