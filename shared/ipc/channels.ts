@@ -33,6 +33,7 @@ export const CHANNELS = {
   qemuGetCommand: 'qemu:get-command',
   qemuLaunchVm: 'qemu:launch-vm',
   qemuStopVm: 'qemu:stop-vm',
+  qemuPowerVm: 'qemu:power-vm',
   qemuWriteConsole: 'qemu:write-console',
   qemuGetCapabilities: 'qemu:get-capabilities',
   nbdServeImage: 'nbd:serve-image',
@@ -67,6 +68,7 @@ export const EVENTS = {
   menuCommand: 'app:menu-command',
   filesDropped: 'app:files-dropped',
   consoleOutput: 'qemu:console-output',
+  vmState: 'qemu:vm-state',
 } as const
 
 /** One event name. */

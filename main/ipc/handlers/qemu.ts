@@ -14,6 +14,7 @@ import {
   type LaunchOptions,
   type VmHandle,
 } from '../../qemu/launcher'
+import type { VmState } from '../../qemu/power'
 import type { ParsedRequestOf } from '../../../shared/ipc/contract'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
@@ -23,20 +24,23 @@ import { guardBaseDrift } from '../../engine/ops/drift'
 /** Time a stopping VM gets to power down through ACPI before it is told to quit. */
 const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
 
-/** QEMU's -display value for each display the app offers (VNC on loopback only). */
+/**
+ * QEMU's -display value for each window or VNC display the app offers (VNC on loopback only);
+ * the in-app display (`app`) is not a -display value but a VNC Unix socket (inAppDisplay).
+ */
 const DISPLAY_VALUES = { gtk: 'gtk', sdl: 'sdl', vnc: 'vnc=127.0.0.1:0' } as const
 
 /** The machine options a qemu:get-command or qemu:launch-vm request may set. */
 function machineOptions(request: {
   machine?: string | undefined
   network?: 'user' | 'none' | undefined
-  display?: keyof typeof DISPLAY_VALUES | undefined
+  display?: keyof typeof DISPLAY_VALUES | 'app' | undefined
   headless: boolean
 }): { machine?: string; network?: 'user' | 'none'; display?: string } {
   return {
     ...(request.machine !== undefined ? { machine: request.machine } : {}),
     ...(request.network !== undefined ? { network: request.network } : {}),
-    ...(request.display !== undefined && !request.headless
+    ...(request.display !== undefined && request.display !== 'app' && !request.headless
       ? { display: DISPLAY_VALUES[request.display] }
       : {}),
   }
@@ -55,6 +59,7 @@ function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOption
       ...machineOptions(request),
     },
     headless,
+    inAppDisplay: request.display === 'app',
     ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
   }
 }
@@ -66,8 +71,18 @@ function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOption
  * (sessionId = job id), and stopping it powers the guest down and ends the job as done.
  */
 export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
-  const { library, bus, jobs } = services
-  const vms = new Map<string, VmHandle>()
+  const { library, bus, jobs, vms } = services
+
+  /** The running VM of a launch job, or NOT_FOUND. */
+  const runningVm = (jobId: string): VmHandle => {
+    const vm = vms.get(jobId)
+    if (!vm)
+      throw new EngineError('NOT_FOUND', `There is no running VM for job ${jobId}.`, {
+        field: 'jobId',
+        value: jobId,
+      })
+    return vm
+  }
 
   return {
     'qemu:get-command': async (request) => {
@@ -132,6 +147,10 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
           signal: job.signal,
         })
         vms.set(job.id, vm)
+        const onState = (state: VmState): void =>
+          bus.emit('qemu:vm-state', { sessionId: job.id, state })
+        vm.on('state', onState)
+        onState(vm.state)
         job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
         const onAbort = (): void => {
           void vm.stop().catch(() => undefined)
@@ -145,6 +164,7 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
           }
         } finally {
           job.signal.removeEventListener('abort', onAbort)
+          vm.off('state', onState)
           vms.delete(job.id)
         }
       },
@@ -156,13 +176,10 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
       return result
     },
 
+    'qemu:power-vm': async ({ jobId, action }) => ({ state: await runningVm(jobId).power(action) }),
+
     'qemu:write-console': async ({ jobId, text }) => {
-      const vm = vms.get(jobId)
-      if (!vm)
-        throw new EngineError('NOT_FOUND', `There is no running VM for job ${jobId}.`, {
-          field: 'jobId',
-          value: jobId,
-        })
+      const vm = runningVm(jobId)
       vm.writeConsole(text)
       return { written: Buffer.byteLength(text) }
     },
@@ -184,7 +201,14 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
           binary: null,
           version: null,
           accelerator,
-          displays: { default: missing, gtk: missing, sdl: missing, vnc: missing, none },
+          displays: {
+            default: missing,
+            gtk: missing,
+            sdl: missing,
+            vnc: missing,
+            app: missing,
+            none,
+          },
           defaultDisplay: 'none' as const,
           machines: [],
           nativeAddCow: missing,
@@ -218,9 +242,13 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
           gtk,
           sdl,
           vnc: none,
+          // VNC is built into every QEMU; the app bridges its Unix socket.
+          app: none,
           none,
         },
-        defaultDisplay: window ? ('default' as const) : ('none' as const),
+        // A window opens where QEMU runs: on the user's desktop only in the Electron app.
+        defaultDisplay:
+          window && services.host.shell === 'electron' ? ('default' as const) : ('app' as const),
         machines: capabilities.machines,
         nativeAddCow: capabilities.nativeAddCow
           ? none

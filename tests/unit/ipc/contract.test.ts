@@ -96,6 +96,10 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'qemu:stop-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
   }),
+  'qemu:power-vm': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
+    action: 'pause',
+  }),
   'qemu:write-console': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
     text: '\r',
@@ -249,6 +253,7 @@ describe('the contract', () => {
         chromeVersion: null,
       },
       dialogs: null,
+      vms: new Map(),
     }
     for (const area of areas) {
       const module = (await import(join(HANDLERS_DIR, `${area}.ts`))) as Record<
