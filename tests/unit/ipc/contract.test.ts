@@ -290,6 +290,9 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
     expect(await answer('qemu:write-console', { jobId: job.id, text: '\r' })).toEqual({
       written: 1,
     })
+    expect(await answer('qemu:power-vm', { jobId: job.id, action: 'pause' })).toEqual({
+      state: 'paused',
+    })
     expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
   },
   'nbd:serve-image': async (job) => {
@@ -305,8 +308,8 @@ describe('every handler on real files', () => {
     const qemu = requireTools('qemu-system-x86_64')
     for (const channel of CHANNEL_NAMES) {
       if (!qemu && channel.startsWith('qemu:') && channel !== 'qemu:get-command') continue
-      // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into afterwards.
-      if (channel === 'qemu:write-console') continue
+      // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into or pause afterwards.
+      if (channel === 'qemu:write-console' || channel === 'qemu:power-vm') continue
       const value = await answer(channel, VALID[channel](fixture))
       const spec: ChannelSpec = CONTRACT[channel]
       if (spec.kind === 'job') {
