@@ -49,6 +49,18 @@ export const CHANNELS = {
   appGetInfo: 'app:get-info',
 } as const
 
+/**
+ * The Electron app's graphical console, outside the request/response contract because what
+ * it carries is a MessagePort, not JSON: the renderer asks for a VM's screen (`request`,
+ * `{ jobId, nonce }`), main answers on `port` with `{ nonce }` and the port (or `{ nonce,
+ * error }`), and the preload hands the port to the page with window.postMessage. The browser
+ * mode uses its `/vnc` WebSocket endpoint instead.
+ */
+export const SCREEN_PORT_CHANNELS = {
+  request: 'qemu:open-screen-port',
+  port: 'qemu:screen-port',
+} as const
+
 /** The name of the preload function for a channel (a key of {@link CHANNELS}). */
 export type ChannelKey = keyof typeof CHANNELS
 
