@@ -145,7 +145,8 @@ test('on this host the form offers only what works, the command shown is the one
 
   const vm = page.getByRole('region', { name: 'Virtual machine' })
   await vm.getByRole('button', { name: 'Launch' }).click()
-  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  // -S: QEMU starts with the guest paused, and QMP's query-status says so.
+  await expect(vm.getByRole('status', { name: 'VM status: Paused' })).toBeVisible()
   await expect(vm).toContainText(/QEMU pid \d+/)
   const pid = Number(/QEMU pid (\d+)/.exec((await vm.textContent()) ?? '')?.[1])
   const executed = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').slice(0, -1)
