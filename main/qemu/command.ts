@@ -380,7 +380,8 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
   if (options.qmpSocket !== undefined) {
     groups.push({
       args: ['-qmp', `unix:${qemuOptionValue(options.qmpSocket)},server=on,wait=off`],
-      explanation: 'QMP control socket, used to power the guest down cleanly',
+      explanation:
+        'QMP control socket: the power controls (shut down, pause, resume, reset) and a clean stop',
     })
   }
   if (options.extraArgs && options.extraArgs.length > 0) {

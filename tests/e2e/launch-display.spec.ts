@@ -127,6 +127,23 @@ test('the graphical console shows the guest, takes keys, and the power controls 
     .toBe(2)
   await expect(screenLink).toContainText('Connected')
 
+  // Ctrl+Alt+Del goes to the guest, where SeaBIOS's keyboard handler reboots: a third start.
+  const screenControls = vm.getByRole('toolbar', { name: 'Screen controls' })
+  await screenControls.getByRole('button', { name: 'Send Ctrl+Alt+Del' }).click()
+  await expect
+    .poll(async () => ((await serial.textContent()) ?? '').split(READY_LINE).length - 1, {
+      timeout: 60_000,
+    })
+    .toBe(3)
+
+  // Full screen shows the console alone, its controls included, and leaves it again.
+  await screenControls.getByRole('button', { name: 'Full screen' }).click()
+  await expect
+    .poll(() => page.evaluate(() => document.fullscreenElement?.className ?? ''))
+    .toContain('vm-display')
+  await screenControls.getByRole('button', { name: 'Leave full screen' }).click()
+  await expect.poll(() => page.evaluate(() => document.fullscreenElement)).toBeNull()
+
   // Shut down presses the ACPI button; this guest has no ACPI, so it goes on: Force off ends it.
   await power.getByRole('button', { name: 'Shut down' }).click()
   await expect(vm.getByRole('status', { name: 'VM status: Shutting down…' })).toBeVisible()
