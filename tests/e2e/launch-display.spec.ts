@@ -3,7 +3,7 @@ import type { Locator, Page } from '@playwright/test'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { expect, test } from './fixtures'
+import { expect, requestFromPage, test } from './fixtures'
 import { addcow, folder, openScreen, screenshot } from './operations-helpers'
 
 // The graphical console with real QEMU (TCG): the guest is tests/fixtures/boot/keys.bin, a
@@ -103,6 +103,34 @@ test('the graphical console shows the guest, takes keys, and the power controls 
   await screenshot(page, 'launch-display-dark')
   await page.emulateMedia({ colorScheme: 'light' })
   expect(await seriousViolations(page)).toEqual([])
+
+  // A viewer that asks for the screen alone (RFB ClientInit shared=0) makes QEMU drop the
+  // others: the console says it lost the screen, and Reconnect brings it back.
+  const jobs = (await requestFromPage(page, 'jobs:list-jobs', {})).value as {
+    jobs: { id: string; channel: string; state: string }[]
+  }
+  const vmJob = jobs.jobs.find((job) => job.channel === 'qemu:launch-vm' && job.state === 'running')
+  expect(vmJob).toBeDefined()
+  await page.evaluate(async (id) => {
+    const socket = new WebSocket(`ws://${location.host}/vnc?vm=${id}`)
+    socket.binaryType = 'arraybuffer'
+    let received = 0
+    await new Promise<void>((resolve) => {
+      socket.onmessage = (message: MessageEvent<ArrayBuffer>) => {
+        received += message.data.byteLength
+        // Version (12 bytes), then the security types (2 bytes here: one type, None).
+        if (received === 12) socket.send(new TextEncoder().encode('RFB 003.008\n'))
+        else if (received === 14) socket.send(new Uint8Array([1]))
+        // SecurityResult (4 bytes): ClientInit, not shared; ServerInit follows.
+        else if (received === 18) socket.send(new Uint8Array([0]))
+        else if (received > 18) resolve()
+      }
+    })
+    socket.close()
+  }, vmJob!.id)
+  await expect(screenLink).toContainText('Disconnected')
+  await vm.getByRole('button', { name: 'Reconnect' }).click()
+  await expect(screenLink).toContainText('Connected:')
 
   // Pause: the state says so and the guest's clock (the tick count on its screen) stands still.
   const power = vm.getByRole('group', { name: 'Power' })
