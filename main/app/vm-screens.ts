@@ -1,6 +1,7 @@
 import { ipcMain, MessageChannelMain, type IpcMainEvent, type MessagePortMain } from 'electron'
 import { z } from 'zod'
 import { SCREEN_PORT_CHANNELS } from '../../shared/ipc/channels'
+import { senderOf } from '../ipc/electron-binding'
 import type { IpcCore, RequestSender } from '../ipc/index'
 import { bridgeVnc, connectVncSocket, type ViewerChannel } from '../web/vnc-bridge'
 
@@ -48,13 +49,7 @@ export function serveVmScreens(
   isTrustedSender: (sender: RequestSender) => boolean,
 ): () => void {
   const listener = (event: IpcMainEvent, payload: unknown): void => {
-    const frame = event.senderFrame
-    const sender: RequestSender = {
-      transport: 'electron',
-      url: frame?.url ?? '',
-      mainFrame: frame !== null && frame !== undefined && frame.parent === null,
-      contentsId: event.sender.id,
-    }
+    const sender = senderOf(event)
     const request = ScreenRequestSchema.safeParse(payload)
     if (!isTrustedSender(sender) || !request.success) {
       core.log.warn(`refused a screen request from ${sender.url || 'an unknown frame'}`)
