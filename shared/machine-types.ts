@@ -88,7 +88,8 @@ export const SavedMachineSchema = z.strictObject({
   boot: MachineBootSchema.default({ kind: 'disk' }),
   network: z.enum(['user', 'none']).default('user'),
   portForwards: z.array(PortForwardSchema).max(32).default([]),
-  display: z.enum(['default', 'gtk', 'sdl', 'vnc', 'none']).default('none'),
+  /** `app`: the graphical console in the app (VNC on a Unix socket in the VM's folder). */
+  display: z.enum(['default', 'gtk', 'sdl', 'vnc', 'app', 'none']).default('none'),
   /** auto: KVM when a test guest runs on it, else TCG (the reason is shown). */
   accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
   readOnly: z.boolean().default(false),

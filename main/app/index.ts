@@ -10,6 +10,7 @@ import { createIpcCore, trustOrigins, type IpcCore, type RequestSender } from '.
 import { createNativeDialogs } from './dialogs'
 import { buildMenu } from './menu'
 import { APP_ORIGIN, APP_URL, registerAppScheme, serveRenderer } from './protocol'
+import { serveVmScreens } from './vm-screens'
 import { createMainWindow } from './window'
 import { WindowStateFile } from './window-state'
 
@@ -94,6 +95,7 @@ async function start(): Promise<void> {
     dialogs: createNativeDialogs(),
   })
   bindElectronIpc(core, isTrustedSender)
+  serveVmScreens(core, isTrustedSender)
   const stateFile = new WindowStateFile(join(dataDir, 'window-state.json'))
   let mainWindow: BrowserWindow | null = null
   let quitting = false

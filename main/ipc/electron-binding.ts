@@ -1,4 +1,4 @@
-import { ipcMain, webContents, type IpcMainInvokeEvent } from 'electron'
+import { ipcMain, webContents, type IpcMainEvent, type IpcMainInvokeEvent } from 'electron'
 import { CHANNEL_NAMES } from '../../shared/ipc/channels'
 import type { IpcCore } from './index'
 import type { RequestSender } from './sender'
@@ -36,8 +36,8 @@ export function bindElectronIpc(
   }
 }
 
-/** Describe the frame that sent an invoke: its URL, whether it is a main frame, its contents. */
-function senderOf(event: IpcMainInvokeEvent): RequestSender {
+/** Describe the frame that sent an invoke or a message: its URL, main frame or not, contents. */
+export function senderOf(event: IpcMainInvokeEvent | IpcMainEvent): RequestSender {
   const frame = event.senderFrame
   return {
     transport: 'electron',

@@ -1,4 +1,5 @@
 import { Library } from '../engine/library'
+import type { VmHandle } from '../qemu/launcher'
 import { IpcDispatcher } from './dispatcher'
 import { EventBus } from './events'
 import type { Handlers } from './handler-table'
@@ -28,6 +29,8 @@ export interface IpcCore {
   images: ImageReaders
   handlers: Handlers
   log: Logger
+  /** The running VMs this app launched, by launch job id (for the graphical console's bridge). */
+  vms: ReadonlyMap<string, VmHandle>
 }
 
 /** How to assemble the IPC core. */
@@ -60,7 +63,9 @@ export function createIpcCore(options: IpcCoreOptions): IpcCore {
       : {}),
   })
   const images = new ImageReaders(library)
+  const vms = new Map<string, VmHandle>()
   const handlers = createHandlers({
+    vms,
     library,
     images,
     jobs,
@@ -77,5 +82,5 @@ export function createIpcCore(options: IpcCoreOptions): IpcCore {
     isTrustedSender: options.isTrustedSender,
     checkResponses: options.checkResponses ?? false,
   })
-  return { dispatcher, bus, jobs, library, images, handlers, log }
+  return { dispatcher, bus, jobs, library, images, handlers, log, vms }
 }

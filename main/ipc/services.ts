@@ -1,5 +1,6 @@
 import type { ParsedRequestOf } from '../../shared/ipc/contract'
 import type { Library } from '../engine/library'
+import type { VmHandle } from '../qemu/launcher'
 import type { EventBus } from './events'
 import type { ImageReaders } from './image-readers'
 import type { JobManager } from './jobs'
@@ -44,6 +45,11 @@ export interface IpcServices {
   host: HostInfo
   /** null in the browser mode: the renderer uses its in-app file browser instead. */
   dialogs: NativeDialogs | null
+  /**
+   * The VMs launched through `qemu:launch-vm` and still running, by job id: the handlers add
+   * and remove them; a transport reads it to bridge a VM's screen (only VMs this app started).
+   */
+  vms: Map<string, VmHandle>
   /** Time a stopping VM gets to power down before QEMU is told to quit (default 15 s). */
   vmStopTimeoutMs?: number
 }

@@ -15,6 +15,7 @@ import {
   type LaunchOptions,
   type VmHandle,
 } from '../qemu/launcher'
+import type { VmState } from '../qemu/power'
 import type { JobChannel, JobResultOf, ResponseOf } from '../../shared/ipc/contract'
 import { liveSnapshotResultSchema, type LiveSnapshotResult } from '../../shared/live-control'
 import type { JobRun } from './jobs'
@@ -34,8 +35,13 @@ export const VM_CHANNELS = ['qemu:launch-vm', 'machines:start-machine'] as const
 
 /** The VMs of the running VM jobs, by job id, and the saved machine each one runs. */
 export class VmSessions {
-  private readonly vms = new Map<string, VmHandle>()
   private readonly machineJobs = new Map<string, string>()
+
+  /**
+   * `vms` is the services' map of running VMs, shared with the transports that bridge a VM's
+   * screen (only VMs this app started are in it).
+   */
+  constructor(private readonly vms: Map<string, VmHandle>) {}
 
   /** The VM of a job, or NOT_FOUND. */
   get(jobId: string): VmHandle {
@@ -103,6 +109,10 @@ export class VmSessions {
       signal: job.signal,
     })
     this.vms.set(job.id, vm)
+    const onState = (state: VmState): void =>
+      bus.emit('qemu:vm-state', { sessionId: job.id, state })
+    vm.on('state', onState)
+    onState(vm.state)
     job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
     const onAbort = (): void => {
       void vm.stop().catch(() => undefined)
@@ -116,6 +126,7 @@ export class VmSessions {
       }
     } finally {
       job.signal.removeEventListener('abort', onAbort)
+      vm.off('state', onState)
       this.vms.delete(job.id)
     }
   }

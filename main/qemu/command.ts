@@ -85,6 +85,11 @@ export interface QemuMachineOptions {
   cpus?: number
   /** -display value: 'none' for headless; default: QEMU's own choice. */
   display?: string
+  /**
+   * The guest's screen as a VNC server on this Unix socket (`-vnc unix:PATH`), for the app's
+   * graphical console; never TCP. QEMU then opens no window of its own.
+   */
+  vncSocket?: string
   /** 'user': NAT networking with a virtio NIC (default); 'none': no network. */
   network?: 'user' | 'none'
   /** The guest's disk controller (default virtio). */
@@ -385,6 +390,13 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
         options.display === 'none' ? 'no window (headless)' : `the ${options.display} display`,
     })
   }
+  if (options.vncSocket !== undefined) {
+    groups.push({
+      args: ['-vnc', `unix:${qemuOptionValue(options.vncSocket)}`],
+      explanation:
+        "the guest's screen as VNC on a Unix socket in the VM's private folder, shown in the app's graphical console (no TCP port)",
+    })
+  }
   const serial = options.serial ?? 'stdio'
   if (serial === 'stdio') {
     groups.push({
@@ -408,7 +420,8 @@ export function buildQemuCommand(options: QemuCommandOptions): QemuCommand {
   if (options.qmpSocket !== undefined) {
     groups.push({
       args: ['-qmp', `unix:${qemuOptionValue(options.qmpSocket)},server=on,wait=off`],
-      explanation: 'QMP control socket, used to power the guest down cleanly',
+      explanation:
+        'QMP control socket: the power controls (shut down, pause, resume, reset) and a clean stop',
     })
   }
   if (options.extraArgs && options.extraArgs.length > 0) {

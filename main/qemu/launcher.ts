@@ -32,6 +32,13 @@ import {
   type QemuVia,
   type UefiVariableStore,
 } from './command'
+import {
+  POWER_COMMANDS,
+  vmStateAfter,
+  vmStateOfStatus,
+  type PowerAction,
+  type VmState,
+} from './power'
 import { QmpClient, type QmpEvent } from './qmp'
 
 /** How QEMU ended: its exit code or the signal that killed it, and the shell-style status. */
@@ -65,6 +72,11 @@ export interface LaunchOptions {
   /** No window: `-display none`. */
   headless?: boolean
   /**
+   * The guest's screen for the app's graphical console: VNC on a Unix socket in the run folder
+   * (owner-only, never TCP), reached through {@link VmHandle.vncSocket}. Ignored when headless.
+   */
+  inAppDisplay?: boolean
+  /**
    * Run without saving changes (--via nbd): the guest writes into a throw-away add-cow overlay
    * on top of the image, in the run folder, deleted when QEMU exits. The image is not written.
    */
@@ -83,8 +95,6 @@ export interface LaunchOptions {
    * image's {@link defaultControlPath}, skipped with a warning when taken.
    */
   controlSocket?: string
-  /** Where live snapshots of the export record their new tops. */
-  library?: Library
   /** The guest's serial output from the first byte (the 'console' event starts later). */
   onConsole?: (chunk: Buffer) => void
   /** QEMU's own messages from the first byte (the 'stderr' event starts later). */
@@ -94,8 +104,8 @@ export interface LaunchOptions {
 
 /**
  * A running VM. Events: 'console' (Buffer: the guest's serial output), 'stderr' (Buffer:
- * QEMU's own messages), 'qmp-event' ({@link QmpEvent}), 'exit' ({@link VmExit}, after the
- * export was flushed and closed).
+ * QEMU's own messages), 'qmp-event' ({@link QmpEvent}), 'state' ({@link VmState}, when it
+ * changes), 'exit' ({@link VmExit}, after the export was flushed and closed).
  */
 export interface VmHandle extends EventEmitter {
   readonly command: QemuCommand
@@ -112,6 +122,12 @@ export interface VmHandle extends EventEmitter {
   readonly exited: Promise<VmExit>
   /** The QMP connection, once negotiated (null before, or if QEMU never offered it). */
   readonly qmp: QmpClient | null
+  /** The Unix socket of the guest's screen (VNC) with an in-app display, else null. */
+  readonly vncSocket: string | null
+  /** Running, paused, shutting down (ACPI) or stopped, as QMP reports it. */
+  readonly state: VmState
+  /** Shut down (ACPI power button), pause, resume or reset through QMP; resolves with the state. */
+  power(action: PowerAction): Promise<VmState>
   /** Type into the guest's serial console. */
   writeConsole(data: string | Buffer): void
   /** Power down (QMP system_powerdown), quit after the timeout, kill as a last resort. */
@@ -130,8 +146,12 @@ export function vmRunFolder(image: string): string {
 }
 
 /** The sockets a launched VM uses, inside its run folder. */
-export function vmSockets(runFolder: string): { nbd: string; qmp: string } {
-  return { nbd: join(runFolder, 'nbd.sock'), qmp: join(runFolder, 'qmp.sock') }
+export function vmSockets(runFolder: string): { nbd: string; qmp: string; vnc: string } {
+  return {
+    nbd: join(runFolder, 'nbd.sock'),
+    qmp: join(runFolder, 'qmp.sock'),
+    vnc: join(runFolder, 'vnc.sock'),
+  }
 }
 
 /** The file name of a UEFI variable store, in a saved machine's folder or a run folder. */
@@ -264,6 +284,7 @@ export function launchCommandOptions(
       : machine.display !== undefined
         ? { display: machine.display }
         : {}),
+    ...(options.inAppDisplay && !options.headless ? { vncSocket: sockets.vnc } : {}),
     ...(options.extraArgs && options.extraArgs.length > 0 ? { extraArgs: options.extraArgs } : {}),
   }
 }
@@ -333,6 +354,7 @@ class RunningVm extends EventEmitter implements VmHandle {
   qmpSettled: Promise<void> = Promise.resolve()
   exited: Promise<VmExit>
   private exit: VmExit | null = null
+  state: VmState = 'running'
   private stopping: Promise<VmExit> | null = null
   private forcing: Promise<VmExit> | null = null
   /** QEMU's first messages, for the error when it dies before running the guest. */
@@ -345,6 +367,7 @@ class RunningVm extends EventEmitter implements VmHandle {
     readonly accelerator: AcceleratorChoice,
     private readonly child: ChildProcess,
     readonly exportUri: string | null,
+    readonly vncSocket: string | null,
     private readonly stopTimeoutMs: number,
     cleanup: () => Promise<void>,
   ) {
@@ -352,6 +375,7 @@ class RunningVm extends EventEmitter implements VmHandle {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.exit = exitOf(code, signal)
+        this.setState('stopped')
         this.qmp?.close()
         void cleanup()
           .catch((error: unknown) =>
@@ -386,8 +410,54 @@ class RunningVm extends EventEmitter implements VmHandle {
 
   attachQmp(client: QmpClient): void {
     this.qmp = client
-    client.on('event', (event: QmpEvent) => this.emit('qmp-event', event))
+    client.on('event', (event: QmpEvent) => {
+      this.setState(vmStateAfter(this.state, event))
+      this.emit('qmp-event', event)
+    })
     if (!this.running) client.close()
+  }
+
+  /** Take the state from query-status (at start, and after a command QEMU has no event for). */
+  async refreshState(): Promise<VmState> {
+    const status = await this.requireQmp('query-status').execute('query-status')
+    // An event may have said more (shutting down) than query-status can: keep it.
+    if (this.state !== 'shutting-down' || vmStateOfStatus(status) === 'paused')
+      this.setState(vmStateOfStatus(status))
+    return this.state
+  }
+
+  async power(action: PowerAction): Promise<VmState> {
+    const command = POWER_COMMANDS[action]
+    await this.requireQmp(command).execute(command)
+    if (action === 'shut-down') this.setState(vmStateAfter(this.state, { event: 'POWERDOWN' }))
+    // stop and cont answer after their STOP/RESUME event; a reset of a VM paused before keeps
+    // it paused; query-status confirms whichever event arrived.
+    return this.running ? this.refreshState() : this.state
+  }
+
+  private requireQmp(command: string): QmpClient {
+    if (!this.running)
+      throw new EngineError(
+        'NOT_FOUND',
+        `QEMU (pid ${this.pid}) has exited; cannot run ${command}.`,
+        {
+          value: command,
+        },
+      )
+    const qmp = this.qmp?.connected ? this.qmp : null
+    if (!qmp)
+      throw new EngineError(
+        'NOT_CAPABLE',
+        `QEMU (pid ${this.pid}) has no working QMP connection; cannot run ${command}. Stop still works with signals.`,
+        { value: command },
+      )
+    return qmp
+  }
+
+  private setState(state: VmState): void {
+    if (state === this.state) return
+    this.state = state
+    this.emit('state', state)
   }
 
   stop(options: { timeoutMs?: number } = {}): Promise<VmExit> {
@@ -579,6 +649,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
       accelerator,
       child,
       exported?.uri ?? null,
+      options.inAppDisplay && !options.headless ? sockets.vnc : null,
       options.stopTimeoutMs ?? 30_000,
       cleanup,
     )
@@ -595,7 +666,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         vm.attachQmp(client)
         // The greeting and qmp_capabilities are answered by QMP's own thread, before the
         // machine is built; query-status is answered by the main loop, once the machine runs.
-        await client.execute('query-status')
+        await vm.refreshState()
       })
       .catch((error: unknown) => {
         qmpError = error

@@ -47,11 +47,13 @@ export async function machineLaunchOptions(
       portForwards: machine.portForwards,
       boot: machine.boot,
       firmware,
-      ...(machine.display === 'none' || machine.display === 'default'
+      ...(machine.display === 'none' || machine.display === 'default' || machine.display === 'app'
         ? {}
         : { display: machine.display === 'vnc' ? 'vnc=127.0.0.1:0' : machine.display }),
     },
     headless: machine.display === 'none',
+    // The app's graphical console; from the CLI the socket is there for any VNC viewer.
+    inAppDisplay: machine.display === 'app',
     extraArgs: machine.extraArgs,
   }
 }

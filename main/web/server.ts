@@ -21,6 +21,7 @@ import {
 } from '../ipc/index'
 import type { JobClock } from '../ipc/jobs'
 import { readAsset, SECURITY_HEADERS } from './static'
+import { createVncEndpoint, refuseUpgrade, VNC_PATH } from './vnc-bridge'
 
 /** The WebSocket endpoint. */
 export const WEBSOCKET_PATH = '/ws'
@@ -200,14 +201,12 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
   const sockets = new Set<WebSocket>()
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES })
 
-  const refuseUpgrade = (socket: Duplex, status: number, reason: string): void => {
-    socket.write(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
-    socket.destroy()
-  }
+  const vnc = createVncEndpoint(core.vms, core.log)
 
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(request.url ?? '/', 'http://localhost')
-    if (url.pathname !== WEBSOCKET_PATH) return refuseUpgrade(socket, 404, 'Not Found')
+    if (url.pathname !== WEBSOCKET_PATH && url.pathname !== VNC_PATH)
+      return refuseUpgrade(socket, 404, 'Not Found')
     if (!hostAllowed(request)) return refuseUpgrade(socket, 421, 'Misdirected Request')
     if (!originAllowed(request)) {
       core.log.warn(
@@ -221,6 +220,9 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     ) {
       return refuseUpgrade(socket, 401, 'Unauthorized')
     }
+    // The guest's screen: the same checks as the IPC socket, then only a VM this app runs.
+    if (url.pathname === VNC_PATH)
+      return vnc.upgrade(request, socket, head, url.searchParams.get('vm'))
     const origin = request.headers.origin ?? ''
     allowedOrigins.add(origin)
     wss.handleUpgrade(request, socket, head, (ws) => accept(ws, origin))
@@ -296,6 +298,7 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     async close() {
       unsubscribe()
       for (const ws of sockets) ws.close(1001, 'The server is stopping.')
+      await vnc.close()
       await core.jobs.cancelAll()
       await core.images.closeAll()
       await new Promise<void>((resolve) => {

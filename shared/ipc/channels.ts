@@ -35,6 +35,7 @@ export const CHANNELS = {
   qemuExportCommand: 'qemu:export-command',
   qemuLaunchVm: 'qemu:launch-vm',
   qemuStopVm: 'qemu:stop-vm',
+  qemuPowerVm: 'qemu:power-vm',
   qemuWriteConsole: 'qemu:write-console',
   qemuGetCapabilities: 'qemu:get-capabilities',
   qemuSnapshotVm: 'qemu:snapshot-vm',
@@ -57,6 +58,18 @@ export const CHANNELS = {
   appGetInfo: 'app:get-info',
 } as const
 
+/**
+ * The Electron app's graphical console, outside the request/response contract because what
+ * it carries is a MessagePort, not JSON: the renderer asks for a VM's screen (`request`,
+ * `{ jobId, nonce }`), main answers on `port` with `{ nonce }` and the port (or `{ nonce,
+ * error }`), and the preload hands the port to the page with window.postMessage. The browser
+ * mode uses its `/vnc` WebSocket endpoint instead.
+ */
+export const SCREEN_PORT_CHANNELS = {
+  request: 'qemu:open-screen-port',
+  port: 'qemu:screen-port',
+} as const
+
 /** The name of the preload function for a channel (a key of {@link CHANNELS}). */
 export type ChannelKey = keyof typeof CHANNELS
 
@@ -76,6 +89,7 @@ export const EVENTS = {
   menuCommand: 'app:menu-command',
   filesDropped: 'app:files-dropped',
   consoleOutput: 'qemu:console-output',
+  vmState: 'qemu:vm-state',
 } as const
 
 /** One event name. */

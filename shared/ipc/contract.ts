@@ -345,8 +345,12 @@ const QemuRequestFields = {
     .optional(),
   /** `user`: NAT networking with a virtio NIC (the default); `none`: no network card. */
   network: z.enum(['user', 'none']).optional(),
-  /** A window (GTK or SDL) or VNC on 127.0.0.1:5900 when not headless; default: QEMU's choice. */
-  display: z.enum(['gtk', 'sdl', 'vnc']).optional(),
+  /**
+   * A window (GTK or SDL), VNC on 127.0.0.1:5900, or `app`: the graphical console in the app
+   * (VNC on a Unix socket in the VM's private folder, bridged over the app's own connection);
+   * when not headless. Absent: QEMU's choice.
+   */
+  display: z.enum(['gtk', 'sdl', 'vnc', 'app']).optional(),
 }
 
 /** A QEMU command line (main/qemu/command.ts, QemuCommand). */
@@ -374,10 +378,14 @@ export const QemuCapabilitiesSchema = z.object({
     gtk: QemuOfferSchema,
     sdl: QemuOfferSchema,
     vnc: QemuOfferSchema,
+    app: QemuOfferSchema,
     none: QemuOfferSchema,
   }),
-  /** The display the form starts with: a window when one can open, else none (headless). */
-  defaultDisplay: z.enum(['default', 'gtk', 'sdl', 'vnc', 'none']),
+  /**
+   * The display the form starts with: a window when one can open on the user's desktop (the
+   * Electron app with a DISPLAY), else the graphical console in the app.
+   */
+  defaultDisplay: z.enum(['default', 'gtk', 'sdl', 'vnc', 'app', 'none']),
   machines: z.array(
     z.object({ name: z.string(), description: z.string(), isDefault: z.boolean() }),
   ),
@@ -386,6 +394,16 @@ export const QemuCapabilitiesSchema = z.object({
   /** OVMF code images found (Debian's ovmf package), best first. */
   uefiFirmware: z.array(z.string()),
 })
+
+/**
+ * A launched VM's run state, from QMP (query-status and the STOP, RESUME, POWERDOWN, RESET and
+ * SHUTDOWN events): `shutting-down` once the ACPI power button was pressed, until the guest
+ * powers off or resets; `stopped` once QEMU is on its way out.
+ */
+export const VmStateSchema = z.enum(['running', 'paused', 'shutting-down', 'stopped'])
+
+/** {@link VmStateSchema}'s values. */
+export type VmState = z.infer<typeof VmStateSchema>
 
 /** How a VM ended (main/qemu/launcher.ts, VmExit). */
 export const VmExitSchema = z.object({
@@ -813,6 +831,14 @@ export const CONTRACT = {
     z.strictObject({ jobId: z.string().min(1).max(64), force: z.boolean().default(false) }),
     z.object({ stopping: z.boolean() }),
   ),
+  [CHANNELS.qemuPowerVm]: call(
+    "A launched VM's power controls through QMP: shut down (the ACPI button; the guest decides), pause, resume, reset. Answers the state after the command.",
+    z.strictObject({
+      jobId: z.string().min(1).max(64),
+      action: z.enum(['shut-down', 'pause', 'resume', 'reset']),
+    }),
+    z.object({ state: VmStateSchema }),
+  ),
   [CHANNELS.qemuWriteConsole]: call(
     "Type into a launched VM's serial console.",
     z.strictObject({ jobId: z.string().min(1).max(64), text: z.string().min(1).max(4096) }),
@@ -945,6 +971,8 @@ export const EVENT_CONTRACT = {
     stream: z.enum(['stdout', 'stderr', 'serial']),
     text: z.string(),
   }),
+  /** A launched VM's run state changed (sessionId = the launch job's id). */
+  [EVENTS.vmState]: z.object({ sessionId: z.string(), state: VmStateSchema }),
 } as const satisfies { readonly [E in EventName]: z.ZodType }
 
 /** The whole contract's type. */

@@ -41,7 +41,7 @@ if (!binary.path) console.warn(`SKIP tests/e2e/electron.spec.ts: ${binary.reason
 test.describe('the Electron shell', () => {
   test.skip(binary.path === null, binary.reason)
 
-  test('opens one sandboxed window whose preload exposes one function per channel', async () => {
+  test('opens one sandboxed window whose preload exposes one function per channel (and the screen port)', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'addcow-electron-'))
     const app = await electron.launch({
       executablePath: binary.path ?? undefined,
@@ -57,7 +57,8 @@ test.describe('the Electron shell', () => {
         hasRequire: 'require' in globalThis,
         hasProcess: 'process' in globalThis,
       }))
-      expect(surface.keys).toEqual([...Object.keys(CHANNELS), 'on'].sort())
+      // Besides the channels: events, and the graphical console's MessagePort request.
+      expect(surface.keys).toEqual([...Object.keys(CHANNELS), 'on', 'openVmScreen'].sort())
       expect(surface.hasRequire).toBe(false)
       expect(surface.hasProcess).toBe(false)
       const info = await page.evaluate(() => (globalThis as PageScope).addcow?.appGetInfo({}))

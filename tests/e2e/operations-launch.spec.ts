@@ -121,11 +121,11 @@ test('on this host the form offers only what works, the command shown is the one
   test.setTimeout(150_000)
   await openScreen(page, webApp, 'launch', overlay)
   const machine = page.getByRole('region', { name: 'Machine', exact: true })
-  // Headless host (no DISPLAY): no window is offered, display none is the default, and the
-  // add-cow driver this QEMU lacks is off, each with its reason.
+  // Headless host (no DISPLAY): no window is offered, the graphical console in the app is the
+  // default, and the add-cow driver this QEMU lacks is off, each with its reason.
   if (!process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) {
     await expect(
-      machine.getByRole('radio', { name: 'None (headless: serial console only)' }),
+      machine.getByRole('radio', { name: 'In the app (graphical console)' }),
     ).toBeChecked()
     await expect(machine.getByRole('radio', { name: "A window (QEMU's choice)" })).toBeDisabled()
     await expect(machine).toContainText(/no window can open|has no GTK display/)
@@ -145,7 +145,8 @@ test('on this host the form offers only what works, the command shown is the one
 
   const vm = page.getByRole('region', { name: 'Virtual machine' })
   await vm.getByRole('button', { name: 'Launch' }).click()
-  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  // -S: QEMU starts with the guest paused, and QMP's query-status says so.
+  await expect(vm.getByRole('status', { name: 'VM status: Paused' })).toBeVisible()
   await expect(vm).toContainText(/QEMU pid \d+/)
   const pid = Number(/QEMU pid (\d+)/.exec((await vm.textContent()) ?? '')?.[1])
   const executed = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').slice(0, -1)

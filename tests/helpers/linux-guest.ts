@@ -80,13 +80,16 @@ async function dependencyOrder(folder: string, modules: readonly string[]): Prom
 }
 
 /**
- * Unpack the kernel and build an initramfs whose /init loads virtio-blk, runs `script` (busybox
- * sh; the disk is /dev/vda), prints `doneLine` and powers off (-no-reboot makes QEMU exit 0).
+ * Unpack the kernel and build an initramfs whose /init loads virtio-blk (and `extraModules`,
+ * paths under the kernel's modules folder such as drivers/acpi/button.ko, in order), runs
+ * `script` (busybox sh; the disk is /dev/vda), prints `doneLine` and powers off (-no-reboot
+ * makes QEMU exit 0).
  */
 export async function buildLinuxGuest(
   folder: string,
   deb: string,
   script: string,
+  extraModules: readonly string[] = [],
 ): Promise<LinuxGuest> {
   for (const tool of LINUX_GUEST_TOOLS)
     if (!hasTool(tool)) throw new Error(`${tool} is missing (apt-get install busybox-static cpio)`)
@@ -104,7 +107,7 @@ export async function buildLinuxGuest(
   const { stdout: busyboxPath } = await run('sh', ['-c', 'command -v busybox'])
   await copyFile(busyboxPath.trim(), join(root, 'bin', 'busybox'))
   const loads: string[] = []
-  for (const module of await dependencyOrder(modules, VIRTIO_MODULES)) {
+  for (const module of [...(await dependencyOrder(modules, VIRTIO_MODULES)), ...extraModules]) {
     const name = module.split('/').pop()!
     await copyFile(join(modules, module), join(root, 'modules', name))
     loads.push(`insmod /modules/${name}`)

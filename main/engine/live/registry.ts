@@ -19,18 +19,15 @@ export interface LiveTarget {
   policy?: NamePolicy
   /**
    * The library of the serving process: a live commit asks it who else reads through the base
-   * (the blast radius) and records the base's new fingerprint there.
+   * (the blast radius) and records the base's new fingerprint there; a live snapshot records
+   * its new top in it (as `addcow create` does: the image, its trusted names, the frozen
+   * layer's fingerprint for the drift guard).
    */
   library?: Library
   /** The NBD URI clients connect to. */
   uri?: string
   /** Whether reads copy what they find below the top into it (`serve --copy-on-read`). */
   copyOnRead?: boolean
-  /**
-   * The library a live snapshot records its new top in (as `addcow create` does: the image,
-   * its trusted names, the frozen layer's fingerprint for the drift guard).
-   */
-  library?: Library
 }
 
 /** A command's handler: arguments already checked by its schema; the value is the reply. */

@@ -18,7 +18,7 @@ import { VmSessions } from '../vm-sessions'
  */
 export function createHandlers(services: IpcServices): Handlers {
   // The qemu and machines areas run VMs as jobs of one registry (stop and console for both).
-  const vms = new VmSessions()
+  const vms = new VmSessions(services.vms)
   return {
     ...libraryHandlers(services),
     ...imageHandlers(services),

@@ -11,20 +11,23 @@ import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
 import { vmCommandFor, vmCommandOptionsFor, type VmSessions } from '../vm-sessions'
 
-/** QEMU's -display value for each display the app offers (VNC on loopback only). */
+/**
+ * QEMU's -display value for each window or VNC display the app offers (VNC on loopback only);
+ * the in-app display (`app`) is not a -display value but a VNC Unix socket (inAppDisplay).
+ */
 const DISPLAY_VALUES = { gtk: 'gtk', sdl: 'sdl', vnc: 'vnc=127.0.0.1:0' } as const
 
 /** The machine options a qemu:get-command or qemu:launch-vm request may set. */
 function machineOptions(request: {
   machine?: string | undefined
   network?: 'user' | 'none' | undefined
-  display?: keyof typeof DISPLAY_VALUES | undefined
+  display?: keyof typeof DISPLAY_VALUES | 'app' | undefined
   headless: boolean
 }): { machine?: string; network?: 'user' | 'none'; display?: string } {
   return {
     ...(request.machine !== undefined ? { machine: request.machine } : {}),
     ...(request.network !== undefined ? { network: request.network } : {}),
-    ...(request.display !== undefined && !request.headless
+    ...(request.display !== undefined && request.display !== 'app' && !request.headless
       ? { display: DISPLAY_VALUES[request.display] }
       : {}),
   }
@@ -44,6 +47,7 @@ function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOption
       ...machineOptions(request),
     },
     headless,
+    inAppDisplay: request.display === 'app',
     ...(extraArgs && extraArgs.length > 0 ? { extraArgs } : {}),
   }
 }
@@ -85,6 +89,8 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
 
     'qemu:stop-vm': async ({ jobId, force }) => vms.stop(services, jobId, force),
 
+    'qemu:power-vm': async ({ jobId, action }) => ({ state: await vms.get(jobId).power(action) }),
+
     'qemu:write-console': async ({ jobId, text }) => {
       vms.get(jobId).writeConsole(text)
       return { written: Buffer.byteLength(text) }
@@ -107,7 +113,14 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
           binary: null,
           version: null,
           accelerator,
-          displays: { default: missing, gtk: missing, sdl: missing, vnc: missing, none },
+          displays: {
+            default: missing,
+            gtk: missing,
+            sdl: missing,
+            vnc: missing,
+            app: missing,
+            none,
+          },
           defaultDisplay: 'none' as const,
           machines: [],
           nativeAddCow: missing,
@@ -141,9 +154,13 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
           gtk,
           sdl,
           vnc: none,
+          // VNC is built into every QEMU; the app bridges its Unix socket.
+          app: none,
           none,
         },
-        defaultDisplay: window ? ('default' as const) : ('none' as const),
+        // A window opens where QEMU runs: on the user's desktop only in the Electron app.
+        defaultDisplay:
+          window && services.host.shell === 'electron' ? ('default' as const) : ('app' as const),
         machines: capabilities.machines,
         nativeAddCow: capabilities.nativeAddCow
           ? none

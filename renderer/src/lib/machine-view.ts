@@ -194,6 +194,7 @@ export function displayText(display: MachineView['display']): string {
     gtk: 'GTK window',
     sdl: 'SDL window',
     vnc: 'VNC',
+    app: 'in the app',
     none: 'serial only',
   }[display]
 }

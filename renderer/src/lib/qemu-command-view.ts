@@ -13,7 +13,8 @@ export interface LaunchForm {
   machine: string
   memoryMiB: number
   cpus: number
-  display: 'default' | 'gtk' | 'sdl' | 'vnc' | 'none'
+  /** `app`: the graphical console in the app (VNC on a private socket, bridged). */
+  display: 'default' | 'gtk' | 'sdl' | 'vnc' | 'app' | 'none'
   network: 'user' | 'none'
   readOnly: boolean
   /** Extra QEMU arguments as typed, split like a shell would. */
@@ -109,8 +110,7 @@ export function launchRequest(
     network: form.network,
   }
   if (machine !== '') request.machine = machine
-  if (form.display === 'gtk' || form.display === 'sdl' || form.display === 'vnc')
-    request.display = form.display
+  if (form.display !== 'default' && form.display !== 'none') request.display = form.display
   if (extra.args.length > 0) request.extraArgs = extra.args
   return { request }
 }

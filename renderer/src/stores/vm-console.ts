@@ -1,6 +1,6 @@
 import { defineStore } from 'pinia'
 import { ref } from 'vue'
-import type { EventPayload } from '../../../shared/ipc/contract'
+import type { EventPayload, RequestOf, VmState } from '../../../shared/ipc/contract'
 import { useClient } from '../api'
 
 /** Most console text kept per VM; older text is dropped from the start. */
@@ -15,12 +15,18 @@ export interface ConsoleChunk {
 /**
  * The live consoles of the VMs launched from this window: every `qemu:console-output` event,
  * kept per session (the launch job's id) from the moment the store exists, so output that
- * arrives before the reply that started the job is not lost.
+ * arrives before the reply that started the job is not lost; and each VM's run state.
  */
 export const useVmConsoleStore = defineStore('vm-console', () => {
   const client = useClient()
   const sessions = ref<Record<string, ConsoleChunk[]>>({})
   const sizes = new Map<string, number>()
+  /** Each VM's run state (running, paused, shutting down, stopped), from qemu:vm-state. */
+  const states = ref<Record<string, VmState>>({})
+
+  client.on('qemu:vm-state', ({ sessionId, state }) => {
+    states.value = { ...states.value, [sessionId]: state }
+  })
 
   client.on('qemu:console-output', ({ sessionId, stream, text }) => {
     const chunks = sessions.value[sessionId] ?? []
@@ -52,5 +58,19 @@ export const useVmConsoleStore = defineStore('vm-console', () => {
     await client.call('qemu:write-console', { jobId: sessionId, text })
   }
 
-  return { sessions, output, write }
+  /** A VM's run state, or null before main said it (or before a launch). */
+  function state(sessionId: string | null): VmState | null {
+    return sessionId === null ? null : (states.value[sessionId] ?? null)
+  }
+
+  /** Shut down (ACPI), pause, resume or reset a VM through QMP. */
+  async function power(
+    sessionId: string,
+    action: RequestOf<'qemu:power-vm'>['action'],
+  ): Promise<void> {
+    const { state } = await client.call('qemu:power-vm', { jobId: sessionId, action })
+    states.value = { ...states.value, [sessionId]: state }
+  }
+
+  return { sessions, output, write, state, power }
 })

@@ -116,6 +116,10 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'qemu:stop-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
   }),
+  'qemu:power-vm': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
+    action: 'pause',
+  }),
   'qemu:write-console': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
     text: '\r',
@@ -273,6 +277,7 @@ describe('the contract', () => {
         chromeVersion: null,
       },
       dialogs: null,
+      vms: new Map(),
     }
     for (const area of areas) {
       const module = (await import(join(HANDLERS_DIR, `${area}.ts`))) as Record<
@@ -309,6 +314,9 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
     expect(await answer('qemu:write-console', { jobId: job.id, text: '\r' })).toEqual({
       written: 1,
     })
+    expect(await answer('qemu:power-vm', { jobId: job.id, action: 'pause' })).toEqual({
+      state: 'paused',
+    })
     expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
   },
   'machines:start-machine': async (job) => {
@@ -339,8 +347,14 @@ describe('every handler on real files', () => {
         channel !== 'qemu:get-command'
       )
         continue
-      // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into afterwards.
-      if (channel === 'qemu:write-console' || channel === 'qemu:snapshot-vm') continue
+      // Exercised while the VM runs (WHILE_RUNNING): there is no VM to type into, pause or
+      // snapshot afterwards.
+      if (
+        channel === 'qemu:write-console' ||
+        channel === 'qemu:snapshot-vm' ||
+        channel === 'qemu:power-vm'
+      )
+        continue
       const value = await answer(channel, VALID[channel](fixture))
       const spec: ChannelSpec = CONTRACT[channel]
       if (spec.kind === 'job') {

@@ -62,6 +62,25 @@ describe('qemu:get-command machine options', () => {
     expect(valuesOf(headless.args, '-display')).toEqual(['none'])
   })
 
+  it("gives the in-app display a VNC Unix socket in the VM's private folder, never TCP", async () => {
+    const command = await call(core, 'qemu:get-command', { path: overlay, display: 'app' })
+    const [vnc] = valuesOf(command.args, '-vnc')
+    expect(vnc).toMatch(/^unix:\/.*\/addcow-vm-vm\.add-cow-[0-9a-f]{12}\/vnc\.sock$/)
+    // Beside the QMP socket, in the same 0700 folder.
+    const [qmp] = valuesOf(command.args, '-qmp')
+    expect(qmp!.replace(/^unix:/, '').replace(/qmp\.sock.*$/, '')).toBe(
+      vnc!.replace(/^unix:/, '').replace(/vnc\.sock$/, ''),
+    )
+    expect(valuesOf(command.args, '-display')).toEqual([])
+    const headless = await call(core, 'qemu:get-command', {
+      path: overlay,
+      display: 'app',
+      headless: true,
+    })
+    expect(valuesOf(headless.args, '-vnc')).toEqual([])
+    expect(valuesOf(headless.args, '-display')).toEqual(['none'])
+  })
+
   it('refuses a machine type that is not a plain name, and an unknown display', async () => {
     for (const request of [
       { path: overlay, machine: 'q35,accel=kvm -drive file=/etc/shadow' },
@@ -80,12 +99,16 @@ describe('qemu:get-capabilities', () => {
     const capabilities = await call(core, 'qemu:get-capabilities', {})
     expect(capabilities.binary).toMatch(/qemu-system-x86_64$/)
     expect(capabilities.displays.none).toEqual({ available: true, reason: null })
+    expect(capabilities.displays.app).toEqual({ available: true, reason: null })
+    // The browser mode: a window would open where QEMU runs, not where the user is.
+    expect(capabilities.defaultDisplay).toBe('app')
     const desktop = Boolean(process.env.DISPLAY || process.env.WAYLAND_DISPLAY)
     if (!desktop) {
-      // Headless host (the browser mode's usual case): no window is offered, none is the default.
+      // Headless host (the browser mode's usual case): no window is offered, the graphical
+      // console in the app is the default.
       expect(capabilities.displays.default.available).toBe(false)
       expect(capabilities.displays.default.reason).toMatch(/desktop|display/i)
-      expect(capabilities.defaultDisplay).toBe('none')
+      expect(capabilities.defaultDisplay).toBe('app')
     }
     for (const offer of [capabilities.nativeAddCow, ...Object.values(capabilities.displays)]) {
       expect(offer.available === (offer.reason === null)).toBe(true)
@@ -171,6 +194,48 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
     expect(
       (outcome as { result: { exit: { status: number; signal: string | null } } }).result.exit,
     ).toMatchObject({ status: 0, signal: null })
+  })
+
+  it('pauses, resumes, resets and shuts down a VM through QMP, with the state as events', async () => {
+    if (!requireTools('qemu-system-x86_64')) return
+    await mkdir(join(dir, 'power'))
+    const disk = Buffer.alloc(2 * MIB)
+    ;(await readFile(BOOT_SECTOR)).copy(disk, 0)
+    await writeFile(join(dir, 'power', 'base.raw'), disk)
+    const halted = await overlayOn('power', 'halted.add-cow')
+    // -S: QEMU starts paused, as query-status tells.
+    const { job } = await call(core, 'qemu:launch-vm', {
+      path: halted,
+      headless: true,
+      memoryMiB: 64,
+      network: 'none',
+      extraArgs: ['-S'],
+    })
+    const states = (): string[] =>
+      core.events
+        .filter((entry) => entry.event === 'qemu:vm-state')
+        .map((entry) => entry.payload as { sessionId: string; state: string })
+        .filter((entry) => entry.sessionId === job.id)
+        .map((entry) => entry.state)
+    while (states().length === 0) await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(states()).toEqual(['paused'])
+    const power = (action: 'pause' | 'resume' | 'reset' | 'shut-down') =>
+      call(core, 'qemu:power-vm', { jobId: job.id, action })
+    expect(await power('resume')).toEqual({ state: 'running' })
+    expect(await power('pause')).toEqual({ state: 'paused' })
+    // A reset keeps a paused VM paused.
+    expect(await power('reset')).toEqual({ state: 'paused' })
+    expect(await power('resume')).toEqual({ state: 'running' })
+    expect(await power('reset')).toEqual({ state: 'running' })
+    // The ACPI button: the boot sector ignores it, so the VM stays up, shutting down.
+    expect(await power('shut-down')).toEqual({ state: 'shutting-down' })
+    expect(states()).toEqual(['paused', 'running', 'paused', 'running', 'shutting-down'])
+    await call(core, 'qemu:stop-vm', { jobId: job.id, force: true })
+    await finished(core, job)
+    expect(states().at(-1)).toBe('stopped')
+    expect(
+      await core.dispatcher.dispatch('qemu:power-vm', { jobId: job.id, action: 'pause' }, TRUSTED),
+    ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
   })
 
   it("fails the launch with QEMU's own message when QEMU dies before the guest runs", async () => {

@@ -1,0 +1,92 @@
+// The power controls' "Shut down" is the ACPI power button (QMP system_powerdown), and the
+// guest decides. A real Linux guest (a Debian kernel unpacked from its .deb, a busybox
+// initramfs with the ACPI button and evdev drivers) waits for the button's key on its input
+// device and powers off, so QEMU exits by itself; the VM goes running → shutting down →
+// stopped. The e2e test (launch-display.spec.ts) covers a guest that ignores the button.
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createOverlay } from '../../../main/engine/ops/create'
+import { launchVm } from '../../../main/qemu/launcher'
+import type { VmState } from '../../../main/qemu/power'
+import {
+  buildLinuxGuest,
+  findKernelPackage,
+  LINUX_GUEST_TOOLS,
+  type LinuxGuest,
+} from '../../helpers/linux-guest'
+import { requireTools, tempDir } from '../../helpers/tools'
+
+// Wait for a key from every "Power Button" input device (q35 has the ACPI fixed button; a
+// PNP0C0C one may exist too), then let /init power off.
+const GUEST_SCRIPT = [
+  'for event in /sys/class/input/event*; do',
+  '  grep -q "Power Button" "$event/device/name" 2>/dev/null || continue',
+  '  (head -c 1 "/dev/input/${event##*/}" >/dev/null; touch /pressed) &',
+  'done',
+  'echo ADDCOW-ACPI-WAITING',
+  'while [ ! -e /pressed ]; do sleep 1; done',
+  'echo ADDCOW-ACPI-PRESSED',
+].join('\n')
+const BUTTON_MODULES = ['drivers/input/evdev.ko', 'drivers/acpi/button.ko']
+
+const available = requireTools('qemu-system-x86_64', ...LINUX_GUEST_TOOLS)
+const kernelPackage = await findKernelPackage()
+if ('missing' in kernelPackage) {
+  if (process.env.CI === 'true') throw new Error(kernelPackage.missing)
+  console.warn(`SKIP: ${kernelPackage.missing}`)
+}
+const describeLinux = available && 'deb' in kernelPackage ? describe : describe.skip
+
+let folder: { path: string; cleanup: () => Promise<void> }
+let guest: LinuxGuest
+
+beforeAll(async () => {
+  folder = await tempDir('addcow-acpi-')
+  if ('deb' in kernelPackage)
+    guest = await buildLinuxGuest(folder.path, kernelPackage.deb, GUEST_SCRIPT, BUTTON_MODULES)
+})
+afterAll(async () => folder?.cleanup())
+
+describeLinux('Shut down (ACPI) through QMP', () => {
+  it('powers off a Linux guest that handles the power button; QEMU exits by itself', async () => {
+    await writeFile(join(folder.path, 'base.raw'), Buffer.alloc(16 * 1024 * 1024))
+    const overlay = join(folder.path, 'linux.add-cow')
+    await createOverlay({ overlay, backing: 'base.raw', backingFormat: 'raw' })
+    let serial = ''
+    const vm = await launchVm({
+      image: overlay,
+      headless: true,
+      machine: { accel: 'tcg', memoryMiB: 256, cpus: 1, network: 'none' },
+      extraArgs: [
+        '-kernel',
+        guest.kernel,
+        '-initrd',
+        guest.initrd,
+        '-append',
+        'console=ttyS0 panic=-1',
+        '-no-reboot',
+      ],
+      // Long enough that QMP quit (the stop fallback) cannot be what ends it.
+      stopTimeoutMs: 600_000,
+      onConsole: (chunk) => (serial += chunk.toString('utf8')),
+    })
+    const states: VmState[] = [vm.state]
+    vm.on('state', (state: VmState) => states.push(state))
+    try {
+      while (!serial.includes('ADDCOW-ACPI-WAITING')) {
+        if (!vm.qmp?.connected) throw new Error(`the guest ended early:\n${serial}`)
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+      expect(await vm.power('shut-down')).toBe('shutting-down')
+      const exit = await vm.exited
+      expect(serial).toContain('ADDCOW-ACPI-PRESSED')
+      expect(serial).toContain(guest.doneLine)
+      // The guest powered off: QEMU's own exit, not a signal.
+      expect(exit).toMatchObject({ code: 0, signal: null })
+      expect(states).toEqual(['running', 'shutting-down', 'stopped'])
+    } finally {
+      await vm.forceOff()
+    }
+  }, 300_000)
+})
