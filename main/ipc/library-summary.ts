@@ -4,7 +4,7 @@ import { basename } from 'node:path'
 import type { ImageInfo } from '../../shared/image-types'
 import type { ImageSummary } from '../../shared/ipc/contract'
 import { EngineError } from '../engine/errors'
-import { realPath } from '../engine/fs'
+import { filesIdentity, realPath } from '../engine/fs'
 import { buildGraph } from '../engine/graph'
 import {
   isBaseFingerprint,
@@ -54,12 +54,31 @@ interface Summarized {
    * it did not open (flattened, or refused), or it could not be read at all.
    */
   stopsShort: boolean
+  /**
+   * Every file the summary depends on: each layer's files, the names they store as resolved
+   * (a missing base that appears changes the summary), and the files of the recorded base
+   * fingerprint. Null when the image could not be read (then it is read again every time).
+   */
+  files: string[] | null
+}
+
+/** The files a summary read from `layers`, and the ones its recorded fingerprint names. */
+function filesRead(layers: readonly ImageInfo[], recorded: BaseFingerprint | null): string[] {
+  const files = new Set<string>()
+  for (const layer of layers) {
+    files.add(layer.filename)
+    if (layer['full-data-file'] !== undefined) files.add(layer['full-data-file'])
+    if (layer['full-backing-filename'] !== undefined) files.add(layer['full-backing-filename'])
+    for (const name of layer.names ?? []) files.add(name.resolved)
+  }
+  for (const file of recorded?.files ?? []) files.add(file.path)
+  return [...files]
 }
 
 async function summarize(
   image: LibraryImage,
   policy: NamePolicy,
-  fingerprints: ReadonlyMap<string, BaseFingerprint>,
+  recorded: BaseFingerprint | null,
   log: Logger,
 ): Promise<Summarized> {
   const summary: ImageSummary = {
@@ -91,67 +110,151 @@ async function summarize(
     summary.files = filesOf(top)
     summary.clusterSize = top['cluster-size'] ?? null
     summary.allocatedPercent = allocatedPercent(top)
-    const recorded = fingerprints.get(await realPath(image.path)) ?? null
     const { status, stored, path, reason } = await baseStateFromInfo(layers, recorded)
     summary.base = { status, stored, path, reason }
     summary.chainLength = layers.length
     const followed = ['ok', 'unverified', 'changed', 'not-read'].includes(status)
     const below = followed ? layers[1] : undefined
     const stopsShort = layers[layers.length - 1]!['backing-filename'] !== undefined
-    return { summary, backingRealPath: below ? await realPath(below.filename) : null, stopsShort }
+    return {
+      summary,
+      backingRealPath: below ? await realPath(below.filename) : null,
+      stopsShort,
+      files: filesRead(layers, recorded),
+    }
   } catch (error) {
     summary.error = toIpcError(error, log, `the library summary of ${image.path}`)
-    return { summary, backingRealPath: null, stopsShort: true }
+    return { summary, backingRealPath: null, stopsShort: true, files: null }
   }
 }
 
+/** A summary kept while the files it read are unchanged. */
+interface KeptSummary {
+  result: Summarized
+  /** {@link filesIdentity} of `result.files` when they were read. */
+  identity: string
+  /** The fingerprint recorded for the image when it was read (its time and hash). */
+  fingerprint: string
+}
+
+/** What of a recorded fingerprint a summary depends on. */
+function fingerprintKey(recorded: BaseFingerprint | null): string {
+  return recorded ? `${recorded.base}\0${recorded.recordedAt}\0${recorded.sha256}` : ''
+}
+
+/** A summary to hand out: its own object, since dependents and loops are filled in per list. */
+function fresh(result: Summarized): Summarized {
+  return { ...result, summary: { ...result.summary, dependents: [], loop: null } }
+}
+
+/** Options of {@link LibrarySummaries}. */
+export interface LibrarySummariesOptions {
+  /**
+   * A file changed less than this long before its image was read may have changed during the
+   * read: such a summary is not kept (default 2 s, as the kept disks of image-readers.ts).
+   */
+  quietMs?: number
+  /** Called each time an image's chain is read (tests count them). */
+  onRead?: (path: string) => void
+}
+
 /**
- * Summarize every image of the library: format, sizes, allocation, the state of its base, and
- * which other library images are overlays on it. Opens chains leniently (as `info` does), so a
- * refused or missing name shows as a status, never as a followed name.
+ * The library's summaries, kept in main between lists: an image's summary is read again only
+ * when one of the files it read changed identity (device, inode, size, modification or change
+ * time), its recorded base fingerprint changed, or the library's trusted names changed (they
+ * decide what a chain follows). So a Refresh of 1,000 unchanged images stats their files and
+ * reads none of them; a list after one overlay was written reads that overlay alone.
  */
-export async function summarizeLibrary(
-  library: Library,
-  log: Logger,
-): Promise<{ images: ImageSummary[]; warning: string | null }> {
-  const data = await library.load()
-  const warning = library.lastWarning
-  library.lastWarning = null
-  const policy = await library.policy()
-  const fingerprints = new Map(
-    (data.fingerprints ?? [])
-      .filter(isBaseFingerprint)
-      .map((fingerprint) => [fingerprint.overlay, fingerprint]),
-  )
-  const results: Summarized[] = new Array<Summarized>(data.images.length)
-  let next = 0
-  const worker = async (): Promise<void> => {
-    for (let index = next++; index < data.images.length; index = next++) {
-      results[index] = await summarize(data.images[index]!, policy, fingerprints, log)
+export class LibrarySummaries {
+  private readonly kept = new Map<string, KeptSummary>()
+  /** The trusted pairs the kept summaries were read under. */
+  private trustedKey: string | null = null
+  private readonly quietMs: number
+
+  constructor(private readonly options: LibrarySummariesOptions = {}) {
+    this.quietMs = options.quietMs ?? 2_000
+  }
+
+  /**
+   * Summarize every image of the library: format, sizes, allocation, the state of its base, and
+   * which other library images are overlays on it. Opens chains leniently (as `info` does), so a
+   * refused or missing name shows as a status, never as a followed name.
+   */
+  async list(
+    library: Library,
+    log: Logger,
+  ): Promise<{ images: ImageSummary[]; warning: string | null }> {
+    const data = await library.load()
+    const warning = library.lastWarning
+    library.lastWarning = null
+    const policy = await library.policy()
+    const trustedKey = data.trusted.map((pair) => `${pair.from}\0${pair.to}`).join('\n')
+    if (trustedKey !== this.trustedKey) this.kept.clear()
+    this.trustedKey = trustedKey
+    const listed = new Set(data.images.map((image) => image.path))
+    for (const path of this.kept.keys()) if (!listed.has(path)) this.kept.delete(path)
+    const fingerprints = new Map(
+      (data.fingerprints ?? [])
+        .filter(isBaseFingerprint)
+        .map((fingerprint) => [fingerprint.overlay, fingerprint]),
+    )
+    const realPaths = await Promise.all(data.images.map((image) => realPath(image.path)))
+    const results: Summarized[] = new Array<Summarized>(data.images.length)
+    let next = 0
+    const worker = async (): Promise<void> => {
+      for (let index = next++; index < data.images.length; index = next++) {
+        const recorded = fingerprints.get(realPaths[index]!) ?? null
+        results[index] = await this.summary(data.images[index]!, policy, recorded, log)
+      }
     }
-  }
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, data.images.length) }, worker))
-  const realPaths = await Promise.all(results.map((result) => realPath(result.summary.path)))
-  for (const [index, result] of results.entries()) {
-    const real = realPaths[index]
-    result.summary.dependents = results
-      .filter(
-        (other) =>
-          other !== result && other.backingRealPath !== null && other.backingRealPath === real,
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, data.images.length) }, worker))
+    const overlaysOf = new Map<string, string[]>()
+    for (const result of results) {
+      if (result.backingRealPath === null) continue
+      const overlays = overlaysOf.get(result.backingRealPath) ?? []
+      overlays.push(result.summary.path)
+      overlaysOf.set(result.backingRealPath, overlays)
+    }
+    for (const [index, result] of results.entries()) {
+      const overlays = overlaysOf.get(realPaths[index]!) ?? []
+      result.summary.dependents = overlays.filter((path) => path !== result.summary.path)
+    }
+    const images = results.map((result) => result.summary)
+    // Loops are extra information: a failure to look for them never hides the library. Only a
+    // chain that stopped short can hide one, so a library of plain chains reads no header again.
+    if (results.some((result) => result.stopsShort)) {
+      await markLoops(library, images, realPaths).catch((error: unknown) =>
+        log.error('Looking for loops of base names failed', error),
       )
-      .map((other) => other.summary.path)
+    }
+    return { images, warning }
   }
-  // Loops are extra information: a failure to look for them never hides the library. Only a
-  // chain that stopped short can hide one, so a library of plain chains reads no header again.
-  if (!results.some((result) => result.stopsShort)) {
-    return { images: results.map((result) => result.summary), warning }
+
+  /** The kept summary of `image` if nothing it read changed, else one read now (and kept). */
+  private async summary(
+    image: LibraryImage,
+    policy: NamePolicy,
+    recorded: BaseFingerprint | null,
+    log: Logger,
+  ): Promise<Summarized> {
+    const fingerprint = fingerprintKey(recorded)
+    const kept = this.kept.get(image.path)
+    if (kept && kept.fingerprint === fingerprint && kept.result.files) {
+      const now = await filesIdentity(kept.result.files)
+      if (now.text === kept.identity) return fresh(kept.result)
+    }
+    this.kept.delete(image.path)
+    const started = Date.now()
+    this.options.onRead?.(image.path)
+    const result = await summarize(image, policy, recorded, log)
+    if (result.files) {
+      const identity = await filesIdentity(result.files)
+      if (identity.newest <= started - this.quietMs) {
+        this.kept.set(image.path, { result: fresh(result), identity: identity.text, fingerprint })
+      }
+    }
+    return result
   }
-  await markLoops(
-    library,
-    results.map((result) => result.summary),
-    realPaths,
-  ).catch((error: unknown) => log.error('Looking for loops of base names failed', error))
-  return { images: results.map((result) => result.summary), warning }
 }
 
 /**

@@ -8,7 +8,7 @@ import type { IpcError } from '../../../shared/ipc/result'
 import { toIpcError } from '../errors'
 import type { AreaHandlers } from '../handler-table'
 import { realPath } from '../../engine/fs'
-import { assertOpensAsImage, summarizeLibrary } from '../library-summary'
+import { assertOpensAsImage } from '../library-summary'
 import type { IpcServices } from '../services'
 
 /**
@@ -17,10 +17,10 @@ import type { IpcServices } from '../services'
  * the pair as trusted, so the name is followed from then on.
  */
 export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> {
-  const { library, bus, log } = services
+  const { library, bus, log, summaries } = services
 
   return {
-    'library:list-images': () => summarizeLibrary(library, log),
+    'library:list-images': () => summaries.list(library, log),
 
     // One unreadable file does not keep the others out: they are added, it is reported.
     'library:add-images': async ({ paths }) => {
