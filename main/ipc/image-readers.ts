@@ -155,6 +155,9 @@ export class ImageReaders {
 
   /** The identity of the chain's files and the library's, and the newest change among them. */
   private async identityOf(disk: Disk): Promise<FilesIdentity> {
-    return filesIdentity([...chainOf(disk).flatMap((layer) => layerFiles(layer)), this.library.file])
+    return filesIdentity([
+      ...chainOf(disk).flatMap((layer) => layerFiles(layer)),
+      this.library.file,
+    ])
   }
 }

@@ -81,9 +81,9 @@ describe('LibrarySummaries', () => {
     const written = changed.images.find((image) => image.path === overlays[1])
     expect(written?.allocatedPercent).toBeGreaterThan(0)
     // The other summaries are the kept ones, dependents filled in again.
-    expect(changed.images.find((image) => image.path === join(dir, 'base.raw'))?.dependents).toEqual(
-      overlays,
-    )
+    expect(
+      changed.images.find((image) => image.path === join(dir, 'base.raw'))?.dependents,
+    ).toEqual(overlays)
   })
 
   it('reads the overlays again when their base changes, or when its fingerprint is recorded', async () => {
@@ -124,9 +124,7 @@ describe('LibrarySummaries', () => {
     }
     const back = await summaries.list(library, silent)
     expect(reads).toContain(overlays[2])
-    expect(back.images.find((image) => image.path === overlays[2])?.base.status).not.toBe(
-      'missing',
-    )
+    expect(back.images.find((image) => image.path === overlays[2])?.base.status).not.toBe('missing')
   })
 
   it('reads everything again when the trusted names change, and forgets removed images', async () => {

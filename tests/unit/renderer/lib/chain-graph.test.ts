@@ -193,7 +193,13 @@ describe('buildChainGraph', () => {
   })
 
   it('is empty for an empty library', () => {
-    expect(buildChainGraph([])).toEqual({ nodes: [], edges: [], width: 0, height: 0 })
+    expect(buildChainGraph([])).toEqual({
+      nodes: [],
+      edges: [],
+      width: 0,
+      height: 0,
+      all: new Map(),
+    })
   })
 })
 
