@@ -152,7 +152,11 @@ function byName(nodes: Map<string, ChainNode>) {
   return (a: string, b: string): number => {
     const first = nodes.get(a)
     const second = nodes.get(b)
-    return (first?.name ?? a).localeCompare(second?.name ?? b) || a.localeCompare(b)
+    // Numbers as people count them: vm-2 before vm-10.
+    return (
+      (first?.name ?? a).localeCompare(second?.name ?? b, undefined, { numeric: true }) ||
+      a.localeCompare(b)
+    )
   }
 }
 
@@ -381,7 +385,6 @@ function collapseFanOuts(
  * overlay on the way to it.
  */
 export function basesToReveal(graph: ChainGraph, id: string): string[] {
-  const drawn = new Set(graph.nodes.map((node) => node.id))
   const bases: string[] = []
   const seen = new Set<string>()
   let current = graph.all.get(id)
@@ -389,7 +392,10 @@ export function basesToReveal(graph: ChainGraph, id: string): string[] {
     seen.add(current.id)
     const base = current.base ?? current.loopBase
     if (base === null) break
-    if (!drawn.has(current.id)) bases.push(base)
+    // A collapsed fan-out lists its "more" node in place of the overlays it hides.
+    const drawnOverlays = graph.all.get(base)?.overlays ?? []
+    if (drawnOverlays.includes(moreNodeId(base)) && !drawnOverlays.includes(current.id))
+      bases.push(base)
     current = graph.all.get(base)
   }
   return bases
