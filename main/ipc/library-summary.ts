@@ -19,6 +19,24 @@ import type { Logger } from './logger'
 
 /** Images summarized at once (each opens its chain's files). */
 const PARALLEL = 4
+/** From this many images to read in one list, the list may answer before they are all read. */
+const STREAM_FROM = 50
+
+/** Kept summaries checked at once (each only stats its files). */
+const PARALLEL_CHECKS = 64
+
+/** Run `work(index)` for every index below `count`, `parallel` at a time. */
+async function inPool(
+  count: number,
+  parallel: number,
+  work: (index: number) => Promise<void>,
+): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => {
+    for (let index = next++; index < count; index = next++) await work(index)
+  }
+  await Promise.all(Array.from({ length: Math.min(parallel, count) }, worker))
+}
 
 /** The image's own files with their disk usage: for add-cow, the add-cow file and its image file. */
 function filesOf(top: ImageInfo): ImageSummary['files'] {
@@ -75,13 +93,9 @@ function filesRead(layers: readonly ImageInfo[], recorded: BaseFingerprint | nul
   return [...files]
 }
 
-async function summarize(
-  image: LibraryImage,
-  policy: NamePolicy,
-  recorded: BaseFingerprint | null,
-  log: Logger,
-): Promise<Summarized> {
-  const summary: ImageSummary = {
+/** What is known of `image` before it is read. */
+function emptySummary(image: LibraryImage): ImageSummary {
+  return {
     path: image.path,
     name: basename(image.path),
     addedAt: image.addedAt,
@@ -97,6 +111,15 @@ async function summarize(
     loop: null,
     error: null,
   }
+}
+
+async function summarize(
+  image: LibraryImage,
+  policy: NamePolicy,
+  recorded: BaseFingerprint | null,
+  log: Logger,
+): Promise<Summarized> {
+  const summary = emptySummary(image)
   try {
     const layers = await imageInfo(image.path, { backingChain: true, policy })
     const top = layers[0]
@@ -147,6 +170,17 @@ function fresh(result: Summarized): Summarized {
   return { ...result, summary: { ...result.summary, dependents: [], loop: null } }
 }
 
+/** How a list may answer before every image is read. */
+export interface ListOptions {
+  /**
+   * With at least 50 images to read, answer after this long: those not read yet are listed as
+   * `pending`, and go on being read.
+   */
+  waitMs?: number
+  /** Called with the paths listed as pending once they are all read (and kept). */
+  onSettled?: (paths: string[]) => void
+}
+
 /** Options of {@link LibrarySummaries}. */
 export interface LibrarySummariesOptions {
   /**
@@ -167,6 +201,8 @@ export interface LibrarySummariesOptions {
  */
 export class LibrarySummaries {
   private readonly kept = new Map<string, KeptSummary>()
+  /** Images being read now, so that lists asked at the same time read each once. */
+  private readonly reading = new Map<string, Promise<Summarized>>()
   /** The trusted pairs the kept summaries were read under. */
   private trustedKey: string | null = null
   private readonly quietMs: number
@@ -183,6 +219,7 @@ export class LibrarySummaries {
   async list(
     library: Library,
     log: Logger,
+    options: ListOptions = {},
   ): Promise<{ images: ImageSummary[]; warning: string | null }> {
     const data = await library.load()
     const warning = library.lastWarning
@@ -199,15 +236,34 @@ export class LibrarySummaries {
         .map((fingerprint) => [fingerprint.overlay, fingerprint]),
     )
     const realPaths = await Promise.all(data.images.map((image) => realPath(image.path)))
-    const results: Summarized[] = new Array<Summarized>(data.images.length)
-    let next = 0
-    const worker = async (): Promise<void> => {
-      for (let index = next++; index < data.images.length; index = next++) {
-        const recorded = fingerprints.get(realPaths[index]!) ?? null
-        results[index] = await this.summary(data.images[index]!, policy, recorded, log)
+    const recordedFor = (index: number): BaseFingerprint | null =>
+      fingerprints.get(realPaths[index]!) ?? null
+    const found: (Summarized | null)[] = new Array<Summarized | null>(data.images.length)
+    await inPool(data.images.length, PARALLEL_CHECKS, async (index) => {
+      found[index] = await this.keptSummary(data.images[index]!, recordedFor(index))
+    })
+    const unread = [...found.keys()].filter((index) => found[index] === null)
+    const reads = inPool(unread.length, PARALLEL, async (position) => {
+      const index = unread[position]!
+      found[index] = await this.read(data.images[index]!, policy, recordedFor(index), log)
+    })
+    if (options.waitMs !== undefined && unread.length >= STREAM_FROM) {
+      const timer = new Promise<false>((resolve) =>
+        setTimeout(() => resolve(false), options.waitMs),
+      )
+      const settled = await Promise.race([reads.then(() => true as const), timer])
+      if (!settled) {
+        const pending = unread.filter((index) => found[index] === null)
+        reads.then(
+          () => options.onSettled?.(pending.map((index) => data.images[index]!.path)),
+          (error: unknown) => log.error('Reading the library in the background failed', error),
+        )
+        for (const index of pending) found[index] = pendingSummary(data.images[index]!)
       }
+    } else {
+      await reads
     }
-    await Promise.all(Array.from({ length: Math.min(PARALLEL, data.images.length) }, worker))
+    const results = found as Summarized[]
     const overlaysOf = new Map<string, string[]>()
     for (const result of results) {
       if (result.backingRealPath === null) continue
@@ -230,19 +286,41 @@ export class LibrarySummaries {
     return { images, warning }
   }
 
-  /** The kept summary of `image` if nothing it read changed, else one read now (and kept). */
-  private async summary(
+  /** The kept summary of `image` if nothing it read changed, else null. */
+  private async keptSummary(
+    image: LibraryImage,
+    recorded: BaseFingerprint | null,
+  ): Promise<Summarized | null> {
+    const kept = this.kept.get(image.path)
+    if (!kept || kept.fingerprint !== fingerprintKey(recorded) || !kept.result.files) return null
+    const now = await filesIdentity(kept.result.files)
+    return now.text === kept.identity ? fresh(kept.result) : null
+  }
+
+  /** Read `image` (once, however many lists ask at the same time), and keep its summary. */
+  private async read(
     image: LibraryImage,
     policy: NamePolicy,
     recorded: BaseFingerprint | null,
     log: Logger,
   ): Promise<Summarized> {
-    const fingerprint = fingerprintKey(recorded)
-    const kept = this.kept.get(image.path)
-    if (kept && kept.fingerprint === fingerprint && kept.result.files) {
-      const now = await filesIdentity(kept.result.files)
-      if (now.text === kept.identity) return fresh(kept.result)
+    const running = this.reading.get(image.path)
+    if (running) return fresh(await running)
+    const reading = this.readAndKeep(image, policy, recorded, log)
+    this.reading.set(image.path, reading)
+    try {
+      return fresh(await reading)
+    } finally {
+      if (this.reading.get(image.path) === reading) this.reading.delete(image.path)
     }
+  }
+
+  private async readAndKeep(
+    image: LibraryImage,
+    policy: NamePolicy,
+    recorded: BaseFingerprint | null,
+    log: Logger,
+  ): Promise<Summarized> {
     this.kept.delete(image.path)
     const started = Date.now()
     this.options.onRead?.(image.path)
@@ -250,10 +328,24 @@ export class LibrarySummaries {
     if (result.files) {
       const identity = await filesIdentity(result.files)
       if (identity.newest <= started - this.quietMs) {
-        this.kept.set(image.path, { result: fresh(result), identity: identity.text, fingerprint })
+        this.kept.set(image.path, {
+          result: fresh(result),
+          identity: identity.text,
+          fingerprint: fingerprintKey(recorded),
+        })
       }
     }
     return result
+  }
+}
+
+/** An image listed before it is read: its name, nothing else known yet. */
+function pendingSummary(image: LibraryImage): Summarized {
+  return {
+    summary: { ...emptySummary(image), pending: true },
+    backingRealPath: null,
+    stopsShort: false,
+    files: null,
   }
 }
 

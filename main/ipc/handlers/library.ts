@@ -11,6 +11,9 @@ import { realPath } from '../../engine/fs'
 import { assertOpensAsImage } from '../library-summary'
 import type { IpcServices } from '../services'
 
+/** How long a list waits for images read for the first time before it answers with them pending. */
+const LIST_WAIT_MS = 300
+
 /**
  * `library:*`: the persisted library the app shares with the CLI (known images, recent files,
  * trusted name pairs). Adding checks that each file opens as an image; approving a name records
@@ -20,7 +23,13 @@ export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> 
   const { library, bus, log, summaries } = services
 
   return {
-    'library:list-images': () => summaries.list(library, log),
+    // A large library read for the first time answers within LIST_WAIT_MS, its unread images
+    // pending; the event that follows makes the views list it again, then from what is kept.
+    'library:list-images': () =>
+      summaries.list(library, log, {
+        waitMs: LIST_WAIT_MS,
+        onSettled: (paths) => bus.emit('library:changed', { reason: 'summarized', paths }),
+      }),
 
     // One unreadable file does not keep the others out: they are added, it is reported.
     'library:add-images': async ({ paths }) => {

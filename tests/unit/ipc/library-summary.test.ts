@@ -1,4 +1,4 @@
-import { rename, rm, utimes } from 'node:fs/promises'
+import { mkdir, rename, rm, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Library } from '../../../main/engine/library'
@@ -155,5 +155,51 @@ describe('LibrarySummaries', () => {
     reads.length = 0
     await summaries.list(library, silent)
     expect(reads).toContain(overlays[0])
+  })
+})
+
+describe('LibrarySummaries of a large library read for the first time', () => {
+  it('answers with the unread images pending, reads each once, and says when all are read', async () => {
+    const folder = join(dir, 'large')
+    await mkdir(folder)
+    const large = new Library(join(dir, 'large-data', 'library.json'))
+    const paths: string[] = []
+    for (let index = 0; index < 60; index++) {
+      const result = await createOverlay({
+        overlay: join(folder, `vm-${index}.add-cow`),
+        backing: '../base.raw',
+        backingFormat: 'raw',
+        policy: await library.policy({ allowAny: true }),
+      })
+      paths.push(result.overlay)
+    }
+    await large.addImages(paths)
+    const reads: string[] = []
+    const summaries = new LibrarySummaries({ quietMs: 0, onRead: (path) => reads.push(path) })
+    let settle!: (paths: string[]) => void
+    const settled = new Promise<string[]>((resolve) => (settle = resolve))
+
+    const first = await summaries.list(large, silent, { waitMs: 0, onSettled: settle })
+    const pending = first.images.filter((image) => image.pending).map((image) => image.path)
+    expect(pending.length).toBeGreaterThan(0)
+    expect(first.images.map((image) => image.path)).toEqual(paths)
+    for (const image of first.images.filter((entry) => entry.pending)) {
+      expect(image).toMatchObject({ format: null, virtualSize: null, error: null })
+    }
+    // A second list while the first one's reads go on reads nothing twice.
+    const meanwhile = summaries.list(large, silent)
+    expect(await settled).toEqual(pending)
+    const complete = await meanwhile
+    expect(complete.images.some((image) => image.pending)).toBe(false)
+    expect(complete.images.every((image) => image.format === 'add-cow')).toBe(true)
+    expect(reads.length).toBe(60)
+    expect(new Set(reads).size).toBe(60)
+
+    // Under 50 images to read, a list waits for them all.
+    reads.length = 0
+    await touchEarlier(paths[0]!, 30)
+    const small = await summaries.list(large, silent, { waitMs: 0, onSettled: settle })
+    expect(reads).toEqual([paths[0]])
+    expect(small.images.some((image) => image.pending)).toBe(false)
   })
 })
