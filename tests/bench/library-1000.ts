@@ -12,6 +12,7 @@
 // - "first rows": from navigation to the Library (#/library) to its first row on screen;
 // - "refresh": from a click on Refresh to the list read again and drawn;
 // - "chains": from navigation to Chains (#/chain) to its graph's nodes on screen.
+// The first visit after the servers start (main reads every image then) is printed on its own.
 // Prints medians of the rounds, the ratios, the DOM rows drawn, and the load average. Targets:
 // first rows < 1 s, refresh < 0.5 s, chains < 1 s. Needs `npm run build`; ADDCOW_BENCH_BIN names
 // another build of the CLI to measure (a copy of main's out/, for figures before a change).
@@ -139,9 +140,14 @@ async function main(): Promise<void> {
       executablePath: '/usr/bin/chromium',
       args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
     })
-    // A first visit of each, not counted: the server's and the browser's caches warm up.
-    await round(browser, full.app, false)
-    await round(browser, empty.app, true)
+    // The first visit of each after the server started, shown alone and not in the medians: the
+    // server reads every image (the Library answers with what it read in 300 ms, the rest
+    // pending), and the browser's caches warm up.
+    const cold = await round(browser, full.app, false)
+    const coldEmpty = await round(browser, empty.app, true)
+    console.log(
+      `first visit after start: first rows ${cold.firstRows.toFixed(0)} ms (empty library ${coldEmpty.firstRows.toFixed(0)} ms), Refresh ${cold.refresh.toFixed(0)} ms, Chains ${cold.chains.toFixed(0)} ms`,
+    )
     const rounds: { full: Round[]; empty: Round[] } = { full: [], empty: [] }
     for (let run = 0; run < RUNS; run++) {
       const fullFirst = run % 2 === 0
