@@ -25,6 +25,34 @@ export async function pathExists(path: string): Promise<boolean> {
   )
 }
 
+/** What {@link filesIdentity} says of a set of files. */
+export interface FilesIdentity {
+  /** One line per file: its path and device, inode, size, modification and change times. */
+  text: string
+  /** The newest modification or change time among them, in ms since the epoch (0 if none). */
+  newest: number
+}
+
+/**
+ * The identity of `files` (a missing file is named as missing): equal texts mean no file was
+ * replaced, resized or written since, as far as the file system's times can tell. Caches keyed
+ * by it (kept disks, library summaries) stay valid while it does; a file changed less than the
+ * times' granularity before it was taken may still change unseen, so such caches also refuse to
+ * keep what was read right after a change (`newest`).
+ */
+export async function filesIdentity(files: readonly string[]): Promise<FilesIdentity> {
+  let newest = 0
+  const parts = await Promise.all(
+    files.map(async (file) => {
+      const info = await stat(file, { bigint: true }).catch(() => null)
+      if (!info) return `${file}:missing`
+      newest = Math.max(newest, Number(info.mtimeMs), Number(info.ctimeMs))
+      return `${file}:${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`
+    }),
+  )
+  return { text: parts.join('\n'), newest }
+}
+
 /** Whether `path` is a regular file (following symbolic links). */
 export async function isRegularFile(path: string): Promise<boolean> {
   return stat(path).then(

@@ -1,7 +1,6 @@
-import { stat } from 'node:fs/promises'
 import type { Disk } from '../engine/disk'
 import { layerFiles } from '../engine/disk'
-import { realPath } from '../engine/fs'
+import { filesIdentity, realPath, type FilesIdentity } from '../engine/fs'
 import type { Library } from '../engine/library'
 import { chainOf, openImage } from '../engine/open'
 
@@ -84,7 +83,7 @@ export class ImageReaders {
     if (!entry || entry.evicted) {
       const opened = Date.now()
       const disk = await openImage(path, { readOnly: true, policy: await this.library.policy() })
-      let identity: { text: string; newest: number }
+      let identity: FilesIdentity
       try {
         identity = await this.identityOf(disk)
       } catch (error) {
@@ -155,17 +154,10 @@ export class ImageReaders {
   }
 
   /** The identity of the chain's files and the library's, and the newest change among them. */
-  private async identityOf(disk: Disk): Promise<{ text: string; newest: number }> {
-    const files = [...chainOf(disk).flatMap((layer) => layerFiles(layer)), this.library.file]
-    let newest = 0
-    const parts = await Promise.all(
-      files.map(async (file) => {
-        const info = await stat(file, { bigint: true }).catch(() => null)
-        if (!info) return `${file}:missing`
-        newest = Math.max(newest, Number(info.mtimeMs), Number(info.ctimeMs))
-        return `${file}:${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`
-      }),
-    )
-    return { text: parts.join('\n'), newest }
+  private async identityOf(disk: Disk): Promise<FilesIdentity> {
+    return filesIdentity([
+      ...chainOf(disk).flatMap((layer) => layerFiles(layer)),
+      this.library.file,
+    ])
   }
 }

@@ -5,6 +5,7 @@ import { EventBus } from './events'
 import type { Handlers } from './handler-table'
 import { createHandlers } from './handlers/index'
 import { ImageReaders } from './image-readers'
+import { LibrarySummaries } from './library-summary'
 import { JobManager, type JobClock } from './jobs'
 import { consoleLogger, type Logger } from './logger'
 import type { RequestSender } from './sender'
@@ -68,6 +69,7 @@ export function createIpcCore(options: IpcCoreOptions): IpcCore {
     vms,
     library,
     images,
+    summaries: new LibrarySummaries(),
     jobs,
     bus,
     log,

@@ -4,6 +4,7 @@ import type { VmHandle } from '../qemu/launcher'
 import type { EventBus } from './events'
 import type { ImageReaders } from './image-readers'
 import type { JobManager } from './jobs'
+import type { LibrarySummaries } from './library-summary'
 import type { Logger } from './logger'
 import type { RequestSender } from './sender'
 
@@ -39,6 +40,8 @@ export interface IpcServices {
   library: Library
   /** The disks the map channels read: served ones, or read-only ones kept while unchanged. */
   images: ImageReaders
+  /** The library's summaries, kept between lists while the files they read are unchanged. */
+  summaries: LibrarySummaries
   jobs: JobManager
   bus: EventBus
   log: Logger

@@ -219,6 +219,12 @@ export const ImageSummarySchema = z.object({
   loop: z.array(z.string()).nullable().default(null),
   /** Set when the image could not be read (missing, corrupt, unsupported). */
   error: IpcErrorSchema.nullable(),
+  /**
+   * True while the image is still being read: a list of a large library read for the first time
+   * answers before every image is read (only path, name and addedAt are then known), and a
+   * `library:changed` event with reason `summarized` follows once they all are.
+   */
+  pending: z.boolean().optional(),
 })
 
 /** The state of a job. `cancelling` means cancel was asked and the job is winding down. */
@@ -959,7 +965,16 @@ export const EVENT_CONTRACT = {
   [EVENTS.jobDone]: z.object({ job: JobInfoSchema, result: z.unknown() }),
   [EVENTS.jobFailed]: z.object({ job: JobInfoSchema }),
   [EVENTS.libraryChanged]: z.object({
-    reason: z.enum(['added', 'removed', 'created', 'approved', 'dropped', 'opened', 'modified']),
+    reason: z.enum([
+      'added',
+      'removed',
+      'created',
+      'approved',
+      'dropped',
+      'opened',
+      'modified',
+      'summarized',
+    ]),
     paths: z.array(z.string()),
   }),
   [EVENTS.menuCommand]: z.object({

@@ -1,8 +1,8 @@
-import AxeBuilder from '@axe-core/playwright'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Page } from '@playwright/test'
 import { expect, requestFromPage, SCREENSHOT_DIR, startWebApp, test, type WebApp } from './fixtures'
+import { seriousViolations } from './axe'
 import { addcow, qemuIo, run } from './operations-helpers'
 
 // The desk as a whole: every screen at 1280×800 and 1024×700, light and dark, with an
@@ -68,35 +68,6 @@ async function openApp(page: Page): Promise<void> {
     true,
   )
   await expect(page.getByRole('row').filter({ hasText: 'golden-dev.add-cow' })).toBeVisible()
-}
-
-/**
- * The one violation left to another change: the chain graph's nodes are named "name, detail,
- * …" while they show the name and the detail without the commas (label-content-name-mismatch).
- * The chain graph is being redrawn on its own branch (issue 16, the Chains view); the rest of
- * the chain screen is checked here like every other screen.
- */
-function knownElsewhere(rule: string, target: string): boolean {
-  return rule === 'label-content-name-mismatch' && /^g\[transform=|^\.selected$/.test(target)
-}
-
-/** Serious and critical axe violations on the page, as readable lines. */
-async function seriousViolations(page: Page): Promise<string[]> {
-  const results = await new AxeBuilder({ page }).analyze()
-  return results.violations
-    .map((violation) => ({
-      ...violation,
-      nodes: violation.nodes.filter((node) => !knownElsewhere(violation.id, node.target.join(' '))),
-    }))
-    .filter((violation) => violation.nodes.length > 0)
-    .filter((violation) => violation.impact === 'serious' || violation.impact === 'critical')
-    .map(
-      (violation) =>
-        `${violation.id} (${violation.impact}): ${violation.help} — ${violation.nodes
-          .slice(0, 3)
-          .map((node) => node.target.join(' '))
-          .join(', ')}`,
-    )
 }
 
 for (const theme of THEMES) {

@@ -21,20 +21,21 @@ export interface WebApp {
   output: () => string
 }
 
-/** Start `addcow web --port 0 --no-open` and wait for the URL it prints. */
-export async function startWebApp(): Promise<{ app: WebApp; stop: () => Promise<void> }> {
-  if (!existsSync(ADDCOW_BIN)) throw new Error(`${ADDCOW_BIN} is missing: run npm run build first`)
+/**
+ * Start `addcow web --port 0 --no-open` and wait for the URL it prints. `bin` is the built CLI
+ * to start (a benchmark may compare another build).
+ */
+export async function startWebApp(
+  bin = ADDCOW_BIN,
+): Promise<{ app: WebApp; stop: () => Promise<void> }> {
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run build first`)
   const root = await mkdtemp(join(tmpdir(), 'addcow-e2e-'))
   const dataDir = join(root, 'data')
   const workDir = join(root, 'images')
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [ADDCOW_BIN, 'web', '--port', '0', '--no-open'],
-    {
-      env: { ...process.env, ADDCOW_DATA_DIR: dataDir },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  )
+  const child: ChildProcess = spawn(process.execPath, [bin, 'web', '--port', '0', '--no-open'], {
+    env: { ...process.env, ADDCOW_DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   let output = ''
   const url = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer): void => {

@@ -8,8 +8,11 @@ import type { IpcError } from '../../../shared/ipc/result'
 import { toIpcError } from '../errors'
 import type { AreaHandlers } from '../handler-table'
 import { realPath } from '../../engine/fs'
-import { assertOpensAsImage, summarizeLibrary } from '../library-summary'
+import { assertOpensAsImage } from '../library-summary'
 import type { IpcServices } from '../services'
+
+/** How long a list waits for images read for the first time before it answers with them pending. */
+const LIST_WAIT_MS = 300
 
 /**
  * `library:*`: the persisted library the app shares with the CLI (known images, recent files,
@@ -17,10 +20,16 @@ import type { IpcServices } from '../services'
  * the pair as trusted, so the name is followed from then on.
  */
 export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> {
-  const { library, bus, log } = services
+  const { library, bus, log, summaries } = services
 
   return {
-    'library:list-images': () => summarizeLibrary(library, log),
+    // A large library read for the first time answers within LIST_WAIT_MS, its unread images
+    // pending; the event that follows makes the views list it again, then from what is kept.
+    'library:list-images': () =>
+      summaries.list(library, log, {
+        waitMs: LIST_WAIT_MS,
+        onSettled: (paths) => bus.emit('library:changed', { reason: 'summarized', paths }),
+      }),
 
     // One unreadable file does not keep the others out: they are added, it is reported.
     'library:add-images': async ({ paths }) => {

@@ -16,7 +16,7 @@ export interface BaseStatusLook {
  * amber "Unverified" (a change could not be seen), never green; a changed or missing base is red.
  */
 export const BASE_STATUS_LOOK: Readonly<Record<BaseStatus, BaseStatusLook>> = {
-  none: { label: 'Standalone', type: 'default', sentence: 'This image has no backing file.' },
+  none: { label: 'Standalone', type: 'default', sentence: 'This image has no base.' },
   ok: {
     label: 'Base matches',
     type: 'success',

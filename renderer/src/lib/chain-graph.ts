@@ -2,6 +2,7 @@ import type { ImageSummary } from '../../../shared/ipc/contract'
 import { baseName, formatBytes } from '../composables/use-format'
 import type { StatusColors } from '../composables/use-status-colors'
 import type { LegendItem } from './legend'
+import { foldForSearch, searchWords } from './search'
 
 /**
  * The chain browser's graph, computed without Vue or the DOM: one node per library image and
@@ -15,13 +16,7 @@ import type { LegendItem } from './legend'
  * `loop` for a link of a loop of base names.
  */
 export type LinkStatus =
-  | 'ok'
-  | 'missing'
-  | 'refused'
-  | 'changed'
-  | 'unverified'
-  | 'not-read'
-  | 'loop'
+  'ok' | 'missing' | 'refused' | 'changed' | 'unverified' | 'not-read' | 'loop'
 
 /** Which of the theme's colours draws a link. */
 export type LinkTone = 'line' | 'warning' | 'error'
@@ -58,8 +53,11 @@ export function chainLegend(colors: Pick<StatusColors, LinkTone>): LegendItem[] 
   ]
 }
 
-/** What the node stands for: a library image, or a base outside the library. */
-export type NodeKind = 'image' | 'outside'
+/**
+ * What the node stands for: a library image, a base outside the library, or the overlays of a
+ * large fan-out left out of the drawing ("+97 more overlays", expanded on demand).
+ */
+export type NodeKind = 'image' | 'outside' | 'more'
 
 /** One image in the graph. */
 export interface ChainNode {
@@ -85,6 +83,8 @@ export interface ChainNode {
   /** The base of a loop member laid out in the first column (its link is drawn back to it). */
   loopBase: string | null
   overlays: string[]
+  /** With kind `more`: how many overlays of {@link base} it stands for. */
+  hiddenCount: number
   /** Column (0 for images without a base in the graph) and position, in pixels. */
   level: number
   x: number
@@ -103,10 +103,31 @@ export interface ChainEdge {
 
 /** The whole graph, with the size of the drawing. */
 export interface ChainGraph {
+  /** The nodes drawn (a collapsed fan-out's hidden overlays are not among them). */
   nodes: ChainNode[]
   edges: ChainEdge[]
   width: number
   height: number
+  /** Every node, drawn or hidden in a collapsed fan-out, by id: for search and reveal. */
+  all: ReadonlyMap<string, ChainNode>
+}
+
+/** How a graph is drawn: which fan-outs are collapsed. */
+export interface FanOutOptions {
+  /** A base with more overlays than this shows only the first {@link shown} of them. */
+  limit: number
+  /** The overlays a collapsed fan-out still shows, before its "more" node. */
+  shown: number
+  /** Bases whose fan-out the user expanded (ids). */
+  expanded: ReadonlySet<string>
+}
+
+/** Fan-outs of more than 10 overlays show 3 and a "+N more overlays" node. */
+export const FAN_OUT: FanOutOptions = { limit: 10, shown: 3, expanded: new Set() }
+
+/** The id of the node that stands for the hidden overlays of `base`. */
+export function moreNodeId(base: string): string {
+  return `${base}\u0000more`
 }
 
 /** Sizes of the drawing, in pixels. */
@@ -131,14 +152,23 @@ function byName(nodes: Map<string, ChainNode>) {
   return (a: string, b: string): number => {
     const first = nodes.get(a)
     const second = nodes.get(b)
-    return (first?.name ?? a).localeCompare(second?.name ?? b) || a.localeCompare(b)
+    // Numbers as people count them: vm-2 before vm-10.
+    return (
+      (first?.name ?? a).localeCompare(second?.name ?? b, undefined, { numeric: true }) ||
+      a.localeCompare(b)
+    )
   }
 }
 
-/** Build and lay out the graph of the library's images. */
+/**
+ * Build and lay out the graph of the library's images. A base with more overlays than
+ * `fanOut.limit` (and not in `fanOut.expanded`) draws its first `fanOut.shown` overlays and one
+ * "more" node for the rest, so a library of 1,000 overlays on 10 bases draws 40 nodes.
+ */
 export function buildChainGraph(
   images: readonly ImageSummary[],
   geometry: GraphGeometry = GEOMETRY,
+  fanOut: FanOutOptions = FAN_OUT,
 ): ChainGraph {
   const nodes = new Map<string, ChainNode>()
   for (const image of images) {
@@ -155,6 +185,7 @@ export function buildChainGraph(
       loop: image.loop,
       loopBase: null,
       overlays: [],
+      hiddenCount: 0,
       level: 0,
       x: 0,
       y: 0,
@@ -188,6 +219,7 @@ export function buildChainGraph(
         loop: null,
         loopBase: null,
         overlays: [],
+        hiddenCount: 0,
         level: 0,
         x: 0,
         y: 0,
@@ -230,6 +262,8 @@ export function buildChainGraph(
   }
   const order = byName(nodes)
   for (const node of nodes.values()) node.overlays.sort(order)
+  const all = new Map(nodes)
+  collapseFanOuts(nodes, all, fanOut)
 
   // Tidy tree: leaves take the next row, a base sits in the middle of its overlays' rows.
   const rowHeight = geometry.nodeHeight + geometry.rowGap
@@ -298,7 +332,91 @@ export function buildChainGraph(
       nodes.size === 0
         ? 0
         : 2 * geometry.margin + nextRow * rowHeight - geometry.rowGap + loopDepth,
+    all,
   }
+}
+
+/**
+ * Leave out of `nodes` the overlays of each large fan-out past the first `shown` (and all that
+ * stands on them), and put in their place one node of kind `more` that counts them.
+ */
+function collapseFanOuts(
+  nodes: Map<string, ChainNode>,
+  all: Map<string, ChainNode>,
+  fanOut: FanOutOptions,
+): void {
+  const drop = (id: string): void => {
+    const node = nodes.get(id)
+    if (!node) return
+    nodes.delete(id)
+    for (const overlay of node.overlays) drop(overlay)
+  }
+  for (const node of [...nodes.values()]) {
+    if (node.overlays.length <= fanOut.limit || fanOut.expanded.has(node.id)) continue
+    if (!nodes.has(node.id)) continue
+    const hidden = node.overlays.slice(fanOut.shown)
+    for (const overlay of hidden) drop(overlay)
+    const more: ChainNode = {
+      id: moreNodeId(node.id),
+      name: `+${hidden.length} more overlays`,
+      kind: 'more',
+      format: null,
+      virtualSize: null,
+      missing: false,
+      error: null,
+      base: node.id,
+      link: 'ok',
+      loop: null,
+      loopBase: null,
+      overlays: [],
+      hiddenCount: hidden.length,
+      level: 0,
+      x: 0,
+      y: 0,
+    }
+    nodes.set(more.id, more)
+    all.set(more.id, more)
+    node.overlays = [...node.overlays.slice(0, fanOut.shown), more.id]
+  }
+}
+
+/**
+ * The bases to expand so that `id` is drawn: every base below it whose fan-out hides the
+ * overlay on the way to it.
+ */
+export function basesToReveal(graph: ChainGraph, id: string): string[] {
+  const bases: string[] = []
+  const seen = new Set<string>()
+  let current = graph.all.get(id)
+  while (current && !seen.has(current.id)) {
+    seen.add(current.id)
+    const base = current.base ?? current.loopBase
+    if (base === null) break
+    // A collapsed fan-out lists its "more" node in place of the overlays it hides.
+    const drawnOverlays = graph.all.get(base)?.overlays ?? []
+    if (drawnOverlays.includes(moreNodeId(base)) && !drawnOverlays.includes(current.id))
+      bases.push(base)
+    current = graph.all.get(base)
+  }
+  return bases
+}
+
+/**
+ * The nodes (drawn or hidden) whose name or path holds every word of `query`, by name
+ * (`vm-2` before `vm-10`); none for an empty query. "More" nodes are never found.
+ */
+export function searchGraph(graph: ChainGraph, query: string): ChainNode[] {
+  const words = searchWords(query)
+  if (words.length === 0) return []
+  const found = [...graph.all.values()].filter((node) => {
+    if (node.kind === 'more') return false
+    const haystack = foldForSearch(`${node.name} ${node.id}`)
+    return words.every((word) => haystack.includes(word))
+  })
+  return found.sort(
+    (a, b) =>
+      a.name.localeCompare(b.name, undefined, { numeric: true }) || a.id.localeCompare(b.id),
+  )
 }
 
 /** How far below the nodes a loop's closing link bends, in pixels. */
@@ -328,6 +446,7 @@ export function nodeBadge(node: ChainNode): { text: string; tone: 'error' | 'war
 
 /** The node's second line: format and size, or why they are unknown. */
 export function nodeDetail(node: ChainNode): string {
+  if (node.kind === 'more') return 'Show them all'
   if (node.missing) return 'file not found'
   if (node.kind === 'outside') return 'not in the library'
   if (node.error !== null) return 'could not be read'
@@ -336,9 +455,13 @@ export function nodeDetail(node: ChainNode): string {
 
 /** What a screen reader says for a node: name, what it is, its base and its overlays. */
 export function nodeLabel(graph: ChainGraph, node: ChainNode): string {
+  const nameOf = (id: string): string => graph.all.get(id)?.name ?? id
+  if (node.kind === 'more') {
+    const base = node.base === null ? '' : ` on ${nameOf(node.base)}`
+    return `${node.hiddenCount} more overlays${base}, not drawn; press Enter to show them all`
+  }
   const parts = [node.name, nodeDetail(node)]
   if (node.error !== null) parts.push(node.error)
-  const nameOf = (id: string): string => graph.nodes.find((other) => other.id === id)?.name ?? id
   if (node.loop !== null) {
     const cycle = [...node.loop, node.loop[0]!].map(nameOf).join(' → ')
     parts.push(`in a loop of base names: ${cycle}; its chain never ends`)
@@ -350,7 +473,11 @@ export function nodeLabel(graph: ChainGraph, node: ChainNode): string {
   } else if (node.kind === 'image') {
     parts.push('no base')
   }
-  const count = node.overlays.length
+  // A collapsed fan-out's "more" node stands for the overlays it hides.
+  const count = node.overlays.reduce(
+    (sum, id) => sum + (graph.all.get(id)?.kind === 'more' ? graph.all.get(id)!.hiddenCount : 1),
+    0,
+  )
   parts.push(count === 0 ? 'no overlays' : count === 1 ? '1 overlay' : `${count} overlays`)
   return parts.join(', ')
 }

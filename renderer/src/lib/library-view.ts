@@ -1,4 +1,5 @@
 import type { ImageSummary } from '../../../shared/ipc/contract'
+import { foldForSearch, searchWords } from './search'
 
 /** Which images the library shows. */
 export type LibraryFilter = 'all' | 'overlays' | 'bases' | 'problems'
@@ -43,14 +44,10 @@ export function filterImages(
   search: string,
   filter: LibraryFilter,
 ): ImageSummary[] {
-  const fold = (text: string): string =>
-    text.normalize('NFD').replace(/\p{M}/gu, '').toLocaleLowerCase()
-  const words = fold(search)
-    .split(/\s+/)
-    .filter((word) => word !== '')
+  const words = searchWords(search)
   return images.filter((image) => {
     if (!matchesFilter(image, filter)) return false
-    const haystack = fold(`${image.name} ${image.path} ${image.format ?? ''}`)
+    const haystack = foldForSearch(`${image.name} ${image.path} ${image.format ?? ''}`)
     return words.every((word) => haystack.includes(word))
   })
 }

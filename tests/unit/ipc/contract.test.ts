@@ -22,6 +22,7 @@ import { openImage } from '../../../main/engine/open'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { IpcDispatcher } from '../../../main/ipc/dispatcher'
 import type { Handlers } from '../../../main/ipc/handler-table'
+import { LibrarySummaries } from '../../../main/ipc/library-summary'
 import type { IpcServices, NativeDialogs } from '../../../main/ipc/index'
 import type { RequestSender } from '../../../main/ipc/sender'
 import { requireTools, tempDir } from '../../helpers/tools'
@@ -266,6 +267,7 @@ describe('the contract', () => {
     const services: IpcServices = {
       library: core.library,
       images: core.images,
+      summaries: new LibrarySummaries(),
       jobs: core.jobs,
       bus: core.bus,
       log: core.log,

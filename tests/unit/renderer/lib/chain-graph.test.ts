@@ -1,11 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import type { ImageSummary } from '../../../../shared/ipc/contract'
 import {
+  basesToReveal,
   buildChainGraph,
+  FAN_OUT,
   GEOMETRY,
+  moreNodeId,
   neighbour,
   nodeBadge,
   nodeLabel,
+  searchGraph,
   type ChainGraph,
 } from '../../../../renderer/src/lib/chain-graph'
 import { summary } from '../helpers/fixtures'
@@ -193,7 +197,13 @@ describe('buildChainGraph', () => {
   })
 
   it('is empty for an empty library', () => {
-    expect(buildChainGraph([])).toEqual({ nodes: [], edges: [], width: 0, height: 0 })
+    expect(buildChainGraph([])).toEqual({
+      nodes: [],
+      edges: [],
+      width: 0,
+      height: 0,
+      all: new Map(),
+    })
   })
 })
 
@@ -224,5 +234,78 @@ describe('labels and keys', () => {
     expect(neighbour(graph, '/vm/golden.img', 'left')).toBeNull()
     expect(neighbour(graph, '/vm/b.add-cow', 'right')).toBeNull()
     expect(neighbour(graph, '/nowhere', 'up')).toBeNull()
+  })
+})
+
+/** /lab/base.raw with `count` overlays vm-0 … vm-(count-1); vm-5 has a child, child.add-cow. */
+function fanOut(count: number): ImageSummary[] {
+  const overlays = Array.from({ length: count }, (_, index) => `/lab/vm-${index}.add-cow`)
+  return [
+    image('/lab/base.raw', { format: 'raw', dependents: overlays, allocatedPercent: null }),
+    ...overlays.map((path) =>
+      image(path, {
+        base: on('/lab/base.raw'),
+        dependents: path === '/lab/vm-5.add-cow' ? ['/lab/child.add-cow'] : [],
+      }),
+    ),
+    image('/lab/child.add-cow', { base: on('/lab/vm-5.add-cow') }),
+  ]
+}
+
+describe('large fan-outs', () => {
+  it('draws the first overlays of a large fan-out and one node for the rest', () => {
+    const graph = buildChainGraph(fanOut(100))
+    const more = node(graph, moreNodeId('/lab/base.raw'))
+    expect(more).toMatchObject({ kind: 'more', hiddenCount: 97, name: '+97 more overlays' })
+    expect(node(graph, '/lab/base.raw').overlays).toEqual([
+      '/lab/vm-0.add-cow',
+      '/lab/vm-1.add-cow',
+      '/lab/vm-2.add-cow',
+      more.id,
+    ])
+    // The hidden overlays and what stands on them are not drawn, but known.
+    expect(graph.nodes).toHaveLength(5)
+    expect(graph.edges).toHaveLength(4)
+    expect(graph.all.get('/lab/child.add-cow')?.base).toBe('/lab/vm-5.add-cow')
+    expect(nodeLabel(graph, node(graph, '/lab/base.raw'))).toContain('100 overlays')
+    expect(nodeLabel(graph, more)).toBe(
+      '97 more overlays on base.raw, not drawn; press Enter to show them all',
+    )
+  })
+
+  it('keeps a fan-out at the limit whole, and draws an expanded one whole', () => {
+    expect(buildChainGraph(fanOut(FAN_OUT.limit)).nodes).toHaveLength(FAN_OUT.limit + 2)
+    const expanded = buildChainGraph(fanOut(100), GEOMETRY, {
+      ...FAN_OUT,
+      expanded: new Set(['/lab/base.raw']),
+    })
+    expect(expanded.nodes).toHaveLength(102)
+    expect(expanded.nodes.some((candidate) => candidate.kind === 'more')).toBe(false)
+  })
+
+  it('finds hidden images by name and says which fan-outs to expand to draw them', () => {
+    const graph = buildChainGraph(fanOut(100))
+    expect(searchGraph(graph, 'VM-5').map((found) => found.id)).toEqual([
+      '/lab/vm-5.add-cow',
+      '/lab/vm-50.add-cow',
+      '/lab/vm-51.add-cow',
+      '/lab/vm-52.add-cow',
+      '/lab/vm-53.add-cow',
+      '/lab/vm-54.add-cow',
+      '/lab/vm-55.add-cow',
+      '/lab/vm-56.add-cow',
+      '/lab/vm-57.add-cow',
+      '/lab/vm-58.add-cow',
+      '/lab/vm-59.add-cow',
+    ])
+    expect(searchGraph(graph, 'more')).toEqual([])
+    expect(searchGraph(graph, '  ')).toEqual([])
+    expect(basesToReveal(graph, '/lab/child.add-cow')).toEqual(['/lab/base.raw'])
+    expect(basesToReveal(graph, '/lab/vm-1.add-cow')).toEqual([])
+    const revealed = buildChainGraph(fanOut(100), GEOMETRY, {
+      ...FAN_OUT,
+      expanded: new Set(basesToReveal(graph, '/lab/child.add-cow')),
+    })
+    expect(node(revealed, '/lab/child.add-cow').base).toBe('/lab/vm-5.add-cow')
   })
 })
