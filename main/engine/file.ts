@@ -147,7 +147,9 @@ export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<vo
  * Writes up to this long are made on the calling thread ({@link BlockFile.writeAt}): a small
  * write into the page cache costs a few microseconds, a thread-pool round trip several times
  * that (a futex wake, a context switch each way), which is most of what a 4 KiB NBD write cost
- * the server (measured with tests/bench/nbd-throughput.ts).
+ * the server (measured with tests/bench/nbd-throughput.ts). Not larger: a 64 KiB
+ * copy-on-write fill costs tens of microseconds of page allocation and copy, which the thread
+ * pool spreads over the cores while this thread serves other requests.
  */
 const INLINE_WRITE_MAX = 16 * 1024
 /**
@@ -155,7 +157,8 @@ const INLINE_WRITE_MAX = 16 * 1024
  * throttling, the journal): writes then go back to the thread pool for
  * {@link INLINE_WRITE_PAUSE_MS}, so the event loop is held up by at most one slow write a
  * pause. ext4 does not support RWF_NOWAIT for buffered writes, so waiting cannot be refused
- * up front the way cached reads do.
+ * up front the way cached reads do. Well above a scheduler time slice, so that being preempted
+ * on a busy machine does not count as waiting.
  */
 const SLOW_INLINE_WRITE_MS = 10
 const INLINE_WRITE_PAUSE_MS = 250
@@ -328,7 +331,10 @@ export class BlockFile {
     }
   }
 
-  /** Write all of `data` at `position`. */
+  /**
+   * Write all of `data` at `position`: on this thread when it is small (see
+   * {@link INLINE_WRITE_MAX}), else on the thread pool.
+   */
   async writeAt(data: Uint8Array, position: number): Promise<void> {
     let done = 0
     const watcher = observer
