@@ -1,4 +1,5 @@
-import { read, write } from 'node:fs'
+import { read, write, writeSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, wrapIoError } from './errors'
 import { readBatchFunction, readCachedFunction } from './native/index'
@@ -50,6 +51,21 @@ export function useServerReads(): () => void {
     released = true
     servers--
   }
+}
+
+/**
+ * Fill `target` from `position` of the file `fd` now, on this thread, if all of it is in the
+ * page cache and it is short enough to copy here ({@link BlockFile.readCachedAt}); false, with
+ * `target` partly written, otherwise. Throws the OS error (errno `code`) of a failed read.
+ */
+export function readCachedPiece(fd: number, target: Uint8Array, position: number): boolean {
+  const readCached = readCachedFunction()
+  if (!readCached || target.length > inlineReadLimit() || target.length === 0) return false
+  onePiece[0] = fd
+  onePiece[1] = position
+  onePiece[2] = 0
+  onePiece[3] = target.length
+  return readCached(target, onePiece, target.length) === 1
 }
 
 /**
@@ -125,6 +141,57 @@ export function readFilePieces(target: Uint8Array, pieces: number[]): Promise<vo
     head > 0 && readCached ? readCached(target, all.subarray(0, head), CACHED_READ_BUDGET) * 4 : 0
   queue(done, head, jobBudget)
   return jobs.length === 0 ? Promise.resolve() : Promise.all(jobs).then(() => undefined)
+}
+
+/**
+ * Writes up to this long are made on the calling thread ({@link BlockFile.writeAt}): a small
+ * write into the page cache costs a few microseconds, a thread-pool round trip several times
+ * that (a futex wake, a context switch each way), which is most of what a 4 KiB NBD write cost
+ * the server (measured with tests/bench/nbd-throughput.ts). Not larger: a 64 KiB
+ * copy-on-write fill costs tens of microseconds of page allocation and copy, which the thread
+ * pool spreads over the cores while this thread serves other requests.
+ */
+const INLINE_WRITE_MAX = 16 * 1024
+/**
+ * An inline write that took longer than this means the kernel made it wait (dirty-page
+ * throttling, the journal): writes then go back to the thread pool for
+ * {@link INLINE_WRITE_PAUSE_MS}, so the event loop is held up by at most one slow write a
+ * pause. ext4 does not support RWF_NOWAIT for buffered writes, so waiting cannot be refused
+ * up front the way cached reads do. Well above a scheduler time slice, so that being preempted
+ * on a busy machine does not count as waiting.
+ */
+const SLOW_INLINE_WRITE_MS = 10
+const INLINE_WRITE_PAUSE_MS = 250
+
+let inlineWritesEnabled = process.env.ADDCOW_NO_INLINE_WRITE !== '1'
+/** performance.now() before which small writes go to the thread pool (after a slow one). */
+let inlineWritesPausedUntil = 0
+
+/**
+ * Make small writes on the calling thread (default), or always on the thread pool.
+ * ADDCOW_NO_INLINE_WRITE=1 turns inline writes off at start; tests switch between both paths.
+ */
+export function setInlineWritesEnabled(enabled: boolean): void {
+  inlineWritesEnabled = enabled
+  inlineWritesPausedUntil = 0
+}
+
+/** Whether a write of `length` bytes is made on the calling thread just now. */
+function writesInline(length: number): boolean {
+  return (
+    inlineWritesEnabled &&
+    length <= INLINE_WRITE_MAX &&
+    (inlineWritesPausedUntil === 0 || performance.now() >= inlineWritesPausedUntil)
+  )
+}
+
+/** pwrite all of `data` at `position` on this thread; pauses inline writes if it was slow. */
+function writeInline(fd: number, data: Uint8Array, position: number): void {
+  const start = performance.now()
+  let done = 0
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done)
+  const end = performance.now()
+  if (end - start > SLOW_INLINE_WRITE_MS) inlineWritesPausedUntil = end + INLINE_WRITE_PAUSE_MS
 }
 
 /** One call that changes a file or its durability, as a {@link FileObserver} sees it. */
@@ -231,14 +298,8 @@ export class BlockFile {
    * than the copy for small reads.
    */
   readCachedAt(target: Uint8Array, position: number): boolean {
-    const readCached = readCachedFunction()
-    if (!readCached || target.length > inlineReadLimit() || target.length === 0) return false
-    onePiece[0] = this.handle.fd
-    onePiece[1] = position
-    onePiece[2] = 0
-    onePiece[3] = target.length
     try {
-      return readCached(target, onePiece, target.length) === 1
+      return readCachedPiece(this.handle.fd, target, position)
     } catch (error) {
       throw wrapIoError(error, this.path, `read ${target.length} bytes at offset ${position} of`)
     }
@@ -270,7 +331,10 @@ export class BlockFile {
     }
   }
 
-  /** Write all of `data` at `position`. */
+  /**
+   * Write all of `data` at `position`: on this thread when it is small (see
+   * {@link INLINE_WRITE_MAX}), else on the thread pool.
+   */
   async writeAt(data: Uint8Array, position: number): Promise<void> {
     let done = 0
     const watcher = observer
@@ -279,6 +343,10 @@ export class BlockFile {
       : null
     try {
       if (event) watcher?.before?.(event)
+      if (writesInline(data.length)) {
+        writeInline(this.handle.fd, data, position)
+        done = data.length
+      }
       while (done < data.length) {
         const chunk = Math.min(data.length - done, MAX_IO)
         const bytesWritten = await positional(

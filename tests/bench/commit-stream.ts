@@ -1,46 +1,71 @@
-// Benchmark: `addcow commit` and `addcow stream` against qemu-img on the same data.
+// Benchmark (issue 15 item 4): `addcow commit` and `addcow stream` against qemu-img on the same
+// data, wall time of the command lines (Node's start-up included), target addcow / qemu-img
+// <= 0.8:
+// - commit: `addcow commit OVERLAY` vs `qemu-img commit` of a qcow2 overlay with the same
+//   clusters written (both empty the overlay afterwards), into a sparse raw base;
+// - stream: `addcow stream OVERLAY` vs `qemu-img rebase -b ''` (both make the overlay
+//   standalone), on a base whose first half holds data;
+// on two workloads: "contiguous" (256 MiB written contiguously in a 1 GiB overlay) and
+// "scattered" (a 2 GiB overlay, a quarter of its 64 KiB clusters written: 2048 runs of 4
+// clusters, one per MiB, at pseudo-random places).
 //
-//   npx tsx tests/bench/commit-stream.ts [runs]
+//   npm run bench commit-stream [-- runs]        (or npx tsx tests/bench/commit-stream.ts [runs])
 //
-// A 2 GiB overlay with 25% of its 64 KiB clusters written (2048 runs of 4 clusters, one per
-// MiB, at pseudo-random places), as add-cow on a raw base and as qcow2 on a copy of it:
-// - commit: the engine's commitOverlay (what `addcow commit` runs) vs `qemu-img commit` (both
-//   empty the overlay afterwards);
-// - stream: streamOverlay (`addcow stream`) vs `qemu-img rebase -b ''` (both make the overlay
-//   standalone), on a base whose first half holds data.
-// The engine is timed in-process; the CLI's Node start-up (`addcow --version`) is printed apart.
-// Each run starts from fresh files (made outside the timing); which tool goes first alternates
-// from run to run (an even number of runs), with a sync before each timed command. Prints the
-// median times, their ratio and the geometric mean of the per-run ratios (addcow / qemu-img;
-// target <= 1.0). Files live in tests/bench/.work and are deleted at the end.
+// Each run starts from fresh files (made outside the timing); which tool goes first rotates
+// from run to run, with a sync before each timed command and the device left idle. Prints the
+// median times, their ratio and the geometric mean of the per-run ratios, each side's CPU time
+// (user + system of the command, from /proc/self/stat's children times), and the load average.
+// ADDCOW_BENCH_BEFORE=/path/to/other/addcow.mjs times another build too (say, main's) in the
+// same runs, for a before/after in one run. BENCH_WORKLOADS picks workloads ("contiguous,
+// scattered" by default). Files live in tests/bench/.work and are deleted at the end.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, open, rm, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { nativeStatus } from '../../main/engine/native/index'
-import { Library } from '../../main/engine/library'
-import { commitOverlay } from '../../main/engine/ops/commit'
-import { streamOverlay } from '../../main/engine/ops/stream'
 import { openImage } from '../../main/engine/open'
 import { median } from '../helpers/numbers'
 
 const GiB = 1024 ** 3
 const MiB = 1024 ** 2
-const SIZE = 2 * GiB
 const CLUSTER = 64 * 1024
-/** Runs; rounded up to even, so each tool goes first equally often (see {@link alternate}). */
-const RUNS = Math.ceil(Number(process.argv[2] ?? 6) / 2) * 2
+const TARGET = 0.8
+const RUNS = Number(process.argv[2] ?? 6)
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const work = join(root, 'tests/bench/.work')
 const cli = join(root, 'out/cli/addcow.mjs')
+const before = process.env.ADDCOW_BENCH_BEFORE
 const env = { ...process.env, ADDCOW_DATA_DIR: join(work, 'data') }
 
-/** Where the 25% lands: in each MiB, 4 clusters starting at a pseudo-random cluster. */
-function allocatedRuns(): [number, number][] {
+type Side = 'addcow' | 'before' | 'qemu'
+const SIDES: Side[] = before ? ['addcow', 'before', 'qemu'] : ['addcow', 'qemu']
+
+/** A workload: the overlay's size and the guest ranges written in it. */
+interface Workload {
+  name: string
+  size: number
+  runs: [number, number][]
+}
+
+const WORKLOADS: Record<string, Workload> = {
+  contiguous: { name: 'contiguous', size: GiB, runs: contiguousRuns(GiB, 256 * MiB) },
+  scattered: { name: 'scattered', size: 2 * GiB, runs: scatteredRuns(2 * GiB) },
+}
+
+/** `bytes` written from offset 0, in writes of 4 MiB. */
+function contiguousRuns(size: number, bytes: number): [number, number][] {
+  const runs: [number, number][] = []
+  for (let offset = 0; offset < Math.min(size, bytes); offset += 4 * MiB)
+    runs.push([offset, Math.min(4 * MiB, bytes - offset)])
+  return runs
+}
+
+/** In each MiB, 4 clusters starting at a pseudo-random cluster. */
+function scatteredRuns(size: number): [number, number][] {
   const runs: [number, number][] = []
   let state = 12345
-  for (let mib = 0; mib < SIZE / MiB; mib++) {
+  for (let mib = 0; mib < size / MiB; mib++) {
     state = (state * 1103515245 + 12345) >>> 0
     const first = (state >>> 8) % 13
     runs.push([mib * MiB + first * CLUSTER, 4 * CLUSTER])
@@ -48,32 +73,43 @@ function allocatedRuns(): [number, number][] {
   return runs
 }
 
-function time(command: string, args: string[]): number {
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
+
+/** CPU time (user + system) of this process's waited-for children so far, in milliseconds. */
+function childrenCpu(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(fields[13]) + Number(fields[14])) * 1000) / CLOCK_TICKS
+}
+
+function load(): string {
+  return readFileSync('/proc/loadavg', 'utf8').trim()
+}
+
+/** Run a command; its wall time and CPU time (user + system), in milliseconds. */
+function time(command: string, args: string[]): { wall: number; cpu: number } {
+  const cpuBefore = childrenCpu()
   const start = performance.now()
   const result = spawnSync(command, args, { env, stdio: ['ignore', 'ignore', 'pipe'] })
-  const elapsed = performance.now() - start
+  const wall = performance.now() - start
   if (result.status !== 0)
     throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr.toString()}`)
-  return elapsed
+  return { wall, cpu: childrenCpu() - cpuBefore }
 }
 
 /**
- * Run the two timed commands in alternating order, each after a sync and once the device is
- * idle ({@link settle}). Whichever runs first
- * after the files are made is slower, by up to a second here, whatever it is (measured: a
- * pause, or writing and deleting another file first, does not remove it; the filesystem is
- * mounted with online discard), so the run count is even and each tool goes first in half the
- * runs; the report's paired ratio (geometric mean of the per-run ratios) cancels the effect.
+ * Run the timed commands of one run in rotating order, each after a sync and once the device
+ * is idle ({@link settle}). Whichever runs first after the files are made is slower, by up to
+ * a second here, whatever it is (measured: a pause, or writing and deleting another file first,
+ * does not remove it; the filesystem is mounted with online discard), so each tool goes first
+ * equally often over the runs and the paired ratio (geometric mean of the per-run ratios)
+ * cancels the effect.
  */
-async function alternate(
-  run: number,
-  ours: () => Promise<unknown>,
-  theirs: () => Promise<unknown>,
-): Promise<void> {
-  for (const step of run % 2 === 0 ? [ours, theirs] : [theirs, ours]) {
+async function rotate(run: number, steps: Record<Side, () => void>): Promise<void> {
+  for (let index = 0; index < SIDES.length; index++) {
     execFileSync('sync')
     await settle()
-    await step()
+    steps[SIDES[(index + run) % SIDES.length]!]()
   }
 }
 
@@ -122,13 +158,6 @@ async function settle(): Promise<void> {
   }
 }
 
-/** Wall time of an engine call in this process (the CLI adds Node's start-up to it). */
-async function timeEngine(operation: () => Promise<unknown>): Promise<number> {
-  const start = performance.now()
-  await operation()
-  return performance.now() - start
-}
-
 async function sparse(path: string, size: number): Promise<void> {
   await writeFile(path, Buffer.alloc(0))
   const handle = await open(path, 'r+')
@@ -136,12 +165,8 @@ async function sparse(path: string, size: number): Promise<void> {
   await handle.close()
 }
 
-const runs = allocatedRuns()
-const qemuIoScript = runs.map(
-  ([offset, length], index) => `write -P ${(index % 250) + 1} ${offset} ${length}`,
-)
-
-async function addCowOverlay(base: string, overlay: string): Promise<void> {
+/** An add-cow overlay of `base` (a name beside it) with the workload's ranges written. */
+async function addCowOverlay(base: string, overlay: string, workload: Workload): Promise<void> {
   await rm(overlay, { force: true })
   await rm(overlay.replace(/\.add-cow$/, '.raw'), { force: true })
   execFileSync(process.execPath, [cli, 'create', '-b', basename(base), '-F', 'raw', overlay], {
@@ -149,141 +174,169 @@ async function addCowOverlay(base: string, overlay: string): Promise<void> {
   })
   const disk = await openImage(overlay, { readOnly: false })
   try {
-    for (const [index, [offset, length]] of runs.entries())
+    for (const [index, [offset, length]] of workload.runs.entries())
       await disk.write(offset, Buffer.alloc(length, (index % 250) + 1))
   } finally {
     await disk.close()
   }
 }
 
-function qcow2Overlay(base: string, overlay: string): void {
+/** A qcow2 overlay of `base` with the same bytes written, through qemu-io. */
+async function qcow2Overlay(base: string, overlay: string, workload: Workload): Promise<void> {
+  await rm(overlay, { force: true })
   execFileSync('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-b',
-    base,
-    '-F',
-    'raw',
-    overlay,
-    String(SIZE),
+    ...['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', overlay],
+    String(workload.size),
   ])
+  const script = workload.runs.map(
+    ([offset, length], index) => `write -P ${(index % 250) + 1} ${offset} ${length}`,
+  )
   // qemu-io takes one -c per command; feed them in batches to keep the argument list short.
-  for (let start = 0; start < qemuIoScript.length; start += 512) {
-    const commands = qemuIoScript.slice(start, start + 512).flatMap((command) => ['-c', command])
+  for (let start = 0; start < script.length; start += 512) {
+    const commands = script.slice(start, start + 512).flatMap((command) => ['-c', command])
     execFileSync('qemu-io', ['-f', 'qcow2', ...commands, overlay], { stdio: 'ignore' })
   }
 }
 
-async function main(): Promise<void> {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build:cli`)
+type Times = Record<Side, { wall: number; cpu: number }[]>
+const noTimes = (): Times => ({ addcow: [], before: [], qemu: [] })
+
+function sameImages(formatA: string, a: string, formatB: string, b: string, what: string): void {
+  const same = spawnSync('qemu-img', ['compare', '-q', '-f', formatA, '-F', formatB, a, b]).status
+  if (same !== 0) throw new Error(`${what}: ${a} and ${b} differ afterwards`)
+}
+
+/** Commit runs of one workload: fresh sparse bases and overlays every run. */
+async function benchCommit(workload: Workload): Promise<Times> {
+  const times = noTimes()
+  const file = (side: Side, suffix: string): string =>
+    join(work, `commit-${workload.name}-${side}${suffix}`)
+  for (let run = 0; run < RUNS; run++) {
+    for (const side of SIDES) {
+      await sparse(file(side, '-base.raw'), workload.size)
+      if (side === 'qemu')
+        await qcow2Overlay(file(side, '-base.raw'), file(side, '.qcow2'), workload)
+      else await addCowOverlay(file(side, '-base.raw'), file(side, '.add-cow'), workload)
+    }
+    await rotate(run, {
+      addcow: () =>
+        times.addcow.push(time(process.execPath, [cli, 'commit', file('addcow', '.add-cow')])),
+      before: () =>
+        times.before.push(time(process.execPath, [before!, 'commit', file('before', '.add-cow')])),
+      qemu: () =>
+        times.qemu.push(time('qemu-img', ['commit', '-q', '-f', 'qcow2', file('qemu', '.qcow2')])),
+    })
+    for (const side of SIDES) {
+      if (side !== 'qemu')
+        sameImages('raw', file(side, '-base.raw'), 'raw', file('qemu', '-base.raw'), 'commit')
+    }
+  }
+  return times
+}
+
+/** Stream runs of one workload: one base whose first half holds data, fresh overlays every run. */
+async function benchStream(workload: Workload): Promise<Times> {
+  const base = join(work, `stream-${workload.name}-base.raw`)
+  await sparse(base, workload.size)
+  const handle = await open(base, 'r+')
+  const chunk = Buffer.alloc(8 * MiB)
+  for (let offset = 0; offset < workload.size / 2; offset += chunk.length) {
+    chunk.fill((offset / chunk.length) % 251)
+    await handle.write(chunk, 0, chunk.length, offset)
+  }
+  await handle.close()
+  const times = noTimes()
+  const file = (side: Side, suffix: string): string =>
+    join(work, `stream-${workload.name}-${side}${suffix}`)
+  for (let run = 0; run < RUNS; run++) {
+    for (const side of SIDES) {
+      if (side === 'qemu') await qcow2Overlay(base, file(side, '.qcow2'), workload)
+      else await addCowOverlay(base, file(side, '.add-cow'), workload)
+    }
+    await rotate(run, {
+      addcow: () =>
+        times.addcow.push(time(process.execPath, [cli, 'stream', file('addcow', '.add-cow')])),
+      before: () =>
+        times.before.push(time(process.execPath, [before!, 'stream', file('before', '.add-cow')])),
+      qemu: () =>
+        times.qemu.push(
+          time('qemu-img', ['rebase', '-q', '-f', 'qcow2', '-b', '', file('qemu', '.qcow2')]),
+        ),
+    })
+    for (const side of SIDES) {
+      if (side !== 'qemu')
+        sameImages('raw', file(side, '.raw'), 'qcow2', file('qemu', '.qcow2'), 'stream')
+    }
+  }
+  return times
+}
+
+function report(label: string, times: Times): void {
+  const wall = (side: Side): number[] => times[side].map((entry) => entry.wall)
+  const cpu = (side: Side): number[] => times[side].map((entry) => entry.cpu)
+  const ours = median(wall('addcow'))
+  const theirs = median(wall('qemu'))
+  const paired = Math.exp(
+    times.addcow.reduce(
+      (sum, entry, run) => sum + Math.log(entry.wall / times.qemu[run]!.wall),
+      0,
+    ) / times.addcow.length,
+  )
+  const verdict = paired <= TARGET ? `target <= ${TARGET} met` : `target <= ${TARGET} NOT met`
   console.log(
-    `native addon: ${nativeStatus().loaded ? 'loaded' : `NOT loaded (${nativeStatus().reason})`}`,
+    `${label}: addcow ${ours.toFixed(0)} ms, qemu-img ${theirs.toFixed(0)} ms, ratio ${(ours / theirs).toFixed(2)}, ` +
+      `paired ${paired.toFixed(2)} (${verdict}; medians of ${times.addcow.length})`,
+  )
+  if (before) {
+    const previous = median(wall('before'))
+    console.log(
+      `  before: ${previous.toFixed(0)} ms, ratio ${(previous / theirs).toFixed(2)} (runs ${wall(
+        'before',
+      )
+        .map((t) => t.toFixed(0))
+        .join('/')})`,
+    )
+  }
+  console.log(
+    `  runs: addcow ${wall('addcow')
+      .map((t) => t.toFixed(0))
+      .join('/')}, qemu-img ${wall('qemu')
+      .map((t) => t.toFixed(0))
+      .join('/')} ms`,
+  )
+  console.log(
+    `  CPU (user + system, medians): ${SIDES.map((side) => `${side} ${median(cpu(side)).toFixed(0)} ms`).join(', ')}; load ${load()}`,
+  )
+}
+
+async function main(): Promise<void> {
+  for (const path of [cli, before]) {
+    if (path && !existsSync(path)) throw new Error(`${path} is missing: run npm run build:cli`)
+  }
+  console.log(
+    `native addon: ${nativeStatus().loaded ? 'loaded' : `NOT loaded (${nativeStatus().reason})`}; load ${load()}`,
   )
   await rm(work, { recursive: true, force: true })
   await mkdir(work, { recursive: true })
-  const library = new Library(join(work, 'data', 'library.json'))
-  const startup = median([0, 1, 2].map(() => time(process.execPath, [cli, '--version'])))
+  const startup = median([0, 1, 2].map(() => time(process.execPath, [cli, '--version']).wall))
   try {
-    // commit: sparse raw bases, recreated for every run.
-    const commitTimes = { addcow: [] as number[], qemu: [] as number[] }
-    for (let run = 0; run < RUNS; run++) {
-      const base = join(work, 'commit-base.raw')
-      const qbase = join(work, 'commit-qbase.raw')
-      await sparse(base, SIZE)
-      await sparse(qbase, SIZE)
-      await addCowOverlay(base, join(work, 'commit.add-cow'))
-      await rm(join(work, 'commit.qcow2'), { force: true })
-      qcow2Overlay(qbase, join(work, 'commit.qcow2'))
-      await alternate(
-        run,
-        async () =>
-          commitTimes.addcow.push(
-            await timeEngine(() =>
-              commitOverlay({ overlay: join(work, 'commit.add-cow'), library }),
-            ),
-          ),
-        async () =>
-          commitTimes.qemu.push(
-            time('qemu-img', ['commit', '-q', '-f', 'qcow2', join(work, 'commit.qcow2')]),
-          ),
+    for (const name of (process.env.BENCH_WORKLOADS ?? 'contiguous,scattered').split(',')) {
+      const workload = WORKLOADS[name]
+      if (!workload) throw new Error(`unknown workload ${name}`)
+      const written = workload.runs.reduce((sum, [, length]) => sum + length, 0)
+      const what = `${workload.size / GiB} GiB, ${written / MiB} MiB written ${name === 'contiguous' ? 'contiguously' : 'scattered'}`
+      report(`commit ${name} (${what})`, await benchCommit(workload))
+      report(
+        `stream ${name} (${what}, base half data) vs rebase -b ''`,
+        await benchStream(workload),
       )
-      const same = spawnSync('qemu-img', [
-        'compare',
-        '-q',
-        '-f',
-        'raw',
-        '-F',
-        'raw',
-        base,
-        qbase,
-      ]).status
-      if (same !== 0) throw new Error('commit: the two bases differ afterwards')
     }
-    report('commit (2 GiB, 25% allocated)', commitTimes)
-
-    // stream: one base whose first half holds data; overlays recreated for every run.
-    const base = join(work, 'stream-base.raw')
-    await sparse(base, SIZE)
-    const handle = await open(base, 'r+')
-    const chunk = Buffer.alloc(8 * MiB)
-    for (let offset = 0; offset < SIZE / 2; offset += chunk.length) {
-      chunk.fill((offset / chunk.length) % 251)
-      await handle.write(chunk, 0, chunk.length, offset)
-    }
-    await handle.close()
-    const streamTimes = { addcow: [] as number[], qemu: [] as number[] }
-    for (let run = 0; run < RUNS; run++) {
-      await addCowOverlay(base, join(work, 'stream.add-cow'))
-      await rm(join(work, 'stream.qcow2'), { force: true })
-      qcow2Overlay(base, join(work, 'stream.qcow2'))
-      await alternate(
-        run,
-        async () =>
-          streamTimes.addcow.push(
-            await timeEngine(() =>
-              streamOverlay({ overlay: join(work, 'stream.add-cow'), library }),
-            ),
-          ),
-        async () =>
-          streamTimes.qemu.push(
-            time('qemu-img', ['rebase', '-q', '-f', 'qcow2', '-b', '', join(work, 'stream.qcow2')]),
-          ),
-      )
-      const same = spawnSync('qemu-img', [
-        'compare',
-        '-q',
-        '-f',
-        'raw',
-        '-F',
-        'qcow2',
-        join(work, 'stream.raw'),
-        join(work, 'stream.qcow2'),
-      ]).status
-      if (same !== 0) throw new Error('stream: the flattened images differ')
-    }
-    report("stream (2 GiB, 25% allocated, base half data) vs rebase -b ''", streamTimes)
     console.log(
-      `the addcow CLI adds Node's start-up to these: addcow --version takes ${startup.toFixed(0)} ms here (median of 3)`,
+      `these include Node's start-up: addcow --version takes ${startup.toFixed(0)} ms here (median of 3)`,
     )
   } finally {
     await rm(work, { recursive: true, force: true })
   }
-}
-
-function report(label: string, times: { addcow: number[]; qemu: number[] }): void {
-  const ours = median(times.addcow)
-  const theirs = median(times.qemu)
-  const paired = Math.exp(
-    times.addcow.reduce((sum, time, run) => sum + Math.log(time / times.qemu[run]!), 0) /
-      times.addcow.length,
-  )
-  console.log(
-    `${label}: addcow engine ${ours.toFixed(0)} ms, qemu-img ${theirs.toFixed(0)} ms, ratio ${(ours / theirs).toFixed(2)}, ` +
-      `paired ${paired.toFixed(2)} (${paired <= 1 ? 'target <= 1.0 met' : 'target <= 1.0 NOT met'}; median of ${times.addcow.length}; ` +
-      `addcow runs ${times.addcow.map((t) => t.toFixed(0)).join('/')}, qemu-img ${times.qemu.map((t) => t.toFixed(0)).join('/')})`,
-  )
 }
 
 await main()

@@ -1,20 +1,30 @@
-// Benchmark: `addcow serve` (our NBD server, an add-cow overlay) against `qemu-nbd` serving a
-// qcow2 overlay of the same base with the same clusters written, in one run:
+// Benchmark (issue 15 item 3): `addcow serve` (our NBD server, an add-cow overlay) against
+// `qemu-nbd` serving a qcow2 overlay of the same base with the same clusters written, in one run:
 //   - sequential read of the whole export with nbdcopy (each side with its own defaults: we
 //     advertise multi-conn, so nbdcopy opens several connections to us, one to qemu-nbd);
-//   - 4 KiB random reads and random writes at queue depth 16 with fio's nbd engine.
+//     target ours/peer >= 1.2;
+//   - 4 KiB random reads at queue depth 16 with fio's nbd engine, target >= 1.5;
+//   - 4 KiB random writes at queue depth 16, target >= 1.3;
+// on two overlays of a 1 GiB raw base full of data: "scattered" (a quarter of the 64 KiB
+// clusters written, seeded random) and "contiguous" (the first quarter of the disk written).
+// Every file is read once first so both servers read from the page cache. Each measurement runs
+// several rounds, the servers alternating who goes first, and the medians are compared, as is
+// the median of the per-round ratios. On two cores shared with the client (and, here, with
+// other work) single runs swing widely, so it also prints each server's CPU time (user + system,
+// all threads, from /proc/PID/stat) per GiB read and per I/O, and the load average, which say
+// more than wall time on a busy machine.
 //
-// The base is a 2 GiB raw file full of data; a quarter of the 64 KiB clusters (seeded random)
-// are written in both overlays. Every file is read once first so both servers read from the
-// page cache. Each measurement runs several times, the two servers alternating, and the
-// medians are compared, as is the median of the per-round ratios. Target: ours/peer >= 1.0 in
-// each test. With the client and both servers on two cores the single runs swing widely, so
-// it also prints each server's CPU time (all threads, from /proc) per GiB read and per I/O,
-// which depends far less on what else the machine runs.
+// Last, the memory target: `addcow serve` of a 1 TiB overlay (sparse 1 TiB raw base, scattered
+// writes) under full load (nbdcopy reading the whole export with its 4 connections, while fio
+// reads 4 KiB and 1 MiB blocks at random at queue depth 16), peak RSS (VmHWM) against qemu-nbd
+// under the same load; target < 150 MB.
 //
-// Run with `npx tsx tests/bench/nbd-throughput.ts` after `npm run build:cli`.
-// Environment: BENCH_SIZE_MIB (default 2048), BENCH_RUNS (default 5), BENCH_FIO_SECONDS
-// (default 5). The big files are deleted at the end, also on failure.
+// Run with `npm run bench nbd-throughput` after `npm run build:cli`.
+// Environment: BENCH_SIZE_MIB (default 1024), BENCH_RUNS (default 5), BENCH_FIO_SECONDS
+// (default 5), BENCH_WORKLOADS (default "scattered,contiguous"), BENCH_RSS_SECONDS (default 15;
+// 0 skips the 1 TiB part). ADDCOW_BENCH_BEFORE=/path/to/other/addcow.mjs serves a third overlay
+// with another build (say, main's) in the same rounds, for a before/after in one run. The big
+// files are deleted at the end, also on failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
@@ -28,17 +38,32 @@ import { createOverlay } from '../../main/engine/ops/create'
 import { seededRandom as random, median } from '../helpers/numbers'
 
 const MIB = 1024 * 1024
-const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 2048) * MIB
+const GIB = 1024 * MIB
+const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MIB
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const FIO_SECONDS = Number(process.env.BENCH_FIO_SECONDS ?? 5)
+const RSS_SECONDS = Number(process.env.BENCH_RSS_SECONDS ?? 15)
+const WORKLOADS = (process.env.BENCH_WORKLOADS ?? 'scattered,contiguous').split(',')
 const CLUSTER = 64 * 1024
 const ADDCOW = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
+const BEFORE = process.env.ADDCOW_BENCH_BEFORE
+const TARGETS = { sequential: 1.2, randread: 1.5, randwrite: 1.3 }
+const RSS_TARGET = 150e6
+
+type Side = 'ours' | 'before' | 'peer'
+const SIDES: Side[] = BEFORE ? ['ours', 'before', 'peer'] : ['ours', 'peer']
+type Results = Record<Side, number[]>
+type Test = keyof typeof TARGETS
 
 function run(command: string, args: string[], input?: string): string {
   const result = spawnSync(command, args, { input, encoding: 'utf8', maxBuffer: 256 * MIB })
   if (result.status !== 0)
     throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr}${result.stdout}`)
   return result.stdout
+}
+
+function load(): string {
+  return readFileSync('/proc/loadavg', 'utf8').trim()
 }
 
 async function writeBase(path: string): Promise<void> {
@@ -52,6 +77,39 @@ async function writeBase(path: string): Promise<void> {
     await handle.write(chunk, 0, Math.min(chunk.length, SIZE - offset), offset)
   }
   await handle.close()
+}
+
+/** The clusters each workload writes in the overlays. */
+function writtenClusters(workload: string, size: number): number[] {
+  const count = size / CLUSTER
+  if (workload === 'contiguous') return Array.from({ length: count / 4 }, (_, index) => index)
+  if (workload !== 'scattered') throw new Error(`unknown workload ${workload}`)
+  const next = random(42)
+  const clusters: number[] = []
+  for (let index = 0; index < count; index++) if (next() < 0.25) clusters.push(index)
+  return clusters
+}
+
+/** An add-cow overlay of `base` with `clusters` written (0x5a), through the engine. */
+async function addCowOverlay(path: string, base: string, clusters: number[]): Promise<void> {
+  await createOverlay({ overlay: path, backing: base, backingFormat: 'raw', clusterSize: CLUSTER })
+  const disk = await openImage(path, { readOnly: false })
+  const data = Buffer.alloc(CLUSTER, 0x5a)
+  for (const cluster of clusters) await disk.write(cluster * CLUSTER, data)
+  await disk.close()
+}
+
+/** A qcow2 overlay of `base` with the same clusters written, through qemu-io. */
+function qcow2Overlay(path: string, base: string, size: number, clusters: number[]): void {
+  run('qemu-img', [
+    ...['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER}`],
+    ...['-b', base, '-F', 'raw', path, String(size)],
+  ])
+  run(
+    'qemu-io',
+    ['-f', 'qcow2', path],
+    clusters.map((cluster) => `write -q -P 0x5a ${cluster * CLUSTER} 64k`).join('\n') + '\nquit\n',
+  )
 }
 
 async function waitForSocket(path: string, child: ChildProcess): Promise<void> {
@@ -79,6 +137,41 @@ function stop(child: ChildProcess): Promise<void> {
   })
 }
 
+/** The servers of one comparison: each side's process and URI. */
+type Servers = Record<Side, { process: ChildProcess; uri: string }>
+
+/** Start `addcow serve` (this build, and the one before if asked) and qemu-nbd. */
+async function startServers(
+  folder: string,
+  images: Record<Side, string>,
+  running: ChildProcess[],
+): Promise<Servers> {
+  const servers = {} as Servers
+  for (const side of SIDES) {
+    const socket = join(folder, `${side}.sock`)
+    const child =
+      side === 'peer'
+        ? spawn(
+            'qemu-nbd',
+            ['-f', 'qcow2', '-t', '-e', '16', '--cache=writeback', '-k', socket, images.peer],
+            // Not its stderr: it reports every client the benchmark stops as a broken pipe.
+            { stdio: 'ignore' },
+          )
+        : spawn(
+            process.execPath,
+            [side === 'ours' ? ADDCOW : BEFORE!, 'serve', '--socket', socket, images[side]],
+            {
+              env: { ...process.env, ADDCOW_DATA_DIR: join(folder, 'data') },
+              stdio: ['ignore', 'ignore', 'inherit'],
+            },
+          )
+    running.push(child)
+    await waitForSocket(socket, child)
+    servers[side] = { process: child, uri: `nbd+unix:///?socket=${socket}` }
+  }
+  return servers
+}
+
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
 
 /** CPU time (user + system, every thread) process `pid` has used so far, in milliseconds. */
@@ -88,10 +181,25 @@ function cpuMilliseconds(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
 }
 
+/** Peak and current resident memory of process `pid`, in bytes. */
+function memoryOf(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const field = (name: string): number =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
+  return { rss: field('VmRSS'), peak: field('VmHWM') }
+}
+
 function nbdcopySeconds(uri: string): number {
   const start = performance.now()
   run('nbdcopy', [uri, 'null:'])
   return (performance.now() - start) / 1000
+}
+
+function fioArguments(uri: string, mode: string, blockSize: string, seconds: number): string[] {
+  return [
+    ...['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${mode}`, `--bs=${blockSize}`],
+    ...['--iodepth=16', `--runtime=${seconds}`, '--time_based', '--output-format=json'],
+  ]
 }
 
 async function fioIops(
@@ -100,19 +208,7 @@ async function fioIops(
   output: string,
   seconds = FIO_SECONDS,
 ): Promise<number> {
-  run('fio', [
-    '--name=bench',
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    `--rw=${mode}`,
-    '--bs=4k',
-    '--iodepth=16',
-    `--runtime=${seconds}`,
-    '--time_based',
-    `--size=${SIZE}`,
-    '--output-format=json',
-    `--output=${output}`,
-  ])
+  run('fio', [...fioArguments(uri, mode, '4k', seconds), `--size=${SIZE}`, `--output=${output}`])
   const report = JSON.parse(await readFile(output, 'utf8')) as {
     jobs: { read: { iops: number }; write: { iops: number } }[]
   }
@@ -120,138 +216,198 @@ async function fioIops(
   return mode === 'randread' ? job.read.iops : job.write.iops
 }
 
+const fresh = (): Results => ({ ours: [], before: [], peer: [] })
+
+/** Throughput and server CPU of one workload, printed with its targets. */
+async function compare(folder: string, base: string, workload: string): Promise<void> {
+  const clusters = writtenClusters(workload, SIZE)
+  const images = {
+    ours: join(folder, `${workload}.add-cow`),
+    before: join(folder, `${workload}-before.add-cow`),
+    peer: join(folder, `${workload}.qcow2`),
+  }
+  for (const side of SIDES) {
+    if (side === 'peer') qcow2Overlay(images.peer, 'base.raw', SIZE, clusters)
+    else await addCowOverlay(images[side], 'base.raw', clusters)
+  }
+  const files = [base, ...SIDES.map((side) => images[side])]
+  for (const side of SIDES)
+    if (side !== 'peer') files.push(images[side].replace(/\.add-cow$/, '.raw'))
+  for (const file of files) run('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file])
+
+  const running: ChildProcess[] = []
+  try {
+    const servers = await startServers(folder, images, running)
+    const pid = (side: Side): number => servers[side].process.pid!
+    const results = { sequential: fresh(), randread: fresh(), randwrite: fresh() }
+    // Server CPU: milliseconds per GiB read, microseconds per 4K I/O.
+    const cpu = { sequential: fresh(), randread: fresh(), randwrite: fresh() }
+    const fioJson = join(folder, 'fio.json')
+    // Warm-up, not counted: the page cache, our JIT, both servers' caches.
+    for (const side of SIDES) {
+      nbdcopySeconds(servers[side].uri)
+      await fioIops(servers[side].uri, 'randread', fioJson, 2)
+      await fioIops(servers[side].uri, 'randwrite', fioJson, 2)
+    }
+    const cpuStart = Object.fromEntries(SIDES.map((side) => [side, cpuMilliseconds(pid(side))]))
+    const loadStart = load()
+    for (let round = 0; round < RUNS; round++) {
+      // Rotate who goes first, so that no side always runs right after the same other.
+      const order = SIDES.map((_, index) => SIDES[(index + round) % SIDES.length]!)
+      for (const side of order) {
+        const before = cpuMilliseconds(pid(side))
+        results.sequential[side].push(SIZE / nbdcopySeconds(servers[side].uri) / 1e9)
+        cpu.sequential[side].push(((cpuMilliseconds(pid(side)) - before) * GIB) / SIZE)
+      }
+      for (const mode of ['randread', 'randwrite'] as const) {
+        for (const side of order) {
+          const before = cpuMilliseconds(pid(side))
+          const iops = await fioIops(servers[side].uri, mode, fioJson)
+          results[mode][side].push(iops)
+          cpu[mode][side].push(
+            ((cpuMilliseconds(pid(side)) - before) * 1000) / (iops * FIO_SECONDS),
+          )
+        }
+      }
+      const last = (test: Test, side: Side, digits: number): string =>
+        results[test][side].at(-1)!.toFixed(digits)
+      const figures = (test: Test, digits: number): string =>
+        SIDES.map((side) => last(test, side, digits)).join(' / ')
+      console.log(
+        `round ${round + 1}: seq ${figures('sequential', 2)} GB/s, randread ${figures('randread', 0)} IOPS, ` +
+          `randwrite ${figures('randwrite', 0)} IOPS (${SIDES.join(' / ')}); load ${load()}`,
+      )
+    }
+    const cpuTotal = Object.fromEntries(
+      SIDES.map((side) => [side, (cpuMilliseconds(pid(side)) - cpuStart[side]!) / 1000]),
+    )
+    printResults(workload, clusters.length, results, cpu, cpuTotal, loadStart)
+  } finally {
+    for (const server of running) await stop(server)
+    for (const side of SIDES) {
+      await rm(images[side], { force: true })
+      await rm(images[side].replace(/\.add-cow$/, '.raw'), { force: true })
+    }
+  }
+}
+
+function printResults(
+  workload: string,
+  written: number,
+  results: Record<Test, Results>,
+  cpu: Record<Test, Results>,
+  cpuTotal: Record<string, number>,
+  loadStart: string,
+): void {
+  console.log('')
+  console.log(
+    `${workload} overlay (${written} of ${SIZE / CLUSTER} clusters written, ${SIZE / MIB} MiB export), ` +
+      `medians of ${RUNS} rounds, ours / ${BEFORE ? 'before / ' : ''}qemu-nbd:`,
+  )
+  const line = (name: string, unit: string, test: Test, digits: number): void => {
+    const values = results[test]
+    const ours = median(values.ours)
+    const peerValue = median(values.peer)
+    const ratio = ours / peerValue
+    const paired = median(values.ours.map((value, round) => value / values.peer[round]!))
+    const before = BEFORE
+      ? ` (before ${median(values.before).toFixed(digits)}, ratio ${(median(values.before) / peerValue).toFixed(2)})`
+      : ''
+    const target = TARGETS[test]
+    console.log(
+      `  ${name.padEnd(28)} ${ours.toFixed(digits).padStart(8)} vs ${peerValue.toFixed(digits).padStart(8)} ${unit.padEnd(4)} ` +
+        `ratio ${ratio.toFixed(2)} (paired ${paired.toFixed(2)}) ${ratio >= target ? 'ok' : 'BELOW'} target ${target}${before}`,
+    )
+  }
+  line('sequential read (nbdcopy)', 'GB/s', 'sequential', 2)
+  line('4K random read QD16 (fio)', 'IOPS', 'randread', 0)
+  line('4K random write QD16 (fio)', 'IOPS', 'randwrite', 0)
+  console.log(`Server CPU time, user + system, all threads (medians; lower is better):`)
+  const cost = (name: string, unit: string, test: Test): void =>
+    console.log(
+      `  ${name.padEnd(28)} ${SIDES.map((side) => median(cpu[test][side]).toFixed(1).padStart(8)).join(' vs ')} ${unit}`,
+    )
+  cost('sequential read (nbdcopy)', 'ms per GiB', 'sequential')
+  cost('4K random read QD16 (fio)', 'us per read', 'randread')
+  cost('4K random write QD16 (fio)', 'us per write', 'randwrite')
+  console.log(
+    `  whole measured run: ${SIDES.map((side) => `${side} ${cpuTotal[side]!.toFixed(1)} s`).join(', ')}`,
+  )
+  console.log(`Load average: ${loadStart} at the start, ${load()} at the end.\n`)
+}
+
+/**
+ * Peak RSS of each server on a 1 TiB overlay (sparse base, a cluster written every 64 MiB)
+ * while nbdcopy reads all of it and fio reads 4 KiB and 1 MiB blocks at random.
+ */
+async function memoryUnderLoad(folder: string): Promise<void> {
+  const size = 1024 * GIB
+  const base = join(folder, 'big-base.raw')
+  const handle = await open(base, 'w')
+  await handle.truncate(size)
+  await handle.close()
+  const clusters = Array.from({ length: 16384 }, (_, index) => index * 1024)
+  const images = {
+    ours: join(folder, 'big.add-cow'),
+    before: join(folder, 'big-before.add-cow'),
+    peer: join(folder, 'big.qcow2'),
+  }
+  for (const side of SIDES) {
+    if (side === 'peer') qcow2Overlay(images.peer, 'big-base.raw', size, clusters)
+    else await addCowOverlay(images[side], 'big-base.raw', clusters)
+  }
+  const running: ChildProcess[] = []
+  try {
+    const servers = await startServers(folder, images, running)
+    const loadStart = load()
+    for (const side of SIDES) {
+      const before = memoryOf(servers[side].process.pid!)
+      const uri = servers[side].uri
+      const clients = [
+        spawn('nbdcopy', [uri, 'null:'], { stdio: 'ignore' }),
+        spawn('fio', [...fioArguments(uri, 'randread', '4k', RSS_SECONDS), `--size=${size}`], {
+          stdio: 'ignore',
+        }),
+        spawn('fio', [...fioArguments(uri, 'randread', '1m', RSS_SECONDS), `--size=${size}`], {
+          stdio: 'ignore',
+        }),
+      ]
+      const deadline = performance.now() + RSS_SECONDS * 1000
+      while (performance.now() < deadline && clients.some((client) => client.exitCode === null))
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      const during = memoryOf(servers[side].process.pid!)
+      const copied = clients[0]!.exitCode === 0 ? 'finished' : 'cut at the time limit'
+      for (const client of clients) await stop(client)
+      const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(0)} MB`
+      const verdict =
+        side === 'peer' ? '' : during.peak < RSS_TARGET ? ' ok, target < 150 MB' : ' ABOVE 150 MB'
+      console.log(
+        `1 TiB overlay, ${side}: RSS ${mb(before.rss)} idle, peak ${mb(during.peak)} under load ` +
+          `(nbdcopy ${copied}; fio 4K and 1M random reads QD16 for ${RSS_SECONDS} s)${verdict}`,
+      )
+    }
+    console.log(`Load average: ${loadStart} at the start, ${load()} at the end.`)
+  } finally {
+    for (const server of running) await stop(server)
+  }
+}
+
 async function main(): Promise<void> {
-  if (!existsSync(ADDCOW)) throw new Error(`${ADDCOW} is missing: run npm run build:cli first`)
+  for (const cli of [ADDCOW, BEFORE]) {
+    if (cli && !existsSync(cli)) throw new Error(`${cli} is missing: run npm run build:cli first`)
+  }
   for (const tool of ['nbdcopy', 'fio', 'qemu-nbd', 'qemu-img', 'qemu-io']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
       throw new Error(`${tool} is not installed`)
   }
   const folder = await mkdtemp(join(tmpdir(), 'addcow-bench-nbd-'))
-  const servers: ChildProcess[] = []
   try {
-    console.log(`Setting up a ${SIZE / MIB} MiB base and two overlays in ${folder} ...`)
+    console.log(`Setting up a ${SIZE / MIB} MiB base in ${folder}; load ${load()} ...`)
     const base = join(folder, 'base.raw')
     await writeBase(base)
-    const ours = join(folder, 'overlay.add-cow')
-    const peer = join(folder, 'overlay.qcow2')
-    await createOverlay({
-      overlay: ours,
-      backing: 'base.raw',
-      backingFormat: 'raw',
-      clusterSize: CLUSTER,
-    })
-    run('qemu-img', [
-      'create',
-      '-q',
-      '-f',
-      'qcow2',
-      '-o',
-      `cluster_size=${CLUSTER}`,
-      '-b',
-      'base.raw',
-      '-F',
-      'raw',
-      peer,
-    ])
-
-    const next = random(42)
-    const clusters: number[] = []
-    for (let index = 0; index < SIZE / CLUSTER; index++) if (next() < 0.25) clusters.push(index)
-    const disk = await openImage(ours, { readOnly: false })
-    const data = Buffer.alloc(CLUSTER, 0x5a)
-    for (const cluster of clusters) await disk.write(cluster * CLUSTER, data)
-    await disk.close()
-    run(
-      'qemu-io',
-      ['-f', 'qcow2', peer],
-      clusters.map((cluster) => `write -q -P 0x5a ${cluster * CLUSTER} 64k`).join('\n') +
-        '\nquit\n',
-    )
-    for (const file of [base, join(folder, 'overlay.raw'), ours, peer])
-      run('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file])
-    console.log(`${clusters.length} of ${SIZE / CLUSTER} clusters written in each overlay.`)
-
-    const ourSocket = join(folder, 'addcow.sock')
-    const peerSocket = join(folder, 'qemu-nbd.sock')
-    const ourServer = spawn(process.execPath, [ADDCOW, 'serve', '--socket', ourSocket, ours], {
-      env: { ...process.env, ADDCOW_DATA_DIR: join(folder, 'data') },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    })
-    const peerServer = spawn(
-      'qemu-nbd',
-      ['-f', 'qcow2', '-t', '-e', '16', '--cache=writeback', '-k', peerSocket, peer],
-      {
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
-    )
-    servers.push(ourServer, peerServer)
-    await waitForSocket(ourSocket, ourServer)
-    await waitForSocket(peerSocket, peerServer)
-    const uri = {
-      ours: `nbd+unix:///?socket=${ourSocket}`,
-      peer: `nbd+unix:///?socket=${peerSocket}`,
-    }
-
-    const pids = { ours: ourServer.pid!, peer: peerServer.pid! }
-    type Results = { ours: number[]; peer: number[] }
-    const fresh = (): Results => ({ ours: [], peer: [] })
-    const results = { sequential: fresh(), randread: fresh(), randwrite: fresh() }
-    // Server CPU: milliseconds per GiB read, microseconds per 4K I/O.
-    const cpu = { sequential: fresh(), randread: fresh(), randwrite: fresh() }
-    // Warm-up, not counted: the page cache, our JIT, both servers' caches.
-    for (const side of ['ours', 'peer'] as const) {
-      nbdcopySeconds(uri[side])
-      await fioIops(uri[side], 'randread', join(folder, 'fio.json'), 2)
-      await fioIops(uri[side], 'randwrite', join(folder, 'fio.json'), 2)
-    }
-    for (let round = 0; round < RUNS; round++) {
-      const order = round % 2 === 0 ? (['ours', 'peer'] as const) : (['peer', 'ours'] as const)
-      for (const side of order) {
-        const before = cpuMilliseconds(pids[side])
-        results.sequential[side].push(SIZE / nbdcopySeconds(uri[side]) / 1e9)
-        cpu.sequential[side].push(((cpuMilliseconds(pids[side]) - before) * 1024 ** 3) / SIZE)
-      }
-      for (const mode of ['randread', 'randwrite'] as const) {
-        for (const side of order) {
-          const before = cpuMilliseconds(pids[side])
-          const iops = await fioIops(uri[side], mode, join(folder, 'fio.json'))
-          results[mode][side].push(iops)
-          cpu[mode][side].push(
-            ((cpuMilliseconds(pids[side]) - before) * 1000) / (iops * FIO_SECONDS),
-          )
-        }
-      }
-      console.log(
-        `round ${round + 1}: seq ${results.sequential.ours.at(-1)!.toFixed(2)} / ${results.sequential.peer.at(-1)!.toFixed(2)} GB/s, ` +
-          `randread ${Math.round(results.randread.ours.at(-1)!)} / ${Math.round(results.randread.peer.at(-1)!)} IOPS, ` +
-          `randwrite ${Math.round(results.randwrite.ours.at(-1)!)} / ${Math.round(results.randwrite.peer.at(-1)!)} IOPS (ours / qemu-nbd)`,
-      )
-    }
-    console.log('')
-    console.log(`Medians of ${RUNS} runs (addcow serve vs qemu-nbd, ${SIZE / MIB} MiB export):`)
-    const line = (name: string, unit: string, values: Results, digits: number): void => {
-      const ours = median(values.ours)
-      const peerValue = median(values.peer)
-      const ratio = ours / peerValue
-      const paired = median(values.ours.map((value, round) => value / values.peer[round]!))
-      console.log(
-        `  ${name.padEnd(30)} ${ours.toFixed(digits).padStart(9)} vs ${peerValue.toFixed(digits).padStart(9)} ${unit.padEnd(5)} ` +
-          `ratio ${ratio.toFixed(2)} (paired ${paired.toFixed(2)}) ${ratio >= 1 ? 'ok' : 'BELOW TARGET 1.0'}`,
-      )
-    }
-    line('sequential read (nbdcopy)', 'GB/s', results.sequential, 2)
-    line('4K random read QD16 (fio)', 'IOPS', results.randread, 0)
-    line('4K random write QD16 (fio)', 'IOPS', results.randwrite, 0)
-    console.log('Server CPU time, all threads (medians; lower is better):')
-    const cost = (name: string, unit: string, values: Results): void =>
-      console.log(
-        `  ${name.padEnd(30)} ${median(values.ours).toFixed(1).padStart(9)} vs ${median(values.peer).toFixed(1).padStart(9)} ${unit}`,
-      )
-    cost('sequential read (nbdcopy)', 'ms per GiB', cpu.sequential)
-    cost('4K random read QD16 (fio)', 'us per read', cpu.randread)
-    cost('4K random write QD16 (fio)', 'us per write', cpu.randwrite)
+    for (const workload of WORKLOADS) await compare(folder, base, workload)
+    if (RSS_SECONDS > 0) await memoryUnderLoad(folder)
   } finally {
-    for (const server of servers) await stop(server)
     await rm(folder, { recursive: true, force: true })
   }
 }

@@ -12,7 +12,13 @@ import { runLimited } from '../extents'
 import { BlockFile } from '../file'
 import { formatSize } from '../units'
 import { realPath } from '../fs'
-import { canListDataExtents, copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
+import {
+  canListDataExtents,
+  copyRange,
+  dataExtentsIn,
+  forEachDataExtent,
+  punchOrZero,
+} from '../formats/common/sparse'
 import { MAX_INTERRUPTED_RANGES, type InterruptedCommit, type Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
@@ -424,6 +430,11 @@ async function commitLocked(
     ? Math.ceil(Math.ceil(clusterCount / EMPTYING_PHASES) / perWindow) * perWindow
     : clusterCount
   const copyFrom = overlay
+  // Listed before any phase is punched: see ListedExtents.
+  const listed =
+    phased && file && canListDataExtents()
+      ? await ListedExtents.list(overlay.dataFile(), overlay.size)
+      : null
   const punches: Promise<'punched' | 'zeroed'>[] = []
   let walked
   try {
@@ -447,7 +458,7 @@ async function commitLocked(
         for (const { start, end } of runs) partial.ranges.push([start, end])
         await runLimited(
           runs.map(({ start, end }) => async () => {
-            if (file) await copyIntoRaw(copyFrom, file, start, end)
+            if (file) await copyIntoRaw(copyFrom, file, start, end, listed)
             else await copyThroughDisk(copyFrom, writer, start, end)
           }),
           file ? COPY_PARALLELISM : 1,
@@ -615,15 +626,66 @@ async function journalRuns(
   await journal.sync()
 }
 
+/** Most extents {@link ListedExtents} keeps (16 bytes each); the rest are asked per run. */
+const MAX_LISTED_EXTENTS = 262144
+
+/**
+ * The data extents of the overlay's image file, listed once before the commit punches any of
+ * it. A phased commit punches the image file while it copies the next phase, and a hole punch
+ * holds the file's inode lock, which every SEEK_DATA/SEEK_HOLE on that file waits for: asked
+ * per run during the punching, the lseeks took 1.2 ms each instead of 20 us (4,000 of them for
+ * 2,048 scattered runs: 5 of the 13 s of `addcow commit` in tests/bench/commit-stream.ts).
+ * Nothing else writes the image file while the commit holds its lock, and the punching only
+ * touches ranges already copied, so the extents listed first are those the copy sees.
+ */
+class ListedExtents {
+  private constructor(
+    private readonly flat: number[],
+    /** The extents of [0, coveredEnd) are all listed; beyond it, ask the file. */
+    private readonly coveredEnd: number,
+  ) {}
+
+  static async list(file: BlockFile, size: number): Promise<ListedExtents | null> {
+    const flat: number[] = []
+    let coveredEnd = size
+    const listed = await forEachDataExtent(file, 0, size, (from, to) => {
+      if (flat.length >= MAX_LISTED_EXTENTS * 2) {
+        coveredEnd = flat[flat.length - 1]!
+        return false
+      }
+      flat.push(from, to)
+    })
+    return listed ? new ListedExtents(flat, coveredEnd) : null
+  }
+
+  /** The data extents inside [start, end), clipped to it; null when they were not all listed. */
+  within(start: number, end: number): [number, number][] | null {
+    if (end > this.coveredEnd) return null
+    // The first extent that ends after `start` (extents are sorted and disjoint).
+    let low = 0
+    let high = this.flat.length / 2
+    while (low < high) {
+      const middle = (low + high) >>> 1
+      if (this.flat[middle * 2 + 1]! <= start) low = middle + 1
+      else high = middle
+    }
+    const extents: [number, number][] = []
+    for (let index = low * 2; index < this.flat.length && this.flat[index]! < end; index += 2)
+      extents.push([Math.max(start, this.flat[index]!), Math.min(end, this.flat[index + 1]!)])
+    return extents
+  }
+}
+
 /** Copy overlay bytes [start, end) into a plain-file base: data extents in the kernel, holes punched. */
 export async function copyIntoRaw(
   disk: Overlay,
   base: BlockFile,
   start: number,
   end: number,
+  listed: ListedExtents | null,
 ): Promise<void> {
   const image = disk.dataFile()
-  const extents = await dataExtentsIn(image, start, end)
+  const extents = listed?.within(start, end) ?? (await dataExtentsIn(image, start, end))
   if (!extents) {
     await copyRange(image, start, base, start, end - start)
     return

@@ -55,13 +55,14 @@ export function canListDataExtents(): boolean {
 /**
  * Call `visit(start, end)` for each data extent of `file` inside [start, end), in order, or
  * return false (without visiting) when extents cannot be listed here. A filesystem without
- * SEEK_DATA reports the whole file as data, which is still correct, only slower to use.
+ * SEEK_DATA reports the whole file as data, which is still correct, only slower to use. A
+ * `visit` that returns false stops the walk (which still returns true).
  */
 export async function forEachDataExtent(
   file: BlockFile,
   start: number,
   end: number,
-  visit: (start: number, end: number) => void | Promise<void>,
+  visit: (start: number, end: number) => void | boolean | Promise<void>,
 ): Promise<boolean> {
   const addon = native()
   if (!addon?.features.seekData) return false
@@ -74,7 +75,9 @@ export async function forEachDataExtent(
       if (UNSUPPORTED.has(errnoOf(error))) return false
       throw wrapIoError(error, file.path, `list the data extents from offset ${position} of`)
     }
-    for (let i = 0; i + 1 < flat.length; i += 2) await visit(flat[i]!, flat[i + 1]!)
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      if ((await visit(flat[i]!, flat[i + 1]!)) === false) return true
+    }
     if (flat.length < EXTENT_BATCH * 2) break
     const last = flat[flat.length - 1]!
     if (last <= position) {
