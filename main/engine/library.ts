@@ -1,9 +1,5 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
-import {
-  SavedMachineSchema,
-  type SavedMachine,
-  type SavedMachineInput,
-} from '../../shared/machine-types'
+import type { SavedMachine, SavedMachineInput } from '../../shared/machine-types'
 import { homedir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { bounded, EngineError, quote, wrapIoError } from './errors'
@@ -121,6 +117,14 @@ export const MAX_INTERRUPTED_RANGES = 64
 
 /** Most recent files kept. */
 const MAX_RECENT = 20
+
+/**
+ * The saved-machine schema, loaded when machines are read or saved: it brings zod, whose
+ * loading was most of the start-up of every other command (`addcow info`, issue 15 item 5).
+ */
+function machineTypes(): Promise<typeof import('../../shared/machine-types')> {
+  return import('../../shared/machine-types')
+}
 /** A lock file older than this is taken to be left by a crashed process. */
 const STALE_LOCK_MS = 10_000
 const LOCK_TIMEOUT_MS = 15_000
@@ -461,6 +465,7 @@ export class Library {
   async machines(): Promise<SavedMachine[]> {
     const data = await this.load()
     this.machineProblems = []
+    const { SavedMachineSchema } = await machineTypes()
     const machines: SavedMachine[] = []
     for (const [index, entry] of (data.machines ?? []).entries()) {
       const parsed = SavedMachineSchema.safeParse(entry)
@@ -484,6 +489,7 @@ export class Library {
     machine: SavedMachineInput,
     options: { replace?: boolean; previousName?: string } = {},
   ): Promise<SavedMachine> {
+    const { SavedMachineSchema } = await machineTypes()
     const saved = SavedMachineSchema.parse(machine)
     await this.update((data) => {
       const list = (data.machines ?? []).filter(
