@@ -1,4 +1,5 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import type * as MachineTypes from '../../shared/machine-types'
 import type { SavedMachine, SavedMachineInput } from '../../shared/machine-types'
 import { homedir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
@@ -122,7 +123,7 @@ const MAX_RECENT = 20
  * The saved-machine schema, loaded when machines are read or saved: it brings zod, whose
  * loading was most of the start-up of every other command (`addcow info`, issue 15 item 5).
  */
-function machineTypes(): Promise<typeof import('../../shared/machine-types')> {
+function machineTypes(): Promise<typeof MachineTypes> {
   return import('../../shared/machine-types')
 }
 /** A lock file older than this is taken to be left by a crashed process. */
