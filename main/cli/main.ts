@@ -21,7 +21,10 @@ process.on('SIGTERM', onSignal)
 
 runCli(process.argv.slice(2), {
   stdout: process.stdout,
-  stderr: process.stderr,
+  // Created on first access (a few milliseconds of start-up): only when something is written.
+  get stderr() {
+    return process.stderr
+  },
   get stdin() {
     return process.stdin
   },

@@ -176,7 +176,11 @@ function contextFor(io: CliIo): CommandContext {
   const env = io.env ?? process.env
   return {
     stdout: io.stdout,
-    stderr: io.stderr,
+    // Read on use, as stdin: the binary's process.stderr is created on first access, and a
+    // run that succeeds writes nothing there (start-up, issue 15 item 5).
+    get stderr() {
+      return io.stderr
+    },
     // Read on use: only launch needs it, and the binary's process.stdin is created on access.
     get stdin() {
       return io.stdin ?? null

@@ -1,10 +1,6 @@
 import { cp, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
-import {
-  MachineNameSchema,
-  SavedMachineSchema,
-  type SavedMachine,
-  type SavedMachineInput,
-} from '../../shared/machine-types'
+import type * as MachineTypes from '../../shared/machine-types'
+import type { SavedMachine, SavedMachineInput } from '../../shared/machine-types'
 import { homedir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { bounded, EngineError, quote, wrapIoError } from './errors'
@@ -122,6 +118,14 @@ export const MAX_INTERRUPTED_RANGES = 64
 
 /** Most recent files kept. */
 const MAX_RECENT = 20
+
+/**
+ * The saved-machine schema, loaded when machines are read or saved: it brings zod, whose
+ * loading was most of the start-up of every other command (`addcow info`, issue 15 item 5).
+ */
+function machineTypes(): Promise<typeof MachineTypes> {
+  return import('../../shared/machine-types')
+}
 /** A lock file older than this is taken to be left by a crashed process. */
 const STALE_LOCK_MS = 10_000
 const LOCK_TIMEOUT_MS = 15_000
@@ -462,6 +466,7 @@ export class Library {
   async machines(): Promise<SavedMachine[]> {
     const data = await this.load()
     this.machineProblems = []
+    const { SavedMachineSchema } = await machineTypes()
     const machines: SavedMachine[] = []
     for (const [index, entry] of (data.machines ?? []).entries()) {
       const parsed = SavedMachineSchema.safeParse(entry)
@@ -479,11 +484,13 @@ export class Library {
 
   /**
    * The folder of a saved machine's own files (its UEFI variable store), beside the library
-   * file: `machines/NAME`. The name is a MachineNameSchema name (no '/', never '.' or '..').
-   * It moves with a rename, is copied with {@link copyMachine} and deleted with the machine.
+   * file: `machines/NAME`. Saved names are MachineNameSchema names; this checks only what keeps
+   * the folder inside `machines/` (no '/', NUL, '.' or '..'), so that zod loads only when a
+   * machine is read or saved. It moves with a rename, is copied with {@link copyMachine} and
+   * deleted with the machine.
    */
   machineFolder(name: string): string {
-    if (!MachineNameSchema.safeParse(name).success) {
+    if (name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name)) {
       throw new EngineError('BAD_ARGUMENT', `${quote(name)} is not a machine name.`, {
         field: 'name',
         value: bounded(name),
@@ -500,6 +507,7 @@ export class Library {
     machine: SavedMachineInput,
     options: { replace?: boolean; previousName?: string } = {},
   ): Promise<SavedMachine> {
+    const { SavedMachineSchema } = await machineTypes()
     const saved = SavedMachineSchema.parse(machine)
     await this.update((data) => {
       const list = (data.machines ?? []).filter(

@@ -20,10 +20,24 @@ const RUNS = Number(process.argv[2] ?? 10)
 const cli = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
 const before = process.env.ADDCOW_BENCH_BEFORE
 
+/** CPU time (user + system, ms) of the finished children of this process, from /proc (Linux). */
+function childrenCpuMs(): number {
+  // Fields 16 and 17 of /proc/self/stat (cutime, cstime), in clock ticks of 10 ms; the name
+  // (field 2) may hold spaces, so count from the closing parenthesis.
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[13]) + Number(fields[14])) * 10
+}
+
+/** CPU time (ms) of each command, summed over its runs: steadier than wall time under load. */
+const cpu = new Map<string, number>()
+
 function time(args: string[], env: NodeJS.ProcessEnv): number {
+  const cpuBefore = childrenCpuMs()
   const start = performance.now()
   const result = spawnSync(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] })
   const elapsed = performance.now() - start
+  const key = args[0] === '-e' ? 'node' : `${args[0]} ${args[1]}`
+  cpu.set(key, (cpu.get(key) ?? 0) + childrenCpuMs() - cpuBefore)
   if (result.status !== 0)
     throw new Error(`node ${args.join(' ')} exited ${result.status}: ${result.stderr.toString()}`)
   return elapsed
@@ -73,6 +87,16 @@ async function main(): Promise<void> {
         `before (${before}): addcow info ${old.toFixed(0)} ms, ratio info / node ${(old / floor).toFixed(2)}`,
       )
     }
+    // Warm-up runs included; every command ran RUNS + 1 times.
+    const cpuOf = (key: string): number => (cpu.get(key) ?? 0) / (RUNS + 1)
+    const floorCpu = cpuOf('node')
+    const cpuLine = (label: string, key: string): string =>
+      `${label} ${cpuOf(key).toFixed(0)} ms (${(cpuOf(key) / floorCpu).toFixed(2)}x)`
+    console.log(
+      `CPU (user+sys) per run: node -e 0 ${floorCpu.toFixed(0)} ms, ` +
+        cpuLine('addcow info', `${cli} info`) +
+        (before ? `, ${cpuLine('before: addcow info', `${before} info`)}` : ''),
+    )
     console.log(`load after: ${load()}`)
   } finally {
     await rm(dir, { recursive: true, force: true })

@@ -139,6 +139,51 @@ export async function readSparseFile(path: string): Promise<Buffer> {
   }
 }
 
+/** Bytes read at a time by {@link fileEquals}, into buffers kept for later calls. */
+const COMPARE_PIECE = 1024 * 1024
+const comparePieces: Buffer[] = []
+const zeroPiece = Buffer.alloc(COMPARE_PIECE)
+
+/** Whether `bytes` holds only zeros. */
+function allZero(bytes: Uint8Array): boolean {
+  for (let at = 0; at < bytes.length; at += COMPARE_PIECE) {
+    const piece = bytes.subarray(at, at + COMPARE_PIECE)
+    if (Buffer.compare(piece, zeroPiece.subarray(0, piece.length)) !== 0) return false
+  }
+  return true
+}
+
+/**
+ * Whether the file at `path` holds exactly `expected` (the same answer as
+ * `(await readSparseFile(path)).equals(expected)`), reading only its data extents, a piece at a
+ * time into a buffer kept for later calls; its holes must be zeros in `expected`. A crash
+ * test that checks a 40 MiB image after every one of its hundred cuts made and compared a fresh
+ * 40 MiB buffer each time: the page faults and the garbage collection were most of its time.
+ */
+export async function fileEquals(path: string, expected: Uint8Array): Promise<boolean> {
+  const file = await BlockFile.open(path, false)
+  const buffer = comparePieces.pop() ?? Buffer.allocUnsafe(COMPARE_PIECE)
+  try {
+    const length = await file.length()
+    if (length !== expected.length) return false
+    const extents = (await dataExtentsIn(file, 0, length)) ?? [[0, length]]
+    let checked = 0
+    for (const [start, end] of [...extents, [length, length] as [number, number]]) {
+      if (!allZero(expected.subarray(checked, start))) return false
+      for (let at = start; at < end; at += COMPARE_PIECE) {
+        const piece = buffer.subarray(0, Math.min(COMPARE_PIECE, end - at))
+        await file.readAt(piece, at)
+        if (Buffer.compare(piece, expected.subarray(at, at + piece.length)) !== 0) return false
+      }
+      checked = end
+    }
+    return true
+  } finally {
+    comparePieces.push(buffer)
+    await file.close()
+  }
+}
+
 /** Make a sparse file of `size` bytes (all zeros). */
 export async function makeSparse(path: string, size: number): Promise<void> {
   const handle = await open(path, 'w')

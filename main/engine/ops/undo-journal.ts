@@ -1,9 +1,19 @@
 import { resolve } from 'node:path'
-import { crc32 } from 'node:zlib'
+import type { crc32 as Crc32 } from 'node:zlib'
 import { EngineError } from '../errors'
 import { BlockFile } from '../file'
 import { replaceFile } from '../fs'
 import type { BaseFingerprint } from '../library'
+
+/**
+ * zlib's crc32, loaded by the first journal created or opened: zlib is a few milliseconds of
+ * start-up that `addcow info`, which loads this module to describe a journal's state, never
+ * needs (issue 15 item 5). Every use is in a journal, so after create() or open().
+ */
+let crc32: typeof Crc32
+async function loadCrc32(): Promise<void> {
+  crc32 ??= (await import('node:zlib')).crc32
+}
 
 /**
  * The undo journal of a commit (`addcow commit --undo FILE`): the bytes of the base that the
@@ -191,6 +201,7 @@ export class UndoJournal {
 
   /** Create a new journal at `path` (refusing to overwrite anything). */
   static async create(path: string, header: UndoHeader): Promise<UndoJournal> {
+    await loadCrc32()
     const target = resolve(path)
     const json = Buffer.from(JSON.stringify(header), 'utf8')
     if (json.length > HEADER_SIZE - 20) {
@@ -224,6 +235,7 @@ export class UndoJournal {
    * off so new records follow the last whole one.
    */
   static async open(path: string, writable: boolean): Promise<UndoJournal> {
+    await loadCrc32()
     const target = resolve(path)
     const file = await BlockFile.open(target, writable)
     try {

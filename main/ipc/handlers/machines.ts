@@ -60,13 +60,20 @@ export function machineHandlers(services: IpcServices, vms: VmSessions): AreaHan
     },
 
     'machines:get-command': async ({ name, acceptBase }) =>
-      vmCommandFor(services, await machineLaunchOptions(await library.machine(name), library.machineFolder(name)), acceptBase),
+      vmCommandFor(
+        services,
+        await machineLaunchOptions(await library.machine(name), library.machineFolder(name)),
+        acceptBase,
+      ),
 
     'machines:start-machine': {
       unit: 'steps',
       title: ({ name }) => `Run the machine ${name}`,
       async run({ name, discardChanges, acceptBase }, job) {
-        const options = await machineLaunchOptions(await library.machine(name), library.machineFolder(name))
+        const options = await machineLaunchOptions(
+          await library.machine(name),
+          library.machineFolder(name),
+        )
         vms.claimMachine(name, job.id)
         try {
           return await vms.run(services, job, { ...options, discardChanges }, acceptBase)

@@ -31,7 +31,8 @@ export async function punchOrZero(
       await observeNativeWrite(
         file.path,
         offset,
-        () => Promise.resolve(Buffer.alloc(length)),
+        // The shared zero buffer: a crash test punching 16 MiB phases allocated each anew.
+        () => Promise.resolve(zeroes(length)),
         () => addon.punchHoleAsync(file.fd, offset, length),
       )
       return 'punched'

@@ -97,7 +97,10 @@ async function cutEverywhere(name: string, scenario: Scenario): Promise<void> {
     await PowerCut.restore(crashed)
 
     const after = await guestView(overlay)
-    const firstDifference = after.findIndex((byte, index) => byte !== view[index])
+    // One memcmp; the byte-by-byte search (a call per byte) only runs to name the place.
+    const firstDifference = after.equals(view)
+      ? -1
+      : after.findIndex((byte, index) => byte !== view[index])
     expect(
       firstDifference,
       `${name}, seed ${SEED}, cut after ${cutAfter} of ${calls} calls: the overlay reads differently at byte ${firstDifference}`,
