@@ -214,8 +214,11 @@ async function openTarget(
     basePath,
     file,
     radius: { dependents: radius.dependents, unchecked: radius.unchecked },
+    // The guest writes the top meanwhile: its extents are asked for each run, never listed once.
     copy: (start, end) =>
-      file ? copyIntoRaw(overlay, file, start, end) : copyThroughDisk(overlay, writer, start, end),
+      file
+        ? copyIntoRaw(overlay, file, start, end, null)
+        : copyThroughDisk(overlay, writer, start, end),
     sync: () => (file ? file.sync() : writer.flush()),
     async close() {
       await file?.close().catch(() => undefined)
