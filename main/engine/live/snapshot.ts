@@ -89,10 +89,10 @@ export async function liveSnapshot(
       await locks.lockAdded(next)
     }
     throwIfAborted(options.signal, 'snapshot')
-    // Flush while the guest goes on, so that freezing the top after the pause (or, for a top
-    // that cannot freeze, the flush inside the pause) has only the last moments to sync.
-    options.describe?.(`flushing ${basename(top.path)}`)
-    await live.flush()
+    // A top that cannot freeze is flushed inside the pause: flush it once before, so that the
+    // flush in the pause has only the last moments to sync. (A frozen top is flushed after the
+    // pause, once: a flush before would only add an fsync while the guest writes.)
+    if (!frozen) await live.flush()
     options.describe?.(`switching the export to ${basename(overlay)}`)
     if (frozen) {
       // The pause is the swap alone: the old top takes no write from then on, and the live
