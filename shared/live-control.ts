@@ -105,6 +105,8 @@ export const liveSnapshotResultSchema = z.object({
   top: z.string(),
   /** The layer frozen under it, now read-only and locked shared (qemu-img may read it). */
   frozen: z.string(),
+  /** What went wrong after the snapshot took place (the library could not record it). */
+  warning: z.string().optional(),
   /** How long guest requests were held, in milliseconds. */
   pauseMs: z.number(),
   /** What the pause was made of: waiting for requests in flight, flushing the frozen layer,

@@ -52,6 +52,8 @@ export interface StartExportOptions {
    * warms the overlay. Needs a writable export.
    */
   copyOnRead?: boolean
+  /** Where live snapshots record their new tops (the CLI's and the app's library). */
+  library?: Library
   signal?: AbortSignal
 }
 
@@ -137,6 +139,7 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       jobs: new LiveJobTable(),
       uri: server.uri(exportName),
       copyOnRead: live.copyOnRead,
+      ...(options.library ? { library: options.library } : {}),
       ...(options.policy ? { policy: options.policy } : {}),
       ...(options.library ? { library: options.library } : {}),
     }

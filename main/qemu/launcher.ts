@@ -78,6 +78,8 @@ export interface LaunchOptions {
    * image's {@link defaultControlPath}, skipped with a warning when taken.
    */
   controlSocket?: string
+  /** Where live snapshots of the export record their new tops. */
+  library?: Library
   /** The guest's serial output from the first byte (the 'console' event starts later). */
   onConsole?: (chunk: Buffer) => void
   /** QEMU's own messages from the first byte (the 'stderr' event starts later). */
@@ -472,6 +474,8 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
         controlSocket: options.controlSocket ?? defaultControlPath(options.image),
+        // A throw-away overlay's snapshots are thrown away with it: nothing to record.
+        ...(options.library && !options.discardChanges ? { library: options.library } : {}),
         controlOptional: options.controlSocket === undefined,
       })
       // A probed raw image: say that its first sector is guarded, as `addcow serve` does.

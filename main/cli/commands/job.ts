@@ -112,8 +112,8 @@ export const jobCommand = defineCommand({
           context,
           values.json,
           result,
-          ({ top, frozen, pauseMs }) =>
-            `The export now writes to ${top}.\n${frozen} is frozen (read-only; copy it with addcow convert or qemu-img). Guest requests were held ${pauseMs} ms.`,
+          ({ top, frozen, pauseMs, warning }) =>
+            `The export now writes to ${top}.\n${frozen} is frozen (read-only; copy it with addcow convert or qemu-img). Guest requests were held ${pauseMs} ms.${warning ? `\nWarning: ${warning}` : ''}`,
         )
       }
       case 'flatten':

@@ -116,6 +116,7 @@ export async function runLaunch(
   try {
     const vm = await launchVm({
       ...launch,
+      library: context.library,
       signal: context.signal,
       onConsole: (chunk) => (consoleFile ?? context.stdout).write(chunk),
       onStderr: (chunk) => context.stderr.write(chunk),

@@ -26,6 +26,11 @@ export interface LiveTarget {
   uri?: string
   /** Whether reads copy what they find below the top into it (`serve --copy-on-read`). */
   copyOnRead?: boolean
+  /**
+   * The library a live snapshot records its new top in (as `addcow create` does: the image,
+   * its trusted names, the frozen layer's fingerprint for the drift guard).
+   */
+  library?: Library
 }
 
 /** A command's handler: arguments already checked by its schema; the value is the reply. */

@@ -2,12 +2,13 @@ import { rm } from 'node:fs/promises'
 import { basename, dirname, extname, join, relative, resolve } from 'node:path'
 import type { LiveSnapshotResult } from '../../../shared/live-control'
 import { EngineError, quote, throwIfAborted } from '../errors'
-import { pathExists } from '../fs'
+import { pathExists, realPath } from '../fs'
 import { defaultImageName } from '../formats/add-cow/create'
 import type { Disk } from '../disk'
 import { makePolicy, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage, overrideDisk } from '../open'
 import { createOverlay } from '../ops/create'
+import { fingerprintBase } from '../ops/drift'
 import type { LiveTarget } from './registry'
 
 /** Default snapshots tried before giving up on finding a free name. */
@@ -132,10 +133,15 @@ export async function liveSnapshot(
     await top.freeze!()
     await locks.retarget(live.current)
   }
+  const warning = await recordInLibrary(target, overlay, image, top).catch(
+    (error: unknown) =>
+      `The snapshot took place, but the library could not record it: ${error instanceof Error ? error.message : String(error)}`,
+  )
   const tenths = (ms: number): number => Math.round(ms * 10) / 10
   return {
     top: overlay,
     frozen: top.path,
+    ...(warning ? { warning } : {}),
     pauseMs: tenths(held.totalMs),
     phases: {
       drainMs: tenths(held.drainMs),
@@ -143,6 +149,32 @@ export async function liveSnapshot(
       switchMs: tenths(held.runMs),
     },
   }
+}
+
+/**
+ * Record the new top in the target's library as `addcow create` records an overlay: the image,
+ * the names it stores as trusted, and the frozen layer's fingerprint, taken now that it no
+ * longer changes, so the drift guard refuses the new top if the frozen layer is written later
+ * (served again by mistake).
+ */
+async function recordInLibrary(
+  target: LiveTarget,
+  overlay: string,
+  image: string,
+  frozen: Disk,
+): Promise<void> {
+  const library = target.library
+  if (!library) return
+  const from = await realPath(overlay)
+  await library.trust(
+    [
+      { from, to: await realPath(image) },
+      { from, to: await realPath(frozen.path) },
+    ],
+    'created',
+  )
+  await library.recordBaseFingerprint(await fingerprintBase(from, frozen))
+  await library.addImages([overlay])
 }
 
 /** BUSY when another live operation replaced the top since the snapshot began. */

@@ -84,6 +84,24 @@ describe('addcow job', () => {
     expect(await served.stop()).toBe(0)
     expect(served.stderr()).toContain(`serve ${join(dir, 'after.add-cow')} to go on from here`)
     served = null
+    // The library knows the new top and the frozen layer's fingerprint: serving the frozen
+    // layer again and writing to it makes the new top's drift guard refuse.
+    const library = JSON.parse(
+      (await addcow(['info', '--json', 'after.add-cow'], { dataDir, cwd: dir })).stdout,
+    )
+    expect(library.filename).toBe(join(dir, 'after.add-cow'))
+    const again = await startServe(['--socket', join(dir, 'again.sock'), 'vm.add-cow'], {
+      dataDir,
+      cwd: dir,
+    })
+    await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 1M 4k', again.uri])
+    expect(await again.stop()).toBe(0)
+    const refused = await addcow(['serve', '--socket', join(dir, 'x.sock'), 'after.add-cow'], {
+      dataDir,
+      cwd: dir,
+    })
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/vm\.add-cow.*changed/)
     // Offline, the new top holds both writes over the frozen layer.
     const after = await tool('qemu-io', [
       '-f',
