@@ -21,8 +21,6 @@ export interface StartExportOptions {
   format?: string
   readOnly?: boolean
   policy?: NamePolicy
-  /** The library live commands consult (a live commit's blast radius and fingerprints). */
-  library?: Library
   /** Export name ('' by default, so `nbd+unix:///?socket=...` works). */
   exportName?: string
   listen: NbdListenTarget
@@ -141,7 +139,6 @@ export async function startExport(options: StartExportOptions): Promise<ExportHa
       copyOnRead: live.copyOnRead,
       ...(options.library ? { library: options.library } : {}),
       ...(options.policy ? { policy: options.policy } : {}),
-      ...(options.library ? { library: options.library } : {}),
     }
     if (options.controlSocket !== undefined)
       control = await startControlServer(options.controlSocket, target).catch((error: unknown) => {
