@@ -56,8 +56,6 @@ export interface LaunchOptions {
   via?: QemuVia
   readOnly?: boolean
   policy?: NamePolicy
-  /** The library live commands on the export consult (a live commit's blast radius). */
-  library?: Library
   /** Checks run on the opened image before QEMU starts (the drift guard). */
   checks?: ((disk: Disk) => Promise<void>)[]
   /** Machine options; `accel` 'auto' (default) picks KVM when /dev/kvm is usable. */
@@ -591,7 +589,6 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         listen: { socket: sockets.nbd },
         ...(options.format && !options.discardChanges ? { format: options.format } : {}),
         ...(policy ? { policy } : {}),
-        ...(options.library ? { library: options.library } : {}),
         ...(checks ? { checks } : {}),
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),

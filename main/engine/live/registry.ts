@@ -17,17 +17,16 @@ export interface LiveTarget {
   jobs: LiveJobTable
   /** The name policy the chain was opened with (a reopened layer uses it too). */
   policy?: NamePolicy
-  /**
-   * The library of the serving process: a live commit asks it who else reads through the base
-   * (the blast radius) and records the base's new fingerprint there; a live snapshot records
-   * its new top in it (as `addcow create` does: the image, its trusted names, the frozen
-   * layer's fingerprint for the drift guard).
-   */
-  library?: Library
   /** The NBD URI clients connect to. */
   uri?: string
   /** Whether reads copy what they find below the top into it (`serve --copy-on-read`). */
   copyOnRead?: boolean
+  /**
+   * The library a live snapshot records its new top in (as `addcow create` does: the image,
+   * its trusted names, the frozen layer's fingerprint for the drift guard), and a live commit
+   * asks who else reads through the base (the blast radius) and keeps fingerprints in.
+   */
+  library?: Library
 }
 
 /** A command's handler: arguments already checked by its schema; the value is the reply. */
