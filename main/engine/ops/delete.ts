@@ -1,6 +1,5 @@
 import { rm } from 'node:fs/promises'
 import { dependentsError, dependentsForDelete, type DependentHow } from '../dependents'
-import { EngineError } from '../errors'
 import { realPath } from '../fs'
 import type { Library } from '../library'
 import type { NamePolicy } from '../names'
