@@ -1,4 +1,5 @@
 import { dirname } from 'node:path'
+import { bounded } from '../engine/errors'
 import { commandLines, shellQuote, type QemuCommand, type QemuCommandOptions } from './command'
 
 /** What {@link exportScript} needs besides the command. */
@@ -27,7 +28,8 @@ const READY_TENTHS = 600
 export function exportScript(command: QemuCommand, script: ExportScriptOptions): string {
   const lines = [
     '#!/bin/sh',
-    `# ${script.title}`,
+    // A file name may hold a newline: the comment must stay one line, not become a command.
+    `# ${bounded(script.title, 4096)}`,
     '# Made by addcow: it starts the NBD export, waits until it listens, runs QEMU with exactly',
     '# the command line addcow shows, and stops the export when QEMU exits.',
     'set -u',

@@ -131,6 +131,15 @@ describe('exportScript', () => {
     expect(script).toContain('rmdir "$run_folder"')
   })
 
+  it('keeps a title with a newline (a file name) inside its comment', () => {
+    const options: QemuCommandOptions = { disk: nbd }
+    const script = exportScript(buildQemuCommand(options), {
+      options,
+      title: 'Boot /vm/a\nrm -rf ~.add-cow.',
+    })
+    expect(script.split('\n')[1]).toBe('# Boot /vm/a\\u000arm -rf ~.add-cow.')
+  })
+
   it('without an export (a flattened raw file) only runs QEMU', () => {
     const options: QemuCommandOptions = { disk: { via: 'raw', path: '/vm/a.raw' } }
     const script = exportScript(buildQemuCommand(options), { options, title: 'Raw.' })
