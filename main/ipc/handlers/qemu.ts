@@ -148,7 +148,7 @@ export function qemuHandlers(services: IpcServices): AreaHandlers<'qemu'> {
         })
         vms.set(job.id, vm)
         const onState = (state: VmState): void =>
-          bus.emit('qemu:vm-state', { sessionId: job.id, state })
+          bus.emit('qemu:vm-state', { sessionId: job.id, state, screen: vm.vncSocket !== null })
         vm.on('state', onState)
         onState(vm.state)
         job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)
