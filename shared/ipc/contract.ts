@@ -986,8 +986,11 @@ export const EVENT_CONTRACT = {
     stream: z.enum(['stdout', 'stderr', 'serial']),
     text: z.string(),
   }),
-  /** A launched VM's run state changed (sessionId = the launch job's id). */
-  [EVENTS.vmState]: z.object({ sessionId: z.string(), state: VmStateSchema }),
+  /**
+   * A launched VM's run state changed (sessionId = the launch job's id); `screen`: it has the
+   * in-app display (its screen can be opened), whoever launched it.
+   */
+  [EVENTS.vmState]: z.object({ sessionId: z.string(), state: VmStateSchema, screen: z.boolean() }),
 } as const satisfies { readonly [E in EventName]: z.ZodType }
 
 /** The whole contract's type. */

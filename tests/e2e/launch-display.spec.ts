@@ -58,7 +58,8 @@ test('the graphical console shows the guest, takes keys, and the power controls 
   page,
   webApp,
 }) => {
-  test.setTimeout(240_000)
+  // Three boots under TCG on a shared machine.
+  test.setTimeout(480_000)
   await openScreen(page, webApp, 'launch', overlay)
   const machine = page.getByRole('region', { name: 'Machine', exact: true })
   // No desktop where QEMU runs, and the browser mode: the console in the app is the default.

@@ -23,9 +23,12 @@ export const useVmConsoleStore = defineStore('vm-console', () => {
   const sizes = new Map<string, number>()
   /** Each VM's run state (running, paused, shutting down, stopped), from qemu:vm-state. */
   const states = ref<Record<string, VmState>>({})
+  /** The VMs launched with the in-app display (a screen to show), from qemu:vm-state. */
+  const screens = ref<Record<string, boolean>>({})
 
-  client.on('qemu:vm-state', ({ sessionId, state }) => {
+  client.on('qemu:vm-state', ({ sessionId, state, screen }) => {
     states.value = { ...states.value, [sessionId]: state }
+    if (screen && !screens.value[sessionId]) screens.value = { ...screens.value, [sessionId]: true }
   })
 
   client.on('qemu:console-output', ({ sessionId, stream, text }) => {
@@ -72,5 +75,10 @@ export const useVmConsoleStore = defineStore('vm-console', () => {
     states.value = { ...states.value, [sessionId]: state }
   }
 
-  return { sessions, output, write, state, power }
+  /** Whether a VM has a screen for the graphical console (launched with the in-app display). */
+  function hasScreen(sessionId: string | null): boolean {
+    return sessionId !== null && screens.value[sessionId] === true
+  }
+
+  return { sessions, output, write, state, hasScreen, power }
 })

@@ -211,12 +211,12 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
       network: 'none',
       extraArgs: ['-S'],
     })
-    const states = (): string[] =>
+    const events = () =>
       core.events
         .filter((entry) => entry.event === 'qemu:vm-state')
-        .map((entry) => entry.payload as { sessionId: string; state: string })
+        .map((entry) => entry.payload as { sessionId: string; state: string; screen: boolean })
         .filter((entry) => entry.sessionId === job.id)
-        .map((entry) => entry.state)
+    const states = (): string[] => events().map((entry) => entry.state)
     while (states().length === 0) await new Promise((resolve) => setTimeout(resolve, 50))
     expect(states()).toEqual(['paused'])
     const power = (action: 'pause' | 'resume' | 'reset' | 'shut-down') =>
@@ -233,6 +233,8 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
     await call(core, 'qemu:stop-vm', { jobId: job.id, force: true })
     await finished(core, job)
     expect(states().at(-1)).toBe('stopped')
+    // Headless: no screen to open.
+    expect(events().every((entry) => entry.screen === false)).toBe(true)
     expect(
       await core.dispatcher.dispatch('qemu:power-vm', { jobId: job.id, action: 'pause' }, TRUSTED),
     ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
