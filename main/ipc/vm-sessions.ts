@@ -110,7 +110,7 @@ export class VmSessions {
     })
     this.vms.set(job.id, vm)
     const onState = (state: VmState): void =>
-      bus.emit('qemu:vm-state', { sessionId: job.id, state })
+      bus.emit('qemu:vm-state', { sessionId: job.id, state, screen: vm.vncSocket !== null })
     vm.on('state', onState)
     onState(vm.state)
     job.describe(`QEMU pid ${vm.pid}${vm.exportUri ? ` · ${vm.exportUri}` : ''}`)

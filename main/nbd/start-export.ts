@@ -21,6 +21,11 @@ export interface StartExportOptions {
   format?: string
   readOnly?: boolean
   policy?: NamePolicy
+  /**
+   * The library live commands consult (a live commit's blast radius and fingerprints) and live
+   * snapshots record their new tops in (the CLI's and the app's library).
+   */
+  library?: Library
   /** Export name ('' by default, so `nbd+unix:///?socket=...` works). */
   exportName?: string
   listen: NbdListenTarget

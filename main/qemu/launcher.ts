@@ -56,6 +56,11 @@ export interface LaunchOptions {
   via?: QemuVia
   readOnly?: boolean
   policy?: NamePolicy
+  /**
+   * The library live commands on the export consult (a live commit's blast radius) and live
+   * snapshots record their new tops in.
+   */
+  library?: Library
   /** Checks run on the opened image before QEMU starts (the drift guard). */
   checks?: ((disk: Disk) => Promise<void>)[]
   /** Machine options; `accel` 'auto' (default) picks KVM when /dev/kvm is usable. */
