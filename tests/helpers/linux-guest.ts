@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process'
 import { chmod, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { hasTool } from './tools'
+import { afterAll, beforeAll, describe } from 'vitest'
+import { hasTool, requireTools, tempDir } from './tools'
 
 // A real Linux guest for boot tests, made from Debian packages without installing anything:
 // the kernel from a linux-image .deb unpacked with dpkg-deb -x (the cloud kernel has virtio
@@ -137,4 +138,55 @@ export async function buildLinuxGuest(
     `cd '${root}' && find . | cpio -o -H newc --quiet | gzip -1 > '${initrd}'`,
   ])
   return { kernel: join(unpacked, 'boot', vmlinuz), initrd, doneLine }
+}
+
+/** A test file's Linux guest: its describe, and the folder and guest its beforeAll builds. */
+export interface LinuxGuestSuite {
+  /** `describe` where the tools and a kernel package are here, else `describe.skip`. */
+  describe: typeof describe | typeof describe.skip
+  /** The file's temporary folder (the guest's kernel and initramfs are in it). */
+  readonly folder: string
+  readonly guest: LinuxGuest
+}
+
+/**
+ * The set-up every Linux-guest test file shares: the tools it needs (`tools` besides qemu and
+ * the guest's own), a kernel package (missing: a visible SKIP, or a failure under CI=true), and
+ * a beforeAll that builds the guest running `script` in a temporary folder `prefix…`, removed
+ * afterwards. Call it at the top level of the test file.
+ */
+export async function linuxGuestSuite(
+  prefix: string,
+  script: string,
+  options: { tools?: readonly string[]; extraModules?: readonly string[] } = {},
+): Promise<LinuxGuestSuite> {
+  const available = requireTools(
+    'qemu-system-x86_64',
+    ...(options.tools ?? []),
+    ...LINUX_GUEST_TOOLS,
+  )
+  const kernelPackage = await findKernelPackage()
+  if ('missing' in kernelPackage) {
+    if (process.env.CI === 'true') throw new Error(kernelPackage.missing)
+    console.warn(`SKIP: ${kernelPackage.missing}`)
+  }
+  let folder: { path: string; cleanup: () => Promise<void> } | null = null
+  let guest: LinuxGuest | null = null
+  beforeAll(async () => {
+    folder = await tempDir(prefix)
+    if ('deb' in kernelPackage)
+      guest = await buildLinuxGuest(folder.path, kernelPackage.deb, script, options.extraModules)
+  })
+  afterAll(async () => folder?.cleanup())
+  return {
+    describe: available && 'deb' in kernelPackage ? describe : describe.skip,
+    get folder() {
+      if (!folder) throw new Error('The Linux guest suite has not started (beforeAll).')
+      return folder.path
+    },
+    get guest() {
+      if (!guest) throw new Error('The Linux guest was not built (no kernel package).')
+      return guest
+    },
+  }
 }

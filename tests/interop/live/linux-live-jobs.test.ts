@@ -9,15 +9,10 @@
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expect, it } from 'vitest'
 import { addcow } from '../../helpers/cli'
-import {
-  buildLinuxGuest,
-  findKernelPackage,
-  LINUX_GUEST_TOOLS,
-  type LinuxGuest,
-} from '../../helpers/linux-guest'
-import { requireTools, tempDir, tool, toolStatus } from '../../helpers/tools'
+import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { tool, toolStatus } from '../../helpers/tools'
 
 const MIB = 1024 * 1024
 const DISK_SIZE = 64 * MIB
@@ -38,29 +33,10 @@ const GUEST_SCRIPT = [
   'echo FILES-DONE',
 ].join('\n')
 
-const available = requireTools(
-  'qemu-system-x86_64',
-  'e2fsck',
-  'debugfs',
-  'mke2fs',
-  ...LINUX_GUEST_TOOLS,
-)
-const kernelPackage = await findKernelPackage()
-if ('missing' in kernelPackage) {
-  if (process.env.CI === 'true') throw new Error(kernelPackage.missing)
-  console.warn(`SKIP: ${kernelPackage.missing}`)
-}
-const describeLinux = available && 'deb' in kernelPackage ? describe : describe.skip
-
-let folder: { path: string; cleanup: () => Promise<void> }
-let guest: LinuxGuest
-
-beforeAll(async () => {
-  folder = await tempDir('addcow-linux-live-')
-  if ('deb' in kernelPackage)
-    guest = await buildLinuxGuest(folder.path, kernelPackage.deb, GUEST_SCRIPT)
+const linux = await linuxGuestSuite('addcow-linux-live-', GUEST_SCRIPT, {
+  tools: ['e2fsck', 'debugfs', 'mke2fs'],
 })
-afterAll(async () => folder?.cleanup())
+const describeLinux = linux.describe
 
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
@@ -73,7 +49,7 @@ function written(log: string): number[] {
 
 describeLinux('a Linux guest through live jobs', () => {
   it('keeps running through addcow job snapshot and addcow job flatten; e2fsck clean, files intact', async () => {
-    const dir = join(folder.path, 'vm')
+    const dir = join(linux.folder, 'vm')
     const dataDir = join(dir, 'data')
     const seed = join(dir, 'seed')
     await mkdir(seed, { recursive: true })
@@ -108,9 +84,9 @@ describeLinux('a Linux guest through live jobs', () => {
         'vm.add-cow',
         '--',
         '-kernel',
-        guest.kernel,
+        linux.guest.kernel,
         '-initrd',
-        guest.initrd,
+        linux.guest.initrd,
         '-append',
         'console=ttyS0 panic=-1 quiet',
         '-no-reboot',
@@ -147,7 +123,7 @@ describeLinux('a Linux guest through live jobs', () => {
     expect(run.code, `${run.stderr}\n${text}`).toBe(0)
     expect(text).toContain(BASE_TEXT)
     expect(text).toContain('FILES-DONE')
-    expect(text).toContain(guest.doneLine)
+    expect(text).toContain(linux.guest.doneLine)
     // The guest wrote files after each job ended: it ran through both.
     expect(afterSnapshot).toBeLessThan(FILES)
     expect(afterFlatten).toBeLessThan(FILES)

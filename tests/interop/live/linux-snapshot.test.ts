@@ -5,17 +5,12 @@
 import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expect, it } from 'vitest'
 import type { LiveStatus } from '../../../shared/live-control'
 import { openImage } from '../../../main/engine/open'
 import { addcow } from '../../helpers/cli'
-import {
-  buildLinuxGuest,
-  findKernelPackage,
-  LINUX_GUEST_TOOLS,
-  type LinuxGuest,
-} from '../../helpers/linux-guest'
-import { requireTools, tempDir, tool, toolStatus } from '../../helpers/tools'
+import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { tool, toolStatus } from '../../helpers/tools'
 
 const MIB = 1024 * 1024
 const FILES = 12
@@ -36,23 +31,10 @@ const GUEST_SCRIPT = [
   'echo FS-WRITTEN',
 ].join('\n')
 
-const available = requireTools('qemu-system-x86_64', 'e2fsck', 'debugfs', ...LINUX_GUEST_TOOLS)
-const kernelPackage = await findKernelPackage()
-if ('missing' in kernelPackage) {
-  if (process.env.CI === 'true') throw new Error(kernelPackage.missing)
-  console.warn(`SKIP: ${kernelPackage.missing}`)
-}
-const describeLinux = available && 'deb' in kernelPackage ? describe : describe.skip
-
-let folder: { path: string; cleanup: () => Promise<void> }
-let guest: LinuxGuest
-
-beforeAll(async () => {
-  folder = await tempDir('addcow-linux-live-')
-  if ('deb' in kernelPackage)
-    guest = await buildLinuxGuest(folder.path, kernelPackage.deb, GUEST_SCRIPT)
+const linux = await linuxGuestSuite('addcow-linux-live-', GUEST_SCRIPT, {
+  tools: ['e2fsck', 'debugfs'],
 })
-afterAll(async () => folder?.cleanup())
+const describeLinux = linux.describe
 
 /** Wait until the serial log holds `text` (or the launch ended). */
 async function waitForLine(log: string, text: string, running: () => boolean): Promise<void> {
@@ -65,14 +47,14 @@ async function waitForLine(log: string, text: string, running: () => boolean): P
 
 describeLinux('a Linux guest through live snapshots', () => {
   it('writes files across two snapshots; the final chain is e2fsck-clean with every file', async () => {
-    const dataDir = join(folder.path, 'data')
-    await writeFile(join(folder.path, 'base.raw'), Buffer.alloc(64 * MIB))
-    const overlay = join(folder.path, 'vm.add-cow')
+    const dataDir = join(linux.folder, 'data')
+    await writeFile(join(linux.folder, 'base.raw'), Buffer.alloc(64 * MIB))
+    const overlay = join(linux.folder, 'vm.add-cow')
     expect(
       (await addcow(['create', '-b', 'base.raw', '-F', 'raw', overlay], { dataDir })).code,
     ).toBe(0)
-    const control = join(folder.path, 'vm.control')
-    const serial = join(folder.path, 'serial.log')
+    const control = join(linux.folder, 'vm.control')
+    const serial = join(linux.folder, 'serial.log')
     let running = true
     const launched = addcow(
       [
@@ -93,9 +75,9 @@ describeLinux('a Linux guest through live snapshots', () => {
         overlay,
         '--',
         '-kernel',
-        guest.kernel,
+        linux.guest.kernel,
         '-initrd',
-        guest.initrd,
+        linux.guest.initrd,
         '-append',
         'console=ttyS0 panic=-1 quiet',
         '-no-reboot',
@@ -117,10 +99,10 @@ describeLinux('a Linux guest through live snapshots', () => {
       dataDir,
     })
     expect((JSON.parse(status.stdout) as LiveStatus).chain).toEqual([
-      join(folder.path, 'vm-snap2.add-cow'),
-      join(folder.path, 'vm-snap1.add-cow'),
+      join(linux.folder, 'vm-snap2.add-cow'),
+      join(linux.folder, 'vm-snap1.add-cow'),
       overlay,
-      join(folder.path, 'base.raw'),
+      join(linux.folder, 'base.raw'),
     ])
 
     const run = await launched
@@ -129,13 +111,13 @@ describeLinux('a Linux guest through live snapshots', () => {
     expect(log).toContain('FS-WRITTEN')
     expect(log).not.toMatch(/I\/O error|EXT2-fs error|can't|failed/)
     expect(tops).toEqual([
-      join(folder.path, 'vm-snap1.add-cow'),
-      join(folder.path, 'vm-snap2.add-cow'),
+      join(linux.folder, 'vm-snap1.add-cow'),
+      join(linux.folder, 'vm-snap2.add-cow'),
     ])
 
     // The final top's view: a clean file system holding every file, each its own content.
     const disk = await openImage(tops[1]!, { readOnly: true })
-    const view = join(folder.path, 'view.raw')
+    const view = join(linux.folder, 'view.raw')
     try {
       await writeFile(view, await disk.read(0, disk.size))
     } finally {

@@ -5,17 +5,11 @@
 // stopped. The e2e test (launch-display.spec.ts) covers a guest that ignores the button.
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expect, it } from 'vitest'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { launchVm } from '../../../main/qemu/launcher'
 import type { VmState } from '../../../main/qemu/power'
-import {
-  buildLinuxGuest,
-  findKernelPackage,
-  LINUX_GUEST_TOOLS,
-  type LinuxGuest,
-} from '../../helpers/linux-guest'
-import { requireTools, tempDir } from '../../helpers/tools'
+import { linuxGuestSuite } from '../../helpers/linux-guest'
 
 // Wait for a key from every "Power Button" input device (q35 has the ACPI fixed button; a
 // PNP0C0C one may exist too), then let /init power off.
@@ -30,28 +24,13 @@ const GUEST_SCRIPT = [
 ].join('\n')
 const BUTTON_MODULES = ['drivers/input/evdev.ko', 'drivers/acpi/button.ko']
 
-const available = requireTools('qemu-system-x86_64', ...LINUX_GUEST_TOOLS)
-const kernelPackage = await findKernelPackage()
-if ('missing' in kernelPackage) {
-  if (process.env.CI === 'true') throw new Error(kernelPackage.missing)
-  console.warn(`SKIP: ${kernelPackage.missing}`)
-}
-const describeLinux = available && 'deb' in kernelPackage ? describe : describe.skip
-
-let folder: { path: string; cleanup: () => Promise<void> }
-let guest: LinuxGuest
-
-beforeAll(async () => {
-  folder = await tempDir('addcow-acpi-')
-  if ('deb' in kernelPackage)
-    guest = await buildLinuxGuest(folder.path, kernelPackage.deb, GUEST_SCRIPT, BUTTON_MODULES)
-})
-afterAll(async () => folder?.cleanup())
+const linux = await linuxGuestSuite('addcow-acpi-', GUEST_SCRIPT, { extraModules: BUTTON_MODULES })
+const describeLinux = linux.describe
 
 describeLinux('Shut down (ACPI) through QMP', () => {
   it('powers off a Linux guest that handles the power button; QEMU exits by itself', async () => {
-    await writeFile(join(folder.path, 'base.raw'), Buffer.alloc(16 * 1024 * 1024))
-    const overlay = join(folder.path, 'linux.add-cow')
+    await writeFile(join(linux.folder, 'base.raw'), Buffer.alloc(16 * 1024 * 1024))
+    const overlay = join(linux.folder, 'linux.add-cow')
     await createOverlay({ overlay, backing: 'base.raw', backingFormat: 'raw' })
     let serial = ''
     const vm = await launchVm({
@@ -60,9 +39,9 @@ describeLinux('Shut down (ACPI) through QMP', () => {
       machine: { accel: 'tcg', memoryMiB: 256, cpus: 1, network: 'none' },
       extraArgs: [
         '-kernel',
-        guest.kernel,
+        linux.guest.kernel,
         '-initrd',
-        guest.initrd,
+        linux.guest.initrd,
         '-append',
         'console=ttyS0 panic=-1',
         '-no-reboot',
@@ -81,7 +60,7 @@ describeLinux('Shut down (ACPI) through QMP', () => {
       expect(await vm.power('shut-down')).toBe('shutting-down')
       const exit = await vm.exited
       expect(serial).toContain('ADDCOW-ACPI-PRESSED')
-      expect(serial).toContain(guest.doneLine)
+      expect(serial).toContain(linux.guest.doneLine)
       // The guest powered off: QEMU's own exit, not a signal.
       expect(exit).toMatchObject({ code: 0, signal: null })
       expect(states).toEqual(['running', 'shutting-down', 'stopped'])

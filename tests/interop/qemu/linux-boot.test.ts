@@ -6,17 +6,12 @@
 import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expect, it } from 'vitest'
 import { openImage } from '../../../main/engine/open'
 import { findUefiFirmware } from '../../../main/qemu/capabilities'
 import { addcow } from '../../helpers/cli'
-import {
-  buildLinuxGuest,
-  findKernelPackage,
-  LINUX_GUEST_TOOLS,
-  type LinuxGuest,
-} from '../../helpers/linux-guest'
-import { requireTools, tempDir, tool, toolStatus } from '../../helpers/tools'
+import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { tool, toolStatus } from '../../helpers/tools'
 
 const MIB = 1024 * 1024
 const DISK_SIZE = 64 * MIB
@@ -29,23 +24,8 @@ const GUEST_SCRIPT = [
   'echo FS-WRITTEN',
 ].join('\n')
 
-const available = requireTools('qemu-system-x86_64', 'e2fsck', 'debugfs', ...LINUX_GUEST_TOOLS)
-const kernelPackage = await findKernelPackage()
-if ('missing' in kernelPackage) {
-  if (process.env.CI === 'true') throw new Error(kernelPackage.missing)
-  console.warn(`SKIP: ${kernelPackage.missing}`)
-}
-const describeLinux = available && 'deb' in kernelPackage ? describe : describe.skip
-
-let folder: { path: string; cleanup: () => Promise<void> }
-let guest: LinuxGuest
-
-beforeAll(async () => {
-  folder = await tempDir('addcow-linux-')
-  if ('deb' in kernelPackage)
-    guest = await buildLinuxGuest(folder.path, kernelPackage.deb, GUEST_SCRIPT)
-})
-afterAll(async () => folder?.cleanup())
+const linux = await linuxGuestSuite('addcow-linux-', GUEST_SCRIPT, { tools: ['e2fsck', 'debugfs'] })
+const describeLinux = linux.describe
 
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
@@ -63,19 +43,19 @@ async function flatten(overlay: string, output: string): Promise<void> {
 
 describeLinux('a Linux guest on an overlay', () => {
   it('boots with launch -- -kernel/-initrd, writes a file system on the overlay, not the base', async () => {
-    const dataDir = join(folder.path, 'data')
-    const base = join(folder.path, 'base.raw')
+    const dataDir = join(linux.folder, 'data')
+    const base = join(linux.folder, 'base.raw')
     await writeFile(base, Buffer.alloc(DISK_SIZE))
     const baseHash = sha256(await readFile(base))
-    const overlay = join(folder.path, 'linux.add-cow')
+    const overlay = join(linux.folder, 'linux.add-cow')
     expect(
       (await addcow(['create', '-b', 'base.raw', '-F', 'raw', overlay], { dataDir })).code,
     ).toBe(0)
     const extra = [
       '-kernel',
-      guest.kernel,
+      linux.guest.kernel,
       '-initrd',
-      guest.initrd,
+      linux.guest.initrd,
       '-append',
       'console=ttyS0 panic=-1 quiet',
       '-no-reboot',
@@ -102,7 +82,7 @@ describeLinux('a Linux guest on an overlay', () => {
     expect(args.join(' ')).not.toContain('bootindex')
     expect(args.slice(-extra.length)).toEqual(extra)
 
-    const serial = join(folder.path, 'serial.log')
+    const serial = join(linux.folder, 'serial.log')
     const run = await addcow(['launch', ...machine, '--serial', serial, overlay, '--', ...extra], {
       dataDir,
       timeout: 300_000,
@@ -111,10 +91,10 @@ describeLinux('a Linux guest on an overlay', () => {
     expect(run.code, `${run.stderr}\n${log}`).toBe(0)
     expect(run.stderr).toMatch(/QEMU \d+ started/)
     expect(log).toContain('FS-WRITTEN')
-    expect(log).toContain(guest.doneLine)
+    expect(log).toContain(linux.guest.doneLine)
     expect(log).not.toContain('\u001b[=3h')
 
-    const view = join(folder.path, 'view.raw')
+    const view = join(linux.folder, 'view.raw')
     await flatten(overlay, view)
     const check = await toolStatus('e2fsck', ['-f', '-n', view])
     expect(check.code, check.stdout + check.stderr).toBe(0)
@@ -129,10 +109,10 @@ describeLinux('a Linux guest on an overlay', () => {
       console.warn('SKIP: no OVMF firmware (apt-get install ovmf)')
       return
     }
-    const dataDir = join(folder.path, 'data-uefi')
-    const base = join(folder.path, 'base-uefi.raw')
+    const dataDir = join(linux.folder, 'data-uefi')
+    const base = join(linux.folder, 'base-uefi.raw')
     await writeFile(base, Buffer.alloc(DISK_SIZE))
-    const overlay = join(folder.path, 'uefi.add-cow')
+    const overlay = join(linux.folder, 'uefi.add-cow')
     expect(
       (await addcow(['create', '-b', 'base-uefi.raw', '-F', 'raw', overlay], { dataDir })).code,
     ).toBe(0)
@@ -143,9 +123,9 @@ describeLinux('a Linux guest on an overlay', () => {
         '--firmware',
         'uefi',
         '--kernel',
-        guest.kernel,
+        linux.guest.kernel,
         '--initrd',
-        guest.initrd,
+        linux.guest.initrd,
         '--append',
         'console=ttyS0 panic=-1 quiet',
         '--accel',
@@ -166,7 +146,7 @@ describeLinux('a Linux guest on an overlay', () => {
       { dataDir },
     )
     expect(saved.code, saved.stderr).toBe(0)
-    const serial = join(folder.path, 'serial-uefi.log')
+    const serial = join(linux.folder, 'serial-uefi.log')
     const run = await addcow(['machine', 'start', '--serial', serial, 'linux-uefi'], {
       dataDir,
       timeout: 300_000,
@@ -174,11 +154,11 @@ describeLinux('a Linux guest on an overlay', () => {
     const log = await readFile(serial, 'utf8')
     expect(run.code, `${run.stderr}\n${log}`).toBe(0)
     expect(log).toContain('FS-WRITTEN')
-    expect(log).toContain(guest.doneLine)
+    expect(log).toContain(linux.guest.doneLine)
     // UEFI really ran: OVMF sets up its text console (ESC [=3h, clear screen) before the
     // kernel; SeaBIOS prints nothing on the serial port (the BIOS log above has no escape).
     expect(log).toContain('\u001b[=3h')
-    const view = join(folder.path, 'view-uefi.raw')
+    const view = join(linux.folder, 'view-uefi.raw')
     await flatten(overlay, view)
     const check = await toolStatus('e2fsck', ['-f', '-n', view])
     expect(check.code, check.stdout + check.stderr).toBe(0)
@@ -186,8 +166,8 @@ describeLinux('a Linux guest on an overlay', () => {
   })
 
   it('fails launch with QEMU\'s message, not "started", when QEMU cannot boot it', async () => {
-    const dataDir = join(folder.path, 'data')
-    const overlay = join(folder.path, 'linux.add-cow')
+    const dataDir = join(linux.folder, 'data')
+    const overlay = join(linux.folder, 'linux.add-cow')
     const run = await addcow(
       [
         'launch',
@@ -197,7 +177,7 @@ describeLinux('a Linux guest on an overlay', () => {
         overlay,
         '--',
         '-kernel',
-        join(folder.path, 'missing-vmlinuz'),
+        join(linux.folder, 'missing-vmlinuz'),
       ],
       { dataDir, timeout: 120_000 },
     )
