@@ -5,7 +5,7 @@ import { ClusterBitmap } from '../formats/common/bitmap'
 import { realPath } from '../fs'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { chainOf, openImage } from '../open'
-import { blastRadiusRefusal, commitBlastRadius, type DependentImage } from '../ops/blast-radius'
+import { guardCommitRadius, type DependentImage } from '../ops/blast-radius'
 import { COMMIT_NEEDS, copyIntoRaw, copyThroughDisk, emptyRange, type Overlay } from '../ops/commit'
 import { recordBaseFingerprint } from '../ops/drift'
 import { walkAllocation, WINDOW_BYTES, type AllocationRun } from '../ops/job'
@@ -158,19 +158,15 @@ async function openTarget(
     baseFormat = link.format ?? 'raw'
   }
   const overlayPath = await realPath(overlay.path)
-  const radius = await commitBlastRadius({
+  const radius = await guardCommitRadius({
     overlay: overlayPath,
     base: basePath,
     library: served.library ?? null,
     policy,
     ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.force !== undefined ? { force: options.force } : {}),
+    ...(options.ignoreUnchecked !== undefined ? { ignoreUnchecked: options.ignoreUnchecked } : {}),
   })
-  const refusal = blastRadiusRefusal(
-    radius,
-    `Committing ${overlayPath} into ${basePath}`,
-    options.ignoreUnchecked ?? false,
-  )
-  if (refusal && !options.force) throw refusal
   let base = await openImage(basePath, { format: baseFormat, readOnly: false, policy })
   try {
     if (!base.capabilities.write) {

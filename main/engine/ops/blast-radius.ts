@@ -164,3 +164,30 @@ export function blastRadiusRefusal(
     value: [...radius.dependents, ...unchecked].map((image) => image.path),
   })
 }
+
+/**
+ * The blast radius of committing `overlay` into `base`, refused (CONFIRMATION_REQUIRED) while
+ * other images read through the base, or are unchecked, unless `force`: the rule offline commit,
+ * its rollback and live commit share.
+ */
+export async function guardCommitRadius(
+  options: OperationOptions & {
+    overlay: string
+    base: string
+    library: Library | null
+    policy?: NamePolicy
+    force?: boolean
+    ignoreUnchecked?: boolean
+    /** What the refusal says is refused (default "Committing OVERLAY into BASE"). */
+    doing?: string
+  },
+): Promise<BlastRadius> {
+  const radius = await commitBlastRadius(options)
+  const refusal = blastRadiusRefusal(
+    radius,
+    options.doing ?? `Committing ${options.overlay} into ${options.base}`,
+    options.ignoreUnchecked ?? false,
+  )
+  if (refusal && !options.force) throw refusal
+  return radius
+}

@@ -23,7 +23,7 @@ import { MAX_INTERRUPTED_RANGES, type InterruptedCommit, type Library } from '..
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
 import { getDriver } from '../registry'
-import { blastRadiusRefusal, commitBlastRadius, type DependentImage } from './blast-radius'
+import { guardCommitRadius, type DependentImage } from './blast-radius'
 import { fingerprintBase, fingerprintChanges, recordBaseFingerprint } from './drift'
 import { fileLocks, runJob, runOverlayJob, WINDOW_BYTES, type OverlayJob } from './job'
 import { UndoJournal, type UndoHeader } from './undo-journal'
@@ -314,19 +314,17 @@ async function commitBody(
   try {
     const basePath = await realPath(base.path)
     const overlayPath = await realPath(disk.path)
-    const radius = await commitBlastRadius({
+    const radius = await guardCommitRadius({
       overlay: overlayPath,
       base: basePath,
       library: options.library,
       ...(options.policy ? { policy: options.policy } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.force !== undefined ? { force: options.force } : {}),
+      ...(options.ignoreUnchecked !== undefined
+        ? { ignoreUnchecked: options.ignoreUnchecked }
+        : {}),
     })
-    const refusal = blastRadiusRefusal(
-      radius,
-      `Committing ${overlayPath} into ${basePath}`,
-      options.ignoreUnchecked ?? false,
-    )
-    if (refusal && !options.force) throw refusal
     // The overlay exclusively (shared with keep), the base exclusively, its chain shared.
     await job.lockChain(below ? [] : [base], [base])
     tail.release = job.handOverLocks()
@@ -822,19 +820,18 @@ export async function rollbackCommit(options: RollbackOptions): Promise<Rollback
           }
         }
         // The base is rewritten: the images that read through it see it change back.
-        const radius = await commitBlastRadius({
+        const radius = await guardCommitRadius({
           overlay: header.overlay,
           base: header.base,
           library: options.library,
           ...(options.policy ? { policy: options.policy } : {}),
           ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.force !== undefined ? { force: options.force } : {}),
+          ...(options.ignoreUnchecked !== undefined
+            ? { ignoreUnchecked: options.ignoreUnchecked }
+            : {}),
+          doing: `Rolling back the commit of ${header.overlay} into ${header.base}`,
         })
-        const refusal = blastRadiusRefusal(
-          radius,
-          `Rolling back the commit of ${header.overlay} into ${header.base}`,
-          options.ignoreUnchecked ?? false,
-        )
-        if (refusal && !options.force) throw refusal
         result.dependents = radius.dependents
         result.unchecked = options.ignoreUnchecked ? [] : radius.unchecked
         if (journal.state === 'copied') {
