@@ -135,7 +135,9 @@ test('Chains collapses large fan-outs, expands one on demand, and its search rev
   test.setTimeout(600_000)
   await page.goto(`${app.url}#/chain`)
   const nodes = page.locator('svg.graph g.node')
-  const more = page.getByRole('button', { name: /^97 more overlays on base-0\.raw/ })
+  const more = page.getByRole('button', {
+    name: /^\+97 more overlays, Show them all: the overlays on base-0\.raw/,
+  })
   await expect(more).toBeVisible({ timeout: 60_000 })
   // Each base, three overlays and "+97 more overlays".
   await expect(nodes).toHaveCount(BASES * 5)

@@ -453,14 +453,20 @@ export function nodeDetail(node: ChainNode): string {
   return [node.format ?? '?', formatBytes(node.virtualSize)].join(' · ')
 }
 
-/** What a screen reader says for a node: name, what it is, its base and its overlays. */
+/**
+ * What a screen reader says for a node: first the words the node shows (its name, its second
+ * line and its badge, in that order, so that speech input finds the node by what is seen),
+ * then what it is, its base and its overlays.
+ */
 export function nodeLabel(graph: ChainGraph, node: ChainNode): string {
   const nameOf = (id: string): string => graph.all.get(id)?.name ?? id
   if (node.kind === 'more') {
     const base = node.base === null ? '' : ` on ${nameOf(node.base)}`
-    return `${node.hiddenCount} more overlays${base}, not drawn; press Enter to show them all`
+    return `${node.name}, ${nodeDetail(node)}: the overlays${base} not drawn; press Enter`
   }
   const parts = [node.name, nodeDetail(node)]
+  const badge = nodeBadge(node)
+  if (badge) parts.push(badge.text)
   if (node.error !== null) parts.push(node.error)
   if (node.loop !== null) {
     const cycle = [...node.loop, node.loop[0]!].map(nameOf).join(' → ')

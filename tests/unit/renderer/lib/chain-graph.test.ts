@@ -216,7 +216,9 @@ describe('labels and keys', () => {
     expect(nodeLabel(graph, node(graph, '/vm/a.add-cow'))).toBe(
       'a.add-cow, add-cow · 16 MiB, overlay on golden.img, base matches its fingerprint, 1 overlay',
     )
-    expect(nodeLabel(graph, node(graph, '/x/gone.img'))).toBe('gone.img, file not found, 1 overlay')
+    expect(nodeLabel(graph, node(graph, '/x/gone.img'))).toBe(
+      'gone.img, file not found, Missing, 1 overlay',
+    )
     expect(nodeLabel(graph, node(graph, '/y/stale.add-cow'))).toContain(
       'base changed since the overlay was made',
     )
@@ -269,7 +271,7 @@ describe('large fan-outs', () => {
     expect(graph.all.get('/lab/child.add-cow')?.base).toBe('/lab/vm-5.add-cow')
     expect(nodeLabel(graph, node(graph, '/lab/base.raw'))).toContain('100 overlays')
     expect(nodeLabel(graph, more)).toBe(
-      '97 more overlays on base.raw, not drawn; press Enter to show them all',
+      '+97 more overlays, Show them all: the overlays on base.raw not drawn; press Enter',
     )
   })
 
