@@ -112,9 +112,12 @@ export class VerifyingWriter {
     return this.pipeline.send(request)
   }
 
-  /** The guest view the acknowledged writes make: each block's last one, else the original. */
+  /**
+   * The guest view the acknowledged writes make: each block's last one, else the original (also
+   * for blocks past those this writer writes).
+   */
   expected(block: number): Buffer {
-    const id = this.history.blocks[block]!.floor
+    const id = this.history.blocks[block]?.floor ?? 0
     if (id > 0) return blockData(id, block)
     return block < this.baseBlocks ? basePattern(block * BLOCK, BLOCK) : Buffer.alloc(BLOCK)
   }
