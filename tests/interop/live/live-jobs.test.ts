@@ -98,9 +98,9 @@ async function qemuImgSame(dir: string, image: string, view: Buffer): Promise<vo
   expect(compared.code, compared.stdout + compared.stderr).toBe(0)
 }
 
-/** The guest view the writer expects, block by block. */
+/** The guest view the writer expects over the whole disk, block by block. */
 function expectedView(writer: VerifyingWriter): Buffer {
-  return Buffer.concat(Array.from({ length: writer.blocks }, (_, block) => writer.expected(block)))
+  return Buffer.concat(Array.from({ length: BLOCKS }, (_, block) => writer.expected(block)))
 }
 
 /** Start a writer on `socket` and let it get some writes acknowledged before the job starts. */
