@@ -44,9 +44,15 @@ describe('ChainGraph', () => {
     const nodes = wrapper.findAll('g[role="button"]')
     expect(nodes).toHaveLength(5)
     for (const node of nodes) expect(node.attributes('tabindex')).toBe('0')
-    const labels = nodes.map((node) => node.attributes('aria-label'))
+    // A node's name comes from its content: one sentence for screen readers, the drawn text
+    // (the name elided in the middle) hidden from them, so the two never disagree.
+    for (const node of nodes) {
+      expect(node.attributes('aria-label')).toBeUndefined()
+      expect(node.find('.node-text').attributes('aria-hidden')).toBe('true')
+    }
+    const labels = nodes.map((node) => node.find('.visually-hidden').text())
     expect(labels).toContain('golden.img, raw · 16 MiB, no base, 2 overlays')
-    expect(labels).toContain('gone.img, file not found, 1 overlay')
+    expect(labels).toContain('gone.img, file not found, Missing, 1 overlay')
     const selected = wrapper.find('g[aria-pressed="true"]')
     expect(selected.attributes('data-path')).toBe('/vm/a.add-cow')
     expect(wrapper.find('g[data-path="/vm/b.add-cow"]').text()).toContain('Base changed')
