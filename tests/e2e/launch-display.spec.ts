@@ -27,12 +27,18 @@ test.beforeAll(async ({ webApp }) => {
   await addcow(webApp, ['create', '-b', 'keys-base.raw', '-F', 'raw', overlay])
 })
 
-/** What the console's canvas shows: how many pixels are lit, and a digest of all of them. */
-async function canvasPicture(screen: Locator): Promise<{ lit: number; digest: string }> {
-  return screen.locator('canvas').evaluate((canvas: HTMLCanvasElement) => {
+/**
+ * What the console's canvas shows: how many pixels are lit, and a digest of all of them (or of
+ * the first `rows` pixel rows only).
+ */
+async function canvasPicture(
+  screen: Locator,
+  rows?: number,
+): Promise<{ lit: number; digest: string }> {
+  return screen.locator('canvas').evaluate((canvas: HTMLCanvasElement, rows?: number) => {
     const context = canvas.getContext('2d')
     if (!context || canvas.width === 0) return { lit: 0, digest: '' }
-    const { data } = context.getImageData(0, 0, canvas.width, canvas.height)
+    const { data } = context.getImageData(0, 0, canvas.width, rows ?? canvas.height)
     let lit = 0
     let hash = 0x811c9dc5
     for (let index = 0; index < data.length; index += 4) {
@@ -43,8 +49,15 @@ async function canvasPicture(screen: Locator): Promise<{ lit: number; digest: st
       )
     }
     return { lit, digest: `${canvas.width}x${canvas.height}:${(hash >>> 0).toString(16)}` }
-  })
+  }, rows)
 }
+
+/**
+ * The guest's first text row (16 pixels in VGA text mode), where keys.asm draws the BIOS tick
+ * count: it stands still while the guest is paused. The rest of the screen may not: QEMU's VGA
+ * emulation blinks the text cursor whether or not the guest runs.
+ */
+const TICK_ROW = 16
 
 /** Serious and critical axe violations on the page. */
 async function seriousViolations(page: Page): Promise<string[]> {
@@ -137,14 +150,14 @@ test('the graphical console shows the guest, takes keys, and the power controls 
   const power = vm.getByRole('group', { name: 'Power' })
   await power.getByRole('button', { name: 'Pause' }).click()
   await expect(vm.getByRole('status', { name: 'VM status: Paused' })).toBeVisible()
-  const paused = await canvasPicture(screen)
+  const paused = await canvasPicture(screen, TICK_ROW)
   await page.waitForTimeout(2000)
-  expect((await canvasPicture(screen)).digest).toBe(paused.digest)
+  expect((await canvasPicture(screen, TICK_ROW)).digest).toBe(paused.digest)
   // Resume: the ticks move again.
   await power.getByRole('button', { name: 'Resume' }).click()
   await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
   await expect
-    .poll(async () => (await canvasPicture(screen)).digest, { timeout: 20_000 })
+    .poll(async () => (await canvasPicture(screen, TICK_ROW)).digest, { timeout: 20_000 })
     .not.toBe(paused.digest)
 
   // Reset: the guest starts again from the firmware (its ready line a second time).
