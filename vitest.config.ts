@@ -1,6 +1,10 @@
 import { availableParallelism } from 'node:os'
 import vue from '@vitejs/plugin-vue'
 import { defineConfig } from 'vitest/config'
+import EnvironmentSequencer from './tests/setup/environment-sequencer.ts'
+
+/** Whether the command line asks for the test files in random order. */
+const shufflesFiles = process.argv.some((arg) => arg.startsWith('--sequence.shuffle'))
 
 // Two projects: fast unit tests, and interop tests against the real QEMU and NBD tools.
 // Under CI=true a missing tool fails the interop suite instead of skipping it.
@@ -11,6 +15,10 @@ export default defineConfig({
     // single worker running all files one after another. (The interop project runs its files
     // one at a time whatever this says.)
     maxWorkers: availableParallelism(),
+    // The DOM files run in one block after the node files, so a worker keeps its module graph
+    // instead of being replaced at every change of environment: see the file. A sequencer set
+    // here would silently win over --sequence.shuffle.files, so a shuffled run keeps vitest's.
+    ...(shufflesFiles ? {} : { sequence: { sequencer: EnvironmentSequencer } }),
     projects: [
       {
         plugins: [vue()],
