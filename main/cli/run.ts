@@ -9,7 +9,6 @@ import {
   type OutputStream,
 } from './command'
 import { COMMAND_LOADERS } from './commands/loaders'
-import { topHelp } from './docs'
 import { argvWantsJson, foldOutputOption, parseCommandArgs, splitExtraArgs } from './options'
 import { closestMatch } from './suggest'
 
@@ -49,8 +48,9 @@ async function findCommand(name: string | undefined): Promise<Command | undefine
   return (await allCommands()).find((candidate) => candidate.name === name)
 }
 
-function help(commands: readonly Command[]): string {
-  return topHelp(commands)
+/** `addcow help`; the generator loads only then (start-up of the other commands, issue 15). */
+async function help(commands: readonly Command[]): Promise<string> {
+  return (await import('./docs')).topHelp(commands)
 }
 
 /**
@@ -71,7 +71,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       io.stderr.write(`addcow: unknown command '${topic}'.${commandHint(topic)}\n`)
       return 1
     }
-    io.stdout.write(command ? `Usage: ${command.usage}\n` : help(await allCommands()))
+    io.stdout.write(command ? `Usage: ${command.usage}\n` : await help(await allCommands()))
     return name === undefined ? 1 : 0
   }
   if (name === '--version' || name === '-V') {

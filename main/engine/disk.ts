@@ -322,18 +322,51 @@ export interface CreatedImage {
 }
 
 /**
- * A format's driver: a probe and an opener, then optional functions for what the format can
- * do without an open disk (create, check, rewrite its backing link, restore saved metadata,
- * upgrade). Ask whether a function exists before calling it; {@link driverFeatures} derives
- * the capability flags from what exists.
+ * What the driver table knows of a format before its driver's module is loaded: its name, its
+ * probe (a look at the magic, cheap enough to run on every file), and the facts generic code asks
+ * without opening an image. Each format folder exports its own in `format.ts`; the driver
+ * spreads it, so both say the same. Start-up loads these alone (issue 15).
  */
-export interface FormatDriver {
+export interface FormatDescription {
   readonly name: string
   /**
    * Score 0..100 of how sure the driver is that `head` (the first bytes of the file, up to
    * 4096) starts a file of its format; 0 means "not mine". Raw never probes.
    */
   probe(head: Uint8Array, fileLength: number): number
+  /**
+   * File name endings this format's images usually have ('.add-cow'): a file so named that no
+   * driver recognises is reported as such instead of silently read as raw.
+   */
+  readonly extensions?: readonly string[]
+  /** QEMU's own name for the format, when `--via native` may hand the file to QEMU's driver. */
+  readonly qemuFormat?: string
+  /**
+   * The format that supersedes this one (an earlier add-cow draft: 'add-cow'): `addcow amend
+   * --upgrade` rewrites such an image in that format, keeping its data file and guest view.
+   */
+  readonly upgradesTo?: string
+  /**
+   * The layer stores its allocation in clusters a new overlay on top of it can share: a live
+   * snapshot gives the new top the served top's cluster size (add-cow). Absent: the new top
+   * takes the default.
+   */
+  readonly sharesClusterSize?: boolean
+  /**
+   * What a file is when no driver claims it (raw): the probe's answer when every score is 0.
+   * Such a format has no magic, so a file given as it is never verified against one, and a
+   * file that was probed as it may be named like another format (`info` says so).
+   */
+  readonly fallback?: boolean
+}
+
+/**
+ * A format's driver: its description, an opener, then optional functions for what the format
+ * can do without an open disk (create, check, rewrite its backing link, restore saved metadata,
+ * upgrade). Ask whether a function exists before calling it; {@link driverFeatures} derives
+ * the capability flags from what exists.
+ */
+export interface FormatDriver extends FormatDescription {
   open(path: string, options: OpenOptions): Promise<Disk>
   /** Make a new image; an error or a cancel leaves nothing behind. */
   create?(options: CreateImageOptions): Promise<CreatedImage>
@@ -362,18 +395,6 @@ export interface FormatDriver {
   setBacking?(path: string, backing: BackingLink | null, signal?: AbortSignal): Promise<void>
   /** Put back metadata saved by {@link Disk.savedState} into the closed file at `path`. */
   restoreState?(path: string, state: string): Promise<void>
-  /**
-   * File name endings this format's images usually have ('.add-cow'): a file so named that no
-   * driver recognises is reported as such instead of silently read as raw.
-   */
-  readonly extensions?: readonly string[]
-  /** QEMU's own name for the format, when `--via native` may hand the file to QEMU's driver. */
-  readonly qemuFormat?: string
-  /**
-   * The format that supersedes this one (an earlier add-cow draft: 'add-cow'): `addcow amend
-   * --upgrade` rewrites such an image in that format, keeping its data file and guest view.
-   */
-  readonly upgradesTo?: string
 }
 
 /** What a driver can do, derived from the functions it has. */

@@ -676,7 +676,14 @@ export class Library {
   async policy(
     options: { allowAny?: boolean; allowedPaths?: Iterable<string> } = {},
   ): Promise<NamePolicy> {
-    const data = await this.load()
+    return Library.policyOf(await this.load(), options)
+  }
+
+  /** {@link policy} from library data already loaded (a caller that needs both reads once). */
+  static policyOf(
+    data: LibraryData,
+    options: { allowAny?: boolean; allowedPaths?: Iterable<string> } = {},
+  ): NamePolicy {
     const trusted = new Set(data.trusted.map((pair) => `${pair.from}\0${pair.to}`))
     return makePolicy({
       ...options,

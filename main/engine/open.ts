@@ -3,13 +3,13 @@ import { resolve } from 'node:path'
 import {
   layerFiles,
   type Disk,
-  type FormatDriver,
+  type FormatDescription,
   type OpenOptions,
   type WriteOptions,
 } from './disk'
 import { bounded, EngineError, isEngineError, quote, wrapIoError } from './errors'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from './names'
-import { getDriver, listDrivers, probeDriver } from './registry'
+import { getFormat, listFormats, loadDriver, probeHead, type FormatEntry } from './registry'
 
 /** Deepest chain the engine opens (the top image is depth 0). */
 export const MAX_CHAIN_DEPTH = 64
@@ -51,7 +51,7 @@ export async function readHead(path: string): Promise<{ head: Buffer; length: nu
 /** Probe the format of a file the user named (never used for names stored in images). */
 export async function probeFormat(path: string): Promise<string> {
   const { head, length } = await readHead(path)
-  return probeDriver(head, length).name
+  return probeHead(head, length).name
 }
 
 /**
@@ -64,8 +64,8 @@ export async function probeNote(
 ): Promise<{ message: string; namedLike: string | null } | null> {
   const absolute = resolve(path)
   const { head, length } = await readHead(absolute)
-  if (listDrivers().some((driver) => driver.probe(head, length) > 0)) return null
-  const named = listDrivers().find((driver) =>
+  if (listFormats().some((format) => format.probe(head, length) > 0)) return null
+  const named = listFormats().find((driver) =>
     (driver.extensions ?? []).some((ending) => absolute.toLowerCase().endsWith(ending)),
   )
   const first = [...head.subarray(0, 8)].map((byte) => byte.toString(16).padStart(2, '0')).join(' ')
@@ -102,7 +102,7 @@ export function guardProbedFirstSector(disk: Disk): Disk {
     if (offset < PROBED_SECTOR) {
       const sector = await disk.read(0, Math.min(PROBE_BYTES, disk.size))
       sector.set(data.subarray(0, Math.max(0, sector.length - offset)), offset)
-      const claimed = listDrivers().find((driver) => driver.probe(sector, disk.size) > 0)
+      const claimed = listFormats().find((format) => format.probe(sector, disk.size) > 0)
       if (claimed) {
         throw new EngineError(
           'PERMISSION_DENIED',
@@ -148,14 +148,15 @@ async function assertRegularFile(path: string): Promise<void> {
 }
 
 async function verifyRecordedFormat(
-  driver: FormatDriver,
+  driver: FormatDescription,
   path: string,
   namingFile: string,
 ): Promise<void> {
-  if (driver.name === 'raw') return
+  // A format without a magic (raw) claims no file, so none can be checked against it.
+  if (driver.fallback) return
   const { head, length } = await readHead(path)
   if (driver.probe(head, length) === 0) {
-    const actual = probeDriver(head, length).name
+    const actual = probeHead(head, length).name
     throw new EngineError(
       'FORMAT_MISMATCH',
       `${namingFile} records ${bounded(path)} as ${driver.name}, but it is not a ${driver.name} file (it looks like ${actual}).`,
@@ -176,7 +177,7 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   const absolute = resolve(path)
   await assertRegularFile(absolute)
   const format = options.format ?? (await probeFormat(absolute))
-  const driver = getDriver(format, absolute)
+  const driver = await loadDriver(format, absolute)
   if (options.format) await verifyRecordedFormat(driver, absolute, 'The command line')
   const policy = options.policy ?? STRICT_POLICY
   const lenient = options.lenient ?? false
@@ -248,8 +249,9 @@ function makeOpenOptions(
         )
       }
       if (backingDisk) return adoptBacking(backingDisk, verdict.realPath, namingFile, visited)
-      const driver = recordedDriver(namingFile, storedName, backingFormat)
-      await verifyRecordedFormat(driver, verdict.resolved, namingFile)
+      const format = recordedFormat(namingFile, storedName, backingFormat)
+      await verifyRecordedFormat(format, verdict.resolved, namingFile)
+      const driver = await format.load()
       const below = new Set(visited)
       below.add(verdict.realPath)
       // Bases are always opened read-only; commit reopens the one it writes.
@@ -285,14 +287,14 @@ async function adoptBacking(
   return disk
 }
 
-/** The driver for a backing format an image records, or UNSUPPORTED_FORMAT naming that image. */
-function recordedDriver(namingFile: string, storedName: string, format: string): FormatDriver {
+/** The backing format an image records, or UNSUPPORTED_FORMAT naming that image. */
+function recordedFormat(namingFile: string, storedName: string, format: string): FormatEntry {
   try {
-    return getDriver(format)
+    return getFormat(format)
   } catch (error) {
     if (!isEngineError(error, 'UNSUPPORTED_FORMAT')) throw error
-    const known = listDrivers()
-      .map((driver) => driver.name)
+    const known = listFormats()
+      .map((entry) => entry.name)
       .join(', ')
     throw new EngineError(
       'UNSUPPORTED_FORMAT',

@@ -1,67 +1,123 @@
-import type { FormatDriver } from './disk'
+import type { FormatDescription, FormatDriver } from './disk'
 import { EngineError, quote } from './errors'
-import { addCowDriver } from './formats/add-cow/add-cow-disk'
-import { rawDriver } from './formats/raw/raw'
-import { qcow2Driver } from './formats/qcow2/qcow2-disk'
-import { cowDriver } from './formats/cow/cow-disk'
+import { ADD_COW_FORMAT } from './formats/add-cow/format'
 import {
-  addCowV12Driver,
-  addCowV18Driver,
-  addCowV3Driver,
-  addCowV7Driver,
-} from './formats/add-cow-drafts/draft-disk'
+  ADD_COW_V12_FORMAT,
+  ADD_COW_V18_FORMAT,
+  ADD_COW_V3_FORMAT,
+  ADD_COW_V7_FORMAT,
+} from './formats/add-cow-drafts/format'
+import { COW_FORMAT } from './formats/cow/format'
+import { QCOW2_FORMAT } from './formats/qcow2/format'
+import { RAW_FORMAT } from './formats/raw/format'
 
-const drivers = new Map<string, FormatDriver>()
+/**
+ * One row of the driver table: what is known of a format without its driver (name, probe,
+ * extensions, facts), and how to load the driver. A driver's module is imported only when an
+ * image of its format is opened, created or checked, so `addcow info` of an add-cow overlay on a
+ * raw base loads those two drivers, not qcow2's (start-up, issue 15).
+ */
+export interface FormatEntry extends FormatDescription {
+  load(): Promise<FormatDriver>
+}
 
-/** Add a driver to the registry (formats register themselves at import time). */
+const formats = new Map<string, FormatEntry>()
+
+/** Add a format to the table: its description and its driver's loader. */
+export function registerFormat(entry: FormatEntry): void {
+  formats.set(entry.name, entry)
+}
+
+/** Add a driver that is already loaded (tests register their own formats this way). */
 export function registerDriver(driver: FormatDriver): void {
-  drivers.set(driver.name, driver)
+  registerFormat({ ...driver, load: () => Promise.resolve(driver) })
 }
 
-registerDriver(rawDriver)
+registerFormat({
+  ...RAW_FORMAT,
+  load: async () => (await import('./formats/raw/raw')).rawDriver,
+})
 // V18 before add-cow: both claim "ACOW" with 100, and V18 only claims files the current rules refuse.
-registerDriver(addCowV18Driver)
-registerDriver(addCowDriver)
-registerDriver(qcow2Driver)
-registerDriver(cowDriver)
-registerDriver(addCowV12Driver)
-registerDriver(addCowV7Driver)
-registerDriver(addCowV3Driver)
+registerFormat({
+  ...ADD_COW_V18_FORMAT,
+  load: async () => (await import('./formats/add-cow-drafts/draft-disk')).addCowV18Driver,
+})
+registerFormat({
+  ...ADD_COW_FORMAT,
+  load: async () => (await import('./formats/add-cow/add-cow-disk')).addCowDriver,
+})
+registerFormat({
+  ...QCOW2_FORMAT,
+  load: async () => (await import('./formats/qcow2/qcow2-disk')).qcow2Driver,
+})
+registerFormat({
+  ...COW_FORMAT,
+  load: async () => (await import('./formats/cow/cow-disk')).cowDriver,
+})
+registerFormat({
+  ...ADD_COW_V12_FORMAT,
+  load: async () => (await import('./formats/add-cow-drafts/draft-disk')).addCowV12Driver,
+})
+registerFormat({
+  ...ADD_COW_V7_FORMAT,
+  load: async () => (await import('./formats/add-cow-drafts/draft-disk')).addCowV7Driver,
+})
+registerFormat({
+  ...ADD_COW_V3_FORMAT,
+  load: async () => (await import('./formats/add-cow-drafts/draft-disk')).addCowV3Driver,
+})
 
-/** Every registered driver. */
-export function listDrivers(): FormatDriver[] {
-  return [...drivers.values()]
+/** Every format in the table, in probing order. */
+export function listFormats(): FormatEntry[] {
+  return [...formats.values()]
 }
 
-/** The driver for `format`, or undefined when no driver has that name. */
-export function findDriver(format: string): FormatDriver | undefined {
-  return drivers.get(format)
+/** The format called `format`, or undefined when the table has none of that name. */
+export function findFormat(format: string): FormatEntry | undefined {
+  return formats.get(format)
 }
 
-/** The driver for `format`, or an UNSUPPORTED_FORMAT error naming `where`. */
-export function getDriver(format: string, where?: string): FormatDriver {
-  const driver = drivers.get(format)
-  if (!driver) {
-    const known = [...drivers.keys()].join(', ')
+/** The format called `format`, or an UNSUPPORTED_FORMAT error naming `where`. */
+export function getFormat(format: string, where?: string): FormatEntry {
+  const entry = formats.get(format)
+  if (!entry) {
+    const known = [...formats.keys()].join(', ')
     throw new EngineError(
       'UNSUPPORTED_FORMAT',
       `Format ${quote(format)}${where ? ` (${where})` : ''} is not supported; known formats: ${known}.`,
       { field: 'format', value: format, ...(where ? { path: where } : {}) },
     )
   }
-  return driver
+  return entry
 }
 
-/** The best-scoring driver for a file head, or raw when no driver claims it. */
-export function probeDriver(head: Uint8Array, fileLength: number): FormatDriver {
-  let best: FormatDriver = rawDriver
+/** The driver for `format`, loaded on first use, or an UNSUPPORTED_FORMAT error naming `where`. */
+export function loadDriver(format: string, where?: string): Promise<FormatDriver> {
+  return getFormat(format, where).load()
+}
+
+/** The driver for `format`, or undefined when no format has that name. */
+export async function findDriver(format: string): Promise<FormatDriver | undefined> {
+  return formats.get(format)?.load()
+}
+
+/** The best-scoring format for a file head, or the fallback (raw) when no format claims it. */
+export function probeHead(head: Uint8Array, fileLength: number): FormatEntry {
+  let best = fallbackFormat()
   let bestScore = 0
-  for (const driver of drivers.values()) {
-    const score = driver.probe(head, fileLength)
+  for (const entry of formats.values()) {
+    const score = entry.probe(head, fileLength)
     if (score > bestScore) {
-      best = driver
+      best = entry
       bestScore = score
     }
   }
   return best
+}
+
+/** The format a file is when no format claims it. */
+function fallbackFormat(): FormatEntry {
+  const fallback = [...formats.values()].find((entry) => entry.fallback)
+  if (!fallback) throw new EngineError('INTERNAL', 'The driver table has no fallback format.')
+  return fallback
 }

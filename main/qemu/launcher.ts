@@ -13,7 +13,7 @@ import { createOverlay } from '../engine/ops/create'
 import { openImage } from '../engine/open'
 import { defaultControlPath } from '../engine/live/control'
 import type { LiveTarget } from '../engine/live/registry'
-import { findDriver } from '../engine/registry'
+import { findFormat } from '../engine/registry'
 import { imageTag } from '../engine/unix-socket'
 import type { NbdLogEvent } from '../nbd/export-types'
 import { startExport, type ExportHandle } from '../nbd/start-export'
@@ -311,7 +311,7 @@ export async function qemuBinaryFor(arch: string, binary?: string): Promise<stri
  */
 export function diskSourceFor(disk: Disk, via: 'native' | 'raw'): QemuDiskSource {
   if (via === 'native') {
-    if (!findDriver(disk.format)?.qemuFormat) {
+    if (!findFormat(disk.format)?.qemuFormat) {
       throw new EngineError(
         'NOT_CAPABLE',
         `--via native runs QEMU's add-cow driver, but ${disk.path} is a ${disk.format} image; use --via raw or --via nbd.`,

@@ -14,19 +14,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { median } from '../helpers/numbers'
+import { childrenCpuMs, median } from '../helpers/numbers'
 
 const RUNS = Number(process.argv[2] ?? 10)
 const cli = fileURLToPath(new URL('../../out/cli/addcow.mjs', import.meta.url))
 const before = process.env.ADDCOW_BENCH_BEFORE
-
-/** CPU time (user + system, ms) of the finished children of this process, from /proc (Linux). */
-function childrenCpuMs(): number {
-  // Fields 16 and 17 of /proc/self/stat (cutime, cstime), in clock ticks of 10 ms; the name
-  // (field 2) may hold spaces, so count from the closing parenthesis.
-  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[13]) + Number(fields[14])) * 10
-}
 
 /** CPU time (ms) of each command, summed over its runs: steadier than wall time under load. */
 const cpu = new Map<string, number>()

@@ -6,7 +6,7 @@ import { realPath } from '../fs'
 import { recognizeImageMagic } from '../formats/common/unrecorded-format'
 import { assertFollowable, judgeName, type NamePolicy } from '../names'
 import { isUndoJournalHead } from '../ops/undo-journal'
-import { probeDriver } from '../registry'
+import { probeHead } from '../registry'
 import { MAX_NAME, storedBackingName } from './header-names'
 
 /** Bytes read to recognise a format (as open.ts probes). */
@@ -200,8 +200,8 @@ export async function inspectImage(
   }
   // A commit's undo journal often lies beside the images; it is no image.
   if (isUndoJournalHead(head.head)) return null
-  const driver = probeDriver(head.head, head.length)
-  if (driver.name === 'raw') {
+  const format = probeHead(head.head, head.length)
+  if (format.fallback) {
     const magic = recognizeImageMagic(head.head)
     if (magic !== null) {
       return {
@@ -211,9 +211,10 @@ export async function inspectImage(
         parentProblem: 'unparseable',
       }
     }
-    return { ...node, format: 'raw', fullyAllocated: true }
+    return { ...node, format: format.name, fullyAllocated: true }
   }
-  node.format = driver.name
+  node.format = format.name
+  const driver = await format.load()
   if (options.namesOnly && driver.readLinks) {
     // The header alone: the stored name, not the allocation (fullyAllocated stays unknown).
     try {

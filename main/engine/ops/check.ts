@@ -186,7 +186,7 @@ export async function checkImage(path: string, options: CheckOptions = {}): Prom
     problems: [],
     repairs: [],
   }
-  const driver = findDriver(format)
+  const driver = await findDriver(format)
   if (!driver?.check) return { ...base, unsupported: true }
   const check = driver.check.bind(driver)
   const writable = options.repair !== undefined

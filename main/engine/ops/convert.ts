@@ -5,7 +5,7 @@ import { realPath } from '../fs'
 import type { Library } from '../library'
 import type { NamePolicy } from '../names'
 import { chainOf } from '../open'
-import { getDriver } from '../registry'
+import { loadDriver } from '../registry'
 import { runOverlayJob } from './job'
 
 /** What `addcow convert` needs. */
@@ -42,7 +42,7 @@ export interface ConvertResult {
  * must not be a file of the source's chain.
  */
 export async function convertImage(options: ConvertOptions): Promise<ConvertResult> {
-  const driver = getDriver(options.outputFormat)
+  const driver = await loadDriver(options.outputFormat)
   const convertInto = driver.convertInto
   if (!convertInto) {
     throw new EngineError(

@@ -1,8 +1,8 @@
 import type { ImageInfo } from '../../../shared/image-types'
 import { realPath } from '../fs'
-import { buildGraph, loopBelow } from '../graph'
 import { STRICT_POLICY } from '../names'
 import { chainOf, openImage, probeNote, type OpenImageOptions } from '../open'
+import { findFormat } from '../registry'
 
 /**
  * `info`: describe an image and, with `backingChain`, every layer below it.
@@ -27,9 +27,10 @@ export async function imageInfo(
     infos = []
     for (const layer of layers) infos.push(await layer.info())
     // A file named like an image of some format but without its header is read as raw: say so
-    // (only a probe that found no format reads as raw, so only then is the head read again).
-    const note =
-      options.format === undefined && disk.format === 'raw' ? await probeNote(path) : null
+    // (only a probe that found no format gives the fallback, so only then is the head read again).
+    const probedAsFallback =
+      options.format === undefined && findFormat(disk.format)?.fallback === true
+    const note = probedAsFallback ? await probeNote(path) : null
     if (note?.namedLike && infos[0]) {
       infos[0] = { ...infos[0], warnings: [note.message, ...(infos[0].warnings ?? [])] }
     }
@@ -49,6 +50,8 @@ async function markLoop(infos: ImageInfo[], options: OpenImageOptions): Promise<
   const top = infos[0]
   if (!top || top['backing-filename'] === undefined) return
   const real = await realPath(top.filename)
+  // Loaded only here: most chains end in a layer naming nothing, and info's start-up counts.
+  const { buildGraph, loopBelow } = await import('../graph')
   const graph = await buildGraph({
     library: null,
     extra: [real],

@@ -4,7 +4,7 @@ import { pathExists, realPath } from '../fs'
 import type { Library } from '../library'
 import type { NamePolicy } from '../names'
 import { openImage, probeFormat } from '../open'
-import { getDriver } from '../registry'
+import { loadDriver } from '../registry'
 import { fingerprintBase } from './drift'
 import { imageInfo } from './info'
 import { rebaseOverlay } from './rebase'
@@ -49,7 +49,7 @@ export interface LocateResult {
  */
 export async function locateBase(options: LocateOptions): Promise<LocateResult> {
   const overlay = await realPath(options.overlay)
-  const driver = getDriver(await probeFormat(overlay), overlay)
+  const driver = await loadDriver(await probeFormat(overlay), overlay)
   const links = await driver.readLinks?.(overlay)
   if (!links?.backing) {
     throw new EngineError('BAD_ARGUMENT', `${overlay} has no base to locate.`, {

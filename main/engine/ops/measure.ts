@@ -2,7 +2,7 @@ import type { Disk, MeasureResult } from '../disk'
 import { EngineError, throwIfAborted } from '../errors'
 import type { NamePolicy } from '../names'
 import { openImage } from '../open'
-import { getDriver } from '../registry'
+import { loadDriver } from '../registry'
 
 /** What `addcow measure` needs: an image (with its chain), or a size alone. */
 export interface MeasureOptions {
@@ -56,7 +56,7 @@ export async function dataBytesOf(
 export async function measureImage(
   options: MeasureOptions,
 ): Promise<MeasureResult & { size: number }> {
-  const driver = getDriver(options.outputFormat)
+  const driver = await loadDriver(options.outputFormat)
   const measure = driver.measure
   if (!measure) {
     throw new EngineError(

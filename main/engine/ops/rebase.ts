@@ -6,7 +6,7 @@ import { buildGraph, cycleThrough, loopBelow } from '../graph'
 import type { Library } from '../library'
 import { judgeName, resolveName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage, probeFormat } from '../open'
-import { getDriver } from '../registry'
+import { loadDriver } from '../registry'
 import { fingerprintBase } from './drift'
 import { fileLocks, runJob, runOverlayJob, type OverlayJob } from './job'
 
@@ -65,7 +65,7 @@ async function isZeroView(disk: Disk | null, offset: number, length: number): Pr
 async function linkDriver(
   path: string,
 ): Promise<FormatDriver & Required<Pick<FormatDriver, 'readLinks' | 'setBacking'>>> {
-  const driver = getDriver(await probeFormat(path), path)
+  const driver = await loadDriver(await probeFormat(path), path)
   const { readLinks, setBacking } = driver
   if (!readLinks || !setBacking) {
     throw new EngineError(

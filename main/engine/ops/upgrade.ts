@@ -9,11 +9,11 @@ import { clusterBitsOf, encodeAddCowFile, writeAddCowFile } from '../formats/add
 import { geometry, MAX_BITMAP_BYTES } from '../formats/add-cow/header'
 import { STRICT_POLICY, resolveName, type NamePolicy } from '../names'
 import { probeFormat } from '../open'
-import { findDriver, listDrivers } from '../registry'
+import { findFormat, listFormats } from '../registry'
 import { runOverlayJob } from './job'
 
 /** The earlier layouts `upgradeDraft` reads: every format whose driver names what supersedes it. */
-export const DRAFT_LAYOUTS: readonly string[] = listDrivers()
+export const DRAFT_LAYOUTS: readonly string[] = listFormats()
   .filter((driver) => driver.upgradesTo !== undefined)
   .map((driver) => driver.name)
 
@@ -92,8 +92,8 @@ function restate(
 export async function upgradeDraft(options: UpgradeOptions): Promise<UpgradeResult> {
   const path = resolve(options.path)
   const format = options.format ?? (await probeFormat(path))
-  if (findDriver(format)?.upgradesTo === undefined) {
-    const current = listDrivers().some((driver) => driver.upgradesTo === format)
+  if (findFormat(format)?.upgradesTo === undefined) {
+    const current = listFormats().some((driver) => driver.upgradesTo === format)
     throw new EngineError(
       'BAD_ARGUMENT',
       current

@@ -1,5 +1,5 @@
 import type { ImageInfo, NameResolution } from '../../../../shared/image-types'
-import type { Disk, FormatDriver, OpenOptions } from '../../disk'
+import type { Disk, FormatDescription, FormatDriver, OpenOptions } from '../../disk'
 import { bounded, EngineError, quote } from '../../errors'
 import { BlockFile } from '../../file'
 import { assertFollowable, judgeName, withoutRealPath } from '../../names'
@@ -12,19 +12,14 @@ import {
 import { unrecordedBackingFormat } from '../common/unrecorded-format'
 import { imageFormatIssue } from '../add-cow/header'
 import {
-  looksLikeAddCowMagic,
-  looksLikeBigEndianDraft,
-  looksLikeV12,
-  looksLikeV18,
-  looksLikeV3,
-  looksLikeV7,
-  parseV12,
-  parseV18,
-  parseV3orV7,
+  ADD_COW_V12_FORMAT,
+  ADD_COW_V18_FORMAT,
+  ADD_COW_V3_FORMAT,
+  ADD_COW_V7_FORMAT,
   v3FileLength,
-  type DraftHeader,
   type DraftLayout,
-} from './layouts'
+} from './format'
+import { parseV12, parseV18, parseV3orV7, type DraftHeader } from './layouts'
 
 /** Largest header read (V18 with 2 MiB clusters, V12 with 512 pages). */
 const HEAD_BYTES = 2 * 1024 * 1024
@@ -254,40 +249,12 @@ async function describeDraft(
   return info
 }
 
-function draftDriver(
-  name: DraftLayout,
-  probe: (head: Uint8Array, fileLength: number) => number,
-): FormatDriver {
-  return {
-    name,
-    probe,
-    open: (path, options) => openDraft(name, path, options),
-    upgradesTo: 'add-cow',
-  }
+/** The driver of a draft layout: its description, and the draft opener. */
+function draftDriver(format: FormatDescription & { name: DraftLayout }): FormatDriver {
+  return { ...format, open: (path, options) => openDraft(format.name, path, options) }
 }
 
-/**
- * add-cow V18 (2013): the current layout with 512 B..2 KiB clusters or unterminated format
- * fields. Other "ACOW" files probe weakly (the current driver claims them with 100), so that
- * `-f add-cow-v18` still opens them and names what is wrong.
- */
-export const addCowV18Driver = draftDriver('add-cow-v18', (head) =>
-  looksLikeV18(head) ? 100 : looksLikeAddCowMagic(head) ? 1 : 0,
-)
-/** add-cow V12 (2012): "ADD_COW\xff", little-endian. */
-export const addCowV12Driver = draftDriver('add-cow-v12', (head) => (looksLikeV12(head) ? 100 : 0))
-/** add-cow v7 (2012): "ADD_COW\xff", big-endian, bitmap at 2560 (weakly any big-endian draft). */
-export const addCowV7Driver = draftDriver('add-cow-v7', (head, length) =>
-  looksLikeV7(head, length) ? 100 : looksLikeBigEndianDraft(head) ? 1 : 0,
-)
-/**
- * add-cow v3 (2011): "ADD_COW\xff", big-endian, size at 2060, bitmap at 2068. A big-endian draft
- * whose length fits neither v3 nor v7 still probes (weakly) as v3, so the open names the fault.
- */
-export const addCowV3Driver = draftDriver('add-cow-v3', (head, length) =>
-  looksLikeV3(head, length)
-    ? 100
-    : looksLikeBigEndianDraft(head) && !looksLikeV7(head, length)
-      ? 10
-      : 0,
-)
+export const addCowV18Driver = draftDriver(ADD_COW_V18_FORMAT)
+export const addCowV12Driver = draftDriver(ADD_COW_V12_FORMAT)
+export const addCowV7Driver = draftDriver(ADD_COW_V7_FORMAT)
+export const addCowV3Driver = draftDriver(ADD_COW_V3_FORMAT)

@@ -1,6 +1,20 @@
 import { bounded, EngineError, quote, SAFETY_LIMIT } from '../../errors'
-import { bytes, decodeUtf8, safeNumber, u32, u64 } from '../../struct'
+import { decodeUtf8, safeNumber } from '../../struct'
 import { parseHeader, type HeaderRules } from '../add-cow/header'
+import {
+  looksLikeBigEndianDraft,
+  looksLikeV12,
+  SECTOR_SIZE,
+  V12_CLUSTER_SIZE,
+  V12_FIELDS,
+  V12_FIXED_SIZE,
+  V12_MAX_HEADER_PAGES,
+  V3_BITMAP_OFFSET,
+  V3_FIELDS,
+  V7_BITMAP_OFFSET,
+  V7_RESERVED,
+  type DraftLayout,
+} from './format'
 
 /**
  * The earlier add-cow draft layouts (FORMATS.md §2), each header described once with its byte
@@ -16,53 +30,8 @@ import { parseHeader, type HeaderRules } from '../add-cow/header'
  * ranges read from the backing file.
  */
 
-/** The 8-byte magic of V12, v3 and v7: "ADD_COW" and 0xff. */
-export const DRAFT_MAGIC = Buffer.from([0x41, 0x44, 0x44, 0x5f, 0x43, 0x4f, 0x57, 0xff])
-
 /** The fields V18 reads differently from the current layout. */
 export const V18_RULES: HeaderRules = { minClusterBits: 9, formatMayFillField: true }
-
-/** V12 header, little-endian. */
-export const V12_FIELDS = {
-  magic: bytes('magic', 0, 8),
-  version: u32('version', 8, true),
-  backingNameOffset: u32('backing name offset', 12, true),
-  backingNameLength: u32('backing name length', 16, true),
-  imageNameOffset: u32('image name offset', 20, true),
-  imageNameLength: u32('image name length', 24, true),
-  /** Bit 0: every cluster is allocated; other bits unknown (refused). */
-  features: u64('features', 28, true),
-  /** Ignored when unknown. */
-  optionalFeatures: u64('optional features', 36, true),
-  /** Header size = 4096 * pages; the bitmap starts there. */
-  headerPages: u32('header pages', 44, true),
-  backingFormat: bytes('backing format', 48, 16),
-  imageFormat: bytes('image format', 64, 16),
-} as const
-export const V12_FIXED_SIZE = 80
-export const V12_CLUSTER_SIZE = 65536
-/** Largest V12 header accepted (512 pages, 2 MiB). */
-export const V12_MAX_HEADER_PAGES = 512
-
-/** v3 and v7 headers, big-endian. */
-export const V3_FIELDS = {
-  magic: bytes('magic', 0, 8),
-  version: u32('version', 8, false),
-  /** NUL-padded. */
-  backingFile: bytes('backing file', 12, 1024),
-  /** NUL-padded. */
-  imageFile: bytes('image file', 1036, 1024),
-  /** v3 only: the virtual size. */
-  size: u64('size', 2060, false),
-} as const
-/** v7: 2060..2559 reserved (zero). */
-export const V7_RESERVED = bytes('reserved', 2060, 500)
-export const V3_BITMAP_OFFSET = 2068
-export const V7_BITMAP_OFFSET = 2560
-export const SECTOR_SIZE = 512
-
-/** The draft layouts, as driver names. */
-export type DraftLayout = 'add-cow-v18' | 'add-cow-v12' | 'add-cow-v7' | 'add-cow-v3'
 
 /** What every draft layout records, in one shape. */
 export interface DraftHeader {
@@ -104,10 +73,6 @@ function tooShort(path: string, length: number, needed: number, layout: string):
     `${path} is ${length} bytes long, too short for the ${needed}-byte ${layout} header.`,
     { path, field: 'file length', value: length },
   )
-}
-
-function hasDraftMagic(head: Uint8Array): boolean {
-  return head.length >= 12 && DRAFT_MAGIC.every((byte, index) => head[index] === byte)
 }
 
 function decodeName(path: string, layout: string, field: string, raw: Uint8Array): string {
@@ -152,26 +117,6 @@ function decodeFormat(path: string, layout: string, field: string, raw: Uint8Arr
 
 // ---- V18 ---------------------------------------------------------------------------------------
 
-const ACOW_MAGIC = 0x574f4341
-
-/** Whether `head` starts with the "ACOW" magic of the current layout and V18. */
-export function looksLikeAddCowMagic(head: Uint8Array): boolean {
-  return (
-    head.length >= 4 &&
-    new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(0, true) === ACOW_MAGIC
-  )
-}
-
-/** Whether `head` is an add-cow file that only the V18 rules accept (small clusters, full format fields). */
-export function looksLikeV18(head: Uint8Array): boolean {
-  if (head.length < 76) return false
-  const data = new DataView(head.buffer, head.byteOffset, head.byteLength)
-  if (data.getUint32(0, true) !== ACOW_MAGIC) return false
-  const clusterBits = data.getUint32(20, true)
-  const fills = (from: number): boolean => head.subarray(from, from + 16).indexOf(0) === -1
-  return (clusterBits >= 9 && clusterBits <= 11) || fills(44) || fills(60)
-}
-
 /** Parse a V18 header with the current parser's V18 rules. */
 export function parseV18(data: Uint8Array, path: string): DraftHeader {
   const { header } = parseHeader(data, path, V18_RULES)
@@ -189,11 +134,6 @@ export function parseV18(data: Uint8Array, path: string): DraftHeader {
 }
 
 // ---- V12 ---------------------------------------------------------------------------------------
-
-/** Whether `head` starts a V12 file (draft magic, little-endian version 1). */
-export function looksLikeV12(head: Uint8Array): boolean {
-  return hasDraftMagic(head) && V12_FIELDS.version.get(head) === 1
-}
 
 /** Parse and validate a V12 header; `data` holds at least the whole header (or the whole file). */
 export function parseV12(data: Uint8Array, path: string): DraftHeader {
@@ -280,37 +220,6 @@ export function parseV12(data: Uint8Array, path: string): DraftHeader {
 
 // ---- v3 and v7 ---------------------------------------------------------------------------------
 
-function isBigEndianDraft(head: Uint8Array): boolean {
-  return hasDraftMagic(head) && V3_FIELDS.version.get(head) === 1
-}
-
-/** The add-cow file length a v3 header prescribes: header, then one bit per 512-byte sector. */
-export function v3FileLength(size: number): number {
-  return V3_BITMAP_OFFSET + Math.ceil(Math.ceil(size / SECTOR_SIZE) / 8)
-}
-
-/** Whether `head` (of a `fileLength`-byte file) is a v3 file: its length matches its stored size. */
-export function looksLikeV3(head: Uint8Array, fileLength: number): boolean {
-  if (!isBigEndianDraft(head) || head.length < V3_BITMAP_OFFSET) return false
-  const size = V3_FIELDS.size.get(head)
-  return size <= BigInt(Number.MAX_SAFE_INTEGER) && v3FileLength(Number(size)) === fileLength
-}
-
-/** Whether `head` (of a `fileLength`-byte file) is a v7 file: the reserved area is zero. */
-export function looksLikeV7(head: Uint8Array, fileLength: number): boolean {
-  return (
-    isBigEndianDraft(head) &&
-    fileLength >= V7_BITMAP_OFFSET &&
-    head.length >= V7_BITMAP_OFFSET &&
-    V7_RESERVED.get(head).every((byte) => byte === 0)
-  )
-}
-
-/** Whether `head` has the big-endian draft magic at all (a damaged v3 or v7 file). */
-export function looksLikeBigEndianDraft(head: Uint8Array): boolean {
-  return isBigEndianDraft(head)
-}
-
 /** Parse a v3 or v7 header. */
 export function parseV3orV7(
   data: Uint8Array,
@@ -320,7 +229,7 @@ export function parseV3orV7(
   const label = layout === 'add-cow-v3' ? 'add-cow v3' : 'add-cow v7'
   const bitmapOffset = layout === 'add-cow-v3' ? V3_BITMAP_OFFSET : V7_BITMAP_OFFSET
   if (data.length < bitmapOffset) throw tooShort(path, data.length, bitmapOffset, label)
-  if (!isBigEndianDraft(data)) {
+  if (!looksLikeBigEndianDraft(data)) {
     throw new EngineError('BAD_MAGIC', `${path} is not an ${label} file (magic or version).`, {
       path,
       field: 'magic',

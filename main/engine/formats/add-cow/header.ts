@@ -1,5 +1,6 @@
 import { bounded, EngineError, quote, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, u32, u64 } from '../../struct'
+import { ADD_COW_MAGIC } from './format'
 
 /**
  * The add-cow header, current layout (FORMATS.md §1; docs/add-cow-format.md).
@@ -32,8 +33,7 @@ export const FIELDS = {
   imageFormat: bytes('image format', 60, 16),
 } as const
 
-/** "ACOW" read as a little-endian u32. */
-export const ADD_COW_MAGIC = 0x574f4341
+export { ADD_COW_MAGIC }
 /** Bytes of the fixed part of the header; names start here. */
 export const FIXED_HEADER_SIZE = 76
 export const MIN_CLUSTER_BITS = 12

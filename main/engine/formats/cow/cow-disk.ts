@@ -14,13 +14,8 @@ import { BlockFile } from '../../file'
 import { replaceFile } from '../../fs'
 import { judgeName, resolveName, withoutRealPath } from '../../names'
 import { BitmapOverlayDisk, loadBitmap } from '../common/bitmap-overlay'
-import {
-  encodeQemuCowHeader,
-  looksLikeCow,
-  parseCowHeader,
-  QEMU_V2_HEADER_SIZE,
-  type CowHeader,
-} from './header'
+import { encodeQemuCowHeader, parseCowHeader, QEMU_V2_HEADER_SIZE, type CowHeader } from './header'
+import { COW_FORMAT } from './format'
 import { unrecordedBackingFormat } from '../common/unrecorded-format'
 
 /** Bytes read for the header (the unpacked UML layout is the longest, 4136 bytes). */
@@ -216,8 +211,7 @@ export async function createCow(
 
 /** The cow driver: QEMU cow version 2 (read/write) and user-mode Linux COW version 3 (read). */
 export const cowDriver: FormatDriver = {
-  name: 'cow',
-  probe: (head) => (looksLikeCow(head) ? 100 : 0),
+  ...COW_FORMAT,
   open: (path, options) => openCow(path, options),
   async create(options: CreateImageOptions): Promise<CreatedImage> {
     const created = await createCow({

@@ -1,5 +1,6 @@
 import { bounded, EngineError, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, i32, safeNumber, u32, u64 } from '../../struct'
+import { COW_MAGIC } from './format'
 
 /**
  * COW headers (FORMATS.md §3), big-endian, each described once with its byte offsets.
@@ -47,8 +48,7 @@ export const UML_V3_UNPACKED_FIELDS = {
   backingFile: bytes('backing file', 36, 4096),
 } as const
 
-/** "OOOM" read as a big-endian u32. */
-export const COW_MAGIC = 0x4f4f4f4d
+export { COW_MAGIC }
 export const QEMU_COW_VERSION = 2
 export const UML_COW_VERSION = 3
 export const QEMU_V2_HEADER_SIZE = 1056
@@ -238,9 +238,4 @@ export function encodeQemuCowHeader(
   QEMU_V2_FIELDS.size.put(buffer, BigInt(size))
   QEMU_V2_FIELDS.sectorSize.put(buffer, SECTOR_SIZE)
   return buffer
-}
-
-/** Whether the first bytes of a file carry the cow magic (the open names unsupported versions). */
-export function looksLikeCow(head: Uint8Array): boolean {
-  return head.length >= 8 && QEMU_V2_FIELDS.magic.get(head) === COW_MAGIC
 }

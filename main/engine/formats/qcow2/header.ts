@@ -1,5 +1,6 @@
 import { bounded, EngineError, quote, SAFETY_LIMIT } from '../../errors'
 import { bytes, decodeUtf8, safeNumber, u32, u64, type FieldSpec } from '../../struct'
+import { QCOW2_MAGIC } from './format'
 
 /**
  * The qcow2 header (QEMU's docs/interop/qcow2.txt, versions 2 and 3), described once with its
@@ -60,8 +61,7 @@ export const FEATURE_NAME_FIELDS = {
   name: bytes('feature name', 2, 46),
 } as const
 
-/** "QFI\xfb" as a big-endian u32. */
-export const QCOW2_MAGIC = 0x514649fb
+export { QCOW2_MAGIC }
 export const V2_HEADER_LENGTH = 72
 export const V3_MIN_HEADER_LENGTH = 104
 export const MIN_CLUSTER_BITS = 9
@@ -536,12 +536,4 @@ export function parseQcow2Header(data: Uint8Array, path: string, fileLength: num
     featureNames,
     extensions,
   }
-}
-
-/**
- * Whether the first bytes of a file carry the qcow2 magic (QEMU's qcow version 1 shares it; the
- * open then names the unsupported version).
- */
-export function looksLikeQcow2(head: Uint8Array): boolean {
-  return head.length >= 8 && FIELDS.magic.get(head) === QCOW2_MAGIC
 }

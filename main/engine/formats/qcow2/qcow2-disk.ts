@@ -35,10 +35,10 @@ import {
 import {
   COMPATIBLE_LAZY_REFCOUNTS,
   EXTENSION_BITMAPS,
-  looksLikeQcow2,
   parseQcow2Header,
   type Qcow2Header,
 } from './header'
+import { QCOW2_FORMAT } from './format'
 import { Refcounts } from './refcounts'
 import { TableCache } from './table-cache'
 
@@ -746,9 +746,7 @@ function assertWritable(path: string, header: Qcow2Header): void {
 
 /** The qcow2 driver (versions 2 and 3). */
 export const qcow2Driver: FormatDriver = {
-  name: 'qcow2',
-  extensions: ['.qcow2', '.qcow'],
-  probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
+  ...QCOW2_FORMAT,
   open: (path, options) => Qcow2Disk.open(path, options),
   convertInto: writeQcow2Image,
   measure: measureQcow2,

@@ -18,6 +18,7 @@ import { growFile, replaceFile } from '../../fs'
 import { native } from '../../native/index'
 import { forEachGuestWindow, isAllZero } from '../common/guest-windows'
 import { dataExtentsIn, firstDataExtent, punchOrZero } from '../common/sparse'
+import { RAW_FORMAT } from './format'
 
 const ZERO_CHUNK = 1024 * 1024
 /** Reads longer than this are split into pieces read in parallel (see readInPieces). */
@@ -324,8 +325,7 @@ async function convertIntoRaw(options: ConvertIntoOptions): Promise<void> {
 
 /** The raw driver. */
 export const rawDriver: FormatDriver = {
-  name: 'raw',
-  probe: () => 0,
+  ...RAW_FORMAT,
   open: (path: string, options: OpenOptions) => RawDisk.open(path, options.readOnly),
   create: createRaw,
   convertInto: convertIntoRaw,

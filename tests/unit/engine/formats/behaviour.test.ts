@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Disk } from '../../../../main/engine/disk'
 import { openImage } from '../../../../main/engine/open'
-import { getDriver } from '../../../../main/engine/registry'
+import { loadDriver } from '../../../../main/engine/registry'
 import { buildEmptyQcow2 } from '../../../helpers/format-builders'
 import { pattern } from '../../../helpers/images'
 import { seededRandom } from '../../../helpers/numbers'
@@ -47,7 +47,9 @@ const CASES: FormatCase[] = [
     async make(dir) {
       const view = await base(dir)
       const path = join(dir, 'image.add-cow')
-      await getDriver('add-cow').create!({
+      await (
+        await loadDriver('add-cow')
+      ).create!({
         path,
         size: SIZE,
         clusterSize: 4096,
@@ -60,7 +62,9 @@ const CASES: FormatCase[] = [
     name: 'add-cow with 64 KiB clusters and no base',
     async make(dir) {
       const path = join(dir, 'image.add-cow')
-      await getDriver('add-cow').create!({ path, size: SIZE })
+      await (
+        await loadDriver('add-cow')
+      ).create!({ path, size: SIZE })
       return { path, format: 'add-cow', view: Buffer.alloc(SIZE) }
     },
   },
@@ -68,7 +72,9 @@ const CASES: FormatCase[] = [
     name: 'raw',
     async make(dir) {
       const path = join(dir, 'image.raw')
-      await getDriver('raw').create!({ path, size: SIZE })
+      await (
+        await loadDriver('raw')
+      ).create!({ path, size: SIZE })
       return { path, format: 'raw', view: Buffer.alloc(SIZE) }
     },
   },
@@ -77,7 +83,9 @@ const CASES: FormatCase[] = [
     async make(dir) {
       const view = await base(dir)
       const path = join(dir, 'image.cow')
-      await getDriver('cow').create!({
+      await (
+        await loadDriver('cow')
+      ).create!({
         path,
         size: SIZE,
         backing: { ...backing, path: join(dir, 'base.raw') },
