@@ -1,8 +1,7 @@
 import { read, write, writeSync } from 'node:fs'
-import { performance } from 'node:perf_hooks'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, wrapIoError } from './errors'
-import { readBatchFunction, readCachedFunction } from './native/index'
+import { readBatchFunction, readBatchWriteFunction, readCachedFunction } from './native/index'
 
 /** Largest single read or write issued to the OS; bigger requests are split. */
 const MAX_IO = 8 * 1024 * 1024
@@ -164,7 +163,10 @@ const SLOW_INLINE_WRITE_MS = 10
 const INLINE_WRITE_PAUSE_MS = 250
 
 let inlineWritesEnabled = process.env.ADDCOW_NO_INLINE_WRITE !== '1'
-/** performance.now() before which small writes go to the thread pool (after a slow one). */
+/**
+ * performance.now() before which small writes go to the thread pool (after a slow one). The
+ * global, not node:perf_hooks: importing that module costs every start-up (issue 15).
+ */
 let inlineWritesPausedUntil = 0
 
 /**
@@ -362,6 +364,44 @@ export class BlockFile {
       if (event) watcher?.after?.(event)
     } catch (error) {
       throw wrapIoError(error, this.path, `write ${data.length} bytes at offset ${position} of`)
+    }
+  }
+
+  /**
+   * Read `pieces` (flat [fd, position, targetOffset, length] quadruples of plain files, zeros
+   * past a file's end) into `buffer`, then write all of `buffer` at `position` of this file, in
+   * one thread-pool job (the addon's readBatch with a write target). A copy-on-write fill is
+   * then one round trip with no copy of the base's bytes on the calling thread. Returns null
+   * when the addon lacks it, batched reads are off, or a {@link FileObserver} is installed (its
+   * write event needs the bytes before the call): the caller reads and writes itself then.
+   */
+  readPiecesThenWriteAt(
+    buffer: Uint8Array,
+    pieces: number[],
+    position: number,
+  ): Promise<void> | null {
+    const readBatchWrite = readBatchWriteFunction()
+    if (!readBatchWrite || observer) return null
+    const failed = (error: unknown): never => {
+      throw wrapIoError(
+        error,
+        this.path,
+        `fill and write ${buffer.length} bytes at offset ${position} of`,
+      )
+    }
+    try {
+      return readBatchWrite(buffer, Float64Array.from(pieces), this.handle.fd, position).catch(
+        failed,
+      )
+    } catch (error) {
+      // Arguments the addon refuses (a closed file's descriptor) throw before any job starts.
+      return Promise.reject(
+        wrapIoError(
+          error,
+          this.path,
+          `fill and write ${buffer.length} bytes at offset ${position} of`,
+        ),
+      )
     }
   }
 

@@ -40,17 +40,31 @@ export interface FilesIdentity {
  * times' granularity before it was taken may still change unseen, so such caches also refuse to
  * keep what was read right after a change (`newest`).
  */
-export async function filesIdentity(files: readonly string[]): Promise<FilesIdentity> {
-  let newest = 0
-  const parts = await Promise.all(
-    files.map(async (file) => {
-      const info = await stat(file, { bigint: true }).catch(() => null)
-      if (!info) return `${file}:missing`
-      newest = Math.max(newest, Number(info.mtimeMs), Number(info.ctimeMs))
-      return `${file}:${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`
-    }),
-  )
-  return { text: parts.join('\n'), newest }
+export async function filesIdentity(
+  files: readonly string[],
+  identityOf: (file: string) => Promise<FileIdentity> = fileIdentity,
+): Promise<FilesIdentity> {
+  const parts = await Promise.all(files.map(identityOf))
+  return {
+    text: parts.map((part) => part.text).join('\n'),
+    newest: Math.max(0, ...parts.map((part) => part.newest)),
+  }
+}
+
+/** One file's line of {@link filesIdentity}, and its newest time (0 when missing). */
+export interface FileIdentity {
+  text: string
+  newest: number
+}
+
+/** The identity of one file, as {@link filesIdentity} writes it. */
+export async function fileIdentity(file: string): Promise<FileIdentity> {
+  const info = await stat(file, { bigint: true }).catch(() => null)
+  if (!info) return { text: `${file}:missing`, newest: 0 }
+  return {
+    text: `${file}:${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`,
+    newest: Math.max(Number(info.mtimeMs), Number(info.ctimeMs)),
+  }
 }
 
 /** Whether `path` is a regular file (following symbolic links). */

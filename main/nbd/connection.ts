@@ -17,6 +17,8 @@ import {
  * write's payload is read whole whatever this is.
  */
 const READ_AHEAD = 256 * 1024
+/** What {@link NbdConnection.send} returns once the reply is queued (no promise made per reply). */
+const QUEUED: Promise<void> = Promise.resolve()
 
 /**
  * One client: its socket, the handshake (handshake.ts), then the transmission phase
@@ -217,7 +219,14 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     return true
   }
 
-  async send(buffers: Buffer[], options: SendOptions = {}): Promise<void> {
+  /** Queue a reply now unless a streamed reply holds the socket (then after it). */
+  send(buffers: Buffer[], options?: SendOptions): Promise<void> {
+    if (this.stream) return this.sendAfterStream(buffers, options)
+    this.queue(buffers, options)
+    return QUEUED
+  }
+
+  private async sendAfterStream(buffers: Buffer[], options?: SendOptions): Promise<void> {
     while (this.stream) await this.stream
     this.queue(buffers, options)
   }

@@ -23,7 +23,9 @@
 // Environment: BENCH_SIZE_MIB (default 1024), BENCH_RUNS (default 5), BENCH_FIO_SECONDS
 // (default 5), BENCH_WORKLOADS (default "scattered,contiguous"), BENCH_RSS_SECONDS (default 15;
 // 0 skips the 1 TiB part). ADDCOW_BENCH_BEFORE=/path/to/other/addcow.mjs serves a third overlay
-// with another build (say, main's) in the same rounds, for a before/after in one run. The big
+// with another build (say, main's) in the same rounds, for a before/after in one run (a copy of
+// out/cli needs node_modules and main/engine/native/build/Release/ beside it, as in a checkout,
+// or it fails to start or serves without its native addon). The big
 // files are deleted at the end, also on failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'

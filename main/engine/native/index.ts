@@ -12,6 +12,8 @@ export interface NativeFeatures {
   copyFileRange: boolean
   /** readCached (preadv2 with RWF_NOWAIT) is available; absent in older builds. */
   readCached?: boolean
+  /** readBatch takes a write target (writeFd, writePosition); absent in older builds. */
+  readBatchWrite?: boolean
 }
 
 /**
@@ -38,7 +40,12 @@ export interface NativeAddon {
    * quadruples (at most 65536); each is read into `target` at targetOffset, zeros past the end
    * of its file. Absent in builds older than this function.
    */
-  readBatch?(target: Uint8Array, pieces: Float64Array): Promise<void>
+  readBatch?(
+    target: Uint8Array,
+    pieces: Float64Array,
+    writeFd?: number,
+    writePosition?: number,
+  ): Promise<void>
   /**
    * The same pieces read now, on this thread, from the page cache only (preadv2 RWF_NOWAIT):
    * returns how many leading pieces it completed. It stops at the first piece not all cached,
@@ -182,6 +189,31 @@ export function readBatchFunction():
 
 /** readBatch bound once (readInto asks for it on every read); undefined until first asked. */
 let boundReadBatch: ((target: Uint8Array, pieces: Float64Array) => Promise<void>) | null | undefined
+
+/** readBatch with a write target (see {@link readBatchWriteFunction}). */
+export type ReadBatchWrite = (
+  target: Uint8Array,
+  pieces: Float64Array,
+  writeFd: number,
+  writePosition: number,
+) => Promise<void>
+
+/**
+ * The addon's readBatch with a write target, bound: reads the pieces into `target`, then
+ * writes all of `target` to `writeFd` at `writePosition`, in one thread-pool job. Null when the
+ * addon lacks it or batched reads are switched off.
+ */
+export function readBatchWriteFunction(): ReadBatchWrite | null {
+  if (!readBatchEnabled) return null
+  if (boundReadBatchWrite === undefined) {
+    const addon = native()
+    boundReadBatchWrite =
+      addon?.readBatch && addon.features.readBatchWrite ? addon.readBatch.bind(addon) : null
+  }
+  return boundReadBatchWrite
+}
+
+let boundReadBatchWrite: ReadBatchWrite | null | undefined
 
 /** Signature of the addon's readCached (see {@link NativeAddon.readCached}). */
 export type ReadCached = (target: Uint8Array, pieces: Float64Array, budget: number) => number

@@ -18,8 +18,6 @@ import { growFile } from '../../fs'
 import { readBatchFunction } from '../../native/index'
 import { RawDisk } from '../raw/raw'
 import { ClusterBitmap } from '../common/bitmap'
-import { checkAddCow } from './check'
-import { createAddCow } from './create'
 import {
   fillBitmap,
   readHeaderFile,
@@ -28,7 +26,6 @@ import {
   writeCompatibleFeatures,
 } from './edit'
 import {
-  ADD_COW_MAGIC,
   FEATURE_ALL_ALLOCATED,
   FIELDS,
   geometry,
@@ -39,6 +36,7 @@ import {
   type BitmapGeometry,
   type HeaderOddities,
 } from './header'
+import { ADD_COW_FORMAT } from './format'
 
 export { MAX_BITMAP_BYTES } from './header'
 
@@ -604,13 +602,9 @@ export class AddCowDisk implements Disk {
         const finish = Math.min(stop * clusterSize, end)
         if (allocated) {
           pieces.push(imageFd, start, start - offset, finish - start)
-        } else if (!backing) {
-          target.fill(0, start - offset, finish - offset)
-        } else if (rawBase) {
-          const available = Math.max(0, Math.min(finish, rawBase.size) - start)
-          if (available > 0) pieces.push(rawBase.fd, start, start - offset, available)
-          if (start + available < finish)
-            target.fill(0, start + available - offset, finish - offset)
+        } else if (!backing || rawBase) {
+          for (const value of this.piecesBelow(target, offset, [[start, finish]])!)
+            pieces.push(value)
         } else {
           others.push(() =>
             readBelow(this.backing, target.subarray(start - offset, finish - offset), start),
@@ -658,6 +652,12 @@ export class AddCowDisk implements Disk {
     const end = offset + data.length
     const first = Math.floor(offset / clusterSize)
     const last = Math.floor((end - 1) / clusterSize)
+    if (bitmap.countRange(first, last + 1) === last - first + 1) {
+      // Every cluster is allocated (a guest rewriting its data): no lock, fill or bit to set.
+      await this.image.writeAt(data, offset)
+      if (options?.fua) await this.flush()
+      return
+    }
 
     const releases: (() => void)[] = []
     try {
@@ -703,12 +703,44 @@ export class AddCowDisk implements Disk {
   ): Promise<void> {
     const buffer = this.takeFillBuffer(end - start)
     try {
+      buffer.set(data, offset - start)
+      const pieces = this.piecesBelow(buffer, start, [
+        [start, offset],
+        [offset + data.length, end],
+      ])
+      const job = pieces && this.image.readPiecesThenWriteAt(buffer, pieces, start)
+      if (job) {
+        await job
+        return
+      }
       await readBelow(this.backing, buffer, start)
       buffer.set(data, offset - start)
       await this.image.writeAt(buffer, start)
     } finally {
       this.giveFillBuffer(buffer)
     }
+  }
+
+  /**
+   * The reads that fill `ranges` (guest offsets) of `buffer`, which holds the guest range from
+   * `start`, from below, as [fd, position, bufferOffset, length] quadruples: from a raw base,
+   * with zeros filled in now past its end or without a base. Null for any other base, which
+   * is read through its own disk.
+   */
+  private piecesBelow(
+    buffer: Uint8Array,
+    start: number,
+    ranges: [number, number][],
+  ): number[] | null {
+    const backing = this.backing
+    if (backing && !(backing instanceof RawDisk)) return null
+    const pieces: number[] = []
+    for (const [from, to] of ranges) {
+      const available = backing ? Math.max(0, Math.min(to, backing.size) - from) : 0
+      if (available > 0) pieces.push(backing!.fd, from, from - start, available)
+      if (from + available < to) buffer.fill(0, from + available - start, to - start)
+    }
+    return pieces
   }
 
   /** Copy [start, end) of the layers below into the image file (the partial-cluster fill). */
@@ -948,16 +980,11 @@ async function statLength(path: string): Promise<number> {
 
 /** The add-cow driver, current layout ("ACOW"). */
 export const addCowDriver: FormatDriver = {
-  extensions: ['.add-cow', '.addcow'],
-  name: 'add-cow',
-  probe(head) {
-    if (head.length < 4) return 0
-    const magic = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(0, true)
-    return magic === ADD_COW_MAGIC ? 100 : 0
-  },
+  ...ADD_COW_FORMAT,
   open: (path, options) => AddCowDisk.open(path, options),
-  create: createAddCow,
-  check: checkAddCow,
+  // Loaded on use: opening an image (info, serve) needs neither (start-up, issue 15).
+  create: async (options) => (await import('./create')).createAddCow(options),
+  check: async (path, context) => (await import('./check')).checkAddCow(path, context),
   async readLinks(path) {
     const header = await readHeaderFile(path)
     return {
@@ -970,5 +997,4 @@ export const addCowDriver: FormatDriver = {
   },
   setBacking: setBackingLink,
   restoreState: restoreFeatures,
-  qemuFormat: 'add-cow',
 }

@@ -442,7 +442,10 @@ typedef struct {
   size_t target_length;
   size_t count;
   int64_t *pieces; /* count * 4 */
+  int write_fd;     /* -1: read only; else the whole target is written here after the reads */
+  int64_t write_position;
   int error;
+  const char *failed; /* the system call that failed */
 } ReadBatchJob;
 
 /* One [fd, position, targetOffset, length] quadruple from JavaScript, checked against the
@@ -501,6 +504,7 @@ static void read_batch_execute(napi_env env, void *data) {
       if (got < 0) {
         if (errno == EINTR) continue;
         job->error = errno;
+        job->failed = "pread";
         break;
       }
       if (got == 0) {
@@ -510,6 +514,19 @@ static void read_batch_execute(napi_env env, void *data) {
       done += (size_t)got;
     }
   }
+  if (job->write_fd < 0 || job->error) return;
+  size_t written = 0;
+  while (written < job->target_length) {
+    ssize_t put = pwrite(job->write_fd, job->target + written, job->target_length - written,
+                         (off_t)(job->write_position + (int64_t)written));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      job->error = errno;
+      job->failed = "pwrite";
+      return;
+    }
+    written += (size_t)put;
+  }
 }
 
 static void read_batch_complete(napi_env env, napi_status status, void *data) {
@@ -517,7 +534,7 @@ static void read_batch_complete(napi_env env, napi_status status, void *data) {
   if (status != napi_ok) {
     napi_reject_deferred(env, job->deferred, make_errno_error(env, ECANCELED, "pread"));
   } else if (job->error) {
-    napi_reject_deferred(env, job->deferred, make_errno_error(env, job->error, "pread"));
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, job->error, job->failed));
   } else {
     napi_value undefined;
     napi_get_undefined(env, &undefined);
@@ -529,13 +546,32 @@ static void read_batch_complete(napi_env env, napi_status status, void *data) {
   free(job);
 }
 
+/* readBatch(target, pieces[, writeFd, writePosition]): with a write target, the job then writes
+ * all of `target` to writeFd at writePosition once every piece was read: a copy-on-write fill
+ * (the parts of a cluster read from the base around the guest's data, which the caller already
+ * put in `target`, then the whole cluster written) costs one thread-pool job, with no copy of
+ * the base's bytes on the main thread. */
 static napi_value read_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[2], promise, name;
+  napi_value argv[4], promise, name;
   uint8_t *target_data;
   size_t target_length, count;
   const double *raw;
-  if (!get_args(env, info, 2, argv)) return NULL;
+  size_t argc = 4;
+  int write_fd = -1;
+  int64_t write_position = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
+    napi_throw_type_error(env, "EINVAL", "missing arguments");
+    return NULL;
+  }
   if (!get_batch_args(env, argv, &target_data, &target_length, &raw, &count)) return NULL;
+  if (argc >= 4) {
+    napi_valuetype type;
+    napi_typeof(env, argv[2], &type);
+    if (type != napi_undefined &&
+        (!get_fd(env, argv[2], &write_fd) || !get_offset(env, argv[3], "write position", &write_position))) {
+      return NULL;
+    }
+  }
   int64_t *pieces = malloc((count ? count : 1) * 4 * sizeof *pieces);
   if (!pieces) {
     throw_errno(env, ENOMEM, "malloc");
@@ -557,6 +593,9 @@ static napi_value read_batch(napi_env env, napi_callback_info info) {
   job->target_length = target_length;
   job->count = count;
   job->pieces = pieces;
+  job->write_fd = write_fd;
+  job->write_position = write_position;
+  job->failed = "pread";
   if (napi_create_reference(env, argv[0], 1, &job->target_ref) != napi_ok ||
       napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "addcow.readBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
@@ -675,6 +714,8 @@ static napi_value init(napi_env env, napi_value exports) {
 #else
   napi_set_named_property(env, features, "readCached", make_bool(env, false));
 #endif
+  /* readBatch takes a write target (writeFd, writePosition) */
+  napi_set_named_property(env, features, "readBatchWrite", make_bool(env, true));
   napi_set_named_property(env, exports, "features", features);
   return exports;
 }
