@@ -24,7 +24,46 @@ export const liveCommitArgsSchema = z.strictObject({
   force: z.boolean().optional(),
   /** Do not count the images that could not be checked as affected. */
   ignoreUnchecked: z.boolean().optional(),
+  /** The undo journal's absolute path (offline commit's journal; resumed when it exists). */
+  undo: z
+    .string()
+    .max(4096)
+    .refine((path) => path.startsWith('/'), 'an absolute path')
+    .optional(),
 })
 
 /** What `flatten` and `commit` answer: the id of the job they started. */
 export const liveJobStartedSchema = z.object({ id: z.string() })
+
+/** What a finished live flatten did (main/engine/live/flatten.ts, LiveFlattenResult). */
+export const liveFlattenResultSchema = z.object({
+  overlay: z.string(),
+  /** Clusters this run copied from the chain, bytes copied, bytes that were zeros. */
+  clusters: z.number(),
+  copiedBytes: z.number(),
+  zeroBytes: z.number(),
+  /** Clusters a guest write had filled by the time the stream reached them. */
+  guestWon: z.number(),
+  /** ALL_ALLOCATED was already set: nothing to do. */
+  alreadyDone: z.boolean(),
+})
+
+/** What a finished live flatten did. */
+export type LiveFlattenResultView = z.infer<typeof liveFlattenResultSchema>
+
+/** What a finished live commit did (main/engine/live/commit.ts, LiveCommitResult). */
+export const liveCommitResultSchema = z.object({
+  overlay: z.string(),
+  base: z.string(),
+  baseFormat: z.string(),
+  /** The served top itself was committed; the export now serves the base. */
+  active: z.boolean(),
+  clusters: z.number(),
+  bytes: z.number(),
+  passes: z.number(),
+  /** What the export serves now. */
+  served: z.string(),
+})
+
+/** What a finished live commit did. */
+export type LiveCommitResultView = z.infer<typeof liveCommitResultSchema>

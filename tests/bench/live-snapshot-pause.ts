@@ -11,228 +11,114 @@
 // The client (this process) keeps 16 writes in flight over a Unix socket from before each
 // snapshot until after it; the pause of a snapshot is the longest wait of any write in flight
 // while the snapshot ran. Each round starts fresh files and servers, takes 3 snapshots per
-// tool, and alternates which tool goes first. Prints the median pause of each, the ratio
-// (addcow / QEMU), the noise floor (the longest wait in a window of the same length without
-// a snapshot), the server's own figure, and /proc/loadavg. Files live in tests/bench/.work.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+// tool, and alternates which tool goes first. Prints, per tool, the pause's median and max over
+// every snapshot, the noise floor (the longest wait in a window of the same length just before
+// each snapshot, without one) and the pause minus the floor, the server's own figure and its
+// phases, the ratio (addcow / QEMU), and /proc/loadavg. Files live in tests/bench/.work.
+import { writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { LiveSnapshotResult } from '../../shared/live-control'
-import { sendControlRequest } from '../../main/engine/live/control'
-import { QmpClient } from '../../main/qemu/qmp'
-import { RandomWriter } from '../helpers/live-writer'
 import { median } from '../helpers/numbers'
+import {
+  alternating,
+  LiveBench,
+  loadavg,
+  MiB,
+  underWriter,
+  type Timed,
+} from '../helpers/live-bench'
 
-const MiB = 1024 * 1024
 const SIZE = 128 * MiB
-const BLOCK = 4096
-const DEPTH = 16
 const SNAPSHOTS_PER_ROUND = 3
 const ROUNDS = Math.ceil(Number(process.argv[2] ?? 4) / 2) * 2
 const root = fileURLToPath(new URL('../..', import.meta.url))
-const work = join(root, 'tests/bench/.work/live-snapshot')
+const bench = new LiveBench(root, 'live-snapshot')
 const cli = join(root, 'out/cli/addcow.mjs')
 
-interface Served {
-  socket: string
-  snapshot(index: number): Promise<number | null>
-  stop(): Promise<void>
+/** One snapshot: its figures under the writer, and the server's own reply (addcow only). */
+type Sample = Timed<LiveSnapshotResult | null>
+
+async function folderWithBase(name: string): Promise<string> {
+  const folder = await bench.freshFolder(name)
+  await writeFile(join(folder, 'base.raw'), Buffer.alloc(SIZE, 0x42))
+  return folder
 }
 
-interface Sample {
-  pauseMs: number
-  floorMs: number
-  serverMs: number | null
+/** {@link SNAPSHOTS_PER_ROUND} snapshots through `snapshot(index)`, each timed under the writer. */
+async function snapshots<T>(
+  time: (operation: () => Promise<T>) => Promise<Timed<T>>,
+  snapshot: (index: number) => Promise<T>,
+): Promise<Timed<T>[]> {
+  const taken: Timed<T>[] = []
+  for (let index = 0; index < SNAPSHOTS_PER_ROUND; index++)
+    taken.push(await time(() => snapshot(index)))
+  return taken
 }
 
-const phases: LiveSnapshotResult['phases'][] = []
-
-const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').trim()
-
-function run(command: string, args: string[]): Promise<void> {
-  return new Promise((done, fail) => {
-    const child = spawn(command, args, {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, ADDCOW_DATA_DIR: join(work, 'data') },
-    })
-    let stderr = ''
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on('exit', (code) =>
-      code === 0 ? done() : fail(new Error(`${command} ${args.join(' ')}: ${stderr}`)),
-    )
-  })
-}
-
-/** Start a server process and wait until `ready` (a socket path) exists. */
-async function startProcess(command: string, args: string[], ready: string): Promise<ChildProcess> {
-  const child = spawn(command, args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ADDCOW_DATA_DIR: join(work, 'data') },
-  })
-  let stderr = ''
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const deadline = Date.now() + 30_000
-  while (!existsSync(ready)) {
-    if (child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`${command} did not start: ${stderr}`)
-    await new Promise((done) => setTimeout(done, 20))
-  }
-  return child
-}
-
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
-  const exited = new Promise((done) => child.once('exit', done))
-  child.kill('SIGTERM')
-  await exited
-}
-
-async function serveAddcow(folder: string): Promise<Served> {
-  await run(process.execPath, [
-    cli,
-    'create',
-    '-b',
-    'base.raw',
-    '-F',
-    'raw',
-    join(folder, 'disk.add-cow'),
-  ])
-  const socket = join(folder, 'nbd.sock')
-  const control = join(folder, 'control.sock')
-  const child = await startProcess(
-    process.execPath,
-    [cli, 'serve', '--socket', socket, '--control-socket', control, join(folder, 'disk.add-cow')],
-    control,
+async function addcowRound(): Promise<Sample[]> {
+  const served = await bench.serveAddcow(await folderWithBase('addcow'), cli)
+  return underWriter(served, SIZE, 2000, (time) =>
+    snapshots(time, async () => (await served.request('snapshot')) as LiveSnapshotResult),
   )
-  return {
-    socket,
-    async snapshot() {
-      const result = (await sendControlRequest(control, 'snapshot')) as LiveSnapshotResult
-      phases.push(result.phases)
-      return result.pauseMs
-    },
-    stop: () => stopProcess(child),
-  }
 }
 
-async function serveQemu(folder: string): Promise<Served> {
-  await run('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-b',
-    join(folder, 'base.raw'),
-    '-F',
-    'raw',
-    join(folder, 'disk.qcow2'),
-  ])
-  const socket = join(folder, 'nbd.sock')
-  const qmpSocket = join(folder, 'qmp.sock')
-  const child = await startProcess(
-    'qemu-storage-daemon',
+async function qemuRound(): Promise<Sample[]> {
+  const folder = await folderWithBase('qemu')
+  const disk = join(folder, 'disk.qcow2')
+  const base = join(folder, 'base.raw')
+  await bench.run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', disk])
+  const served = await bench.serveQemu(
+    folder,
     [
-      '--blockdev',
-      `driver=file,filename=${join(folder, 'disk.qcow2')},node-name=disk-file`,
-      '--blockdev',
+      `driver=file,filename=${disk},node-name=disk-file`,
       'driver=qcow2,file=disk-file,node-name=snap0',
-      '--nbd-server',
-      `addr.type=unix,addr.path=${socket}`,
-      '--export',
-      'type=nbd,id=export,node-name=snap0,name=,writable=on',
-      '--chardev',
-      `socket,id=qmp,path=${qmpSocket},server=on,wait=off`,
-      '--monitor',
-      'chardev=qmp',
     ],
-    socket,
+    'snap0',
   )
-  const qmp = await QmpClient.connect(qmpSocket)
-  return {
-    socket,
-    async snapshot(index) {
-      await qmp.execute('blockdev-snapshot-sync', {
+  return underWriter(served, SIZE, 2000, (time) =>
+    snapshots(time, async (index) => {
+      await served.qmp.execute('blockdev-snapshot-sync', {
         'node-name': `snap${index}`,
         'snapshot-file': join(folder, `snap${index + 1}.qcow2`),
         'snapshot-node-name': `snap${index + 1}`,
         format: 'qcow2',
       })
       return null
-    },
-    async stop() {
-      qmp.close()
-      await stopProcess(child)
-    },
-  }
+    }),
+  )
 }
 
-/** One tool's round: fresh files, a server, the writer, snapshots with the floor between. */
-async function round(name: string, serve: (folder: string) => Promise<Served>): Promise<Sample[]> {
-  const folder = join(work, name)
-  await rm(folder, { recursive: true, force: true })
-  await mkdir(folder, { recursive: true })
-  await writeFile(join(folder, 'base.raw'), Buffer.alloc(SIZE, 0x42))
-  const served = await serve(folder)
-  const writer = await RandomWriter.connect(served.socket, SIZE / BLOCK, () => Buffer.alloc(BLOCK))
-  writer.timed = true
-  writer.start(DEPTH)
-  const samples: Sample[] = []
-  try {
-    await writer.waitFor(2000)
-    for (let index = 0; index < SNAPSHOTS_PER_ROUND; index++) {
-      const quietFrom = performance.now()
-      await writer.waitFor(500)
-      const quietTo = performance.now()
-      const from = performance.now()
-      const serverMs = await served.snapshot(index)
-      const to = performance.now()
-      await writer.waitFor(500)
-      // The floor: the same length of time without a snapshot, just before it.
-      const floorMs = writer.longestWaitDuring(Math.max(quietFrom, quietTo - (to - from)), quietTo)
-      samples.push({ pauseMs: writer.longestWaitDuring(from, to), floorMs, serverMs })
-    }
-  } finally {
-    await writer.stop().catch(() => undefined)
-    writer.close()
-    await served.stop()
-  }
-  return samples
+const fixed = (value: number): string => value.toFixed(1)
+
+/** Pause median and max, floor median, and the median of each snapshot's pause minus its floor. */
+function pauses(samples: Sample[]): string {
+  const pause = median(samples.map((sample) => sample.longestMs))
+  const max = Math.max(...samples.map((sample) => sample.longestMs))
+  const floor = median(samples.map((sample) => sample.floorMs))
+  const over = median(samples.map((sample) => sample.longestMs - sample.floorMs))
+  return `pause p50 ${fixed(pause)} ms, max ${fixed(max)} ms; floor without a snapshot p50 ${fixed(floor)} ms; pause minus floor p50 ${fixed(over)} ms`
 }
 
 async function main(): Promise<void> {
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build:cli first`)
-  const ours: Sample[] = []
-  const theirs: Sample[] = []
   console.log(`load before: ${loadavg()}`)
-  for (let index = 0; index < ROUNDS; index++) {
-    const steps: [Sample[], () => Promise<Sample[]>][] = [
-      [ours, () => round('addcow', serveAddcow)],
-      [theirs, () => round('qemu', serveQemu)],
-    ]
-    if (index % 2 === 1) steps.reverse()
-    for (const [into, step] of steps) into.push(...(await step()))
-  }
-  await rm(work, { recursive: true, force: true })
-  const pause = (samples: Sample[]): number => median(samples.map((sample) => sample.pauseMs))
-  const floor = (samples: Sample[]): number => median(samples.map((sample) => sample.floorMs))
-  const fixed = (value: number): string => value.toFixed(1)
+  const [ours, theirs] = await alternating(ROUNDS, [addcowRound, qemuRound])
+  await bench.removeWork()
+  const replies = ours!.flatMap((sample) => (sample.value ? [sample.value] : []))
+  const phase = (key: keyof LiveSnapshotResult['phases']): string =>
+    fixed(median(replies.map((reply) => reply.phases[key])))
   console.log(
-    `live snapshot pause seen by a QD${DEPTH} 4 KiB random writer (${ROUNDS} rounds x ${SNAPSHOTS_PER_ROUND} snapshots, medians):`,
+    `live snapshot pause seen by a QD16 4 KiB random writer (${ROUNDS} rounds x ${SNAPSHOTS_PER_ROUND} snapshots):`,
   )
+  console.log(`  addcow serve + job snapshot:           ${pauses(ours!)}`)
   console.log(
-    `  addcow serve + job snapshot:           ${fixed(pause(ours))} ms (max ${fixed(Math.max(...ours.map((s) => s.pauseMs)))}; floor without a snapshot ${fixed(floor(ours))} ms; requests held ${fixed(median(ours.map((s) => s.serverMs ?? 0)))} ms by the server's count)`,
+    `    the server's count (medians): requests held ${fixed(median(replies.map((reply) => reply.pauseMs)))} ms, of which drain ${phase('drainMs')} ms, flush ${phase('flushMs')} ms, switch ${phase('switchMs')} ms`,
   )
-  console.log(
-    `    of which (medians): drain ${fixed(median(phases.map((p) => p.drainMs)))} ms, flush ${fixed(median(phases.map((p) => p.flushMs)))} ms, switch ${fixed(median(phases.map((p) => p.switchMs)))} ms`,
-  )
-  console.log(
-    `  qemu-storage-daemon blockdev-snapshot: ${fixed(pause(theirs))} ms (max ${fixed(Math.max(...theirs.map((s) => s.pauseMs)))}; floor ${fixed(floor(theirs))} ms)`,
-  )
-  console.log(
-    `  ratio addcow / qemu: ${(pause(ours) / pause(theirs)).toFixed(2)} (target: addcow < 50 ms)`,
-  )
+  console.log(`  qemu-storage-daemon blockdev-snapshot: ${pauses(theirs!)}`)
+  const ratio = median(ours!.map((s) => s.longestMs)) / median(theirs!.map((s) => s.longestMs))
+  console.log(`  ratio addcow / qemu (pause p50): ${ratio.toFixed(2)} (target: addcow < 50 ms)`)
   console.log(`load after: ${loadavg()}`)
 }
 

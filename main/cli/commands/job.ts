@@ -26,7 +26,7 @@ addcow job flatten [--rate SIZE] [--detach] [-p] [--json]
                                       chain into it while the guest writes; at the
                                       end the export reads only its image file
 addcow job commit [--layer N] [--rate SIZE] [--force] [--ignore-unchecked]
-                  [--detach] [-p] [--json]
+                  [--undo FILE] [--detach] [-p] [--json]
                                       commit layer N of the served chain into the
                                       layer below it (0, the default: the served
                                       top itself; the export then serves its base)
@@ -41,6 +41,10 @@ Each talks to a running 'addcow serve' or 'addcow launch' through its control so
   --layer N               (commit) depth of the layer to commit: 0 the top, 1 below it
   --force                 (commit) go on although other images read through the base
   --ignore-unchecked      (commit) do not count images that could not be checked
+  --undo FILE             (commit) keep an undo journal of the base bytes it
+                          overwrites (resumed when it exists): after a crash,
+                          'addcow commit --rollback FILE' puts the base back and
+                          'addcow commit --undo FILE OVERLAY' finishes the commit
   --detach                (flatten, commit) print the job's ID and return at once
   -p                      (flatten, commit) show a progress bar while waiting
   --json                  print JSON
@@ -59,6 +63,7 @@ export const jobCommand = defineCommand({
     layer: { type: 'string' },
     force: { type: 'boolean' },
     'ignore-unchecked': { type: 'boolean' },
+    undo: { type: 'string' },
     detach: { type: 'boolean' },
     ...PROGRESS_OPTION,
     ...JSON_OPTION,
@@ -201,6 +206,7 @@ function describeStatus(status: LiveStatus): string {
     ...status.chain.map((path, depth) => `  ${depth === 0 ? 'top ' : 'base'} ${path}`),
   )
   if (status.swaps > 0) lines.push(`The top was replaced ${status.swaps} time(s) since the start.`)
+  if (status.copyOnReadErrors) lines.push(describeCopyOnReadErrors(status.copyOnReadErrors))
   lines.push(
     ...(status.jobs.length > 0
       ? ['Jobs:', ...status.jobs.map((job) => `  ${describeJob(job)}`)]
@@ -209,11 +215,20 @@ function describeStatus(status: LiveStatus): string {
   return lines.join('\n')
 }
 
+/** Failed copies up, in words: how many, and the last one (the guest's reads were answered). */
+function describeCopyOnReadErrors(errors: NonNullable<LiveStatus['copyOnReadErrors']>): string {
+  const last = errors.last ? `; the last at ${errors.last.at}: ${errors.last.message}` : ''
+  return `Copy-on-read failed ${errors.count} time(s) (the guest's reads were answered from below)${last}`
+}
+
 /** How often a waiting `job flatten|commit` asks how its job stands. */
 const FOLLOW_INTERVAL_MS = 250
 
 /** The options only the copy jobs take, refused with another action. */
-const COPY_OPTIONS = ['rate', 'layer', 'force', 'ignore-unchecked', 'detach', 'p'] as const
+const COPY_OPTIONS = ['rate', 'layer', 'force', 'ignore-unchecked', 'undo', 'detach', 'p'] as const
+
+/** The copy-job options only commit takes. */
+const COMMIT_ONLY_OPTIONS = new Set<string>(['layer', 'force', 'ignore-unchecked', 'undo'])
 
 /** Refuse a copy-job option given to another action, and a commit option given to flatten. */
 function assertCopyOptions(
@@ -222,7 +237,7 @@ function assertCopyOptions(
 ): void {
   for (const option of COPY_OPTIONS) {
     if (values[option] === undefined) continue
-    const commitOnly = option === 'layer' || option === 'force' || option === 'ignore-unchecked'
+    const commitOnly = COMMIT_ONLY_OPTIONS.has(option)
     const fits = action === 'commit' || (action === 'flatten' && !commitOnly)
     if (fits) continue
     const spelled = option === 'p' ? '-p' : `--${option}`
@@ -248,6 +263,7 @@ function commitArgs(values: {
   layer?: string
   force?: boolean
   'ignore-unchecked'?: boolean
+  undo?: string
 }): Record<string, unknown> {
   let layer: number | undefined
   if (values.layer !== undefined) {
@@ -265,6 +281,8 @@ function commitArgs(values: {
     ...(layer !== undefined ? { layer } : {}),
     ...(values.force ? { force: true } : {}),
     ...(values['ignore-unchecked'] ? { ignoreUnchecked: true } : {}),
+    // The export runs elsewhere: the journal's path is resolved here, in the working folder.
+    ...(values.undo !== undefined ? { undo: resolve(values.undo) } : {}),
   }
 }
 
@@ -319,5 +337,10 @@ function describeEnd(job: LiveJob): string {
       ? `The export now serves ${String(result.served)}.`
       : `The export serves ${String(result.served)}, reading the same data.`,
     ...(others > 0 ? [`${others} other image(s) that read through the base see the change.`] : []),
+    ...(typeof result.undo === 'string'
+      ? [
+          `Undo journal: ${result.undo} ('addcow commit --rollback ${result.undo}' puts the base back).`,
+        ]
+      : []),
   ].join('\n')
 }

@@ -54,6 +54,9 @@ export function liveStatus(target: LiveTarget): LiveStatus {
     ...(target.uri !== undefined ? { uri: target.uri } : {}),
     swaps: target.live.swapCount,
     copyOnRead: target.copyOnRead ?? false,
+    ...(target.live.copyOnReadErrors.count > 0
+      ? { copyOnReadErrors: structuredClone(target.live.copyOnReadErrors) }
+      : {}),
     jobs: target.jobs.list(),
   }
 }

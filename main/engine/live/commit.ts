@@ -6,7 +6,17 @@ import { realPath } from '../fs'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { chainOf, openImage } from '../open'
 import { guardCommitRadius, type DependentImage } from '../ops/blast-radius'
-import { COMMIT_NEEDS, copyIntoRaw, copyThroughDisk, emptyRange, type Overlay } from '../ops/commit'
+import {
+  COMMIT_NEEDS,
+  copyIntoRaw,
+  copyThroughDisk,
+  emptyRange,
+  journalRuns,
+  markJournalCopied,
+  openOrCreateJournal,
+  type Overlay,
+} from '../ops/commit'
+import type { UndoJournal } from '../ops/undo-journal'
 import { recordBaseFingerprint } from '../ops/drift'
 import { walkAllocation, WINDOW_BYTES, type AllocationRun } from '../ops/job'
 import { assertStillServed, piecesOf, runsIn, Throttle, type Piece } from './live-copy'
@@ -33,6 +43,12 @@ export interface LiveCommitOptions extends OperationOptions {
   ignoreUnchecked?: boolean
   /** Bytes per second at most (null or absent: as fast as it goes). */
   rate?: number | null
+  /**
+   * Save the base bytes the commit overwrites in this undo journal (offline commit's: resumed
+   * when it exists; `addcow commit --rollback` undoes the commit, `addcow commit --undo` ends
+   * one a crash cut short).
+   */
+  undo?: string
 }
 
 /** What a live commit did. */
@@ -51,6 +67,8 @@ export interface LiveCommitResult {
   served: string
   dependents: DependentImage[]
   unchecked: DependentImage[]
+  /** The undo journal kept, or null. */
+  undo: string | null
 }
 
 /** The base a live commit writes, open for writing, and how to copy into it. */
@@ -60,10 +78,13 @@ interface CommitTarget {
   /** The base's one plain file (raw, flattened add-cow): copies go there in the kernel. */
   file: BlockFile | null
   radius: { dependents: DependentImage[]; unchecked: DependentImage[] }
-  /** Copy the layer's bytes [start, end) into the base. */
+  journal: UndoJournal | null
+  /** Copy the layer's bytes [start, end) into the base (the journal first saves what it overwrites). */
   copy(start: number, end: number): Promise<void>
   /** Make what was copied durable. */
   sync(): Promise<void>
+  /** After {@link sync}, before the layer empties: the journal says the base holds it all. */
+  markCopied(): Promise<void>
   close(): Promise<void>
 }
 
@@ -168,6 +189,7 @@ async function openTarget(
     ...(options.ignoreUnchecked !== undefined ? { ignoreUnchecked: options.ignoreUnchecked } : {}),
   })
   let base = await openImage(basePath, { format: baseFormat, readOnly: false, policy })
+  let journal: UndoJournal | null = null
   try {
     if (!base.capabilities.write) {
       throw new EngineError(
@@ -187,6 +209,8 @@ async function openTarget(
         { path: basePath, field: 'virtual size', value: base.size },
       )
     }
+    if (options.undo !== undefined)
+      journal = await openJournal(options.undo, overlay, overlayPath, base, basePath)
     if (overlay.size > base.size) {
       if (!base.growAndClose) {
         throw new EngineError(
@@ -199,6 +223,7 @@ async function openTarget(
       base = await openImage(basePath, { format: baseFormat, readOnly: false, policy })
     }
   } catch (error) {
+    await journal?.close().catch(() => undefined)
     await base.close().catch(() => undefined)
     throw error
   }
@@ -210,14 +235,20 @@ async function openTarget(
     basePath,
     file,
     radius: { dependents: radius.dependents, unchecked: radius.unchecked },
-    // The guest writes the top meanwhile: its extents are asked for each run, never listed once.
-    copy: (start, end) =>
-      file
-        ? copyIntoRaw(overlay, file, start, end, null)
-        : copyThroughDisk(overlay, writer, start, end),
+    journal,
+    async copy(start, end) {
+      if (journal) await journalRuns(journal, writer, [{ start, end }])
+      // The guest writes the top meanwhile: its extents are asked for each run, never listed once.
+      if (file) await copyIntoRaw(overlay, file, start, end, null)
+      else await copyThroughDisk(overlay, writer, start, end)
+    },
     sync: () => (file ? file.sync() : writer.flush()),
+    markCopied: async () => {
+      if (journal) await markJournalCopied(journal, overlayPath, writer)
+    },
     async close() {
       await file?.close().catch(() => undefined)
+      await journal?.close().catch(() => undefined)
     },
   }
 }
@@ -239,7 +270,26 @@ function resultOf(
     passes: 0,
     served,
     ...target.radius,
+    undo: target.journal?.path ?? null,
   }
+}
+
+/** The undo journal of a live commit of `overlay` into `base` (offline commit's). */
+async function openJournal(
+  path: string,
+  overlay: Overlay,
+  overlayPath: string,
+  base: Disk,
+  basePath: string,
+): Promise<UndoJournal> {
+  if (!base.dataFile) {
+    throw new EngineError(
+      'NOT_CAPABLE',
+      `An undo journal needs a raw or add-cow base; ${base.path} is ${base.format}.`,
+      { path: base.path, field: 'undo', value: path },
+    )
+  }
+  return (await openOrCreateJournal(path, overlay, overlayPath, base, basePath)).journal
 }
 
 /** Commit a layer below the served top: nobody writes it, so one pass, then one swap. */
@@ -277,6 +327,7 @@ async function commitBelowTop(
     result.bytes = walked.bytes
     result.passes = 1
     await target.sync()
+    await target.markCopied()
   } finally {
     // The base is written by now whatever happened: base first, so nothing is lost if it fails.
     await target.base.close()
@@ -442,6 +493,7 @@ async function activeCommit(
         }
       }
       await target.sync()
+      await target.markCopied()
       // The top empties durably before the guest writes the base: from here on it reads the
       // base, which holds its data, so whatever happens next its view stays the guest's.
       if (top.isAllAllocated()) {

@@ -33,6 +33,36 @@ export function piecesOf(run: AllocationRun, unit: number, size: number): Piece[
   return pieces
 }
 
+/** Pieces of a window gathered under one hold of the range lock: [first, stop) spans them all. */
+export interface Span extends Piece {
+  /** The units of the pieces themselves (the span also covers the units between them). */
+  units: number
+}
+
+/**
+ * The pieces of `runs` (ascending, as a walk window gives them) gathered into spans of at most
+ * {@link PIECE_BYTES} of guest space each (a piece longer than that is a span alone): a window
+ * of short runs, cut up by clusters the guest wrote, takes the range lock once per span instead
+ * of once per run, and a guest write still waits for one span at most.
+ */
+export function spansOf(runs: readonly AllocationRun[], unit: number, size: number): Span[] {
+  const spans: Span[] = []
+  for (const run of runs) {
+    for (const piece of piecesOf(run, unit, size)) {
+      const last = spans[spans.length - 1]
+      const units = piece.stop - piece.first
+      if (last && piece.end - last.start <= PIECE_BYTES) {
+        last.stop = piece.stop
+        last.end = piece.end
+        last.units += units
+      } else {
+        spans.push({ ...piece, units })
+      }
+    }
+  }
+  return spans
+}
+
 /** The runs of units in [first, stop) that `layer` holds (`allocated`) or reads below. */
 export function runsIn(
   layer: Disk & Required<Pick<Disk, 'forEachAllocationRun'>>,

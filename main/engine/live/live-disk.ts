@@ -82,6 +82,10 @@ export class LiveDisk implements Disk {
    * A read answers only once its clusters were copied, as QEMU's copy-on-read does.
    */
   copyOnRead = false
+  /** Copies up that failed (`status` shows them): counted, the last one kept in words. */
+  readonly copyOnReadErrors: { count: number; last?: { message: string; at: string } } = {
+    count: 0,
+  }
   /** Old tops swapped out while still writable, flushed with the top until frozen. */
   private readonly unsettled = new Set<Disk>()
 
@@ -206,9 +210,10 @@ export class LiveDisk implements Disk {
     length: number,
     fn: (current: Disk) => Promise<T>,
   ): Promise<T> {
-    await this.enter()
+    const entering = this.enter()
+    if (entering) await entering
     try {
-      const release = await this.lockRange(offset, length)
+      const release = this.tryLockRange(offset, length) ?? (await this.lockRange(offset, length))
       try {
         return await fn(this.top)
       } finally {
@@ -232,7 +237,20 @@ export class LiveDisk implements Disk {
     })
     // A copy that fails (a full disk) costs the warming, not the guest's read, which has its
     // data: the clusters stay below and the next read tries again.
-    if (this.copyOnRead) await copyUp(this, top, offset, target.length).catch(() => undefined)
+    if (this.copyOnRead)
+      await copyUp(this, top, offset, target.length).catch((error: unknown) =>
+        this.noteCopyOnReadError(top, offset, target.length, error),
+      )
+  }
+
+  /** Count a failed copy up and keep it in words: the file, the range and what went wrong. */
+  private noteCopyOnReadError(top: Disk, offset: number, length: number, error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error)
+    this.copyOnReadErrors.count += 1
+    this.copyOnReadErrors.last = {
+      message: `Copying bytes ${offset}-${offset + length} up into ${top.path} failed: ${reason}`,
+      at: new Date().toISOString(),
+    }
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -335,7 +353,8 @@ export class LiveDisk implements Disk {
 
   /** Run one request on the top, counted in flight (held while a quiesce runs). */
   private async forward<T>(request: (disk: Disk) => Promise<T>): Promise<T> {
-    await this.enter()
+    const entering = this.enter()
+    if (entering) await entering
     try {
       return await request(this.top)
     } finally {
@@ -360,13 +379,36 @@ export class LiveDisk implements Disk {
   }
 
   private lockRange(offset: number, length: number): Promise<() => void> {
-    const granule = this.granule
-    const first = Math.floor(offset / granule)
-    const end = Math.max(first + 1, Math.ceil((offset + length) / granule))
+    const [first, end] = this.granules(offset, length)
     return this.ranges.acquire(first, end)
   }
 
-  private async enter(): Promise<void> {
+  /** The lock of {@link lockRange} if it is free now, else null (then wait with lockRange). */
+  private tryLockRange(offset: number, length: number): (() => void) | null {
+    const [first, end] = this.granules(offset, length)
+    return this.ranges.tryAcquire(first, end)
+  }
+
+  /** The lock granules [first, end) that a range touches (at least one). */
+  private granules(offset: number, length: number): [number, number] {
+    const granule = this.granule
+    const first = Math.floor(offset / granule)
+    return [first, Math.max(first + 1, Math.ceil((offset + length) / granule))]
+  }
+
+  /**
+   * Count a request in flight, first waiting while a quiesce holds requests. Not async: the
+   * usual request (no quiesce) enters without a promise.
+   */
+  private enter(): Promise<void> | undefined {
+    if (!this.gate) {
+      this.inFlight++
+      return undefined
+    }
+    return this.enterAfterGate()
+  }
+
+  private async enterAfterGate(): Promise<void> {
     while (this.gate) await this.gate
     this.inFlight++
   }

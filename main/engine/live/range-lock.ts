@@ -13,14 +13,27 @@ export class RangeLock {
 
   /** Wait for [first, end) and hold it; call the returned function exactly once to release. */
   async acquire(first: number, end: number): Promise<() => void> {
+    const granted = this.tryAcquire(first, end)
+    if (granted) return granted
     const range: Range = { first, end }
-    const blocked =
-      this.overlapsHeld(range) || this.waiting.some((waiter) => overlaps(waiter.range, range))
-    if (blocked) {
-      await new Promise<void>((grant) => this.waiting.push({ range, grant }))
-    } else {
-      this.held.push(range)
-    }
+    await new Promise<void>((grant) => this.waiting.push({ range, grant }))
+    return this.releaser(range)
+  }
+
+  /**
+   * Hold [first, end) now if {@link acquire} would grant it at once (nothing held or waiting
+   * overlaps it), else null: the uncontended guest request takes its lock without a promise.
+   */
+  tryAcquire(first: number, end: number): (() => void) | null {
+    const range: Range = { first, end }
+    if (this.overlapsHeld(range) || this.waiting.some((waiter) => overlaps(waiter.range, range)))
+      return null
+    this.held.push(range)
+    return this.releaser(range)
+  }
+
+  /** The function that releases `range`, once. */
+  private releaser(range: Range): () => void {
     let released = false
     return () => {
       if (released) return

@@ -8,6 +8,7 @@ import type { Disk } from '../disk'
 import { makePolicy, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage, overrideDisk } from '../open'
 import { createOverlay } from '../ops/create'
+import { findFormat } from '../registry'
 import { fingerprintBase } from '../ops/drift'
 import type { LiveTarget } from './registry'
 
@@ -68,7 +69,8 @@ export async function liveSnapshot(
     overlay,
     backing: relative(dirname(overlay), top.path) || basename(top.path),
     backingFormat: top.format,
-    ...(top.format === 'add-cow' ? { clusterSize: top.allocationUnit } : {}),
+    // A top whose clusters an overlay can share (add-cow) gives the new top its cluster size.
+    ...(findFormat(top.format)?.sharesClusterSize ? { clusterSize: top.allocationUnit } : {}),
     ...(target.policy ? { policy: target.policy } : {}),
   })
   const policy = trustingNewLinks(target.policy ?? STRICT_POLICY, image, top.path)

@@ -22,7 +22,7 @@ import {
 import { MAX_INTERRUPTED_RANGES, type InterruptedCommit, type Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
-import { getDriver } from '../registry'
+import { loadDriver } from '../registry'
 import { guardCommitRadius, type DependentImage } from './blast-radius'
 import { fingerprintBase, fingerprintChanges, recordBaseFingerprint } from './drift'
 import { fileLocks, runJob, runOverlayJob, WINDOW_BYTES, type OverlayJob } from './job'
@@ -473,14 +473,8 @@ async function commitLocked(
   }
   if (!phased) {
     await syncBase()
-    if (journal) {
-      // Also after a resumed run that copied more: the record carries the base's latest fingerprint.
-      await journal.setState({
-        state: 'copied',
-        at: new Date().toISOString(),
-        baseAfter: await fingerprintBase(overlayPath, target),
-      })
-    }
+    // Also after a resumed run that copied more: the record carries the base's latest fingerprint.
+    if (journal) await markJournalCopied(journal, overlayPath, target)
     if (!options.keep) {
       job.throwIfCancelled()
       tail.emptying = (await emptyRange(overlay, 0, clusterCount)).punching
@@ -525,7 +519,11 @@ async function openOverlayBase(
   })
 }
 
-async function openOrCreateJournal(
+/**
+ * Open the undo journal at `path` for the commit of `disk` into `target` (resuming it when it
+ * exists and names the same commit), or create it; the live commit uses it too.
+ */
+export async function openOrCreateJournal(
   path: string,
   disk: Overlay,
   overlayPath: string,
@@ -583,8 +581,25 @@ async function openOrCreateJournal(
   return { journal: await UndoJournal.create(path, header), resumed: false }
 }
 
+/**
+ * Record in `journal` that every committed byte is in the base, durably (`base` synced first),
+ * with the base's fingerprint now: a rollback from here on restores the overlay's clusters too,
+ * and refuses when the base changed since (a guest writing it after an active commit).
+ */
+export async function markJournalCopied(
+  journal: UndoJournal,
+  overlayPath: string,
+  base: Disk,
+): Promise<void> {
+  await journal.setState({
+    state: 'copied',
+    at: new Date().toISOString(),
+    baseAfter: await fingerprintBase(overlayPath, base),
+  })
+}
+
 /** Save, before they are overwritten, the base bytes under `runs` that the journal lacks. */
-async function journalRuns(
+export async function journalRuns(
   journal: UndoJournal,
   target: Disk,
   runs: { start: number; end: number }[],
@@ -948,7 +963,7 @@ async function restoreBase(journal: UndoJournal, options: RollbackOptions): Prom
   const total = journal.records.reduce((sum, record) => sum + record.length, 0)
   if (header.baseMetadataFile) {
     // Metadata first (add-cow: the features, so that the bitmap is read again), then the data.
-    const driver = getDriver(header.baseFormat, header.base)
+    const driver = await loadDriver(header.baseFormat, header.base)
     if (header.baseFeaturesBefore !== null)
       await driver.restoreState?.(header.baseMetadataFile, header.baseFeaturesBefore)
     const base = await openBase(header.base, header.baseFormat, false, options.policy)

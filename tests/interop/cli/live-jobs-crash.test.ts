@@ -3,8 +3,9 @@
 // through the export. After the restart every block holds its last durable write or a later
 // one, never data that was never written; `addcow job flatten|commit` on the restarted export
 // finishes the job; then every acknowledged write reads back, the files alone hold the guest
-// view (qemu-img compare), and `addcow check` is clean.
-import { mkdir, writeFile } from 'node:fs/promises'
+// view (qemu-img compare), and `addcow check` is clean. A live commit with `--undo` cut by
+// kill -9 is rolled back, or finished, with offline commit's own commands on its journal.
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { sendControlRequest } from '../../../main/engine/live/control'
@@ -217,6 +218,83 @@ describeTools('kill -9 during live jobs (addcow serve + addcow job)', () => {
     expect(await served.stop('SIGTERM')).toBe(0)
     running.delete(served)
 
+    await sameAsExpected(dir, join(dir, 'base.raw'), writer)
+    const check = await addcow(['check', 'top.add-cow'], { dataDir, cwd: dir })
+    expect(check.code, check.stdout + check.stderr).toBe(0)
+    const info = JSON.parse(
+      (await addcow(['info', '--json', 'top.add-cow'], { dataDir, cwd: dir })).stdout,
+    ) as { 'allocated-clusters': number }
+    expect(info['allocated-clusters']).toBe(0)
+  })
+
+  /**
+   * A live (active) commit with --undo, killed with the base partly written: returns the
+   * folder, the writer (closed) and the journal's path.
+   */
+  async function journaledCommitKilled(name: string) {
+    const { dir, dataDir } = await setUp(name)
+    const served = await serve(dir, dataDir)
+    const writer = await VerifyingWriter.connect(join(dir, 'nbd.sock'), {
+      blocks: BLOCKS,
+      baseBlocks: BLOCKS,
+      seed: attackSeed(),
+    })
+    writer.start()
+    while (writer.counts.acked < 1500) await new Promise((resolve) => setTimeout(resolve, 10))
+    const journal = join(dir, 'commit.undo')
+    const killed = await killDuring(
+      dir,
+      dataDir,
+      served,
+      writer,
+      ['commit', '--rate', '4M', '--undo', 'commit.undo'],
+      4 * MIB,
+    )
+    // The commit wrote into the base before the kill: a rollback has something to undo.
+    expect((await readFile(join(dir, 'base.raw'))).equals(basePattern(0, SIZE))).toBe(false)
+    return { dir, dataDir, writer, journal, killed }
+  }
+
+  it('a live commit with --undo cut by kill -9 rolls back with addcow commit --rollback: the base byte for byte as before, the guest view intact', async () => {
+    const { dir, dataDir, writer, journal, killed } = await journaledCommitKilled('undo-rollback')
+    const rolled = await addcow(['commit', '--rollback', journal, '--json'], { dataDir, cwd: dir })
+    expect(rolled.code, rolled.stdout + rolled.stderr).toBe(0)
+    const rollback = JSON.parse(rolled.stdout) as { restoredBytes: number }
+    expect(rollback.restoredBytes).toBeGreaterThan(0)
+    expect((await readFile(join(dir, 'base.raw'))).equals(basePattern(0, SIZE))).toBe(true)
+
+    // The overlay still reads every durable write (the commit never emptied it).
+    const served = await serve(dir, dataDir)
+    const newer = await writer.reconnect(join(dir, 'nbd.sock'), 'after the rollback')
+    console.log(
+      `live commit --undo kill -9 (seed ${writer.seed}): killed at ${killed.done} of ${killed.total} bytes; rolled back ${rollback.restoredBytes} bytes; ${newer} blocks held an unflushed write that survived`,
+    )
+    expect(writer.wrong).toEqual([])
+    expect(writer.mismatches(await writer.readAll())).toEqual([])
+    await writer.close()
+    expect(await served.stop('SIGTERM')).toBe(0)
+    running.delete(served)
+    const check = await addcow(['check', 'top.add-cow'], { dataDir, cwd: dir })
+    expect(check.code, check.stdout + check.stderr).toBe(0)
+  })
+
+  it('a live commit with --undo cut by kill -9 is finished offline with addcow commit --undo on the same journal', async () => {
+    const { dir, dataDir, writer, journal } = await journaledCommitKilled('undo-finish')
+    const finished = await addcow(['commit', '--undo', journal, '--json', 'top.add-cow'], {
+      dataDir,
+      cwd: dir,
+    })
+    expect(finished.code, finished.stdout + finished.stderr).toBe(0)
+    expect((JSON.parse(finished.stdout) as { resumed: boolean }).resumed).toBe(true)
+    // The emptied top reads the base: every durable write survived (an unflushed one may be
+    // newer), and the base file alone holds that view.
+    const served = await serve(dir, dataDir)
+    await writer.reconnect(join(dir, 'nbd.sock'), 'after the offline end of the live commit')
+    expect(writer.wrong).toEqual([])
+    expect(writer.mismatches(await writer.readAll())).toEqual([])
+    await writer.close()
+    expect(await served.stop('SIGTERM')).toBe(0)
+    running.delete(served)
     await sameAsExpected(dir, join(dir, 'base.raw'), writer)
     const check = await addcow(['check', 'top.add-cow'], { dataDir, cwd: dir })
     expect(check.code, check.stdout + check.stderr).toBe(0)

@@ -108,6 +108,70 @@ describe.skipIf(!ready)('serve --copy-on-read', () => {
     expect((await readFile(join(dir, 'alone.raw'))).equals(base)).toBe(true)
   }, 60_000)
 
+  it('a copy up that fails never fails the read: counted, the last error named in job status', async () => {
+    // The serving process may not write past 512 KiB of any file: copies up into the overlay's
+    // image file above that fail (EFBIG), as on a full disk.
+    const control = join(dir, 'control.sock')
+    const served = await startServe(
+      [
+        '--copy-on-read',
+        '--socket',
+        join(dir, 'nbd.sock'),
+        '--control-socket',
+        control,
+        'vm.add-cow',
+      ],
+      { dataDir, cwd: dir, fileSizeBlocks: 1024 },
+    )
+    const status = async (): Promise<{ stdout: string; json: Record<string, unknown> }> => {
+      const text = await addcow(['job', 'status', '--control-socket', control], {
+        dataDir,
+        cwd: dir,
+      })
+      expect(text.code, text.stderr).toBe(0)
+      const json = await addcow(['job', 'status', '--json', '--control-socket', control], {
+        dataDir,
+        cwd: dir,
+      })
+      expect(json.code, json.stderr).toBe(0)
+      return { stdout: text.stdout, json: JSON.parse(json.stdout) as Record<string, unknown> }
+    }
+    try {
+      // Below the limit: copied, no error.
+      await tool('qemu-io', ['-f', 'raw', '-r', '-c', `read 0 ${CLUSTER}`, served.uri])
+      const clean = await status()
+      expect(clean.json.copyOnReadErrors).toBeUndefined()
+      expect(clean.stdout).not.toContain('Copy-on-read failed')
+      // Every byte read through the export equals the base although the copies above fail.
+      await tool('qemu-img', [
+        'convert',
+        '-f',
+        'raw',
+        '-O',
+        'raw',
+        served.uri,
+        join(dir, 'read.raw'),
+      ])
+      expect((await readFile(join(dir, 'read.raw'))).equals(base)).toBe(true)
+      const failed = await status()
+      const errors = failed.json.copyOnReadErrors as { count: number; last: { message: string } }
+      expect(errors.count).toBeGreaterThan(0)
+      expect(errors.last.message).toContain(join(dir, 'vm.add-cow'))
+      expect(failed.stdout).toMatch(
+        new RegExp(`Copy-on-read failed ${errors.count} time\\(s\\) .*${join(dir, 'vm.add-cow')}`),
+      )
+    } finally {
+      expect(await served.stop()).toBe(0)
+    }
+    // What was copied below the limit is held; nothing past it (it still reads from the base).
+    const held = await heldByOverlay()
+    expect(held[0]).toEqual([0, held[0]![1]])
+    expect(held[0]![1]).toBeGreaterThanOrEqual(CLUSTER)
+    expect(Math.max(...held.map(([, end]) => end))).toBeLessThanOrEqual(512 * KiB)
+    const check = await addcow(['check', 'vm.add-cow'], { dataDir, cwd: dir })
+    expect(check.code, check.stdout + check.stderr).toBe(0)
+  }, 60_000)
+
   it('never copies over a guest write: readers and a writer on the same clusters', async () => {
     const handle = await startExport({
       image: join(dir, 'vm.add-cow'),

@@ -11,7 +11,7 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect, it } from 'vitest'
 import { addcow } from '../../helpers/cli'
-import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { launchGuestArgs, linuxGuestSuite } from '../../helpers/linux-guest'
 import { tool, toolStatus } from '../../helpers/tools'
 
 const MIB = 1024 * 1024
@@ -65,34 +65,11 @@ describeLinux('a Linux guest through live jobs', () => {
 
     const control = join(dir, 'control.sock')
     const serial = join(dir, 'serial.log')
-    const launched = addcow(
-      [
-        'launch',
-        '--headless',
-        '--accel',
-        'tcg',
-        '-m',
-        '256',
-        '--cpus',
-        '1',
-        '--network',
-        'none',
-        '--serial',
-        serial,
-        '--control-socket',
-        control,
-        'vm.add-cow',
-        '--',
-        '-kernel',
-        linux.guest.kernel,
-        '-initrd',
-        linux.guest.initrd,
-        '-append',
-        'console=ttyS0 panic=-1 quiet',
-        '-no-reboot',
-      ],
-      { dataDir, cwd: dir, timeout: 600_000 },
-    )
+    const launched = addcow(launchGuestArgs(linux.guest, 'vm.add-cow', { serial, control }), {
+      dataDir,
+      cwd: dir,
+      timeout: 600_000,
+    })
     const log = async (): Promise<string> => readFile(serial, 'utf8').catch(() => '')
     // The guest has mounted the disk and writes.
     while (!(await log()).includes('WROTE 1')) {

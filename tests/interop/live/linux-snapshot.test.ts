@@ -9,7 +9,7 @@ import { expect, it } from 'vitest'
 import type { LiveStatus } from '../../../shared/live-control'
 import { openImage } from '../../../main/engine/open'
 import { addcow } from '../../helpers/cli'
-import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { launchGuestArgs, linuxGuestSuite } from '../../helpers/linux-guest'
 import { tool, toolStatus } from '../../helpers/tools'
 
 const MIB = 1024 * 1024
@@ -56,34 +56,10 @@ describeLinux('a Linux guest through live snapshots', () => {
     const control = join(linux.folder, 'vm.control')
     const serial = join(linux.folder, 'serial.log')
     let running = true
-    const launched = addcow(
-      [
-        'launch',
-        '--headless',
-        '--accel',
-        'tcg',
-        '-m',
-        '256',
-        '--cpus',
-        '1',
-        '--network',
-        'none',
-        '--serial',
-        serial,
-        '--control-socket',
-        control,
-        overlay,
-        '--',
-        '-kernel',
-        linux.guest.kernel,
-        '-initrd',
-        linux.guest.initrd,
-        '-append',
-        'console=ttyS0 panic=-1 quiet',
-        '-no-reboot',
-      ],
-      { dataDir, timeout: 600_000 },
-    ).finally(() => (running = false))
+    const launched = addcow(launchGuestArgs(linux.guest, overlay, { serial, control }), {
+      dataDir,
+      timeout: 600_000,
+    }).finally(() => (running = false))
 
     // Snapshot while the guest writes: after its 2nd file, and after its 6th.
     const tops: string[] = []

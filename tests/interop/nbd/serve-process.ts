@@ -14,11 +14,32 @@ export interface ServeProcess {
 
 export function startServe(
   args: string[],
-  options: { dataDir: string; cwd?: string; env?: Record<string, string> },
+  options: {
+    dataDir: string
+    cwd?: string
+    env?: Record<string, string>
+    /**
+     * The largest file offset the process may write (RLIMIT_FSIZE, in 512-byte blocks as
+     * `ulimit -f` takes it): writes past it fail with EFBIG (SIGXFSZ ignored), a disk that
+     * cannot grow without a loop device or root.
+     */
+    fileSizeBlocks?: number
+  },
 ): Promise<ServeProcess> {
   if (!existsSync(ADDCOW_BIN))
     throw new Error(`${ADDCOW_BIN} is missing: run npm run build:cli first`)
-  const child = spawn(process.execPath, [ADDCOW_BIN, 'serve', ...args], {
+  const command = [process.execPath, ADDCOW_BIN, 'serve', ...args]
+  const [file, ...argv] =
+    options.fileSizeBlocks === undefined
+      ? command
+      : [
+          'sh',
+          '-c',
+          `trap '' XFSZ; ulimit -f ${options.fileSizeBlocks}; exec "$@"`,
+          'sh',
+          ...command,
+        ]
+  const child = spawn(file!, argv, {
     cwd: options.cwd,
     env: { ...process.env, ADDCOW_DATA_DIR: options.dataDir, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

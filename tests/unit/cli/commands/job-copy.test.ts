@@ -36,6 +36,12 @@ describe('addcow job flatten|commit', () => {
       '--layer goes with addcow job commit',
     )
     expectFailure(
+      await run(['job', 'flatten', '--undo', 'c.undo', '--control-socket', 'x']),
+      1,
+      'job',
+      '--undo goes with addcow job commit',
+    )
+    expectFailure(
       await run(['job', 'snapshot', '--rate', '1M', '--control-socket', 'x']),
       1,
       'job',
