@@ -85,6 +85,16 @@ export const liveStatusSchema = z.object({
   /** Times the top was replaced since the export started. */
   swaps: z.number(),
   copyOnRead: z.boolean(),
+  /**
+   * Copies up that failed (a full disk, a read-only overlay): the guest's reads were answered
+   * all the same, the clusters stay below. The last failure in words, with its time.
+   */
+  copyOnReadErrors: z
+    .object({
+      count: z.number(),
+      last: z.object({ message: z.string(), at: z.string() }).optional(),
+    })
+    .optional(),
   jobs: z.array(liveJobSchema),
 })
 

@@ -100,6 +100,9 @@ export class VmSessions {
       onConsole: forward('serial'),
       onStderr: forward('stderr'),
       policy: await library.policy(),
+      // Live commands on the export consult it (a live commit's blast radius and the base
+      // fingerprint it drops, a snapshot's new top), as they do for `addcow launch`.
+      library,
       checks: [
         async (disk) => {
           await guardBaseDrift(disk, { library, acceptBase, doing: 'run it' })

@@ -1,7 +1,13 @@
 import { z } from 'zod'
 import { ERROR_CODES } from '../error-codes'
 import type { ImageInfo, MapExtent, NameResolution, NameVerdictReason } from '../image-types'
-import { liveSnapshotResultSchema } from '../live-control'
+import { liveSnapshotResultSchema, liveStatusSchema } from '../live-control'
+import {
+  liveCommitArgsSchema,
+  liveCommitResultSchema,
+  liveFlattenArgsSchema,
+  liveFlattenResultSchema,
+} from '../live-copy-jobs'
 import { MachineNameSchema, SavedMachineSchema } from '../machine-types'
 import {
   CHANNEL_NAMES,
@@ -323,6 +329,19 @@ export const DependentImageSchema = z.object({
   problem: z.string().nullable(),
 })
 
+/** Who else a commit of `overlay` into `base` changes (offline and live commit alike). */
+const BlastRadiusSchema = z.object({
+  overlay: z.string(),
+  base: z.string(),
+  dependents: z.array(DependentImageSchema),
+  unchecked: z.array(DependentImageSchema),
+  searched: z.array(z.string()),
+  truncated: z.array(z.string()),
+})
+
+/** The running VM a live operation works on: its VM job. */
+const VmJobIdSchema = z.string().min(1).max(64)
+
 /** How QEMU should run: the same choices as `addcow qemu-cmd` and `addcow launch`. */
 const QemuRequestFields = {
   path: AbsolutePathSchema,
@@ -496,9 +515,19 @@ function job<Request extends z.ZodType, Result extends z.ZodType>(
 /** The schemas of every channel. */
 export const CONTRACT = {
   [CHANNELS.libraryListImages]: call(
-    'The library of known images, each with its summary.',
-    EmptyRequestSchema,
-    z.object({ images: z.array(ImageSummarySchema), warning: z.string().nullable() }),
+    'The library of known images, each with its summary. With `since` (the `version` of a listing the client holds, which main remembers) only the rows that changed since then are sent, with the order of paths when it changed; else (`since: null` in the answer) every image.',
+    z.strictObject({ since: z.string().max(64).optional() }),
+    z.object({
+      /** Every image; with `since` set, only those whose summary changed since that version. */
+      images: z.array(ImageSummarySchema),
+      warning: z.string().nullable(),
+      /** This listing's name, for the next list's `since`. */
+      version: z.string(),
+      /** The version `images` is a change to, or null when `images` is the whole library. */
+      since: z.string().nullable(),
+      /** With `since`: every path in order, when images came, went or moved; else null. */
+      order: z.array(z.string()).nullable(),
+    }),
   ),
   [CHANNELS.libraryAddImages]: call(
     'Add images to the library (each must open as an image) and to the recent list: those that open are added, the others are listed in `failed` with why (all failing is an error).',
@@ -591,6 +620,11 @@ export const CONTRACT = {
     }),
     z.object({
       virtualSize: ByteCountSchema,
+      /**
+       * The image's cluster size (its own layer's), or null for a layer without clusters (raw):
+       * what the map needs of the image besides the sums, so opening it asks main once.
+       */
+      clusterSize: z.number().int().positive().nullable(),
       /** The range the buckets cover: bucket i starts at offset + i * bucketSize. */
       offset: ByteCountSchema,
       length: ByteCountSchema,
@@ -622,14 +656,7 @@ export const CONTRACT = {
   [CHANNELS.imageGetBlastRadius]: call(
     'The other images a commit of this overlay would change: every image that reads through its base, transitively (stopping at fully allocated layers), and those that could not be checked.',
     z.strictObject({ overlay: AbsolutePathSchema }),
-    z.object({
-      overlay: z.string(),
-      base: z.string(),
-      dependents: z.array(DependentImageSchema),
-      unchecked: z.array(DependentImageSchema),
-      searched: z.array(z.string()),
-      truncated: z.array(z.string()),
-    }),
+    BlastRadiusSchema,
   ),
   [CHANNELS.imageGetBaseState]: call(
     "Where the image's base stands, its sampled content compared too (the state Check and Launch show).",
@@ -793,6 +820,26 @@ export const CONTRACT = {
       name: NameSchema.optional(),
     }),
     liveSnapshotResultSchema,
+  ),
+  [CHANNELS.qemuFlattenVm]: job(
+    "Live flatten of a running VM's disk (issue 17): the chain streamed into the served top while the guest writes (`rate` bytes per second at most), then ALL_ALLOCATED and the export reads only its image file. Cancel keeps what was copied. BUSY while another live job runs on it.",
+    liveFlattenArgsSchema.extend({ jobId: VmJobIdSchema }),
+    liveFlattenResultSchema,
+  ),
+  [CHANNELS.qemuCommitVm]: job(
+    "Live commit on a running VM's disk (issue 17): layer 0 (the served top, active commit: the export goes on with the base) or a layer below it into its base, with offline commit's blast-radius rule (CONFIRMATION_REQUIRED unless `force`). BUSY while another live job runs on it.",
+    liveCommitArgsSchema.extend({ jobId: VmJobIdSchema }),
+    liveCommitResultSchema,
+  ),
+  [CHANNELS.qemuGetLiveStatus]: call(
+    "What a running VM's export serves now (`addcow job status`): its top and chain, its live jobs, copy-on-read and its failed copies.",
+    z.strictObject({ jobId: VmJobIdSchema }),
+    liveStatusSchema,
+  ),
+  [CHANNELS.qemuGetLiveCommitRadius]: call(
+    "The blast radius of a live commit of layer `layer` of a running VM's served chain into the layer below it: the images that read through that base (as image:get-blast-radius for an offline commit).",
+    z.strictObject({ jobId: VmJobIdSchema, layer: z.number().int().min(0).max(63) }),
+    BlastRadiusSchema,
   ),
   [CHANNELS.machinesListMachines]: call(
     'The saved machines of the library file (the ones `addcow machine list` shows), each with its running VM job; entries broken by hand are named in `problems`.',

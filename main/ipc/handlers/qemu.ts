@@ -9,7 +9,9 @@ import { vmRunFolder, type LaunchOptions } from '../../qemu/launcher'
 import type { ParsedRequestOf } from '../../../shared/ipc/contract'
 import type { AreaHandlers } from '../handler-table'
 import type { IpcServices } from '../services'
+import { runVmLiveJob, vmLiveCommitRadius, vmLiveStatus } from '../vm-live-jobs'
 import { vmCommandFor, vmCommandOptionsFor, type VmSessions } from '../vm-sessions'
+import { liveCommitResultSchema, liveFlattenResultSchema } from '../../../shared/live-copy-jobs'
 
 /**
  * QEMU's -display value for each window or VNC display the app offers (VNC on loopback only);
@@ -181,5 +183,39 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
       title: () => 'Live snapshot of a running VM',
       run: ({ jobId, name }, job) => vms.snapshot(services, jobId, name, job),
     },
+
+    'qemu:flatten-vm': {
+      unit: 'bytes',
+      title: () => 'Live flatten of a running VM',
+      run: ({ jobId, ...args }, job) =>
+        runVmLiveJob(
+          services,
+          vms,
+          { jobId, command: 'flatten', args },
+          job,
+          liveFlattenResultSchema,
+        ),
+    },
+
+    'qemu:commit-vm': {
+      unit: 'bytes',
+      title: ({ layer }) =>
+        (layer ?? 0) === 0
+          ? 'Live commit of a running VM (active)'
+          : `Live commit of layer ${layer} of a running VM`,
+      run: ({ jobId, ...args }, job) =>
+        runVmLiveJob(
+          services,
+          vms,
+          { jobId, command: 'commit', args },
+          job,
+          liveCommitResultSchema,
+        ),
+    },
+
+    'qemu:get-live-status': async ({ jobId }) => vmLiveStatus(vms, jobId),
+
+    'qemu:get-live-commit-radius': async ({ jobId, layer }) =>
+      vmLiveCommitRadius(services, vms, jobId, layer),
   }
 }

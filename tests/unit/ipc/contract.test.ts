@@ -48,6 +48,11 @@ interface Fixture {
   core: ReturnType<typeof testCore>
 }
 
+/** The job of the machine the valid-request pass starts (the live operations run on it). */
+function runningMachineJob(core: Fixture['core']): string {
+  return core.jobs.list().find((job) => job.channel === 'machines:start-machine')?.id ?? 'none'
+}
+
 /** A valid request for every channel; a channel added without one here does not compile. */
 const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'library:list-images': () => ({}),
@@ -100,6 +105,10 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
   'qemu:snapshot-vm': ({ core }) => ({
     jobId: core.jobs.list().find((job) => job.channel === 'machines:start-machine')?.id ?? 'none',
   }),
+  'qemu:flatten-vm': ({ core }) => ({ jobId: runningMachineJob(core), rate: 64 * 1024 * 1024 }),
+  'qemu:commit-vm': ({ core }) => ({ jobId: runningMachineJob(core), layer: 0, force: true }),
+  'qemu:get-live-status': ({ core }) => ({ jobId: runningMachineJob(core) }),
+  'qemu:get-live-commit-radius': ({ core }) => ({ jobId: runningMachineJob(core), layer: 1 }),
   'machines:list-machines': () => ({}),
   'machines:save-machine': ({ overlay }) => ({
     machine: {
@@ -238,6 +247,8 @@ describe('the contract', () => {
       'operations:reset-overlay',
       'qemu:launch-vm',
       'qemu:snapshot-vm',
+      'qemu:flatten-vm',
+      'qemu:commit-vm',
       'machines:start-machine',
       'nbd:serve-image',
     ])
@@ -329,6 +340,7 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
     expect(outcome.event, JSON.stringify(outcome.job.error)).toBe('jobs:done')
     if (outcome.event === 'jobs:done')
       expect(CONTRACT['qemu:snapshot-vm'].result.safeParse(outcome.result).success).toBe(true)
+    await liveCopyJobsOn(job)
     expect(await answer('qemu:stop-vm', { jobId: job.id })).toEqual({ stopping: true })
   },
   'nbd:serve-image': async (job) => {
@@ -337,6 +349,51 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
   },
 }
 const core = (): Fixture['core'] => fixture.core
+
+/**
+ * The live status, a live commit's blast radius and an active commit on a machine that was
+ * just snapshotted live (its chain: the new top, the machine's overlay, the base); a flatten
+ * is refused while the commit runs (one live job at a time) and names the running job.
+ */
+async function liveCopyJobsOn(vm: JobInfo): Promise<void> {
+  const status = (await answer('qemu:get-live-status', { jobId: vm.id })) as {
+    top: string
+    chain: string[]
+  }
+  expect(status.chain).toEqual([status.top, fixture.overlay, fixture.base])
+  expect(await answer('qemu:get-live-commit-radius', { jobId: vm.id, layer: 1 })).toMatchObject({
+    overlay: fixture.overlay,
+    base: fixture.base,
+  })
+  const outOfChain = await fixture.core.dispatcher.dispatch(
+    'qemu:get-live-commit-radius',
+    { jobId: vm.id, layer: 2 },
+    TRUSTED,
+  )
+  expect(outOfChain).toMatchObject({ ok: false, error: { code: 'BAD_ARGUMENT', field: 'layer' } })
+  const commit = (await answer('qemu:commit-vm', VALID['qemu:commit-vm'](fixture))) as {
+    job: JobInfo
+  }
+  const refused = (await answer('qemu:flatten-vm', { jobId: vm.id })) as { job: JobInfo }
+  const flatten = await finished(core(), refused.job)
+  expect(flatten.event).toBe('jobs:failed')
+  expect(flatten.job.error).toMatchObject({ code: 'BUSY' })
+  const outcome = await finished(core(), commit.job)
+  expect(outcome.event, JSON.stringify(outcome.job.error)).toBe('jobs:done')
+  if (outcome.event === 'jobs:done') {
+    expect(CONTRACT['qemu:commit-vm'].result.parse(outcome.result)).toMatchObject({
+      active: true,
+      overlay: status.top,
+      base: fixture.overlay,
+      served: fixture.overlay,
+    })
+  }
+  // The export serves the machine's overlay again, on its base.
+  expect(await answer('qemu:get-live-status', { jobId: vm.id })).toMatchObject({
+    top: fixture.overlay,
+    chain: [fixture.overlay, fixture.base],
+  })
+}
 
 describe('every handler on real files', () => {
   it('answers a valid request with what its schema promises', async () => {
@@ -354,6 +411,10 @@ describe('every handler on real files', () => {
       if (
         channel === 'qemu:write-console' ||
         channel === 'qemu:snapshot-vm' ||
+        channel === 'qemu:flatten-vm' ||
+        channel === 'qemu:commit-vm' ||
+        channel === 'qemu:get-live-status' ||
+        channel === 'qemu:get-live-commit-radius' ||
         channel === 'qemu:power-vm'
       )
         continue
@@ -522,6 +583,10 @@ describe('BAD_REQUEST', () => {
       ],
       ['fs:list-folder', { path: '.' }, 'path'],
       ['jobs:cancel-job', { jobId: '' }, 'jobId'],
+      ['qemu:flatten-vm', { jobId: 'job-1', rate: 100 }, 'rate'],
+      ['qemu:commit-vm', { jobId: 'job-1', layer: -1 }, 'layer'],
+      ['qemu:commit-vm', { jobId: '', layer: 0 }, 'jobId'],
+      ['qemu:get-live-commit-radius', { jobId: 'job-1', layer: 64 }, 'layer'],
     ]
     for (const [channel, payload, field] of cases) {
       const result = await core.dispatcher.dispatch(channel, payload, TRUSTED)

@@ -48,6 +48,8 @@ export interface FakeMain {
   finish(job: FakeJob, result: unknown): void
   /** End a job with an error (code ABORTED: cancelled). */
   fail(job: FakeJob, error: IpcError): void
+  /** Send an event to the renderer, as main does (e.g. a VM's state). */
+  emit(event: EventName, payload: unknown): void
 }
 
 /** Install a fake main as `window.addcow`; call it before anything uses the client. */
@@ -127,6 +129,7 @@ export function installFakeMain(): FakeMain {
     calls,
     jobs,
     handle: (key, handler) => void handlers.set(key, handler),
+    emit,
     acceptJobs: (key) => void jobKeys.add(key),
     progress(job, done, total) {
       update(job, {

@@ -1,0 +1,240 @@
+import AxeBuilder from '@axe-core/playwright'
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Locator, Page } from '@playwright/test'
+import { expect, test, type WebApp } from './fixtures'
+import { addcow, folder, openScreen, screenshot } from './operations-helpers'
+
+// Live flatten and live commit from the running machine's page (issue 17 item 6), with real
+// QEMU (TCG) booting a boot sector that writes sector 2048 through the BIOS and halts: Flatten
+// now shows progress and cancels, starts again and ends with the overlay standalone, its bytes
+// the chain's view; Commit… (active commit) shows the blast radius, and the base holds the
+// guest's write afterwards while the machine goes on with it. The page names the new top at
+// once (the served chain, the machine's disk, the command line).
+
+const BOOT_SECTOR = fileURLToPath(new URL('../fixtures/boot/boot.bin', import.meta.url))
+const CONSOLE_LINE = 'addcow boot test: sector 2048 written through int 13h'
+/** What the guest writes at 1 MiB: its 16-byte line 32 times. */
+const GUEST_SECTOR = Buffer.from('ADDCOW-BOOT-OK!\n'.repeat(32))
+const GUEST_OFFSET = 1024 * 1024
+const SMALL = ['-m', '64', '--cpus', '1', '--network', 'none', '--display', 'none']
+const MiB = 1024 * 1024
+
+test.describe.configure({ mode: 'serial' })
+
+let dir: string
+
+/** A base of `size` bytes: the boot sector, then random data (so a flatten copies real bytes). */
+async function bootBase(path: string, size: number): Promise<Buffer> {
+  const disk = randomBytes(size)
+  ;(await readFile(BOOT_SECTOR)).copy(disk, 0)
+  await writeFile(path, disk)
+  return disk
+}
+
+/** The guest's view once it ran: the base with the sector it writes. */
+function guestView(base: Buffer): Buffer {
+  const view = Buffer.from(base)
+  GUEST_SECTOR.copy(view, GUEST_OFFSET)
+  return view
+}
+
+/** Start the saved machine `name` from the Machines screen; its running VM card once booted. */
+async function startMachine(page: Page, webApp: WebApp, name: string): Promise<Locator> {
+  await openScreen(page, webApp, 'machines')
+  await page
+    .getByRole('table', { name: 'Saved machines' })
+    .getByRole('row', { name: new RegExp(`^${name} `) })
+    .getByRole('button', { name: `Start ${name}` })
+    .click()
+  const vm = page.getByRole('region', { name: 'Virtual machine' })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
+    timeout: 60_000,
+  })
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
+    timeout: 60_000,
+  })
+  return vm
+}
+
+/** Force the halted guest off and wait for the VM to end. */
+async function forceOff(vm: Locator): Promise<void> {
+  await vm.getByRole('button', { name: 'Stop' }).click()
+  await vm.getByRole('button', { name: 'Force off' }).click({ timeout: 20_000 })
+  await expect(vm.getByRole('status', { name: /VM status: (Stopped|Exited)/ })).toBeVisible({
+    timeout: 30_000,
+  })
+}
+
+/** Screenshots at both sizes the style guide asks for. */
+async function screenshots(page: Page, name: string): Promise<void> {
+  for (const size of [
+    { width: 1280, height: 800 },
+    { width: 1024, height: 700 },
+  ]) {
+    await page.setViewportSize(size)
+    await screenshot(page, size.width === 1280 ? name : `${name}-${size.width}`)
+  }
+  await page.setViewportSize({ width: 1280, height: 800 })
+}
+
+/** Serious and critical axe violations on the page. */
+async function seriousViolations(page: Page): Promise<string[]> {
+  const { violations } = await new AxeBuilder({ page }).analyze()
+  return violations
+    .filter((violation) => violation.impact === 'serious' || violation.impact === 'critical')
+    .map((violation) => `${violation.id}: ${violation.nodes.map((node) => node.target).join(', ')}`)
+}
+
+test.beforeAll(async ({ webApp }) => {
+  dir = await folder(webApp, 'launch-live')
+})
+
+test('Flatten now: progress, cancel, again, done; the overlay stands alone with the chain view', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(600_000)
+  const base = await bootBase(join(dir, 'flat-base.raw'), 48 * MiB)
+  const overlay = join(dir, 'flat.add-cow')
+  await addcow(webApp, ['create', '-b', 'flat-base.raw', '-F', 'raw', overlay])
+  await addcow(webApp, ['machine', 'save', ...SMALL, 'flat', overlay])
+  const vm = await startMachine(page, webApp, 'flat')
+  const actions = vm.getByRole('group', { name: 'Live operations' })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves flat.add-cow on flat-base.raw',
+  )
+
+  // Slowly (256 KiB/s: three minutes for the whole disk), so that progress shows and Cancel comes in time.
+  await actions.getByRole('textbox', { name: 'Rate limit in bytes per second' }).fill('256K')
+  await actions.getByRole('button', { name: 'Flatten now' }).click()
+  const progress = vm.getByRole('group', { name: 'Live flatten in progress' })
+  await expect(progress).toContainText(/[\d.]+ (KiB|MiB) of 4\d(\.\d)? MiB/, { timeout: 30_000 })
+  // One live job at a time: the others say why they wait.
+  await expect(actions.getByRole('button', { name: 'Commit…' })).toBeDisabled()
+  await expect(vm.getByRole('note')).toHaveText(
+    'The live flatten runs on this disk; wait for it or cancel it.',
+  )
+  // The Jobs view (another window of the app) lists it with its progress and its cancel.
+  const jobsPage = await page.context().newPage()
+  await jobsPage.goto(webApp.url)
+  await expect(jobsPage.getByRole('heading', { name: 'Library' })).toBeVisible({ timeout: 60_000 })
+  await jobsPage.goto(`${webApp.origin}/#/jobs`)
+  const listed = jobsPage.getByRole('listitem', { name: /^Live flatten of a running VM: / })
+  await expect(listed.getByRole('progressbar')).toBeVisible()
+  await expect(
+    listed.getByRole('button', { name: 'Cancel Live flatten of a running VM' }),
+  ).toBeEnabled()
+  await jobsPage.close()
+  expect(await seriousViolations(page)).toEqual([])
+  await screenshots(page, 'launch-live-flatten-progress')
+  await progress.getByRole('button', { name: 'Cancel the live flatten' }).click()
+  await expect(vm.getByRole('status').filter({ hasText: 'Flatten cancelled' })).toBeVisible({
+    timeout: 30_000,
+  })
+  const cancelled = JSON.parse((await addcow(webApp, ['info', '--json', overlay])).stdout) as {
+    'all-allocated': boolean
+  }
+  expect(cancelled['all-allocated']).toBe(false)
+  await screenshots(page, 'launch-live-flatten-cancelled')
+
+  // Again, at full speed, to the end.
+  await actions.getByRole('textbox', { name: 'Rate limit in bytes per second' }).fill('')
+  await actions.getByRole('button', { name: 'Flatten now' }).click()
+  await expect(
+    vm.getByRole('status').filter({ hasText: 'Flattened: flat.add-cow is now standalone' }),
+  ).toContainText('(ALL_ALLOCATED) and the export reads only its raw image file', {
+    timeout: 180_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves flat.add-cow alone (no base)',
+  )
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  expect(await seriousViolations(page)).toEqual([])
+  await screenshots(page, 'launch-live-flatten-done')
+  await forceOff(vm)
+
+  const info = JSON.parse((await addcow(webApp, ['info', '--json', overlay])).stdout) as {
+    'all-allocated': boolean
+    'full-data-file': string
+  }
+  expect(info['all-allocated']).toBe(true)
+  // The raw image file alone is the guest's view: the base's bytes and the guest's sector.
+  expect((await readFile(info['full-data-file'])).equals(guestView(base))).toBe(true)
+  await addcow(webApp, ['check', overlay])
+})
+
+test('Commit… (active commit): blast radius, confirm; the base holds the guest data', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(420_000)
+  const basePath = join(dir, 'commit-base.raw')
+  const base = await bootBase(basePath, 4 * MiB)
+  const overlay = join(dir, 'commit.add-cow')
+  await addcow(webApp, ['create', '-b', 'commit-base.raw', '-F', 'raw', overlay])
+  await addcow(webApp, ['machine', 'save', ...SMALL, 'commits', overlay])
+  const vm = await startMachine(page, webApp, 'commits')
+  // The guest's sector is in the overlay, not in the base.
+  expect((await readFile(basePath)).equals(base)).toBe(true)
+
+  await vm
+    .getByRole('group', { name: 'Live operations' })
+    .getByRole('button', { name: 'Commit…' })
+    .click()
+  const dialog = page.getByRole('dialog', { name: 'Commit while the machine runs' })
+  await expect(dialog.getByRole('radio', { name: /commit\.add-cow \(the top/ })).toBeChecked()
+  await expect(dialog).toContainText('No other image reads through this base')
+  expect(await seriousViolations(page)).toEqual([])
+  await screenshots(page, 'launch-live-commit-dialog')
+  await dialog.getByRole('button', { name: 'Commit', exact: true }).click()
+  await expect(
+    vm.getByRole('status').filter({ hasText: 'Committed commit.add-cow into commit-base.raw' }),
+  ).toContainText('the machine now runs on commit-base.raw', { timeout: 120_000 })
+  // The page shows what is served now, at once.
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves commit-base.raw alone (no base)',
+  )
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  await screenshots(page, 'launch-live-commit-done')
+  await forceOff(vm)
+
+  expect((await readFile(basePath)).equals(guestView(base))).toBe(true)
+  const checked = await addcow(webApp, ['check', overlay]).catch(
+    (error: { stdout?: string; stderr?: string }) => error,
+  )
+  expect(`${checked.stdout ?? ''}${checked.stderr ?? ''}`).toContain(
+    'No errors were found on the image.',
+  )
+})
+
+test('Snapshot: the command line and the machine name the new top without a reload', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(300_000)
+  await bootBase(join(dir, 'snap-base.raw'), 2 * MiB)
+  const overlay = join(dir, 'snapped.add-cow')
+  await addcow(webApp, ['create', '-b', 'snap-base.raw', '-F', 'raw', overlay])
+  await addcow(webApp, ['machine', 'save', ...SMALL, 'snaps', overlay])
+  const vm = await startMachine(page, webApp, 'snaps')
+  const commandLine = page.getByRole('region', { name: 'Command line' })
+  await expect(commandLine).toContainText('snapped.add-cow')
+  await vm
+    .getByRole('group', { name: 'Live operations' })
+    .getByRole('button', { name: 'Snapshot' })
+    .click()
+  await expect(vm.getByRole('status').filter({ hasText: 'Snapshot taken' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves snapped-snap1.add-cow on snapped.add-cow → snap-base.raw',
+  )
+  await expect(page.getByRole('region', { name: 'Machine', exact: true })).toContainText(
+    'snapped-snap1.add-cow',
+  )
+  await expect(commandLine).toContainText('snapped-snap1.add-cow')
+  await forceOff(vm)
+})
