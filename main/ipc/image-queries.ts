@@ -44,6 +44,7 @@ export async function allocationBuckets(
   const sums = await sumAllocation(disk, layers.length, bucketCount, offset, span)
   return {
     virtualSize: disk.size,
+    clusterSize: disk.allocationUnit > 1 ? disk.allocationUnit : null,
     offset,
     length: span,
     bucketSize: sums.binSize,

@@ -4,12 +4,12 @@ import { basename } from 'node:path'
 import type { ImageInfo } from '../../shared/image-types'
 import type { ImageSummary } from '../../shared/ipc/contract'
 import { EngineError } from '../engine/errors'
-import { filesIdentity, realPath } from '../engine/fs'
+import { fileIdentity, filesIdentity, realPath, type FileIdentity } from '../engine/fs'
 import { buildGraph } from '../engine/graph'
 import {
   isBaseFingerprint,
+  Library,
   type BaseFingerprint,
-  type Library,
   type LibraryImage,
 } from '../engine/library'
 import type { NamePolicy } from '../engine/names'
@@ -24,6 +24,16 @@ const STREAM_FROM = 50
 
 /** Kept summaries checked at once (each only stats its files). */
 const PARALLEL_CHECKS = 64
+
+/** `work` asked once per argument: later calls with the same one share the first's promise. */
+function memoized<Value>(work: (key: string) => Promise<Value>): (key: string) => Promise<Value> {
+  const asked = new Map<string, Promise<Value>>()
+  return (key) => {
+    let answer = asked.get(key)
+    if (!answer) asked.set(key, (answer = work(key)))
+    return answer
+  }
+}
 
 /** Run `work(index)` for every index below `count`, `parallel` at a time. */
 async function inPool(
@@ -224,7 +234,8 @@ export class LibrarySummaries {
     const data = await library.load()
     const warning = library.lastWarning
     library.lastWarning = null
-    const policy = await library.policy()
+    // One read of the library file serves the images, their fingerprints and the name policy.
+    const policy = Library.policyOf(data)
     const trustedKey = data.trusted.map((pair) => `${pair.from}\0${pair.to}`).join('\n')
     if (trustedKey !== this.trustedKey) this.kept.clear()
     this.trustedKey = trustedKey
@@ -239,8 +250,10 @@ export class LibrarySummaries {
     const recordedFor = (index: number): BaseFingerprint | null =>
       fingerprints.get(realPaths[index]!) ?? null
     const found: (Summarized | null)[] = new Array<Summarized | null>(data.images.length)
+    // A base's file is in the identity of each of its 100 overlays: stat it once per list.
+    const identityOf = memoized(fileIdentity)
     await inPool(data.images.length, PARALLEL_CHECKS, async (index) => {
-      found[index] = await this.keptSummary(data.images[index]!, recordedFor(index))
+      found[index] = await this.keptSummary(data.images[index]!, recordedFor(index), identityOf)
     })
     const unread = [...found.keys()].filter((index) => found[index] === null)
     const reads = inPool(unread.length, PARALLEL, async (position) => {
@@ -290,10 +303,11 @@ export class LibrarySummaries {
   private async keptSummary(
     image: LibraryImage,
     recorded: BaseFingerprint | null,
+    identityOf: (file: string) => Promise<FileIdentity>,
   ): Promise<Summarized | null> {
     const kept = this.kept.get(image.path)
     if (!kept || kept.fingerprint !== fingerprintKey(recorded) || !kept.result.files) return null
-    const now = await filesIdentity(kept.result.files)
+    const now = await filesIdentity(kept.result.files, identityOf)
     return now.text === kept.identity ? fresh(kept.result) : null
   }
 

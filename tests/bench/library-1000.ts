@@ -15,9 +15,11 @@
 // The first visit after the servers start (main reads every image then) is printed on its own.
 // Prints medians of the rounds, the ratios, the DOM rows drawn, and the load average. Targets:
 // first rows < 1 s, refresh < 0.5 s, chains < 1 s. Needs `npm run build`; ADDCOW_BENCH_BIN names
-// another build of the CLI to measure (a copy of main's out/, for figures before a change).
+// another build of the CLI to measure, and ADDCOW_BENCH_BEFORE a build to measure beside it in
+// the same run (a copy of main's out/ with its native addon at ../main/engine/native/build/
+// Release/ beside it): each figure is then printed for both, and the ratio after / before.
 import { chromium, type Browser, type Page } from '@playwright/test'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { cp, mkdtemp, rm } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -30,6 +32,8 @@ const BASES = 10
 const OVERLAYS_PER_BASE = Number(process.argv[3] ?? 100)
 const LIBRARY_ROW = '.n-data-table-tbody .n-data-table-tr'
 const GRAPH_NODE = 'svg.graph g.node'
+/** Clock ticks a second of /proc/PID/stat's times (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS = 100
 
 function load(): string {
   return readFileSync('/proc/loadavg', 'utf8').trim()
@@ -77,6 +81,8 @@ async function timeRefresh(page: Page): Promise<number> {
 }
 
 interface Round {
+  /** CPU milliseconds the server spent on the round (load distorts it far less than time). */
+  serverCpu: number
   firstRows: number
   refresh: number
   chains: number
@@ -84,7 +90,15 @@ interface Round {
   nodesInDom: number
 }
 
+/** CPU milliseconds (user and system) process `pid` has used. */
+function cpuMs(pid: number): number {
+  // Fields 14 and 15 of /proc/PID/stat, after the command name in parentheses.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+}
+
 async function round(browser: Browser, app: WebApp, empty: boolean): Promise<Round> {
+  const cpuAtStart = cpuMs(app.pid)
   const library = await timeToShow(
     browser,
     app,
@@ -102,19 +116,55 @@ async function round(browser: Browser, app: WebApp, empty: boolean): Promise<Rou
   )
   const nodesInDom = await chains.page.locator(GRAPH_NODE).count()
   await chains.page.close()
-  return { firstRows: library.elapsed, refresh, chains: chains.elapsed, rowsInDom, nodesInDom }
+  return {
+    serverCpu: cpuMs(app.pid) - cpuAtStart,
+    firstRows: library.elapsed,
+    refresh,
+    chains: chains.elapsed,
+    rowsInDom,
+    nodesInDom,
+  }
 }
 
-function report(label: string, full: Round[], empty: Round[], key: keyof Round): void {
-  const mine = median(full.map((entry) => entry[key]))
-  const peer = median(empty.map((entry) => entry[key]))
+/** The rounds of one build: on the full library and on the empty one. */
+interface Build {
+  label: string
+  full: WebApp
+  empty: WebApp
+  rounds: { full: Round[]; empty: Round[] }
+}
+
+function report(label: string, build: Build, key: keyof Round): void {
+  const mine = median(build.rounds.full.map((entry) => entry[key]))
+  const peer = median(build.rounds.empty.map((entry) => entry[key]))
   console.log(
-    `${label.padEnd(28)} ${mine.toFixed(0).padStart(6)} ms   empty library ${peer
+    `${build.label.padEnd(7)} ${label.padEnd(22)} ${mine.toFixed(0).padStart(6)} ms   empty library ${peer
       .toFixed(0)
-      .padStart(5)} ms   ratio ${(mine / peer).toFixed(2)}×   runs ${full
+      .padStart(5)} ms   ratio ${(mine / peer).toFixed(2)}×   runs ${build.rounds.full
       .map((entry) => entry[key].toFixed(0))
       .join(' ')}`,
   )
+}
+
+/** The after build's median of `key` over the before build's (below 1: faster). */
+function speedup(before: Build, after: Build, key: keyof Round): string {
+  const ratio =
+    median(after.rounds.full.map((entry) => entry[key])) /
+    median(before.rounds.full.map((entry) => entry[key]))
+  return `${key} ${ratio.toFixed(2)}×`
+}
+
+/** Start a build's two servers (the full library's data folder is a copy of `dataDir`). */
+async function startBuild(
+  label: string,
+  bin: string | undefined,
+  servers: { stop: () => Promise<void> }[],
+): Promise<Build> {
+  const full = await startWebApp(bin)
+  servers.push(full)
+  const empty = await startWebApp(bin)
+  servers.push(empty)
+  return { label, full: full.app, empty: empty.app, rounds: { full: [], empty: [] } }
 }
 
 async function main(): Promise<void> {
@@ -122,13 +172,16 @@ async function main(): Promise<void> {
   const servers: { stop: () => Promise<void> }[] = []
   let browser: Browser | null = null
   try {
-    const bin = process.env.ADDCOW_BENCH_BIN
-    const full = await startWebApp(bin)
-    servers.push(full)
-    const empty = await startWebApp(bin)
-    servers.push(empty)
+    // ADDCOW_BENCH_BEFORE names main's build (a copy of its out/): then both are measured in
+    // the same run, their rounds alternating.
+    const before = process.env.ADDCOW_BENCH_BEFORE
+    const builds = [await startBuild('after', process.env.ADDCOW_BENCH_BIN, servers)]
+    if (before) builds.unshift(await startBuild('before', before, servers))
     const started = performance.now()
-    const made = await buildScaleLibrary(folder, full.app.dataDir, BASES, OVERLAYS_PER_BASE)
+    const made = await buildScaleLibrary(folder, builds[0]!.full.dataDir, BASES, OVERLAYS_PER_BASE)
+    for (const build of builds.slice(1)) {
+      await cp(builds[0]!.full.dataDir, build.full.dataDir, { recursive: true })
+    }
     const count = made.bases.length + made.overlays.length
     console.log(
       `library: ${count} images (${BASES} bases, ${OVERLAYS_PER_BASE} overlays each), made in ${(
@@ -143,29 +196,46 @@ async function main(): Promise<void> {
     // The first visit of each after the server started, shown alone and not in the medians: the
     // server reads every image (the Library answers with what it read in 300 ms, the rest
     // pending), and the browser's caches warm up.
-    const cold = await round(browser, full.app, false)
-    const coldEmpty = await round(browser, empty.app, true)
-    console.log(
-      `first visit after start: first rows ${cold.firstRows.toFixed(0)} ms (empty library ${coldEmpty.firstRows.toFixed(0)} ms), Refresh ${cold.refresh.toFixed(0)} ms, Chains ${cold.chains.toFixed(0)} ms`,
-    )
-    const rounds: { full: Round[]; empty: Round[] } = { full: [], empty: [] }
+    for (const build of builds) {
+      const cold = await round(browser, build.full, false)
+      const coldEmpty = await round(browser, build.empty, true)
+      console.log(
+        `${build.label}: first visit after start: first rows ${cold.firstRows.toFixed(0)} ms (empty library ${coldEmpty.firstRows.toFixed(0)} ms), Refresh ${cold.refresh.toFixed(0)} ms, Chains ${cold.chains.toFixed(0)} ms`,
+      )
+    }
+    const cpuBefore = process.cpuUsage()
     for (let run = 0; run < RUNS; run++) {
-      const fullFirst = run % 2 === 0
-      for (const which of fullFirst ? ['full', 'empty'] : ['empty', 'full']) {
-        const isFull = which === 'full'
-        rounds[isFull ? 'full' : 'empty'].push(
-          await round(browser, isFull ? full.app : empty.app, !isFull),
+      // Every round measures each build on both libraries, in an order that turns each run.
+      const order = builds.flatMap((build) => [
+        { build, isFull: true },
+        { build, isFull: false },
+      ])
+      for (let turn = 0; turn < order.length; turn++) {
+        const { build, isFull } = order[(turn + run) % order.length]!
+        build.rounds[isFull ? 'full' : 'empty'].push(
+          await round(browser, isFull ? build.full : build.empty, !isFull),
         )
       }
     }
-    console.log(`runs: ${RUNS}, rounds alternating which server goes first; load: ${load()}`)
-    report('Library: first rows', rounds.full, rounds.empty, 'firstRows')
-    report('Library: Refresh', rounds.full, rounds.empty, 'refresh')
-    report('Chains: graph drawn', rounds.full, rounds.empty, 'chains')
-    const last = rounds.full[rounds.full.length - 1]!
+    const cpu = process.cpuUsage(cpuBefore)
     console.log(
-      `in the DOM with ${count} images: ${last.rowsInDom} library rows, ${last.nodesInDom} graph nodes`,
+      `runs: ${RUNS}, the order of builds and libraries turning each run; load: ${load()}; the bench's own CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`,
     )
+    for (const build of builds) {
+      report('Library: first rows', build, 'firstRows')
+      report('Library: Refresh', build, 'refresh')
+      report('Chains: graph drawn', build, 'chains')
+      report('server CPU a round', build, 'serverCpu')
+      const last = build.rounds.full[build.rounds.full.length - 1]!
+      console.log(
+        `${build.label.padEnd(7)} in the DOM with ${count} images: ${last.rowsInDom} library rows, ${last.nodesInDom} graph nodes`,
+      )
+    }
+    if (builds.length === 2) {
+      const [was, now] = builds as [Build, Build]
+      const keys = ['firstRows', 'refresh', 'chains', 'serverCpu'] as const
+      console.log(`after / before: ${keys.map((key) => speedup(was, now, key)).join(', ')}`)
+    }
     console.log('targets: first rows < 1000 ms, Refresh < 500 ms, Chains < 1000 ms')
   } finally {
     await browser?.close()

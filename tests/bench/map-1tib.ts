@@ -7,11 +7,16 @@
 //
 // The overlay (64 KiB clusters: 16M clusters, a 2 MiB bitmap) has 1000 clusters written at
 // pseudo-random places on a 1 TiB sparse raw base with 16 MiB of data (16 pieces of 1 MiB).
-// "open" is what clicking Map asks of main: image:get-info, then image:get-allocation of the
-// whole disk in CELLS bins; "zoom" asks for CELLS bins of an eighth of the range, three times
-// (each zoom centred on a written cluster). The renderer's drawing is measured by the e2e test
-// (the view's "Shown N ms after asking"), not here. Targets: open < 100 ms, each zoom < 50 ms, app check
-// < 500 ms. Prints medians, the ratios to the CLI and to qemu-img, and the load average.
+// "open" is what clicking Map asks of main: image:get-allocation of the whole disk in CELLS
+// bins (the answer carries the image's size and cluster size; the view asked image:get-info
+// first before issue 15's second round, printed apart as "info"). "first open" is that ask in a
+// fresh IPC core: the image is opened and its bitmap summary built; later asks find it kept.
+// "zoom" asks for CELLS bins of an eighth of the range, three times (each zoom centred on a
+// written cluster). The renderer's drawing is measured by the e2e test (the view's "Shown N ms
+// after asking"), not here. Targets: open < 100 ms, each zoom < 50 ms, app check < 500 ms.
+// Prints medians of wall time and of CPU time (this process's for the app's calls, the
+// children's for the CLI and qemu-img: load distorts CPU far less), the ratios to the CLI and to
+// qemu-img, and the load average.
 // Everything lives in a temporary folder, deleted at the end. Needs `npm run build:cli`.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -25,7 +30,7 @@ import { nativeStatus } from '../../main/engine/native/index'
 import { openImage } from '../../main/engine/open'
 import { Library } from '../../main/engine/library'
 import { createIpcCore, trustOrigins, type IpcCore, type RequestSender } from '../../main/ipc/index'
-import { median } from '../helpers/numbers'
+import { childrenCpuMs, median, ownCpuMs } from '../helpers/numbers'
 
 const TiB = 1024 ** 4
 const CLUSTER = 64 * 1024
@@ -44,7 +49,15 @@ function load(): string {
   return readFileSync('/proc/loadavg', 'utf8').trim()
 }
 
-function time(command: string, args: string[], env: NodeJS.ProcessEnv, expected = 0): number {
+/** Wall and CPU milliseconds of one measured step. */
+interface Sample {
+  wall: number
+  cpu: number
+}
+
+/** Run `command` to its end: its wall time and its CPU time (from /proc, 10 ms ticks). */
+function time(command: string, args: string[], env: NodeJS.ProcessEnv, expected = 0): Sample {
+  const cpuBefore = childrenCpuMs()
   const start = performance.now()
   const result = spawnSync(command, args, {
     env,
@@ -56,7 +69,30 @@ function time(command: string, args: string[], env: NodeJS.ProcessEnv, expected 
     throw new Error(
       `${command} ${args.join(' ')} exited ${result.status}: ${result.stderr.toString()}`,
     )
-  return elapsed
+  return { wall: elapsed, cpu: childrenCpuMs() - cpuBefore }
+}
+
+/** Run `work` in this process: its wall time and the CPU time this process spent meanwhile. */
+async function measure(work: () => Promise<unknown>): Promise<Sample> {
+  const cpuBefore = ownCpuMs()
+  const start = performance.now()
+  await work()
+  return { wall: performance.now() - start, cpu: ownCpuMs() - cpuBefore }
+}
+
+/** "W ms (CPU C ms)": the medians of `samples`. */
+function medians(samples: Sample[]): string {
+  const wall = median(samples.map((sample) => sample.wall))
+  const cpu = median(samples.map((sample) => sample.cpu))
+  return `${wall.toFixed(1)} ms (CPU ${cpu.toFixed(1)} ms)`
+}
+
+function wallOf(samples: Sample[]): number {
+  return median(samples.map((sample) => sample.wall))
+}
+
+function cpuOf(samples: Sample[]): number {
+  return median(samples.map((sample) => sample.cpu))
 }
 
 async function call<C extends Channel>(
@@ -136,17 +172,20 @@ async function main(): Promise<void> {
     }
     const sorted = [...offsets].sort((a, b) => a - b)
 
-    const core = createIpcCore({
-      host: {
-        shell: 'web',
-        name: 'AddCow Studio',
-        version: 'bench',
-        electronVersion: null,
-        chromeVersion: null,
-      },
-      isTrustedSender: trustOrigins([ORIGIN]),
-      library: new Library(join(dataDir, 'library.json')),
-    })
+    const makeCore = (): IpcCore =>
+      createIpcCore({
+        host: {
+          shell: 'web',
+          name: 'AddCow Studio',
+          version: 'bench',
+          electronVersion: null,
+          chromeVersion: null,
+        },
+        isTrustedSender: trustOrigins([ORIGIN]),
+        library: new Library(join(dataDir, 'library.json')),
+      })
+    let core = makeCore()
+    const cores = [core]
 
     const whole = await call(core, 'image:get-allocation', { path: overlay, buckets: CELLS })
     const zeroBytes = whole.totals.zero
@@ -155,22 +194,26 @@ async function main(): Promise<void> {
         `depth 0 ${whole.totals.present[0]} B, depth 1 data ${whole.totals.present[1]} B, zeros ${zeroBytes} B`,
     )
 
-    const opens: number[] = []
-    const sums: number[] = []
-    const zooms: number[] = []
-    const checks: number[] = []
-    const cliChecks: number[] = []
-    const cliMaps: number[] = []
-    const qemuMaps: number[] = []
+    const firstOpens: Sample[] = []
+    const opens: Sample[] = []
+    const infos: Sample[] = []
+    const zooms: Sample[] = []
+    const checks: Sample[] = []
+    const cliChecks: Sample[] = []
+    const cliMaps: Sample[] = []
+    const qemuMaps: Sample[] = []
+    const wholeDisk = { path: overlay, buckets: CELLS }
     console.log(`load before: ${load()}`)
     for (let run = 0; run < RUNS; run++) {
-      let start = performance.now()
-      await call(core, 'image:get-info', { path: overlay, backingChain: false })
-      const between = performance.now()
-      const first = await call(core, 'image:get-allocation', { path: overlay, buckets: CELLS })
-      opens.push(performance.now() - start)
-      sums.push(performance.now() - between)
-      if (first.buckets.length === 0) throw new Error('no bins')
+      // The first click on Map in a session: main opens the image and builds its summary.
+      await core.images.closeAll()
+      core = makeCore()
+      cores.push(core)
+      firstOpens.push(await measure(() => call(core, 'image:get-allocation', wholeDisk)))
+      opens.push(await measure(() => call(core, 'image:get-allocation', wholeDisk)))
+      infos.push(
+        await measure(() => call(core, 'image:get-info', { path: overlay, backingChain: false })),
+      )
       // Three zooms by 8, each centred on a written cluster (as a click on a coloured cell).
       let range = { offset: 0, length: TiB }
       const target = sorted[(run * 137) % sorted.length]!
@@ -181,13 +224,10 @@ async function main(): Promise<void> {
           Math.max(0, Math.floor((target - length / 2) / CLUSTER) * CLUSTER),
         )
         range = { offset, length }
-        start = performance.now()
-        await call(core, 'image:get-allocation', { path: overlay, buckets: CELLS, ...range })
-        zooms.push(performance.now() - start)
+        const zoomed = { ...wholeDisk, ...range }
+        zooms.push(await measure(() => call(core, 'image:get-allocation', zoomed)))
       }
-      start = performance.now()
-      await runJob(core, 'operations:check-image', { path: overlay })
-      checks.push(performance.now() - start)
+      checks.push(await measure(() => runJob(core, 'operations:check-image', { path: overlay })))
       // The peers, alternating who goes first.
       const peers = [
         () => cliChecks.push(time(process.execPath, [cli, 'check', overlay], env)),
@@ -198,31 +238,38 @@ async function main(): Promise<void> {
       for (const peer of peers) peer()
     }
     console.log(`load after: ${load()}`)
-    const open1 = median(opens)
-    const zoom1 = median(zooms)
-    const check1 = median(checks)
-    const cliCheck = median(cliChecks)
-    const cliMap = median(cliMaps)
-    const qemuMap = median(qemuMaps)
+    const open1 = wallOf(opens)
+    const first1 = wallOf(firstOpens)
+    const zoom1 = wallOf(zooms)
+    const check1 = wallOf(checks)
+    const cliCheck = wallOf(cliChecks)
+    const cliMap = wallOf(cliMaps)
+    const qemuMap = wallOf(qemuMaps)
     console.log(
-      `map open (info + ${CELLS} bins of the whole disk): ${open1.toFixed(1)} ms ` +
-        `(the bins alone ${median(sums).toFixed(1)} ms; target < 100 ms: ${open1 < 100 ? 'met' : 'NOT met'}); ` +
-        `ratio to addcow map --json ${(open1 / cliMap).toFixed(2)}, ` +
-        `to qemu-img map ${(open1 / qemuMap).toFixed(2)}`,
+      `map open (${CELLS} bins of the whole disk, the one call the view makes): ${medians(opens)}; ` +
+        `first open (the image opened, its summary built) ${medians(firstOpens)}; ` +
+        `target < 100 ms: ${first1 < 100 ? 'met' : 'NOT met'} first, ${open1 < 100 ? 'met' : 'NOT met'} kept; ` +
+        `ratio of the first open to addcow map --json ${(first1 / cliMap).toFixed(2)} ` +
+        `(CPU ${(cpuOf(firstOpens) / Math.max(1, cpuOf(cliMaps))).toFixed(2)}), ` +
+        `to qemu-img map ${(first1 / qemuMap).toFixed(2)} ` +
+        `(CPU ${(cpuOf(firstOpens) / Math.max(1, cpuOf(qemuMaps))).toFixed(2)})`,
     )
+    console.log(`image:get-info (no longer asked on opening the map): ${medians(infos)}`)
     console.log(
-      `map zoom (${CELLS} bins of 1/8, 1/64, 1/512): ${zoom1.toFixed(1)} ms each ` +
+      `map zoom (${CELLS} bins of 1/8, 1/64, 1/512): ${medians(zooms)} each ` +
         `(target < 50 ms: ${zoom1 < 50 ? 'met' : 'NOT met'})`,
     )
     console.log(
-      `check from the app: ${check1.toFixed(0)} ms (target < 500 ms: ${check1 < 500 ? 'met' : 'NOT met'}); ` +
-        `addcow check (CLI, with start-up) ${cliCheck.toFixed(0)} ms, ratio app / CLI ${(check1 / cliCheck).toFixed(2)}`,
+      `check from the app: ${medians(checks)} (target < 500 ms: ${check1 < 500 ? 'met' : 'NOT met'}); ` +
+        `addcow check (CLI, with start-up) ${medians(cliChecks)}, ratio app / CLI ` +
+        `${(check1 / cliCheck).toFixed(2)} (CPU ${(cpuOf(checks) / Math.max(1, cpuOf(cliChecks))).toFixed(2)})`,
     )
     console.log(
-      `peers: addcow map --json ${cliMap.toFixed(0)} ms, qemu-img map --output=json (qcow2) ${qemuMap.toFixed(0)} ms ` +
-        `(median of ${RUNS})`,
+      `peers: addcow map --json ${medians(cliMaps)}, qemu-img map --output=json (qcow2) ` +
+        `${medians(qemuMaps)} (medians of ${RUNS}; CPU of a child in 10 ms ticks)`,
     )
-    await core.jobs.cancelAll()
+    for (const each of cores) await each.jobs.cancelAll()
+    await core.images.closeAll()
   } finally {
     await rm(dir, { recursive: true, force: true })
   }

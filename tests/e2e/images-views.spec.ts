@@ -57,6 +57,47 @@ test.afterAll(async () => {
   await stopApp()
 })
 
+/**
+ * Whether the map's cell holding byte `offset` shows, on any of its pixels read back from the
+ * canvas, the colour the legend gives the image itself (depth 0). The cell is found with the
+ * grid the map drew (its data-layout: columns, cell side, gap) and the bucket size on show.
+ */
+async function cellShowsOwnData(page: Page, offset: number, range: number): Promise<boolean> {
+  const map = page.getByRole('application')
+  const cells = Number(await map.getAttribute('data-cells'))
+  const [columns, cell, gap] = (await map.getAttribute('data-layout'))!.split(' ').map(Number)
+  const index = Math.floor(offset / Math.ceil(range / cells))
+  const step = cell! + gap!
+  const box = {
+    x: (index % columns!) * step,
+    y: Math.floor(index / columns!) * step,
+    size: cell!,
+  }
+  const swatch = page
+    .getByRole('table', { name: 'Legend and counts' })
+    .getByRole('row', { name: 'This image' })
+    .locator('.swatch-fill')
+  const own = (await swatch.evaluate((element) => getComputedStyle(element).backgroundColor))
+    .match(/\d+/g)!
+    .map(Number)
+  expect(own).toHaveLength(3)
+  return map.evaluate(
+    (canvas, { box, own }) => {
+      const element = canvas as HTMLCanvasElement
+      const ratio = element.width / element.getBoundingClientRect().width
+      const pixels = element
+        .getContext('2d')!
+        .getImageData(box.x * ratio, box.y * ratio, box.size * ratio, box.size * ratio).data
+      for (let at = 0; at < pixels.length; at += 4) {
+        if (pixels[at] === own[0] && pixels[at + 1] === own[1] && pixels[at + 2] === own[2])
+          return true
+      }
+      return false
+    },
+    { box, own },
+  )
+}
+
 async function open(page: Page, hash = '#/library'): Promise<void> {
   await page.goto(app.url)
   await expect(page.getByRole('heading', { name: 'Library' })).toBeVisible()
@@ -278,6 +319,9 @@ test('the allocation map shows a write made through NBD', async ({ page }) => {
   const legend = page.getByRole('table', { name: 'Legend and counts' })
   const own = legend.getByRole('row', { name: 'This image' })
   await expect(own).toContainText('0 clusters · 0 B')
+  // Nothing written yet: "Next written" says so rather than moving.
+  await page.getByRole('button', { name: 'Jump to the next written range' }).click()
+  await expect(page.locator('p.written')).toHaveText('Nothing is written in this image itself.')
   await expect(legend.getByRole('row', { name: 'Layer 1', exact: true })).toContainText(
     'golden.img',
   )
@@ -373,7 +417,7 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   const median = redraws[Math.floor(redraws.length / 2)]!
   console.log(
     `allocation map, 1 TiB at 64 KiB clusters (16,777,216 clusters): ${cells} cells; ` +
-      `shown ${shownMs} ms after opening (info, then main's sums + IPC ${requestMs} ms, ` +
+      `shown ${shownMs} ms after opening (main's sums + IPC ${requestMs} ms, one call, ` +
       `first draw ${drawMs} ms) ` +
       `(fills ${fillMs} ms, the rest canvas set-up); ` +
       `redraw median ${median.toFixed(2)} ms (min ${redraws[0]!.toFixed(2)}, max ${redraws.at(-1)!.toFixed(2)})`,
@@ -394,6 +438,23 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   await page.screenshot(shot('allocation-map-zoomed'))
   await page.getByRole('button', { name: 'Whole disk' }).click()
   await expect(page.getByText(/^The whole disk \(1 TiB\)/)).toBeVisible()
+
+  // The one cluster written at 300 GiB (64 KiB of a cell of about 660 MB) is drawn in the
+  // image's own colour at the whole-disk zoom; the cell before it, with nothing written, is not.
+  const GIB = 1024 * MIB
+  await page.mouse.move(0, 0)
+  expect(await cellShowsOwnData(page, 300 * GIB, 1024 * GIB)).toBe(true)
+  const cellBytes = Math.ceil((1024 * GIB) / Number(await map.getAttribute('data-cells')))
+  expect(await cellShowsOwnData(page, 300 * GIB - cellBytes, 1024 * GIB)).toBe(false)
+  await page.screenshot(shot('allocation-map-1tib-whole'))
+  // A narrower window has fewer cells: wait for main's answer in as many, drawn.
+  const wideCells = await map.getAttribute('data-cells')
+  await page.setViewportSize({ width: 1024, height: 700 })
+  await expect(map).not.toHaveAttribute('data-cells', wideCells ?? '')
+  await expect(page.getByText(/^The whole disk \(1 TiB\)/)).toBeVisible()
+  expect(await cellShowsOwnData(page, 300 * GIB, 1024 * GIB)).toBe(true)
+  await page.screenshot(shot('allocation-map-1tib-whole-1024'))
+  await page.setViewportSize({ width: 1280, height: 800 })
 
   // The base is a sparse 1 TiB file with 8 MiB of data (6 MiB of it not under the overlay's
   // own clusters): the rest are holes, which read as zeros and are counted as such, not as the
@@ -427,4 +488,20 @@ test('the allocation map of a 1 TiB overlay (16M clusters) draws at once and zoo
   await page.screenshot(shot('allocation-map-next-written-1024-dark'))
   await page.emulateMedia({ colorScheme: 'light' })
   await page.setViewportSize({ width: 1280, height: 800 })
+
+  // Flatten's estimate counts the base's data alone, 6 MiB, not its 1 TiB of holes (before
+  // issue 15 it said "up to 1024 GiB" and then copied a few MiB), and the flatten copies that.
+  await page.goto(`${app.origin}/#/flatten?image=${encodeURIComponent(overlay)}`)
+  const review = page.getByRole('region', { name: 'What will be copied' })
+  await expect(review).toContainText('16,777,167 of 16,777,216')
+  await expect(review).toContainText('Data from the baseup to 6 MiB')
+  await page.getByRole('button', { name: 'Next' }).click()
+  await expect(page.getByRole('region', { name: 'Ready to flatten' })).toContainText(
+    'Copy up to 6 MiB from the base',
+  )
+  await page.getByRole('button', { name: 'Flatten', exact: true }).click()
+  await expect(page.getByRole('status', { name: 'Flatten result' })).toContainText(
+    /Copied 6 MiB in [\d,]+ clusters; 1,?0?2?4? ?[GT]i?B|Copied 6 MiB in/,
+    { timeout: 60_000 },
+  )
 })

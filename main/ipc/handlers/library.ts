@@ -8,6 +8,7 @@ import type { IpcError } from '../../../shared/ipc/result'
 import { toIpcError } from '../errors'
 import type { AreaHandlers } from '../handler-table'
 import { realPath } from '../../engine/fs'
+import { ListingVersions } from '../library-listing'
 import { assertOpensAsImage } from '../library-summary'
 import type { IpcServices } from '../services'
 
@@ -21,15 +22,19 @@ const LIST_WAIT_MS = 300
  */
 export function libraryHandlers(services: IpcServices): AreaHandlers<'library'> {
   const { library, bus, log, summaries } = services
+  const listings = new ListingVersions()
 
   return {
     // A large library read for the first time answers within LIST_WAIT_MS, its unread images
     // pending; the event that follows makes the views list it again, then from what is kept.
-    'library:list-images': () =>
-      summaries.list(library, log, {
+    // A Refresh names the listing it holds and gets only the rows that changed since.
+    'library:list-images': async ({ since }) => {
+      const { images, warning } = await summaries.list(library, log, {
         waitMs: LIST_WAIT_MS,
         onSettled: (paths) => bus.emit('library:changed', { reason: 'summarized', paths }),
-      }),
+      })
+      return listings.answer(images, warning, since)
+    },
 
     // One unreadable file does not keep the others out: they are added, it is reported.
     'library:add-images': async ({ paths }) => {

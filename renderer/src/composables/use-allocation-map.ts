@@ -1,5 +1,4 @@
-import { computed, ref, watch, type Ref } from 'vue'
-import type { ImageInfo } from '../../../shared/image-types'
+import { computed, ref, shallowRef, watch, type Ref } from 'vue'
 import { useClient } from '../api'
 import { formatBytes } from './use-format'
 import {
@@ -7,6 +6,7 @@ import {
   clustersIn,
   hexOffset,
   isWholeDisk,
+  MAX_BUCKETS,
   planRequest,
   viewAround,
   zoomIn,
@@ -21,17 +21,29 @@ const ZOOM_FACTOR = 8
 /** Unit for images without clusters (raw): requests never go below a 4 KiB page. */
 const FALLBACK_UNIT = 4096
 
+/** What the map needs of the image besides the sums: its size and cluster size. */
+export interface MapShape {
+  virtualSize: number
+  clusterSize: number | null
+}
+
 /**
- * The allocation map of one image as main sums it: the image's info, the range on show, the
+ * The allocation map of one image as main sums it: the image's shape, the range on show, the
  * sums of that range (and of the whole disk, for the legend), and the moves of the view: zoom
  * in on a cell, zoom out, back to the whole disk. `cells` is how many cells the map has room
  * for; main is asked again when it changes. Answers to superseded questions are dropped.
+ *
+ * Opening an image asks main once: the whole disk's sums carry its size and cluster size (an
+ * info call before them cost a second open of the image and a round trip on every click).
  */
 export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   const client = useClient()
-  const info = ref<ImageInfo | null>(null)
-  const allocation = ref<Allocation | null>(null)
-  const whole = ref<Allocation | null>(null)
+  /** The image's size and cluster size, from main's first answer (null until then). */
+  const shape = ref<MapShape | null>(null)
+  // Answers are replaced whole, never changed in place: shallow refs keep Vue from wrapping
+  // each of thousands of buckets in a reactive proxy that every draw would then go through.
+  const allocation = shallowRef<Allocation | null>(null)
+  const whole = shallowRef<Allocation | null>(null)
   const range = ref<ViewRange | null>(null)
   const cells = ref(0)
   const loading = ref(false)
@@ -49,49 +61,54 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   const writtenText = ref<string | null>(null)
   let ticket = 0
 
-  const clusterSize = computed(() => info.value?.['cluster-size'] ?? null)
+  const clusterSize = computed(() => shape.value?.clusterSize ?? null)
   const unit = computed(() => clusterSize.value ?? FALLBACK_UNIT)
-  const virtualSize = computed(() => info.value?.['virtual-size'] ?? 0)
+  const virtualSize = computed(() => shape.value?.virtualSize ?? 0)
   const zoomed = computed(
     () => range.value !== null && !isWholeDisk(range.value, virtualSize.value),
   )
 
-  async function loadInfo(path: string): Promise<void> {
+  /** Forget the image on show and ask main for the new one's whole disk. */
+  function openImage(): void {
     askedAt = performance.now()
-    const mine = ++ticket
-    info.value = null
+    ticket++
+    shape.value = null
     allocation.value = null
     whole.value = null
     range.value = null
     written.value = null
     writtenText.value = null
     problem.value = null
-    loading.value = true
-    try {
-      const answer = await client.call('image:get-info', { path, backingChain: false })
-      if (mine !== ticket) return
-      info.value = answer.layers[0] ?? null
-      await loadAllocation()
-    } catch (error) {
-      if (mine === ticket) {
-        problem.value = `The allocation of ${path} could not be read. ${describeError(error)}`
-        loading.value = false
-      }
-    }
+    void loadAllocation()
+  }
+
+  /**
+   * What to ask for the range on show. Before the first answer the image's size and cluster
+   * size are unknown: the whole disk in as many buckets as cells (main's default range).
+   */
+  function requestFor(): { offset?: number; length?: number; buckets: number } {
+    if (shape.value === null)
+      return { buckets: Math.max(1, Math.min(MAX_BUCKETS, Math.floor(cells.value))) }
+    const shown = range.value ?? { offset: 0, length: virtualSize.value }
+    return planRequest(shown, cells.value, unit.value)
   }
 
   async function loadAllocation(): Promise<void> {
     const path = image.value
-    if (path === null || info.value === null || cells.value === 0) return
+    if (path === null || cells.value === 0) return
     const mine = ++ticket
-    const shown = range.value ?? { offset: 0, length: virtualSize.value }
-    const plan = planRequest(shown, cells.value, unit.value)
+    const plan = requestFor()
     loading.value = true
     problem.value = null
     const started = performance.now()
     try {
       const answer = await client.call('image:get-allocation', { path, ...plan })
       if (mine !== ticket) return
+      const first = shape.value === null
+      shape.value = { virtualSize: answer.virtualSize, clusterSize: answer.clusterSize }
+      // A disk with fewer clusters than cells (asked before its cluster size was known) is
+      // asked again with a cell per cluster: a cell is never smaller than a cluster.
+      if (first && requestFor().buckets < answer.buckets.length) return await loadAllocation()
       requestMilliseconds.value = performance.now() - started
       allocation.value = answer
       if (isWholeDisk({ offset: answer.offset, length: answer.length }, answer.virtualSize))
@@ -104,7 +121,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
     }
   }
 
-  watch(image, (path) => (path === null ? undefined : void loadInfo(path)), { immediate: true })
+  watch(image, (path) => (path === null ? undefined : openImage()), { immediate: true })
   watch(cells, () => void loadAllocation())
 
   /** Zoom in on cell `index` (ignored while the previous zoom loads: it would start from the old range). */
@@ -218,7 +235,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
   }
 
   return {
-    info,
+    shape,
     allocation,
     whole,
     cells,

@@ -86,6 +86,8 @@ describe('image:get-allocation', () => {
         TRUSTED,
       ),
     ) as ResponseOf<'image:get-allocation'>
+    // The map opens with this one call: the image's cluster size comes with the sums.
+    expect(result.clusterSize).toBe(64 * KIB)
     expect(result.bucketSize).toBe(MIB)
     expect(result.buckets).toEqual([
       { present: [64 * KIB, 0, MIB - 64 * KIB], zero: 0 },
@@ -121,6 +123,15 @@ describe('image:get-allocation', () => {
       await core.dispatcher.dispatch('image:get-allocation', { path: top, buckets: 2 }, TRUSTED),
     ) as ResponseOf<'image:get-allocation'>
     expect(whole).toMatchObject({ offset: 0, length: 4 * MIB, bucketSize: 2 * MIB })
+    // A raw file has no clusters.
+    const raw = valueOf(
+      await core.dispatcher.dispatch(
+        'image:get-allocation',
+        { path: join(dir, 'base.raw'), buckets: 2 },
+        TRUSTED,
+      ),
+    ) as ResponseOf<'image:get-allocation'>
+    expect(raw).toMatchObject({ clusterSize: null, bucketSize: 2 * MIB })
 
     const past = await core.dispatcher.dispatch(
       'image:get-allocation',

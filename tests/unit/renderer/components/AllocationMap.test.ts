@@ -39,6 +39,7 @@ describe('AllocationMap', () => {
     )
     return {
       virtualSize: 32 * MIB,
+      clusterSize: 64 * KIB,
       offset: 0,
       length: 32 * MIB,
       bucketSize: 64 * KIB,

@@ -88,6 +88,7 @@ function terabyteAllocation(): Allocation {
   }
   return {
     virtualSize: TIB,
+    clusterSize: 64 * KIB,
     offset: 0,
     length: TIB,
     bucketSize,

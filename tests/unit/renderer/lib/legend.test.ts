@@ -43,6 +43,7 @@ describe('chainLegend', () => {
 function allocation(offset: number, length: number, bucketSize: number): Allocation {
   return {
     virtualSize: 32 * MIB,
+    clusterSize: 64 * KIB,
     offset,
     length,
     bucketSize,

@@ -42,6 +42,7 @@ const BASE: ImageLayerInfo = {
 function allocation(present: number[], zero: number): Allocation {
   return {
     virtualSize: 16 * MIB,
+    clusterSize: 64 * 1024,
     offset: 0,
     length: 16 * MIB,
     bucketSize: 16 * MIB,

@@ -28,7 +28,13 @@ let dependents = [THEIRS]
 beforeAll(() => {
   stubMatchMedia()
   main = installFakeMain()
-  main.handle('libraryListImages', () => ({ images: [], warning: null }))
+  main.handle('libraryListImages', () => ({
+    images: [],
+    warning: null,
+    version: 'v1',
+    since: null,
+    order: null,
+  }))
   main.handle('imageGetInfo', () => ({
     layers: [
       {
@@ -49,6 +55,7 @@ beforeAll(() => {
   }))
   main.handle('imageGetAllocation', () => ({
     virtualSize: 16 * MIB,
+    clusterSize: 65536,
     offset: 0,
     length: 16 * MIB,
     bucketSize: 16 * MIB,

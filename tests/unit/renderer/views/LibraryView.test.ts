@@ -21,7 +21,13 @@ let listing: () => unknown
 beforeAll(() => {
   stubMatchMedia()
   main = installFakeMain()
-  main.handle('libraryListImages', () => listing())
+  // Each answer is the whole library (as main answers a client it has no listing of).
+  main.handle('libraryListImages', () => ({
+    version: 'v1',
+    since: null,
+    order: null,
+    ...(listing() as object),
+  }))
 })
 
 afterEach(() => {
