@@ -19,6 +19,8 @@ export interface WebApp {
   dataDir: string
   workDir: string
   output: () => string
+  /** The server's process id (a benchmark reads its CPU time). */
+  pid: number
 }
 
 /**
@@ -55,7 +57,17 @@ export async function startWebApp(
     }
     await rm(root, { recursive: true, force: true })
   }
-  return { app: { url, origin: new URL(url).origin, dataDir, workDir, output: () => output }, stop }
+  return {
+    app: {
+      url,
+      origin: new URL(url).origin,
+      dataDir,
+      workDir,
+      output: () => output,
+      pid: child.pid!,
+    },
+    stop,
+  }
 }
 
 /** Tests get one server per worker. */

@@ -1,17 +1,13 @@
 import AxeBuilder from '@axe-core/playwright'
 import type { Locator, Page } from '@playwright/test'
-import { readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { expect, requestFromPage, test } from './fixtures'
-import { addcow, folder, openScreen, screenshot } from './operations-helpers'
+import { bootOverlay, folder, openScreen, screenshot } from './operations-helpers'
 
 // The graphical console with real QEMU (TCG): the guest is tests/fixtures/boot/keys.bin, a
 // boot sector that shows the BIOS tick count in the screen's corner and echoes keys on the
 // screen and on COM1 ("key X"). The browser mode's noVNC must draw SeaBIOS's text, carry
 // typed keys to the guest, and the power controls must pause, resume, reset and end it.
 
-const KEYS_SECTOR = fileURLToPath(new URL('../fixtures/boot/keys.bin', import.meta.url))
 const READY_LINE = 'addcow keys test: ready'
 
 test.describe.configure({ mode: 'serial' })
@@ -20,11 +16,10 @@ let overlay: string
 
 test.beforeAll(async ({ webApp }) => {
   const dir = await folder(webApp, 'display')
-  const disk = Buffer.alloc(2 * 1024 * 1024)
-  ;(await readFile(KEYS_SECTOR)).copy(disk, 0)
-  await writeFile(join(dir, 'keys-base.raw'), disk)
-  overlay = join(dir, 'keys.add-cow')
-  await addcow(webApp, ['create', '-b', 'keys-base.raw', '-F', 'raw', overlay])
+  overlay = await bootOverlay(webApp, dir, 'keys', {
+    base: 'keys-base.raw',
+    overlay: 'keys.add-cow',
+  })
 })
 
 /**
@@ -160,8 +155,18 @@ test('the graphical console shows the guest, takes keys, and the power controls 
     .poll(async () => (await canvasPicture(screen, TICK_ROW)).digest, { timeout: 20_000 })
     .not.toBe(paused.digest)
 
+  // Reset asks first and says what is lost; Cancel leaves the guest running as it was.
+  await power.getByRole('button', { name: 'Reset' }).click()
+  // (found by its accessible name: every dialog of the app is labelled by its title)
+  const resetDialog = page.getByRole('dialog', { name: 'Reset the guest?' })
+  await expect(resetDialog).toContainText('had not yet written to its disk is lost')
+  await screenshot(page, 'launch-reset-confirm')
+  expect(await seriousViolations(page)).toEqual([])
+  await resetDialog.getByRole('button', { name: 'Cancel' }).click()
+  await expect(resetDialog).toHaveCount(0)
   // Reset: the guest starts again from the firmware (its ready line a second time).
   await power.getByRole('button', { name: 'Reset' }).click()
+  await resetDialog.getByRole('button', { name: 'Reset' }).click()
   await expect
     .poll(async () => ((await serial.textContent()) ?? '').split(READY_LINE).length - 1, {
       timeout: 60_000,
@@ -190,6 +195,10 @@ test('the graphical console shows the guest, takes keys, and the power controls 
   await power.getByRole('button', { name: 'Shut down' }).click()
   await expect(vm.getByRole('status', { name: 'VM status: Shutting down…' })).toBeVisible()
   await power.getByRole('button', { name: 'Force off' }).click()
+  await page
+    .getByRole('dialog', { name: 'Force the guest off?' })
+    .getByRole('button', { name: 'Force off' })
+    .click()
   await expect(vm.getByRole('status', { name: 'VM status: Stopped' })).toBeVisible({
     timeout: 20_000,
   })

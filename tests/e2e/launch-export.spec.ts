@@ -1,25 +1,18 @@
 import AxeBuilder from '@axe-core/playwright'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { expect, test } from './fixtures'
-import { addcow, folder, openScreen, run, screenshot } from './operations-helpers'
+import { bootOverlay, folder, openScreen, run, screenshot } from './operations-helpers'
 
 // The Launch view's "Export…": the machine on screen copied as a shell script (export + QEMU)
 // and downloaded as a libvirt domain that libvirt's schema accepts, both naming the socket of
 // the command line shown.
 
-const BOOT_SECTOR = fileURLToPath(new URL('../fixtures/boot/boot.bin', import.meta.url))
-
 let overlay: string
 
 test.beforeAll(async ({ webApp }) => {
   const dir = await folder(webApp, 'launch-export')
-  const disk = Buffer.alloc(2 * 1024 * 1024)
-  ;(await readFile(BOOT_SECTOR)).copy(disk, 0)
-  await writeFile(join(dir, 'base.raw'), disk)
-  overlay = join(dir, 'export.add-cow')
-  await addcow(webApp, ['create', '-b', 'base.raw', '-F', 'raw', overlay])
+  overlay = await bootOverlay(webApp, dir, 'boot', { base: 'base.raw', overlay: 'export.add-cow' })
 })
 
 test('Export… copies the shell script and downloads a libvirt domain of the machine shown', async ({

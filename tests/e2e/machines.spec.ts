@@ -1,11 +1,10 @@
 import AxeBuilder from '@axe-core/playwright'
 import { createHash } from 'node:crypto'
-import { readFile, stat, writeFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { Page } from '@playwright/test'
 import { expect, test, type WebApp } from './fixtures'
-import { addcow, folder, openScreen, screenshot } from './operations-helpers'
+import { addcow, bootOverlay, folder, openScreen, screenshot } from './operations-helpers'
 
 // Saved machines in the app, with real QEMU (TCG) and the CLI on the same library file: a
 // machine saved in the CLI is listed, one saved in the app (New, Save as machine) is what
@@ -13,7 +12,6 @@ import { addcow, folder, openScreen, screenshot } from './operations-helpers'
 // the machine's page with its console; "Run without saving changes" leaves the overlay's
 // files untouched; "Reset to base" in the library empties the overlay after saying what is lost.
 
-const BOOT_SECTOR = fileURLToPath(new URL('../fixtures/boot/boot.bin', import.meta.url))
 const CONSOLE_LINE = 'addcow boot test: sector 2048 written through int 13h'
 const EXIT_DEVICE = ['-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04']
 /** A small headless guest: what every machine of this spec runs. */
@@ -69,11 +67,7 @@ const rowOf = (page: Page, name: string) =>
 
 test.beforeAll(async ({ webApp }) => {
   dir = await folder(webApp, 'machines')
-  const disk = Buffer.alloc(2 * 1024 * 1024)
-  ;(await readFile(BOOT_SECTOR)).copy(disk, 0)
-  await writeFile(join(dir, 'base.raw'), disk)
-  overlay = join(dir, 'guest.add-cow')
-  await addcow(webApp, ['create', '-b', 'base.raw', '-F', 'raw', overlay])
+  overlay = await bootOverlay(webApp, dir, 'boot', { base: 'base.raw', overlay: 'guest.add-cow' })
   // Exits through isa-debug-exit with status 33 once the boot sector wrote its sector.
   await addcow(webApp, ['machine', 'save', ...SMALL, 'exits', overlay, '--', ...EXIT_DEVICE])
   // Halts after its line: runs until it is stopped. Its own overlay: it is snapshotted live.
@@ -256,6 +250,10 @@ test('Start opens the running machine with its console; the list shows it runnin
   // The halted guest ignores ACPI: Force off ends it.
   await vm.getByRole('button', { name: 'Stop' }).click()
   await vm.getByRole('button', { name: 'Force off' }).click({ timeout: 20_000 })
+  await page
+    .getByRole('dialog', { name: 'Force the guest off?' })
+    .getByRole('button', { name: 'Force off' })
+    .click()
   await expect(vm.getByRole('status', { name: /VM status: (Stopped|Exited)/ })).toBeVisible({
     timeout: 30_000,
   })

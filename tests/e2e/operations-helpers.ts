@@ -1,6 +1,7 @@
 import { execFile, spawn } from 'node:child_process'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import type { Page } from '@playwright/test'
 import { ADDCOW_BIN, expect, SCREENSHOT_DIR, type WebApp } from './fixtures'
@@ -41,6 +42,33 @@ export async function folder(webApp: WebApp, name: string): Promise<string> {
   const path = join(webApp.workDir, name)
   await mkdir(path, { recursive: true })
   return path
+}
+
+/** The guests of the launch tests: boot sectors from tests/fixtures/boot (see its README). */
+export const BOOT_SECTORS = {
+  /** Prints a line on COM1 and writes sector 2048 (exits through isa-debug-exit if present). */
+  boot: fileURLToPath(new URL('../fixtures/boot/boot.bin', import.meta.url)),
+  /** Shows the BIOS tick count and echoes typed keys on the screen and COM1. */
+  keys: fileURLToPath(new URL('../fixtures/boot/keys.bin', import.meta.url)),
+}
+
+/**
+ * A bootable overlay in `dir`: a 2 MiB raw base `base` holding the boot sector, and the
+ * add-cow overlay `overlay` on it (made with the CLI, so it is in the library). Returns the
+ * overlay's path.
+ */
+export async function bootOverlay(
+  webApp: WebApp,
+  dir: string,
+  sector: keyof typeof BOOT_SECTORS,
+  names: { base: string; overlay: string },
+): Promise<string> {
+  const disk = Buffer.alloc(2 * 1024 * 1024)
+  ;(await readFile(BOOT_SECTORS[sector])).copy(disk, 0)
+  await writeFile(join(dir, names.base), disk)
+  const overlay = join(dir, names.overlay)
+  await addcow(webApp, ['create', '-b', names.base, '-F', 'raw', overlay])
+  return overlay
 }
 
 /** Run the built CLI with the server's data folder (so the library and trust are shared). */

@@ -1,14 +1,11 @@
-import { readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { readFile } from 'node:fs/promises'
 import { expect, test } from './fixtures'
-import { addcow, folder, openScreen, screenshot } from './operations-helpers'
+import { bootOverlay, folder, openScreen, screenshot } from './operations-helpers'
 
 // The launch screen with real QEMU: the boot sector of tests/fixtures/boot prints a line on
 // the serial port, which must reach the live console; with isa-debug-exit it exits QEMU with
 // status 33, without it it halts until the user stops the VM.
 
-const BOOT_SECTOR = fileURLToPath(new URL('../fixtures/boot/boot.bin', import.meta.url))
 const CONSOLE_LINE = 'addcow boot test: sector 2048 written through int 13h'
 
 test.describe.configure({ mode: 'serial' })
@@ -17,11 +14,7 @@ let overlay: string
 
 test.beforeAll(async ({ webApp }) => {
   const dir = await folder(webApp, 'launch')
-  const disk = Buffer.alloc(2 * 1024 * 1024)
-  ;(await readFile(BOOT_SECTOR)).copy(disk, 0)
-  await writeFile(join(dir, 'base.raw'), disk)
-  overlay = join(dir, 'boot.add-cow')
-  await addcow(webApp, ['create', '-b', 'base.raw', '-F', 'raw', overlay])
+  overlay = await bootOverlay(webApp, dir, 'boot', { base: 'base.raw', overlay: 'boot.add-cow' })
 })
 
 test('the launch screen explains the command line, copies it, and shows the console', async ({
@@ -162,6 +155,10 @@ test('on this host the form offers only what works, the command shown is the one
   await vm.getByRole('button', { name: 'Stop' }).click()
   await expect(vm.getByRole('status', { name: 'VM status: Stopping…' })).toBeVisible()
   await vm.getByRole('button', { name: 'Force off' }).click({ timeout: 20_000 })
+  await page
+    .getByRole('dialog', { name: 'Force the guest off?' })
+    .getByRole('button', { name: 'Force off' })
+    .click()
   await expect(vm.getByRole('status', { name: 'VM status: Stopped' })).toBeVisible({
     timeout: 20_000,
   })

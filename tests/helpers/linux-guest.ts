@@ -140,6 +140,46 @@ export async function buildLinuxGuest(
   return { kernel: join(unpacked, 'boot', vmlinuz), initrd, doneLine }
 }
 
+/** QEMU's arguments that boot the guest's kernel and initramfs (no reboot: a panic ends QEMU). */
+export function kernelArgs(guest: LinuxGuest, append = 'console=ttyS0 panic=-1 quiet'): string[] {
+  return ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', append, '-no-reboot']
+}
+
+/** The machine every Linux-guest test launches: headless TCG, 256 MiB, one CPU, no network. */
+export const GUEST_MACHINE = [
+  '--headless',
+  '--accel',
+  'tcg',
+  '-m',
+  '256',
+  '--cpus',
+  '1',
+  '--network',
+  'none',
+] as const
+
+/**
+ * `addcow launch` of `disk` with the guest's kernel, its serial port into the file `serial`,
+ * and a control socket for live jobs.
+ */
+export function launchGuestArgs(
+  guest: LinuxGuest,
+  disk: string,
+  files: { serial: string; control: string },
+): string[] {
+  return [
+    'launch',
+    ...GUEST_MACHINE,
+    '--serial',
+    files.serial,
+    '--control-socket',
+    files.control,
+    disk,
+    '--',
+    ...kernelArgs(guest),
+  ]
+}
+
 /** A test file's Linux guest: its describe, and the folder and guest its beforeAll builds. */
 export interface LinuxGuestSuite {
   /** `describe` where the tools and a kernel package are here, else `describe.skip`. */

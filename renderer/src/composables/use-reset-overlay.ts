@@ -1,8 +1,9 @@
-import { useDialog, useMessage } from 'naive-ui'
+import { useMessage } from 'naive-ui'
 import { h } from 'vue'
 import { errorMessage } from '../api'
 import { useJobsStore } from '../stores/jobs'
 import { baseName, formatBytes, formatCount } from './use-format'
+import { useAppDialog } from './use-app-dialog'
 
 /**
  * "Reset to base": ask main what the overlay holds (a dry run, which also says BUSY while it is
@@ -11,7 +12,7 @@ import { baseName, formatBytes, formatCount } from './use-format'
  */
 export function useResetOverlay() {
   const jobs = useJobsStore()
-  const dialog = useDialog()
+  const dialog = useAppDialog()
   const message = useMessage()
 
   async function resetToBase(overlay: string): Promise<void> {

@@ -9,7 +9,7 @@ import { expect, it } from 'vitest'
 import { createOverlay } from '../../../main/engine/ops/create'
 import { launchVm } from '../../../main/qemu/launcher'
 import type { VmState } from '../../../main/qemu/power'
-import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { kernelArgs, linuxGuestSuite } from '../../helpers/linux-guest'
 
 // Wait for a key from every "Power Button" input device (q35 has the ACPI fixed button; a
 // PNP0C0C one may exist too), then let /init power off.
@@ -37,15 +37,7 @@ describeLinux('Shut down (ACPI) through QMP', () => {
       image: overlay,
       headless: true,
       machine: { accel: 'tcg', memoryMiB: 256, cpus: 1, network: 'none' },
-      extraArgs: [
-        '-kernel',
-        linux.guest.kernel,
-        '-initrd',
-        linux.guest.initrd,
-        '-append',
-        'console=ttyS0 panic=-1',
-        '-no-reboot',
-      ],
+      extraArgs: kernelArgs(linux.guest, 'console=ttyS0 panic=-1'),
       // Long enough that QMP quit (the stop fallback) cannot be what ends it.
       stopTimeoutMs: 600_000,
       onConsole: (chunk) => (serial += chunk.toString('utf8')),

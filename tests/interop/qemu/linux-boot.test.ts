@@ -10,7 +10,7 @@ import { expect, it } from 'vitest'
 import { openImage } from '../../../main/engine/open'
 import { findUefiFirmware } from '../../../main/qemu/capabilities'
 import { addcow } from '../../helpers/cli'
-import { linuxGuestSuite } from '../../helpers/linux-guest'
+import { GUEST_MACHINE, kernelArgs, linuxGuestSuite } from '../../helpers/linux-guest'
 import { tool, toolStatus } from '../../helpers/tools'
 
 const MIB = 1024 * 1024
@@ -51,26 +51,8 @@ describeLinux('a Linux guest on an overlay', () => {
     expect(
       (await addcow(['create', '-b', 'base.raw', '-F', 'raw', overlay], { dataDir })).code,
     ).toBe(0)
-    const extra = [
-      '-kernel',
-      linux.guest.kernel,
-      '-initrd',
-      linux.guest.initrd,
-      '-append',
-      'console=ttyS0 panic=-1 quiet',
-      '-no-reboot',
-    ]
-    const machine = [
-      '--headless',
-      '--accel',
-      'tcg',
-      '-m',
-      '256',
-      '--cpus',
-      '1',
-      '--network',
-      'none',
-    ]
+    const extra = kernelArgs(linux.guest)
+    const machine = GUEST_MACHINE
 
     // qemu-cmd prints the line launch runs: the kernel boots, the disk has no boot index.
     const printed = await addcow(['qemu-cmd', '--json', ...machine, overlay, '--', ...extra], {

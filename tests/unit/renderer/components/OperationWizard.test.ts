@@ -21,7 +21,13 @@ let main: FakeMain
 beforeAll(() => {
   stubMatchMedia()
   main = installFakeMain()
-  main.handle('libraryListImages', () => ({ images: [], warning: null }))
+  main.handle('libraryListImages', () => ({
+    images: [],
+    warning: null,
+    version: 'v1',
+    since: null,
+    order: null,
+  }))
   main.acceptJobs('operationsStreamOverlay')
 })
 

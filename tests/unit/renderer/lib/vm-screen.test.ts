@@ -1,5 +1,5 @@
 // @vitest-environment jsdom
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { AddcowBridge } from '../../../../shared/ipc/bridge'
 import { vmScreenTarget } from '../../../../renderer/src/api/vm-screen'
 
@@ -32,8 +32,17 @@ function bridgeAnswering(
   } as unknown as AddcowBridge & { asked: string[] }
 }
 
+// Without isolation the DOM files of a worker share one global: a file run before this one may
+// have left its fake main's bridge (tests/unit/renderer/helpers/fake-main.ts) as window.addcow.
+// Each test here starts without a bridge, and the one found is put back for the files after.
+let bridgeBefore: PropertyDescriptor | undefined
+beforeEach(() => {
+  bridgeBefore = Object.getOwnPropertyDescriptor(scope, 'addcow')
+  delete scope.addcow
+})
 afterEach(() => {
   delete scope.addcow
+  if (bridgeBefore) Object.defineProperty(scope, 'addcow', bridgeBefore)
 })
 
 describe('vmScreenTarget', () => {
