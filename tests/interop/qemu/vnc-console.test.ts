@@ -73,8 +73,8 @@ function byteReader(socket: WebSocket): (count: number) => Promise<Buffer> {
  */
 async function rfbScreen(
   socket: WebSocket,
+  take: (count: number) => Promise<Buffer>,
 ): Promise<{ width: number; height: number; rgb: Buffer }> {
-  const take = byteReader(socket)
   expect((await take(12)).toString()).toBe('RFB 003.008\n')
   socket.send(Buffer.from('RFB 003.008\n'))
   const types = await take((await take(1))[0]!)
@@ -147,6 +147,29 @@ function parsePpm(file: Buffer): { width: number; height: number; rgb: Buffer } 
   }
 }
 
+/** The smallest box holding every pixel where two RGB pictures of one size differ, or null. */
+function differingBox(
+  picture: { width: number; height: number; rgb: Buffer },
+  other: Buffer,
+): { left: number; top: number; right: number; bottom: number } | null {
+  let box: { left: number; top: number; right: number; bottom: number } | null = null
+  for (let y = 0; y < picture.height; y++) {
+    for (let x = 0; x < picture.width; x++) {
+      const at = (y * picture.width + x) * 3
+      if (picture.rgb.compare(other, at, at + 3, at, at + 3) === 0) continue
+      box = box
+        ? {
+            left: Math.min(box.left, x),
+            top: Math.min(box.top, y),
+            right: Math.max(box.right, x + 1),
+            bottom: Math.max(box.bottom, y + 1),
+          }
+        : { left: x, top: y, right: x + 1, bottom: y + 1 }
+    }
+  }
+  return box
+}
+
 /** One request over the IPC WebSocket, as the renderer sends it. */
 function ipc(socket: WebSocket, id: number, channel: string, payload: unknown): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -166,9 +189,15 @@ function ipc(socket: WebSocket, id: number, channel: string, payload: unknown): 
   })
 }
 
-function open(path: string): Promise<WebSocket> {
+/**
+ * Open a WebSocket to the server. `onCreate` runs before any message can arrive: QEMU's greeting
+ * may come in the same packet as the upgrade's answer, and ws delivers it right after 'open',
+ * before code awaiting this promise could listen.
+ */
+function open(path: string, onCreate?: (socket: WebSocket) => void): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(`ws://127.0.0.1:${server.port}${path}`, { headers })
+    onCreate?.(socket)
     socket.once('open', () => resolve(socket))
     socket.once('error', reject)
   })
@@ -213,8 +242,9 @@ describeQemu('the graphical console through the browser mode', () => {
       const vm = server.core.vms.get(job.id)
       expect(vm?.vncSocket).toMatch(/\/vnc\.sock$/)
 
-      const viewer = await open(`/vnc?vm=${job.id}`)
-      const seen = await rfbScreen(viewer)
+      let take: ((count: number) => Promise<Buffer>) | undefined
+      const viewer = await open(`/vnc?vm=${job.id}`, (socket) => (take = byteReader(socket)))
+      const seen = await rfbScreen(viewer, take!)
       viewer.close()
       const dump = join(folder.path, 'screen.ppm')
       await vm!.qmp!.execute('screendump', { filename: dump })
@@ -229,7 +259,14 @@ describeQemu('the graphical console through the browser mode', () => {
       for (let index = 0; index < seen.rgb.length; index += 3)
         if (seen.rgb[index]! + seen.rgb[index + 1]! + seen.rgb[index + 2]! > 192) lit++
       expect(lit).toBeGreaterThan(1000)
-      expect(seen.rgb.equals(dumped.rgb)).toBe(true)
+      // Pixel for pixel, but for the text cursor: QEMU's VGA blinks it, so the two pictures,
+      // taken moments apart, may differ inside that one character cell (9x16 at most) and
+      // nowhere else.
+      const differing = differingBox(seen, dumped.rgb)
+      if (differing) {
+        expect(differing.right - differing.left, 'differing columns').toBeLessThanOrEqual(9)
+        expect(differing.bottom - differing.top, 'differing rows').toBeLessThanOrEqual(16)
+      }
     } finally {
       await ipc(control, 2, 'qemu:stop-vm', { jobId: job.id, force: true })
       while (server.core.vms.has(job.id)) await new Promise((resolve) => setTimeout(resolve, 50))
