@@ -44,7 +44,32 @@ async function copyPiece(current: Disk, start: number, stop: number): Promise<vo
   for (const [first, end] of unallocatedRuns(current, start / unit, Math.ceil(stop / unit))) {
     const from = first * unit
     const to = Math.min(end * unit, current.size)
-    await current.write(from, await current.read(from, to - from))
+    const data = await current.read(from, to - from)
+    try {
+      await current.write(from, data)
+    } catch (error) {
+      if (to - from <= unit) throw error
+      await copyUnitByUnit(current, data, from, to)
+    }
+  }
+}
+
+/**
+ * After a write of several units failed (a full disk, a file size limit), copy them one unit
+ * at a time until one fails: a write that failed midway may have put the first units' bytes
+ * in the image file without recording them (leaked clusters `check` would report); rewritten
+ * one by one, those that fit are recorded, and what fails leaves at most one unit's bytes.
+ */
+async function copyUnitByUnit(
+  current: Disk,
+  data: Uint8Array,
+  from: number,
+  to: number,
+): Promise<void> {
+  const unit = current.allocationUnit
+  for (let start = from; start < to; start += unit) {
+    const stop = Math.min(start + unit, to)
+    await current.write(start, data.subarray(start - from, stop - from))
   }
 }
 
