@@ -382,6 +382,8 @@ export class AddCowDisk implements Disk {
     const shape = geometry(this.header.clusterBits, size)
     // The bound every open checks (a flattened overlay never reads its bitmap).
     if (!this.allAllocated && shape.bitmapBytes > MAX_BITMAP_BYTES) {
+      // Closed whatever happens, as the name says: the caller no longer holds it.
+      await this.close()
       throw new EngineError(
         'SIZE_LIMIT',
         `Size ${size} needs a ${shape.bitmapBytes}-byte bitmap at ${this.clusterSize}-byte clusters in ${this.path}; the limit is ${MAX_BITMAP_BYTES}.`,

@@ -139,7 +139,7 @@ describe('resize', () => {
 describe('resize limits', () => {
   it('refuses a size whose bitmap no open would accept, before changing any file', async () => {
     const { makeOverlay } = await import('../../../helpers/images')
-    const { stat } = await import('node:fs/promises')
+    const { readdir, stat } = await import('node:fs/promises')
     await writeFile(join(dir, 'base.raw'), Buffer.alloc(4096, 1))
     const overlay = await makeOverlay(library, {
       overlay: join(dir, 'small.add-cow'),
@@ -148,9 +148,13 @@ describe('resize limits', () => {
       clusterSize: 4096,
     })
     // 4 KiB clusters: 512 MiB of bitmap covers 16 TiB.
+    const openFiles = (): Promise<string[]> => readdir('/proc/self/fd')
+    const filesBefore = await openFiles()
     await expect(
       resizeImage({ path: overlay, size: { absolute: 17 * 1024 ** 4 } }),
     ).rejects.toMatchObject({ code: 'SIZE_LIMIT' })
+    // The refusal closed the image's files (they were once left for the garbage collector).
+    expect(await openFiles()).toEqual(filesBefore)
     expect((await stat(join(dir, 'small.raw'))).size).toBe(MiB)
     expect((await stat(overlay)).size).toBe(8192)
     // Without a backing file (ALL_ALLOCATED) the bitmap is never read, so only the file
