@@ -1,4 +1,4 @@
-import type { ParseArgsConfig } from 'node:util'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EngineError } from '../engine/errors'
 import type { Disk } from '../engine/disk'
 import type { Library } from '../engine/library'
@@ -8,11 +8,6 @@ import { parseSize } from '../engine/units'
 import type { QemuVia } from '../qemu/command'
 import type { CommandContext } from './command'
 import { closestMatch } from './suggest'
-
-// Taken from the built-in's CommonJS object, not imported: an ES import of 'node:util' builds its
-// ES facade, which reads every lazy export (the diff and colour helpers, TextDecoder) and costs
-// every command several milliseconds of start-up (issue 15).
-const { parseArgs } = process.getBuiltinModule('node:util')
 
 // Option parsing for every command, and the options several commands share. A command declares
 // its options as a table (node:util parseArgs' configuration); the runner parses argv with it.

@@ -1,10 +1,7 @@
+import { read, write, writeSync } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, wrapIoError } from './errors'
 import { readBatchFunction, readBatchWriteFunction, readCachedFunction } from './native/index'
-
-// From the built-in's CommonJS object: an ES import of 'node:fs' builds its ES facade, which
-// loads the fs streams (and node:stream) on every start-up (issue 15).
-const { read, write, writeSync } = process.getBuiltinModule('node:fs')
 
 /** Largest single read or write issued to the OS; bigger requests are split. */
 const MAX_IO = 8 * 1024 * 1024

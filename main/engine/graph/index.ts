@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs'
 import { readdir, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { throwIfAborted } from '../errors'
@@ -5,10 +6,6 @@ import { realPath } from '../fs'
 import { isBaseFingerprint, type BaseFingerprint, type Library } from '../library'
 import { STRICT_POLICY, type NamePolicy } from '../names'
 import { inspectImage, type InspectedImage } from './inspect'
-
-// From the built-in's CommonJS object: an ES import of 'node:fs' builds its ES facade, which
-// loads the fs streams (and node:stream) on every start-up (issue 15).
-const { realpathSync } = process.getBuiltinModule('node:fs')
 
 export type { NodeState, ParentProblem } from './inspect'
 

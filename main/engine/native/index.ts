@@ -1,9 +1,6 @@
+import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
-
-// From the built-in's CommonJS object: an ES import of 'node:fs' builds its ES facade, which
-// loads the fs streams (and node:stream) on every start-up (issue 15).
-const { existsSync } = process.getBuiltinModule('node:fs')
 
 /** What this build of the addon supports (from the C side). */
 export interface NativeFeatures {
