@@ -102,7 +102,7 @@ export class JobManager {
     title: string,
     unit: 'bytes' | 'steps',
     run: (job: JobRun) => Promise<T>,
-    image?: string,
+    about: { image?: string | undefined; vmJobId?: string | undefined } = {},
   ): JobInfo {
     if (this.runningCount >= this.maxRunning) {
       throw new EngineError(
@@ -129,7 +129,8 @@ export class JobManager {
         progress: { done: 0, total: 0, unit, fraction: 0, bytesPerSecond: null, secondsLeft: null },
         detail: null,
         error: null,
-        ...(image === undefined ? {} : { image }),
+        ...(about.image === undefined ? {} : { image: about.image }),
+        ...(about.vmJobId === undefined ? {} : { vmJobId: about.vmJobId }),
       },
       controller,
       settled: Promise.resolve(),

@@ -261,6 +261,11 @@ export const JobInfoSchema = z.object({
   error: IpcErrorSchema.nullable(),
   /** The image the job acts on (its request's `path`), for a link to it; absent when none. */
   image: z.string().optional(),
+  /**
+   * The VM job a live operation works on (its request's `jobId`: a live snapshot, flatten or
+   * commit), so the VM's page finds it again after a reload; absent for other jobs.
+   */
+  vmJobId: z.string().optional(),
 })
 
 /** The immediate reply of every job channel: the job, started. */

@@ -238,3 +238,59 @@ test('Snapshot: the command line and the machine name the new top without a relo
   await expect(commandLine).toContainText('snapped-snap1.add-cow')
   await forceOff(vm)
 })
+
+test('A live flatten is picked up again when the page is left and opened again, and after a reload', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(420_000)
+  await bootBase(join(dir, 'away-base.raw'), 8 * MiB)
+  const overlay = join(dir, 'away.add-cow')
+  await addcow(webApp, ['create', '-b', 'away-base.raw', '-F', 'raw', overlay])
+  await addcow(webApp, ['machine', 'save', ...SMALL, 'away', overlay])
+  let vm = await startMachine(page, webApp, 'away')
+  const launchUrl = page.url()
+  // 64 KiB/s: two minutes for the disk, so the job still runs after the page comes back.
+  const actions = vm.getByRole('group', { name: 'Live operations' })
+  await actions.getByRole('textbox', { name: 'Rate limit in bytes per second' }).fill('64K')
+  await actions.getByRole('button', { name: 'Flatten now' }).click()
+  const progressOf = (card: Locator): Locator =>
+    card.getByRole('group', { name: 'Live flatten in progress' })
+  await expect(progressOf(vm)).toContainText(/[\d.]+ (KiB|MiB) of 7\.9\d MiB/, { timeout: 30_000 })
+
+  // Away to the Library and back (no reload): the page finds the job main runs.
+  await page.goto(`${webApp.origin}/#/library`)
+  await expect(page.getByRole('heading', { name: 'Library' })).toBeVisible()
+  await page.goto(launchUrl)
+  vm = page.getByRole('region', { name: 'Virtual machine' })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  await expect(progressOf(vm)).toContainText(/[\d.]+ (KiB|MiB) of 7\.9\d MiB/, { timeout: 30_000 })
+  await expect(vm.getByRole('note')).toHaveText(
+    'The live flatten runs on this disk; wait for it or cancel it.',
+  )
+  await expect(
+    vm.getByRole('group', { name: 'Live operations' }).getByRole('button', { name: 'Commit…' }),
+  ).toBeDisabled()
+
+  // A reload: the same, from the jobs main lists.
+  await page.reload()
+  vm = page.getByRole('region', { name: 'Virtual machine' })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(progressOf(vm)).toContainText(/[\d.]+ (KiB|MiB) of 7\.9\d MiB/, { timeout: 30_000 })
+  await screenshots(page, 'launch-live-flatten-picked-up')
+  // Its cancel works, and its end shows as if this page had started it.
+  await progressOf(vm).getByRole('button', { name: 'Cancel the live flatten' }).click()
+  await expect(vm.getByRole('status').filter({ hasText: 'Flatten cancelled' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(
+    vm.getByRole('group', { name: 'Live operations' }).getByRole('button', { name: 'Flatten now' }),
+  ).toBeEnabled()
+  const info = JSON.parse((await addcow(webApp, ['info', '--json', overlay])).stdout) as {
+    'all-allocated': boolean
+  }
+  expect(info['all-allocated']).toBe(false)
+  await forceOff(vm)
+})

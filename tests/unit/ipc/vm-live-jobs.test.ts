@@ -60,6 +60,8 @@ describe('live jobs of a running VM', () => {
     const control = await runningVm('cli-cancel')
     // 64 KiB/s: a minute for the disk, so the cancel comes while it copies.
     const { job } = await call(core, 'qemu:flatten-vm', { jobId: 'vm-1', rate: 64 * 1024 })
+    // The VM it works on, so the VM's page picks it up again after a reload.
+    expect(job.vmJobId).toBe('vm-1')
     await copying(control, 'flatten-1')
     await sendControlRequest(control, 'job-cancel', { id: 'flatten-1' })
     const outcome = await finished(core, job)
