@@ -368,6 +368,11 @@ const QemuRequestFields = {
    * the image, deleted when QEMU exits; the image is not written.
    */
   discardChanges: z.boolean().default(false),
+  /**
+   * Copy-on-read (via nbd, as `addcow launch --copy-on-read`): what the guest reads from the
+   * base is copied into the overlay, warming it.
+   */
+  copyOnRead: z.boolean().default(false),
   /** Machine type (`-machine`); default q35 on x86, virt on Arm and RISC-V. */
   machine: z
     .string()

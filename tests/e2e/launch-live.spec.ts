@@ -294,3 +294,55 @@ test('A live flatten is picked up again when the page is left and opened again, 
   expect(info['all-allocated']).toBe(false)
   await forceOff(vm)
 })
+
+test('Copy-on-read from the launch form reaches the export: the guest reads warm the overlay', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(300_000)
+  const base = await bootBase(join(dir, 'warm-base.raw'), 2 * MiB)
+  const overlay = join(dir, 'warm.add-cow')
+  await addcow(webApp, ['create', '-b', 'warm-base.raw', '-F', 'raw', '-c', '64K', overlay])
+  await openScreen(page, webApp, 'launch', overlay)
+  const machine = page.getByRole('region', { name: 'Machine', exact: true })
+  await machine.getByText('None (headless: serial console only)').click()
+  await machine.getByText('No network card').click()
+  await machine.getByRole('textbox', { name: 'Memory in MiB' }).fill('64')
+  await machine.getByRole('textbox', { name: 'Virtual CPUs' }).fill('1')
+  const copyOnRead = machine.getByRole('checkbox', {
+    name: 'Copy what the guest reads into the overlay (copy-on-read)',
+  })
+  // Read-only rules it out: it is unticked and says why; without read-only it can be ticked.
+  await copyOnRead.check()
+  await machine.getByRole('checkbox', { name: 'Attach the disk read-only' }).check()
+  await expect(copyOnRead).not.toBeChecked()
+  await expect(machine).toContainText('Copy-on-read writes the overlay: not with a read-only disk.')
+  await machine.getByRole('checkbox', { name: 'Attach the disk read-only' }).uncheck()
+  await copyOnRead.check()
+  await expect(machine).toContainText(
+    'A slow or remote base warms the local overlay as the guest reads it.',
+  )
+  const commandLine = page.getByRole('region', { name: 'Command line' })
+  await expect(commandLine).toContainText(
+    /addcow serve --socket \S+ --copy-on-read \S*warm\.add-cow/,
+  )
+  await screenshots(page, 'launch-copy-on-read-form')
+
+  const vm = page.getByRole('region', { name: 'Virtual machine' })
+  await vm.getByRole('button', { name: 'Launch' }).click()
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
+    timeout: 60_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves warm.add-cow on warm-base.raw, copying what the guest reads from below into it (copy-on-read).',
+  )
+  await forceOff(vm)
+  // The boot sector's cluster, read by the BIOS, is the overlay's own now, with the base's bytes.
+  const map = JSON.parse((await addcow(webApp, ['map', '--json', overlay])).stdout) as {
+    start: number
+    depth: number
+  }[]
+  expect(map[0]).toMatchObject({ start: 0, depth: 0 })
+  const image = await readFile(join(dir, 'warm.raw'))
+  expect(image.subarray(0, 64 * 1024).equals(base.subarray(0, 64 * 1024))).toBe(true)
+})
