@@ -5,7 +5,15 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Locator, Page } from '@playwright/test'
 import { expect, test, type WebApp } from './fixtures'
-import { addcow, folder, openScreen, screenshot } from './operations-helpers'
+import {
+  addcow,
+  compareRaw,
+  folder,
+  openScreen,
+  screenshot,
+  withExport,
+  writeGuest,
+} from './operations-helpers'
 
 // Live flatten and live commit from the running machine's page (issue 17 item 6), with real
 // QEMU (TCG) booting a boot sector that writes sector 2048 through the BIOS and halts: Flatten
@@ -345,4 +353,60 @@ test('Copy-on-read from the launch form reaches the export: the guest reads warm
   expect(map[0]).toMatchObject({ start: 0, depth: 0 })
   const image = await readFile(join(dir, 'warm.raw'))
   expect(image.subarray(0, 64 * 1024).equals(base.subarray(0, 64 * 1024))).toBe(true)
+})
+
+test('Commit… a layer below the top: the lower layer goes into its base while the machine runs on', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(300_000)
+  const basePath = join(dir, 'lower-base.raw')
+  const base = await bootBase(basePath, 4 * MiB)
+  const mid = join(dir, 'lower-mid.add-cow')
+  await addcow(webApp, ['create', '-b', 'lower-base.raw', '-F', 'raw', mid])
+  // The middle layer holds its own data before the top is made on it.
+  const MID_OFFSET = 2 * MiB
+  await writeGuest(webApp, mid, [`write -P 0x66 ${MID_OFFSET} 64k`])
+  const top = join(dir, 'lower-top.add-cow')
+  await addcow(webApp, ['create', '-b', 'lower-mid.add-cow', '-F', 'add-cow', top])
+  await addcow(webApp, ['machine', 'save', ...SMALL, 'lower', top])
+  const vm = await startMachine(page, webApp, 'lower')
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves lower-top.add-cow on lower-mid.add-cow → lower-base.raw',
+  )
+
+  await vm
+    .getByRole('group', { name: 'Live operations' })
+    .getByRole('button', { name: 'Commit…' })
+    .click()
+  const dialog = page.getByRole('dialog', { name: 'Commit while the machine runs' })
+  await dialog.getByText('lower-mid.add-cow into lower-base.raw', { exact: true }).click()
+  await expect(
+    dialog.getByRole('radio', { name: 'lower-mid.add-cow into lower-base.raw' }),
+  ).toBeChecked()
+  await expect(dialog).toContainText('No other image reads through this base')
+  await screenshots(page, 'launch-live-commit-lower-dialog')
+  await dialog.getByRole('button', { name: 'Commit', exact: true }).click()
+  await expect(
+    vm.getByRole('status').filter({ hasText: 'Committed lower-mid.add-cow into lower-base.raw' }),
+  ).toContainText('lower-mid.add-cow is empty and reads its base.', { timeout: 120_000 })
+  // The machine goes on with the same chain: only the middle layer's data moved down.
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves lower-top.add-cow on lower-mid.add-cow → lower-base.raw',
+  )
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  await forceOff(vm)
+
+  // The base holds the middle layer's data; the middle layer holds nothing of its own.
+  const expectedBase = Buffer.from(base)
+  expectedBase.fill(0x66, MID_OFFSET, MID_OFFSET + 64 * 1024)
+  expect((await readFile(basePath)).equals(expectedBase)).toBe(true)
+  const midMap = JSON.parse((await addcow(webApp, ['map', '--json', mid])).stdout) as {
+    depth: number
+  }[]
+  expect(midMap.every((extent) => extent.depth !== 0)).toBe(true)
+  // The top's guest view: the base (now with the middle layer's data) and the guest's sector.
+  const expectedView = join(dir, 'lower-expected.raw')
+  await writeFile(expectedView, guestView(expectedBase))
+  await withExport(webApp, top, (uri) => compareRaw(uri, expectedView), { readOnly: true })
 })

@@ -433,6 +433,11 @@ async function commitBelowTop(
   await old.close()
   await punching.catch(() => undefined)
   await recordFingerprint(served, layer.path, layer.format)
+  // The layer above reads the emptied layer, whose files this commit changed (the same view):
+  // its fingerprint of it is recorded again, or serving the top later would be refused.
+  const chainNow = chainOf(live.current)
+  const above = chainNow[chainNow.findIndex((disk) => disk.path === layer.path) - 1]
+  if (above && served.library) await recordBaseFingerprint(above, served.library).catch(() => null)
   return result
 }
 
