@@ -300,7 +300,31 @@ test('A live flatten is picked up again when the page is left and opened again, 
     'all-allocated': boolean
   }
   expect(info['all-allocated']).toBe(false)
-  await forceOff(vm)
+
+  // Cancelled from a shell (`addcow job cancel` on the VM's control socket): cancelled on the
+  // page and in the Jobs view too, never failed.
+  // (The reload emptied the rate box: 64 KiB/s again.)
+  await vm.getByRole('textbox', { name: 'Rate limit in bytes per second' }).fill('64K')
+  await vm.getByRole('button', { name: 'Flatten now' }).click()
+  // (What is left of the disk: the first flatten copied part of it.)
+  await expect(progressOf(vm)).toContainText(/[\d.]+ (KiB|MiB) of 7\.\d+ MiB/, { timeout: 30_000 })
+  const cancelled = await addcow(webApp, ['job', 'cancel', 'flatten-2', '--image', overlay])
+  expect(cancelled.stdout).toMatch(/^flatten-2 was cancelled/)
+  await expect(vm.getByRole('status').filter({ hasText: 'Flatten cancelled' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(vm.getByRole('alert').filter({ hasText: 'The live flatten stopped' })).toHaveCount(0)
+  await page.goto(`${webApp.origin}/#/jobs`)
+  const listed = page
+    .getByRole('listitem', { name: /^Live flatten of a running VM: / })
+    .filter({ hasText: 'addcow job cancel flatten-2' })
+  await expect(listed).toContainText('Cancelled')
+  await expect(listed).toContainText(
+    'Live flatten of a running VM: cancelled outside the app (addcow job cancel flatten-2); what it copied stays.',
+  )
+  await screenshots(page, 'jobs-live-cancelled-elsewhere')
+  await page.goto(launchUrl)
+  await forceOff(page.getByRole('region', { name: 'Virtual machine' }))
 })
 
 test('Copy-on-read from the launch form reaches the export: the guest reads warm the overlay', async ({
