@@ -368,6 +368,13 @@ test('Copy-on-read from the launch form reaches the export: the guest reads warm
   await expect(vm.getByLabel('Served chain')).toContainText(
     'The export serves warm.add-cow on warm-base.raw, copying what the guest reads from below into it (copy-on-read).',
   )
+  // A launch on an image is followed again when its page is opened again (as a machine's is).
+  const launchUrl = page.url()
+  await page.goto(`${webApp.origin}/#/library`)
+  await expect(page.getByRole('heading', { name: 'Library' })).toBeVisible()
+  await page.goto(launchUrl)
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
+  await expect(vm.getByLabel('Served chain')).toContainText('(copy-on-read)')
   await forceOff(vm)
   // The boot sector's cluster, read by the BIOS, is the overlay's own now, with the base's bytes.
   const map = JSON.parse((await addcow(webApp, ['map', '--json', overlay])).stdout) as {
