@@ -93,6 +93,8 @@ export const SavedMachineSchema = z.strictObject({
   /** auto: KVM when a test guest runs on it, else TCG (the reason is shown). */
   accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
   readOnly: z.boolean().default(false),
+  /** Copy what the guest reads from the base into the overlay (via nbd; `--copy-on-read`). */
+  copyOnRead: z.boolean().default(false),
   extraArgs: z.array(z.string().max(4096)).max(64).default([]),
 })
 

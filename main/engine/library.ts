@@ -111,6 +111,12 @@ export interface InterruptedCommit {
   code: string
   message: string
   at: string
+  /**
+   * A live commit (`addcow job commit`, the app's Commit… on a running VM) records itself when
+   * it starts, with the pid of the process serving the image: while that process lives the
+   * commit runs; once it is gone without clearing the record, a crash cut the commit short.
+   */
+  runningIn?: number
 }
 
 /** Ranges of an interrupted commit kept in the library (the rest are summed in the bytes). */

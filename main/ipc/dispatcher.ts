@@ -98,9 +98,16 @@ export class IpcDispatcher {
       handler.title(request),
       handler.unit,
       (job) => handler.run(request, job, context),
-      imageOfRequest(request),
+      { image: imageOfRequest(request), vmJobId: vmJobOfRequest(request) },
     )
   }
+}
+
+/** The VM job a job's request works on (a live operation's `jobId`). */
+function vmJobOfRequest(request: unknown): string | undefined {
+  if (typeof request !== 'object' || request === null) return undefined
+  const { jobId } = request as { jobId?: unknown }
+  return typeof jobId === 'string' ? jobId : undefined
 }
 
 /** The image a job's request acts on: its `path`, `overlay` or (compare) `a`. */

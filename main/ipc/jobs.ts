@@ -16,6 +16,17 @@ export interface JobRun {
   describe(detail: string): void
 }
 
+/**
+ * Thrown by a job body whose work was cancelled outside the app (the live job it follows was
+ * stopped with `addcow job cancel`): the job ends cancelled, as when its own Cancel is pressed,
+ * with this error's message saying who cancelled it.
+ */
+export class JobCancelledElsewhere extends EngineError {
+  constructor(message: string) {
+    super('ABORTED', message)
+  }
+}
+
 /** Time source and timers, injectable so throttling is tested without waiting. */
 export interface JobClock {
   now(): number
@@ -91,7 +102,7 @@ export class JobManager {
     title: string,
     unit: 'bytes' | 'steps',
     run: (job: JobRun) => Promise<T>,
-    image?: string,
+    about: { image?: string | undefined; vmJobId?: string | undefined } = {},
   ): JobInfo {
     if (this.runningCount >= this.maxRunning) {
       throw new EngineError(
@@ -118,7 +129,8 @@ export class JobManager {
         progress: { done: 0, total: 0, unit, fraction: 0, bytesPerSecond: null, secondsLeft: null },
         detail: null,
         error: null,
-        ...(image === undefined ? {} : { image }),
+        ...(about.image === undefined ? {} : { image: about.image }),
+        ...(about.vmJobId === undefined ? {} : { vmJobId: about.vmJobId }),
       },
       controller,
       settled: Promise.resolve(),
@@ -146,10 +158,15 @@ export class JobManager {
         this.finish(record, 'done', null)
         this.bus.emit('jobs:done', { job: snapshot(record.info), result })
       } catch (error) {
+        const elsewhere = error instanceof JobCancelledElsewhere
         const cancelled =
-          controller.signal.aborted && (isEngineError(error, 'ABORTED') || !isEngineError(error))
+          elsewhere ||
+          (controller.signal.aborted && (isEngineError(error, 'ABORTED') || !isEngineError(error)))
         const failure = cancelled
-          ? { code: 'ABORTED' as const, message: `${title}: cancelled.` }
+          ? {
+              code: 'ABORTED' as const,
+              message: elsewhere ? `${title}: ${error.message}` : `${title}: cancelled.`,
+            }
           : toIpcError(error, this.log, `job ${title}`)
         this.finish(record, cancelled ? 'cancelled' : 'failed', failure)
         this.bus.emit('jobs:failed', { job: snapshot(record.info) })

@@ -6,7 +6,7 @@ import { chainOf } from '../engine/open'
 import { commitBlastRadius, type BlastRadius } from '../engine/ops/blast-radius'
 import type { LiveJob, LiveStatus } from '../../shared/live-control'
 import { liveJobStartedSchema } from '../../shared/live-copy-jobs'
-import type { JobRun } from './jobs'
+import { JobCancelledElsewhere, type JobRun } from './jobs'
 import type { IpcServices } from './services'
 import type { VmSessions } from './vm-sessions'
 
@@ -106,9 +106,18 @@ async function followLiveJob(target: LiveTarget, id: string, job: JobRun): Promi
   }
 }
 
-/** The result of an ended live job, or its error as an EngineError (ABORTED when cancelled). */
+/**
+ * The result of an ended live job, or its error as an EngineError: ABORTED when the app job
+ * was cancelled, JobCancelledElsewhere when the live job was (`addcow job cancel`), so the app
+ * job ends cancelled either way, never failed.
+ */
 function resultOf<T>(ended: LiveJob, schema: z.ZodType<T>, job: JobRun): T {
-  if (ended.state === 'cancelled') throwIfAborted(job.signal)
+  if (ended.state === 'cancelled') {
+    throwIfAborted(job.signal)
+    throw new JobCancelledElsewhere(
+      `cancelled outside the app (addcow job cancel ${ended.id}); what it copied stays.`,
+    )
+  }
   if (ended.state === 'done') return schema.parse(ended.result)
   const error = ended.error ?? { code: 'INTERNAL' as const, message: `${ended.id} ${ended.state}` }
   throw new EngineError(error.code, error.message, {

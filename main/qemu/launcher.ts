@@ -83,6 +83,11 @@ export interface LaunchOptions {
    * on top of the image, in the run folder, deleted when QEMU exits. The image is not written.
    */
   discardChanges?: boolean
+  /**
+   * Copy-on-read (--via nbd, as `addcow serve --copy-on-read`): what the guest reads from the
+   * base is copied into the overlay, so a slow or remote base warms a local overlay.
+   */
+  copyOnRead?: boolean
   extraArgs?: string[]
   /** Time system_powerdown gets before QMP quit (default 30 s). */
   stopTimeoutMs?: number
@@ -265,9 +270,16 @@ export function launchCommandOptions(
   const machine = options.machine ?? {}
   const sockets = vmSockets(inputs.runFolder)
   const via = options.via ?? 'nbd'
+  assertLaunchChoices(options)
   const disk: QemuDiskSource =
     via === 'nbd'
-      ? { via: 'nbd', socket: sockets.nbd, exportName: '', image: inputs.image }
+      ? {
+          via: 'nbd',
+          socket: sockets.nbd,
+          exportName: '',
+          image: inputs.image,
+          ...(options.copyOnRead ? { serveOptions: ['--copy-on-read'] } : {}),
+        }
       : inputs.disk!
   return {
     ...machine,
@@ -289,6 +301,40 @@ export function launchCommandOptions(
     ...(options.inAppDisplay && !options.headless ? { vncSocket: sockets.vnc } : {}),
     ...(options.extraArgs && options.extraArgs.length > 0 ? { extraArgs: options.extraArgs } : {}),
   }
+}
+
+/**
+ * Refuse launch choices that cannot go together (BAD_ARGUMENT naming the option): running
+ * without saving changes and copy-on-read need the NBD export; copy-on-read writes the
+ * overlay, so not with a read-only disk, and warming a throw-away overlay would be lost.
+ */
+export function assertLaunchChoices(options: LaunchOptions): void {
+  const via = options.via ?? 'nbd'
+  if (options.discardChanges && via !== 'nbd')
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `Running without saving changes needs --via nbd (the throw-away overlay is served over NBD), not --via ${via}.`,
+      { field: 'via', value: via },
+    )
+  if (!options.copyOnRead) return
+  if (via !== 'nbd')
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `Copy-on-read needs --via nbd (the export copies what the guest reads), not --via ${via}.`,
+      { field: 'copy-on-read', value: via },
+    )
+  if (options.readOnly)
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'Copy-on-read writes what the guest reads into the image; it cannot go with a read-only disk.',
+      { field: 'copy-on-read' },
+    )
+  if (options.discardChanges)
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      'Copy-on-read would warm the throw-away overlay of a run without saving changes, deleted when QEMU exits; choose one.',
+      { field: 'copy-on-read' },
+    )
 }
 
 /** The QEMU binary for an architecture, or NOT_FOUND. */
@@ -531,12 +577,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
   const accelerator = await resolveAccelerator(machine.accel ?? 'auto', arch, { binary })
   throwIfAborted(options.signal, 'launch')
 
-  if (options.discardChanges && via !== 'nbd')
-    throw new EngineError(
-      'BAD_ARGUMENT',
-      `Running without saving changes needs --via nbd (the throw-away overlay is served over NBD), not --via ${via}.`,
-      { field: 'via', value: via },
-    )
+  assertLaunchChoices(options)
   const runFolder = options.runFolder ?? vmRunFolder(options.image)
   const sockets = vmSockets(runFolder)
   await prepareRunFolder(runFolder)
@@ -598,6 +639,7 @@ export async function launchVm(options: LaunchOptions): Promise<VmHandle> {
         ...(options.onLog ? { onLog: options.onLog } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
         controlSocket: options.controlSocket ?? defaultControlPath(options.image),
+        ...(options.copyOnRead ? { copyOnRead: true } : {}),
         // A throw-away overlay's snapshots are thrown away with it: nothing to record.
         ...(options.library && !options.discardChanges ? { library: options.library } : {}),
         controlOptional: options.controlSocket === undefined,

@@ -37,6 +37,7 @@ export async function machineLaunchOptions(
     image: machine.disk,
     via: machine.via,
     readOnly: machine.readOnly,
+    ...(machine.copyOnRead ? { copyOnRead: true } : {}),
     machine: {
       name: `addcow-${machine.name}`,
       memoryMiB: machine.memoryMiB,

@@ -261,6 +261,11 @@ export const JobInfoSchema = z.object({
   error: IpcErrorSchema.nullable(),
   /** The image the job acts on (its request's `path`), for a link to it; absent when none. */
   image: z.string().optional(),
+  /**
+   * The VM job a live operation works on (its request's `jobId`: a live snapshot, flatten or
+   * commit), so the VM's page finds it again after a reload; absent for other jobs.
+   */
+  vmJobId: z.string().optional(),
 })
 
 /** The immediate reply of every job channel: the job, started. */
@@ -363,6 +368,11 @@ const QemuRequestFields = {
    * the image, deleted when QEMU exits; the image is not written.
    */
   discardChanges: z.boolean().default(false),
+  /**
+   * Copy-on-read (via nbd, as `addcow launch --copy-on-read`): what the guest reads from the
+   * base is copied into the overlay, warming it.
+   */
+  copyOnRead: z.boolean().default(false),
   /** Machine type (`-machine`); default q35 on x86, virt on Arm and RISC-V. */
   machine: z
     .string()

@@ -1,7 +1,8 @@
+import { spawn } from 'node:child_process'
 import { copyFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Page } from '@playwright/test'
-import { expect, test, type WebApp } from './fixtures'
+import { ADDCOW_BIN, expect, test, type WebApp } from './fixtures'
 import {
   addcow,
   compareRaw,
@@ -146,4 +147,90 @@ test('a cancelled commit is rolled back: the base as it was, the overlay unchang
 
   await compareRaw(base, original)
   await overlayReads(webApp, overlay, expected)
+})
+
+test('a live commit cut short by kill -9 of its export is shown, then rolled back', async ({
+  page,
+  webApp,
+}) => {
+  const dir = await folder(webApp, 'live-killed')
+  const base = await rawImage(join(dir, 'base.raw'), '64M', ['write -P 0x11 0 1M'])
+  const original = join(dir, 'original.raw')
+  await copyFile(base, original)
+  const overlay = join(dir, 'live.add-cow')
+  await addcow(webApp, ['create', '-b', 'base.raw', '-F', 'raw', overlay])
+  const control = join(dir, 'live.control')
+  const undo = join(dir, 'live.undo')
+  // `addcow serve` as a VM's export would run it, with a journaled live commit going on.
+  const child = spawn(
+    process.execPath,
+    [ADDCOW_BIN, 'serve', '--socket', join(dir, 'live.sock'), '--control-socket', control, overlay],
+    { env: { ...process.env, ADDCOW_DATA_DIR: webApp.dataDir }, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  try {
+    const uri = await new Promise<string>((resolve, reject) => {
+      let output = ''
+      child.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString()
+        const match = /(nbd\+unix:\S+)/.exec(output)
+        if (match?.[1]) resolve(match[1])
+      })
+      void exited.then(() => reject(new Error(`addcow serve exited: ${output}`)))
+    })
+    await qemuIo(uri, ['write -P 0x77 0 16M'])
+    await addcow(webApp, [
+      'job',
+      'commit',
+      '--undo',
+      undo,
+      '--rate',
+      '1M',
+      '--detach',
+      '--control-socket',
+      control,
+    ])
+    await expect
+      .poll(
+        async () =>
+          (
+            JSON.parse(
+              (
+                await addcow(webApp, [
+                  'job',
+                  'status',
+                  'commit-1',
+                  '--json',
+                  '--control-socket',
+                  control,
+                ])
+              ).stdout,
+            ) as { done: number }
+          ).done,
+        { timeout: 30_000 },
+      )
+      .toBeGreaterThanOrEqual(2 * 1024 * 1024)
+  } finally {
+    child.kill('SIGKILL')
+    await exited
+  }
+  expect(await differ(base, original)).toBe(true)
+
+  await openScreen(page, webApp, 'commit', overlay)
+  const card = page.getByRole('region', { name: 'Interrupted commit' })
+  await expect(card).toContainText('The commit into base.raw stopped part way')
+  await expect(card).toContainText(/now holds [\d.]+ MiB of the 16 MiB to commit, at 0 B–/)
+  await expect(card).toContainText(/Why it stopped: The live commit in process \d+ did not end/)
+  await expect(card).toContainText(undo)
+  await screenshot(page, 'commit-interrupted-live')
+  await card.getByRole('button', { name: 'Roll back what was committed' }).click()
+  const panel = page.getByRole('region', { name: 'Roll back a commit' })
+  await expect(panel.getByRole('textbox', { name: 'Undo journal to roll back' })).toHaveValue(undo)
+  await panel
+    .getByRole('group', { name: 'Confirm the rollback' })
+    .getByRole('button', { name: 'Roll back', exact: true })
+    .click()
+  await expect(panel.getByRole('status', { name: 'Rollback result' })).toContainText('Rolled back')
+  await expect(card).toBeHidden()
+  await compareRaw(base, original)
 })

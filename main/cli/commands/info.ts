@@ -93,10 +93,14 @@ info never follows a name the policy refuses: it shows it, and says why.`,
       context.stdout.write(infos.map(describe).join('\n'))
       // A commit of this overlay that stopped part way (issue 12): where it stands, until it is
       // finished or rolled back.
-      const interrupted = await context.library.interruptedCommit(await realPath(positionals[0]!))
-      if (interrupted) {
+      const recorded = await context.library.interruptedCommit(await realPath(positionals[0]!))
+      if (recorded) {
         // Loaded only here: commit's module is large, and info's start-up counts (issue 15).
-        const { describeInterruptedCommit } = await import('../../engine/ops/commit')
+        const { describeInterruptedCommit, interruptedCommitNow } =
+          await import('../../engine/ops/commit')
+        // A live commit still running is not interrupted; one a crash cut short is.
+        const interrupted = await interruptedCommitNow(recorded)
+        if (!interrupted) return 0
         const cancelled = interrupted.code === 'ABORTED'
         context.stdout.write(
           `interrupted commit: ${describeInterruptedCommit(interrupted, cancelled)}\n`,

@@ -125,7 +125,10 @@ export const jobCommand = defineCommand({
       case 'commit': {
         takes(false)
         const args = action === 'flatten' ? flattenArgs(values) : commitArgs(values)
-        const { id: started } = liveJobStartedSchema.parse(await ask(action, args))
+        // Not cut short by Ctrl-C: the job it starts would run on unseen; followJob cancels it.
+        const { id: started } = liveJobStartedSchema.parse(
+          await sendControlRequest(socket, action, args),
+        )
         if (values.detach) {
           return print(
             context,
@@ -135,15 +138,32 @@ export const jobCommand = defineCommand({
           )
         }
         const job = await followJob(socket, started, context, values.p ?? false)
+        if (job.state === 'cancelled') {
+          // Not an error of the job: it stopped where it was asked to, its files consistent.
+          if (values.json) context.stdout.write(`${JSON.stringify(job, null, 4)}\n`)
+          context.stderr.write(`addcow job: ${describeCancelled(job)}\n`)
+          return 1
+        }
         return print(context, values.json, job, describeEnd)
       }
       case 'cancel': {
         takes(true)
-        const job = parseJob(await ask('job-cancel', { id }))
-        return print(context, values.json, job, (cancelled) =>
-          cancelled.state === 'running'
-            ? `Asked ${cancelled.id} to stop; addcow job status ${cancelled.id} shows when it has.`
-            : `${cancelled.id} is not running (${cancelled.state}).`,
+        const asked = parseJob(await ask('job-cancel', { id }))
+        if (asked.state !== 'running')
+          return print(
+            context,
+            values.json,
+            asked,
+            () => `${asked.id} is not running (${asked.state}).`,
+          )
+        // A job stops at its next piece: wait a little to say how it ended.
+        const job = await stoppedJob(socket, asked, context.signal)
+        return print(context, values.json, job, (ended) =>
+          ended.state === 'running'
+            ? `Asked ${ended.id} to stop; addcow job status ${ended.id} shows when it has.`
+            : ended.state === 'cancelled'
+              ? describeCancelled(ended)
+              : `${ended.id} ended ${ended.state} before it could stop.`,
         )
       }
       default:
@@ -288,8 +308,9 @@ function commitArgs(values: {
 
 /**
  * Wait for the live job `id` to end, drawing its progress with -p; Ctrl-C asks the export to
- * cancel it (what it copied stays) and goes on waiting for it to stop. A job that failed or was
- * cancelled is an error with its code and message.
+ * cancel it (what it copied stays) and goes on waiting for it to stop. Returns the job once
+ * done or cancelled (here, or by `addcow job cancel` elsewhere); a job that failed is an error
+ * with its code and message.
  */
 async function followJob(
   socket: string,
@@ -307,7 +328,7 @@ async function followJob(
       }
       const job = liveJobSchema.parse(await sendControlRequest(socket, 'job-status', { id }))
       if (job.total > 0) bar.update(job.done, job.total)
-      if (job.state === 'done') return job
+      if (job.state === 'done' || job.state === 'cancelled') return job
       if (job.state !== 'running') {
         const error = job.error
         throw new EngineError(
@@ -321,6 +342,32 @@ async function followJob(
   } finally {
     bar.finish()
   }
+}
+
+/** How long `job cancel` waits for the job to stop before it answers "asked". */
+const CANCEL_WAIT_MS = 5000
+
+/** The job `asked` once it stopped, or as it stands after {@link CANCEL_WAIT_MS}. */
+async function stoppedJob(socket: string, asked: LiveJob, signal: AbortSignal): Promise<LiveJob> {
+  const until = Date.now() + CANCEL_WAIT_MS
+  let job = asked
+  while (job.state === 'running' && Date.now() < until && !signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    job = parseJob(await sendControlRequest(socket, 'job-status', { id: asked.id }))
+  }
+  return job
+}
+
+/** How far a cancelled flatten or commit went, and what is left of it. */
+function describeCancelled(job: LiveJob): string {
+  const copied = job.total > 0 ? ` after ${formatSize(job.done)} of ${formatSize(job.total)}` : ''
+  const left =
+    job.kind === 'snapshot'
+      ? 'no snapshot was taken.'
+      : job.kind === 'flatten'
+        ? 'what it copied stays in the overlay; addcow job flatten goes on from there.'
+        : "the guest's view is unchanged; the base holds part of the layer's data until a commit runs to its end."
+  return `${job.id} was cancelled${copied}: ${left}`
 }
 
 /** What a finished flatten or commit did, in a sentence or two. */

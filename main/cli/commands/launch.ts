@@ -34,11 +34,13 @@ function openConsoleFile(path: string): Promise<WriteStream> {
 export const launchCommand = defineCommand({
   name: 'launch',
   summary: 'run QEMU on an image (through the NBD export by default)',
-  usage: `addcow launch [--headless] [--serial FILE] IMAGE [-- EXTRA_QEMU_ARGS...]
+  usage: `addcow launch [--headless] [--serial FILE] [--copy-on-read] IMAGE [-- EXTRA_QEMU_ARGS...]
 
   --serial FILE        write the guest's serial console to FILE (default: this terminal)
   --discard-changes    run without saving changes: the guest writes into a throw-away
                        overlay, deleted when QEMU exits
+  --copy-on-read       copy what the guest reads from the base into the overlay, so a
+                       slow or remote base warms it (as addcow serve --copy-on-read)
   --stop-timeout SEC   on Ctrl-C: seconds the guest gets to power down before QEMU is
                        told to quit (default 30)
   --control-socket PATH
@@ -55,6 +57,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
     serial: { type: 'string' },
     'stop-timeout': { type: 'string' },
     'discard-changes': { type: 'boolean' },
+    'copy-on-read': { type: 'boolean' },
     'control-socket': { type: 'string' },
     ...QEMU_OPTIONS,
     ...ACCEPT_BASE_OPTION,
@@ -90,6 +93,7 @@ Arguments after -- are appended to the QEMU command line as given.`,
       extraArgs: extra,
       stopTimeoutMs,
       discardChanges: values['discard-changes'] ?? false,
+      copyOnRead: values['copy-on-read'] ?? false,
       ...(options.format ? { format: options.format } : {}),
       ...(values.serial !== undefined ? { serialFile: values.serial } : {}),
       ...(values['control-socket'] !== undefined
@@ -131,7 +135,7 @@ export async function runLaunch(
       `addcow launch: accelerator ${vm.accelerator.accel}: ${vm.accelerator.reason}.\n`,
     )
     context.stderr.write(
-      `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}); Ctrl-C powers the guest down.\n`,
+      `addcow launch: QEMU ${vm.pid} started (${vm.command.via}${vm.exportUri ? `, export ${vm.exportUri}` : ''}${vm.live?.live.copyOnRead ? ', copy-on-read' : ''}); Ctrl-C powers the guest down.\n`,
     )
     if (vm.controlSocket)
       context.stderr.write(`addcow launch: live commands on ${vm.controlSocket} (addcow job).\n`)

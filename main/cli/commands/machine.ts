@@ -11,7 +11,12 @@ import { hostArch } from '../../qemu/binaries'
 import { resolveAccelerator } from '../../qemu/accelerator'
 import { buildQemuCommand } from '../../qemu/command'
 import { exportScript } from '../../qemu/export-script'
-import { launchCommandOptions, qemuBinaryFor, vmRunFolder } from '../../qemu/launcher'
+import {
+  assertLaunchChoices,
+  launchCommandOptions,
+  qemuBinaryFor,
+  vmRunFolder,
+} from '../../qemu/launcher'
 import { libvirtDomainXml } from '../../qemu/libvirt'
 import { machineLaunchOptions } from '../../qemu/machines'
 import { defineCommand } from '../command'
@@ -67,6 +72,8 @@ save options:
   --accel auto|kvm|tcg     default auto: KVM when a test guest runs on it, else TCG
   --via nbd|native|raw     how QEMU reaches the disk (default nbd)
   --read-only              the guest cannot write the disk
+  --copy-on-read           copy what the guest reads from the base into the overlay
+                           (needs --via nbd)
   --replace                overwrite a machine of the same name
 ${ACCEPT_BASE_USAGE}
 ${NAME_POLICY_USAGE}`
@@ -111,7 +118,7 @@ function describe(machine: SavedMachine): string {
   return [
     `${machine.name}: ${machine.disk}`,
     `  ${machine.memoryMiB} MiB, ${machine.cpus} CPU${machine.cpus === 1 ? '' : 's'}, ${machine.machine ?? 'default machine'}, ${machine.firmware.toUpperCase()}, boots ${boot}`,
-    `  network ${machine.network}${machine.portForwards.map((f) => `, ${f.protocol} ${f.hostAddress ?? '127.0.0.1'}:${f.hostPort} → ${f.guestPort}`).join('')}; display ${machine.display}; accelerator ${machine.accel}; via ${machine.via}${machine.readOnly ? '; read-only' : ''}`,
+    `  network ${machine.network}${machine.portForwards.map((f) => `, ${f.protocol} ${f.hostAddress ?? '127.0.0.1'}:${f.hostPort} → ${f.guestPort}`).join('')}; display ${machine.display}; accelerator ${machine.accel}; via ${machine.via}${machine.readOnly ? '; read-only' : ''}${machine.copyOnRead ? '; copy-on-read' : ''}`,
     ...(machine.extraArgs.length > 0 ? [`  extra: ${machine.extraArgs.join(' ')}`] : []),
   ].join('\n')
 }
@@ -139,6 +146,7 @@ export const machineCommand = defineCommand({
     accel: { type: 'string' },
     via: { type: 'string' },
     'read-only': { type: 'boolean' },
+    'copy-on-read': { type: 'boolean' },
     replace: { type: 'boolean' },
     serial: { type: 'string' },
     'discard-changes': { type: 'boolean' },
@@ -241,6 +249,7 @@ export const machineCommand = defineCommand({
             ? { via: oneOf(values.via, ['nbd', 'native', 'raw'] as const, 'via')! }
             : {}),
           readOnly: values['read-only'] ?? false,
+          copyOnRead: values['copy-on-read'] ?? false,
           extraArgs: extra,
         }
         const parsed = SavedMachineSchema.safeParse(input)
@@ -252,6 +261,12 @@ export const machineCommand = defineCommand({
             { field: issue?.path.join('.') ?? '' },
           )
         }
+        assertLaunchChoices({
+          image: parsed.data.disk,
+          via: parsed.data.via,
+          readOnly: parsed.data.readOnly,
+          copyOnRead: parsed.data.copyOnRead,
+        })
         const saved = await library.saveMachine(parsed.data, { replace: values.replace ?? false })
         context.stdout.write(`Saved machine '${saved.name}'.\n${describe(saved)}\n`)
         return 0

@@ -1,5 +1,5 @@
 import { assertAbilities, wholeViewFile, type Disk, type OperationOptions } from '../disk'
-import { EngineError, throwIfAborted } from '../errors'
+import { EngineError, isEngineError, throwIfAborted } from '../errors'
 import { BlockFile } from '../file'
 import { ClusterBitmap } from '../formats/common/bitmap'
 import { realPath } from '../fs'
@@ -13,10 +13,12 @@ import {
   emptyRange,
   journalRuns,
   markJournalCopied,
+  mergeRanges,
   openOrCreateJournal,
   type Overlay,
 } from '../ops/commit'
 import type { UndoJournal } from '../ops/undo-journal'
+import { MAX_INTERRUPTED_RANGES, type InterruptedCommit } from '../library'
 import { recordBaseFingerprint } from '../ops/drift'
 import { walkAllocation, WINDOW_BYTES, type AllocationRun } from '../ops/job'
 import { assertStillServed, piecesOf, runsIn, Throttle, type Piece } from './live-copy'
@@ -75,6 +77,10 @@ export interface LiveCommitResult {
 interface CommitTarget {
   base: Disk
   basePath: string
+  /** The layer's real path (the library's key for its interrupted commit). */
+  overlayPath: string
+  /** Guest ranges of the layer copied into the base so far (this run's, unmerged). */
+  copied: [number, number][]
   /** The base's one plain file (raw, flattened add-cow): copies go there in the kernel. */
   file: BlockFile | null
   radius: { dependents: DependentImage[]; unchecked: DependentImage[] }
@@ -135,17 +141,86 @@ export async function liveCommit(
   }
   const overlay = layer as Overlay
   const into = await openTarget(target, overlay, depth === 0, options)
+  const record = await recordRunning(target, overlay, into)
   try {
-    return depth === 0
-      ? await activeCommit(target, overlay, into, options)
-      : await commitBelowTop(target, overlay, into, options)
+    const result =
+      depth === 0
+        ? await activeCommit(target, overlay, into, options)
+        : await commitBelowTop(target, overlay, into, options)
+    await target.library?.clearInterruptedCommit(into.overlayPath).catch(() => undefined)
+    return result
   } catch (error) {
     // Back to the export's own locks (the base shared again), unless the chain changed.
     if (live.current === top) await target.locks.retarget(top).catch(() => undefined)
+    await recordStopped(target, record, into, error)
     throw error
   } finally {
     await into.close()
   }
+}
+
+/**
+ * Record the live commit in the library as it starts, with this process's pid: the app's
+ * Commit screen and `addcow info` show it as interrupted (with Resume and, given a journal,
+ * Roll back) if this process dies before it ends, as offline commit's stopped commits are.
+ */
+async function recordRunning(
+  served: LiveTarget,
+  overlay: Overlay,
+  target: CommitTarget,
+): Promise<InterruptedCommit | null> {
+  if (!served.library) return null
+  const record: InterruptedCommit = {
+    overlay: target.overlayPath,
+    base: target.basePath,
+    journal: target.journal?.path ?? null,
+    bytesCommitted: 0,
+    ranges: [],
+    bytesTotal: Math.min(
+      overlay.allocationCount().allocated * overlay.allocationUnit,
+      overlay.size,
+    ),
+    dependents: target.radius.dependents.map((entry) => entry.path),
+    code: 'INTERRUPTED',
+    message: `The live commit in process ${process.pid} did not end: the process serving ${overlay.path} stopped (killed or crashed) while it copied.`,
+    at: new Date().toISOString(),
+    runningIn: process.pid,
+  }
+  await served.library.recordInterruptedCommit(record).catch(() => undefined)
+  return record
+}
+
+/**
+ * The live commit stopped (cancelled, or an error): the record says what the base holds now
+ * and why, as offline commit's; forgotten when nothing reached the base.
+ */
+async function recordStopped(
+  served: LiveTarget,
+  record: InterruptedCommit | null,
+  target: CommitTarget,
+  error: unknown,
+): Promise<void> {
+  if (!served.library || !record) return
+  const ranges = target.journal
+    ? target.journal.committed.intervals.map(([start, end]): [number, number] => [start, end])
+    : target.copied
+  const { merged, bytes } = mergeRanges(ranges)
+  if (bytes === 0) {
+    await served.library.clearInterruptedCommit(record.overlay).catch(() => undefined)
+    return
+  }
+  const { runningIn: _running, ...stopped } = record
+  void _running
+  await served.library
+    .recordInterruptedCommit({
+      ...stopped,
+      bytesCommitted: bytes,
+      ranges: merged.slice(0, MAX_INTERRUPTED_RANGES),
+      code: isEngineError(error) ? error.code : 'INTERNAL',
+      message: error instanceof Error ? error.message : String(error),
+      at: new Date().toISOString(),
+    })
+    .catch(() => undefined)
 }
 
 /**
@@ -230,13 +305,17 @@ async function openTarget(
   const plain = wholeViewFile(base)
   const file = plain ? await BlockFile.open(plain.path, true) : null
   const writer = base
+  const copied: [number, number][] = []
   return {
     base,
     basePath,
+    overlayPath,
+    copied,
     file,
     radius: { dependents: radius.dependents, unchecked: radius.unchecked },
     journal,
     async copy(start, end) {
+      copied.push([start, end])
       if (journal) await journalRuns(journal, writer, [{ start, end }])
       // The guest writes the top meanwhile: its extents are asked for each run, never listed once.
       if (file) await copyIntoRaw(overlay, file, start, end, null)
@@ -354,6 +433,11 @@ async function commitBelowTop(
   await old.close()
   await punching.catch(() => undefined)
   await recordFingerprint(served, layer.path, layer.format)
+  // The layer above reads the emptied layer, whose files this commit changed (the same view):
+  // its fingerprint of it is recorded again, or serving the top later would be refused.
+  const chainNow = chainOf(live.current)
+  const above = chainNow[chainNow.findIndex((disk) => disk.path === layer.path) - 1]
+  if (above && served.library) await recordBaseFingerprint(above, served.library).catch(() => null)
   return result
 }
 

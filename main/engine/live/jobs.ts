@@ -62,9 +62,16 @@ export class LiveJobTable {
           return value
         },
         (error: unknown) => {
-          const cancelled = controller.signal.aborted && isEngineError(error, 'ABORTED')
+          // A body may stop on the signal through Node's own AbortError (a timer, a stream).
+          const cancelled =
+            controller.signal.aborted &&
+            (isEngineError(error, 'ABORTED') ||
+              (error instanceof Error && error.name === 'AbortError'))
           this.finish(record, cancelled ? 'cancelled' : 'failed')
-          record.error = errorOf(error)
+          record.error =
+            cancelled && !isEngineError(error)
+              ? { code: 'ABORTED', message: `The live ${kind} was cancelled.` }
+              : errorOf(error)
           throw error
         },
       )

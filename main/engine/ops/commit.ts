@@ -204,7 +204,7 @@ interface PartialCommit {
 }
 
 /** `ranges` sorted and merged, with the bytes they cover. */
-function mergeRanges(ranges: readonly [number, number][]): {
+export function mergeRanges(ranges: readonly [number, number][]): {
   merged: [number, number][]
   bytes: number
 } {
@@ -261,6 +261,39 @@ async function commitStopped(
     `${describeInterruptedCommit(record, cancelled)}`,
     { path: partial.overlay, field: 'interrupted commit', value: partial.base, cause: error },
   )
+}
+
+/**
+ * The interrupted commit `record` as it stands now, or null when it is not interrupted: a live
+ * commit whose serving process still runs (`runningIn`) is going on. One whose process is gone
+ * (a crash, kill -9) recorded no progress; its undo journal, when it has one, says which
+ * ranges reached the base.
+ */
+export async function interruptedCommitNow(
+  record: InterruptedCommit | null,
+): Promise<InterruptedCommit | null> {
+  if (!record || record.runningIn === undefined) return record
+  if (processRuns(record.runningIn)) return null
+  if (record.journal === null) return record
+  const journal = await UndoJournal.open(record.journal, false).catch(() => null)
+  if (!journal) return record
+  try {
+    const { merged, bytes } = mergeRanges(journal.committed.intervals.map(([a, b]) => [a, b]))
+    return { ...record, ranges: merged.slice(0, MAX_INTERRUPTED_RANGES), bytesCommitted: bytes }
+  } finally {
+    await journal.close().catch(() => undefined)
+  }
+}
+
+/** Whether the process `pid` runs (signal 0: a check, nothing is sent). */
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: it runs, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }
 
 /** The sentences that say where an interrupted commit stands and what the user can do. */

@@ -1,6 +1,7 @@
 import { realPath } from '../../engine/fs'
 import { baseState } from '../../engine/ops/base-state'
 import { planCommit } from '../../engine/ops/blast-radius'
+import { interruptedCommitNow } from '../../engine/ops/commit'
 import { imageInfo } from '../../engine/ops/info'
 import type { AreaHandlers } from '../handler-table'
 import { allocationBuckets, findWritten, mapRange } from '../image-queries'
@@ -34,8 +35,15 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
     'image:get-base-state': async ({ path }) =>
       baseState(path, { library, policy: await library.policy(), deep: true }),
 
-    'image:get-commit-state': async ({ overlay }) => ({
-      commit: await library.interruptedCommit(await realPath(overlay)),
-    }),
+    'image:get-commit-state': async ({ overlay }) => {
+      // A live commit still running is not interrupted; one a crash cut short is.
+      const record = await interruptedCommitNow(
+        await library.interruptedCommit(await realPath(overlay)),
+      )
+      if (!record) return { commit: null }
+      const { runningIn: _running, ...commit } = record
+      void _running
+      return { commit }
+    },
   }
 }

@@ -37,12 +37,14 @@ function machineOptions(request: {
 
 /** The launch options of a qemu:get-command or qemu:launch-vm request (both run the same). */
 function launchOptions(request: ParsedRequestOf<'qemu:launch-vm'>): LaunchOptions {
-  const { path, via, memoryMiB, cpus, headless, readOnly, extraArgs, discardChanges } = request
+  const { path, via, memoryMiB, cpus, headless, readOnly, extraArgs, discardChanges, copyOnRead } =
+    request
   return {
     image: path,
     via,
     readOnly,
     discardChanges,
+    copyOnRead,
     machine: {
       ...(memoryMiB !== undefined ? { memoryMiB } : {}),
       ...(cpus !== undefined ? { cpus } : {}),

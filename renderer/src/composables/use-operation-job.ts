@@ -98,6 +98,35 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     })
   }
 
+  /**
+   * Take over a job of this channel that runs already (started before a reload, or before the
+   * screen was opened): its progress and cancel, and its result or error once it ends, as
+   * `run` keeps them. Resolves with the result, or null when it failed or was cancelled.
+   */
+  async function resume(id: string): Promise<JobResultOf<C> | null> {
+    const known = jobs.jobs.find((listed) => listed.id === id)
+    if (known && known.state !== 'running' && known.state !== 'cancelling') {
+      // It ended before anyone here waited: its end is known, its result is not.
+      follow(id)
+      return null
+    }
+    reset()
+    jobId.value = id
+    phase.value = 'running'
+    try {
+      const value = await jobs.wait(channel, id)
+      if (jobId.value !== id) return value
+      result.value = value
+      phase.value = 'done'
+      return value
+    } catch (caught) {
+      if (jobId.value !== id) return null
+      const explained = fail(caught)
+      phase.value = explained.cancelled ? 'cancelled' : 'failed'
+      return null
+    }
+  }
+
   /** Ask main to stop the job; it ends as cancelled with its files consistent. */
   async function cancel(): Promise<void> {
     if (jobId.value === null) return
@@ -108,7 +137,21 @@ export function useOperationJob<C extends JobChannel>(channel: C) {
     }
   }
 
-  return { job, jobId, phase, busy, cancelling, result, error, failure, run, follow, cancel, reset }
+  return {
+    job,
+    jobId,
+    phase,
+    busy,
+    cancelling,
+    result,
+    error,
+    failure,
+    run,
+    follow,
+    resume,
+    cancel,
+    reset,
+  }
 }
 
 /** What {@link useOperationJob} returns: one job channel as a screen runs it. */

@@ -76,6 +76,7 @@ export function machineForm(machine: MachineView): MachineForm {
       display: machine.display,
       network: machine.network,
       readOnly: machine.readOnly,
+      copyOnRead: machine.copyOnRead,
       extraArgs: machine.extraArgs.map(shellQuote).join(' '),
     },
     firmware: machine.firmware,
@@ -174,6 +175,7 @@ export function machineInput(form: MachineForm): { machine: MachineInput } | { e
       display: form.launch.display,
       accel: form.accel,
       readOnly: form.launch.readOnly,
+      copyOnRead: form.launch.copyOnRead,
       extraArgs: request.extraArgs ?? [],
     },
   }

@@ -17,6 +17,8 @@ export interface LaunchForm {
   display: 'default' | 'gtk' | 'sdl' | 'vnc' | 'app' | 'none'
   network: 'user' | 'none'
   readOnly: boolean
+  /** Copy what the guest reads from the base into the overlay (needs the NBD export). */
+  copyOnRead: boolean
   /** Extra QEMU arguments as typed, split like a shell would. */
   extraArgs: string
 }
@@ -30,6 +32,7 @@ export const DEFAULT_LAUNCH_FORM: LaunchForm = {
   display: 'default',
   network: 'user',
   readOnly: false,
+  copyOnRead: false,
   extraArgs: '',
 }
 
@@ -110,6 +113,7 @@ export function launchRequest(
     network: form.network,
   }
   if (machine !== '') request.machine = machine
+  if (form.copyOnRead) request.copyOnRead = true
   if (form.display !== 'default' && form.display !== 'none') request.display = form.display
   if (extra.args.length > 0) request.extraArgs = extra.args
   return { request }

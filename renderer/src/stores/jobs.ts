@@ -18,7 +18,8 @@ type Outcome = { ok: true; result: unknown } | { ok: false; error: Error }
 export const useJobsStore = defineStore('jobs', () => {
   const client = useClient()
   const jobs = ref<JobInfo[]>([])
-  const waiters = new Map<string, Waiter>()
+  /** Who waits for each job's end: the window that started it, and pages that picked it up. */
+  const waiters = new Map<string, Waiter[]>()
   /** Outcomes that arrived before the reply that started the job. */
   const early = new Map<string, Outcome>()
 
@@ -33,14 +34,16 @@ export const useJobsStore = defineStore('jobs', () => {
   }
 
   function settle(id: string, outcome: Outcome): void {
-    const waiter = waiters.get(id)
-    if (!waiter) {
+    const waiting = waiters.get(id)
+    if (!waiting) {
       early.set(id, outcome)
       return
     }
     waiters.delete(id)
-    if (outcome.ok) waiter.resolve(outcome.result)
-    else waiter.reject(outcome.error)
+    for (const waiter of waiting) {
+      if (outcome.ok) waiter.resolve(outcome.result)
+      else waiter.reject(outcome.error)
+    }
   }
 
   client.on('jobs:started', upsert)
@@ -69,17 +72,26 @@ export const useJobsStore = defineStore('jobs', () => {
   ): Promise<{ job: JobInfo; result: Promise<JobResultOf<C>> }> {
     const { job } = await client.startJob(channel, request)
     upsert(job)
-    const result = new Promise<unknown>((resolve, reject) => {
-      const outcome = early.get(job.id)
-      early.delete(job.id)
+    return { job, result: wait(channel, job.id) }
+  }
+
+  /**
+   * The checked result of the job `id` of `channel` once it ends (rejects with its error): for
+   * the window that started it, and for a page that picks up a job still running (after a
+   * reload, or started elsewhere). An end that came before this call is seen only when no one
+   * was waiting for it.
+   */
+  function wait<C extends JobChannel>(channel: C, id: string): Promise<JobResultOf<C>> {
+    return new Promise<unknown>((resolve, reject) => {
+      const outcome = early.get(id)
+      early.delete(id)
       if (outcome) {
         if (outcome.ok) resolve(outcome.result)
         else reject(outcome.error)
       } else {
-        waiters.set(job.id, { resolve, reject })
+        waiters.set(id, [...(waiters.get(id) ?? []), { resolve, reject }])
       }
     }).then((value) => client.parseJobResult(channel, value))
-    return { job, result }
   }
 
   /** Start a job and wait for its result (rejects with the job's error if it fails). */
@@ -114,5 +126,5 @@ export const useJobsStore = defineStore('jobs', () => {
     await load()
   }
 
-  return { jobs, running, load, start, run, cancel, stop, forceOff, clearFinished }
+  return { jobs, running, load, start, wait, run, cancel, stop, forceOff, clearFinished }
 })

@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { addcow } from '../../helpers/cli'
+import { ADDCOW_BIN, addcow, type AddcowResult } from '../../helpers/cli'
 import { pattern } from '../../helpers/images'
+import { waitFor } from '../../helpers/processes'
 import { tempDir, tool } from '../../helpers/tools'
 import { startServe, type ServeProcess } from '../nbd/serve-process'
 
@@ -30,6 +32,34 @@ afterEach(async () => {
 /** `addcow job ...` in the test folder, with XDG_RUNTIME_DIR pointing into it. */
 function job(...args: string[]) {
   return addcow(['job', ...args], { dataDir, cwd: dir, env: { XDG_RUNTIME_DIR: dir } })
+}
+
+/**
+ * `addcow job ...` as a child process that `interrupt` sends SIGINT (Ctrl-C in a terminal);
+ * `result` settles with its exit code and streams.
+ */
+function jobInterruptible(...args: string[]): {
+  interrupt: () => void
+  result: Promise<AddcowResult>
+} {
+  const child = spawn(process.execPath, [ADDCOW_BIN, 'job', ...args], {
+    cwd: dir,
+    env: { ...process.env, ADDCOW_DATA_DIR: dataDir, XDG_RUNTIME_DIR: dir },
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const result = new Promise<AddcowResult>((done) =>
+    child.on('close', (code) => done({ code: code ?? -1, stdout, stderr })),
+  )
+  return { interrupt: () => void child.kill('SIGINT'), result }
+}
+
+/** The state of the live job `id`, as `job status --json` prints it. */
+async function jobState(control: string, id: string): Promise<string> {
+  const status = await job('status', id, '--json', '--control-socket', control)
+  return status.code === 0 ? (JSON.parse(status.stdout) as { state: string }).state : 'unknown'
 }
 
 describe('addcow job', () => {
@@ -113,6 +143,84 @@ describe('addcow job', () => {
     ])
     expect(after).not.toContain('Pattern verification failed')
   }, 60_000)
+
+  it('reports a cancelled job as cancelled: job cancel, Ctrl-C of a waiting job, status, list, JSON', async () => {
+    const control = join(dir, 'vm.control')
+    served = await startServe(
+      ['--socket', join(dir, 'nbd.sock'), '--control-socket', control, 'vm.add-cow'],
+      { dataDir, cwd: dir },
+    )
+    // 64 KiB/s: a minute for the 4 MiB disk, so each cancel comes while the job copies.
+    const started = await job('flatten', '--rate', '64K', '--detach', '--control-socket', control)
+    expect(started.stdout).toContain('Started flatten-1')
+    const cancel = await job('cancel', 'flatten-1', '--control-socket', control)
+    expect(cancel.code, cancel.stderr).toBe(0)
+    expect(cancel.stdout).toMatch(
+      /^flatten-1 was cancelled( after [\d.]+ \w+ of 4 MiB)?: what it copied stays in the overlay/,
+    )
+    const one = JSON.parse(
+      (await job('status', 'flatten-1', '--json', '--control-socket', control)).stdout,
+    )
+    expect(one.state).toBe('cancelled')
+    expect(one.error.code).toBe('ABORTED')
+    expect((await job('status', 'flatten-1', '--control-socket', control)).stdout).toMatch(
+      /^flatten-1 {2}cancelled\b/,
+    )
+    const again = await job('cancel', 'flatten-1', '--control-socket', control)
+    expect(again.stdout).toBe('flatten-1 is not running (cancelled).\n')
+
+    // Ctrl-C of a waiting `job flatten -p --json`: the export cancels the job; the CLI says so
+    // and prints the job record, cancelled.
+    const waiting = jobInterruptible(
+      'flatten',
+      '--rate',
+      '64K',
+      '-p',
+      '--json',
+      '--control-socket',
+      control,
+    )
+    await waitFor(
+      'flatten-2 to run',
+      async () => (await jobState(control, 'flatten-2')) === 'running',
+    )
+    waiting.interrupt()
+    const interrupted = await waiting.result
+    expect(interrupted.code).toBe(1)
+    expect(interrupted.stderr).toMatch(
+      /addcow job: flatten-2 was cancelled( after .+)?: what it copied stays/,
+    )
+    expect(interrupted.stderr).not.toMatch(/failed/i)
+    const record = JSON.parse(interrupted.stdout)
+    expect(record).toMatchObject({
+      id: 'flatten-2',
+      state: 'cancelled',
+      error: { code: 'ABORTED' },
+    })
+
+    // A commit cancelled from another shell while `job commit` waits: both say cancelled.
+    await tool('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 2M', served.uri])
+    const committing = jobInterruptible('commit', '--rate', '64K', '--control-socket', control)
+    await waitFor(
+      'commit-3 to run',
+      async () => (await jobState(control, 'commit-3')) === 'running',
+    )
+    const stopped = await job('cancel', 'commit-3', '--control-socket', control)
+    expect(stopped.stdout).toMatch(
+      /^commit-3 was cancelled( after .+)?: the guest's view is unchanged/,
+    )
+    const follower = await committing.result
+    expect(follower.code).toBe(1)
+    expect(follower.stderr).toMatch(/^addcow job: commit-3 was cancelled/)
+    const list = await job('list', '--control-socket', control)
+    expect(list.stdout).toMatch(
+      /^flatten-1 {2}cancelled\b.*\nflatten-2 {2}cancelled\b.*\ncommit-3 {2}cancelled\b/,
+    )
+    expect(list.stdout).not.toContain('failed')
+    // The guest's view is what it wrote over the base, whatever the cancels copied.
+    const read = await tool('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 2M', served.uri])
+    expect(read).not.toContain('Pattern verification failed')
+  }, 120_000)
 
   it('finds the default control socket of an image with --image', async () => {
     served = await startServe(['--socket', join(dir, 'nbd.sock'), 'vm.add-cow'], {

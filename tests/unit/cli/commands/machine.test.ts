@@ -69,6 +69,7 @@ describe('addcow machine', () => {
       display: 'vnc',
       accel: 'tcg',
       readOnly: false,
+      copyOnRead: false,
       extraArgs: ['-no-reboot'],
     })
     // Kept in the shared library file.
@@ -113,5 +114,20 @@ describe('addcow machine', () => {
       expect(result.code).not.toBe(0)
       expect(result.stderr).toMatch(message)
     }
+  })
+
+  it('saves copy-on-read (the command it prints serves the disk with it), refused read-only', async () => {
+    const saved = await machine('save', '--copy-on-read', 'warm', image)
+    expect(saved.code, saved.stderr).toBe(0)
+    expect(saved.stdout).toContain('; copy-on-read')
+    const printed = await machine('cmd', 'warm')
+    expect(printed.stdout).toMatch(/# +addcow serve --socket \S+ --copy-on-read /)
+    const refused = await machine('save', '--copy-on-read', '--read-only', 'cold', image)
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain(
+      'Copy-on-read writes what the guest reads into the image; it cannot go with a read-only disk.',
+    )
+    expect((await machine('list')).stdout).not.toContain('cold')
+    await machine('rm', 'warm')
   })
 })

@@ -93,6 +93,36 @@ describe('qemu:get-command machine options', () => {
   })
 })
 
+describe('qemu:get-command copy-on-read', () => {
+  it('serves the disk with --copy-on-read (the export line says so) and refuses it read-only', async () => {
+    const command = await call(core, 'qemu:get-command', { path: overlay, copyOnRead: true })
+    expect(command.prerequisite?.args).toEqual([
+      'addcow',
+      'serve',
+      '--socket',
+      expect.stringMatching(/nbd\.sock$/),
+      '--copy-on-read',
+      overlay,
+    ])
+    expect(command.rendering).toContain('--copy-on-read')
+    const plain = await call(core, 'qemu:get-command', { path: overlay })
+    expect(plain.prerequisite?.args).not.toContain('--copy-on-read')
+    const refused = await core.dispatcher.dispatch(
+      'qemu:get-command',
+      { path: overlay, copyOnRead: true, readOnly: true },
+      TRUSTED,
+    )
+    expect(refused).toMatchObject({
+      ok: false,
+      error: {
+        code: 'BAD_ARGUMENT',
+        message:
+          'Copy-on-read writes what the guest reads into the image; it cannot go with a read-only disk.',
+      },
+    })
+  })
+})
+
 describe('qemu:get-capabilities', () => {
   it('offers only what this QEMU and host can do, with the reason for the rest', async () => {
     if (!requireTools('qemu-system-x86_64')) return

@@ -120,6 +120,13 @@ describe('splitArguments', () => {
 })
 
 describe('launchRequest', () => {
+  it('asks for copy-on-read only when it is ticked', () => {
+    const built = launchRequest('/images/vm.add-cow', { ...DEFAULT_LAUNCH_FORM, copyOnRead: true })
+    expect(built).toMatchObject({ request: { copyOnRead: true } })
+    const plain = launchRequest('/images/vm.add-cow', DEFAULT_LAUNCH_FORM)
+    expect('request' in plain && 'copyOnRead' in plain.request).toBe(false)
+  })
+
   it('turns the form into the launch request', () => {
     expect(launchRequest('/images/vm.add-cow', DEFAULT_LAUNCH_FORM)).toEqual({
       request: {
