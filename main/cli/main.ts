@@ -1,4 +1,23 @@
 import * as nodeModule from 'node:module'
+import { serverRelaunchArgv } from './relaunch'
+
+// A server command (serve, launch) needs V8 flags that only work from the start: execute the
+// same command again, in this same process (its pid, streams and parent stay), with them.
+// Where process.execve is missing (Node before 22.15, Windows) or fails, it runs as it is.
+const relaunch = serverRelaunchArgv({
+  execPath: process.execPath,
+  execArgv: process.execArgv,
+  argv: process.argv,
+  nodeOptions: process.env.NODE_OPTIONS,
+})
+const execve = (process as { execve?: (file: string, args: string[], env: object) => never }).execve
+if (relaunch && execve && process.platform !== 'win32') {
+  try {
+    execve(process.execPath, relaunch, process.env)
+  } catch {
+    // run without the flags
+  }
+}
 
 // V8's compile cache (Node >= 22.1; NODE_DISABLE_COMPILE_CACHE=1 turns it off): later starts
 // reuse the compiled code of the bundle instead of compiling it again. It must be on before the

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { isIPv6 } from 'node:net'
 import { join } from 'node:path'
 import type { Socket } from 'node:net'
-import tls from 'node:tls'
+import type tls from 'node:tls'
 import { EngineError, wrapIoError } from '../engine/errors'
 
 /** Pre-shared keys by identity (user name), as qemu's and nbdkit's PSK files hold them. */
@@ -25,6 +25,14 @@ export interface X509Credentials {
 
 /** How an NBD server runs TLS: pre-shared keys by identity, or X.509 certificates. */
 export type TlsCredentials = { kind: 'psk'; keys: PskKeys } | ({ kind: 'x509' } & X509Credentials)
+
+/**
+ * node:tls, loaded on first use: most exports run without TLS, and loading it (OpenSSL's TLS
+ * state) costs every `addcow serve` several MB of memory.
+ */
+function tlsModule(): typeof tls {
+  return process.getBuiltinModule('node:tls')
+}
 
 /** The files of a tls-creds-x509 folder the server needs (QEMU's names). */
 export const X509_SERVER_FILES = ['ca-cert.pem', 'server-cert.pem', 'server-key.pem'] as const
@@ -122,7 +130,7 @@ export async function readX509Folder(
   ])
   let context: tls.SecureContext
   try {
-    context = tls.createSecureContext({ ca, cert, key, minVersion: 'TLSv1.2' })
+    context = tlsModule().createSecureContext({ ca, cert, key, minVersion: 'TLSv1.2' })
   } catch (error) {
     throw new EngineError(
       'BAD_ARGUMENT',
@@ -144,7 +152,10 @@ function serverTlsOptions(credentials: TlsCredentials): tls.TLSSocketOptions {
     const keys = credentials.keys
     return {
       isServer: true,
-      secureContext: tls.createSecureContext({ ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2' }),
+      secureContext: tlsModule().createSecureContext({
+        ciphers: PSK_CIPHERS,
+        minVersion: 'TLSv1.2',
+      }),
       pskCallback: (_socket: tls.TLSSocket, identity: string) => keys.get(identity) ?? null,
     } as tls.TLSSocketOptions
   }
@@ -157,7 +168,7 @@ function serverTlsOptions(credentials: TlsCredentials): tls.TLSSocketOptions {
  * connection: it refuses a client without a certificate our CA signed by closing it.
  */
 function startVerifiedTls(socket: Socket, credentials: X509Credentials): Promise<tls.TLSSocket> {
-  const server = tls.createServer({
+  const server = tlsModule().createServer({
     ...credentials.pem,
     minVersion: 'TLSv1.2',
     requestCert: true,
@@ -196,7 +207,8 @@ export function startServerTls(
   if (leftover.length > 0) socket.unshift(leftover)
   if (credentials.kind === 'x509' && credentials.verifyClients)
     return startVerifiedTls(socket, credentials)
-  const secure = new tls.TLSSocket(socket, serverTlsOptions(credentials))
+  const { TLSSocket } = tlsModule()
+  const secure = new TLSSocket(socket, serverTlsOptions(credentials))
   return new Promise((resolve, reject) => {
     const onClose = (): void => fail(new Error('The connection closed during the TLS handshake.'))
     const fail = (error: Error): void => {

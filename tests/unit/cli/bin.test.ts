@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { SERVER_V8_FLAGS } from '../../../main/cli/relaunch'
 import { addcow, ADDCOW_BIN, runAddcow } from '../../helpers/cli'
 import { dataDir, overlayOnBase, pattern, root, useFolders } from './helpers'
 
@@ -76,6 +78,16 @@ describe('the addcow binary', () => {
       child.on('close', () => reject(new Error(`serve exited early: ${stderr}`)))
     })
     expect(stdout).toBe(`nbd+unix:///?socket=${socket}\n`)
+    // It serves from the process that was started (same pid), run again with the server's V8
+    // flags (main/cli/relaunch.ts), where process.execve exists.
+    if (typeof (process as { execve?: unknown }).execve === 'function') {
+      const commandLine = (await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).split('\0')
+      expect(commandLine.slice(1, 1 + SERVER_V8_FLAGS.length)).toEqual(SERVER_V8_FLAGS)
+      expect(commandLine.slice(1 + SERVER_V8_FLAGS.length, -1)).toEqual([
+        ADDCOW_BIN,
+        ...['serve', '--socket', socket, overlay],
+      ])
+    }
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
     expect(stderr).toContain('addcow serve: stopping; flushing the image.\n')
