@@ -159,6 +159,12 @@ test('Flatten now: progress, cancel, again, done; the overlay stands alone with 
   await expect(vm.getByLabel('Served chain')).toContainText(
     'The export serves flat.add-cow alone (no base)',
   )
+  // Nothing is left to stream or to commit into.
+  await expect(actions.getByRole('button', { name: 'Flatten now' })).toBeDisabled()
+  await expect(actions.getByRole('button', { name: 'Flatten now' })).toHaveAttribute(
+    'title',
+    'The served disk has no base: it stands alone already.',
+  )
   await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
   expect(await seriousViolations(page)).toEqual([])
   await screenshots(page, 'launch-live-flatten-done')
