@@ -123,11 +123,20 @@ export async function readX509Folder(
   options: { verifyClients?: boolean } = {},
 ): Promise<{ kind: 'x509' } & X509Credentials> {
   const [caFile, certFile, keyFile] = X509_SERVER_FILES
-  const [ca, cert, key] = await Promise.all([
+  // Read together, reported in the files' order: with several missing, the error always names
+  // the first (Promise.all would name whichever read failed first).
+  const reads = await Promise.allSettled([
     readPemFile(join(folder, caFile)),
     readPemFile(join(folder, certFile)),
     readPemFile(join(folder, keyFile)),
   ])
+  const failed = reads.find((read) => read.status === 'rejected')
+  if (failed) throw failed.reason
+  const [ca, cert, key] = reads.map((read) => (read as PromiseFulfilledResult<Buffer>).value) as [
+    Buffer,
+    Buffer,
+    Buffer,
+  ]
   let context: tls.SecureContext
   try {
     context = tlsModule().createSecureContext({ ca, cert, key, minVersion: 'TLSv1.2' })
