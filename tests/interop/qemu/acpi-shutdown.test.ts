@@ -12,13 +12,18 @@ import type { VmState } from '../../../main/qemu/power'
 import { kernelArgs, linuxGuestSuite } from '../../helpers/linux-guest'
 
 // Wait for a key from every "Power Button" input device (q35 has the ACPI fixed button; a
-// PNP0C0C one may exist too), then let /init power off.
+// PNP0C0C one may exist too), then let /init power off. The shell opens each device before it
+// says it is waiting, so a press that comes before the background reader runs (a loaded TCG
+// guest can take seconds to fork it) is queued on the open file, not lost.
 const GUEST_SCRIPT = [
+  'fd=3',
   'for event in /sys/class/input/event*; do',
   '  grep -q "Power Button" "$event/device/name" 2>/dev/null || continue',
-  '  (head -c 1 "/dev/input/${event##*/}" >/dev/null; touch /pressed) &',
+  '  eval "exec $fd</dev/input/${event##*/}"',
+  '  (head -c 1 <&$fd >/dev/null; touch /pressed) &',
+  '  fd=$((fd + 1))',
   'done',
-  'echo ADDCOW-ACPI-WAITING',
+  'echo "ADDCOW-ACPI-WAITING $((fd - 3))"',
   'while [ ! -e /pressed ]; do sleep 1; done',
   'echo ADDCOW-ACPI-PRESSED',
 ].join('\n')
@@ -45,12 +50,23 @@ describeLinux('Shut down (ACPI) through QMP', () => {
     const states: VmState[] = [vm.state]
     vm.on('state', (state: VmState) => states.push(state))
     try {
+      const deadline = Date.now() + 240_000
+      const late = (what: string) => new Error(`${what} within 240 s; serial console:\n${serial}`)
       while (!serial.includes('ADDCOW-ACPI-WAITING')) {
         if (!vm.qmp?.connected) throw new Error(`the guest ended early:\n${serial}`)
+        if (Date.now() > deadline) throw late('the guest did not start waiting for the button')
         await new Promise((resolve) => setTimeout(resolve, 200))
       }
+      // The guest found at least one power button to wait on.
+      expect(serial).not.toContain('ADDCOW-ACPI-WAITING 0')
       expect(await vm.power('shut-down')).toBe('shutting-down')
-      const exit = await vm.exited
+      let timer: NodeJS.Timeout | undefined
+      const exit = await Promise.race([
+        vm.exited,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(late('the guest did not power off')), deadline - Date.now())
+        }),
+      ]).finally(() => clearTimeout(timer))
       expect(serial).toContain('ADDCOW-ACPI-PRESSED')
       expect(serial).toContain(linux.guest.doneLine)
       // The guest powered off: QEMU's own exit, not a signal.
