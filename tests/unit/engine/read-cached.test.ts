@@ -4,7 +4,7 @@
 // thread pool. A file evicted from the page cache (dd iflag=nocache) must not be read on the
 // calling thread, and must still read back exactly.
 import { execFileSync } from 'node:child_process'
-import { open, writeFile } from 'node:fs/promises'
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlockFile, readFilePieces, useServerReads } from '../../../main/engine/file'
@@ -134,6 +134,31 @@ describe('readCached (native fast path)', () => {
     } finally {
       await handle.close()
       await otherHandle.close()
+    }
+  })
+
+  it('copies from a filesystem held in memory (tmpfs) inline, though it refuses RWF_NOWAIT', async () => {
+    if (!readCached) return expect(process.env.CI).not.toBe('true')
+    const memory = await mkdtemp(join('/dev/shm', 'addcow-read-cached-'))
+    try {
+      expect(onTmpfs(memory)).toBe(true)
+      const data = pattern(3 * MIB + 123, 11)
+      const path = join(memory, 'in-memory.raw')
+      await writeFile(path, data)
+      const handle = await open(path, 'r')
+      try {
+        // Two pieces, the second running past the end of the file: both done here.
+        const target = Buffer.alloc(2 * MIB, 0xee)
+        const pieces = Float64Array.of(handle.fd, 0, 0, MIB, handle.fd, 3 * MIB, MIB, MIB)
+        expect(readCached.call(addon, target, pieces, 4 * MIB)).toBe(2)
+        expect(target.subarray(0, MIB).equals(data.subarray(0, MIB))).toBe(true)
+        expect(target.subarray(MIB, MIB + 123).equals(data.subarray(3 * MIB))).toBe(true)
+        expect(target.subarray(MIB + 123).every((byte) => byte === 0)).toBe(true)
+      } finally {
+        await handle.close()
+      }
+    } finally {
+      await rm(memory, { recursive: true, force: true })
     }
   })
 

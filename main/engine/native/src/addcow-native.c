@@ -32,6 +32,8 @@
 
 #ifdef __linux__
 #include <linux/falloc.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #endif
 
 /* QEMU's file-posix lock bytes: byte 100 + i means "holds permission i", byte 200 + i means
@@ -615,11 +617,23 @@ static napi_value read_batch(napi_env env, napi_callback_info info) {
  * Reads the pieces in order with preadv2(RWF_NOWAIT), which copies from the page cache and
  * fails with EAGAIN instead of waiting for the disk, and returns how many pieces it completed
  * (zeros past a file's end count as complete). It stops at the first piece whose data is not
- * all cached, or that the filesystem will not read without waiting (EOPNOTSUPP), or once
+ * all cached, or that the filesystem will not read without waiting (EOPNOTSUPP; a filesystem
+ * held in memory, tmpfs or ramfs, is read with a plain pread then: a copy, never a wait), or once
  * `budget` bytes are done, so the event loop never waits on a disk and never copies much more
  * than `budget` bytes at a time; the caller reads the remaining pieces on the thread pool.
  * A piece it stopped in may be partly filled; the caller reads it again whole. Real I/O errors
  * also just stop it: the thread-pool read meets them again and reports them. */
+#if defined(__linux__) && defined(RWF_NOWAIT)
+/* Whether `fd` lies on a filesystem held in memory (tmpfs, ramfs: /dev/shm, and /tmp on many
+ * systems), where RWF_NOWAIT is refused with EOPNOTSUPP but a plain read is a memory copy that
+ * never waits on a disk. */
+static bool in_memory_fs(int fd) {
+  struct statfs info;
+  if (fstatfs(fd, &info) != 0) return false;
+  return info.f_type == TMPFS_MAGIC || info.f_type == RAMFS_MAGIC;
+}
+#endif
+
 static napi_value read_cached(napi_env env, napi_callback_info info) {
   napi_value argv[3], result;
   uint8_t *target;
@@ -636,10 +650,15 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
     if (!get_piece(env, raw + completed * 4, target_length, piece)) return NULL;
     uint8_t *out = target + piece[2];
     size_t length = (size_t)piece[3], done = 0;
+    int flags = RWF_NOWAIT;
     while (done < length) {
       struct iovec vector = {out + done, length - done};
-      ssize_t got = preadv2((int)piece[0], &vector, 1, (off_t)(piece[1] + (int64_t)done), RWF_NOWAIT);
+      ssize_t got = preadv2((int)piece[0], &vector, 1, (off_t)(piece[1] + (int64_t)done), flags);
       if (got < 0 && errno == EINTR) continue;
+      if (got < 0 && errno == EOPNOTSUPP && flags != 0 && in_memory_fs((int)piece[0])) {
+        flags = 0;
+        continue;
+      }
       if (got < 0) break;
       if (got == 0) {
         memset(out + done, 0, length - done);
