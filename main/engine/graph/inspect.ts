@@ -180,23 +180,27 @@ export async function inspectImage(
     nameVerdict: null,
     fullyAllocated: null,
   }
+  // A symbolic link that leads nowhere (or around in circles) names no file at all; nor does a
+  // file removed between the folder listing and its reading (a lock file beside the library).
+  const gone = (error: unknown): InspectedImage | null => {
+    const code = (error as NodeJS.ErrnoException | null)?.code
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') {
+      return { ...node, state: 'missing', problem: `${real} does not exist.` }
+    }
+    return null
+  }
   let info
   try {
     info = await stat(real)
   } catch (error) {
-    // A symbolic link that leads nowhere (or around in circles) names no file at all.
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') {
-      return { ...node, state: 'missing', problem: `${real} does not exist.` }
-    }
-    return { ...node, ...describe(error, real), parentProblem: 'unreadable' }
+    return gone(error) ?? { ...node, ...describe(error, real), parentProblem: 'unreadable' }
   }
   if (!info.isFile()) return null
   let head
   try {
     head = await readHead(real)
   } catch (error) {
-    return { ...node, ...describe(error, real), parentProblem: 'unreadable' }
+    return gone(error) ?? { ...node, ...describe(error, real), parentProblem: 'unreadable' }
   }
   // A commit's undo journal often lies beside the images; it is no image.
   if (isUndoJournalHead(head.head)) return null
