@@ -3,12 +3,12 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node'
 
 /**
  * The order of test files: vitest's own (longest first, from the last run's durations), with
- * the files of each DOM environment (`@vitest-environment jsdom`) moved after the node files
+ * the files of each DOM environment (`@vitest-environment happy-dom`) moved after the node files
  * of their project, in one block.
  *
  * Without isolation a worker keeps its module graph from file to file, but only while the next
  * file in the queue has the same environment: otherwise vitest stops the worker and starts a
- * fresh one, which imports the engine (or jsdom and Vue) again. In vitest's order the 18 DOM
+ * fresh one, which imports the engine (or the DOM and Vue) again. In vitest's order the 18 DOM
  * files fell among the 113 node files, and the unit run started a worker at almost every
  * switch: about half of its "import" and "environment" time. In one block each worker switches
  * once. Putting the block last keeps the longest node files first, where they balance best.

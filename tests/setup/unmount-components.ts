@@ -1,7 +1,7 @@
 import { afterEach } from 'vitest'
 
 /**
- * Setup file of the unit project: in a DOM test file (`@vitest-environment jsdom`), every
+ * Setup file of the unit project: in a DOM test file (`@vitest-environment happy-dom`), every
  * component a test mounted with @vue/test-utils is unmounted after that test.
  *
  * Clearing document.body removes a component's elements but leaves the component alive: its

@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { mount } from '@vue/test-utils'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { nextTick } from 'vue'
@@ -13,7 +13,7 @@ import { recordCanvas, stubMatchMedia, stubResizeObserver, type Fill } from '../
 import { KIB, MIB } from '../helpers/fixtures'
 
 // The allocation map draws every bucket, reads a cell's offsets on hover and zooms from the
-// keyboard. jsdom has no canvas, matchMedia or ResizeObserver: the map draws into a recording
+// keyboard. The test DOM has no canvas, matchMedia or ResizeObserver: the map draws into a recording
 // 2D context instead.
 
 let fills: Fill[] = []

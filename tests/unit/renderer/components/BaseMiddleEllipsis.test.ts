@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { mount } from '@vue/test-utils'
 import { describe, expect, it } from 'vitest'
 import BaseMiddleEllipsis from '../../../../renderer/src/components/BaseMiddleEllipsis.vue'

@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { mount } from '@vue/test-utils'
 import { NNotificationProvider } from 'naive-ui'
 import { createPinia } from 'pinia'

@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { beforeAll, describe, expect, it } from 'vitest'
 import { ref } from 'vue'
 import { useOperationPlan } from '../../../../renderer/src/composables/use-operation-plan'

@@ -1,4 +1,4 @@
-// What jsdom lacks for the renderer's components: matchMedia (naive-ui asks for the theme),
+// What the test DOM (happy-dom) lacks for the renderer's components: matchMedia (naive-ui asks for the theme),
 // ResizeObserver (the allocation map follows its width), an element width, and a 2D canvas
 // context (the allocation map draws into one that records its fills instead).
 
@@ -40,7 +40,7 @@ export interface Fill {
 
 /**
  * Give every element a width and every canvas a 2D context that records its fills (cleared
- * by clearRect). Returns the fills and the function that puts jsdom back as it was.
+ * by clearRect). Returns the fills and the function that puts the DOM back as it was.
  */
 export function recordCanvas(width: number): { fills: Fill[]; restore: () => void } {
   const fills: Fill[] = []

@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { describe, expect, it } from 'vitest'
 import { repairAriaGaps } from '../../../../renderer/src/lib/aria-repairs'
 

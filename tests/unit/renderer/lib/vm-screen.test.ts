@@ -1,11 +1,11 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { AddcowBridge } from '../../../../shared/ipc/bridge'
 import { vmScreenTarget } from '../../../../renderer/src/api/vm-screen'
 
 // The graphical console's way to a VM's screen (renderer/src/api/vm-screen.ts): the browser
 // mode's /vnc URL, and in Electron the MessagePort main sends, as noVNC's raw channel. The
-// preload's window.postMessage is played by the test with a real MessageChannel (jsdom's
+// preload's window.postMessage is played by the test with a real MessageChannel (the test DOM's
 // postMessage does not transfer ports); main's side is main/app/vm-screens.ts.
 
 type Scope = typeof globalThis & { addcow?: AddcowBridge }

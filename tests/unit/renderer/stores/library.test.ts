@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { createPinia, setActivePinia } from 'pinia'
 import { isReactive } from 'vue'
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest'

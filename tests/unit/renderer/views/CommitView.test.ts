@@ -1,4 +1,4 @@
-// @vitest-environment jsdom
+// @vitest-environment happy-dom
 import { mount } from '@vue/test-utils'
 import { createPinia } from 'pinia'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
