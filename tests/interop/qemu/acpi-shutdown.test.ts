@@ -64,7 +64,10 @@ describeLinux('Shut down (ACPI) through QMP', () => {
       const exit = await Promise.race([
         vm.exited,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(late('the guest did not power off')), deadline - Date.now())
+          timer = setTimeout(
+            () => reject(late('the guest did not power off')),
+            deadline - Date.now(),
+          )
         }),
       ]).finally(() => clearTimeout(timer))
       expect(serial).toContain('ADDCOW-ACPI-PRESSED')
