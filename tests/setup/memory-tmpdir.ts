@@ -15,10 +15,10 @@ import type { TestProject } from 'vitest/node'
  * writable /dev/shm (macOS, Windows), or ADDCOW_TEST_TMPDIR names another folder, nothing
  * changes but that. The folder and anything a test left in it are removed at the end.
  *
- * tmpfs has no page cache to miss, and it refuses preadv2(RWF_NOWAIT), so the native read fast
- * path (readCached) always falls back there: the tests of that path take their folder from
- * `diskTempDir` (tests/helpers/tools.ts), which stays on the system's temporary folder, named
- * here in ADDCOW_TEST_DISK_TMPDIR.
+ * tmpfs has no page cache to miss (it refuses preadv2(RWF_NOWAIT), and the native read fast
+ * path, readCached, reads it with a plain pread), so the tests of a read that misses the cache
+ * take their folder from `diskTempDir` (tests/helpers/tools.ts), which stays on the system's
+ * temporary folder, named here in ADDCOW_TEST_DISK_TMPDIR.
  */
 /** Free space the in-memory folder must have, or the run stays on the system's folder. */
 const MIN_FREE_BYTES = 2 * 1024 ** 3

@@ -645,17 +645,21 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
   if (!get_offset(env, argv[2], "budget", &budget)) return NULL;
 #if defined(__linux__) && defined(RWF_NOWAIT)
   int64_t spent = 0;
+  /* The fd this call found on a filesystem held in memory: its pieces skip RWF_NOWAIT. */
+  int memory_fd = -1;
   for (; completed < count && spent < budget; completed++) {
     int64_t piece[4];
     if (!get_piece(env, raw + completed * 4, target_length, piece)) return NULL;
     uint8_t *out = target + piece[2];
     size_t length = (size_t)piece[3], done = 0;
-    int flags = RWF_NOWAIT;
+    int fd = (int)piece[0];
+    int flags = fd == memory_fd ? 0 : RWF_NOWAIT;
     while (done < length) {
       struct iovec vector = {out + done, length - done};
-      ssize_t got = preadv2((int)piece[0], &vector, 1, (off_t)(piece[1] + (int64_t)done), flags);
+      ssize_t got = preadv2(fd, &vector, 1, (off_t)(piece[1] + (int64_t)done), flags);
       if (got < 0 && errno == EINTR) continue;
-      if (got < 0 && errno == EOPNOTSUPP && flags != 0 && in_memory_fs((int)piece[0])) {
+      if (got < 0 && errno == EOPNOTSUPP && flags != 0 && in_memory_fs(fd)) {
+        memory_fd = fd;
         flags = 0;
         continue;
       }

@@ -29,8 +29,7 @@ describe('BaseLegend', () => {
     expect(items[1]!.get('line').attributes('stroke-dasharray')).toBe('6 4')
     expect(items[2]!.get('rect').attributes('stroke-dasharray')).toBe('5 4')
     const fill = items[3]!.get('.swatch-fill')
-    // The colour as set (#eee); a DOM that normalizes inline colours writes rgb(238, 238, 238).
-    expect(fill.attributes('style')).toMatch(/background: (#eee|rgb\(238, 238, 238\));/)
+    expect(fill.attributes('style')).toContain('background: #eee;')
     expect(fill.classes()).toContain('swatch-small')
     // Swatches are decoration: the words carry the meaning.
     for (const item of items) expect(item.find('[aria-hidden="true"]').exists()).toBe(true)
