@@ -81,20 +81,21 @@ export async function judgeName(
   if (PROTOCOL.test(stored) && !WINDOWS_DRIVE.test(stored)) return verdict('protocol', stored)
   if (stored.includes('\0')) return verdict('protocol', stored)
   const resolved = resolveName(namingFile, stored)
-  let info
-  try {
-    info = await stat(resolved)
-  } catch {
-    return verdict('missing', resolved)
-  }
+  const folder = dirname(resolve(namingFile))
+  const nameInside = !isAbsolute(stored) && isInside(folder, resolved)
+  // The three lookups are independent: asked at once, they cost one wait, not three (each is a
+  // thread-pool round trip, and a network file system's round trip on top). The real paths
+  // are only used once the file is known to be a regular file.
+  const [info, real, realFolder] = await Promise.all([
+    stat(resolved).catch(() => null),
+    realPath(resolved),
+    nameInside ? realPath(folder) : null,
+  ])
+  if (!info) return verdict('missing', resolved)
   if (info.isBlockDevice() || info.isCharacterDevice()) return verdict('device', resolved)
   if (!info.isFile()) return verdict('not-regular-file', resolved)
-  const real = await realPath(resolved)
-  const folder = dirname(resolve(namingFile))
-  if (!isAbsolute(stored) && isInside(folder, resolved)) {
-    const realFolder = await realPath(folder)
-    if (isInside(realFolder, real)) return verdict('inside-folder', resolved, real)
-  }
+  if (realFolder !== null && isInside(realFolder, real))
+    return verdict('inside-folder', resolved, real)
   if (policy.allowAny || policy.allowedPaths.has(resolved) || policy.allowedPaths.has(real)) {
     return verdict('allowed-by-user', resolved, real)
   }
