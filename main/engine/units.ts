@@ -66,6 +66,18 @@ export function formatSize(bytes: number): string {
   return `${trimmed} ${units[unit]}`
 }
 
+/**
+ * Format bytes exactly, in the largest unit that divides them: `8188 KiB` (not `8 MiB` for
+ * 8 MiB less 4 KiB), `64 KiB`, `1 GiB`, `513 B`. For tables where a rounded length would hide
+ * an off-by-a-cluster difference (the allocation map).
+ */
+export function formatExactSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB']
+  let unit = 0
+  while (unit < units.length - 1 && bytes !== 0 && bytes % 1024 ** (unit + 1) === 0) unit++
+  return `${bytes / 1024 ** unit} ${units[unit]}`
+}
+
 /** Round `value` up to a multiple of `multiple`. */
 export function roundUp(value: number, multiple: number): number {
   return Math.ceil(value / multiple) * multiple

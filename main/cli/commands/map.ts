@@ -1,6 +1,6 @@
 import { mapImage } from '../../engine/ops/map'
 import { openImage } from '../../engine/open'
-import { formatSize } from '../../engine/units'
+import { formatExactSize } from '../../engine/units'
 import { defineCommand } from '../command'
 import {
   FORMAT_OPTION,
@@ -40,11 +40,14 @@ ${NAME_POLICY_USAGE}`,
       const layers: string[] = []
       for (let layer: typeof disk | null = disk; layer; layer = layer.backing)
         layers.push(layer.path)
-      const rows = ['Offset              Length              Depth  Source']
+      // As qemu-img map's text, each range once with where it is read from; beside it what it
+      // reads as, since a layer's holes (zeros) and its data come from the same file.
+      const rows = ['Offset              Length              Depth  Reads as  Source']
       for (const extent of extents) {
-        const source = !extent.present ? '(zeros)' : (layers[extent.depth] ?? '?')
+        const source = !extent.present ? '(unallocated)' : (layers[extent.depth] ?? '?')
+        const readsAs = extent.data ? 'data' : 'zeros'
         rows.push(
-          `0x${extent.start.toString(16).padStart(16, '0')}  ${formatSize(extent.length).padEnd(18)}  ${String(extent.depth).padEnd(5)}  ${source}`,
+          `0x${extent.start.toString(16).padStart(16, '0')}  ${formatExactSize(extent.length).padEnd(18)}  ${String(extent.depth).padEnd(5)}  ${readsAs.padEnd(8)}  ${source}`,
         )
       }
       context.stdout.write(rows.join('\n') + '\n')

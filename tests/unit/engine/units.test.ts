@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { formatSize, parseSize, roundUp } from '../../../main/engine/units'
+import { formatExactSize, formatSize, parseSize, roundUp } from '../../../main/engine/units'
 import { expectEngineErrorSync } from '../../helpers/errors'
 
 describe('parseSize', () => {
@@ -41,6 +41,16 @@ describe('formatSize and roundUp', () => {
     expect(formatSize(65536)).toBe('64 KiB')
     expect(formatSize(1.5 * 2 ** 30)).toBe('1.5 GiB')
     expect(formatSize(2 ** 60)).toBe('1 EiB')
+  })
+
+  it('formats exactly, in the largest unit that divides the size', () => {
+    expect(formatExactSize(0)).toBe('0 B')
+    expect(formatExactSize(513)).toBe('513 B')
+    expect(formatExactSize(65536)).toBe('64 KiB')
+    expect(formatExactSize(8 * 2 ** 20 - 4096)).toBe('8188 KiB')
+    expect(formatExactSize(3 * 2 ** 30)).toBe('3 GiB')
+    expect(formatExactSize(2 ** 40 + 2 ** 20)).toBe('1048577 MiB')
+    expect(formatExactSize(2 ** 60)).toBe('1 EiB')
   })
 
   it('rounds up to a multiple', () => {

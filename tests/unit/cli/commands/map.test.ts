@@ -1,3 +1,4 @@
+import { truncate } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openImage } from '../../../../main/engine/open'
@@ -25,10 +26,10 @@ describe('addcow map', () => {
     ])
     const text = await run(['map', 'vm.add-cow'])
     expect(text.stdout.split('\n')).toEqual([
-      'Offset              Length              Depth  Source',
-      `0x0000000000000000  64 KiB              1      ${join(root, 'base.raw')}`,
-      `0x0000000000010000  64 KiB              0      ${join(root, 'vm.add-cow')}`,
-      '0x0000000000020000  128 KiB             0      (zeros)',
+      'Offset              Length              Depth  Reads as  Source',
+      `0x0000000000000000  64 KiB              1      data      ${join(root, 'base.raw')}`,
+      `0x0000000000010000  64 KiB              0      data      ${join(root, 'vm.add-cow')}`,
+      '0x0000000000020000  128 KiB             0      zeros     (unallocated)',
       '',
     ])
     const raw = JSON.parse((await run(['map', '--json', '-f', 'raw', 'vm.add-cow'])).stdout) as {
@@ -44,6 +45,32 @@ describe('addcow map', () => {
     expect(raw.every((extent) => extent.depth === 0 && extent.present)).toBe(true)
     expect(raw.reduce((sum, extent) => sum + extent.length, 0)).toBe(131072)
     expect(raw.some((extent) => extent.zero)).toBe(nativeStatus().features?.seekData ?? false)
+  })
+
+  it("tells a base's holes from its data, with exact lengths", async () => {
+    // A sparse base with 4 KiB of data at its start: the rest of it is a hole, read as zeros
+    // from the same file; its length (8 MiB less 4 KiB) is printed exactly, not rounded.
+    await pattern(join(root, 'base.raw'), 4096, 2)
+    await truncate(join(root, 'base.raw'), 8 * 1024 * 1024)
+    expect((await run(['create', '-b', 'base.raw', 'vm.add-cow'])).code).toBe(0)
+    const text = await run(['map', 'vm.add-cow'])
+    expect(text.code, text.stderr).toBe(0)
+    const base = join(root, 'base.raw')
+    const holes = nativeStatus().features?.seekData ?? false
+    expect(text.stdout.split('\n')).toEqual(
+      holes
+        ? [
+            'Offset              Length              Depth  Reads as  Source',
+            `0x0000000000000000  4 KiB               1      data      ${base}`,
+            `0x0000000000001000  8188 KiB            1      zeros     ${base}`,
+            '',
+          ]
+        : [
+            'Offset              Length              Depth  Reads as  Source',
+            `0x0000000000000000  8 MiB               1      data      ${base}`,
+            '',
+          ],
+    )
   })
 
   it('follows only allowed names, and reports errors with exit 1', async () => {
