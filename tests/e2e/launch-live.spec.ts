@@ -356,8 +356,11 @@ test('Copy-on-read from the launch form reaches the export: the guest reads warm
   await copyOnRead.check()
   await machine.getByRole('checkbox', { name: 'Attach the disk read-only' }).check()
   await expect(copyOnRead).not.toBeChecked()
+  // Disabled for assistive technology too (aria-disabled), not only out of the tab order.
+  await expect(copyOnRead).toBeDisabled()
   await expect(machine).toContainText('Copy-on-read writes the overlay: not with a read-only disk.')
   await machine.getByRole('checkbox', { name: 'Attach the disk read-only' }).uncheck()
+  await expect(copyOnRead).toBeEnabled()
   await copyOnRead.check()
   await expect(machine).toContainText(
     'A slow or remote base warms the local overlay as the guest reads it.',

@@ -9,7 +9,9 @@
  *   DOM order; the field's arrow keys do the same from the keyboard);
  * - a select that is not filterable takes the focus on a box with no role and no name (the
  *   `aria-label` given to the select lands on its outer box): the focusable label box becomes
- *   a combobox with that name, expanded while its menu is open.
+ *   a combobox with that name, expanded while its menu is open;
+ * - a disabled checkbox only drops out of the tab order: it gets `aria-disabled="true"` (and
+ *   loses it when enabled again), so a screen reader says it cannot be changed.
  */
 export function repairAriaGaps(root: Document): MutationObserver {
   const repair = (): void => {
@@ -37,6 +39,12 @@ export function repairAriaGaps(root: Document): MutationObserver {
       box.setAttribute('aria-haspopup', 'listbox')
       const open = selection.classList.contains('n-base-selection--active') ? 'true' : 'false'
       if (box.getAttribute('aria-expanded') !== open) box.setAttribute('aria-expanded', open)
+    }
+    for (const box of root.querySelectorAll<HTMLElement>('.n-checkbox[role="checkbox"]')) {
+      const disabled = box.classList.contains('n-checkbox--disabled')
+      if (disabled && box.getAttribute('aria-disabled') !== 'true')
+        box.setAttribute('aria-disabled', 'true')
+      else if (!disabled && box.hasAttribute('aria-disabled')) box.removeAttribute('aria-disabled')
     }
     for (const field of root.querySelectorAll<HTMLElement>('.n-input-number')) {
       const buttons = field.querySelectorAll<HTMLElement>('button:not([aria-label])')

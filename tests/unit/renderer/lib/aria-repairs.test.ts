@@ -39,3 +39,21 @@ describe('a select without a text field', () => {
     observer.disconnect()
   })
 })
+
+describe('a disabled checkbox', () => {
+  it('says it is disabled, and stops saying so when enabled again', async () => {
+    document.body.innerHTML = `
+      <div class="n-checkbox n-checkbox--disabled" role="checkbox" aria-checked="false"></div>
+      <div class="n-checkbox" role="checkbox" aria-checked="true" tabindex="0"></div>`
+    const observer = repairAriaGaps(document)
+    const [disabled, enabled] = document.querySelectorAll<HTMLElement>('.n-checkbox')
+    expect(disabled!.getAttribute('aria-disabled')).toBe('true')
+    expect(enabled!.hasAttribute('aria-disabled')).toBe(false)
+    disabled!.classList.remove('n-checkbox--disabled')
+    enabled!.classList.add('n-checkbox--disabled')
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(disabled!.hasAttribute('aria-disabled')).toBe(false)
+    expect(enabled!.getAttribute('aria-disabled')).toBe('true')
+    observer.disconnect()
+  })
+})
