@@ -39,6 +39,23 @@ export default defineConfig({
         },
       },
       {
+        // The robustness campaigns: seeded, long runs of one scenario each (thousands of header
+        // mutants, power cuts at every file call, crashes, model-based properties). They test
+        // the engine as the unit files do and need nothing outside Node, but take a third of the
+        // time in a tenth of the files; a tier of their own keeps `npm run test:unit` a quick
+        // loop, as QEMU keeps check-block apart from check-unit. `npm test` (CI) runs them.
+        test: {
+          name: 'robust',
+          include: ['tests/robust/**/*.test.ts'],
+          environment: 'node',
+          isolate: false,
+          globalSetup: ['tests/setup/memory-tmpdir.ts'],
+          setupFiles: ['tests/setup/byte-equality.ts'],
+          testTimeout: 30_000,
+          hookTimeout: 30_000,
+        },
+      },
+      {
         test: {
           name: 'interop',
           include: ['tests/interop/**/*.test.ts'],

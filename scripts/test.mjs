@@ -1,4 +1,4 @@
-// `npm test`: build, then run every suite CI runs (vitest unit + interop, Playwright e2e), and
+// `npm test`: build, then run every suite CI runs (vitest unit + robust + interop, Playwright e2e), and
 // close with one summary line "N passed, N failed, N skipped". Exits non-zero if anything failed.
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
@@ -9,7 +9,10 @@ const npx = process.platform === 'win32' ? 'npx.cmd' : 'npx'
 
 function run(command, args, env = {}) {
   console.log(`\n== ${command} ${args.join(' ')}`)
-  const status = spawnSync(command, args, { stdio: 'inherit', env: { ...process.env, ...env } }).status
+  const status = spawnSync(command, args, {
+    stdio: 'inherit',
+    env: { ...process.env, ...env },
+  }).status
   return status ?? 1
 }
 
@@ -33,7 +36,7 @@ if (!process.env.ADDCOW_TEST_NO_BUILD) {
   }
 }
 
-const projects = ['unit', 'interop'].filter(want)
+const projects = ['unit', 'robust', 'interop'].filter(want)
 if (projects.length > 0) {
   const output = `${results}/vitest.json`
   rmSync(output, { force: true })
@@ -57,7 +60,9 @@ if (projects.length > 0) {
 if (want('e2e')) {
   const output = `${results}/playwright.json`
   rmSync(output, { force: true })
-  const status = run(npx, ['playwright', 'test', '--reporter=list,json'], { PLAYWRIGHT_JSON_OUTPUT_NAME: output })
+  const status = run(npx, ['playwright', 'test', '--reporter=list,json'], {
+    PLAYWRIGHT_JSON_OUTPUT_NAME: output,
+  })
   const report = readJson(output)
   if (report?.stats) {
     totals.passed += report.stats.expected + report.stats.flaky
