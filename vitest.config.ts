@@ -41,9 +41,9 @@ export default defineConfig({
       {
         // The robustness campaigns: seeded, long runs of one scenario each (thousands of header
         // mutants, power cuts at every file call, crashes, model-based properties). They test
-        // the engine as the unit files do and need nothing outside Node, but take a third of the
-        // time in a tenth of the files; a tier of their own keeps `npm run test:unit` a quick
-        // loop, as QEMU keeps check-block apart from check-unit. `npm test` (CI) runs them.
+        // the engine as the unit files do and need nothing outside Node, but six files took two
+        // fifths of the unit run's test time; a tier of their own keeps `npm run test:unit` a
+        // quick loop, as QEMU keeps check-block apart from check-unit. `npm test` (CI) runs them.
         test: {
           name: 'robust',
           include: ['tests/robust/**/*.test.ts'],

@@ -40,8 +40,9 @@ ${NAME_POLICY_USAGE}`,
       const layers: string[] = []
       for (let layer: typeof disk | null = disk; layer; layer = layer.backing)
         layers.push(layer.path)
-      // As qemu-img map's text, each range once with where it is read from; beside it what it
-      // reads as, since a layer's holes (zeros) and its data come from the same file.
+      // Each range once, with the layer it is read from. Unlike qemu-img map's text, ranges that
+      // read as zeros are listed too, and a column tells them from data: a layer's holes and its
+      // data come from the same file.
       const rows = ['Offset              Length              Depth  Reads as  Source']
       for (const extent of extents) {
         const source = !extent.present ? '(unallocated)' : (layers[extent.depth] ?? '?')
