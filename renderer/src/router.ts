@@ -3,6 +3,7 @@ import { IMAGE_ROUTES } from './routes-images'
 import { OPERATION_ROUTES } from './routes-operations'
 import JobsView from './views/JobsView.vue'
 import LibraryView from './views/LibraryView.vue'
+import NotFoundView from './views/NotFoundView.vue'
 
 declare module 'vue-router' {
   interface RouteMeta {
@@ -36,6 +37,13 @@ export const router = createRouter({
       name: 'jobs',
       component: JobsView,
       meta: { title: 'Jobs', nav: true, navOrder: 100 },
+    },
+    // Any other link: a screen that says so, not an empty page.
+    {
+      path: '/:unknown(.*)*',
+      name: 'not-found',
+      component: NotFoundView,
+      meta: { title: 'No such screen' },
     },
   ],
 })
