@@ -117,6 +117,11 @@ export interface InterruptedCommit {
    * commit runs; once it is gone without clearing the record, a crash cut the commit short.
    */
   runningIn?: number
+  /**
+   * That process's identity where the system tells it (engine/processes.ts): a later process
+   * given the same pid is not taken for it.
+   */
+  runningProcess?: string
 }
 
 /** Ranges of an interrupted commit kept in the library (the rest are summed in the bytes). */

@@ -5,6 +5,7 @@ import { ClusterBitmap } from '../formats/common/bitmap'
 import { realPath } from '../fs'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { chainOf, openImage } from '../open'
+import { processIdentity } from '../processes'
 import { guardCommitRadius, type DependentImage } from '../ops/blast-radius'
 import {
   COMMIT_NEEDS,
@@ -170,6 +171,7 @@ async function recordRunning(
   target: CommitTarget,
 ): Promise<InterruptedCommit | null> {
   if (!served.library) return null
+  const identity = processIdentity(process.pid)
   const record: InterruptedCommit = {
     overlay: target.overlayPath,
     base: target.basePath,
@@ -185,6 +187,7 @@ async function recordRunning(
     message: `The live commit in process ${process.pid} did not end: the process serving ${overlay.path} stopped (killed or crashed) while it copied.`,
     at: new Date().toISOString(),
     runningIn: process.pid,
+    ...(identity ? { runningProcess: identity } : {}),
   }
   await served.library.recordInterruptedCommit(record).catch(() => undefined)
   return record
@@ -209,8 +212,9 @@ async function recordStopped(
     await served.library.clearInterruptedCommit(record.overlay).catch(() => undefined)
     return
   }
-  const { runningIn: _running, ...stopped } = record
+  const { runningIn: _running, runningProcess: _process, ...stopped } = record
   void _running
+  void _process
   await served.library
     .recordInterruptedCommit({
       ...stopped,

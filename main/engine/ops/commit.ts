@@ -22,6 +22,7 @@ import {
 import { MAX_INTERRUPTED_RANGES, type InterruptedCommit, type Library } from '../library'
 import { assertFollowable, judgeName, STRICT_POLICY, type NamePolicy } from '../names'
 import { openImage } from '../open'
+import { recordedProcessRuns } from '../processes'
 import { loadDriver } from '../registry'
 import { guardCommitRadius, type DependentImage } from './blast-radius'
 import { fingerprintBase, fingerprintChanges, recordBaseFingerprint } from './drift'
@@ -265,7 +266,8 @@ async function commitStopped(
 
 /**
  * The interrupted commit `record` as it stands now, or null when it is not interrupted: a live
- * commit whose serving process still runs (`runningIn`) is going on. One whose process is gone
+ * commit whose serving process still runs (`runningIn`, and `runningProcess` where recorded:
+ * not another process that got its pid since) is going on. One whose process is gone
  * (a crash, kill -9) recorded no progress; its undo journal, when it has one, says which
  * ranges reached the base.
  */
@@ -273,7 +275,8 @@ export async function interruptedCommitNow(
   record: InterruptedCommit | null,
 ): Promise<InterruptedCommit | null> {
   if (!record || record.runningIn === undefined) return record
-  if (processRuns(record.runningIn)) return null
+  const identity = typeof record.runningProcess === 'string' ? record.runningProcess : undefined
+  if (recordedProcessRuns(record.runningIn, identity)) return null
   if (record.journal === null) return record
   const journal = await UndoJournal.open(record.journal, false).catch(() => null)
   if (!journal) return record
@@ -286,16 +289,6 @@ export async function interruptedCommitNow(
 }
 
 /** Whether the process `pid` runs (signal 0: a check, nothing is sent). */
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    // EPERM: it runs, under another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /** The sentences that say where an interrupted commit stands and what the user can do. */
 export function describeInterruptedCommit(commit: InterruptedCommit, cancelled: boolean): string {
   const shown = commit.ranges

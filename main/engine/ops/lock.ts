@@ -2,6 +2,7 @@ import { open, readFile, rm } from 'node:fs/promises'
 import { EngineError, wrapIoError } from '../errors'
 import { BlockFile } from '../file'
 import { native } from '../native/index'
+import { processAlive } from '../processes'
 
 /**
  * How an operation uses a file. `shared`: it reads and forbids writers (what QEMU does with a
@@ -36,16 +37,6 @@ function busy(path: string, why: string, doing: string): EngineError {
     `${path} is in use by another process (${why}); close it (a VM, qemu-nbd, addcow serve) before you ${doing}.`,
     { path },
   )
-}
-
-function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 async function lockFileOwner(lockPath: string): Promise<number | null> {

@@ -41,8 +41,9 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
         await library.interruptedCommit(await realPath(overlay)),
       )
       if (!record) return { commit: null }
-      const { runningIn: _running, ...commit } = record
+      const { runningIn: _running, runningProcess: _process, ...commit } = record
       void _running
+      void _process
       return { commit }
     },
   }

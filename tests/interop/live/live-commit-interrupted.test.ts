@@ -4,9 +4,11 @@
 // `addcow info` and the app's Commit screen (image:get-commit-state) with its journal and what
 // reached the base, and rolled back by the app (operations:rollback-commit): the base is back
 // byte for byte and the record is gone.
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, realpath, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { Library } from '../../../main/engine/library'
+import { processIdentity } from '../../../main/engine/processes'
 import { addcow } from '../../helpers/cli'
 import { pattern } from '../../helpers/images'
 import { waitFor } from '../../helpers/processes'
@@ -66,7 +68,13 @@ describeLive('a live commit cut short', () => {
     await committing()
     const core = testCore(dataDir)
     const overlay = join(dir, 'vm.add-cow')
-    // Running: not interrupted, in the app or in info.
+    // Running: not interrupted, in the app or in info. The library keeps the serving process
+    // by pid and identity (boot and start time), so a later process given its pid is not it.
+    const running = await new Library(join(dataDir, 'library.json')).interruptedCommit(
+      await realpath(overlay),
+    )
+    expect(running?.runningIn).toBe(served!.child.pid)
+    expect(running?.runningProcess).toBe(processIdentity(served!.child.pid!))
     expect((await call(core, 'image:get-commit-state', { overlay })).commit).toBeNull()
     expect((await addcow(['info', overlay], { dataDir })).stdout).not.toContain(
       'interrupted commit',
@@ -88,6 +96,7 @@ describeLive('a live commit cut short', () => {
     expect(commit!.bytesCommitted).toBeGreaterThanOrEqual(MiB)
     expect(commit!.ranges[0]?.[0]).toBe(0)
     expect('runningIn' in commit!).toBe(false)
+    expect('runningProcess' in commit!).toBe(false)
     const info = await addcow(['info', overlay], { dataDir })
     expect(info.stdout).toContain('interrupted commit:')
     expect(info.stdout).toContain(join(dir, 'vm.undo'))
