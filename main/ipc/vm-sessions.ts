@@ -1,4 +1,5 @@
 import { StringDecoder } from 'node:string_decoder'
+import { appendConsole, type ConsoleChunk } from '../../shared/console-backlog'
 import { EngineError } from '../engine/errors'
 import { openImage } from '../engine/open'
 import '../engine/live/commands'
@@ -34,8 +35,13 @@ const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
 export const VM_CHANNELS = ['qemu:launch-vm', 'machines:start-machine'] as const
 
 /** The VMs of the running VM jobs, by job id, and the saved machine each one runs. */
+/** Consoles kept of VMs that ended, newest last (a page reloaded after the VM stopped). */
+const ENDED_CONSOLES_KEPT = 16
+
 export class VmSessions {
   private readonly machineJobs = new Map<string, string>()
+  /** Each VM job's console text (the last 256 KiB, shared/console-backlog.ts) and its size. */
+  private readonly consoles = new Map<string, { chunks: ConsoleChunk[]; size: number }>()
 
   /**
    * `vms` is the services' map of running VMs, shared with the transports that bridge a VM's
@@ -52,6 +58,25 @@ export class VmSessions {
         value: jobId,
       })
     return vm
+  }
+
+  /**
+   * What the VM of job `jobId` printed so far (serial console and QEMU's messages, the last
+   * 256 KiB, shared/console-backlog.ts) and its run state (null once it ended), for a page that
+   * opens on it after it started; NOT_FOUND for a job that ran no VM here.
+   */
+  console(jobId: string): { chunks: ConsoleChunk[]; state: VmState | null } {
+    const kept = this.consoles.get(jobId)
+    if (!kept) {
+      throw new EngineError('NOT_FOUND', `There is no VM console for job ${jobId}.`, {
+        field: 'jobId',
+        value: jobId,
+      })
+    }
+    return {
+      chunks: kept.chunks.map((chunk) => ({ ...chunk })),
+      state: this.vms.get(jobId)?.state ?? null,
+    }
   }
 
   /** The job running the saved machine `name`, or null. */
@@ -88,11 +113,19 @@ export class VmSessions {
     acceptBase: boolean,
   ): Promise<JobResultOf<'qemu:launch-vm'>> {
     const { library, bus } = services
+    const kept = { chunks: [] as ConsoleChunk[], size: 0 }
+    this.consoles.set(job.id, kept)
+    // The consoles of ended VMs, oldest first: the newest ENDED_CONSOLES_KEPT stay.
+    const ended = [...this.consoles.keys()].filter((id) => id !== job.id && !this.vms.has(id))
+    for (const id of ended.slice(0, Math.max(0, ended.length - ENDED_CONSOLES_KEPT)))
+      this.consoles.delete(id)
     const forward = (stream: 'serial' | 'stderr') => {
       const decoder = new StringDecoder('utf8')
       return (chunk: Buffer): void => {
         const text = decoder.write(chunk)
-        if (text !== '') bus.emit('qemu:console-output', { sessionId: job.id, stream, text })
+        if (text === '') return
+        kept.size = appendConsole(kept.chunks, kept.size, stream, text)
+        bus.emit('qemu:console-output', { sessionId: job.id, stream, text })
       }
     }
     const vm = await launchVm({

@@ -37,6 +37,7 @@ export const CHANNELS = {
   qemuStopVm: 'qemu:stop-vm',
   qemuPowerVm: 'qemu:power-vm',
   qemuWriteConsole: 'qemu:write-console',
+  qemuGetConsole: 'qemu:get-console',
   qemuGetCapabilities: 'qemu:get-capabilities',
   qemuSnapshotVm: 'qemu:snapshot-vm',
   qemuFlattenVm: 'qemu:flatten-vm',

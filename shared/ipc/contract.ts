@@ -907,6 +907,16 @@ export const CONTRACT = {
     z.strictObject({ jobId: z.string().min(1).max(64), text: z.string().min(1).max(4096) }),
     z.object({ written: CountSchema }),
   ),
+  [CHANNELS.qemuGetConsole]: call(
+    "What a launched VM's console printed so far (its last 256 KiB) and its run state: what a page shows when it opens on a VM that runs already (a reload, another window).",
+    z.strictObject({ jobId: z.string().min(1).max(64) }),
+    z.object({
+      chunks: z.array(
+        z.object({ stream: z.enum(['stdout', 'stderr', 'serial']), text: z.string() }),
+      ),
+      state: VmStateSchema.nullable(),
+    }),
+  ),
   [CHANNELS.nbdServeImage]: job(
     "Serve an image's guest view over NBD (`addcow serve`) on a Unix socket or loopback TCP, until stopped.",
     z.strictObject({

@@ -286,12 +286,14 @@ test('A live flatten is picked up again when the page is left and opened again, 
     vm.getByRole('group', { name: 'Live operations' }).getByRole('button', { name: 'Commit…' }),
   ).toBeDisabled()
 
-  // A reload: the same, from the jobs main lists.
+  // A reload: the same, from the jobs main lists; the console still shows the boot log (main
+  // kept it), not only what the guest prints from now on.
   await page.reload()
   vm = page.getByRole('region', { name: 'Virtual machine' })
   await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
     timeout: 30_000,
   })
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE)
   await expect(progressOf(vm)).toContainText(/[\d.]+ (KiB|MiB) of 7\.9\d MiB/, { timeout: 30_000 })
   await screenshots(page, 'launch-live-flatten-picked-up')
   // Its cancel works, and its end shows as if this page had started it.

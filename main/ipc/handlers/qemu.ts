@@ -99,6 +99,7 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
       vms.get(jobId).writeConsole(text)
       return { written: Buffer.byteLength(text) }
     },
+    'qemu:get-console': async ({ jobId }) => vms.console(jobId),
     'qemu:get-capabilities': async () => {
       const arch = hostArch()
       const found = await findQemuBinary(arch)

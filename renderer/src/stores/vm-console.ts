@@ -1,16 +1,10 @@
 import { defineStore } from 'pinia'
 import { ref } from 'vue'
-import type { EventPayload, RequestOf, VmState } from '../../../shared/ipc/contract'
+import { appendConsole, type ConsoleChunk } from '../../../shared/console-backlog'
+import type { RequestOf, VmState } from '../../../shared/ipc/contract'
 import { useClient } from '../api'
 
-/** Most console text kept per VM; older text is dropped from the start. */
-export const CONSOLE_LIMIT = 256 * 1024
-
-/** One stretch of console text from one stream. */
-export interface ConsoleChunk {
-  stream: EventPayload<'qemu:console-output'>['stream']
-  text: string
-}
+export { CONSOLE_LIMIT, type ConsoleChunk } from '../../../shared/console-backlog'
 
 /**
  * The live consoles of the VMs launched from this window: every `qemu:console-output` event,
@@ -33,24 +27,25 @@ export const useVmConsoleStore = defineStore('vm-console', () => {
 
   client.on('qemu:console-output', ({ sessionId, stream, text }) => {
     const chunks = sessions.value[sessionId] ?? []
-    const last = chunks[chunks.length - 1]
-    if (last && last.stream === stream) last.text += text
-    else chunks.push({ stream, text })
-    let size = (sizes.get(sessionId) ?? 0) + text.length
-    while (size > CONSOLE_LIMIT && chunks.length > 0) {
-      const first = chunks[0]!
-      const excess = size - CONSOLE_LIMIT
-      if (first.text.length <= excess) {
-        chunks.shift()
-        size -= first.text.length
-      } else {
-        first.text = first.text.slice(excess)
-        size -= excess
-      }
-    }
-    sizes.set(sessionId, size)
+    sizes.set(sessionId, appendConsole(chunks, sizes.get(sessionId) ?? 0, stream, text))
     sessions.value = { ...sessions.value, [sessionId]: chunks }
   })
+
+  /**
+   * Take what main kept of a VM's console and its run state (a page opened on a VM that runs
+   * already: a reload, another window). Main's text holds everything up to its answer, events
+   * included, so it replaces what arrived here meanwhile.
+   */
+  async function restore(sessionId: string): Promise<void> {
+    const { chunks, state } = await client.call('qemu:get-console', { jobId: sessionId })
+    sizes.set(
+      sessionId,
+      chunks.reduce((sum, chunk) => sum + chunk.text.length, 0),
+    )
+    sessions.value = { ...sessions.value, [sessionId]: chunks }
+    if (state !== null && states.value[sessionId] === undefined)
+      states.value = { ...states.value, [sessionId]: state }
+  }
 
   function output(sessionId: string | null): ConsoleChunk[] {
     return sessionId === null ? [] : (sessions.value[sessionId] ?? [])
@@ -80,5 +75,5 @@ export const useVmConsoleStore = defineStore('vm-console', () => {
     return sessionId !== null && screens.value[sessionId] === true
   }
 
-  return { sessions, output, write, state, hasScreen, power }
+  return { sessions, output, restore, write, state, hasScreen, power }
 })

@@ -134,6 +134,9 @@ const VALID: { [C in Channel]: (fixture: Fixture) => RequestOf<C> } = {
     jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
     text: '\r',
   }),
+  'qemu:get-console': ({ core }) => ({
+    jobId: core.jobs.list().find((job) => job.channel === 'qemu:launch-vm')?.id ?? 'none',
+  }),
   'nbd:serve-image': ({ overlay, dir }) => ({
     path: overlay,
     socket: join(dir, 'serve.sock'),
@@ -327,6 +330,9 @@ const WHILE_RUNNING: Partial<Record<Channel, (job: JobInfo) => Promise<void>>> =
     expect(await answer('qemu:write-console', { jobId: job.id, text: '\r' })).toEqual({
       written: 1,
     })
+    expect(await answer('qemu:get-console', { jobId: job.id })).toMatchObject({
+      state: 'running',
+    })
     expect(await answer('qemu:power-vm', { jobId: job.id, action: 'pause' })).toEqual({
       state: 'paused',
     })
@@ -410,6 +416,7 @@ describe('every handler on real files', () => {
       // snapshot afterwards.
       if (
         channel === 'qemu:write-console' ||
+        channel === 'qemu:get-console' ||
         channel === 'qemu:snapshot-vm' ||
         channel === 'qemu:flatten-vm' ||
         channel === 'qemu:commit-vm' ||

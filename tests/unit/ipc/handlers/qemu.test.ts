@@ -178,6 +178,15 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
       .map((entry) => entry.text)
       .join('')
     expect(console).toContain('addcow boot test: sector 2048 written through int 13h')
+    // Main keeps it for a page opened later (a reload), also after the VM ended.
+    const kept = await call(core, 'qemu:get-console', { jobId: job.id })
+    expect(kept.state).toBeNull()
+    expect(
+      kept.chunks
+        .filter((chunk) => chunk.stream === 'serial')
+        .map((chunk) => chunk.text)
+        .join(''),
+    ).toBe(console)
     expect(result.exit.status).toBe(33)
     // The guest wrote sector 2048 (1 MiB) of its disk: into the overlay, never the base.
     expect((await readFile(base)).subarray(MIB, MIB + 16)).toEqual(Buffer.alloc(16))
@@ -296,6 +305,9 @@ describe('qemu:launch-vm, qemu:stop-vm and qemu:write-console', () => {
     ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
     expect(
       await core.dispatcher.dispatch('qemu:write-console', { jobId: job.id, text: 'x' }, TRUSTED),
+    ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
+    expect(
+      await core.dispatcher.dispatch('qemu:get-console', { jobId: job.id }, TRUSTED),
     ).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } })
   })
 })
