@@ -34,10 +34,10 @@ const DEFAULT_VM_STOP_TIMEOUT_MS = 15_000
 /** The job channels whose job is a running VM. */
 export const VM_CHANNELS = ['qemu:launch-vm', 'machines:start-machine'] as const
 
-/** The VMs of the running VM jobs, by job id, and the saved machine each one runs. */
 /** Consoles kept of VMs that ended, newest last (a page reloaded after the VM stopped). */
 const ENDED_CONSOLES_KEPT = 16
 
+/** The VMs of the running VM jobs, by job id, and the saved machine each one runs. */
 export class VmSessions {
   private readonly machineJobs = new Map<string, string>()
   /** Each VM job's console text (the last 256 KiB, shared/console-backlog.ts) and its size. */

@@ -4,8 +4,6 @@ import { appendConsole, type ConsoleChunk } from '../../../shared/console-backlo
 import type { RequestOf, VmState } from '../../../shared/ipc/contract'
 import { useClient } from '../api'
 
-export { CONSOLE_LIMIT, type ConsoleChunk } from '../../../shared/console-backlog'
-
 /**
  * The live consoles of the VMs launched from this window: every `qemu:console-output` event,
  * kept per session (the launch job's id) from the moment the store exists, so output that
