@@ -17,6 +17,9 @@ export default defineConfig({
     headless: true,
     viewport: { width: 1280, height: 800 },
     trace: 'retain-on-failure',
+    // A click whose target never becomes clickable fails in a minute with the reason, instead
+    // of waiting out the test's own timeout (up to 10 min for the long tests).
+    actionTimeout: 60_000,
     screenshot: 'only-on-failure',
     launchOptions: {
       executablePath: '/usr/bin/chromium',
