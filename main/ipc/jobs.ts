@@ -186,6 +186,18 @@ export class JobManager {
     return record ? snapshot(record.info) : undefined
   }
 
+  /**
+   * Say that a running job now works on `image` (a VM whose export serves a new top after a
+   * live snapshot or an active commit), so a page that looks for the job by its image finds it
+   * after a reload. A no-op for a job that ended or is unknown.
+   */
+  setImage(id: string, image: string): void {
+    const record = this.jobs.get(id)
+    if (!record || isFinished(record.info.state) || record.info.image === image) return
+    record.info.image = image
+    this.emitProgress(record)
+  }
+
   /** Ask a job to stop. `cancelled` is false when it had already finished. */
   cancel(id: string): { cancelled: boolean; job: JobInfo } {
     const record = this.jobs.get(id)

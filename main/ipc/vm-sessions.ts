@@ -200,9 +200,21 @@ export class VmSessions {
       if (saved.disk === result.frozen)
         await services.library.saveMachine({ ...saved, disk: result.top }, { replace: true })
     }
+    this.followServedTop(services, jobId)
     job.progress(1, 1)
     job.describe(`New top ${result.top}, guest paused ${result.pauseMs.toFixed(1)} ms`)
     return result
+  }
+
+  /**
+   * After a live job changed what a launch's export serves (a snapshot's new top, an active
+   * commit's base), the launch job names the image served now, as a saved machine's disk is
+   * repointed: the Launch page of that image finds its VM again after a reload.
+   */
+  followServedTop(services: IpcServices, jobId: string): void {
+    const top = this.vms.get(jobId)?.live?.live.current.path
+    if (top !== undefined && ![...this.machineJobs.values()].includes(jobId))
+      services.jobs.setImage(jobId, top)
   }
 
   /** Stop a VM job (ACPI, then quit, then kill), or with `force` pull the plug. */

@@ -253,6 +253,49 @@ test('Snapshot: the command line and the machine name the new top without a relo
   await forceOff(vm)
 })
 
+test('A launch on an image snapshotted live is found again after a reload, on its new top', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(300_000)
+  await bootBase(join(dir, 'shot-base.raw'), 2 * MiB)
+  const overlay = join(dir, 'shot.add-cow')
+  await addcow(webApp, ['create', '-b', 'shot-base.raw', '-F', 'raw', overlay])
+  await openScreen(page, webApp, 'launch', overlay)
+  const machine = page.getByRole('region', { name: 'Machine', exact: true })
+  await machine.getByText('None (headless: serial console only)').click()
+  await machine.getByText('No network card').click()
+  await machine.getByRole('textbox', { name: 'Memory in MiB' }).fill('64')
+  let vm = page.getByRole('region', { name: 'Virtual machine' })
+  await vm.getByRole('button', { name: 'Launch' }).click()
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
+    timeout: 60_000,
+  })
+  await vm
+    .getByRole('group', { name: 'Live operations' })
+    .getByRole('button', { name: 'Snapshot' })
+    .click()
+  await expect(vm.getByRole('status').filter({ hasText: 'Snapshot taken' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves shot-snap1.add-cow on shot.add-cow → shot-base.raw',
+  )
+  // The page follows the new top; after a reload it finds the VM running on it, with its
+  // console, not an idle launch form.
+  await expect(page).toHaveURL(/shot-snap1\.add-cow/)
+  await page.reload()
+  vm = page.getByRole('region', { name: 'Virtual machine' })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves shot-snap1.add-cow on shot.add-cow → shot-base.raw',
+  )
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE)
+  await forceOff(vm)
+})
+
 test('A live flatten is picked up again when the page is left and opened again, and after a reload', async ({
   page,
   webApp,

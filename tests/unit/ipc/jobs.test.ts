@@ -113,6 +113,36 @@ describe('JobManager', () => {
     expect(done.result).toEqual({ identical: true, firstDifference: null, sizes: [1, 1] })
   })
 
+  it('names the image a running job works on now, and leaves an ended job as it was', async () => {
+    const { jobs, events } = manager()
+    const release = gate()
+    const job = jobs.start(
+      'qemu:launch-vm',
+      'Run vm.add-cow in QEMU',
+      'steps',
+      async () => {
+        await release.promise
+        return { exit: { code: 0, signal: null, status: 0 }, command: 'qemu-system-x86_64' }
+      },
+      { image: '/images/vm.add-cow' },
+    )
+    // A live snapshot made vm-snap1.add-cow the top the VM's export serves.
+    jobs.setImage(job.id, '/images/vm-snap1.add-cow')
+    expect(jobs.get(job.id)?.image).toBe('/images/vm-snap1.add-cow')
+    expect(events.at(-1)).toMatchObject({
+      event: 'jobs:progress',
+      job: { id: job.id, image: '/images/vm-snap1.add-cow' },
+    })
+    const sent = events.length
+    jobs.setImage(job.id, '/images/vm-snap1.add-cow')
+    expect(events.length).toBe(sent)
+    release.open()
+    await jobs.settled(job.id)
+    jobs.setImage(job.id, '/images/other.add-cow')
+    expect(jobs.get(job.id)?.image).toBe('/images/vm-snap1.add-cow')
+    jobs.setImage('no-such-job', '/images/other.add-cow')
+  })
+
   it('cancels through the signal and ends the job as cancelled', async () => {
     const { jobs, events } = manager()
     const started = gate()
