@@ -124,6 +124,17 @@ export interface InterruptedCommit {
   runningProcess?: string
 }
 
+/**
+ * `record` without the process that ran it ({@link InterruptedCommit.runningIn} and
+ * {@link InterruptedCommit.runningProcess}): a commit that stopped, or what the app shows.
+ */
+export function withoutRunningProcess(record: InterruptedCommit): InterruptedCommit {
+  const { runningIn: _pid, runningProcess: _identity, ...stopped } = record
+  void _pid
+  void _identity
+  return stopped
+}
+
 /** Ranges of an interrupted commit kept in the library (the rest are summed in the bytes). */
 export const MAX_INTERRUPTED_RANGES = 64
 

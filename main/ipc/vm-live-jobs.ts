@@ -87,7 +87,9 @@ export async function runVmLiveJob<T>(
     return resultOf(ended, resultSchema, job)
   } finally {
     job.signal.removeEventListener('abort', onAbort)
-    // The served chain changed (a flattened top, the base served after an active commit).
+    // The served chain changed (a flattened top, the base served after an active commit): the
+    // launch job names the top served now, and the library views are told.
+    vms.followServedTop(services, request.jobId)
     services.bus.emit('library:changed', {
       reason: 'modified',
       paths: chainOf(target.live.current).map((layer) => layer.path),

@@ -194,7 +194,7 @@ export class VmSessions {
     // The new top joins the library, as an overlay the app created does.
     await services.library.addImages([result.top])
     services.bus.emit('library:changed', { reason: 'created', paths: [result.top] })
-    const machine = [...this.machineJobs].find(([, running]) => running === jobId)?.[0]
+    const machine = this.machineOf(jobId)
     if (machine !== undefined) {
       const saved = await services.library.machine(machine)
       if (saved.disk === result.frozen)
@@ -213,8 +213,12 @@ export class VmSessions {
    */
   followServedTop(services: IpcServices, jobId: string): void {
     const top = this.vms.get(jobId)?.live?.live.current.path
-    if (top !== undefined && ![...this.machineJobs.values()].includes(jobId))
-      services.jobs.setImage(jobId, top)
+    if (top !== undefined && this.machineOf(jobId) === undefined) services.jobs.setImage(jobId, top)
+  }
+
+  /** The saved machine job `jobId` runs, if it runs one. */
+  private machineOf(jobId: string): string | undefined {
+    return [...this.machineJobs].find(([, running]) => running === jobId)?.[0]
   }
 
   /** Stop a VM job (ACPI, then quit, then kill), or with `force` pull the plug. */

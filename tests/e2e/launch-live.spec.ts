@@ -67,6 +67,17 @@ async function startMachine(page: Page, webApp: WebApp, name: string): Promise<L
   return vm
 }
 
+/** Take a live snapshot of the running VM and wait until the page says it was taken. */
+async function takeSnapshot(vm: Locator): Promise<void> {
+  await vm
+    .getByRole('group', { name: 'Live operations' })
+    .getByRole('button', { name: 'Snapshot' })
+    .click()
+  await expect(vm.getByRole('status').filter({ hasText: 'Snapshot taken' })).toBeVisible({
+    timeout: 30_000,
+  })
+}
+
 /** Force the halted guest off and wait for the VM to end. */
 async function forceOff(vm: Locator): Promise<void> {
   await vm.getByRole('button', { name: 'Stop' }).click()
@@ -236,13 +247,7 @@ test('Snapshot: the command line and the machine name the new top without a relo
   const vm = await startMachine(page, webApp, 'snaps')
   const commandLine = page.getByRole('region', { name: 'Command line' })
   await expect(commandLine).toContainText('snapped.add-cow')
-  await vm
-    .getByRole('group', { name: 'Live operations' })
-    .getByRole('button', { name: 'Snapshot' })
-    .click()
-  await expect(vm.getByRole('status').filter({ hasText: 'Snapshot taken' })).toBeVisible({
-    timeout: 30_000,
-  })
+  await takeSnapshot(vm)
   await expect(vm.getByLabel('Served chain')).toContainText(
     'The export serves snapped-snap1.add-cow on snapped.add-cow → snap-base.raw',
   )
@@ -271,13 +276,7 @@ test('A launch on an image snapshotted live is found again after a reload, on it
   await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
     timeout: 60_000,
   })
-  await vm
-    .getByRole('group', { name: 'Live operations' })
-    .getByRole('button', { name: 'Snapshot' })
-    .click()
-  await expect(vm.getByRole('status').filter({ hasText: 'Snapshot taken' })).toBeVisible({
-    timeout: 30_000,
-  })
+  await takeSnapshot(vm)
   await expect(vm.getByLabel('Served chain')).toContainText(
     'The export serves shot-snap1.add-cow on shot.add-cow → shot-base.raw',
   )

@@ -19,7 +19,7 @@ import {
   type Overlay,
 } from '../ops/commit'
 import type { UndoJournal } from '../ops/undo-journal'
-import { MAX_INTERRUPTED_RANGES, type InterruptedCommit } from '../library'
+import { MAX_INTERRUPTED_RANGES, withoutRunningProcess, type InterruptedCommit } from '../library'
 import { recordBaseFingerprint } from '../ops/drift'
 import { walkAllocation, WINDOW_BYTES, type AllocationRun } from '../ops/job'
 import { assertStillServed, piecesOf, runsIn, Throttle, type Piece } from './live-copy'
@@ -212,9 +212,7 @@ async function recordStopped(
     await served.library.clearInterruptedCommit(record.overlay).catch(() => undefined)
     return
   }
-  const { runningIn: _running, runningProcess: _process, ...stopped } = record
-  void _running
-  void _process
+  const stopped = withoutRunningProcess(record)
   await served.library
     .recordInterruptedCommit({
       ...stopped,

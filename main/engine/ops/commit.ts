@@ -288,7 +288,6 @@ export async function interruptedCommitNow(
   }
 }
 
-/** Whether the process `pid` runs (signal 0: a check, nothing is sent). */
 /** The sentences that say where an interrupted commit stands and what the user can do. */
 export function describeInterruptedCommit(commit: InterruptedCommit, cancelled: boolean): string {
   const shown = commit.ranges

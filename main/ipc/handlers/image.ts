@@ -1,4 +1,5 @@
 import { realPath } from '../../engine/fs'
+import { withoutRunningProcess } from '../../engine/library'
 import { baseState } from '../../engine/ops/base-state'
 import { planCommit } from '../../engine/ops/blast-radius'
 import { interruptedCommitNow } from '../../engine/ops/commit'
@@ -41,10 +42,7 @@ export function imageHandlers(services: IpcServices): AreaHandlers<'image'> {
         await library.interruptedCommit(await realPath(overlay)),
       )
       if (!record) return { commit: null }
-      const { runningIn: _running, runningProcess: _process, ...commit } = record
-      void _running
-      void _process
-      return { commit }
+      return { commit: withoutRunningProcess(record) }
     },
   }
 }

@@ -206,20 +206,14 @@ export function qemuHandlers(services: IpcServices, vms: VmSessions): AreaHandle
         (layer ?? 0) === 0
           ? 'Live commit of a running VM (active)'
           : `Live commit of layer ${layer} of a running VM`,
-      run: async ({ jobId, ...args }, job) => {
-        try {
-          return await runVmLiveJob(
-            services,
-            vms,
-            { jobId, command: 'commit', args },
-            job,
-            liveCommitResultSchema,
-          )
-        } finally {
-          // An active commit serves the base from now on (also when cut short part way).
-          vms.followServedTop(services, jobId)
-        }
-      },
+      run: ({ jobId, ...args }, job) =>
+        runVmLiveJob(
+          services,
+          vms,
+          { jobId, command: 'commit', args },
+          job,
+          liveCommitResultSchema,
+        ),
     },
 
     'qemu:get-live-status': async ({ jobId }) => vmLiveStatus(vms, jobId),

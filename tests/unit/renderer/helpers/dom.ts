@@ -1,6 +1,6 @@
-// What the test DOM (happy-dom) lacks for the renderer's components: matchMedia (naive-ui asks for the theme),
-// ResizeObserver (the allocation map follows its width), an element width, and a 2D canvas
-// context (the allocation map draws into one that records its fills instead).
+// What the test DOM (happy-dom) lacks for the renderer's components: matchMedia (naive-ui asks
+// for the theme), ResizeObserver (the allocation map follows its width), an element width, and
+// a 2D canvas context (the allocation map draws into one that records its fills instead).
 
 /** matchMedia that matches nothing: the light theme, no reduced motion. */
 export function stubMatchMedia(): void {
