@@ -459,6 +459,19 @@ async function commitLocked(
       ? await ListedExtents.list(overlay.dataFile(), overlay.size)
       : null
   const punches: Promise<'punched' | 'zeroed'>[] = []
+  /** Sync the base, then empty the phase [start, end) of the overlay (its copies are done). */
+  const emptyPhase = async (start: number, end: number): Promise<void> => {
+    await syncBase()
+    const { punching } = await emptyRange(copyFrom, start, end)
+    // Handled here so that a failure while later phases copy is not an unhandled
+    // rejection; combinePunches still reports it.
+    punching.catch(() => undefined)
+    punches.push(punching)
+  }
+  // The phase that is being synced and emptied while the next one copies: the sync waits on
+  // the disk and the copy on the CPU, so the walk does not stop for it. One at a time, in
+  // order; its failure stops the walk at the next phase.
+  let emptying: Promise<void> = Promise.resolve()
   let walked
   try {
     walked = await job.walk(
@@ -467,13 +480,11 @@ async function commitLocked(
         afterWindow: async (_first, end) => {
           if (!phased || (end % phaseClusters !== 0 && end !== clusterCount)) return
           job.throwIfCancelled()
-          await syncBase()
+          await emptying
           const phaseStart = Math.floor((end - 1) / phaseClusters) * phaseClusters
-          const { punching } = await emptyRange(copyFrom, phaseStart, end)
-          // Handled here so that a failure while later phases copy is not an unhandled
-          // rejection; combinePunches still reports it.
-          punching.catch(() => undefined)
-          punches.push(punching)
+          emptying = emptyPhase(phaseStart, end)
+          // Awaited at the next phase or after the walk; not an unhandled rejection meanwhile.
+          emptying.catch(() => undefined)
         },
       },
       async (runs) => {
@@ -488,8 +499,11 @@ async function commitLocked(
         )
       },
     )
+    await emptying
   } finally {
-    // Punching never outlives this function's caller: on failure, wait for what started.
+    // Neither the last phase's sync nor the punching outlives this function's caller: on
+    // failure, wait for what started.
+    await emptying.catch(() => undefined)
     if (punches.length > 0) {
       tail.emptying = combinePunches(punches)
       // Awaited once the job has closed (commitOverlay); not an unhandled rejection meanwhile.
