@@ -12,14 +12,15 @@
 //   npm run bench commit-stream [-- runs]        (or npx tsx tests/bench/commit-stream.ts [runs])
 //
 // Each run starts from fresh files (made outside the timing); which tool goes first rotates
-// from run to run, with a sync before each timed command and the device left idle. Prints the
-// median times, their ratio and the geometric mean of the per-run ratios, each side's CPU time
-// (user + system of the command, from /proc/self/stat's children times), and the load average.
+// from run to run, with a sync before each timed command, the device left idle and the page
+// cache's free pages warmed (see warmPageCache). Prints the median times, their ratio and the
+// geometric mean of the per-run ratios, each side's CPU time (user + system of the command,
+// from /proc/self/stat's children times), and the load average.
 // ADDCOW_BENCH_BEFORE=/path/to/other/addcow.mjs times another build too (say, main's) in the
 // same runs, for a before/after in one run. BENCH_WORKLOADS picks workloads ("contiguous,
 // scattered" by default). Files live in tests/bench/.work and are deleted at the end.
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { mkdir, open, rm, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -98,18 +99,44 @@ function time(command: string, args: string[]): { wall: number; cpu: number } {
 }
 
 /**
- * Run the timed commands of one run in rotating order, each after a sync and once the device
- * is idle ({@link settle}). Whichever runs first after the files are made is slower, by up to
- * a second here, whatever it is (measured: a pause, or writing and deleting another file first,
- * does not remove it; the filesystem is mounted with online discard), so each tool goes first
- * equally often over the runs and the paired ratio (geometric mean of the per-run ratios)
- * cancels the effect.
+ * Run the timed commands of one run in rotating order, each after a sync, once the device is
+ * idle ({@link settle}) and with the page cache's next pages warm ({@link warmPageCache}). Each
+ * tool goes first equally often over the runs, and the paired ratio (geometric mean of the
+ * per-run ratios) cancels what order effect is left.
  */
 async function rotate(run: number, steps: Record<Side, () => void>): Promise<void> {
   for (let index = 0; index < SIDES.length; index++) {
     execFileSync('sync')
     await settle()
+    warmPageCache()
     steps[SIDES[(index + run) % SIDES.length]!]()
+  }
+}
+
+/** Bytes {@link warmPageCache} writes: more than any timed command here puts in the page cache. */
+const WARM_BYTES = 1536 * MiB
+
+/**
+ * Write WARM_BYTES to a file and delete it before it reaches the disk, so that the page
+ * cache's next free pages are ones the machine has just used. In a virtual machine whose
+ * balloon reports free pages to the host (virtio-balloon free page reporting, as on the
+ * machines this project runs on), memory left free for a couple of seconds goes back to the
+ * host, and the next command to fill the page cache pays the host's faults: writing 800 MiB
+ * into the page cache took 1.72 s of system time after 6 s idle, and 0.15 s right after
+ * another file was written and deleted. Without this, whichever command ran first after the
+ * sync and the idle wait paid it, at random (qemu-img rebase: 6.7 s one run, 1.0 s the next),
+ * and the ratios moved by 2-3x between runs. A machine without the balloon pays nothing for
+ * this either way.
+ */
+function warmPageCache(): void {
+  const path = join(work, 'warm')
+  const chunk = Buffer.alloc(8 * MiB, 1)
+  const fd = openSync(path, 'w')
+  try {
+    for (let written = 0; written < WARM_BYTES; written += chunk.length) writeSync(fd, chunk)
+  } finally {
+    closeSync(fd)
+    unlinkSync(path)
   }
 }
 
