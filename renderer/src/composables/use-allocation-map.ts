@@ -2,8 +2,7 @@ import { computed, ref, shallowRef, watch, type Ref } from 'vue'
 import { useClient } from '../api'
 import { formatBytes } from './use-format'
 import {
-  clustersText,
-  clustersIn,
+  clusterAmountText,
   hexOffset,
   isWholeDisk,
   MAX_BUCKETS,
@@ -184,9 +183,7 @@ export function useAllocationMap(image: Readonly<Ref<string | null>>) {
         return
       }
       const size = found.end - found.start
-      const count = clusterSize.value
-        ? `${clustersText(clustersIn(size, clusterSize.value))}, `
-        : ''
+      const count = clusterSize.value ? `${clusterAmountText(size, clusterSize.value)}, ` : ''
       writtenText.value =
         `${wrapped ? 'Back at the start: w' : 'W'}ritten range at ${formatBytes(found.start)} ` +
         `(${hexOffset(found.start)}): ${count}${formatBytes(size)}.`

@@ -300,7 +300,7 @@ export function bucketSpan(allocation: Allocation, index: number): { start: numb
 }
 
 /**
- * One line of the legend: a depth with its bytes of data and clusters; -1 for the unallocated
+ * One line of the legend: a depth with its bytes of data; -1 for the unallocated
  * part, and -2 - d for the holes of depth d (bytes a layer holds that read as zeros, such as a
  * sparse raw base's holes: qemu-img map's `"zero": true, "data": false`).
  */
@@ -310,13 +310,7 @@ export interface LegendEntry {
   path: string | null
   format: string | null
   bytes: number
-  clusters: number
   color: string
-}
-
-/** Clusters in `bytes` (rounded; an image without clusters counts bytes as units of 1). */
-export function clustersIn(bytes: number, clusterSize: number): number {
-  return Math.round(bytes / Math.max(1, clusterSize))
 }
 
 /**
@@ -326,7 +320,6 @@ export function clustersIn(bytes: number, clusterSize: number): number {
 export function legendOf(
   totals: Allocation['totals'],
   layers: Allocation['layers'],
-  clusterSize: number,
   palette: Palette,
 ): LegendEntry[] {
   const entries: LegendEntry[] = layers.map((layer) => {
@@ -337,7 +330,6 @@ export function legendOf(
       path: layer.path,
       format: layer.format,
       bytes,
-      clusters: clustersIn(bytes, clusterSize),
       color: depthColor(palette, layer.depth),
     }
   })
@@ -353,7 +345,6 @@ export function legendOf(
       // The layer's line names its format already.
       format: null,
       bytes,
-      clusters: clustersIn(bytes, clusterSize),
       color: palette.unallocated,
     })
   }
@@ -364,16 +355,14 @@ export function legendOf(
     path: null,
     format: null,
     bytes: unallocated,
-    clusters: clustersIn(unallocated, clusterSize),
     color: palette.unallocated,
   })
   return entries
 }
 
-/** Bytes and clusters of one source. */
+/** Bytes of one source (said in clusters with {@link clusterAmountText}). */
 export interface LegendCount {
   bytes: number
-  clusters: number
 }
 
 /** One row of the allocation legend: a source, its counts in view and on the whole disk. */
@@ -401,8 +390,8 @@ export function legendRows(
       path: entry.path,
       format: entry.format,
       color: entry.color,
-      view: { bytes: entry.bytes, clusters: entry.clusters },
-      whole: match ? { bytes: match.bytes, clusters: match.clusters } : null,
+      view: { bytes: entry.bytes },
+      whole: match ? { bytes: match.bytes } : null,
     }
   })
 }
@@ -426,6 +415,19 @@ export function allocationCaption(allocation: Allocation, clusterSize: number | 
 /** `1 cluster`, `16,384 clusters`. */
 export function clustersText(count: number): string {
   return `${formatCount(count)} ${count === 1 ? 'cluster' : 'clusters'}`
+}
+
+/**
+ * `bytes` in clusters of `clusterSize`, the part of a cluster left over said in bytes:
+ * `32 clusters`, `32 clusters + 4 KiB` (a 4 KiB boot sector in a cluster that is otherwise a
+ * hole), `less than 1 cluster`. Never rounded to a whole count, which would say a range holds
+ * a cluster it only partly holds, or none where it holds a few KiB.
+ */
+export function clusterAmountText(bytes: number, clusterSize: number): string {
+  const whole = Math.floor(bytes / clusterSize)
+  const rest = bytes - whole * clusterSize
+  if (rest === 0) return clustersText(whole)
+  return whole === 0 ? 'less than 1 cluster' : `${clustersText(whole)} + ${formatBytes(rest)}`
 }
 
 function alignDown(value: number, unit: number): number {

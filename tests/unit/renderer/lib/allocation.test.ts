@@ -8,6 +8,7 @@ import {
   cellStripes,
   cellsFor,
   clampRange,
+  clusterAmountText,
   DARK_PALETTE,
   depthColor,
   drawAllocation,
@@ -255,7 +256,6 @@ describe('legend and spans', () => {
     const legend = legendOf(
       { ...allocation.totals, holes: [0, holes] },
       allocation.layers,
-      64 * KIB,
       LIGHT_PALETTE,
     )
     expect(legend.map((entry) => [entry.depth, entry.label, entry.bytes])).toEqual([
@@ -269,13 +269,26 @@ describe('legend and spans', () => {
 
   it('counts clusters per layer and the unallocated rest over 16M clusters', () => {
     const allocation = terabyteAllocation()
-    const legend = legendOf(allocation.totals, allocation.layers, 64 * KIB, LIGHT_PALETTE)
-    expect(legend.map((entry) => [entry.label, entry.clusters, entry.bytes])).toEqual([
-      ['This image', 17, 64 * KIB + MIB],
-      ['Layer 1', 128, 8 * MIB],
-      ['Unallocated (reads as zeros)', 16_777_216 - 17 - 128, TIB - 8 * MIB - MIB - 64 * KIB],
+    const legend = legendOf(allocation.totals, allocation.layers, LIGHT_PALETTE)
+    expect(
+      legend.map((entry) => [entry.label, clusterAmountText(entry.bytes, 64 * KIB), entry.bytes]),
+    ).toEqual([
+      ['This image', '17 clusters', 64 * KIB + MIB],
+      ['Layer 1', '128 clusters', 8 * MIB],
+      ['Unallocated (reads as zeros)', '16,777,071 clusters', TIB - 8 * MIB - MIB - 64 * KIB],
     ])
     expect(legend[0]).toMatchObject({ path: '/vm/huge.add-cow', format: 'add-cow' })
+  })
+
+  it('says a part of a cluster in bytes, never as a rounded cluster', () => {
+    // A 4 KiB boot sector in a base cluster that is otherwise a hole: 32 clusters of data and
+    // 4 KiB (it used to read "32 clusters"), and the 60 KiB of hole beside it (it used to
+    // read "1 cluster").
+    expect(clusterAmountText(2 * MIB + 4 * KIB, 64 * KIB)).toBe('32 clusters + 4 KiB')
+    expect(clusterAmountText(60 * KIB, 64 * KIB)).toBe('less than 1 cluster')
+    expect(clusterAmountText(64 * KIB, 64 * KIB)).toBe('1 cluster')
+    expect(clusterAmountText(0, 64 * KIB)).toBe('0 clusters')
+    expect(clusterAmountText(16_384 * 64 * KIB, 64 * KIB)).toBe('16,384 clusters')
   })
 
   it('names the bytes each cell covers, the last one cut at the end of the range', () => {

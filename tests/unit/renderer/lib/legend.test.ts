@@ -64,17 +64,15 @@ describe('the allocation legend', () => {
     const whole = allocation(0, 32 * MIB, 64 * KIB)
     const view = allocation(0, 2 * MIB, 64 * KIB)
     const rows = legendRows(
-      legendOf(view.totals, view.layers, 64 * KIB, LIGHT_PALETTE),
-      legendOf(whole.totals, whole.layers, 64 * KIB, LIGHT_PALETTE),
+      legendOf(view.totals, view.layers, LIGHT_PALETTE),
+      legendOf(whole.totals, whole.layers, LIGHT_PALETTE),
     )
-    expect(rows.map((row) => [row.label, row.view.clusters, row.whole?.clusters])).toEqual([
-      ['This image', 16, 16],
-      ['Layer 1', 16, 496],
+    expect(rows.map((row) => [row.label, row.view.bytes, row.whole?.bytes])).toEqual([
+      ['This image', MIB, MIB],
+      ['Layer 1', MIB, 31 * MIB],
       ['Unallocated (reads as zeros)', 0, 0],
     ])
-    expect(
-      legendRows(legendOf(view.totals, view.layers, 64 * KIB, LIGHT_PALETTE), null)[0]!.whole,
-    ).toBeNull()
+    expect(legendRows(legendOf(view.totals, view.layers, LIGHT_PALETTE), null)[0]!.whole).toBeNull()
   })
 
   it('says what the map shows and what a cell stands for', () => {
