@@ -88,8 +88,7 @@ export async function runVmLiveJob<T>(
   } finally {
     job.signal.removeEventListener('abort', onAbort)
     // The served chain changed (a flattened top, the base served after an active commit): the
-    // launch job names the top served now, and the library views are told.
-    vms.followServedTop(services, request.jobId)
+    // library views are told. A new top was followed when it was swapped in (VmSessions).
     services.bus.emit('library:changed', {
       reason: 'modified',
       paths: chainOf(target.live.current).map((layer) => layer.path),

@@ -42,6 +42,8 @@ export class VmSessions {
   private readonly machineJobs = new Map<string, string>()
   /** Each VM job's console text (the last 256 KiB, shared/console-backlog.ts) and its size. */
   private readonly consoles = new Map<string, { chunks: ConsoleChunk[]; size: number }>()
+  /** Each VM job's last change of top being saved (see topChanged); never rejects. */
+  private readonly followingTop = new Map<string, Promise<void>>()
 
   /**
    * `vms` is the services' map of running VMs, shared with the transports that bridge a VM's
@@ -145,6 +147,9 @@ export class VmSessions {
       signal: job.signal,
     })
     this.vms.set(job.id, vm)
+    const stopFollowing = vm.live?.live.onSwap((next, previous) =>
+      this.topChanged(services, job.id, previous.path, next.path),
+    )
     const onState = (state: VmState): void =>
       bus.emit('qemu:vm-state', { sessionId: job.id, state, screen: vm.vncSocket !== null })
     vm.on('state', onState)
@@ -163,7 +168,9 @@ export class VmSessions {
     } finally {
       job.signal.removeEventListener('abort', onAbort)
       vm.off('state', onState)
+      stopFollowing?.()
       this.vms.delete(job.id)
+      this.followingTop.delete(job.id)
     }
   }
 
@@ -194,26 +201,39 @@ export class VmSessions {
     // The new top joins the library, as an overlay the app created does.
     await services.library.addImages([result.top])
     services.bus.emit('library:changed', { reason: 'created', paths: [result.top] })
-    const machine = this.machineOf(jobId)
-    if (machine !== undefined) {
-      const saved = await services.library.machine(machine)
-      if (saved.disk === result.frozen)
-        await services.library.saveMachine({ ...saved, disk: result.top }, { replace: true })
-    }
-    this.followServedTop(services, jobId)
+    // The swap already named the new top in the launch job; a saved machine's disk follows.
+    await this.followingTop.get(jobId)
     job.progress(1, 1)
     job.describe(`New top ${result.top}, guest paused ${result.pauseMs.toFixed(1)} ms`)
     return result
   }
 
   /**
-   * After a live job changed what a launch's export serves (a snapshot's new top, an active
-   * commit's base), the launch job names the image served now, as a saved machine's disk is
-   * repointed: the Launch page of that image finds its VM again after a reload.
+   * The export of VM job `jobId` serves `top` now instead of `previous`: a live snapshot's new
+   * top, or the base once an active commit ends, whether the app ran it or `addcow job` did on
+   * the export's control socket. A launch job names the image served now, so the Launch page
+   * of that image finds its VM after a reload; a saved machine's disk is repointed, as
+   * libvirt's external snapshots repoint the domain's disk, so its next start goes on from what
+   * the guest wrote. Called inside the swap's quiesce: the saving runs after it (a snapshot
+   * from the app waits for it through `followingTop`).
    */
-  followServedTop(services: IpcServices, jobId: string): void {
-    const top = this.vms.get(jobId)?.live?.live.current.path
-    if (top !== undefined && this.machineOf(jobId) === undefined) services.jobs.setImage(jobId, top)
+  private topChanged(services: IpcServices, jobId: string, previous: string, top: string): void {
+    const machine = this.machineOf(jobId)
+    if (machine === undefined) services.jobs.setImage(jobId, top)
+    const before = this.followingTop.get(jobId) ?? Promise.resolve()
+    const saving = before.then(async () => {
+      if (machine !== undefined) {
+        const saved = await services.library.machine(machine)
+        if (saved.disk === previous)
+          await services.library.saveMachine({ ...saved, disk: top }, { replace: true })
+      }
+      services.bus.emit('library:changed', { reason: 'modified', paths: [previous, top] })
+    })
+    // A machine that cannot be saved keeps its old disk, as it was before this swap.
+    this.followingTop.set(
+      jobId,
+      saving.catch(() => undefined),
+    )
   }
 
   /** The saved machine job `jobId` runs, if it runs one. */

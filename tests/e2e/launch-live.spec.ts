@@ -295,6 +295,42 @@ test('A launch on an image snapshotted live is found again after a reload, on it
   await forceOff(vm)
 })
 
+test('A snapshot taken from a shell (addcow job snapshot) is followed: the new top finds the VM', async ({
+  page,
+  webApp,
+}) => {
+  test.setTimeout(300_000)
+  await bootBase(join(dir, 'shell-base.raw'), 2 * MiB)
+  const overlay = join(dir, 'shell.add-cow')
+  await addcow(webApp, ['create', '-b', 'shell-base.raw', '-F', 'raw', overlay])
+  await openScreen(page, webApp, 'launch', overlay)
+  const machine = page.getByRole('region', { name: 'Machine', exact: true })
+  await machine.getByText('None (headless: serial console only)').click()
+  await machine.getByText('No network card').click()
+  await machine.getByRole('textbox', { name: 'Memory in MiB' }).fill('64')
+  let vm = page.getByRole('region', { name: 'Virtual machine' })
+  await vm.getByRole('button', { name: 'Launch' }).click()
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
+    timeout: 60_000,
+  })
+  // The snapshot goes through the export's control socket, not through the app's job.
+  const shot = await addcow(webApp, ['job', 'snapshot', '--image', overlay, '--json'])
+  const top = join(dir, 'shell-snap1.add-cow')
+  expect(JSON.parse(shot.stdout)).toMatchObject({ top })
+  // The launch job follows the swap: the Launch page of the new top finds the VM running on
+  // it (it showed an idle launch form: the job still named shell.add-cow).
+  await openScreen(page, webApp, 'launch', top)
+  vm = page.getByRole('region', { name: 'Virtual machine' })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(
+    'The export serves shell-snap1.add-cow on shell.add-cow → shell-base.raw',
+  )
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE)
+  await forceOff(vm)
+})
+
 test('A live flatten is picked up again when the page is left and opened again, and after a reload', async ({
   page,
   webApp,

@@ -40,6 +40,9 @@ export interface QuiesceTimes {
 /** Called after each guest write, zero write or discard, with the bytes it touched. */
 export type GuestWriteObserver = (offset: number, length: number) => void
 
+/** Called when the export serves another top, with it and the top it served before. */
+export type SwapObserver = (next: Disk, previous: Disk) => void
+
 /**
  * The disk an export serves, wrapping the top it serves now (`current`), so that a live
  * operation can put another top in its place without the NBD server (or its clients) noticing:
@@ -67,6 +70,7 @@ export class LiveDisk implements Disk {
   private granule: number
   private readonly ranges = new RangeLock()
   private readonly observers = new Set<GuestWriteObserver>()
+  private readonly swapObservers = new Set<SwapObserver>()
   /** Requests started and not finished (guest I/O and `withRanges` bodies). */
   private inFlight = 0
   private drained: (() => void) | null = null
@@ -198,6 +202,13 @@ export class LiveDisk implements Disk {
     this.top = next
     this.granule = lockGranule(next)
     this.swaps++
+    for (const observer of this.swapObservers) {
+      try {
+        observer(next, old)
+      } catch {
+        // An observer's failure is its own: the swap is done and the guest waits on it.
+      }
+    }
     return old
   }
 
@@ -228,6 +239,16 @@ export class LiveDisk implements Disk {
   onGuestWrite(observer: GuestWriteObserver): () => void {
     this.observers.add(observer)
     return () => this.observers.delete(observer)
+  }
+
+  /**
+   * Observe changes of the top served, whoever makes them (a snapshot or an active commit,
+   * from the app or from `addcow job` on the control socket); returns the function that stops
+   * observing. Called inside the quiesce, with the guest's requests held: do not wait there.
+   */
+  onSwap(observer: SwapObserver): () => void {
+    this.swapObservers.add(observer)
+    return () => this.swapObservers.delete(observer)
   }
 
   async readInto(target: Uint8Array, offset: number): Promise<void> {

@@ -113,6 +113,32 @@ describe('LiveDisk', () => {
     expect(await disk.read(0, 4096)).toEqual(pattern(4 * MIB, 7).subarray(0, 4096))
   })
 
+  it('tells swap observers of each new top, inside the quiesce, until they stop', async () => {
+    const { disk } = await overlayDisk()
+    const other = await overlayDisk()
+    const live = new LiveDisk(disk)
+    const seen: [string, string, number][] = []
+    const stop = live.onSwap((next, previous) =>
+      seen.push([next.path, previous.path, live.swapCount]),
+    )
+    live.onSwap(() => {
+      throw new Error('an observer that fails')
+    })
+    // A write the quiesce holds lands on the new top: the observer ran before it was let go.
+    let held: Promise<void> | null = null
+    await live.quiesce(async () => {
+      held = live.write(0, Buffer.alloc(4096, 3))
+      live.swap(other.disk)
+      expect(seen).toEqual([[other.disk.path, disk.path, 1]])
+    })
+    await held
+    expect(live.current).toBe(other.disk)
+    stop()
+    await live.quiesce(async () => live.swap(disk))
+    expect(seen).toHaveLength(1)
+    expect(live.current).toBe(disk)
+  })
+
   it('flushes an old top swapped out unflushed with every flush until it is frozen', async () => {
     const { disk } = await overlayDisk()
     const other = await overlayDisk()
