@@ -1,5 +1,6 @@
 import * as nodeModule from 'node:module'
 import { serverRelaunchArgv } from './relaunch'
+import type { runCli as RunCli } from './run'
 
 // A server command (serve, launch) needs V8 flags that only work from the start: execute the
 // same command again, in this same process (its pid, streams and parent stay), with them.
@@ -21,9 +22,12 @@ if (relaunch && execve && process.platform !== 'win32') {
 
 // V8's compile cache (Node >= 22.1; NODE_DISABLE_COMPILE_CACHE=1 turns it off): later starts
 // reuse the compiled code of the bundle instead of compiling it again. It must be on before the
-// rest loads, so the runner is imported after it.
+// rest loads, so the runner is loaded after it.
 ;(nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.()
-const { runCli } = await import('./run')
+// The commands: built, one CommonJS file beside this one (scripts/build-cli.mjs says why);
+// from the sources, run.ts.
+const COMMANDS = process.env.ADDCOW_CLI_COMMANDS ?? './run'
+const { runCli } = nodeModule.createRequire(import.meta.url)(COMMANDS) as { runCli: typeof RunCli }
 
 // The `addcow` executable: wire the process to runCli (its argv, streams and environment) and
 // map the result to the exit code. SIGINT/SIGTERM abort the running command through its

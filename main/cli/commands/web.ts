@@ -9,9 +9,10 @@ import { cliVersion, defineCommand, untilCancelled } from '../command'
 function rendererDir(env: Readonly<Record<string, string | undefined>>): string {
   const override = env.ADDCOW_RENDERER_DIR
   if (override) return resolve(override)
-  // This module is out/cli/addcow.mjs's or, loaded on its own, a chunk in out/cli/chunks/.
+  // Built, this module is in out/cli/addcow.cjs; from the sources (tsx), in main/cli/commands/,
+  // where out/renderer is three folders up.
   const near = fileURLToPath(new URL('../renderer/', import.meta.url))
-  const far = fileURLToPath(new URL('../../renderer/', import.meta.url))
+  const far = fileURLToPath(new URL('../../../out/renderer/', import.meta.url))
   return existsSync(join(near, 'index.html')) || !existsSync(join(far, 'index.html')) ? near : far
 }
 

@@ -81,10 +81,9 @@ function candidates(): string[] {
   if (explicit) list.push(explicit)
   for (const relative of [
     `./build/Release/${FILE_NAME}`,
+    // out/cli/addcow.cjs (the CLI's commands), out/main/index.js (Electron's main process)
     `../../main/engine/native/build/Release/${FILE_NAME}`,
     `../main/engine/native/build/Release/${FILE_NAME}`,
-    // out/cli/chunks/*.mjs: the CLI bundle is code-split, and this module lands in a chunk.
-    `../../../main/engine/native/build/Release/${FILE_NAME}`,
     `./${FILE_NAME}`,
   ]) {
     try {

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { SERVER_V8_FLAGS } from '../../../main/cli/relaunch'
+import { nativeStatus } from '../../../main/engine/native/index'
 import { addcow, ADDCOW_BIN, runAddcow } from '../../helpers/cli'
 import { dataDir, overlayOnBase, pattern, root, useFolders } from './helpers'
 
@@ -57,6 +58,18 @@ describe('the addcow binary', () => {
     expect(man).toEqual(await runAddcow(['man'], { cwd: root, dataDir }))
     expect(man.stdout).toMatch(/^\.TH ADDCOW 1/)
     expect((await spawned(['completion', 'bash'])).stdout).toContain('complete -o filenames')
+  })
+
+  it('finds the native addon from the bundle, as the sources do: check scans for leaks', async () => {
+    // The commands are one CommonJS file that finds the addon from its own URL; a wrong
+    // path there would only show as a slower commit and no leak scan.
+    await pattern(join(root, 'base.raw'), 1024 * 1024, 5)
+    expect((await spawned(['create', '-b', 'base.raw', '-F', 'raw', 'vm.add-cow'])).code).toBe(0)
+    const report = await spawned(['check', '--json', 'vm.add-cow'])
+    expect(report.stderr).toBe('')
+    expect(JSON.parse(report.stdout)['leak-scan']).toBe(
+      nativeStatus().loaded ? 'done' : 'not-supported',
+    )
   })
 
   it('serve stops on SIGTERM: it flushes the image and exits 0', async () => {
