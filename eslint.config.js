@@ -12,7 +12,16 @@ import tseslint from 'typescript-eslint'
 const NODE_AREAS = ['main/engine', 'main/nbd', 'main/qemu', 'main/cli']
 
 export default tseslint.config(
-  { ignores: ['out/**', 'dist/**', 'node_modules/**', 'test-results/**', 'playwright-report/**', 'docs/**'] },
+  {
+    ignores: [
+      'out/**',
+      'dist/**',
+      'node_modules/**',
+      'test-results/**',
+      'playwright-report/**',
+      'docs/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   ...vue.configs['flat/recommended'],
@@ -32,13 +41,20 @@ export default tseslint.config(
       ],
     },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       '@typescript-eslint/consistent-type-imports': 'error',
       'import-x/no-restricted-paths': [
         'error',
         {
           zones: [
-            { target: './shared', from: ['./main', './renderer'], message: 'shared/ imports nothing of ours.' },
+            {
+              target: './shared',
+              from: ['./main', './renderer'],
+              message: 'shared/ imports nothing of ours.',
+            },
             ...NODE_AREAS.map((target) => ({
               target: `./${target}`,
               // `addcow web` (main/cli/commands/web.ts) starts the browser mode, so the CLI alone
@@ -47,12 +63,29 @@ export default tseslint.config(
                 target === 'main/cli'
                   ? ['./main/app', './main/ipc', './renderer']
                   : ['./main/app', './main/ipc', './main/web', './renderer'],
-              message: 'engine, nbd, qemu and cli are pure Node: no app, ipc, web or renderer code.',
+              message:
+                'engine, nbd, qemu and cli are pure Node: no app, ipc, web or renderer code.',
             })),
-            { target: './main/ipc', from: ['./main/app', './main/web', './renderer', './main/cli'], message: 'ipc sits below app and web.' },
-            { target: './main/web', from: ['./main/app', './renderer'], message: 'web is the browser-mode twin of app.' },
-            { target: './main/engine', from: ['./main/nbd', './main/qemu', './main/cli'], message: 'The engine is the bottom layer.' },
-            { target: './renderer', from: ['./main'], message: 'The renderer talks to main over IPC only.' },
+            {
+              target: './main/ipc',
+              from: ['./main/app', './main/web', './renderer', './main/cli'],
+              message: 'ipc sits below app and web.',
+            },
+            {
+              target: './main/web',
+              from: ['./main/app', './renderer'],
+              message: 'web is the browser-mode twin of app.',
+            },
+            {
+              target: './main/engine',
+              from: ['./main/nbd', './main/qemu', './main/cli'],
+              message: 'The engine is the bottom layer.',
+            },
+            {
+              target: './renderer',
+              from: ['./main'],
+              message: 'The renderer talks to main over IPC only.',
+            },
           ],
         },
       ],
@@ -61,7 +94,17 @@ export default tseslint.config(
   {
     files: ['shared/**/*.ts', ...NODE_AREAS.map((area) => `${area}/**/*.ts`), 'main/web/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { paths: [{ name: 'electron', message: 'Only main/app, main/ipc bindings and the preload import electron.' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'electron',
+              message: 'Only main/app, main/ipc bindings and the preload import electron.',
+            },
+          ],
+        },
+      ],
     },
   },
   {
@@ -70,14 +113,24 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['node:*', 'electron', 'fs', 'path', 'child_process'], message: 'The renderer has no Node or Electron.' }] },
+        {
+          patterns: [
+            {
+              group: ['node:*', 'electron', 'fs', 'path', 'child_process'],
+              message: 'The renderer has no Node or Electron.',
+            },
+          ],
+        },
       ],
     },
   },
   {
     files: ['shared/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['node:*', 'electron'], message: 'shared/ is runtime-neutral.' }] }],
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['node:*', 'electron'], message: 'shared/ is runtime-neutral.' }] },
+      ],
     },
   },
   // Formatting is Prettier's job: turn off the stylistic rules that fight it (in .vue too).

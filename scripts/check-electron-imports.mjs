@@ -42,7 +42,9 @@ for (const root of ROOTS) {
   }
 }
 if (offenders.length > 0) {
-  console.error(`These files import electron as a value outside main/app, main/ipc/electron-*.ts and the preload:\n  ${offenders.join('\n  ')}`)
+  console.error(
+    `These files import electron as a value outside main/app, main/ipc/electron-*.ts and the preload:\n  ${offenders.join('\n  ')}`,
+  )
   process.exit(1)
 }
 console.log('electron imports: ok')

@@ -107,7 +107,11 @@ function fetchElectron() {
   const installer = join(ROOT, 'node_modules', 'electron', 'install.js')
   if (!existsSync(installer)) return `no download was tried: ${installer} is missing`
   console.log('npm start: fetching the Electron binary…')
-  const result = spawnSync(process.execPath, [installer], { cwd: ROOT, stdio: 'pipe', timeout: 300_000 })
+  const result = spawnSync(process.execPath, [installer], {
+    cwd: ROOT,
+    stdio: 'pipe',
+    timeout: 300_000,
+  })
   if (result.status === 0) return 'the download finished but left no binary'
   const lines = `${result.stderr ?? ''}`.trim().split('\n')
   return `the download failed: ${lines.find((line) => line.trim()) ?? 'no output'}`

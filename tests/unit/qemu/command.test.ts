@@ -5,11 +5,7 @@ import {
   qemuOptionValue,
   shellQuote,
 } from '../../../main/qemu/command'
-import {
-  parseMemory,
-  qemuOptionsFrom,
-  splitExtraArgs,
-} from '../../../main/cli/options'
+import { parseMemory, qemuOptionsFrom, splitExtraArgs } from '../../../main/cli/options'
 
 describe('buildQemuCommand', () => {
   it('boots stock QEMU from the NBD export: an argument array, explained, and a serve prerequisite', () => {

@@ -96,7 +96,10 @@ describe('delete files', () => {
 
     // Its base is refused too: the overlay reads through it.
     expect(
-      isEngineError(await deleteImageFiles({ path: base, library }).catch((e) => e), 'HAS_DEPENDENTS'),
+      isEngineError(
+        await deleteImageFiles({ path: base, library }).catch((e) => e),
+        'HAS_DEPENDENTS',
+      ),
     ).toBe(true)
 
     const dry = await deleteImageFiles({ path: child, library, dryRun: true })
