@@ -225,6 +225,10 @@ test('Commit… (active commit): blast radius, confirm; the base holds the guest
   await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible()
   await screenshots(page, 'launch-live-commit-done')
   await forceOff(vm)
+  // The saved machine follows, as libvirt's active block commit pivots the domain's disk: its
+  // next start runs on the base it now runs on, not on the emptied overlay.
+  const saved = await addcow(webApp, ['machine', 'show', '--json', 'commits'])
+  expect(JSON.parse(saved.stdout)).toMatchObject({ disk: basePath })
 
   expect((await readFile(basePath)).equals(guestView(base))).toBe(true)
   const checked = await addcow(webApp, ['check', overlay]).catch(
