@@ -33,6 +33,13 @@ export async function screenshot(page: Page, name: string): Promise<void> {
     width: viewport.width,
     height: Math.min(2000, Math.max(viewport.height, height)),
   })
+  // Two frames for the layout at the new size to be painted: a screenshot taken at once showed
+  // a dialog with its body and its primary button not painted yet (the same DOM node, its state
+  // unchanged: a frame behind, not a bug of the page).
+  await page.evaluate(
+    () =>
+      new Promise<void>((done) => requestAnimationFrame(() => requestAnimationFrame(() => done()))),
+  )
   await page.screenshot({ path: `${SCREENSHOTS}/${name}.png`, animations: 'disabled' })
   await page.setViewportSize(viewport)
 }
