@@ -5,11 +5,14 @@ import { copyRange, dataExtentsIn, punchOrZero } from '../formats/common/sparse'
 import type { Library } from '../library'
 import type { NamePolicy } from '../names'
 import { runOverlayJob } from './job'
+import { EarlyWriteback } from './writeback'
 
 /** Bytes copied per read and write when the copy goes through the layers' drivers. */
 const COPY_BYTES = 16 * 1024 * 1024
 /** Data copied between two flushes (each flush makes the bits set so far durable). */
 const FLUSH_BYTES = 256 * 1024 * 1024
+/** Bytes copied between two early syncs of the image file (see EarlyWriteback). */
+const WRITEBACK_BYTES = 32 * 1024 * 1024
 
 /** What stream needs of an overlay's format (the live flatten needs the same). */
 export const STREAM_NEEDS: readonly DiskAbility[] = [
@@ -172,8 +175,10 @@ export async function streamOverlay(options: StreamOptions): Promise<StreamResul
       if (disk.isAllAllocated()) return { ...result, alreadyDone: true }
       await job.lockChain()
       const copier = job.adopt(await BelowCopier.open(disk))
+      const writeback = job.adopt(await EarlyWriteback.open(disk.dataFile().path, WRITEBACK_BYTES))
+      const flush = (): Promise<void> => writeback.durably(() => disk.flush())
       const walked = await job.walk(
-        { select: 'unallocated', flush: { every: FLUSH_BYTES, flush: () => disk.flush() } },
+        { select: 'unallocated', flush: { every: FLUSH_BYTES, flush } },
         async (runs) => {
           let copiedHere = 0
           for (const run of runs) {
@@ -183,12 +188,13 @@ export async function streamOverlay(options: StreamOptions): Promise<StreamResul
             result.zeroBytes += zero
             copiedHere += copied
           }
+          writeback.wrote(copiedHere)
           return copiedHere
         },
       )
       result.clusters = walked.units
       // Flushes the bitmap first: ALL_ALLOCATED is written only after the full bitmap.
-      await disk.setAllAllocated()
+      await writeback.durably(() => disk.setAllAllocated())
       options.onProgress?.(walked.bytes, walked.bytes)
       return result
     },
