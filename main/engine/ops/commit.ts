@@ -28,7 +28,6 @@ import { guardCommitRadius, type DependentImage } from './blast-radius'
 import { fingerprintBase, fingerprintChanges, recordBaseFingerprint } from './drift'
 import { fileLocks, runJob, runOverlayJob, WINDOW_BYTES, type OverlayJob } from './job'
 import { UndoJournal, type UndoHeader } from './undo-journal'
-import { EarlyWriteback } from './writeback'
 
 /** Kernel copies in flight at once into a raw base (on the libuv thread pool). */
 const COPY_PARALLELISM = 4
@@ -39,8 +38,6 @@ const COPY_PARALLELISM = 4
  * most of it overlaps the copy. Each phase adds a sync of the base and of the bitmap.
  */
 const EMPTYING_PHASES = 8
-/** Bytes copied into a plain base between two early syncs of it (see EarlyWriteback). */
-const WRITEBACK_BYTES = 32 * 1024 * 1024
 
 /** What commit needs of the overlay's format (the live commit needs the same). */
 export const COMMIT_NEEDS: readonly DiskAbility[] = [
@@ -444,10 +441,7 @@ async function commitLocked(
   const plain = wholeViewFile(target)
   const file = plain ? job.adopt(await BlockFile.open(plain.path, true)) : null
   const writer = target
-  // The kernel's copies into a plain base are written out early, while the copy goes on.
-  const writeback = file ? job.adopt(await EarlyWriteback.open(file.path, WRITEBACK_BYTES)) : null
-  const syncBase = (): Promise<void> =>
-    file && writeback ? writeback.durably(() => file.sync()) : writer.flush()
+  const syncBase = (): Promise<void> => (file ? file.sync() : writer.flush())
 
   // Without an undo journal the overlay is emptied phase by phase (see emptyRange): each
   // phase's holes are punched while the next phase copies. With a journal it is emptied at
@@ -503,7 +497,6 @@ async function commitLocked(
           }),
           file ? COPY_PARALLELISM : 1,
         )
-        writeback?.wrote(runs.reduce((sum, { start, end }) => sum + (end - start), 0))
       },
     )
     await emptying

@@ -3,7 +3,6 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { isEngineError } from '../../../../main/engine/errors'
 import { BlockFile, setFileObserver, type FileEvent } from '../../../../main/engine/file'
-import { commitOverlay } from '../../../../main/engine/ops/commit'
 import { streamOverlay } from '../../../../main/engine/ops/stream'
 import { EarlyWriteback } from '../../../../main/engine/ops/writeback'
 import { tempDir } from '../../../helpers/tools'
@@ -140,27 +139,5 @@ describe('stream with early writeback', () => {
     expect(seen.filter((kind) => kind === 'early').length).toBeGreaterThanOrEqual(3)
     expect((await readFile(join(dir, 'ov.raw'))).equals(view)).toBe(true)
     expect((await allocation(overlay)).allAllocated).toBe(true)
-  })
-})
-
-describe('commit with early writeback', () => {
-  it('syncs the base early while it copies into it; the base then holds the guest view', async () => {
-    const library = libraryIn(dir)
-    await makeSparseRaw(join(dir, 'base.raw'), 96 * MiB, [])
-    const overlay = await makeOverlay(library, {
-      overlay: join(dir, 'ov.add-cow'),
-      backing: 'base.raw',
-      backingFormat: 'raw',
-    })
-    await writeGuest(overlay, [[0, pattern(80 * MiB, 4)]])
-    const view = await guestView(overlay)
-    const { seen } = watchSyncs(join(dir, 'base.raw'))
-    await commitOverlay({ overlay, library })
-    setFileObserver(null)
-    // Commit's own syncs of the base are fsyncs ('full'); an fdatasync before the last of them
-    // is an early one (without early writeback, the only fdatasync comes after them all).
-    expect(seen.indexOf('early')).toBeGreaterThanOrEqual(0)
-    expect(seen.indexOf('early')).toBeLessThan(seen.lastIndexOf('full'))
-    expect((await readFile(join(dir, 'base.raw'))).equals(view)).toBe(true)
   })
 })
