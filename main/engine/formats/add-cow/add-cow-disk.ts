@@ -37,6 +37,7 @@ import {
   type HeaderOddities,
 } from './header'
 import { ADD_COW_FORMAT } from './format'
+import { dataExtentsIn } from '../common/sparse'
 
 export { MAX_BITMAP_BYTES } from './header'
 
@@ -879,7 +880,7 @@ export class AddCowDisk implements Disk {
     checkRange(this.path, this.size, offset, length)
     if (length === 0) return []
     const bitmap = this.allAllocated ? null : this.bitmap
-    if (!bitmap) return [{ offset, length, depth: 0, present: true, zero: false }]
+    if (!bitmap) return this.imageStatus(offset, offset + length)
     const clusterSize = this.clusterSize
     const end = offset + length
     const runs: [number, number, boolean][] = []
@@ -895,6 +896,30 @@ export class AddCowDisk implements Disk {
       },
     )
     return overlayStatus(this.backing, runs)
+  }
+
+  /**
+   * Block status of [offset, end) when the image file is the whole guest view (ALL_ALLOCATED, or
+   * no bitmap): its holes read as zeros and are reported so (present and zero), as for a raw
+   * file and as `qemu-img map` reports them. A stream leaves the zeros it would copy as holes,
+   * so a flattened overlay is mostly holes where its base was. Without SEEK_DATA, all data.
+   */
+  private async imageStatus(offset: number, end: number): Promise<BlockExtent[]> {
+    const data = await dataExtentsIn(this.image, offset, end)
+    if (!data) return [{ offset, length: end - offset, depth: 0, present: true, zero: false }]
+    const extents: BlockExtent[] = []
+    let cursor = offset
+    const add = (from: number, to: number, zero: boolean): void => {
+      if (to > from)
+        extents.push({ offset: from, length: to - from, depth: 0, present: true, zero })
+    }
+    for (const [from, to] of data) {
+      add(cursor, Math.max(cursor, from), true)
+      add(Math.max(cursor, from), Math.min(to, end), false)
+      cursor = Math.max(cursor, Math.min(to, end))
+    }
+    add(cursor, end, true)
+    return extents
   }
 
   async info(): Promise<ImageInfo> {

@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 
+import { canListDataExtents } from '../../../../main/engine/formats/common/sparse'
 import { compareDisks } from '../../../../main/engine/ops/compare'
 import { createOverlay } from '../../../../main/engine/ops/create'
 import { imageInfo } from '../../../../main/engine/ops/info'
@@ -37,8 +38,11 @@ describe('imageInfo, mapImage and compareDisks', () => {
     })
     const disk = await opened(join(folder.dir, 'solo.add-cow'))
     const progress: number[] = []
+    // Nothing written: its image file is one hole, which reads as zeros (qemu-img map's
+    // "zero": true, "data": false); without SEEK_DATA it counts as data.
+    const listed = canListDataExtents()
     expect(await mapImage(disk, { onProgress: (done) => progress.push(done) })).toEqual([
-      { start: 0, length: 8192, depth: 0, present: true, zero: false, data: true },
+      { start: 0, length: 8192, depth: 0, present: true, zero: listed, data: !listed },
     ])
     expect(progress).toEqual([8192])
     const cancelled = new AbortController()

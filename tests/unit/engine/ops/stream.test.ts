@@ -6,6 +6,9 @@ import { isEngineError } from '../../../../main/engine/errors'
 import { checkExitCode, checkImage } from '../../../../main/engine/ops/check'
 
 import { streamOverlay } from '../../../../main/engine/ops/stream'
+import { mapImage } from '../../../../main/engine/ops/map'
+import { openImage } from '../../../../main/engine/open'
+import { canListDataExtents } from '../../../../main/engine/formats/common/sparse'
 import {
   allocation,
   guestView,
@@ -44,6 +47,34 @@ describe('stream', () => {
     expect((await allocation(overlay)).allAllocated).toBe(true)
     expect(checkExitCode(await checkImage(overlay, { library: folder.library }))).toBe(0)
     expect((await streamOverlay({ overlay, library: folder.library })).alreadyDone).toBe(true)
+  })
+
+  it('maps a streamed overlay as qemu-img maps its image file: the base holes it kept are zeros', async () => {
+    // A sparse base: 1 MiB of data at 2 MiB, the rest holes; the overlay writes 64 KiB at 6 MiB.
+    await makeSparseRaw(join(folder.dir, 'sparse-base.raw'), 8 * MiB, [[2 * MiB, pattern(MiB, 4)]])
+    const overlay = await makeOverlay(folder.library, {
+      overlay: join(folder.dir, 'holey.add-cow'),
+      backing: 'sparse-base.raw',
+      backingFormat: 'raw',
+    })
+    await writeGuest(overlay, [[6 * MiB, pattern(64 * 1024, 5)]])
+    const result = await streamOverlay({ overlay, library: folder.library })
+    expect(result.zeroBytes).toBe(8 * MiB - MiB - 64 * 1024)
+    const disk = await openImage(overlay, { readOnly: true })
+    try {
+      const map = await mapImage(disk)
+      if (!canListDataExtents()) return
+      // It used to be one data extent of 8 MiB (ALL_ALLOCATED was taken as "all data").
+      expect(map.map(({ start, length, data }) => [start, length, data])).toEqual([
+        [0, 2 * MiB, false],
+        [2 * MiB, MiB, true],
+        [3 * MiB, 3 * MiB, false],
+        [6 * MiB, 64 * 1024, true],
+        [6 * MiB + 64 * 1024, 2 * MiB - 64 * 1024, false],
+      ])
+    } finally {
+      await disk.close()
+    }
   })
 
   it('streams through a chain of two add-cow layers', async () => {
