@@ -198,8 +198,8 @@ export class VmSessions {
     const result = liveSnapshotResultSchema.parse(
       await runLiveCommand('snapshot', name !== undefined ? { name } : {}, vm.live),
     )
-    // The new top joins the library, as an overlay the app created does.
-    await services.library.addImages([result.top])
+    // The snapshot recorded the new top in the library (the export's library is this one), as
+    // `addcow create` records an overlay; the views are told it was created.
     services.bus.emit('library:changed', { reason: 'created', paths: [result.top] })
     // The swap already named the new top in the launch job; a saved machine's disk follows.
     await this.followingTop.get(jobId)

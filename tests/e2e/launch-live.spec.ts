@@ -78,6 +78,32 @@ async function takeSnapshot(vm: Locator): Promise<void> {
   })
 }
 
+/** Launch `overlay` headless from its Launch page (64 MiB, no network); its VM once booted. */
+async function launchOnImage(page: Page, webApp: WebApp, overlay: string): Promise<Locator> {
+  await openScreen(page, webApp, 'launch', overlay)
+  const machine = page.getByRole('region', { name: 'Machine', exact: true })
+  await machine.getByText('None (headless: serial console only)').click()
+  await machine.getByText('No network card').click()
+  await machine.getByRole('textbox', { name: 'Memory in MiB' }).fill('64')
+  const vm = page.getByRole('region', { name: 'Virtual machine' })
+  await vm.getByRole('button', { name: 'Launch' }).click()
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
+    timeout: 60_000,
+  })
+  return vm
+}
+
+/** The page shows a VM running that it did not start, serving `served`, with its boot log. */
+async function expectRunningVm(page: Page, served: string): Promise<Locator> {
+  const vm = page.getByRole('region', { name: 'Virtual machine' })
+  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
+    timeout: 30_000,
+  })
+  await expect(vm.getByLabel('Served chain')).toContainText(served)
+  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE)
+  return vm
+}
+
 /** Force the halted guest off and wait for the VM to end. */
 async function forceOff(vm: Locator): Promise<void> {
   await vm.getByRole('button', { name: 'Stop' }).click()
@@ -270,16 +296,7 @@ test('A launch on an image snapshotted live is found again after a reload, on it
   await bootBase(join(dir, 'shot-base.raw'), 2 * MiB)
   const overlay = join(dir, 'shot.add-cow')
   await addcow(webApp, ['create', '-b', 'shot-base.raw', '-F', 'raw', overlay])
-  await openScreen(page, webApp, 'launch', overlay)
-  const machine = page.getByRole('region', { name: 'Machine', exact: true })
-  await machine.getByText('None (headless: serial console only)').click()
-  await machine.getByText('No network card').click()
-  await machine.getByRole('textbox', { name: 'Memory in MiB' }).fill('64')
-  let vm = page.getByRole('region', { name: 'Virtual machine' })
-  await vm.getByRole('button', { name: 'Launch' }).click()
-  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
-    timeout: 60_000,
-  })
+  const vm = await launchOnImage(page, webApp, overlay)
   await takeSnapshot(vm)
   await expect(vm.getByLabel('Served chain')).toContainText(
     'The export serves shot-snap1.add-cow on shot.add-cow → shot-base.raw',
@@ -288,15 +305,12 @@ test('A launch on an image snapshotted live is found again after a reload, on it
   // console, not an idle launch form.
   await expect(page).toHaveURL(/shot-snap1\.add-cow/)
   await page.reload()
-  vm = page.getByRole('region', { name: 'Virtual machine' })
-  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
-    timeout: 30_000,
-  })
-  await expect(vm.getByLabel('Served chain')).toContainText(
-    'The export serves shot-snap1.add-cow on shot.add-cow → shot-base.raw',
+  await forceOff(
+    await expectRunningVm(
+      page,
+      'The export serves shot-snap1.add-cow on shot.add-cow → shot-base.raw',
+    ),
   )
-  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE)
-  await forceOff(vm)
 })
 
 test('A snapshot taken from a shell (addcow job snapshot) is followed: the new top finds the VM', async ({
@@ -307,16 +321,7 @@ test('A snapshot taken from a shell (addcow job snapshot) is followed: the new t
   await bootBase(join(dir, 'shell-base.raw'), 2 * MiB)
   const overlay = join(dir, 'shell.add-cow')
   await addcow(webApp, ['create', '-b', 'shell-base.raw', '-F', 'raw', overlay])
-  await openScreen(page, webApp, 'launch', overlay)
-  const machine = page.getByRole('region', { name: 'Machine', exact: true })
-  await machine.getByText('None (headless: serial console only)').click()
-  await machine.getByText('No network card').click()
-  await machine.getByRole('textbox', { name: 'Memory in MiB' }).fill('64')
-  let vm = page.getByRole('region', { name: 'Virtual machine' })
-  await vm.getByRole('button', { name: 'Launch' }).click()
-  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE, {
-    timeout: 60_000,
-  })
+  await launchOnImage(page, webApp, overlay)
   // The snapshot goes through the export's control socket, not through the app's job.
   const shot = await addcow(webApp, ['job', 'snapshot', '--image', overlay, '--json'])
   const top = join(dir, 'shell-snap1.add-cow')
@@ -324,15 +329,12 @@ test('A snapshot taken from a shell (addcow job snapshot) is followed: the new t
   // The launch job follows the swap: the Launch page of the new top finds the VM running on
   // it (it showed an idle launch form: the job still named shell.add-cow).
   await openScreen(page, webApp, 'launch', top)
-  vm = page.getByRole('region', { name: 'Virtual machine' })
-  await expect(vm.getByRole('status', { name: 'VM status: Running' })).toBeVisible({
-    timeout: 30_000,
-  })
-  await expect(vm.getByLabel('Served chain')).toContainText(
-    'The export serves shell-snap1.add-cow on shell.add-cow → shell-base.raw',
+  await forceOff(
+    await expectRunningVm(
+      page,
+      'The export serves shell-snap1.add-cow on shell.add-cow → shell-base.raw',
+    ),
   )
-  await expect(vm.getByRole('log', { name: 'Serial console' })).toContainText(CONSOLE_LINE)
-  await forceOff(vm)
 })
 
 test('A live flatten is picked up again when the page is left and opened again, and after a reload', async ({

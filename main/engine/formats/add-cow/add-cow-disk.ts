@@ -37,7 +37,7 @@ import {
   type HeaderOddities,
 } from './header'
 import { ADD_COW_FORMAT } from './format'
-import { dataExtentsIn } from '../common/sparse'
+import { fileStatus } from '../common/sparse'
 
 export { MAX_BITMAP_BYTES } from './header'
 
@@ -905,21 +905,8 @@ export class AddCowDisk implements Disk {
    * so a flattened overlay is mostly holes where its base was. Without SEEK_DATA, all data.
    */
   private async imageStatus(offset: number, end: number): Promise<BlockExtent[]> {
-    const data = await dataExtentsIn(this.image, offset, end)
-    if (!data) return [{ offset, length: end - offset, depth: 0, present: true, zero: false }]
-    const extents: BlockExtent[] = []
-    let cursor = offset
-    const add = (from: number, to: number, zero: boolean): void => {
-      if (to > from)
-        extents.push({ offset: from, length: to - from, depth: 0, present: true, zero })
-    }
-    for (const [from, to] of data) {
-      add(cursor, Math.max(cursor, from), true)
-      add(Math.max(cursor, from), Math.min(to, end), false)
-      cursor = Math.max(cursor, Math.min(to, end))
-    }
-    add(cursor, end, true)
-    return extents
+    const status = await fileStatus(this.image, offset, end)
+    return status ?? [{ offset, length: end - offset, depth: 0, present: true, zero: false }]
   }
 
   async info(): Promise<ImageInfo> {

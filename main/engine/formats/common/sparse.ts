@@ -1,4 +1,6 @@
+import type { BlockExtent } from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
+import { pushExtent } from '../../extents'
 import { observeNativeWrite, zeroes, type BlockFile } from '../../file'
 import { native } from '../../native/index'
 
@@ -129,6 +131,34 @@ export async function dataExtentsIn(
     extents.push([from, to])
   })
   return listed ? extents : null
+}
+
+/**
+ * Block status of [offset, end) of a file that is a whole guest view (a raw disk, a flattened
+ * add-cow's image file), at depth 0: its data extents are data, its holes present and zero
+ * (qemu's file driver: a hole reads as zeros and there is nothing below it). Null when the
+ * data extents cannot be listed (no addon, or no SEEK_DATA).
+ */
+export async function fileStatus(
+  file: BlockFile,
+  offset: number,
+  end: number,
+): Promise<BlockExtent[] | null> {
+  const data = await dataExtentsIn(file, offset, end)
+  if (!data) return null
+  const extents: BlockExtent[] = []
+  const add = (from: number, to: number, zero: boolean): void =>
+    pushExtent(extents, { offset: from, length: to - from, depth: 0, present: true, zero })
+  let cursor = offset
+  for (const [from, to] of data) {
+    const start = Math.max(from, offset)
+    const stop = Math.min(to, end)
+    if (start > cursor) add(cursor, start, true)
+    if (stop > start) add(start, stop, false)
+    cursor = Math.max(cursor, stop)
+  }
+  if (end > cursor) add(cursor, end, true)
+  return extents
 }
 
 /**

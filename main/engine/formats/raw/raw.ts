@@ -12,12 +12,12 @@ import type {
   WriteOptions,
 } from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
-import { checkRange, pushExtent, readInPieces } from '../../extents'
+import { checkRange, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
 import { growFile, replaceFile } from '../../fs'
 import { native } from '../../native/index'
 import { forEachGuestWindow, isAllZero } from '../common/guest-windows'
-import { dataExtentsIn, firstDataExtent, punchOrZero } from '../common/sparse'
+import { fileStatus, firstDataExtent, punchOrZero } from '../common/sparse'
 import { RAW_FORMAT } from './format'
 
 const ZERO_CHUNK = 1024 * 1024
@@ -177,41 +177,9 @@ export class RawDisk implements Disk {
         return [{ offset, length, depth: 0, present: true, zero: true }]
       }
     }
-    const data = this.capabilities.blockStatus ? await dataExtentsIn(this.file, offset, end) : null
-    if (!data) return [{ offset, length, depth: 0, present: true, zero: false }]
     // Like qemu's file driver: a hole in a raw file is present (raw has no backing) and zero.
-    const extents: BlockExtent[] = []
-    let cursor = offset
-    for (const [from, to] of data) {
-      const start = Math.max(from, offset)
-      const stop = Math.min(to, end)
-      if (start > cursor)
-        pushExtent(extents, {
-          offset: cursor,
-          length: start - cursor,
-          depth: 0,
-          present: true,
-          zero: true,
-        })
-      if (stop > start)
-        pushExtent(extents, {
-          offset: start,
-          length: stop - start,
-          depth: 0,
-          present: true,
-          zero: false,
-        })
-      cursor = Math.max(cursor, stop)
-    }
-    if (end > cursor)
-      pushExtent(extents, {
-        offset: cursor,
-        length: end - cursor,
-        depth: 0,
-        present: true,
-        zero: true,
-      })
-    return extents
+    const status = this.capabilities.blockStatus ? await fileStatus(this.file, offset, end) : null
+    return status ?? [{ offset, length, depth: 0, present: true, zero: false }]
   }
 
   async info(): Promise<ImageInfo> {

@@ -1,18 +1,17 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { isEngineError } from '../../../../main/engine/errors'
 import { BlockFile, setFileObserver, type FileEvent } from '../../../../main/engine/file'
 import { streamOverlay } from '../../../../main/engine/ops/stream'
 import { EarlyWriteback } from '../../../../main/engine/ops/writeback'
-import { tempDir } from '../../../helpers/tools'
 import {
   allocation,
   guestView,
-  libraryIn,
   makeOverlay,
   makeSparseRaw,
   pattern,
+  perTestFolder,
   writeGuest,
 } from '../../../helpers/images'
 
@@ -21,15 +20,9 @@ import {
 // (Linux reports a writeback error to one fsync per open file).
 
 const MiB = 1024 * 1024
-let dir: string
-let cleanup: () => Promise<void>
-
-beforeEach(async () => {
-  ;({ path: dir, cleanup } = await tempDir('addcow-writeback-'))
-})
-afterEach(async () => {
+const folder = perTestFolder('addcow-writeback-')
+afterEach(() => {
   setFileObserver(null)
-  await cleanup()
 })
 
 /** Record the syncs of `path`, in order: 'early' for an fdatasync, 'full' for an fsync. */
@@ -45,7 +38,7 @@ function watchSyncs(path: string): { seen: string[] } {
 
 describe('EarlyWriteback', () => {
   it('starts an fdatasync once `every` bytes were written, one at a time', async () => {
-    const path = join(dir, 'file.raw')
+    const path = join(folder.dir, 'file.raw')
     await writeFile(path, Buffer.alloc(4 * MiB, 1))
     const { seen } = watchSyncs(path)
     const writeback = await EarlyWriteback.open(path, 2 * MiB)
@@ -66,7 +59,7 @@ describe('EarlyWriteback', () => {
   })
 
   it('runs the sync the caller relies on after the early one, with none starting meanwhile', async () => {
-    const path = join(dir, 'file.raw')
+    const path = join(folder.dir, 'file.raw')
     await writeFile(path, Buffer.alloc(MiB, 1))
     const file = await BlockFile.open(path, true)
     try {
@@ -93,7 +86,7 @@ describe('EarlyWriteback', () => {
   })
 
   it('keeps an early sync that failed and throws it from settle and durably', async () => {
-    const path = join(dir, 'file.raw')
+    const path = join(folder.dir, 'file.raw')
     await writeFile(path, Buffer.alloc(MiB, 1))
     setFileObserver({
       before(event: FileEvent) {
@@ -121,23 +114,22 @@ describe('stream with early writeback', () => {
   it('syncs the image file while it copies, then sets the bits; the guest view is unchanged', async () => {
     // 96 MiB of base data below an overlay with 1 MiB written: 95 MiB to copy, so early syncs
     // start (every 32 MiB) before the flush that records the bits.
-    const library = libraryIn(dir)
-    await makeSparseRaw(join(dir, 'base.raw'), 96 * MiB, [[0, pattern(96 * MiB, 3)]])
-    const overlay = await makeOverlay(library, {
-      overlay: join(dir, 'ov.add-cow'),
+    await makeSparseRaw(join(folder.dir, 'base.raw'), 96 * MiB, [[0, pattern(96 * MiB, 3)]])
+    const overlay = await makeOverlay(folder.library, {
+      overlay: join(folder.dir, 'ov.add-cow'),
       backing: 'base.raw',
       backingFormat: 'raw',
     })
     await writeGuest(overlay, [[5 * MiB, pattern(MiB, 9)]])
     const view = await guestView(overlay)
-    const { seen } = watchSyncs(join(dir, 'ov.raw'))
-    const result = await streamOverlay({ overlay, library })
+    const { seen } = watchSyncs(join(folder.dir, 'ov.raw'))
+    const result = await streamOverlay({ overlay, library: folder.library })
     setFileObserver(null)
     expect(result.copiedBytes).toBe(95 * MiB)
     // At least one early sync besides the two the end of a stream makes (the bits' flush, and
     // the one before ALL_ALLOCATED): 95 MiB is less than a flush interval.
     expect(seen.filter((kind) => kind === 'early').length).toBeGreaterThanOrEqual(3)
-    expect((await readFile(join(dir, 'ov.raw'))).equals(view)).toBe(true)
+    expect((await readFile(join(folder.dir, 'ov.raw'))).equals(view)).toBe(true)
     expect((await allocation(overlay)).allAllocated).toBe(true)
   })
 })
