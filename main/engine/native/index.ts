@@ -14,6 +14,8 @@ export interface NativeFeatures {
   readCached?: boolean
   /** readBatch takes a write target (writeFd, writePosition); absent in older builds. */
   readBatchWrite?: boolean
+  /** sendParts, waitWritable, dupSocket and shutdownSocket; absent in older builds. */
+  sendParts?: boolean
 }
 
 /**
@@ -53,6 +55,27 @@ export interface NativeAddon {
    * builds older than this function.
    */
   readCached?(target: Uint8Array, pieces: Float64Array, budget: number): number
+  /**
+   * Write `items` ([kind, a, b] triples: kind >= 0 is b bytes of file `kind` at position a, sent
+   * with sendfile; -1 is b zero bytes; -2 is the whole of buffers[a], b bytes long) to the
+   * non-blocking stream socket `socket`, in order, in one thread-pool job. Resolves with the
+   * bytes sent: all of them, or fewer when the socket stayed full for `waitMs` (then
+   * {@link waitWritable} and send the rest). A file range that cannot be read (sendfile and
+   * pread both fail) is sent as zeros and reported: the promise then resolves with
+   * [sent, item, errno, item, errno, ...]. Absent in older builds.
+   */
+  sendParts?(
+    socket: number,
+    items: Float64Array,
+    buffers: Uint8Array[],
+    waitMs: number,
+  ): Promise<number | number[]>
+  /** Resolves once `socket` takes bytes again (or failed), watched by the event loop. */
+  waitWritable?(socket: number): Promise<void>
+  /** A close-on-exec duplicate of a socket descriptor (close it with fs.closeSync). */
+  dupSocket?(fd: number): number
+  /** shutdown(SHUT_RDWR), waking a send or wait on the socket; errors are ignored. */
+  shutdownSocket?(fd: number): void
   /** copy_file_range on the libuv thread pool; resolves with the bytes copied. */
   copyFileRange(
     input: number,
@@ -238,4 +261,51 @@ export function readCachedFunction(): ReadCached | null {
       addon?.readCached && addon.features.readCached ? addon.readCached.bind(addon) : null
   }
   return boundReadCached
+}
+
+/** The addon's zero-copy socket functions (see {@link NativeAddon.sendParts}). */
+export interface ZeroCopySend {
+  sendParts(
+    socket: number,
+    items: Float64Array,
+    buffers: Uint8Array[],
+    waitMs: number,
+  ): Promise<number | number[]>
+  waitWritable(socket: number): Promise<void>
+  dupSocket(fd: number): number
+  shutdownSocket(fd: number): void
+}
+
+let zeroCopyEnabled = process.env.ADDCOW_NO_ZERO_COPY !== '1'
+let boundZeroCopy: ZeroCopySend | null | undefined
+
+/**
+ * Send file data to sockets with sendfile, without copying it through this process (default),
+ * or read it into buffers first. ADDCOW_NO_ZERO_COPY=1 turns zero-copy sends off at start;
+ * tests switch between both to prove the replies are the same.
+ */
+export function setZeroCopyEnabled(enabled: boolean): void {
+  zeroCopyEnabled = enabled
+}
+
+/** The addon's zero-copy send functions, bound, or null when missing or switched off. */
+export function zeroCopySend(): ZeroCopySend | null {
+  if (!zeroCopyEnabled) return null
+  if (boundZeroCopy === undefined) {
+    const addon = native()
+    boundZeroCopy =
+      addon?.features.sendParts &&
+      addon.sendParts &&
+      addon.waitWritable &&
+      addon.dupSocket &&
+      addon.shutdownSocket
+        ? {
+            sendParts: addon.sendParts.bind(addon),
+            waitWritable: addon.waitWritable.bind(addon),
+            dupSocket: addon.dupSocket.bind(addon),
+            shutdownSocket: addon.shutdownSocket.bind(addon),
+          }
+        : null
+  }
+  return boundZeroCopy
 }

@@ -9,6 +9,10 @@
  *   punchHoleAsync(fd, offset, length)       punchHole on the thread pool -> Promise<void>
  *   readBatch(target, pieces)                many preads in one thread-pool job -> Promise<void>
  *   readCached(target, pieces, budget)       the same preads now, from the page cache only -> pieces done
+ *   sendParts(socket, items, buffers, waitMs) buffers, zeros and file ranges (sendfile) to a
+ *                                            non-blocking socket on the thread pool -> bytes sent
+ *   waitWritable(socket)                     resolves once the socket takes bytes again (uv_poll)
+ *   dupSocket(fd) / shutdownSocket(fd)       a descriptor of its own for sendParts, and its wake-up
  *   features                                 which of the above this build supports
  *
  * Offsets and lengths are JavaScript numbers (safe integers, < 2^53). System errors are thrown
@@ -25,14 +29,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <uv.h>
 
 #ifdef __linux__
 #include <linux/falloc.h>
 #include <linux/magic.h>
+#include <sys/sendfile.h>
 #include <sys/vfs.h>
 #endif
 
@@ -86,6 +95,10 @@ static const char *errno_name(int error) {
     case EOPNOTSUPP: return "EOPNOTSUPP";
 #endif
     case ENOTSUP: return "ENOTSUP";
+    case EPIPE: return "EPIPE";
+    case ECONNRESET: return "ECONNRESET";
+    case ENOTCONN: return "ENOTCONN";
+    case ENOTSOCK: return "ENOTSOCK";
     default: return "EUNKNOWN";
   }
 }
@@ -684,6 +697,418 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* ---- zero-copy sends --------------------------------------------------------------------
+ *
+ * sendParts(socket, items, buffers, waitMs): write a sequence of parts to a connected,
+ * non-blocking stream socket in one thread-pool job: `items` is a Float64Array of
+ * [kind, a, b] triples, in order:
+ *   kind >= 0   b bytes of file `kind` at position a, with sendfile: the page cache's pages go
+ *               to the socket without being copied into this process (zeros past the file's end);
+ *   kind == -1  b zero bytes;
+ *   kind == -2  the whole of buffers[a] (b is its length).
+ * Consecutive buffers and zeros go out in one sendmsg. When the socket is full the job polls it
+ * for up to waitMs, then stops: the promise resolves with the bytes sent, fewer than asked, and
+ * the caller waits with waitWritable (on the event loop, no thread held) and sends the rest. So
+ * a client that stops reading never holds a thread-pool thread for long. Errors reject with the
+ * errno's code; `syscall` names the call (sendfile also fails with the file's read errors).
+ *
+ * The socket is a descriptor of the caller's own (dupSocket), so the connection closing its
+ * socket never closes the one a job is using; shutdownSocket wakes a job waiting on it. */
+
+#define SEND_KIND_ZEROS (-1)
+#define SEND_KIND_BUFFER (-2)
+#define SEND_MAX_ITEMS 65536
+#define SEND_IOV_MAX 64
+#define SEND_COPY_SIZE (256 * 1024)
+#define SEND_MAX_FAILURES 256
+
+static const uint8_t SEND_ZEROS[64 * 1024];
+
+typedef struct {
+  int64_t kind, position, length;
+  const uint8_t *data; /* a buffer's bytes (kind -2) */
+} SendItem;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffers_ref;
+  int socket;
+  int wait_ms;
+  size_t count;
+  SendItem *items;
+  int64_t sent;
+  int error;
+  const char *failed;
+  uint8_t *copy; /* the buffer of send_copied, allocated on first use */
+  size_t failure_count;
+  int failures[SEND_MAX_FAILURES * 2]; /* [item, errno] of each file range that could not be read */
+} SendJob;
+
+/* Wait until the socket takes bytes: 1, or 0 after wait_ms without room, or -1 with errno. */
+static int wait_for_room(int socket, int wait_ms) {
+  struct pollfd entry = {socket, POLLOUT, 0};
+  for (;;) {
+    int ready = poll(&entry, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return -1;
+    return ready > 0 ? 1 : 0;
+  }
+}
+
+/* Send items [first, stop) that are buffers or zeros, starting `skip` bytes in: one sendmsg per
+ * SEND_IOV_MAX vectors. Returns the bytes sent (short when the socket is full), -1 on error. */
+static int64_t send_memory(SendJob *job, size_t first, size_t stop, int64_t skip) {
+  struct iovec vectors[SEND_IOV_MAX];
+  size_t used = 0;
+  int64_t total = 0;
+  for (size_t i = first; i < stop && used < SEND_IOV_MAX; i++) {
+    SendItem *item = &job->items[i];
+    int64_t left = item->length;
+    int64_t at = 0;
+    if (skip >= left) {
+      skip -= left;
+      continue;
+    }
+    at = skip;
+    left -= skip;
+    skip = 0;
+    while (left > 0 && used < SEND_IOV_MAX) {
+      int64_t piece = left;
+      if (item->kind == SEND_KIND_ZEROS && piece > (int64_t)sizeof SEND_ZEROS) piece = sizeof SEND_ZEROS;
+      vectors[used].iov_base = item->kind == SEND_KIND_ZEROS ? (void *)SEND_ZEROS : (void *)(item->data + at);
+      vectors[used].iov_len = (size_t)piece;
+      used++;
+      total += piece;
+      at += piece;
+      left -= piece;
+    }
+  }
+  if (used == 0) return 0;
+  struct msghdr message = {0};
+  message.msg_iov = vectors;
+  message.msg_iovlen = used;
+  for (;;) {
+    ssize_t put = sendmsg(job->socket, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (put < 0 && errno == EINTR) continue;
+    if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (put < 0) {
+      job->error = errno;
+      job->failed = "sendmsg";
+      return -1;
+    }
+    return put;
+  }
+}
+
+/* sendfile failed: the file cannot be spliced (a filesystem without it: EINVAL), cannot be read
+ * (EIO), or the socket failed. Read the next bytes of the item with pread and send them from
+ * memory: returns the bytes sent (0: the socket is full), -1 on a socket error (job->error
+ * set), -2 when the file cannot be read (errno set), -3 past the file's end. */
+static int64_t send_copied(SendJob *job, const SendItem *item, int64_t into) {
+  if (!job->copy && !(job->copy = malloc(SEND_COPY_SIZE))) {
+    job->error = ENOMEM;
+    job->failed = "malloc";
+    return -1;
+  }
+  int64_t want = item->length - into;
+  if (want > SEND_COPY_SIZE) want = SEND_COPY_SIZE;
+  ssize_t got;
+  do got = pread((int)item->kind, job->copy, (size_t)want, (off_t)(item->position + into));
+  while (got < 0 && errno == EINTR);
+  if (got < 0) return -2;
+  if (got == 0) return -3;
+  ssize_t put;
+  do put = send(job->socket, job->copy, (size_t)got, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (put < 0 && errno == EINTR);
+  if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  if (put < 0) {
+    job->error = errno;
+    job->failed = "sendmsg";
+    return -1;
+  }
+  return put;
+}
+
+static void send_parts_execute(napi_env env, void *data) {
+  (void)env;
+  SendJob *job = data;
+  size_t index = 0;
+  int64_t into = 0; /* bytes of items[index] already sent */
+  while (index < job->count) {
+    SendItem *item = &job->items[index];
+    int64_t progress;
+    if (into >= item->length) {
+      index++;
+      into = 0;
+      continue;
+    }
+    if (item->kind >= 0) {
+#ifdef __linux__
+      off_t position = (off_t)(item->position + into);
+      ssize_t put = sendfile(job->socket, (int)item->kind, &position, (size_t)(item->length - into));
+      if (put < 0 && errno == EINTR) continue;
+      int64_t result;
+      if (put > 0) result = put;
+      else if (put == 0) result = -3;
+      else if (errno == EAGAIN || errno == EWOULDBLOCK) result = 0;
+      else result = send_copied(job, item, into);
+      if (result == -1) return;
+      if (result == -2) {
+        /* The file cannot be read here: the rest of the range goes out as zeros and the caller
+         * is told which item failed, so that its reply ends with an error, not with the data. */
+        if (job->failure_count == SEND_MAX_FAILURES) {
+          job->error = errno;
+          job->failed = "pread";
+          return;
+        }
+        job->failures[job->failure_count * 2] = (int)index;
+        job->failures[job->failure_count * 2 + 1] = errno;
+        job->failure_count++;
+      }
+      if (result < 0) {
+        /* Zeros from here: past the file's end (the range reads as zeros), or unreadable. */
+        item->kind = SEND_KIND_ZEROS;
+        item->length -= into;
+        into = 0;
+        continue;
+      }
+      progress = result;
+#else
+      job->error = ENOSYS;
+      job->failed = "sendfile";
+      return;
+#endif
+    } else {
+      size_t stop = index;
+      while (stop < job->count && job->items[stop].kind < 0) stop++;
+      progress = send_memory(job, index, stop, into);
+      if (progress < 0) return;
+    }
+    if (progress == 0) {
+      int room = wait_for_room(job->socket, job->wait_ms);
+      if (room < 0) {
+        job->error = errno;
+        job->failed = "poll";
+        return;
+      }
+      if (room == 0) return; /* still full: the caller waits on the event loop */
+      continue;
+    }
+    job->sent += progress;
+    into += progress;
+    while (index < job->count && into >= job->items[index].length) {
+      into -= job->items[index].length;
+      index++;
+    }
+  }
+}
+
+static void send_parts_complete(napi_env env, napi_status status, void *data) {
+  SendJob *job = data;
+  if (status != napi_ok) {
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, ECANCELED, "sendfile"));
+  } else if (job->error) {
+    napi_reject_deferred(env, job->deferred, make_errno_error(env, job->error, job->failed));
+  } else {
+    napi_value sent, result;
+    napi_create_double(env, (double)job->sent, &sent);
+    result = sent;
+    if (job->failure_count > 0) {
+      /* [sent, item, errno, item, errno, ...] */
+      napi_create_array_with_length(env, 1 + job->failure_count * 2, &result);
+      napi_set_element(env, result, 0, sent);
+      for (size_t i = 0; i < job->failure_count * 2; i++) {
+        napi_value number;
+        napi_create_int32(env, job->failures[i], &number);
+        napi_set_element(env, result, (uint32_t)(i + 1), number);
+      }
+    }
+    napi_resolve_deferred(env, job->deferred, result);
+  }
+  napi_delete_reference(env, job->buffers_ref);
+  napi_delete_async_work(env, job->work);
+  free(job->copy);
+  free(job->items);
+  free(job);
+}
+
+static napi_value send_parts(napi_env env, napi_callback_info info) {
+  napi_value argv[4], promise, name;
+  if (!get_args(env, info, 4, argv)) return NULL;
+  int socket;
+  int64_t wait_ms;
+  if (!get_fd(env, argv[0], &socket) || !get_offset(env, argv[3], "waitMs", &wait_ms)) return NULL;
+  napi_typedarray_type type;
+  size_t count, byte_offset;
+  void *raw_data;
+  napi_value array_buffer;
+  if (napi_get_typedarray_info(env, argv[1], &type, &count, &raw_data, &array_buffer, &byte_offset) != napi_ok ||
+      type != napi_float64_array || count % 3 != 0 || count / 3 > SEND_MAX_ITEMS) {
+    napi_throw_type_error(env, "EINVAL", "items must be a Float64Array of at most 65536 [kind, a, b] triples");
+    return NULL;
+  }
+  bool is_array = false;
+  uint32_t buffer_count = 0;
+  if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[2], &buffer_count) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "buffers must be an array of Uint8Arrays");
+    return NULL;
+  }
+  count /= 3;
+  const double *raw = raw_data;
+  SendItem *items = calloc(count ? count : 1, sizeof *items);
+  if (!items) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  for (size_t i = 0; i < count; i++) {
+    double kind = raw[i * 3], a = raw[i * 3 + 1], b = raw[i * 3 + 2];
+    bool valid = (double)(int64_t)kind == kind && kind >= SEND_KIND_BUFFER && kind <= 2147483647.0 && a >= 0 &&
+                 a <= 9007199254740991.0 && (double)(int64_t)a == a && b >= 0 && b <= 9007199254740991.0 &&
+                 (double)(int64_t)b == b;
+    if (valid && kind == SEND_KIND_BUFFER) {
+      napi_value element;
+      napi_typedarray_type element_type;
+      size_t length, offset;
+      void *bytes;
+      napi_value backing;
+      valid = a < (double)buffer_count && napi_get_element(env, argv[2], (uint32_t)a, &element) == napi_ok &&
+              napi_get_typedarray_info(env, element, &element_type, &length, &bytes, &backing, &offset) == napi_ok &&
+              element_type == napi_uint8_array && (double)length == b;
+      if (valid) items[i].data = bytes;
+    }
+    if (!valid) {
+      free(items);
+      napi_throw_range_error(env, "EINVAL", "an item has an invalid kind, position, length or buffer");
+      return NULL;
+    }
+    items[i].kind = (int64_t)kind;
+    items[i].position = (int64_t)a;
+    items[i].length = (int64_t)b;
+  }
+  SendJob *job = calloc(1, sizeof *job);
+  if (!job) {
+    free(items);
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  job->socket = socket;
+  job->wait_ms = wait_ms > 60000 ? 60000 : (int)wait_ms;
+  job->count = count;
+  job->items = items;
+  if (napi_create_reference(env, argv[2], 1, &job->buffers_ref) != napi_ok ||
+      napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "addcow.sendParts", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, send_parts_execute, send_parts_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    if (job->buffers_ref) napi_delete_reference(env, job->buffers_ref);
+    free(items);
+    free(job);
+    throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
+
+/* waitWritable(socket): resolves (with nothing) once poll says the socket takes bytes or has
+ * failed (the next send meets the error). Watched by the event loop (uv_poll), not a thread. */
+typedef struct {
+  uv_poll_t handle;
+  napi_env env;
+  napi_deferred deferred;
+  napi_async_context context;
+  napi_ref resource;
+} WaitJob;
+
+static void wait_closed(uv_handle_t *handle) { free(handle->data); }
+
+static void wait_ready(uv_poll_t *handle, int status, int events) {
+  (void)status;
+  (void)events;
+  WaitJob *job = handle->data;
+  napi_env env = job->env;
+  uv_poll_stop(handle);
+  napi_handle_scope handles;
+  napi_callback_scope scope;
+  napi_value resource, undefined;
+  napi_open_handle_scope(env, &handles);
+  napi_get_reference_value(env, job->resource, &resource);
+  /* A callback scope, so the promise's reactions run when it closes, as after any I/O callback. */
+  napi_open_callback_scope(env, resource, job->context, &scope);
+  napi_get_undefined(env, &undefined);
+  napi_resolve_deferred(env, job->deferred, undefined);
+  napi_close_callback_scope(env, scope);
+  napi_async_destroy(env, job->context);
+  napi_delete_reference(env, job->resource);
+  napi_close_handle_scope(env, handles);
+  uv_close((uv_handle_t *)handle, wait_closed);
+}
+
+static napi_value wait_writable(napi_env env, napi_callback_info info) {
+  napi_value argv[1], promise, resource, name;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int socket;
+  if (!get_fd(env, argv[0], &socket)) return NULL;
+  struct uv_loop_s *loop;
+  CALL(env, napi_get_uv_event_loop(env, &loop));
+  WaitJob *job = calloc(1, sizeof *job);
+  if (!job) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  job->env = env;
+  job->handle.data = job;
+  int failure = uv_poll_init(loop, &job->handle, socket);
+  if (failure != 0) {
+    free(job);
+    throw_errno(env, -failure, "uv_poll_init");
+    return NULL;
+  }
+  if (napi_create_object(env, &resource) != napi_ok ||
+      napi_create_string_utf8(env, "addcow.waitWritable", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, resource, name, &job->context) != napi_ok ||
+      napi_create_reference(env, resource, 1, &job->resource) != napi_ok ||
+      napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    uv_close((uv_handle_t *)&job->handle, wait_closed);
+    throw_last(env);
+    return NULL;
+  }
+  failure = uv_poll_start(&job->handle, UV_WRITABLE | UV_DISCONNECT, wait_ready);
+  if (failure != 0) {
+    /* Resolve now: the next send meets the socket's error. */
+    wait_ready(&job->handle, failure, 0);
+  }
+  return promise;
+}
+
+/* dupSocket(fd): a close-on-exec duplicate of a socket descriptor, for sendParts and
+ * waitWritable; close it with fs.closeSync once no job uses it. */
+static napi_value dup_socket(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) {
+    throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
+    return NULL;
+  }
+  CALL(env, napi_create_int32(env, copy, &result));
+  return result;
+}
+
+/* shutdownSocket(fd): shutdown(SHUT_RDWR), which wakes a sendParts or waitWritable waiting on
+ * it; errors (already shut down, the peer gone) are ignored. */
+static napi_value shutdown_socket(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  shutdown(fd, SHUT_RDWR);
+  return NULL;
+}
+
 static napi_value make_bool(napi_env env, bool value) {
   napi_value result;
   napi_get_boolean(env, value, &result);
@@ -700,6 +1125,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"punchHoleAsync", NULL, punch_hole_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readBatch", NULL, read_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readCached", NULL, read_cached, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendParts", NULL, send_parts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitWritable", NULL, wait_writable, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dupSocket", NULL, dup_socket, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shutdownSocket", NULL, shutdown_socket, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
     return NULL;
@@ -739,6 +1168,11 @@ static napi_value init(napi_env env, napi_value exports) {
 #endif
   /* readBatch takes a write target (writeFd, writePosition) */
   napi_set_named_property(env, features, "readBatchWrite", make_bool(env, true));
+#ifdef __linux__
+  napi_set_named_property(env, features, "sendParts", make_bool(env, true));
+#else
+  napi_set_named_property(env, features, "sendParts", make_bool(env, false));
+#endif
   napi_set_named_property(env, exports, "features", features);
   return exports;
 }
