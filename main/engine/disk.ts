@@ -54,6 +54,27 @@ export interface BackingLink {
   format: string | null
 }
 
+/**
+ * Where a range of the guest view lies in plain files ({@link Disk.mapFiles}), for a server
+ * that sends it with sendfile instead of reading it into memory.
+ */
+export interface FileMapping {
+  /**
+   * Flat [fd, position, length] triples in guest order covering the range exactly: `length`
+   * bytes of file `fd` at `position` (zeros past the file's end), or `length` zero bytes where
+   * fd is -1.
+   */
+  pieces: number[]
+  /**
+   * Call once the bytes were sent (or will not be): until then the files stay open and the
+   * mapping stays true (a live disk counts it as a read in flight).
+   */
+  release(): void
+}
+
+/** The `release` of a mapping that holds nothing. */
+export const HOLDS_NOTHING = (): void => undefined
+
 /** Visits runs of equal allocation: units [first, stop) of {@link Disk.allocationUnit} bytes. */
 export type AllocationVisitor = (first: number, stop: number, allocated: boolean) => void
 
@@ -116,6 +137,12 @@ export interface Disk {
    * file; a raw file itself). Copies into and out of the layer use it directly, in the kernel.
    */
   dataFile?(): BlockFile
+  /**
+   * Where [offset, offset + length) of the guest view (this layer and those below) lies in
+   * plain files, or null when some of it does not (a qcow2 or QEMU cow layer below) or cannot
+   * be promised now. The caller reads the files itself, then calls `release`.
+   */
+  mapFiles?(offset: number, length: number): FileMapping | null
   /** How many allocation units this layer holds itself, of how many. */
   allocationCount?(): { allocated: number; total: number }
   /**
@@ -191,6 +218,7 @@ const ABILITY_TEXT: Record<DiskAbility, string> = {
   files: 'list its files',
   backingLink: 'name a backing file',
   dataFile: 'keep its data in a plain file at guest offsets',
+  mapFiles: 'tell which plain files hold its data',
   allocationCount: 'count the clusters it holds',
   forEachAllocationRun: 'tell which clusters it holds',
   countAllocated: 'count the clusters it holds in a range',

@@ -5,6 +5,7 @@ import type {
   BlockExtent,
   Disk,
   DiskCapabilities,
+  FileMapping,
   WriteOptions,
 } from '../disk'
 import { EngineError } from '../errors'
@@ -271,6 +272,29 @@ export class LiveDisk implements Disk {
     this.copyOnReadErrors.last = {
       message: `Copying bytes ${offset}-${offset + length} up into ${top.path} failed: ${reason}`,
       at: new Date().toISOString(),
+    }
+  }
+
+  /**
+   * The top's mapping, counted as a read in flight until it is released: a quiesce (a
+   * snapshot, an active commit emptying the top and closing it) waits for the bytes to be sent.
+   * Null while a quiesce holds requests, or with copy-on-read on (a read must copy up): read
+   * then, which waits its turn.
+   */
+  mapFiles(offset: number, length: number): FileMapping | null {
+    if (this.gate || this.copyOnRead) return null
+    const mapping = this.top.mapFiles?.(offset, length) ?? null
+    if (!mapping) return null
+    this.inFlight++
+    let held = true
+    return {
+      pieces: mapping.pieces,
+      release: () => {
+        if (!held) return
+        held = false
+        mapping.release()
+        this.leave()
+      },
     }
   }
 

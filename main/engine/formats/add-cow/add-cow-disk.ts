@@ -5,10 +5,12 @@ import type {
   BlockExtent,
   Disk,
   DiskCapabilities,
+  FileMapping,
   FormatDriver,
   OpenOptions,
   WriteOptions,
 } from '../../disk'
+import { HOLDS_NOTHING } from '../../disk'
 import { stat } from 'node:fs/promises'
 import { bounded, EngineError, quote, wrapIoError } from '../../errors'
 import { assertFollowable, judgeName, withoutRealPath } from '../../names'
@@ -553,6 +555,57 @@ export class AddCowDisk implements Disk {
       },
     )
     await runLimited(tasks, IO_PARALLELISM)
+  }
+
+  /**
+   * The plain files that hold [offset, offset + length): the image file for the clusters this
+   * layer holds, the layers below (as they map themselves) for the others, zeros past the end of
+   * a shorter backing file or where there is none. Null when a layer below cannot map itself.
+   */
+  mapFiles(offset: number, length: number): FileMapping | null {
+    this.assertOpen()
+    checkRange(this.path, this.size, offset, length)
+    const bitmap = this.allAllocated ? null : this.bitmap
+    const imageFd = this.image.fd
+    if (!bitmap) return { pieces: [imageFd, offset, length], release: HOLDS_NOTHING }
+    const clusterSize = this.clusterSize
+    const end = offset + length
+    const backing = this.backing
+    const pieces: number[] = []
+    const below: FileMapping[] = []
+    let mappable = true
+    bitmap.forEachRun(
+      Math.floor(offset / clusterSize),
+      Math.ceil(end / clusterSize),
+      (first, stop, allocated) => {
+        if (!mappable) return
+        const start = Math.max(first * clusterSize, offset)
+        const finish = Math.min(stop * clusterSize, end)
+        if (allocated) {
+          pieces.push(imageFd, start, finish - start)
+          return
+        }
+        const available = backing ? Math.max(0, Math.min(finish, backing.size) - start) : 0
+        if (available > 0) {
+          const mapping = backing!.mapFiles?.(start, available) ?? null
+          if (!mapping) {
+            mappable = false
+            return
+          }
+          below.push(mapping)
+          for (const value of mapping.pieces) pieces.push(value)
+        }
+        if (start + available < finish) pieces.push(-1, 0, finish - start - available)
+      },
+    )
+    const release = (): void => {
+      for (const mapping of below) mapping.release()
+    }
+    if (!mappable) {
+      release()
+      return null
+    }
+    return { pieces, release: below.length > 0 ? release : HOLDS_NOTHING }
   }
 
   /**

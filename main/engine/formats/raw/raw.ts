@@ -7,10 +7,12 @@ import type {
   CreateImageOptions,
   Disk,
   DiskCapabilities,
+  FileMapping,
   FormatDriver,
   OpenOptions,
   WriteOptions,
 } from '../../disk'
+import { HOLDS_NOTHING } from '../../disk'
 import { EngineError, wrapIoError } from '../../errors'
 import { checkRange, readInPieces } from '../../extents'
 import { BlockFile, readFilePieces, zeroes } from '../../file'
@@ -101,6 +103,11 @@ export class RawDisk implements Disk {
     await readInPieces(target, offset, READ_PIECE, READ_PARALLELISM, (part, at) =>
       file.readAt(part, at),
     )
+  }
+
+  mapFiles(offset: number, length: number): FileMapping {
+    checkRange(this.path, this.size, offset, length)
+    return { pieces: [this.file.fd, offset, length], release: HOLDS_NOTHING }
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
