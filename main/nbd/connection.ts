@@ -1,5 +1,8 @@
+import { closeSync } from 'node:fs'
+import { constants } from 'node:os'
 import type { Socket } from 'node:net'
-import type { TLSSocket } from 'node:tls'
+import { TLSSocket } from 'node:tls'
+import { zeroCopySend, type ZeroCopySend } from '../engine/native/index'
 import { isDisconnect, ProtocolViolation } from './errors'
 import type { ConnectionHost } from './export-types'
 import { Handshake, type HandshakeChannel } from './handshake'
@@ -8,6 +11,7 @@ import { startServerTls, type TlsCredentials } from './tls'
 import {
   Transmission,
   type Incoming,
+  type ReplyPart,
   type SendOptions,
   type TransmissionChannel,
 } from './transmission'
@@ -19,6 +23,21 @@ import {
 const READ_AHEAD = 256 * 1024
 /** What {@link NbdConnection.send} returns once the reply is queued (no promise made per reply). */
 const QUEUED: Promise<void> = Promise.resolve()
+/**
+ * How long a zero-copy send waits in its thread for a full socket to take bytes before it
+ * hands the wait to the event loop (so a client that stops reading holds no thread).
+ */
+const SEND_WAIT_MS = 2
+/** The kinds of the addon's sendParts items besides a file's descriptor. */
+const ZEROS = -1
+const BUFFER = -2
+
+/** The socket's descriptor, where Node has one (a Unix socket or TCP, not TLS). */
+function descriptorOf(socket: Socket | TLSSocket): number | null {
+  if (socket instanceof TLSSocket) return null
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd
+  return typeof fd === 'number' && fd >= 0 ? fd : null
+}
 
 /**
  * One client: its socket, the handshake (handshake.ts), then the transmission phase
@@ -49,11 +68,24 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
   private stream: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private stopReading = false
-  /** Reply buffers queued and not yet handed to the socket, in order (see {@link flushBatch}). */
-  private batch: Buffer[] = []
+  /** Reply parts queued and not yet handed to the socket, in order (see {@link flushBatch}). */
+  private batch: ReplyPart[] = []
+  /** Whether {@link batch} holds file parts (then it goes out through {@link sendZeroCopy}). */
+  private batchHasFiles = false
   /** The `done` of each reply in {@link batch}. */
   private batchDone: (() => void)[] = []
+  /** For each part in {@link batch}, its reply's `failed` (see {@link SendOptions.failed}). */
+  private batchFailed: (((code: string) => void) | undefined)[] = []
   private batchScheduled = false
+  /**
+   * Zero-copy sends (sendfile, see {@link sendZeroCopy}): the addon's functions and a
+   * descriptor of our own for the socket, set when transmission starts on a plain socket.
+   */
+  private direct: { send: ZeroCopySend; fd: number } | null = null
+  /** A zero-copy send is writing to the socket: nothing else may until it ends. */
+  private directBusy = false
+  /** Batches handed to Node's socket whose write has not completed. */
+  private nodeWrites = 0
 
   constructor(
     readonly host: ConnectionHost,
@@ -79,6 +111,7 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
       if (negotiated && !this.gone) {
         this.phase = 'transmission'
         this.setTimer(0, null)
+        this.startZeroCopy()
         await this.transmission(new Transmission(this, negotiated))
       }
     } catch (error) {
@@ -145,7 +178,42 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     // Requests still buffered are dropped: their client is gone, nobody would read the replies.
     this.reader.abort()
     for (const release of [...this.unsent]) release()
+    if (this.direct) {
+      // Wakes a zero-copy send waiting for room; its descriptor is closed once it has ended.
+      this.direct.send.shutdownSocket(this.direct.fd)
+      if (!this.directBusy) this.closeDirect()
+    }
     this.wake()
+  }
+
+  /** Use zero-copy sends on this socket if it is a plain one and the addon has them. */
+  private startZeroCopy(): void {
+    const send = zeroCopySend()
+    const fd = send ? descriptorOf(this.socket) : null
+    if (!send || fd === null) return
+    try {
+      this.direct = { send, fd: send.dupSocket(fd) }
+    } catch (error) {
+      this.log(
+        'info',
+        `replies are copied (no zero-copy send): ${error instanceof Error ? error.message : String(error)}`,
+      )
+    }
+  }
+
+  private closeDirect(): void {
+    const direct = this.direct
+    if (!direct) return
+    this.direct = null
+    try {
+      closeSync(direct.fd)
+    } catch {
+      // already closed: nothing to release
+    }
+  }
+
+  get zeroCopy(): boolean {
+    return this.direct !== null && !this.gone
   }
 
   private destroy(): void {
@@ -158,6 +226,10 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
   private async close(): Promise<void> {
     if (!this.gone) {
       this.flushBatch()
+      // A zero-copy send (or one waiting for Node's writes to finish) goes out first.
+      await this.until(() => !this.directBusy && !this.batchHasFiles)
+    }
+    if (!this.gone) {
       this.phase = 'closed'
       const socket = this.socket
       socket.end(() => socket.destroy())
@@ -220,13 +292,13 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
   }
 
   /** Queue a reply now unless a streamed reply holds the socket (then after it). */
-  send(buffers: Buffer[], options?: SendOptions): Promise<void> {
+  send(buffers: ReplyPart[], options?: SendOptions): Promise<void> {
     if (this.stream) return this.sendAfterStream(buffers, options)
     this.queue(buffers, options)
     return QUEUED
   }
 
-  private async sendAfterStream(buffers: Buffer[], options?: SendOptions): Promise<void> {
+  private async sendAfterStream(buffers: ReplyPart[], options?: SendOptions): Promise<void> {
     while (this.stream) await this.stream
     this.queue(buffers, options)
   }
@@ -250,7 +322,9 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
    * now, and all of them released (and `written` run) once the socket no longer needs them.
    * The buffers go out with the rest of the batch ({@link flushBatch}).
    */
-  private queue(buffers: Buffer[], { reserved = 0, written }: SendOptions = {}): void {
+  private queue(buffers: ReplyPart[], { reserved = 0, written, failed }: SendOptions = {}): void {
+    // File parts count like buffers: they pin no memory, but a client that reads no replies
+    // must still stop being read.
     let total = 0
     for (const buffer of buffers) total += buffer.length
     if (total >= reserved) this.reserve(total - reserved)
@@ -268,7 +342,15 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
       return
     }
     this.unsent.add(done)
-    for (const buffer of buffers) this.batch.push(buffer)
+    for (const buffer of buffers) {
+      if (!(buffer instanceof Uint8Array)) {
+        if (!this.direct)
+          throw new Error('a file part was queued on a connection without zero-copy sends')
+        this.batchHasFiles = true
+      }
+      this.batch.push(buffer)
+      this.batchFailed.push(failed)
+    }
     this.batchDone.push(done)
     if (!this.batchScheduled) {
       this.batchScheduled = true
@@ -286,12 +368,23 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
    */
   private readonly flushBatch = (): void => {
     this.batchScheduled = false
+    // One writer at a time: a zero-copy send flushes again when it ends, and one waits for
+    // Node's writes to complete (nodeWrites), so the bytes of two replies never interleave.
+    if (this.directBusy) return
+    const socket = this.socket
+    if (this.batchHasFiles && !this.gone && (this.nodeWrites > 0 || socket.writableLength > 0)) {
+      if (this.nodeWrites === 0) setTimeout(this.flushBatch, 1)
+      return
+    }
     const buffers = this.batch
     const callbacks = this.batchDone
+    const failures = this.batchFailed
     if (buffers.length === 0) return
+    const files = this.batchHasFiles
     this.batch = []
     this.batchDone = []
-    const socket = this.socket
+    this.batchFailed = []
+    this.batchHasFiles = false
     const written = (): void => {
       for (const callback of callbacks) callback()
     }
@@ -299,14 +392,97 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
       written()
       return
     }
+    if (files) {
+      void this.sendZeroCopy(buffers, failures, written)
+      return
+    }
+    this.nodeWrites++
+    const completed = (): void => {
+      this.nodeWrites--
+      written()
+      if (this.nodeWrites === 0 && this.batchHasFiles) this.flushBatch()
+    }
     if (buffers.length === 1) {
-      socket.write(buffers[0]!, written)
+      socket.write(buffers[0] as Buffer, completed)
       return
     }
     socket.cork()
     const last = buffers.length - 1
-    buffers.forEach((buffer, index) => socket.write(buffer, index === last ? written : undefined))
+    buffers.forEach((buffer, index) =>
+      socket.write(buffer as Buffer, index === last ? completed : undefined),
+    )
     socket.uncork()
+  }
+
+  /**
+   * Write a batch that holds file parts with the addon's sendParts: buffers and zeros from
+   * memory, file parts with sendfile, so their bytes go from the page cache to the socket
+   * without a copy through this process (two copies, a read's and the socket's, were the
+   * largest part of the server's CPU time in a sequential read). When the socket is full the
+   * rest waits for room on the event loop. A failure cuts the connection: bytes of a reply may
+   * already be out, and no other reply can follow them.
+   */
+  private async sendZeroCopy(
+    parts: ReplyPart[],
+    failures: (((code: string) => void) | undefined)[],
+    written: () => void,
+  ): Promise<void> {
+    const direct = this.direct!
+    this.directBusy = true
+    // The replies whose file parts could not be read, told once each, before `written`.
+    const failed = new Map<(code: string) => void, string>()
+    try {
+      let items: number[] = []
+      let buffers: Uint8Array[] = []
+      let left = 0
+      const add = (part: ReplyPart): void => {
+        if (part instanceof Uint8Array) {
+          items.push(BUFFER, buffers.length, part.length)
+          buffers.push(part)
+        } else {
+          items.push(part.fd < 0 ? ZEROS : part.fd, part.fd < 0 ? 0 : part.position, part.length)
+        }
+        left += part.length
+      }
+      for (const part of parts) add(part)
+      // Parts dropped from the front of `items` (sent by earlier calls).
+      let dropped = 0
+      while (left > 0 && !this.gone) {
+        const result = await direct.send.sendParts(
+          direct.fd,
+          Float64Array.from(items),
+          buffers,
+          SEND_WAIT_MS,
+        )
+        const sent = typeof result === 'number' ? result : result[0]!
+        if (typeof result !== 'number') {
+          for (let index = 1; index + 1 < result.length; index += 2) {
+            const tell = failures[dropped + result[index]!]
+            if (tell && !failed.has(tell)) failed.set(tell, errnoName(result[index + 1]!))
+          }
+        }
+        left -= sent
+        if (left <= 0 || this.gone) break
+        // The socket is full: drop what went out, wait for room on the event loop.
+        const rest = skipParts(items, buffers, sent)
+        items = rest.items
+        buffers = rest.buffers
+        dropped += rest.dropped
+        await direct.send.waitWritable(direct.fd)
+      }
+    } catch (error) {
+      if (!this.gone)
+        this.hangUp(
+          `sending a reply failed: ${error instanceof Error ? error.message : String(error)}`,
+        )
+    } finally {
+      this.directBusy = false
+      for (const [tell, code] of failed) tell(code)
+      written()
+      if (this.gone) this.closeDirect()
+      else if (this.batch.length > 0) this.flushBatch()
+      this.wake()
+    }
   }
 
   // ---- transmission: reading requests -------------------------------------------------------
@@ -339,4 +515,42 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     this.inFlight--
     this.wake()
   }
+}
+
+/** sendParts items and buffers without their first `sent` bytes. */
+function skipParts(
+  items: number[],
+  buffers: Uint8Array[],
+  sent: number,
+): { items: number[]; buffers: Uint8Array[]; dropped: number } {
+  const rest: number[] = []
+  const kept: Uint8Array[] = []
+  let skip = sent
+  let dropped = 0
+  for (let index = 0; index < items.length; index += 3) {
+    const kind = items[index]!
+    let position = items[index + 1]!
+    let length = items[index + 2]!
+    if (skip >= length) {
+      skip -= length
+      dropped++
+      continue
+    }
+    if (kind === BUFFER) {
+      rest.push(BUFFER, kept.length, length - skip)
+      kept.push(buffers[position]!.subarray(skip))
+    } else {
+      if (kind !== ZEROS) position += skip
+      rest.push(kind, position, length - skip)
+    }
+    length -= skip
+    skip = 0
+  }
+  return { items: rest, buffers: kept, dropped }
+}
+
+/** The name of an errno value ("EIO"), as Node's own errors give it. */
+function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(constants.errno)) if (value === errno) return name
+  return `errno ${errno}`
 }

@@ -1,4 +1,4 @@
-import type { BlockExtent } from '../engine/disk'
+import type { BlockExtent, Disk, FileMapping } from '../engine/disk'
 import { runLimited } from '../engine/extents'
 import { zeroes } from '../engine/file'
 import { nbdErrorOf } from './errors'
@@ -10,11 +10,18 @@ import {
   encodeErrorChunk,
   encodeHoleChunk,
   encodeNoneChunk,
+  NBD_ERROR,
   SIMPLE_REPLY,
   writeDataChunkHeader,
   writeSimpleReplyHeader,
 } from './protocol'
-import type { Incoming, SendOptions, TransmissionChannel } from './transmission'
+import type {
+  FilePart,
+  Incoming,
+  ReplyPart,
+  SendOptions,
+  TransmissionChannel,
+} from './transmission'
 
 /**
  * The reply to NBD_CMD_READ (proto.md, "NBD_CMD_READ"), produced in pieces of at most
@@ -36,6 +43,13 @@ const MIN_HOLE = 4096
  * saves little on the wire there, and unallocated clusters cost no I/O to read anyway.
  */
 const HOLE_DETECTION_MIN = 64 * 1024
+/**
+ * Pieces shorter than this are read into memory even where the files could be sent as they
+ * are (sendfile): a 4 KiB read copied from the page cache on this thread and written with the
+ * other replies costs less than a thread-pool job (fio's 4K random reads at QD16: 42k IOPS
+ * sent from the files against 70k read).
+ */
+const ZERO_COPY_MIN = 64 * 1024
 
 /** Answer a validated NBD_CMD_READ. Returns early, sending nothing more, if the client left. */
 export async function answerRead(
@@ -56,6 +70,7 @@ export async function answerRead(
     return
   }
   // At least one piece: a simple reply to a read of 0 bytes is its header alone.
+  const sentFromFiles: Promise<string | null>[] = []
   let at = offset
   do {
     const length = Math.min(READ_PIECE, end - at)
@@ -65,15 +80,32 @@ export async function answerRead(
       if (!(await channel.acquire(length))) return
       reserved = length
     }
-    await sendPiece(channel, negotiated, incoming, at, length, at + length >= end, reserved)
+    const last = at + length >= end
+    await sendPiece(channel, negotiated, incoming, at, length, last, reserved, sentFromFiles)
     at += length
   } while (at < end)
+  if (sentFromFiles.length === 0) return
+  // Chunks sent from the files cannot end the reply: a file may fail to read while it is sent
+  // (its bytes then go out as zeros), and only then is it known whether this ends in an error.
+  const failure = (await Promise.all(sentFromFiles)).find((code) => code !== null)
+  const { handle } = request
+  if (!failure) {
+    await channel.send([encodeNoneChunk(handle)])
+    return
+  }
+  const message = `reading ${request.length} bytes at offset ${offset} of ${negotiated.export.disk.path} failed: ${failure}`
+  channel.log('error', message)
+  await channel.send([encodeErrorChunk(handle, NBD_ERROR.EIO, message)])
 }
 
 /**
  * Read [at, at + length) and send it: as one buffer (reply header, then the data read straight
  * behind it) when it is one data range; ranges that read as zeros for at least MIN_HOLE bytes
  * become hole chunks. `reserved` bytes were charged for it; they go with the send, or back.
+ * Where the disk maps the piece to plain files and the channel can send them (zeroCopy), the
+ * data is not read here but sent from the files; a structured reply's piece sent so adds to
+ * `sentFromFiles` the promise of its outcome (the errno's name when a file failed), and no
+ * chunk of the reply says DONE until they settle ({@link answerRead}).
  */
 async function sendPiece(
   channel: TransmissionChannel,
@@ -83,6 +115,7 @@ async function sendPiece(
   length: number,
   last: boolean,
   reserved: number,
+  sentFromFiles: Promise<string | null>[],
 ): Promise<void> {
   const { structured, export: selected } = negotiated
   const { request } = incoming
@@ -97,6 +130,36 @@ async function sendPiece(
       disk.capabilities.blockStatus
     const segments = detectHoles ? toSegments(await disk.blockStatus(at, length), at) : null
     const single = segments === null || (segments.length === 1 && !segments[0]!.hole)
+    const mapped =
+      channel.zeroCopy && length >= ZERO_COPY_MIN
+        ? mapSegments(disk, segments ?? [whole(at, length)])
+        : null
+    if (mapped) {
+      // Sent from the files themselves: only the reply's headers are made here.
+      let failure: string | null = null
+      let outcome!: (code: string | null) => void
+      if (structured) sentFromFiles.push(new Promise((resolve) => (outcome = resolve)))
+      const options: SendOptions = {
+        reserved,
+        failed: (code) => {
+          failure = code
+          // A simple reply cannot say that its data is wrong: the connection is cut.
+          if (!structured)
+            channel.hangUp(
+              `reading ${length} bytes at offset ${at} of ${disk.path} failed after its reply started: ${code}`,
+            )
+        },
+        written: () => {
+          mapped.release()
+          outcome?.(failure)
+        },
+      }
+      reserved = 0
+      await channel.send(zeroCopyReply(structured, request.handle, mapped.segments), options)
+      return
+    }
+    // Once a piece was sent from the files, the reply ends with its own chunk (answerRead).
+    last = last && sentFromFiles.length === 0
     const prefix = !structured ? SIMPLE_REPLY.length : single ? DATA_CHUNK_PREFIX : 0
     frame = pool.take(prefix + length)
     const data = frame.subarray(prefix, prefix + length)
@@ -208,6 +271,77 @@ async function streamFrame(
     })
   }
   if (structured) send([encodeNoneChunk(request.handle)])
+}
+
+/** A segment of a read reply with the file parts its data is sent from (none for a hole). */
+interface MappedSegment extends Segment {
+  parts: FilePart[]
+}
+
+/**
+ * The file parts of every data segment (Disk.mapFiles), or null when the disk cannot map one
+ * of them (then it is read into memory as usual). `release` lets the mappings go.
+ */
+function mapSegments(
+  disk: Disk,
+  segments: Segment[],
+): { segments: MappedSegment[]; release: () => void } | null {
+  if (!disk.mapFiles) return null
+  const mappings: FileMapping[] = []
+  const release = (): void => {
+    for (const mapping of mappings) mapping.release()
+  }
+  const mapped: MappedSegment[] = []
+  for (const segment of segments) {
+    const parts: FilePart[] = []
+    if (!segment.hole) {
+      const mapping = disk.mapFiles(segment.start, segment.end - segment.start)
+      if (!mapping) {
+        release()
+        return null
+      }
+      mappings.push(mapping)
+      const pieces = mapping.pieces
+      for (let index = 0; index < pieces.length; index += 3)
+        parts.push({ fd: pieces[index]!, position: pieces[index + 1]!, length: pieces[index + 2]! })
+    }
+    mapped.push({ ...segment, parts })
+  }
+  return { segments: mapped, release }
+}
+
+/**
+ * The parts of one piece of a read reply sent from files: a simple reply's header or the data
+ * chunks' headers in memory, the data as file parts, holes as hole chunks.
+ */
+function zeroCopyReply(
+  structured: boolean,
+  handle: Uint8Array,
+  segments: MappedSegment[],
+): ReplyPart[] {
+  const parts: ReplyPart[] = []
+  if (!structured) {
+    const header = Buffer.allocUnsafe(SIMPLE_REPLY.length)
+    writeSimpleReplyHeader(header, handle, 0)
+    parts.push(header)
+  }
+  for (const segment of segments) {
+    const size = segment.end - segment.start
+    if (!structured) {
+      for (const part of segment.parts) parts.push(part)
+    } else if (segment.hole) {
+      parts.push(encodeHoleChunk(handle, false, segment.start, size))
+    } else {
+      parts.push(encodeDataChunkHeader(handle, false, segment.start, size))
+      for (const part of segment.parts) parts.push(part)
+    }
+  }
+  return parts
+}
+
+/** The whole of [at, at + length) as one data segment. */
+function whole(at: number, length: number): Segment {
+  return { start: at, end: at + length, hole: false }
 }
 
 /** A piece of a read reply: data to send, or a hole that reads as zeros. */

@@ -39,7 +39,25 @@ export interface SendOptions {
   reserved?: number
   /** Runs once the socket no longer needs the buffers (written, or the client is gone). */
   written?: () => void
+  /**
+   * Runs (before `written`) when a {@link FilePart} of the reply could not be read: its bytes
+   * went out as zeros, and the reply must end with an error. `code` is the errno's name.
+   */
+  failed?: (code: string) => void
 }
+
+/**
+ * Bytes of a plain file, sent from the page cache to the socket without passing through this
+ * process (sendfile); `fd` -1 is that many zero bytes. Only where the channel says `zeroCopy`.
+ */
+export interface FilePart {
+  fd: number
+  position: number
+  length: number
+}
+
+/** One part of a reply: bytes in memory, or a {@link FilePart}. */
+export type ReplyPart = Buffer | FilePart
 
 /** What transmission needs from its connection: the socket, and flow control. */
 export interface TransmissionChannel {
@@ -48,7 +66,9 @@ export interface TransmissionChannel {
    * Queue every buffer of one reply (or one piece of it) in one synchronous run, so that no
    * other reply comes between them. Their bytes count against the connection until written.
    */
-  send(buffers: Buffer[], options?: SendOptions): Promise<void>
+  send(buffers: ReplyPart[], options?: SendOptions): Promise<void>
+  /** Whether replies may hold {@link FilePart}s: a plain (not TLS) socket and the addon's sendfile. */
+  readonly zeroCopy: boolean
   /** Run `body` with the socket to itself: no other reply is sent until it ends. */
   exclusive(
     body: (send: (buffers: Buffer[], options?: SendOptions) => void) => Promise<void>,
