@@ -44,12 +44,13 @@ const MIN_HOLE = 4096
  */
 const HOLE_DETECTION_MIN = 64 * 1024
 /**
- * Pieces shorter than this are read into memory even where the files could be sent as they
- * are (sendfile): a 4 KiB read copied from the page cache on this thread and written with the
- * other replies costs less than a thread-pool job (fio's 4K random reads at QD16: 42k IOPS
- * sent from the files against 70k read).
+ * Pieces with fewer bytes of data than this (holes aside) are read into memory even where the
+ * files could be sent as they are (sendfile): a small read copied from the page cache on this
+ * thread and written with the other replies costs less than a thread-pool job. fio's 4K random
+ * reads at QD16 made 42k IOPS sent from the files against 70k read; nbdcopy of a sparse 1 TiB
+ * overlay (256 KiB requests, 64 KiB of data in each) took 0.9-1.0 s against 0.6-0.8 s.
  */
-const ZERO_COPY_MIN = 64 * 1024
+const ZERO_COPY_MIN = 128 * 1024
 
 /** Answer a validated NBD_CMD_READ. Returns early, sending nothing more, if the client left. */
 export async function answerRead(
@@ -131,7 +132,7 @@ async function sendPiece(
     const segments = detectHoles ? toSegments(await disk.blockStatus(at, length), at) : null
     const single = segments === null || (segments.length === 1 && !segments[0]!.hole)
     const mapped =
-      channel.zeroCopy && length >= ZERO_COPY_MIN
+      channel.zeroCopy && dataBytes(segments, length) >= ZERO_COPY_MIN
         ? mapSegments(disk, segments ?? [whole(at, length)])
         : null
     if (mapped) {
@@ -337,6 +338,14 @@ function zeroCopyReply(
     }
   }
   return parts
+}
+
+/** Bytes of data (not holes) in a piece of `length` bytes cut into `segments` (null: all data). */
+function dataBytes(segments: Segment[] | null, length: number): number {
+  if (!segments) return length
+  let bytes = 0
+  for (const segment of segments) if (!segment.hole) bytes += segment.end - segment.start
+  return bytes
 }
 
 /** The whole of [at, at + length) as one data segment. */

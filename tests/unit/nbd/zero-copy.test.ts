@@ -67,7 +67,7 @@ describe.runIf(status.loaded)('NBD reads sent from the files', () => {
     // A disk that refuses to read big ranges into memory: they can only be sent from the files.
     const refusing = wrapped(served.disk, {
       readInto: async (target, offset) => {
-        if (target.length >= 64 * 1024)
+        if (target.length >= 128 * 1024)
           throw new EngineError('IO_ERROR', `read ${target.length} at ${offset} into memory`)
         return served.disk.readInto(target, offset)
       },
