@@ -505,6 +505,27 @@ static bool get_batch_args(napi_env env, napi_value *argv, uint8_t **target, siz
   return true;
 }
 
+/* Queue `execute`/`complete` on the thread pool for `job`, holding a reference to `keep` (the
+ * JavaScript value whose memory the job uses) until `complete` deletes it. Returns the job's
+ * promise, or NULL with an exception pending (nothing queued, nothing held: free the job). */
+static napi_value queue_job(napi_env env, napi_value keep, const char *label, napi_async_execute_callback execute,
+                            napi_async_complete_callback complete, void *job, napi_ref *kept,
+                            napi_deferred *deferred, napi_async_work *work) {
+  napi_value promise, name;
+  *kept = NULL;
+  *work = NULL;
+  if (napi_create_reference(env, keep, 1, kept) != napi_ok || napi_create_promise(env, deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, label, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, job, work) != napi_ok ||
+      napi_queue_async_work(env, *work) != napi_ok) {
+    if (*kept) napi_delete_reference(env, *kept);
+    if (*work) napi_delete_async_work(env, *work);
+    throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
+
 static void read_batch_execute(napi_env env, void *data) {
   (void)env;
   ReadBatchJob *job = data;
@@ -567,7 +588,7 @@ static void read_batch_complete(napi_env env, napi_status status, void *data) {
  * put in `target`, then the whole cluster written) costs one thread-pool job, with no copy of
  * the base's bytes on the main thread. */
 static napi_value read_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[4], promise, name;
+  napi_value argv[4];
   uint8_t *target_data;
   size_t target_length, count;
   const double *raw;
@@ -611,16 +632,11 @@ static napi_value read_batch(napi_env env, napi_callback_info info) {
   job->write_fd = write_fd;
   job->write_position = write_position;
   job->failed = "pread";
-  if (napi_create_reference(env, argv[0], 1, &job->target_ref) != napi_ok ||
-      napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "addcow.readBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, read_batch_execute, read_batch_complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
-    if (job->target_ref) napi_delete_reference(env, job->target_ref);
+  napi_value promise = queue_job(env, argv[0], "addcow.readBatch", read_batch_execute, read_batch_complete, job,
+                                 &job->target_ref, &job->deferred, &job->work);
+  if (!promise) {
     free(pieces);
     free(job);
-    throw_last(env);
-    return NULL;
   }
   return promise;
 }
@@ -934,7 +950,7 @@ static void send_parts_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value send_parts(napi_env env, napi_callback_info info) {
-  napi_value argv[4], promise, name;
+  napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
   int socket;
   int64_t wait_ms;
@@ -997,16 +1013,11 @@ static napi_value send_parts(napi_env env, napi_callback_info info) {
   job->wait_ms = wait_ms > 60000 ? 60000 : (int)wait_ms;
   job->count = count;
   job->items = items;
-  if (napi_create_reference(env, argv[2], 1, &job->buffers_ref) != napi_ok ||
-      napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "addcow.sendParts", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, send_parts_execute, send_parts_complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
-    if (job->buffers_ref) napi_delete_reference(env, job->buffers_ref);
+  napi_value promise = queue_job(env, argv[2], "addcow.sendParts", send_parts_execute, send_parts_complete, job,
+                                 &job->buffers_ref, &job->deferred, &job->work);
+  if (!promise) {
     free(items);
     free(job);
-    throw_last(env);
-    return NULL;
   }
   return promise;
 }
