@@ -530,7 +530,7 @@ function skipParts(
   for (let index = 0; index < items.length; index += 3) {
     const kind = items[index]!
     let position = items[index + 1]!
-    let length = items[index + 2]!
+    const length = items[index + 2]!
     if (skip >= length) {
       skip -= length
       dropped++
@@ -543,7 +543,6 @@ function skipParts(
       if (kind !== ZEROS) position += skip
       rest.push(kind, position, length - skip)
     }
-    length -= skip
     skip = 0
   }
   return { items: rest, buffers: kept, dropped }
