@@ -2,6 +2,7 @@
 // same bytes, the same chunks; a file that fails while it is sent ends the reply with an error;
 // a client that stops reading holds no thread-pool thread.
 import { mkdir, open } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Disk } from '../../../main/engine/disk'
@@ -35,6 +36,20 @@ function wrapped(disk: Disk, replace: Partial<Pick<Disk, 'readInto' | 'mapFiles'
   })
 }
 
+/**
+ * `disk`, refusing to read ranges of 128 KiB or more into memory: those reads can only be sent
+ * from the files.
+ */
+function refusingBigReads(disk: Disk): Disk {
+  return wrapped(disk, {
+    readInto: async (target, offset) => {
+      if (target.length >= 128 * 1024)
+        throw new EngineError('IO_ERROR', `read ${target.length} at ${offset} into memory`)
+      return disk.readInto(target, offset)
+    },
+  })
+}
+
 /** Serve `disk` on its own socket in `folder`; the server closes after the test. */
 async function serve(folder: string, disk: Disk, name: string): Promise<string> {
   const server = new NbdServer({ exports: [{ name: '', disk }] })
@@ -64,15 +79,7 @@ describe.runIf(status.loaded)('NBD reads sent from the files', () => {
       expect((await writer.writeData(cluster * CLUSTER + 100, pattern(5000, cluster))).error).toBe(
         0,
       )
-    // A disk that refuses to read big ranges into memory: they can only be sent from the files.
-    const refusing = wrapped(served.disk, {
-      readInto: async (target, offset) => {
-        if (target.length >= 128 * 1024)
-          throw new EngineError('IO_ERROR', `read ${target.length} at ${offset} into memory`)
-        return served.disk.readInto(target, offset)
-      },
-    })
-    const direct = await serve(served.folder, refusing, 'direct')
+    const direct = await serve(served.folder, refusingBigReads(served.disk), 'direct')
     for (const structured of [true, false]) {
       const copied = await nbd.client()
       await copied.negotiate({ structured, meta: false })
@@ -101,6 +108,31 @@ describe.runIf(status.loaded)('NBD reads sent from the files', () => {
     await copying.negotiate()
     expect((await copying.read(0, MIB)).error).toBe(NBD_ERROR.EIO)
     copying.close()
+  })
+
+  it('are sent from the files over TCP too', async () => {
+    const served = await nbd.setup()
+    const server = new NbdServer({ exports: [{ name: '', disk: refusingBigReads(served.disk) }] })
+    server.on('log', () => undefined)
+    servers.push(server)
+    const address = await server.listen({ port: 0 })
+    if (address.kind !== 'tcp') throw new Error('not listening on TCP')
+    const socket = connect({ host: address.host, port: address.port })
+    await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject))
+    const client = NbdTestClient.fromSocket(socket)
+    try {
+      await client.negotiate()
+      for (const [offset, length] of [
+        [0, 4 * MIB],
+        [MIB + 3, 3 * MIB],
+      ] as const) {
+        const got = await client.read(offset, length)
+        expect(got.error).toBe(0)
+        expect(got.data.equals(await served.disk.read(offset, length))).toBe(true)
+      }
+    } finally {
+      client.close()
+    }
   })
 
   it('end a reply with an error when a file fails while it is sent; a simple reply is cut', async () => {
