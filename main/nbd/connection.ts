@@ -74,8 +74,11 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
   private batchHasFiles = false
   /** The `done` of each reply in {@link batch}. */
   private batchDone: (() => void)[] = []
-  /** For each part in {@link batch}, its reply's `failed` (see {@link SendOptions.failed}). */
-  private batchFailed: (((code: string) => void) | undefined)[] = []
+  /**
+   * The parts [from, to) of {@link batch} of each reply that has a `failed` (see
+   * {@link SendOptions.failed}): only replies sent from files, so other replies add nothing.
+   */
+  private batchFailures: PartsOf[] = []
   private batchScheduled = false
   /**
    * Zero-copy sends (sendfile, see {@link sendZeroCopy}): the addon's functions and a
@@ -342,6 +345,10 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
       return
     }
     this.unsent.add(done)
+    if (failed) {
+      const from = this.batch.length
+      this.batchFailures.push({ from, to: from + buffers.length, tell: failed })
+    }
     for (const buffer of buffers) {
       if (!(buffer instanceof Uint8Array)) {
         if (!this.direct)
@@ -349,7 +356,6 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
         this.batchHasFiles = true
       }
       this.batch.push(buffer)
-      this.batchFailed.push(failed)
     }
     this.batchDone.push(done)
     if (!this.batchScheduled) {
@@ -378,12 +384,12 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     }
     const buffers = this.batch
     const callbacks = this.batchDone
-    const failures = this.batchFailed
+    const failures = this.batchFailures
     if (buffers.length === 0) return
     const files = this.batchHasFiles
     this.batch = []
     this.batchDone = []
-    this.batchFailed = []
+    this.batchFailures = []
     this.batchHasFiles = false
     const written = (): void => {
       for (const callback of callbacks) callback()
@@ -424,7 +430,7 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
    */
   private async sendZeroCopy(
     parts: ReplyPart[],
-    failures: (((code: string) => void) | undefined)[],
+    failures: PartsOf[],
     written: () => void,
   ): Promise<void> {
     const direct = this.direct!
@@ -457,8 +463,10 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
         const sent = typeof result === 'number' ? result : result[0]!
         if (typeof result !== 'number') {
           for (let index = 1; index + 1 < result.length; index += 2) {
-            const tell = failures[dropped + result[index]!]
-            if (tell && !failed.has(tell)) failed.set(tell, errnoName(result[index + 1]!))
+            const part = dropped + result[index]!
+            const owner = failures.find(({ from, to }) => part >= from && part < to)
+            if (owner && !failed.has(owner.tell))
+              failed.set(owner.tell, errnoName(result[index + 1]!))
           }
         }
         left -= sent
@@ -515,6 +523,13 @@ export class NbdConnection implements HandshakeChannel, TransmissionChannel {
     this.inFlight--
     this.wake()
   }
+}
+
+/** The parts [from, to) of a batch that make one reply, and how to tell it a file failed. */
+interface PartsOf {
+  from: number
+  to: number
+  tell: (code: string) => void
 }
 
 /** sendParts items and buffers without their first `sent` bytes. */

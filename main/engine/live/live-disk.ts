@@ -285,7 +285,8 @@ export class LiveDisk implements Disk {
     if (this.gate || this.copyOnRead) return null
     const mapping = this.top.mapFiles?.(offset, length) ?? null
     if (!mapping) return null
-    this.inFlight++
+    // No gate: entering counts it in flight at once (no promise to wait for).
+    void this.enter()
     let held = true
     return {
       pieces: mapping.pieces,

@@ -772,6 +772,25 @@ static int wait_for_room(int socket, int wait_ms) {
   }
 }
 
+/* One non-blocking sendmsg of `count` vectors: the bytes sent, 0 when the socket is full, -1 on
+ * a socket error (job->error set). */
+static int64_t send_vectors(SendJob *job, struct iovec *vectors, size_t count) {
+  struct msghdr message = {0};
+  message.msg_iov = vectors;
+  message.msg_iovlen = count;
+  for (;;) {
+    ssize_t put = sendmsg(job->socket, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (put < 0 && errno == EINTR) continue;
+    if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (put < 0) {
+      job->error = errno;
+      job->failed = "sendmsg";
+      return -1;
+    }
+    return put;
+  }
+}
+
 /* Send items [first, stop) that are buffers or zeros, starting `skip` bytes in: one sendmsg per
  * SEND_IOV_MAX vectors. Returns the bytes sent (short when the socket is full), -1 on error. */
 static int64_t send_memory(SendJob *job, size_t first, size_t stop, int64_t skip) {
@@ -801,20 +820,7 @@ static int64_t send_memory(SendJob *job, size_t first, size_t stop, int64_t skip
     }
   }
   if (used == 0) return 0;
-  struct msghdr message = {0};
-  message.msg_iov = vectors;
-  message.msg_iovlen = used;
-  for (;;) {
-    ssize_t put = sendmsg(job->socket, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-    if (put < 0) {
-      job->error = errno;
-      job->failed = "sendmsg";
-      return -1;
-    }
-    return put;
-  }
+  return send_vectors(job, vectors, used);
 }
 
 /* sendfile failed: the file cannot be spliced (a filesystem without it: EINVAL), cannot be read
@@ -834,16 +840,8 @@ static int64_t send_copied(SendJob *job, const SendItem *item, int64_t into) {
   while (got < 0 && errno == EINTR);
   if (got < 0) return -2;
   if (got == 0) return -3;
-  ssize_t put;
-  do put = send(job->socket, job->copy, (size_t)got, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (put < 0 && errno == EINTR);
-  if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-  if (put < 0) {
-    job->error = errno;
-    job->failed = "sendmsg";
-    return -1;
-  }
-  return put;
+  struct iovec vector = {job->copy, (size_t)got};
+  return send_vectors(job, &vector, 1);
 }
 
 static void send_parts_execute(napi_env env, void *data) {
